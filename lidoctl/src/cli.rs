@@ -1,0 +1,314 @@
+//! The command line grammar: `lidoctl [global flags] <verb> [noun] [args]`.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::exit::EXIT_CODES_HELP;
+
+/// Operate a Lido cluster: status, services, nodes and its live event stream.
+#[derive(Debug, Parser)]
+#[command(name = "lidoctl", version, about, after_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
+pub struct GlobalArgs {
+    /// InfrastructureManager URL; a comma-separated list fails over to the next
+    /// URL when one is unreachable
+    #[arg(
+        long,
+        env = "LIDO_URL",
+        default_value = "http://127.0.0.1:7700",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub url: Vec<String>,
+    /// Bearer token for the operator API
+    #[arg(long, env = "LIDO_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table, global = true)]
+    pub output: OutputFormat,
+    /// Never colour the output (NO_COLOR is honoured too)
+    #[arg(long, global = true)]
+    pub no_color: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns
+    Table,
+    /// Aligned columns with more detail
+    Wide,
+    /// JSON (one document; JSON lines for `watch`)
+    Json,
+    /// YAML
+    Yaml,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the cluster: nodes, their load, and every service
+    #[command(
+        after_help = "Examples:\n  lidoctl status\n  lidoctl status -o wide\n  lidoctl status -o json | jq '.nodes[].id'"
+    )]
+    Status,
+    /// List nodes or services
+    #[command(
+        after_help = "Examples:\n  lidoctl get nodes\n  lidoctl get brokers -o wide\n  lidoctl get service k1 -o yaml"
+    )]
+    Get(GetArgs),
+    /// Start a broker, market or trader on a chosen or the least-loaded node
+    #[command(subcommand)]
+    Spawn(SpawnCommand),
+    /// Stop a service (asks for confirmation)
+    #[command(after_help = "Examples:\n  lidoctl stop k1\n  lidoctl stop k1 --yes")]
+    Stop(StopArgs),
+    /// Restart a service
+    #[command(after_help = "Example:\n  lidoctl restart k1")]
+    Restart(RestartArgs),
+    /// Drain a node: no new sessions or spawns; existing ones go on (asks for confirmation)
+    #[command(
+        override_usage = "lidoctl drain [node] <ID> [-y]",
+        after_help = "Examples:\n  lidoctl drain node n1\n  lidoctl drain n1 --yes"
+    )]
+    Drain(DrainArgs),
+    /// Take a node out of draining
+    #[command(
+        override_usage = "lidoctl undrain [node] <ID>",
+        after_help = "Examples:\n  lidoctl undrain node n1\n  lidoctl undrain n1"
+    )]
+    Undrain(UndrainArgs),
+    /// Stream cluster changes until Ctrl-C, reconnecting when the connection drops
+    #[command(after_help = "Examples:\n  lidoctl watch\n  lidoctl watch -o json | jq -c 'select(.type == \"event\")'")]
+    Watch,
+    /// Print lidoctl's version
+    #[command(after_help = "Example:\n  lidoctl version")]
+    Version,
+    /// Print a shell completion script
+    #[command(
+        after_help = "Examples:\n  lidoctl completions bash > /etc/bash_completion.d/lidoctl\n  lidoctl completions zsh > \"${fpath[1]}/_lidoctl\"\n  lidoctl completions fish > ~/.config/fish/completions/lidoctl.fish"
+    )]
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// What to list
+    #[arg(value_enum)]
+    pub resource: Resource,
+    /// Only these names (node ids or service names)
+    pub names: Vec<String>,
+}
+
+/// The nouns of `get`, with plural, singular and short aliases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Resource {
+    #[value(alias = "node", alias = "no")]
+    Nodes,
+    #[value(alias = "service", alias = "svc")]
+    Services,
+    #[value(alias = "broker")]
+    Brokers,
+    #[value(alias = "market")]
+    Markets,
+    #[value(alias = "trader")]
+    Traders,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SpawnCommand {
+    /// Spawn a broker of TYPE (paper, kraken, schwab, …)
+    #[command(
+        after_help = "Examples:\n  lidoctl spawn broker paper --name p2\n  lidoctl spawn broker kraken --name k1 --node n1 --set account=main"
+    )]
+    Broker {
+        /// The venue adapter: paper, kraken, schwab, …
+        #[arg(value_name = "TYPE")]
+        service_type: String,
+        #[command(flatten)]
+        common: SpawnArgs,
+    },
+    /// Spawn a market NAME over a pool of brokers
+    #[command(after_help = "Example:\n  lidoctl spawn market crypto --set brokers=k1,k2")]
+    Market {
+        /// The market's name (what algos trade on), e.g. crypto
+        #[arg(value_name = "NAME", conflicts_with = "name")]
+        market: Option<String>,
+        #[command(flatten)]
+        common: SpawnArgs,
+    },
+    /// Spawn a hosted trader (an algo run and supervised by a TraderManager)
+    #[command(after_help = "Example:\n  lidoctl spawn trader --name t1 --set exec=/path/to/algo --set customer=acme")]
+    Trader {
+        /// The trader type, if the TraderManager knows several
+        #[arg(value_name = "TYPE")]
+        service_type: Option<String>,
+        #[command(flatten)]
+        common: SpawnArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SpawnArgs {
+    /// The service's name (picked by Lido when absent)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The node to run on (the least-loaded non-draining node when absent)
+    #[arg(long)]
+    pub node: Option<String>,
+    /// An option for the service, as KEY=VALUE; repeatable
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub set: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// The service's name
+    pub name: String,
+    /// Do not ask for confirmation
+    #[arg(short, long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    /// The service's name
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    #[command(flatten)]
+    pub target: NodeTarget,
+    /// Do not ask for confirmation
+    #[arg(short, long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UndrainArgs {
+    #[command(flatten)]
+    pub target: NodeTarget,
+}
+
+/// `node <ID>` or just `<ID>`.
+#[derive(Debug, Args)]
+pub struct NodeTarget {
+    /// `node` (optional), then the node id
+    #[arg(value_name = "ID", num_args = 1..=2, required = true)]
+    pub words: Vec<String>,
+}
+
+impl NodeTarget {
+    /// The node id, accepting `node <id>`, `nodes <id>` and `<id>`.
+    pub fn id(&self) -> Result<&str, String> {
+        match self.words.as_slice() {
+            [id] => Ok(id),
+            [noun, id] if matches!(noun.as_str(), "node" | "nodes" | "no") => Ok(id),
+            [noun, _] => Err(format!("unknown noun {noun:?}: expected `node <ID>` or `<ID>`")),
+            _ => Err("expected a node id".into()),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Parses `--set KEY=VALUE`; the value may be empty and may contain `=`.
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    let Some((key, value)) = s.split_once('=') else {
+        return Err(format!("expected KEY=VALUE, got {s:?}"));
+    };
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(format!("empty key in {s:?}: expected KEY=VALUE"));
+    }
+    Ok((key.to_string(), value.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[test]
+    fn grammar_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn key_values() {
+        assert_eq!(
+            parse_key_value("brokers=k1,k2").unwrap(),
+            ("brokers".into(), "k1,k2".into())
+        );
+        assert_eq!(parse_key_value("a=b=c").unwrap(), ("a".into(), "b=c".into()));
+        assert_eq!(parse_key_value("empty=").unwrap(), ("empty".into(), String::new()));
+        assert!(parse_key_value("foo").is_err());
+        assert!(parse_key_value("=x").is_err());
+    }
+
+    #[test]
+    fn bad_set_is_a_usage_error() {
+        let err = Cli::try_parse_from(["lidoctl", "spawn", "broker", "paper", "--set", "foo"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("KEY=VALUE"), "{err}");
+    }
+
+    #[test]
+    fn spawn_market_takes_the_name() {
+        let cli = Cli::try_parse_from(["lidoctl", "spawn", "market", "crypto", "--set", "brokers=k1,k2"]).unwrap();
+        let Command::Spawn(SpawnCommand::Market { market, common }) = cli.command else {
+            panic!("not a market spawn")
+        };
+        assert_eq!(market.as_deref(), Some("crypto"));
+        assert_eq!(common.set, vec![("brokers".to_string(), "k1,k2".to_string())]);
+    }
+
+    #[test]
+    fn urls_split_on_commas() {
+        let cli = Cli::try_parse_from(["lidoctl", "--url", "http://a:1,http://b:2", "status"]).unwrap();
+        assert_eq!(cli.global.url, vec!["http://a:1", "http://b:2"]);
+    }
+
+    #[test]
+    fn drain_accepts_both_forms() {
+        for args in [&["lidoctl", "drain", "node", "n1"][..], &["lidoctl", "drain", "n1"][..]] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            let Command::Drain(drain) = cli.command else {
+                panic!("not a drain")
+            };
+            assert_eq!(drain.target.id().unwrap(), "n1");
+        }
+        let cli = Cli::try_parse_from(["lidoctl", "drain", "nod", "n1"]).unwrap();
+        let Command::Drain(drain) = cli.command else {
+            panic!("not a drain")
+        };
+        assert!(drain.target.id().is_err());
+    }
+
+    #[test]
+    fn get_aliases() {
+        for noun in ["node", "nodes", "no"] {
+            let cli = Cli::try_parse_from(["lidoctl", "get", noun]).unwrap();
+            let Command::Get(get) = cli.command else {
+                panic!("not a get")
+            };
+            assert_eq!(get.resource, Resource::Nodes);
+        }
+        let cli = Cli::try_parse_from(["lidoctl", "get", "broker"]).unwrap();
+        let Command::Get(get) = cli.command else {
+            panic!("not a get")
+        };
+        assert_eq!(get.resource, Resource::Brokers);
+    }
+}

@@ -1,0 +1,78 @@
+//! `lidoctl get nodes|services|brokers|markets|traders [NAME…]`.
+
+use chrono::Utc;
+use lido_shared::cluster::{ServiceInfo, ServiceKind};
+
+use crate::cli::{GetArgs, Resource};
+use crate::endpoints::Endpoints;
+use crate::exit::NotFound;
+use crate::output::{nodes_table, services_table, Output};
+
+pub async fn run(endpoints: &Endpoints, out: Output, args: &GetArgs) -> anyhow::Result<()> {
+    let snapshot = endpoints
+        .run("cannot get the cluster", |c| async move { c.cluster().await })
+        .await?;
+    let single = args.names.len() == 1;
+    let wanted = |name: &str| args.names.is_empty() || args.names.iter().any(|n| n == name);
+    if args.resource == Resource::Nodes {
+        let nodes: Vec<_> = snapshot.nodes.iter().filter(|n| wanted(&n.id)).collect();
+        check_found(&args.names, nodes.iter().map(|n| n.id.as_str()), "node")?;
+        let table = || nodes_table(nodes.iter().copied(), out.wide());
+        return print(out, &nodes, single, table, "nodes");
+    }
+    let kind = kind_of(args.resource);
+    let services: Vec<&ServiceInfo> = snapshot
+        .services()
+        .filter(|s| !matches!(kind, Some(k) if k != s.kind) && wanted(&s.name))
+        .collect();
+    let noun = kind.map_or("service", ServiceKind::as_str);
+    check_found(&args.names, services.iter().map(|s| s.name.as_str()), noun)?;
+    let now = Utc::now();
+    let table = || services_table(services.iter().copied(), out.wide(), now);
+    print(out, &services, single, table, &format!("{noun}s"))
+}
+
+/// The service kind a noun lists; `None` for all services.
+fn kind_of(resource: Resource) -> Option<ServiceKind> {
+    match resource {
+        Resource::Brokers => Some(ServiceKind::Broker),
+        Resource::Markets => Some(ServiceKind::Market),
+        Resource::Traders => Some(ServiceKind::Trader),
+        Resource::Services | Resource::Nodes => None,
+    }
+}
+
+fn check_found<'a>(names: &[String], found: impl Iterator<Item = &'a str>, noun: &str) -> anyhow::Result<()> {
+    let found: Vec<&str> = found.collect();
+    let missing: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !found.contains(n))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(NotFound(format!("{noun} not found: {}", missing.join(", "))).into())
+}
+
+/// JSON/YAML: an object when one name was asked for, otherwise a list; or a table.
+fn print<T: serde::Serialize>(
+    out: Output,
+    items: &[T],
+    single: bool,
+    table: impl FnOnce() -> crate::output::Table,
+    plural: &str,
+) -> anyhow::Result<()> {
+    let printed = match items {
+        [one] if single => out.data(one)?,
+        _ => out.data(&items)?,
+    };
+    if printed {
+        return Ok(());
+    }
+    if items.is_empty() {
+        eprintln!("no {plural} found");
+        return Ok(());
+    }
+    out.table(&table())
+}

@@ -1,0 +1,124 @@
+//! Wiring of one node: the managers, the InfrastructureManager, the router,
+//! the boot services, and the orderly shutdown.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use lido_shared::cluster::ServiceKind;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::brokers::BrokerManager;
+use crate::config::Config;
+use crate::events::EventBus;
+use crate::infra::{Infra, InfraParts};
+use crate::markets::MarketManager;
+use crate::sessions::Sessions;
+use crate::supervisor::Supervisor;
+use crate::traders::TraderManager;
+
+/// How long open connections (streams) may linger after a shutdown starts.
+const DRAIN_CONNECTIONS: Duration = Duration::from_secs(3);
+
+/// Builds the node on `listener` and serves until `shutdown` is cancelled;
+/// then stops taking work, stops traders, then brokers, and returns.
+pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let addr = listener.local_addr()?;
+    let api_url = format!("http://{addr}");
+    let exe = match &config.service_exe {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().context("cannot find the lidod executable to start services")?,
+    };
+    let node = config.node.id.clone();
+    let bus = EventBus::new();
+    // Managers get their own token: on shutdown we stop services in order
+    // before they go.
+    let managers = CancellationToken::new();
+
+    let (broker_events, broker_events_rx) = mpsc::channel(65_536);
+    let (broker_signals, broker_signals_rx) = mpsc::unbounded_channel();
+    let broker_sup = Supervisor::new(
+        ServiceKind::Broker,
+        node.clone(),
+        config.supervisor.clone(),
+        bus.clone(),
+        broker_events,
+        Some(broker_signals),
+        managers.child_token(),
+    );
+    let brokers = BrokerManager::new(broker_sup, exe, api_url.clone());
+    let markets = MarketManager::new(
+        node.clone(),
+        brokers.clone(),
+        bus.clone(),
+        broker_events_rx,
+        broker_signals_rx,
+        managers.child_token(),
+    );
+
+    // Hosted traders report nothing the node acts on yet; their events are read and dropped.
+    let (trader_events, mut trader_events_rx) = mpsc::channel(1024);
+    tokio::spawn(async move { while trader_events_rx.recv().await.is_some() {} });
+    let trader_sup = Supervisor::new(
+        ServiceKind::Trader,
+        node.clone(),
+        config.supervisor.clone(),
+        bus.clone(),
+        trader_events,
+        None,
+        managers.child_token(),
+    );
+    let sessions = Sessions::default();
+    let traders = TraderManager::new(trader_sup, api_url.clone(), sessions.clone());
+
+    let infra = Infra::new(InfraParts {
+        node_id: node.clone(),
+        location: config.node.location.clone(),
+        api_url: api_url.clone(),
+        brokers: brokers.clone(),
+        markets: markets.clone(),
+        traders: traders.clone(),
+        sessions,
+        bus,
+    });
+
+    for b in &config.brokers {
+        brokers
+            .spawn_broker(&b.broker_type, &b.name, b.mode, b.options.clone())
+            .map_err(|e| anyhow::anyhow!("cannot start broker {}: {e}", b.name))?;
+    }
+    for m in &config.markets {
+        markets
+            .create_market(&m.name, m.brokers.clone())
+            .map_err(|e| anyhow::anyhow!("cannot create market {}: {e}", m.name))?;
+    }
+
+    let app = crate::http::router(infra);
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let mut server = tokio::spawn(async move { server.await });
+    info!(%api_url, node = %node, startup_ms = started.elapsed().as_millis() as u64, "lidod ready");
+
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        r = &mut server => {
+            managers.cancel();
+            return r.context("server task failed")?.context("server failed");
+        }
+    }
+    info!("shutting down: no new work; stopping traders, then brokers");
+    traders.shutdown().await;
+    brokers.shutdown().await;
+    managers.cancel();
+    match tokio::time::timeout(DRAIN_CONNECTIONS, &mut server).await {
+        Ok(r) => r.context("server task failed")?.context("server failed")?,
+        Err(_) => {
+            warn!("open connections did not close in time; closing them");
+            server.abort();
+        }
+    }
+    info!("lidod stopped");
+    Ok(())
+}

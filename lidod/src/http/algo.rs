@@ -1,0 +1,148 @@
+//! Algo REST API, served by the MarketManager.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use lido_shared::api::{
+    AccountQuery, MarketInfo, MarketQuery, OrdersQuery, PlaceOrder, Session, SessionRequest, SymbolQuery,
+};
+use lido_shared::model::{Balance, Book, Fill, Instrument, Order, Position, Quote};
+use lido_shared::ErrorBody;
+
+use super::Customer;
+use crate::error::{ApiError, ApiJson, ApiQuery};
+use crate::infra::Infra;
+
+pub fn routes() -> Router<Infra> {
+    Router::new()
+        .route("/v1/sessions", post(open_session))
+        .route("/v1/markets", get(markets))
+        .route("/v1/instruments", get(instruments))
+        .route("/v1/quotes", get(quote))
+        .route("/v1/book", get(book))
+        .route("/v1/orders", post(place_order).get(list_orders))
+        .route("/v1/orders/{order_id}", get(get_order).delete(cancel_order))
+        .route("/v1/fills", get(fills))
+        .route("/v1/positions", get(positions))
+        .route("/v1/balances", get(balances))
+}
+
+/// Opens a session for a customer and names the node to use.
+#[utoipa::path(post, path = "/v1/sessions", tag = "sessions", request_body = SessionRequest,
+    responses((status = 201, body = Session), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn open_session(
+    State(infra): State<Infra>,
+    ApiJson(req): ApiJson<SessionRequest>,
+) -> Result<(StatusCode, Json<Session>), ApiError> {
+    Ok((StatusCode::CREATED, Json(infra.open_session(&req)?)))
+}
+
+/// Markets of this node, with symbols and broker pools.
+#[utoipa::path(get, path = "/v1/markets", tag = "market data", responses((status = 200, body = Vec<MarketInfo>)))]
+pub async fn markets(State(infra): State<Infra>) -> Json<Vec<MarketInfo>> {
+    Json(infra.markets().markets())
+}
+
+/// What a market trades, with tick and lot sizes.
+#[utoipa::path(get, path = "/v1/instruments", tag = "market data", params(MarketQuery),
+    responses((status = 200, body = Vec<Instrument>), (status = 404, body = ErrorBody)))]
+pub async fn instruments(
+    State(infra): State<Infra>,
+    ApiQuery(q): ApiQuery<MarketQuery>,
+) -> Result<Json<Vec<Instrument>>, ApiError> {
+    Ok(Json(infra.markets().instruments(&q.market).await?))
+}
+
+/// Quote snapshot.
+#[utoipa::path(get, path = "/v1/quotes", tag = "market data", params(SymbolQuery),
+    responses((status = 200, body = Quote), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn quote(State(infra): State<Infra>, ApiQuery(q): ApiQuery<SymbolQuery>) -> Result<Json<Quote>, ApiError> {
+    Ok(Json(infra.markets().quote(&q.market, &q.symbol).await?))
+}
+
+/// Order book snapshot.
+#[utoipa::path(get, path = "/v1/book", tag = "market data", params(SymbolQuery),
+    responses((status = 200, body = Book), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn book(State(infra): State<Infra>, ApiQuery(q): ApiQuery<SymbolQuery>) -> Result<Json<Book>, ApiError> {
+    let depth = q.depth.unwrap_or(10);
+    if !(1..=100).contains(&depth) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("depth must be between 1 and 100, got {depth}"),
+        ));
+    }
+    Ok(Json(infra.markets().book(&q.market, &q.symbol, depth).await?))
+}
+
+/// Places an order. The same `client_order_id` again answers 200 with the first order.
+#[utoipa::path(post, path = "/v1/orders", tag = "orders", request_body = PlaceOrder,
+    responses((status = 201, description = "placed", body = Order), (status = 200, description = "client_order_id seen before: the first order", body = Order),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub async fn place_order(
+    State(infra): State<Infra>,
+    Customer(customer): Customer,
+    ApiJson(req): ApiJson<PlaceOrder>,
+) -> Result<(StatusCode, Json<Order>), ApiError> {
+    let (order, created) = infra.markets().place(&customer, req).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(order)))
+}
+
+/// The customer's orders; `status=open` for working ones.
+#[utoipa::path(get, path = "/v1/orders", tag = "orders", params(OrdersQuery), responses((status = 200, body = Vec<Order>), (status = 400, body = ErrorBody)))]
+pub async fn list_orders(
+    State(infra): State<Infra>,
+    Customer(customer): Customer,
+    ApiQuery(q): ApiQuery<OrdersQuery>,
+) -> Result<Json<Vec<Order>>, ApiError> {
+    Ok(Json(infra.markets().orders(&customer, &q)?))
+}
+
+/// One order.
+#[utoipa::path(get, path = "/v1/orders/{order_id}", tag = "orders", params(("order_id" = String, Path)),
+    responses((status = 200, body = Order), (status = 404, body = ErrorBody)))]
+pub async fn get_order(
+    State(infra): State<Infra>,
+    Customer(customer): Customer,
+    Path(order_id): Path<String>,
+) -> Result<Json<Order>, ApiError> {
+    Ok(Json(infra.markets().order(&customer, &order_id)?))
+}
+
+/// Cancels an open order.
+#[utoipa::path(delete, path = "/v1/orders/{order_id}", tag = "orders", params(("order_id" = String, Path)),
+    responses((status = 200, body = Order), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn cancel_order(
+    State(infra): State<Infra>,
+    Customer(customer): Customer,
+    Path(order_id): Path<String>,
+) -> Result<Json<Order>, ApiError> {
+    Ok(Json(infra.markets().cancel(&customer, &order_id).await?))
+}
+
+/// The customer's fills.
+#[utoipa::path(get, path = "/v1/fills", tag = "orders", responses((status = 200, body = Vec<Fill>)))]
+pub async fn fills(State(infra): State<Infra>, Customer(customer): Customer) -> Json<Vec<Fill>> {
+    Json(infra.markets().fills(&customer))
+}
+
+/// The customer's positions at a market's venue account.
+#[utoipa::path(get, path = "/v1/positions", tag = "account", params(AccountQuery), responses((status = 200, body = Vec<Position>), (status = 404, body = ErrorBody)))]
+pub async fn positions(
+    State(infra): State<Infra>,
+    Customer(customer): Customer,
+    ApiQuery(q): ApiQuery<AccountQuery>,
+) -> Result<Json<Vec<Position>>, ApiError> {
+    Ok(Json(infra.markets().positions(&customer, q.market.as_deref()).await?))
+}
+
+/// The customer's balances at a market's venue account.
+#[utoipa::path(get, path = "/v1/balances", tag = "account", params(AccountQuery), responses((status = 200, body = Vec<Balance>), (status = 404, body = ErrorBody)))]
+pub async fn balances(
+    State(infra): State<Infra>,
+    Customer(customer): Customer,
+    ApiQuery(q): ApiQuery<AccountQuery>,
+) -> Result<Json<Vec<Balance>>, ApiError> {
+    Ok(Json(infra.markets().balances(&customer, q.market.as_deref()).await?))
+}

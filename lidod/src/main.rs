@@ -1,0 +1,139 @@
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use lidod::service::{self, BrokerArgs};
+use lidod::Config;
+use tokio_util::sync::CancellationToken;
+
+/// The Lido daemon. With no arguments: one node on 127.0.0.1:7700 with an
+/// InfrastructureManager, the three managers, a paper broker and a paper market.
+#[derive(Parser)]
+#[command(
+    name = "lidod",
+    version,
+    after_help = "Examples:\n  lidod\n  lidod --listen 127.0.0.1:0\n  lidod --config lido.toml\n  lidod service broker paper --name p9 --manager-url http://127.0.0.1:7700"
+)]
+struct Cli {
+    /// Address to listen on (default 127.0.0.1:7700; port 0 picks a free one).
+    #[arg(long, env = "LIDO_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// TOML configuration file (see lido.example.toml).
+    #[arg(long, env = "LIDO_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `lidod=debug`.
+    #[arg(long, env = "LIDO_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one service in this process, checking in with a manager.
+    Service {
+        #[command(subcommand)]
+        service: ServiceCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServiceCmd {
+    /// A broker: `lidod service broker paper --name p1 --manager-url http://127.0.0.1:7700`.
+    Broker {
+        /// Broker type (paper).
+        #[arg(value_name = "TYPE")]
+        broker_type: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, env = "LIDO_MANAGER_URL")]
+        manager_url: String,
+        /// Broker option, repeatable: --set seed=7
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_kv)]
+        options: Vec<(String, String)>,
+        /// Exit when stdin closes (set by the manager that starts it).
+        #[arg(long)]
+        exit_with_parent: bool,
+    },
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).context("invalid --log filter")?)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        match cli.command {
+            Some(Cmd::Service {
+                service:
+                    ServiceCmd::Broker {
+                        broker_type,
+                        name,
+                        manager_url,
+                        options,
+                        exit_with_parent,
+                    },
+            }) => {
+                let args = BrokerArgs {
+                    broker_type,
+                    name,
+                    manager_url,
+                    options: options.into_iter().collect(),
+                    exit_with_parent,
+                };
+                service::run_broker(args, shutdown).await
+            }
+            None => {
+                let mut config = match &cli.config {
+                    Some(path) => Config::from_file(path)?,
+                    None => Config::default(),
+                };
+                if let Some(listen) = cli.listen {
+                    config.listen = listen;
+                }
+                let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
+                    format!(
+                        "cannot listen on {}; is another lidod running? use --listen to pick another address",
+                        config.listen
+                    )
+                })?;
+                let addr = listener.local_addr()?;
+                // Machine-readable first line: tests and scripts read the address here.
+                println!("lidod listening on http://{addr}");
+                std::io::stdout().flush()?;
+                lidod::run(listener, config, shutdown).await
+            }
+        }
+    })
+}
+
+/// SIGINT or SIGTERM starts an orderly shutdown; a second one exits at once.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+    for round in 0..2 {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        if round == 0 {
+            tracing::info!("signal received, shutting down");
+            shutdown.cancel();
+        } else {
+            tracing::warn!("second signal, exiting now");
+            std::process::exit(130);
+        }
+    }
+}

@@ -1,0 +1,789 @@
+//! The MarketManager: the node's algo-facing side. It owns the markets,
+//! routes orders and subscriptions to a healthy broker of each market's
+//! pool, keeps the order book-keeping, and fans venue data out to streams.
+
+mod market;
+mod orders;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::Utc;
+use lido_shared::api::{Channel, MarketInfo, OrdersQuery, PlaceOrder};
+use lido_shared::cluster::{ClusterEvent, RunMode, ServiceInfo, ServiceKind, ServiceState};
+use lido_shared::model::{Balance, Book, Fill, Instrument, Order, OrderStatus, OrderType, Position, Quote, Symbol};
+use lido_shared::pipe::{Command, Feed, ReplyBody, ServiceEvent, VenueOrder};
+use rust_decimal::Decimal;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use self::market::{Market, MdMsg};
+pub use self::orders::{OrderMsg, OrderStore};
+use crate::brokers::BrokerManager;
+use crate::error::ApiError;
+use crate::events::EventBus;
+use crate::pipe::{PipeError, PipeHandle, PipeSignal};
+
+/// How long a broker may take to answer a command.
+const VENUE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an acknowledgement waits for fills the venue made at once.
+const FILL_WAIT: Duration = Duration::from_millis(500);
+/// How long to keep settling an order whose send had no clear outcome.
+const SETTLE_ATTEMPTS: u32 = 60;
+
+#[derive(Clone)]
+pub struct MarketManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node: String,
+    brokers: BrokerManager,
+    markets: RwLock<BTreeMap<String, Arc<Market>>>,
+    orders: OrderStore,
+    bus: EventBus,
+    streams: AtomicUsize,
+}
+
+impl MarketManager {
+    /// Starts the router that takes broker events and pipe signals.
+    pub fn new(
+        node: String,
+        brokers: BrokerManager,
+        bus: EventBus,
+        events: mpsc::Receiver<(String, ServiceEvent)>,
+        signals: mpsc::UnboundedReceiver<(String, PipeSignal)>,
+        cancel: CancellationToken,
+    ) -> Self {
+        let mm = Self {
+            inner: Arc::new(Inner {
+                node,
+                brokers,
+                markets: RwLock::new(BTreeMap::new()),
+                orders: OrderStore::new(),
+                bus,
+                streams: AtomicUsize::new(0),
+            }),
+        };
+        tokio::spawn(mm.clone().route(events, signals, cancel));
+        mm
+    }
+
+    // ---- markets -------------------------------------------------------------
+
+    pub fn create_market(&self, name: &str, pool: Vec<String>) -> Result<ServiceInfo, ApiError> {
+        if pool.is_empty() {
+            return Err(ApiError::bad_request(
+                "invalid_option",
+                "a market needs a broker pool: --set brokers=b1,b2",
+            ));
+        }
+        for b in &pool {
+            if !self.inner.brokers.contains(b) {
+                return Err(ApiError::bad_request(
+                    "unknown_broker",
+                    format!("market {name:?} names broker {b:?}, which does not exist; spawn it first"),
+                ));
+            }
+        }
+        {
+            let mut markets = self.write();
+            if markets.contains_key(name) {
+                return Err(ApiError::conflict(
+                    "service_exists",
+                    format!("a market named {name:?} already exists"),
+                ));
+            }
+            markets.insert(name.to_string(), Arc::new(Market::new(name.to_string(), pool)));
+        }
+        let info = self.market_info(name).expect("just inserted");
+        self.inner
+            .bus
+            .publish(ClusterEvent::ServiceChanged { service: info.clone() });
+        info!(market = name, "market created");
+        // Load instruments now if a broker is already up.
+        let mm = self.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            if let Ok(m) = mm.market(&name) {
+                let _ = mm.load_instruments(&m).await;
+            }
+        });
+        Ok(info)
+    }
+
+    pub fn remove_market(&self, name: &str) -> Result<ServiceInfo, ApiError> {
+        let mut info = self.market_info(name).ok_or_else(|| unknown_market(name))?;
+        self.write().remove(name);
+        info.state = ServiceState::Stopped;
+        self.inner.bus.publish(ClusterEvent::ServiceRemoved {
+            name: name.to_string(),
+            node: self.inner.node.clone(),
+        });
+        Ok(info)
+    }
+
+    pub fn market(&self, name: &str) -> Result<Arc<Market>, ApiError> {
+        self.read().get(name).cloned().ok_or_else(|| unknown_market(name))
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.read().contains_key(name)
+    }
+
+    /// The highest-priority broker of the pool that is up.
+    pub fn active_broker(&self, market: &Market) -> Option<(String, PipeHandle)> {
+        market.pool.iter().find_map(|b| {
+            let info = self.inner.brokers.get(b)?;
+            let pipe = self.inner.brokers.pipe(b)?;
+            (info.state == ServiceState::Running && pipe.is_up()).then(|| (b.clone(), pipe))
+        })
+    }
+
+    pub fn markets(&self) -> Vec<MarketInfo> {
+        let markets: Vec<Arc<Market>> = self.read().values().cloned().collect();
+        markets
+            .iter()
+            .map(|m| {
+                let active = self.active_broker(m).map(|(n, _)| n);
+                MarketInfo {
+                    name: m.name.clone(),
+                    symbols: m.instruments().into_iter().map(|i| i.symbol).collect(),
+                    brokers: m.pool.clone(),
+                    state: if active.is_some() {
+                        ServiceState::Running
+                    } else {
+                        ServiceState::Degraded
+                    },
+                    active_broker: active,
+                }
+            })
+            .collect()
+    }
+
+    /// Markets as services, for the cluster view.
+    pub fn services(&self) -> Vec<ServiceInfo> {
+        let names: Vec<String> = self.read().keys().cloned().collect();
+        names.iter().filter_map(|n| self.market_info(n)).collect()
+    }
+
+    fn market_info(&self, name: &str) -> Option<ServiceInfo> {
+        let m = self.read().get(name).cloned()?;
+        let active = self.active_broker(&m).map(|(n, _)| n);
+        let mut options = BTreeMap::new();
+        options.insert("brokers".to_string(), m.pool.join(","));
+        let mut metrics = BTreeMap::new();
+        metrics.insert("listeners".to_string(), m.listener_count() as f64);
+        Some(ServiceInfo {
+            name: m.name.clone(),
+            kind: ServiceKind::Market,
+            service_type: String::new(),
+            state: if active.is_some() {
+                ServiceState::Running
+            } else {
+                ServiceState::Degraded
+            },
+            node: self.inner.node.clone(),
+            mode: RunMode::Task,
+            pid: None,
+            ws_url: None,
+            restarts: 0,
+            started_at: None,
+            detail: match &active {
+                Some(b) => Some(format!("routed to {b}")),
+                None => Some("no broker of the pool is up".to_string()),
+            },
+            options,
+            metrics,
+        })
+    }
+
+    // ---- market data ---------------------------------------------------------
+
+    pub async fn instruments(&self, market: &str) -> Result<Vec<Instrument>, ApiError> {
+        let m = self.market(market)?;
+        let list = m.instruments();
+        if !list.is_empty() {
+            return Ok(list);
+        }
+        self.load_instruments(&m).await
+    }
+
+    async fn load_instruments(&self, m: &Market) -> Result<Vec<Instrument>, ApiError> {
+        match self.ask(m, Command::Instruments).await? {
+            ReplyBody::Instruments(list) => {
+                m.set_instruments(list.clone());
+                Ok(list)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Parses a symbol and checks the market trades it.
+    pub async fn resolve(&self, market: &str, symbol: &str) -> Result<(Arc<Market>, Instrument), ApiError> {
+        let m = self.market(market)?;
+        let sym = Symbol::parse(symbol).map_err(|e| ApiError::bad_request("invalid_symbol", e.to_string()))?;
+        if m.instruments().is_empty() {
+            self.load_instruments(&m).await?;
+        }
+        let instrument = m.instrument(&sym).ok_or_else(|| {
+            ApiError::not_found(
+                "unknown_symbol",
+                format!(
+                    "market {market:?} does not trade {sym}; GET /v1/instruments?market={market} lists what it does"
+                ),
+            )
+        })?;
+        Ok((m, instrument))
+    }
+
+    pub async fn quote(&self, market: &str, symbol: &str) -> Result<Quote, ApiError> {
+        let (m, ins) = self.resolve(market, symbol).await?;
+        match self.ask(&m, Command::Quote { symbol: ins.symbol }).await? {
+            ReplyBody::Quote(q) => Ok(q),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn book(&self, market: &str, symbol: &str, depth: usize) -> Result<Book, ApiError> {
+        let (m, ins) = self.resolve(market, symbol).await?;
+        match self
+            .ask(
+                &m,
+                Command::Book {
+                    symbol: ins.symbol,
+                    depth,
+                },
+            )
+            .await?
+        {
+            ReplyBody::Book(b) => Ok(b.truncated(depth)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Joins a feed; the first listener subscribes the venue.
+    pub async fn listen(
+        &self,
+        market: &str,
+        feed: Feed,
+        symbol: &Symbol,
+    ) -> Result<broadcast::Receiver<MdMsg>, ApiError> {
+        let m = self.market(market)?;
+        let (rx, first) = m.listen(feed, symbol);
+        if first {
+            if let Err(e) = self
+                .ask(
+                    &m,
+                    Command::Subscribe {
+                        feed,
+                        symbol: symbol.clone(),
+                    },
+                )
+                .await
+            {
+                m.unlisten(feed, symbol);
+                return Err(e);
+            }
+        }
+        Ok(rx)
+    }
+
+    /// Leaves a feed; the last listener unsubscribes the venue.
+    pub fn unlisten(&self, market: &str, feed: Feed, symbol: &Symbol) {
+        let Ok(m) = self.market(market) else { return };
+        if m.unlisten(feed, symbol) {
+            let mm = self.clone();
+            let symbol = symbol.clone();
+            tokio::spawn(async move {
+                let _ = mm.ask(&m, Command::Unsubscribe { feed, symbol }).await;
+            });
+        }
+    }
+
+    pub fn stream_opened(&self) {
+        self.inner.streams.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn stream_closed(&self) {
+        self.inner.streams.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn stream_count(&self) -> usize {
+        self.inner.streams.load(Ordering::Relaxed)
+    }
+
+    // ---- orders --------------------------------------------------------------
+
+    pub fn order_updates(&self) -> broadcast::Receiver<OrderMsg> {
+        self.inner.orders.subscribe()
+    }
+
+    pub fn open_order_count(&self) -> usize {
+        self.inner.orders.open_count()
+    }
+
+    /// Validates and places an order. `false` in the answer means the client
+    /// order id was used before and the first order is returned.
+    pub async fn place(&self, customer: &str, req: PlaceOrder) -> Result<(Order, bool), ApiError> {
+        let (m, ins) = self.resolve(&req.market, &req.symbol).await?;
+        ins.check_quantity(req.quantity)
+            .map_err(|m| ApiError::bad_request("invalid_quantity", m))?;
+        match (req.order_type, req.limit_price) {
+            (OrderType::Limit, None) => {
+                return Err(ApiError::bad_request(
+                    "invalid_price",
+                    "a limit order needs limit_price",
+                ));
+            }
+            (OrderType::Market, Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "invalid_price",
+                    "a market order takes no limit_price; use type limit",
+                ));
+            }
+            (OrderType::Limit, Some(p)) => ins
+                .check_price(p)
+                .map_err(|m| ApiError::bad_request("invalid_price", m))?,
+            (OrderType::Market, None) => {}
+        }
+        let client_order_id = match req.client_order_id {
+            Some(id) => {
+                validate_client_id(&id)?;
+                id
+            }
+            None => format!("auto-{}", uuid::Uuid::new_v4().simple()),
+        };
+        let now = Utc::now();
+        let order = Order {
+            order_id: uuid::Uuid::new_v4().to_string(),
+            client_order_id,
+            customer: customer.to_string(),
+            market: m.name.clone(),
+            symbol: ins.symbol.clone(),
+            side: req.side,
+            order_type: req.order_type,
+            time_in_force: req.time_in_force,
+            quantity: req.quantity,
+            limit_price: req.limit_price,
+            filled_quantity: Decimal::ZERO,
+            average_price: None,
+            status: OrderStatus::New,
+            reason: None,
+            broker: None,
+            venue_order_id: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let (order, created) = self.inner.orders.insert_once(order);
+        if !created {
+            return Ok((order, false));
+        }
+        let Some((broker, pipe)) = self.active_broker(&m) else {
+            let reason = format!("no broker of market {} is up; retry shortly", m.name);
+            return Ok((self.inner.orders.reject(&order.order_id, reason).unwrap_or(order), true));
+        };
+        let venue_order = VenueOrder {
+            client_id: order.order_id.clone(),
+            account: customer.to_string(),
+            symbol: order.symbol.clone(),
+            side: order.side,
+            order_type: order.order_type,
+            time_in_force: order.time_in_force,
+            quantity: order.quantity,
+            limit_price: order.limit_price,
+        };
+        let order = self.send_order(&broker, &pipe, venue_order, order).await;
+        Ok((order, true))
+    }
+
+    async fn send_order(&self, broker: &str, pipe: &PipeHandle, venue_order: VenueOrder, order: Order) -> Order {
+        let id = order.order_id.clone();
+        let mut updates = self.inner.orders.subscribe();
+        match pipe
+            .request(
+                Command::PlaceOrder {
+                    order: venue_order.clone(),
+                },
+                VENUE_TIMEOUT,
+            )
+            .await
+        {
+            Ok(ReplyBody::Order(report)) => {
+                let mut current = self.inner.orders.apply_report(&report, broker).unwrap_or(order);
+                // Fills made at once travel as events beside the reply: wait
+                // briefly so the acknowledgement shows them.
+                let deadline = tokio::time::Instant::now() + FILL_WAIT;
+                while current.filled_quantity < report.filled_quantity {
+                    match tokio::time::timeout_at(deadline, updates.recv()).await {
+                        Ok(Ok(OrderMsg::Order(o))) if o.order_id == id => current = o,
+                        Ok(Ok(_)) => {}
+                        Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
+                            current = self.inner.orders.get(&id).unwrap_or(current);
+                        }
+                        _ => break,
+                    }
+                }
+                current
+            }
+            Ok(other) => {
+                warn!(order_id = %id, reply = ?other, "unexpected reply to an order");
+                order
+            }
+            Err(PipeError::Remote(detail)) => self
+                .inner
+                .orders
+                .reject(&id, format!("{}: {}", detail.code, detail.message))
+                .unwrap_or(order),
+            Err(PipeError::NotConnected(b)) => self
+                .inner
+                .orders
+                .reject(&id, format!("broker {b} is not connected; nothing was sent, retry"))
+                .unwrap_or(order),
+            Err(e) => {
+                // The venue may or may not have it: settle it in the background
+                // with the same venue-side id, which can never make a second order.
+                warn!(order_id = %id, error = %e, "order outcome unknown, settling");
+                let updated = self
+                    .inner
+                    .orders
+                    .annotate(
+                        &id,
+                        format!("awaiting venue confirmation: {e}"),
+                        Some(broker.to_string()),
+                    )
+                    .unwrap_or(order);
+                tokio::spawn(self.clone().settle(broker.to_string(), venue_order));
+                updated
+            }
+        }
+    }
+
+    /// Settles an order whose send had no clear outcome: ask the venue, and
+    /// re-send with the same client id if it never arrived.
+    async fn settle(self, broker: String, venue_order: VenueOrder) {
+        let id = venue_order.client_id.clone();
+        for _ in 0..SETTLE_ATTEMPTS {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let Some(pipe) = self.inner.brokers.pipe(&broker).filter(|p| p.is_up()) else {
+                continue;
+            };
+            let status = Command::OrderStatus {
+                account: venue_order.account.clone(),
+                client_id: id.clone(),
+            };
+            let reply = match pipe.request(status, VENUE_TIMEOUT).await {
+                Err(PipeError::Remote(d)) if d.code == "unknown_order" => {
+                    pipe.request(
+                        Command::PlaceOrder {
+                            order: venue_order.clone(),
+                        },
+                        VENUE_TIMEOUT,
+                    )
+                    .await
+                }
+                other => other,
+            };
+            if let Ok(ReplyBody::Order(report)) = reply {
+                self.inner.orders.apply_report(&report, &broker);
+                info!(order_id = %id, status = %report.status, "order settled with the venue");
+                return;
+            }
+        }
+        warn!(order_id = %id, "order still unsettled; left open for reconciliation");
+    }
+
+    pub fn order(&self, customer: &str, order_id: &str) -> Result<Order, ApiError> {
+        self.inner
+            .orders
+            .get(order_id)
+            .filter(|o| o.customer == customer)
+            .ok_or_else(|| ApiError::not_found("unknown_order", format!("no order {order_id:?} for this customer")))
+    }
+
+    pub async fn cancel(&self, customer: &str, order_id: &str) -> Result<Order, ApiError> {
+        let order = self.order(customer, order_id)?;
+        if order.status.is_terminal() {
+            return Err(ApiError::conflict(
+                "order_not_open",
+                format!("order {order_id} is already {}", order.status),
+            ));
+        }
+        let broker = order.broker.clone().or_else(|| {
+            let m = self.market(&order.market).ok()?;
+            self.active_broker(&m).map(|(b, _)| b)
+        });
+        let pipe = broker
+            .as_deref()
+            .and_then(|b| self.inner.brokers.pipe(b))
+            .filter(|p| p.is_up())
+            .ok_or_else(|| {
+                ApiError::unavailable(
+                    "broker_unavailable",
+                    "the order's broker is not connected; retry shortly",
+                )
+            })?;
+        let broker = broker.unwrap_or_default();
+        let cmd = Command::CancelOrder {
+            account: customer.to_string(),
+            client_id: order.order_id.clone(),
+        };
+        match pipe.request(cmd, VENUE_TIMEOUT).await {
+            Ok(ReplyBody::Order(report)) => Ok(self.inner.orders.apply_report(&report, &broker).unwrap_or(order)),
+            Ok(other) => Err(unexpected(other)),
+            Err(PipeError::Remote(d)) if d.code == "order_not_open" => {
+                Err(ApiError::conflict("order_not_open", d.message))
+            }
+            Err(PipeError::Remote(d)) => Err(ApiError::bad_request(
+                "cancel_rejected",
+                format!("{}: {}", d.code, d.message),
+            )),
+            Err(e) => Err(ApiError::unavailable("broker_unavailable", e.to_string())),
+        }
+    }
+
+    pub fn orders(&self, customer: &str, query: &OrdersQuery) -> Result<Vec<Order>, ApiError> {
+        let wanted = match query.status.as_deref() {
+            None | Some("all") => None,
+            Some("open") => Some(None),
+            Some(s) => Some(Some(s.parse::<OrderStatus>().map_err(|m| {
+                ApiError::bad_request("invalid_query", format!("{m}; use open, all or one of new, accepted, partially_filled, filled, canceled, rejected, expired"))
+            })?)),
+        };
+        if let Some(m) = &query.market {
+            self.market(m)?;
+        }
+        Ok(self.inner.orders.list(|o| {
+            o.customer == customer
+                && query.market.as_ref().is_none_or(|m| &o.market == m)
+                && match wanted {
+                    None => true,
+                    Some(None) => o.status.is_open(),
+                    Some(Some(s)) => o.status == s,
+                }
+        }))
+    }
+
+    pub fn fills(&self, customer: &str) -> Vec<Fill> {
+        self.inner.orders.fills(customer)
+    }
+
+    pub async fn balances(&self, customer: &str, market: Option<&str>) -> Result<Vec<Balance>, ApiError> {
+        let m = self.account_market(market)?;
+        match self
+            .ask(
+                &m,
+                Command::Balances {
+                    account: customer.to_string(),
+                },
+            )
+            .await?
+        {
+            ReplyBody::Balances(b) => Ok(b),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn positions(&self, customer: &str, market: Option<&str>) -> Result<Vec<Position>, ApiError> {
+        let m = self.account_market(market)?;
+        match self
+            .ask(
+                &m,
+                Command::Positions {
+                    account: customer.to_string(),
+                },
+            )
+            .await?
+        {
+            ReplyBody::Positions(p) => Ok(p),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn account_market(&self, market: Option<&str>) -> Result<Arc<Market>, ApiError> {
+        match market {
+            Some(m) => self.market(m),
+            None => self
+                .read()
+                .values()
+                .next()
+                .cloned()
+                .ok_or_else(|| ApiError::not_found("unknown_market", "this node has no market")),
+        }
+    }
+
+    // ---- plumbing ------------------------------------------------------------
+
+    /// Sends a command to the market's active broker.
+    async fn ask(&self, m: &Market, command: Command) -> Result<ReplyBody, ApiError> {
+        let (_, pipe) = self.active_broker(m).ok_or_else(|| {
+            ApiError::unavailable(
+                "no_broker",
+                format!("no broker of market {} is up; retry shortly", m.name),
+            )
+        })?;
+        pipe.request(command, VENUE_TIMEOUT).await.map_err(|e| match e {
+            PipeError::Remote(d) if d.code == "unknown_symbol" => ApiError::not_found("unknown_symbol", d.message),
+            PipeError::Remote(d) => ApiError::bad_request("venue_error", format!("{}: {}", d.code, d.message)),
+            other => ApiError::unavailable("broker_unavailable", other.to_string()),
+        })
+    }
+
+    /// Takes every broker event and pipe signal, in order.
+    async fn route(
+        self,
+        mut events: mpsc::Receiver<(String, ServiceEvent)>,
+        mut signals: mpsc::UnboundedReceiver<(String, PipeSignal)>,
+        cancel: CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                ev = events.recv() => match ev {
+                    Some((broker, event)) => self.on_event(&broker, event),
+                    None => return,
+                },
+                sig = signals.recv() => match sig {
+                    Some((broker, signal)) => self.on_signal(&broker, signal),
+                    None => return,
+                },
+            }
+        }
+    }
+
+    fn on_event(&self, broker: &str, event: ServiceEvent) {
+        let (feed, symbol, data) = match &event {
+            ServiceEvent::OrderUpdate(report) => {
+                self.inner.orders.apply_report(report, broker);
+                return;
+            }
+            ServiceEvent::Fill(fill) => {
+                self.inner.orders.apply_fill(fill);
+                return;
+            }
+            ServiceEvent::Metrics(_) => return,
+            ServiceEvent::Quote(q) => (Feed::Quotes, q.symbol.clone(), serde_json::to_value(q)),
+            ServiceEvent::Trade(t) => (Feed::Trades, t.symbol.clone(), serde_json::to_value(t)),
+            ServiceEvent::Book(b) => (Feed::Book, b.symbol.clone(), serde_json::to_value(b)),
+        };
+        let Ok(data) = data else { return };
+        let data = Arc::new(data);
+        let markets: Vec<Arc<Market>> = self
+            .read()
+            .values()
+            .filter(|m| m.pool.iter().any(|b| b == broker))
+            .cloned()
+            .collect();
+        for m in markets {
+            m.publish(feed, &symbol, &data);
+        }
+    }
+
+    fn on_signal(&self, broker: &str, signal: PipeSignal) {
+        let markets: Vec<Arc<Market>> = self
+            .read()
+            .values()
+            .filter(|m| m.pool.iter().any(|b| b == broker))
+            .cloned()
+            .collect();
+        for m in markets {
+            match &signal {
+                PipeSignal::Up { generation } => {
+                    if *generation > 1 {
+                        m.gap_all(&format!(
+                            "broker {broker} reconnected; updates while it was away are missing"
+                        ));
+                    }
+                    let mm = self.clone();
+                    let (m, broker) = (m.clone(), broker.to_string());
+                    tokio::spawn(async move { mm.resubscribe(&m, &broker).await });
+                }
+                PipeSignal::Down { .. } | PipeSignal::Status { .. } => {}
+            }
+            if let Some(info) = self.market_info(&m.name) {
+                self.inner.bus.publish(ClusterEvent::ServiceChanged { service: info });
+            }
+        }
+    }
+
+    /// After a (re)connect, the venue gets every feed the market carries.
+    async fn resubscribe(&self, m: &Market, broker: &str) {
+        // The supervisor marks the broker running on the same signal; give it a moment.
+        for _ in 0..20 {
+            if self.active_broker(m).is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = self.load_instruments(m).await;
+        let feeds = m.active_feeds();
+        for (feed, symbol) in &feeds {
+            if let Err(e) = self
+                .ask(
+                    m,
+                    Command::Subscribe {
+                        feed: *feed,
+                        symbol: symbol.clone(),
+                    },
+                )
+                .await
+            {
+                warn!(market = %m.name, %broker, %symbol, error = %e, "re-subscribe failed");
+            }
+        }
+        if !feeds.is_empty() {
+            info!(market = %m.name, %broker, feeds = feeds.len(), "feeds re-subscribed");
+            self.inner.bus.log(
+                "info",
+                format!("market {} re-subscribed {} feeds on {broker}", m.name, feeds.len()),
+            );
+        }
+        if let Some(info) = self.market_info(&m.name) {
+            self.inner.bus.publish(ClusterEvent::ServiceChanged { service: info });
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Market>>> {
+        self.inner.markets.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Market>>> {
+        self.inner.markets.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The channel's feed, for market-data channels.
+pub fn feed_of(channel: Channel) -> Option<Feed> {
+    match channel {
+        Channel::Quotes => Some(Feed::Quotes),
+        Channel::Trades => Some(Feed::Trades),
+        Channel::Book => Some(Feed::Book),
+        Channel::Orders | Channel::Fills => None,
+    }
+}
+
+fn unknown_market(name: &str) -> ApiError {
+    ApiError::not_found(
+        "unknown_market",
+        format!("no market named {name:?}; GET /v1/markets lists them"),
+    )
+}
+
+fn unexpected(body: ReplyBody) -> ApiError {
+    ApiError::internal(format!("unexpected reply from broker: {body:?}"))
+}
+
+fn validate_client_id(id: &str) -> Result<(), ApiError> {
+    let ok = !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_client_order_id",
+            "client_order_id must be 1-64 characters of A-Z a-z 0-9 - _ . :",
+        ))
+    }
+}

@@ -1,0 +1,139 @@
+//! One market: a name, a broker pool in priority order, its instruments and
+//! its market-data feeds, each fed by one venue subscription however many
+//! algos listen.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use lido_shared::model::{Instrument, Symbol};
+use lido_shared::pipe::Feed;
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+/// What a feed carries to the algo streams.
+#[derive(Clone, Debug)]
+pub enum MdMsg {
+    Data(Arc<Value>),
+    /// Data could not be carried across (why); the stream sends a gap marker.
+    Gap(String),
+}
+
+pub struct Market {
+    pub name: String,
+    /// Broker names, highest priority first.
+    pub pool: Vec<String>,
+    instruments: Mutex<Vec<Instrument>>,
+    feeds: Mutex<HashMap<(Feed, Symbol), FeedEntry>>,
+}
+
+struct FeedEntry {
+    tx: broadcast::Sender<MdMsg>,
+    listeners: usize,
+}
+
+/// Capacity of each feed's fan-out buffer; a consumer further behind skips
+/// ahead and gets a gap marker.
+const FEED_BUFFER: usize = 1024;
+
+impl Market {
+    pub fn new(name: String, pool: Vec<String>) -> Self {
+        Self {
+            name,
+            pool,
+            instruments: Mutex::new(Vec::new()),
+            feeds: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn instruments(&self) -> Vec<Instrument> {
+        self.instruments.lock().map(|i| i.clone()).unwrap_or_default()
+    }
+
+    pub fn set_instruments(&self, list: Vec<Instrument>) {
+        if let Ok(mut i) = self.instruments.lock() {
+            *i = list;
+        }
+    }
+
+    pub fn instrument(&self, symbol: &Symbol) -> Option<Instrument> {
+        self.instruments
+            .lock()
+            .ok()?
+            .iter()
+            .find(|i| &i.symbol == symbol)
+            .cloned()
+    }
+
+    /// Adds a listener; `true` in the answer means the venue must now be
+    /// subscribed (first listener).
+    pub fn listen(&self, feed: Feed, symbol: &Symbol) -> (broadcast::Receiver<MdMsg>, bool) {
+        let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = feeds.entry((feed, symbol.clone())).or_insert_with(|| FeedEntry {
+            tx: broadcast::channel(FEED_BUFFER).0,
+            listeners: 0,
+        });
+        entry.listeners += 1;
+        (entry.tx.subscribe(), entry.listeners == 1)
+    }
+
+    /// Removes a listener; `true` means the last one left (unsubscribe the venue).
+    pub fn unlisten(&self, feed: Feed, symbol: &Symbol) -> bool {
+        let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(entry) = feeds.get_mut(&(feed, symbol.clone())) else {
+            return false;
+        };
+        entry.listeners = entry.listeners.saturating_sub(1);
+        if entry.listeners == 0 {
+            feeds.remove(&(feed, symbol.clone()));
+            return true;
+        }
+        false
+    }
+
+    /// Passes venue data to the feed's listeners, if any.
+    pub fn publish(&self, feed: Feed, symbol: &Symbol, data: &Arc<Value>) {
+        let feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = feeds.get(&(feed, symbol.clone())) {
+            let _ = entry.tx.send(MdMsg::Data(data.clone()));
+        }
+    }
+
+    /// Tells every listener that data was lost, and why.
+    pub fn gap_all(&self, reason: &str) {
+        let feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        for entry in feeds.values() {
+            let _ = entry.tx.send(MdMsg::Gap(reason.to_string()));
+        }
+    }
+
+    /// The feeds the venue must carry (for re-subscribing after a restart).
+    pub fn active_feeds(&self) -> Vec<(Feed, Symbol)> {
+        let feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        feeds.keys().cloned().collect()
+    }
+
+    pub fn listener_count(&self) -> usize {
+        let feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        feeds.values().map(|f| f.listeners).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_venue_subscription_for_many_listeners() {
+        let m = Market::new("paper".into(), vec!["paper".into()]);
+        let s = Symbol::parse("BTC/USD").unwrap();
+        let (mut a, first_a) = m.listen(Feed::Quotes, &s);
+        let (mut b, first_b) = m.listen(Feed::Quotes, &s);
+        assert!(first_a && !first_b);
+        m.publish(Feed::Quotes, &s, &Arc::new(serde_json::json!({"x": 1})));
+        assert!(matches!(a.try_recv(), Ok(MdMsg::Data(_))));
+        assert!(matches!(b.try_recv(), Ok(MdMsg::Data(_))));
+        assert!(!m.unlisten(Feed::Quotes, &s));
+        assert!(m.unlisten(Feed::Quotes, &s), "last listener leaving unsubscribes");
+        assert!(m.active_feeds().is_empty());
+    }
+}

@@ -1,0 +1,336 @@
+//! The manager side of the service pipe: dial the service's WebSocket, send
+//! commands and match replies by id, pass events on, heartbeat, and re-dial
+//! with backoff when the socket drops (DESIGN.md, service protocol rule 3).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use chrono::Utc;
+use futures_util::{SinkExt, StreamExt};
+use lido_shared::cluster::ServiceState;
+use lido_shared::pipe::{
+    Command, ManagerFrame, Reply, ReplyBody, ServiceEvent, ServiceFrame, HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS,
+    MAX_FRAME_BYTES,
+};
+use lido_shared::ErrorDetail;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Why a command got no answer from the service.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PipeError {
+    /// Nothing was sent: the pipe is down.
+    #[error("service {0} is not connected")]
+    NotConnected(String),
+    /// Sent, but no reply in time: the outcome is unknown.
+    #[error("service {0} did not answer in time")]
+    Timeout(String),
+    /// Sent, then the pipe dropped: the outcome is unknown.
+    #[error("pipe to service {0} dropped before it answered")]
+    Dropped(String),
+    /// The service answered with an error.
+    #[error("{0}")]
+    Remote(ErrorDetail),
+}
+
+impl PipeError {
+    /// True when the command may have taken effect at the service.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, Self::Timeout(_) | Self::Dropped(_))
+    }
+}
+
+/// What the pipe tells its owner besides events.
+#[derive(Debug, Clone)]
+pub enum PipeSignal {
+    /// Connected; `generation` counts connections since the pipe was made.
+    Up {
+        generation: u64,
+    },
+    Down {
+        reason: String,
+    },
+    Status {
+        state: ServiceState,
+        detail: Option<String>,
+    },
+}
+
+/// The connection state, for routing decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipeState {
+    Connecting,
+    Up,
+    Closed,
+}
+
+/// A cloneable handle to one service's pipe.
+#[derive(Clone)]
+pub struct PipeHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: String,
+    url: watch::Sender<String>,
+    requests: mpsc::Sender<Request>,
+    state: watch::Sender<PipeState>,
+    next_id: AtomicU64,
+    cancel: CancellationToken,
+    /// Last measured heartbeat round trip, microseconds.
+    rtt_us: AtomicU64,
+}
+
+struct Request {
+    command: Command,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<ReplyBody, PipeError>>,
+}
+
+impl PipeHandle {
+    /// Starts dialing `url`. Events go to `events`, signals to `signals`,
+    /// both tagged with the service name.
+    pub fn start(
+        name: String,
+        url: String,
+        events: mpsc::Sender<(String, ServiceEvent)>,
+        signals: mpsc::UnboundedSender<(String, PipeSignal)>,
+        cancel: CancellationToken,
+    ) -> Self {
+        let (req_tx, req_rx) = mpsc::channel(1024);
+        let inner = Arc::new(Inner {
+            name,
+            url: watch::channel(url).0,
+            requests: req_tx,
+            state: watch::channel(PipeState::Connecting).0,
+            next_id: AtomicU64::new(1),
+            cancel,
+            rtt_us: AtomicU64::new(0),
+        });
+        tokio::spawn(dial_loop(inner.clone(), req_rx, events, signals));
+        Self { inner }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    pub fn state(&self) -> PipeState {
+        *self.inner.state.borrow()
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.state() == PipeState::Up
+    }
+
+    pub fn rtt(&self) -> Duration {
+        Duration::from_micros(self.inner.rtt_us.load(Ordering::Relaxed))
+    }
+
+    /// Points the pipe at a new address (the service restarted) and re-dials.
+    pub fn redial(&self, url: String) {
+        self.inner.url.send_if_modified(|cur| {
+            if *cur == url {
+                return false;
+            }
+            *cur = url;
+            true
+        });
+    }
+
+    /// Closes the pipe for good.
+    pub fn close(&self) {
+        self.inner.cancel.cancel();
+    }
+
+    /// Sends `command` and waits for the reply.
+    pub async fn request(&self, command: Command, timeout: Duration) -> Result<ReplyBody, PipeError> {
+        if !self.is_up() {
+            return Err(PipeError::NotConnected(self.inner.name.clone()));
+        }
+        let (tx, rx) = oneshot::channel();
+        let req = Request {
+            command,
+            deadline: Instant::now() + timeout,
+            reply: tx,
+        };
+        if self.inner.requests.send(req).await.is_err() {
+            return Err(PipeError::NotConnected(self.inner.name.clone()));
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(PipeError::Dropped(self.inner.name.clone())),
+            Err(_) => Err(PipeError::Timeout(self.inner.name.clone())),
+        }
+    }
+}
+
+async fn dial_loop(
+    inner: Arc<Inner>,
+    mut requests: mpsc::Receiver<Request>,
+    events: mpsc::Sender<(String, ServiceEvent)>,
+    signals: mpsc::UnboundedSender<(String, PipeSignal)>,
+) {
+    let name = inner.name.clone();
+    let mut url_rx = inner.url.subscribe();
+    let mut backoff = new_backoff();
+    let mut generation = 0u64;
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES));
+    loop {
+        let url = url_rx.borrow_and_update().clone();
+        let dial = tokio::time::timeout(
+            Duration::from_secs(3),
+            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true),
+        );
+        let connected = tokio::select! {
+            _ = inner.cancel.cancelled() => break,
+            r = dial => r,
+        };
+        match connected {
+            Ok(Ok((ws, _))) => {
+                backoff = new_backoff();
+                generation += 1;
+                inner.state.send_replace(PipeState::Up);
+                info!(service = %name, %url, generation, "pipe connected");
+                let _ = signals.send((name.clone(), PipeSignal::Up { generation }));
+                let reason = session(&inner, ws, &mut requests, &events, &signals, &mut url_rx).await;
+                inner.state.send_replace(PipeState::Connecting);
+                fail_queued(&name, &mut requests);
+                warn!(service = %name, %reason, "pipe down, re-dialing");
+                let _ = signals.send((name.clone(), PipeSignal::Down { reason }));
+            }
+            Ok(Err(e)) => debug!(service = %name, %url, error = %e, "pipe dial failed"),
+            Err(_) => debug!(service = %name, %url, "pipe dial timed out"),
+        }
+        if inner.cancel.is_cancelled() {
+            break;
+        }
+        let wait = backoff.next().unwrap_or(Duration::from_secs(5));
+        tokio::select! {
+            _ = inner.cancel.cancelled() => break,
+            _ = tokio::time::sleep(wait) => {}
+            _ = url_rx.changed() => {}
+        }
+    }
+    inner.state.send_replace(PipeState::Closed);
+    fail_queued(&name, &mut requests);
+    debug!(service = %name, "pipe closed");
+}
+
+fn new_backoff() -> backon::ExponentialBackoff {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(3))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// Requests queued while the pipe was down were never sent.
+fn fail_queued(name: &str, requests: &mut mpsc::Receiver<Request>) {
+    while let Ok(req) = requests.try_recv() {
+        let _ = req.reply.send(Err(PipeError::NotConnected(name.to_string())));
+    }
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Runs one connection until it drops; returns why.
+async fn session(
+    inner: &Inner,
+    mut ws: Ws,
+    requests: &mut mpsc::Receiver<Request>,
+    events: &mpsc::Sender<(String, ServiceEvent)>,
+    signals: &mpsc::UnboundedSender<(String, PipeSignal)>,
+    url_rx: &mut watch::Receiver<String>,
+) -> String {
+    let name = &inner.name;
+    let mut pending: HashMap<u64, (Instant, oneshot::Sender<Result<ReplyBody, PipeError>>)> = HashMap::new();
+    let mut heartbeat = tokio::time::interval(Duration::from_millis(HEARTBEAT_INTERVAL_MS));
+    let mut last_rx = Instant::now();
+    let reason = loop {
+        tokio::select! {
+            _ = inner.cancel.cancelled() => {
+                let _ = ws.close(None).await;
+                break "closed by manager".to_string();
+            }
+            _ = url_rx.changed() => break "service moved to a new address".to_string(),
+            req = requests.recv() => {
+                let Some(req) = req else { break "manager gone".to_string() };
+                if Instant::now() >= req.deadline {
+                    let _ = req.reply.send(Err(PipeError::NotConnected(name.clone())));
+                    continue;
+                }
+                let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+                let frame = ManagerFrame::Command { id, command: req.command };
+                let Ok(text) = serde_json::to_string(&frame) else { continue };
+                if ws.send(Message::text(text)).await.is_err() {
+                    let _ = req.reply.send(Err(PipeError::Dropped(name.clone())));
+                    break "send failed".to_string();
+                }
+                pending.insert(id, (req.deadline, req.reply));
+            }
+            _ = heartbeat.tick() => {
+                if last_rx.elapsed() > Duration::from_millis(HEARTBEAT_TIMEOUT_MS) {
+                    break "service heartbeat timed out".to_string();
+                }
+                let now = Instant::now();
+                pending.retain(|_, (deadline, _)| *deadline + Duration::from_secs(1) > now);
+                let Ok(text) = serde_json::to_string(&ManagerFrame::Heartbeat { ts: Utc::now() }) else { continue };
+                if ws.send(Message::text(text)).await.is_err() {
+                    break "send failed".to_string();
+                }
+            }
+            msg = ws.next() => {
+                let msg = match msg {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => break format!("socket error: {e}"),
+                    None => break "service closed the pipe".to_string(),
+                };
+                last_rx = Instant::now();
+                let Message::Text(text) = msg else { continue };
+                let frame = match serde_json::from_str::<ServiceFrame>(text.as_str()) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        warn!(service = %name, error = %e, "malformed frame from service, ignored");
+                        continue;
+                    }
+                };
+                match frame {
+                    ServiceFrame::Reply { id, result } => {
+                        if let Some((_, tx)) = pending.remove(&id) {
+                            let _ = tx.send(match result {
+                                Reply::Ok(body) => Ok(body),
+                                Reply::Err(detail) => Err(PipeError::Remote(detail)),
+                            });
+                        }
+                    }
+                    ServiceFrame::Event { event } => {
+                        if events.send((name.clone(), event)).await.is_err() {
+                            break "manager gone".to_string();
+                        }
+                    }
+                    ServiceFrame::Status { state, detail } => {
+                        let _ = signals.send((name.clone(), PipeSignal::Status { state, detail }));
+                    }
+                    ServiceFrame::Heartbeat { ts } => {
+                        let rtt = (Utc::now() - ts).num_microseconds().unwrap_or_default().max(0) as u64;
+                        inner.rtt_us.store(rtt, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    };
+    for (_, (_, tx)) in pending.drain() {
+        let _ = tx.send(Err(PipeError::Dropped(name.clone())));
+    }
+    reason
+}

@@ -1,0 +1,505 @@
+//! Supervision shared by the BrokerManager and the TraderManager: start a
+//! service (child process or in-process task), accept its check-in, hold its
+//! pipe, restart it when it dies, stop it on request, report its state.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures_util::future::BoxFuture;
+use lido_shared::cluster::{ClusterEvent, RunMode, ServiceInfo, ServiceKind, ServiceState};
+use lido_shared::pipe::{CheckIn, Command, ServiceEvent};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::config::SupervisorConfig;
+use crate::error::ApiError;
+use crate::events::EventBus;
+use crate::pipe::{PipeHandle, PipeSignal};
+
+/// How to start a service.
+#[derive(Clone)]
+pub enum Launch {
+    /// A child process. Its stdin is a pipe that closes when `lidod` dies,
+    /// so children never outlive their node.
+    Process {
+        program: PathBuf,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+    },
+    /// A task inside `lidod`; it gets a token that stops it.
+    Task(Arc<dyn Fn(CancellationToken) -> BoxFuture<'static, ()> + Send + Sync>),
+}
+
+/// What the manager knows to (re)start a service.
+#[derive(Clone)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub kind: ServiceKind,
+    pub service_type: String,
+    pub options: BTreeMap<String, String>,
+    pub launch: Option<Launch>,
+}
+
+/// One manager's set of supervised services.
+#[derive(Clone)]
+pub struct Supervisor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    kind: ServiceKind,
+    node: String,
+    config: SupervisorConfig,
+    bus: EventBus,
+    services: Mutex<BTreeMap<String, Entry>>,
+    events: mpsc::Sender<(String, ServiceEvent)>,
+    signals: mpsc::UnboundedSender<(String, PipeSignal)>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+struct Entry {
+    info: ServiceInfo,
+    pipe: Option<PipeHandle>,
+    /// Stops the monitor (and so the service) for good.
+    stop: CancellationToken,
+    /// Kills the current incarnation; the monitor restarts it.
+    bounce: CancellationToken,
+    /// Set when a stop was asked: an exit is then not a crash.
+    stopping: bool,
+}
+
+impl Supervisor {
+    /// `events` receives every service event; pipe signals are handled here
+    /// and forwarded to `signals_out` after the state is updated.
+    pub fn new(
+        kind: ServiceKind,
+        node: String,
+        config: SupervisorConfig,
+        bus: EventBus,
+        events: mpsc::Sender<(String, ServiceEvent)>,
+        signals_out: Option<mpsc::UnboundedSender<(String, PipeSignal)>>,
+        cancel: CancellationToken,
+    ) -> Self {
+        let (signals, signals_rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            kind,
+            node,
+            config,
+            bus,
+            services: Mutex::new(BTreeMap::new()),
+            events,
+            signals,
+            cancel,
+            tracker: TaskTracker::new(),
+        });
+        let sup = Self { inner };
+        tokio::spawn(sup.clone().signal_loop(signals_rx, signals_out));
+        sup
+    }
+
+    pub fn kind(&self) -> ServiceKind {
+        self.inner.kind
+    }
+
+    pub fn list(&self) -> Vec<ServiceInfo> {
+        let services = self.lock();
+        services.values().map(|e| self.decorate(e)).collect()
+    }
+
+    pub fn get(&self, name: &str) -> Option<ServiceInfo> {
+        self.lock().get(name).map(|e| self.decorate(e))
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.lock().contains_key(name)
+    }
+
+    /// The pipe to a service, if it has checked in.
+    pub fn pipe(&self, name: &str) -> Option<PipeHandle> {
+        self.lock().get(name).and_then(|e| e.pipe.clone())
+    }
+
+    /// Starts a new service and keeps it running.
+    pub fn spawn(&self, spec: ServiceSpec) -> Result<ServiceInfo, ApiError> {
+        let stop = self.inner.cancel.child_token();
+        let mode = match spec.launch {
+            Some(Launch::Process { .. }) => RunMode::Process,
+            Some(Launch::Task(_)) => RunMode::Task,
+            None => RunMode::External,
+        };
+        let info = ServiceInfo {
+            name: spec.name.clone(),
+            kind: spec.kind,
+            service_type: spec.service_type.clone(),
+            state: ServiceState::Starting,
+            node: self.inner.node.clone(),
+            mode,
+            pid: None,
+            ws_url: None,
+            restarts: 0,
+            started_at: Some(Utc::now()),
+            detail: None,
+            options: spec.options.clone(),
+            metrics: BTreeMap::new(),
+        };
+        {
+            let mut services = self.lock();
+            if services.contains_key(&spec.name) {
+                return Err(ApiError::conflict(
+                    "service_exists",
+                    format!("a service named {:?} already exists; pick another --name", spec.name),
+                ));
+            }
+            services.insert(
+                spec.name.clone(),
+                Entry {
+                    info: info.clone(),
+                    pipe: None,
+                    stop: stop.clone(),
+                    bounce: stop.child_token(),
+                    stopping: false,
+                },
+            );
+        }
+        self.publish(&info);
+        if let Some(launch) = spec.launch {
+            self.inner
+                .tracker
+                .spawn(self.clone().monitor(spec.name.clone(), launch, stop));
+        }
+        info!(kind = %spec.kind, name = %spec.name, r#type = %spec.service_type, ?mode, "service spawned");
+        Ok(info)
+    }
+
+    /// A service checked in: (re)attach its pipe. Unknown names are adopted
+    /// as external services.
+    pub fn checkin(&self, checkin: CheckIn) -> Result<(), ApiError> {
+        let adopted = {
+            let mut services = self.lock();
+            let adopted = !services.contains_key(&checkin.name);
+            if adopted {
+                let stop = self.inner.cancel.child_token();
+                let info = ServiceInfo {
+                    name: checkin.name.clone(),
+                    kind: checkin.kind,
+                    service_type: checkin.service_type.clone(),
+                    state: ServiceState::Starting,
+                    node: self.inner.node.clone(),
+                    mode: RunMode::External,
+                    pid: checkin.pid,
+                    ws_url: None,
+                    restarts: 0,
+                    started_at: Some(Utc::now()),
+                    detail: None,
+                    options: BTreeMap::new(),
+                    metrics: BTreeMap::new(),
+                };
+                services.insert(
+                    checkin.name.clone(),
+                    Entry {
+                        info,
+                        pipe: None,
+                        bounce: stop.child_token(),
+                        stop,
+                        stopping: false,
+                    },
+                );
+            }
+            let entry = services.get_mut(&checkin.name).expect("inserted above");
+            if entry.info.service_type != checkin.service_type {
+                return Err(ApiError::conflict(
+                    "type_mismatch",
+                    format!(
+                        "service {:?} is a {} service, not {}",
+                        checkin.name, entry.info.service_type, checkin.service_type
+                    ),
+                ));
+            }
+            entry.info.ws_url = Some(checkin.ws_url.clone());
+            if checkin.pid.is_some() && entry.info.mode != RunMode::Task {
+                entry.info.pid = checkin.pid;
+            }
+            match &entry.pipe {
+                Some(pipe) => pipe.redial(checkin.ws_url.clone()),
+                None => {
+                    entry.pipe = Some(PipeHandle::start(
+                        checkin.name.clone(),
+                        checkin.ws_url.clone(),
+                        self.inner.events.clone(),
+                        self.inner.signals.clone(),
+                        entry.stop.child_token(),
+                    ))
+                }
+            }
+            adopted
+        };
+        if adopted {
+            self.inner
+                .bus
+                .log("info", format!("adopted external {} {}", checkin.kind, checkin.name));
+        }
+        info!(name = %checkin.name, ws_url = %checkin.ws_url, pid = ?checkin.pid, "service checked in");
+        Ok(())
+    }
+
+    /// Stops a service for good and forgets it.
+    pub async fn stop(&self, name: &str) -> Result<ServiceInfo, ApiError> {
+        let (stop, pipe) = {
+            let mut services = self.lock();
+            let entry = services.get_mut(name).ok_or_else(|| not_found(name))?;
+            entry.stopping = true;
+            (entry.stop.clone(), entry.pipe.clone())
+        };
+        self.set_state(name, ServiceState::Draining, Some("stopping".into()));
+        // Ask politely first: the service finishes in-flight work and exits.
+        if let Some(pipe) = &pipe {
+            let _ = pipe
+                .request(Command::Stop, Duration::from_millis(self.inner.config.stop_grace_ms))
+                .await;
+        }
+        stop.cancel();
+        if let Some(pipe) = &pipe {
+            pipe.close();
+        }
+        let removed = self.lock().remove(name);
+        let mut info = removed.map(|e| e.info).ok_or_else(|| not_found(name))?;
+        info.state = ServiceState::Stopped;
+        self.inner.bus.publish(ClusterEvent::ServiceRemoved {
+            name: name.to_string(),
+            node: self.inner.node.clone(),
+        });
+        info!(name, "service stopped");
+        Ok(info)
+    }
+
+    /// Kills the current incarnation; the monitor starts a fresh one.
+    pub fn restart(&self, name: &str) -> Result<ServiceInfo, ApiError> {
+        let info = {
+            let mut services = self.lock();
+            let entry = services.get_mut(name).ok_or_else(|| not_found(name))?;
+            if entry.info.mode == RunMode::External {
+                return Err(ApiError::conflict(
+                    "not_restartable",
+                    format!("{name} runs outside lidod; restart it where it runs"),
+                ));
+            }
+            entry.bounce.cancel();
+            entry.bounce = entry.stop.child_token();
+            entry.info.clone()
+        };
+        self.inner.bus.log("info", format!("restart of {name} requested"));
+        Ok(info)
+    }
+
+    /// Stops everything, politely then firmly; waits for the monitors.
+    pub async fn shutdown(&self) {
+        let names: Vec<String> = self.lock().keys().cloned().collect();
+        let stops = names.iter().map(|n| self.stop(n));
+        futures_util::future::join_all(stops).await;
+        self.inner.tracker.close();
+        let _ = tokio::time::timeout(
+            Duration::from_millis(self.inner.config.stop_grace_ms + 1000),
+            self.inner.tracker.wait(),
+        )
+        .await;
+    }
+
+    pub fn set_state(&self, name: &str, state: ServiceState, detail: Option<String>) {
+        let info = {
+            let mut services = self.lock();
+            let Some(entry) = services.get_mut(name) else { return };
+            if entry.info.state == state && entry.info.detail == detail {
+                return;
+            }
+            entry.info.state = state;
+            entry.info.detail = detail;
+            self.decorate(entry)
+        };
+        self.publish(&info);
+    }
+
+    fn update(&self, name: &str, f: impl FnOnce(&mut ServiceInfo)) {
+        let info = {
+            let mut services = self.lock();
+            let Some(entry) = services.get_mut(name) else { return };
+            f(&mut entry.info);
+            self.decorate(entry)
+        };
+        self.publish(&info);
+    }
+
+    fn decorate(&self, entry: &Entry) -> ServiceInfo {
+        let mut info = entry.info.clone();
+        if let Some(pipe) = &entry.pipe {
+            info.metrics
+                .insert("pipe_latency_ms".into(), pipe.rtt().as_secs_f64() * 1000.0);
+        }
+        info
+    }
+
+    fn publish(&self, info: &ServiceInfo) {
+        self.inner
+            .bus
+            .publish(ClusterEvent::ServiceChanged { service: info.clone() });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
+        self.inner.services.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_stopping(&self, name: &str) -> bool {
+        self.lock().get(name).is_none_or(|e| e.stopping)
+    }
+
+    fn bounce_token(&self, name: &str) -> Option<CancellationToken> {
+        self.lock().get(name).map(|e| e.bounce.clone())
+    }
+
+    async fn signal_loop(
+        self,
+        mut rx: mpsc::UnboundedReceiver<(String, PipeSignal)>,
+        out: Option<mpsc::UnboundedSender<(String, PipeSignal)>>,
+    ) {
+        while let Some((name, signal)) = rx.recv().await {
+            match &signal {
+                PipeSignal::Up { .. } => self.set_state(&name, ServiceState::Running, None),
+                PipeSignal::Down { reason } => {
+                    if self.get(&name).is_some_and(|i| i.state == ServiceState::Running) {
+                        self.set_state(&name, ServiceState::Degraded, Some(format!("pipe down: {reason}")));
+                    }
+                }
+                PipeSignal::Status { state, detail } => self.set_state(&name, *state, detail.clone()),
+            }
+            if let Some(out) = &out {
+                let _ = out.send((name, signal));
+            }
+        }
+    }
+
+    /// Runs a service, restarting it when it dies, until it is stopped.
+    async fn monitor(self, name: String, launch: Launch, stop: CancellationToken) {
+        let cfg = self.inner.config.clone();
+        let mut delay = Duration::from_millis(cfg.restart_min_ms);
+        let mut recent: Vec<Instant> = Vec::new();
+        loop {
+            let Some(bounce) = self.bounce_token(&name) else { return };
+            let started = Instant::now();
+            let outcome = match &launch {
+                Launch::Process { program, args, env } => self.run_process(&name, program, args, env, &bounce).await,
+                Launch::Task(make) => {
+                    let token = bounce.clone();
+                    let task = tokio::spawn(make(token.clone()));
+                    let _ = task.await;
+                    if token.is_cancelled() {
+                        Ok("stopped".into())
+                    } else {
+                        Err("task ended".to_string())
+                    }
+                }
+            };
+            if stop.is_cancelled() || self.is_stopping(&name) {
+                return;
+            }
+            let why = match outcome {
+                Ok(why) | Err(why) => why,
+            };
+            // Restart policy: exponential delay, reset after a healthy run;
+            // give up after too many restarts in the window.
+            if started.elapsed() > Duration::from_secs(cfg.restart_window_s) {
+                delay = Duration::from_millis(cfg.restart_min_ms);
+            }
+            let window = Duration::from_secs(cfg.restart_window_s);
+            recent.retain(|t| t.elapsed() < window);
+            if recent.len() as u32 >= cfg.max_restarts {
+                error!(%name, restarts = recent.len(), "service keeps dying, giving up");
+                self.set_state(
+                    &name,
+                    ServiceState::Failed,
+                    Some(format!(
+                        "{why}; gave up after {} restarts in {}s",
+                        recent.len(),
+                        cfg.restart_window_s
+                    )),
+                );
+                self.inner
+                    .bus
+                    .log("error", format!("{name} failed: {why}; not restarting"));
+                return;
+            }
+            recent.push(Instant::now());
+            warn!(%name, reason = %why, delay_ms = delay.as_millis() as u64, "service exited, restarting");
+            self.set_state(&name, ServiceState::Starting, Some(format!("restarting: {why}")));
+            self.update(&name, |i| {
+                i.restarts += 1;
+                i.pid = None;
+            });
+            self.inner.bus.log("warn", format!("{name} exited ({why}); restarting"));
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_millis(cfg.restart_max_ms));
+        }
+    }
+
+    /// Runs one incarnation of a child process; returns why it ended.
+    async fn run_process(
+        &self,
+        name: &str,
+        program: &PathBuf,
+        args: &[String],
+        env: &[(String, String)],
+        bounce: &CancellationToken,
+    ) -> Result<String, String> {
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => return Err(format!("cannot start {}: {e}", program.display())),
+        };
+        // Held, never written: the child sees end-of-file when we close it
+        // or die. (`Child::wait` would close it, so it is taken out first.)
+        let stdin = child.stdin.take();
+        let pid = child.id();
+        self.update(name, |i| {
+            i.pid = pid;
+            i.started_at = Some(Utc::now());
+        });
+        info!(name, ?pid, "service process started");
+        tokio::select! {
+            status = child.wait() => match status {
+                Ok(s) => Err(format!("process exited with {s}")),
+                Err(e) => Err(format!("cannot wait for process: {e}")),
+            },
+            _ = bounce.cancelled() => {
+                // Closing stdin asks the child to exit; then the grace period.
+                drop(stdin);
+                let grace = Duration::from_millis(self.inner.config.stop_grace_ms);
+                if tokio::time::timeout(grace, child.wait()).await.is_err() {
+                    warn!(name, ?pid, "service did not exit in time, killing it");
+                    let _ = child.kill().await;
+                }
+                Ok("stopped".into())
+            }
+        }
+    }
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::not_found(
+        "unknown_service",
+        format!("no service named {name:?}; `lidoctl status` lists them"),
+    )
+}

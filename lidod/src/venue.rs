@@ -1,0 +1,11 @@
+//! Venue adapters. Each broker type is a service that speaks its venue's
+//! protocol on one side and the Lido pipe on the other.
+//!
+//! - [`paper`]: the simulated exchange (pure, synchronous, seedable).
+//! - [`paper_broker`]: the `paper` broker service that runs it.
+
+pub mod paper;
+pub mod paper_broker;
+
+/// Broker types this build can start.
+pub const BROKER_TYPES: &[&str] = &["paper"];

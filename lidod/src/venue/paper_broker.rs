@@ -1,0 +1,266 @@
+//! The `paper` broker service: a [`PaperVenue`] driven by a clock, behind
+//! the service pipe. Runs as `lidod service broker paper …` or as a task.
+
+use std::collections::{BTreeMap, HashSet};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use lido_shared::client::agent::{Agent, AgentConfig, CommandHandler};
+use lido_shared::cluster::ServiceKind;
+use lido_shared::model::Symbol;
+use lido_shared::pipe::{Command, Feed, Reply, ReplyBody, ServiceEvent};
+use lido_shared::ErrorDetail;
+use rust_decimal::Decimal;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::paper::{PaperConfig, PaperError, PaperVenue};
+
+/// Options a paper broker takes (`--set k=v`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PaperOptions {
+    pub seed: u64,
+    pub tick: Duration,
+    pub starting_cash: Decimal,
+    pub fee_rate: Decimal,
+}
+
+impl Default for PaperOptions {
+    fn default() -> Self {
+        Self {
+            seed: 42,
+            tick: Duration::from_millis(250),
+            starting_cash: Decimal::from(100_000),
+            fee_rate: Decimal::new(1, 3),
+        }
+    }
+}
+
+impl PaperOptions {
+    pub const KEYS: &'static [&'static str] = &["seed", "tick_ms", "starting_cash", "fee_rate"];
+
+    /// Parses options; unknown keys and bad values are errors naming the key.
+    pub fn parse(options: &BTreeMap<String, String>) -> Result<Self, String> {
+        let mut out = Self::default();
+        for (k, v) in options {
+            match k.as_str() {
+                "seed" => {
+                    out.seed = v
+                        .parse()
+                        .map_err(|_| format!("option seed must be a whole number, got {v:?}"))?
+                }
+                "tick_ms" => {
+                    let ms: u64 = v
+                        .parse()
+                        .map_err(|_| format!("option tick_ms must be a whole number, got {v:?}"))?;
+                    if !(1..=60_000).contains(&ms) {
+                        return Err(format!("option tick_ms must be between 1 and 60000, got {ms}"));
+                    }
+                    out.tick = Duration::from_millis(ms);
+                }
+                "starting_cash" => {
+                    out.starting_cash = Decimal::from_str(v)
+                        .ok()
+                        .filter(|d| *d >= Decimal::ZERO)
+                        .ok_or_else(|| format!("option starting_cash must be a non-negative decimal, got {v:?}"))?
+                }
+                "fee_rate" => {
+                    out.fee_rate = Decimal::from_str(v)
+                        .ok()
+                        .filter(|d| *d >= Decimal::ZERO && *d < Decimal::ONE)
+                        .ok_or_else(|| format!("option fee_rate must be a decimal in [0, 1), got {v:?}"))?
+                }
+                other => {
+                    return Err(format!(
+                        "unknown option {other:?} for a paper broker; known: {}",
+                        Self::KEYS.join(", ")
+                    ))
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+struct PaperBroker {
+    venue: Mutex<PaperVenue>,
+    subscriptions: Mutex<HashSet<(Feed, Symbol)>>,
+    events: mpsc::Sender<ServiceEvent>,
+}
+
+/// Runs a paper broker until `shutdown` or a `Stop` from its manager.
+pub async fn run(
+    name: String,
+    manager_url: String,
+    options: PaperOptions,
+    pid: Option<u32>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let (events_tx, events_rx) = mpsc::channel(65_536);
+    let config = PaperConfig {
+        seed: options.seed,
+        starting_cash: options.starting_cash,
+        fee_rate: options.fee_rate,
+        ..PaperConfig::default()
+    };
+    let broker = Arc::new(PaperBroker {
+        venue: Mutex::new(PaperVenue::new(config, Utc::now())),
+        subscriptions: Mutex::new(HashSet::new()),
+        events: events_tx,
+    });
+    let mut agent_config = AgentConfig::new(name.clone(), ServiceKind::Broker, "paper", manager_url);
+    agent_config.pid = pid;
+    let agent = Agent::start(agent_config, broker.clone(), events_rx, shutdown.clone()).await?;
+    info!(%name, seed = options.seed, tick_ms = options.tick.as_millis() as u64, "paper broker started");
+    let ticker = tokio::spawn(broker.clone().tick_loop(options.tick, shutdown.clone()));
+    let result = agent.wait().await;
+    shutdown.cancel();
+    let _ = ticker.await;
+    info!(%name, "paper broker stopped");
+    result.map_err(Into::into)
+}
+
+impl PaperBroker {
+    fn venue(&self) -> std::sync::MutexGuard<'_, PaperVenue> {
+        self.venue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn subs(&self) -> std::sync::MutexGuard<'_, HashSet<(Feed, Symbol)>> {
+        self.subscriptions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn tick_loop(self: Arc<Self>, tick: Duration, shutdown: CancellationToken) {
+        let mut interval = tokio::time::interval(tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = interval.tick() => {}
+            }
+            let events = self.venue().tick(Utc::now());
+            self.emit(events).await;
+        }
+    }
+
+    /// Sends order events always, market data only where subscribed.
+    async fn emit(&self, events: Vec<ServiceEvent>) {
+        for event in events {
+            let feed = match &event {
+                ServiceEvent::Quote(q) => Some((Feed::Quotes, q.symbol.clone())),
+                ServiceEvent::Trade(t) => Some((Feed::Trades, t.symbol.clone())),
+                ServiceEvent::Book(b) => Some((Feed::Book, b.symbol.clone())),
+                _ => None,
+            };
+            match feed {
+                Some(key) => {
+                    if self.subs().contains(&key) {
+                        // Market data is dropped, not queued, when the pipe is slow.
+                        let _ = self.events.try_send(event);
+                    }
+                }
+                None => {
+                    let _ = self.events.send(event).await;
+                }
+            }
+        }
+    }
+}
+
+impl CommandHandler for PaperBroker {
+    async fn handle(&self, command: Command) -> Reply {
+        let now = Utc::now();
+        let result: Result<ReplyBody, ErrorDetail> = match command {
+            Command::Ping => Ok(ReplyBody::Pong),
+            Command::Stop => Ok(ReplyBody::Done),
+            Command::Instruments => Ok(ReplyBody::Instruments(self.venue().instruments())),
+            Command::Subscribe { feed, symbol } => {
+                let snapshot = {
+                    let venue = self.venue();
+                    match feed {
+                        Feed::Quotes => venue.quote(&symbol).map(ServiceEvent::Quote).map(Some),
+                        Feed::Book => venue.book(&symbol, 20).map(ServiceEvent::Book).map(Some),
+                        Feed::Trades => venue.quote(&symbol).map(|_| None),
+                    }
+                };
+                match snapshot {
+                    Ok(first) => {
+                        self.subs().insert((feed, symbol));
+                        if let Some(ev) = first {
+                            let _ = self.events.try_send(ev);
+                        }
+                        Ok(ReplyBody::Done)
+                    }
+                    Err(e) => Err(detail(&e)),
+                }
+            }
+            Command::Unsubscribe { feed, symbol } => {
+                self.subs().remove(&(feed, symbol));
+                Ok(ReplyBody::Done)
+            }
+            Command::Quote { symbol } => self
+                .venue()
+                .quote(&symbol)
+                .map(ReplyBody::Quote)
+                .map_err(|e| detail(&e)),
+            Command::Book { symbol, depth } => self
+                .venue()
+                .book(&symbol, depth)
+                .map(ReplyBody::Book)
+                .map_err(|e| detail(&e)),
+            Command::PlaceOrder { order } => {
+                let (report, events) = self.venue().place(order, now);
+                self.emit(events).await;
+                Ok(ReplyBody::Order(report))
+            }
+            Command::CancelOrder { account, client_id } => {
+                let outcome = self.venue().cancel(&account, &client_id, now);
+                match outcome {
+                    Ok((report, events)) => {
+                        self.emit(events).await;
+                        Ok(ReplyBody::Order(report))
+                    }
+                    Err(e) => Err(detail(&e)),
+                }
+            }
+            Command::OrderStatus { account, client_id } => self
+                .venue()
+                .order(&account, &client_id)
+                .map(ReplyBody::Order)
+                .ok_or_else(|| ErrorDetail::new("unknown_order", format!("the venue has no order {client_id}"))),
+            Command::OpenOrders { account } => Ok(ReplyBody::Orders(self.venue().open_orders(&account))),
+            Command::Balances { account } => Ok(ReplyBody::Balances(self.venue().balances(&account))),
+            Command::Positions { account } => Ok(ReplyBody::Positions(self.venue().positions(&account))),
+        };
+        match result {
+            Ok(body) => Reply::Ok(body),
+            Err(e) => Reply::Err(e),
+        }
+    }
+}
+
+fn detail(e: &PaperError) -> ErrorDetail {
+    ErrorDetail::new(e.code(), e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parse_and_refuse_unknown_keys() {
+        let mut o = BTreeMap::new();
+        o.insert("seed".to_string(), "7".to_string());
+        o.insert("tick_ms".to_string(), "50".to_string());
+        let p = PaperOptions::parse(&o).unwrap();
+        assert_eq!(p.seed, 7);
+        assert_eq!(p.tick, Duration::from_millis(50));
+        o.insert("sede".to_string(), "1".to_string());
+        assert!(PaperOptions::parse(&o).unwrap_err().contains("unknown option \"sede\""));
+        let mut bad = BTreeMap::new();
+        bad.insert("tick_ms".to_string(), "0".to_string());
+        assert!(PaperOptions::parse(&bad).is_err());
+    }
+}

@@ -1,0 +1,11 @@
+//! A typed Rust client for Lido's APIs, used by lidoctl, lido-tui, the tests
+//! and Rust algos; and [`agent`], the service side of the pipe.
+
+pub mod agent;
+mod error;
+mod http;
+mod stream;
+
+pub use error::ClientError;
+pub use http::{LidoClient, Placed};
+pub use stream::{ClusterWatch, Stream};

@@ -1,0 +1,454 @@
+//! The service side of the pipe, embedded by brokers and hosted traders.
+//!
+//! [`Agent::start`] binds a WebSocket on loopback, checks in with the
+//! manager (retrying with backoff, and again whenever no manager has been
+//! attached for a while), serves the pipe the manager dials, hands each
+//! [`Command`] to the service's [`CommandHandler`] in arrival order, and
+//! forwards the service's events. While no pipe is attached, events that
+//! must not be lost (order updates, fills) are kept in a bounded backlog and
+//! flushed, in order, to the next pipe.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use chrono::Utc;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::ClientError;
+use crate::cluster::{ServiceKind, ServiceState};
+use crate::pipe::{
+    CheckIn, CheckInReply, Command, ManagerFrame, Reply, ReplyBody, ServiceEvent, ServiceFrame, CHECKIN_PATH,
+    HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, MAX_FRAME_BYTES,
+};
+use crate::ErrorBody;
+
+/// Most must-deliver events kept while no pipe is attached.
+const BACKLOG_LIMIT: usize = 100_000;
+/// Check in again after this long without an attached pipe.
+const RECHECKIN_AFTER: Duration = Duration::from_secs(10);
+
+/// What a service does with a command. Called one command at a time.
+pub trait CommandHandler: Send + Sync + 'static {
+    fn handle(&self, command: Command) -> impl Future<Output = Reply> + Send;
+}
+
+/// Who the service is and where its manager is.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub name: String,
+    pub kind: ServiceKind,
+    pub service_type: String,
+    /// The manager's base URL, e.g. `http://127.0.0.1:7700`.
+    pub manager_url: String,
+    /// Address to listen on for the pipe (default 127.0.0.1).
+    pub bind: IpAddr,
+    /// The OS process id to report, if the service is its own process.
+    pub pid: Option<u32>,
+}
+
+impl AgentConfig {
+    pub fn new(
+        name: impl Into<String>,
+        kind: ServiceKind,
+        service_type: impl Into<String>,
+        manager_url: impl Into<String>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            service_type: service_type.into(),
+            manager_url: manager_url.into().trim_end_matches('/').to_string(),
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            pid: Some(std::process::id()),
+        }
+    }
+}
+
+/// A running agent.
+pub struct Agent {
+    ws_url: String,
+    status: watch::Sender<(ServiceState, Option<String>)>,
+    task: JoinHandle<Result<(), ClientError>>,
+}
+
+impl Agent {
+    /// Binds the pipe listener and starts checking in. Returns at once.
+    pub async fn start<H: CommandHandler>(
+        config: AgentConfig,
+        handler: Arc<H>,
+        events: mpsc::Receiver<ServiceEvent>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, ClientError> {
+        let listener = TcpListener::bind(SocketAddr::new(config.bind, 0))
+            .await
+            .map_err(|e| ClientError::Protocol(format!("cannot bind the pipe listener: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let ws_url = format!("ws://{addr}/pipe");
+        let (status, _) = watch::channel((ServiceState::Running, None));
+        let shared = Arc::new(Shared {
+            current: watch::channel(None).0,
+            status: status.clone(),
+            last_attached: Mutex::new(Instant::now()),
+            session: Mutex::new(None),
+        });
+        let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+        let instance = format!(
+            "{}-{}",
+            std::process::id(),
+            Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        );
+        let checkin = CheckIn {
+            name: config.name.clone(),
+            kind: config.kind,
+            service_type: config.service_type.clone(),
+            ws_url: ws_url.clone(),
+            pid: config.pid,
+            instance,
+        };
+        info!(name = %config.name, kind = %config.kind, %ws_url, "service pipe listening");
+        let task = tokio::spawn(run(
+            config.manager_url,
+            checkin,
+            listener,
+            shared,
+            handler,
+            events,
+            cmd_tx,
+            cmd_rx,
+            shutdown,
+        ));
+        Ok(Self { ws_url, status, task })
+    }
+
+    pub fn ws_url(&self) -> &str {
+        &self.ws_url
+    }
+
+    /// Reports a new state (sent on the pipe now and on every new pipe).
+    pub fn set_status(&self, state: ServiceState, detail: Option<String>) {
+        self.status.send_replace((state, detail));
+    }
+
+    /// Waits until the agent stops (shutdown, `Stop` command, or a refused check-in).
+    pub async fn wait(self) -> Result<(), ClientError> {
+        self.task
+            .await
+            .map_err(|e| ClientError::Protocol(format!("agent task failed: {e}")))?
+    }
+}
+
+type Outbox = mpsc::Sender<ServiceFrame>;
+
+struct Shared {
+    /// The attached pipe's outbound queue.
+    current: watch::Sender<Option<Outbox>>,
+    status: watch::Sender<(ServiceState, Option<String>)>,
+    last_attached: Mutex<Instant>,
+    /// Cancels the attached session when a newer one replaces it.
+    session: Mutex<Option<CancellationToken>>,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run<H: CommandHandler>(
+    manager_url: String,
+    checkin: CheckIn,
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    handler: Arc<H>,
+    events: mpsc::Receiver<ServiceEvent>,
+    cmd_tx: mpsc::Sender<(u64, Command, Outbox)>,
+    cmd_rx: mpsc::Receiver<(u64, Command, Outbox)>,
+    shutdown: CancellationToken,
+) -> Result<(), ClientError> {
+    let worker = tokio::spawn(command_worker(handler, cmd_rx, shutdown.clone()));
+    let pump = tokio::spawn(event_pump(events, shared.clone(), shutdown.clone()));
+    let accept = tokio::spawn(accept_loop(listener, shared.clone(), cmd_tx, shutdown.clone()));
+    let result = checkin_loop(&manager_url, &checkin, &shared, &shutdown).await;
+    if result.is_err() {
+        shutdown.cancel();
+    }
+    shutdown.cancelled().await;
+    let _ = accept.await;
+    let _ = pump.await;
+    let _ = worker.await;
+    result
+}
+
+/// Checks in, then again whenever no manager has attached for a while.
+async fn checkin_loop(
+    manager_url: &str,
+    checkin: &CheckIn,
+    shared: &Shared,
+    shutdown: &CancellationToken,
+) -> Result<(), ClientError> {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let url = format!("{manager_url}{CHECKIN_PATH}");
+    let mut backoff = backoff();
+    let mut checked_in = false;
+    loop {
+        let attached = shared.current.borrow().is_some();
+        let detached_for = shared.last_attached.lock().map(|t| t.elapsed()).unwrap_or_default();
+        let due = !checked_in || (!attached && detached_for >= RECHECKIN_AFTER);
+        let mut wait = Duration::from_millis(500);
+        if due {
+            match http.post(&url).json(checkin).send().await {
+                Ok(resp) if resp.status().is_success() => {
+                    let reply: Option<CheckInReply> = resp.json().await.ok();
+                    info!(name = %checkin.name, node = ?reply.map(|r| r.node), "checked in with manager");
+                    checked_in = true;
+                    backoff = self::backoff();
+                    if let Ok(mut t) = shared.last_attached.lock() {
+                        *t = Instant::now();
+                    }
+                }
+                Ok(resp) if resp.status().is_client_error() => {
+                    let status = resp.status().as_u16();
+                    let body: Option<ErrorBody> = resp.json().await.ok();
+                    let (code, message) = body.map_or(("refused".into(), "check-in refused".into()), |b| {
+                        (b.error.code, b.error.message)
+                    });
+                    warn!(name = %checkin.name, status, %code, %message, "manager refused check-in");
+                    return Err(ClientError::Api { status, code, message });
+                }
+                Ok(resp) => {
+                    checked_in = false;
+                    warn!(name = %checkin.name, status = resp.status().as_u16(), "check-in failed, retrying");
+                    wait = backoff.next().unwrap_or(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    checked_in = false;
+                    debug!(name = %checkin.name, error = %e, "manager unreachable, retrying check-in");
+                    wait = backoff.next().unwrap_or(Duration::from_secs(5));
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// The reconnect policy: 100 ms doubling to 5 s, with jitter, forever.
+fn backoff() -> backon::ExponentialBackoff {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    cmd_tx: mpsc::Sender<(u64, Command, Outbox)>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    warn!(error = %e, "pipe accept failed");
+                    continue;
+                }
+            },
+        };
+        let session_token = shutdown.child_token();
+        if let Ok(mut slot) = shared.session.lock() {
+            if let Some(old) = slot.replace(session_token.clone()) {
+                old.cancel();
+            }
+        }
+        tokio::spawn(pipe_session(stream, shared.clone(), cmd_tx.clone(), session_token));
+    }
+    if let Ok(mut slot) = shared.session.lock() {
+        if let Some(old) = slot.take() {
+            old.cancel();
+        }
+    }
+}
+
+async fn pipe_session(
+    stream: TcpStream,
+    shared: Arc<Shared>,
+    cmd_tx: mpsc::Sender<(u64, Command, Outbox)>,
+    token: CancellationToken,
+) {
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES));
+    let mut ws = match tokio_tungstenite::accept_async_with_config(stream, Some(config)).await {
+        Ok(ws) => ws,
+        Err(e) => {
+            warn!(error = %e, "pipe handshake failed");
+            return;
+        }
+    };
+    let (out_tx, mut out_rx) = mpsc::channel::<ServiceFrame>(8192);
+    shared.current.send_replace(Some(out_tx.clone()));
+    info!("manager attached to pipe");
+    let mut status_rx = shared.status.subscribe();
+    let (state, detail) = status_rx.borrow_and_update().clone();
+    let _ = out_tx.try_send(ServiceFrame::Status { state, detail });
+    let mut heartbeat = tokio::time::interval(Duration::from_millis(HEARTBEAT_INTERVAL_MS));
+    let mut last_rx = Instant::now();
+    let reason = loop {
+        tokio::select! {
+            _ = token.cancelled() => {
+                // Flush what is queued (a final reply, fills) before closing.
+                while let Ok(frame) = out_rx.try_recv() {
+                    if send_frame(&mut ws, &frame).await.is_err() { break; }
+                }
+                let _ = ws.close(None).await;
+                break "closed by service";
+            }
+            Some(frame) = out_rx.recv() => {
+                if send_frame(&mut ws, &frame).await.is_err() { break "send failed"; }
+            }
+            _ = heartbeat.tick() => {
+                if last_rx.elapsed() > Duration::from_millis(HEARTBEAT_TIMEOUT_MS) { break "manager heartbeat timed out"; }
+                if send_frame(&mut ws, &ServiceFrame::Heartbeat { ts: Utc::now() }).await.is_err() { break "send failed"; }
+            }
+            Ok(()) = status_rx.changed() => {
+                let (state, detail) = status_rx.borrow_and_update().clone();
+                if send_frame(&mut ws, &ServiceFrame::Status { state, detail }).await.is_err() { break "send failed"; }
+            }
+            msg = ws.next() => {
+                let Some(Ok(msg)) = msg else { break "manager closed the pipe" };
+                last_rx = Instant::now();
+                let Message::Text(text) = msg else { continue };
+                match serde_json::from_str::<ManagerFrame>(text.as_str()) {
+                    Ok(ManagerFrame::Heartbeat { .. }) => {}
+                    Ok(ManagerFrame::Command { id, command }) => {
+                        if cmd_tx.send((id, command, out_tx.clone())).await.is_err() { break "service stopping"; }
+                    }
+                    Err(e) => warn!(error = %e, "malformed frame on pipe, ignored"),
+                }
+            }
+        }
+    };
+    // Detach, unless a newer session already took over.
+    shared.current.send_if_modified(|cur| match cur {
+        Some(tx) if tx.same_channel(&out_tx) => {
+            *cur = None;
+            true
+        }
+        _ => false,
+    });
+    if let Ok(mut t) = shared.last_attached.lock() {
+        *t = Instant::now();
+    }
+    info!(reason, "pipe detached");
+}
+
+async fn send_frame<S>(ws: &mut S, frame: &ServiceFrame) -> Result<(), ()>
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    let text = serde_json::to_string(frame).map_err(|_| ())?;
+    ws.send(Message::text(text)).await.map_err(|_| ())
+}
+
+async fn command_worker<H: CommandHandler>(
+    handler: Arc<H>,
+    mut rx: mpsc::Receiver<(u64, Command, Outbox)>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (id, command, out) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            next = rx.recv() => match next { Some(n) => n, None => return },
+        };
+        let stop = command == Command::Stop;
+        let result = match command {
+            Command::Ping => Reply::Ok(ReplyBody::Pong),
+            command => handler.handle(command).await,
+        };
+        let _ = out.send(ServiceFrame::Reply { id, result }).await;
+        if stop {
+            info!("stop requested by manager");
+            // Let the session flush the reply before everything closes.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            shutdown.cancel();
+            return;
+        }
+    }
+}
+
+async fn event_pump(mut events: mpsc::Receiver<ServiceEvent>, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut backlog: VecDeque<ServiceEvent> = VecDeque::new();
+    let mut current = shared.current.subscribe();
+    let mut flush = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            ev = events.recv() => {
+                let Some(ev) = ev else { break };
+                let out = current.borrow().clone();
+                if !backlog.is_empty() && ev.must_deliver() {
+                    push_backlog(&mut backlog, ev);
+                    continue;
+                }
+                match out {
+                    Some(tx) => {
+                        if let Err(mpsc::error::TrySendError::Full(ServiceFrame::Event { event }) | mpsc::error::TrySendError::Closed(ServiceFrame::Event { event })) = tx.try_send(ServiceFrame::Event { event: ev }) {
+                            if event.must_deliver() { push_backlog(&mut backlog, event); }
+                        }
+                    }
+                    None if ev.must_deliver() => push_backlog(&mut backlog, ev),
+                    None => {}
+                }
+            }
+            _ = current.changed() => {}
+            _ = flush.tick() => {}
+        }
+        if backlog.is_empty() {
+            continue;
+        }
+        let Some(tx) = current.borrow().clone() else { continue };
+        while let Some(ev) = backlog.pop_front() {
+            if let Err(
+                mpsc::error::TrySendError::Full(ServiceFrame::Event { event })
+                | mpsc::error::TrySendError::Closed(ServiceFrame::Event { event }),
+            ) = tx.try_send(ServiceFrame::Event { event: ev })
+            {
+                backlog.push_front(event);
+                break;
+            }
+        }
+    }
+    // Hand what is left to the attached pipe, if any, before going away.
+    let attached = current.borrow().clone();
+    if let Some(tx) = attached {
+        for event in backlog.drain(..) {
+            let _ = tx.try_send(ServiceFrame::Event { event });
+        }
+    }
+}
+
+fn push_backlog(backlog: &mut VecDeque<ServiceEvent>, ev: ServiceEvent) {
+    if backlog.len() >= BACKLOG_LIMIT {
+        warn!(
+            limit = BACKLOG_LIMIT,
+            "event backlog full, dropping the oldest order event"
+        );
+        backlog.pop_front();
+    }
+    backlog.push_back(ev);
+}

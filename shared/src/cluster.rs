@@ -1,0 +1,258 @@
+//! The operator API of the InfrastructureManager: cluster snapshot, the
+//! watch stream, and spawn/stop/drain requests (over REST or as commands on
+//! the watch WebSocket, with correlated replies).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::ErrorDetail;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceKind {
+    #[default]
+    Broker,
+    Market,
+    Trader,
+}
+
+impl ServiceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Broker => "broker",
+            Self::Market => "market",
+            Self::Trader => "trader",
+        }
+    }
+}
+
+impl fmt::Display for ServiceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ServiceKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "broker" | "brokers" => Ok(Self::Broker),
+            "market" | "markets" => Ok(Self::Market),
+            "trader" | "traders" => Ok(Self::Trader),
+            other => Err(format!(
+                "unknown service kind {other:?}: expected broker, market or trader"
+            )),
+        }
+    }
+}
+
+/// A service's health. The default is pessimistic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceState {
+    #[default]
+    Starting,
+    Running,
+    Degraded,
+    Draining,
+    Stopped,
+    Failed,
+}
+
+impl ServiceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Degraded => "degraded",
+            Self::Draining => "draining",
+            Self::Stopped => "stopped",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for ServiceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a service runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunMode {
+    /// A child process of `lidod` (isolation: a crash does not take the node down).
+    #[default]
+    Process,
+    /// A task inside `lidod`, speaking the same pipe protocol.
+    Task,
+    /// Started elsewhere and adopted on check-in.
+    External,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ServiceInfo {
+    pub name: String,
+    pub kind: ServiceKind,
+    /// `paper`, `kraken`, …; empty for markets.
+    #[serde(rename = "type")]
+    pub service_type: String,
+    pub state: ServiceState,
+    pub node: String,
+    pub mode: RunMode,
+    pub pid: Option<u32>,
+    /// The service's pipe WebSocket, once checked in.
+    pub ws_url: Option<String>,
+    /// How many times the manager restarted it.
+    pub restarts: u32,
+    pub started_at: Option<DateTime<Utc>>,
+    /// Why it is degraded or failed, or what it is waiting for.
+    pub detail: Option<String>,
+    pub options: BTreeMap<String, String>,
+    /// Load and latency figures (messages/s, pipe round trip, …).
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ManagerInfo {
+    pub kind: ServiceKind,
+    pub state: ServiceState,
+    pub services: usize,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NodeLoad {
+    pub sessions: usize,
+    pub streams: usize,
+    pub open_orders: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NodeInfo {
+    pub id: String,
+    pub location: String,
+    pub draining: bool,
+    /// The node's algo API (its MarketManager).
+    pub api_url: String,
+    pub managers: Vec<ManagerInfo>,
+    pub services: Vec<ServiceInfo>,
+    pub load: NodeLoad,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClusterSnapshot {
+    pub nodes: Vec<NodeInfo>,
+    pub ts: DateTime<Utc>,
+}
+
+impl ClusterSnapshot {
+    pub fn services(&self) -> impl Iterator<Item = &ServiceInfo> {
+        self.nodes.iter().flat_map(|n| n.services.iter())
+    }
+
+    pub fn service(&self, name: &str) -> Option<&ServiceInfo> {
+        self.services().find(|s| s.name == name)
+    }
+}
+
+/// A change in the cluster.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ClusterEvent {
+    ServiceChanged {
+        service: ServiceInfo,
+    },
+    ServiceRemoved {
+        name: String,
+        node: String,
+    },
+    NodeChanged {
+        id: String,
+        draining: bool,
+        load: NodeLoad,
+    },
+    /// Something an operator should see (restart, failure, drain, …).
+    Log {
+        level: String,
+        message: String,
+    },
+}
+
+/// `POST /v1/services` body.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SpawnRequest {
+    pub kind: ServiceKind,
+    /// The implementation (`paper`, `kraken`); markets have none.
+    #[serde(rename = "type", default)]
+    pub service_type: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A node id; `null` picks the least-loaded non-draining node.
+    #[serde(default)]
+    pub node: Option<String>,
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// Commands an operator may send on `/v1/cluster/watch`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum WatchCommand {
+    Spawn {
+        id: u64,
+        #[serde(flatten)]
+        request: SpawnRequest,
+    },
+    Stop {
+        id: u64,
+        name: String,
+    },
+    Restart {
+        id: u64,
+        name: String,
+    },
+    Drain {
+        id: u64,
+        node: String,
+    },
+    Undrain {
+        id: u64,
+        node: String,
+    },
+    Snapshot {
+        id: u64,
+    },
+}
+
+/// What `/v1/cluster/watch` sends: a snapshot first, then numbered events,
+/// and replies to commands.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WatchMessage {
+    Snapshot {
+        seq: u64,
+        snapshot: ClusterSnapshot,
+    },
+    Event {
+        seq: u64,
+        ts: DateTime<Utc>,
+        event: ClusterEvent,
+    },
+    Reply {
+        id: u64,
+        ok: bool,
+        #[serde(default)]
+        service: Option<ServiceInfo>,
+        #[serde(default)]
+        error: Option<ErrorDetail>,
+    },
+    Error {
+        error: ErrorDetail,
+    },
+}

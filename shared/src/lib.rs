@@ -1,0 +1,25 @@
+//! Lido's shared crate: the words of the system and the wire between its parts.
+//!
+//! - [`model`]: the trading domain (symbols, instruments, orders and their state
+//!   machine, fills, quotes, trades, books, balances, positions). Prices and
+//!   quantities are always [`rust_decimal::Decimal`], serialized as strings.
+//! - [`api`]: the algo API's request and response bodies, including the
+//!   `/v1/stream` WebSocket messages.
+//! - [`cluster`]: the operator API of the InfrastructureManager (snapshot,
+//!   watch stream, spawn/stop/drain requests).
+//! - [`pipe`]: the service protocol between a manager and the services it
+//!   supervises (check-in body and the frames on the pipe WebSocket).
+//! - [`client`]: a typed Rust client for all of the above, plus
+//!   [`client::agent`], the service side of the pipe that brokers and hosted
+//!   traders embed.
+//!
+//! Wire types know nothing of axum; the daemon converts at its edge.
+
+pub mod api;
+pub mod client;
+pub mod cluster;
+pub mod error;
+pub mod model;
+pub mod pipe;
+
+pub use error::{ErrorBody, ErrorDetail};

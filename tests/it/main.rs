@@ -1,0 +1,8 @@
+//! Integration tests: each starts real `lidod` processes on 127.0.0.1:0 and
+//! drives them only through their public APIs (REST, WebSockets, signals).
+
+mod algo;
+mod bad_input;
+mod operator;
+mod shutdown;
+mod supervision;

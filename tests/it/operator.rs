@@ -1,0 +1,146 @@
+//! The InfrastructureManager's operator API, and lidoctl against it.
+
+use std::process::Command;
+use std::time::Duration;
+
+use lido_shared::cluster::{ClusterEvent, ServiceKind, ServiceState, SpawnRequest, WatchCommand, WatchMessage};
+use lido_tests::{eventually, lidoctl_path, TestDaemon};
+
+#[tokio::test]
+async fn spawn_stop_and_drain_through_the_api() {
+    let d = TestDaemon::spawn(&[]);
+    let c = d.client();
+    let mut watch = c.watch().await.unwrap();
+    let WatchMessage::Snapshot { seq: start, snapshot } = watch.next().await.unwrap() else {
+        panic!("snapshot first")
+    };
+    assert_eq!(snapshot.nodes.len(), 1);
+    assert_eq!(snapshot.nodes[0].id, "n1");
+
+    let req = SpawnRequest {
+        kind: ServiceKind::Broker,
+        service_type: Some("paper".into()),
+        name: Some("p2".into()),
+        ..Default::default()
+    };
+    let info = c.spawn(&req).await.unwrap();
+    assert_eq!(info.name, "p2");
+    assert_eq!(c.spawn(&req).await.unwrap_err().status(), Some(409), "names are unique");
+    eventually(Duration::from_secs(10), "p2 running", || async {
+        let s = c.cluster().await.ok()?;
+        (s.service("p2")?.state == ServiceState::Running).then_some(())
+    })
+    .await;
+
+    // The watch stream saw it, numbered without holes.
+    let mut last = start;
+    let mut saw_running = false;
+    while !saw_running {
+        match tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            WatchMessage::Event { seq, event, .. } => {
+                assert_eq!(seq, last + 1);
+                last = seq;
+                if let ClusterEvent::ServiceChanged { service } = event {
+                    saw_running |= service.name == "p2" && service.state == ServiceState::Running;
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    // A market over the new broker, then commands on the watch socket.
+    let market = SpawnRequest {
+        kind: ServiceKind::Market,
+        name: Some("crypto".into()),
+        options: [("brokers".to_string(), "p2".to_string())].into(),
+        ..Default::default()
+    };
+    assert_eq!(c.spawn(&market).await.unwrap().kind, ServiceKind::Market);
+    eventually(Duration::from_secs(10), "a quote on crypto", || async {
+        c.quote("crypto", "ETH/USD").await.ok()
+    })
+    .await;
+
+    watch
+        .send(&WatchCommand::Drain {
+            id: 7,
+            node: "n1".into(),
+        })
+        .await
+        .unwrap();
+    loop {
+        if let WatchMessage::Reply { id, ok, .. } = tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            assert_eq!(id, 7);
+            assert!(ok);
+            break;
+        }
+    }
+    let refused = c.open_session("acme").await.unwrap_err();
+    assert_eq!(refused.status(), Some(503));
+    assert_eq!(refused.code(), Some("no_node_available"));
+    let refused = c
+        .spawn(&SpawnRequest {
+            name: Some("p3".into()),
+            ..req.clone()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some("node_draining"));
+    // Existing work goes on while draining.
+    assert!(c.quote("crypto", "ETH/USD").await.is_ok());
+    let node = c.undrain_node("n1").await.unwrap();
+    assert!(!node.draining);
+    assert!(c.open_session("acme").await.is_ok());
+
+    c.stop_service("crypto").await.unwrap();
+    let stopped = c.stop_service("p2").await.unwrap();
+    assert_eq!(stopped.state, ServiceState::Stopped);
+    assert!(c.cluster().await.unwrap().service("p2").is_none());
+    assert_eq!(c.stop_service("p2").await.unwrap_err().status(), Some(404));
+}
+
+#[tokio::test]
+async fn lidoctl_spawns_a_broker_that_status_then_shows_running() {
+    let d = TestDaemon::spawn(&[]);
+    let run = |args: &[&str]| {
+        Command::new(lidoctl_path())
+            .args(["--url", &d.url])
+            .args(args)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run lidoctl")
+    };
+    let out = run(&["spawn", "broker", "paper", "--name", "p2"]);
+    assert!(
+        out.status.success(),
+        "spawn failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c = d.client();
+    eventually(Duration::from_secs(10), "p2 running", || async {
+        let s = c.cluster().await.ok()?;
+        (s.service("p2")?.state == ServiceState::Running).then_some(())
+    })
+    .await;
+    let out = run(&["status"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("p2"))
+        .unwrap_or_else(|| panic!("p2 in status:\n{text}"));
+    assert!(line.contains("running"), "p2 should be running: {line}");
+
+    let out = run(&["stop", "p2", "--yes"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&["stop", "p2", "--yes"]);
+    assert_eq!(out.status.code(), Some(3), "not found exits 3");
+}

@@ -1,0 +1,72 @@
+//! The service protocol under faults: a broker child killed with SIGKILL is
+//! restarted and the algo's stream goes on, on the same connection.
+
+use std::time::Duration;
+
+use lido_shared::api::{Channel, PlaceOrder};
+use lido_shared::cluster::ServiceState;
+use lido_shared::model::{OrderStatus, OrderType, Side, TimeInForce};
+use lido_tests::{eventually, process_alive, sigkill, TestDaemon};
+use rust_decimal_macros::dec;
+
+#[tokio::test]
+async fn sigkilled_broker_is_restarted_and_the_stream_resumes() {
+    let d = TestDaemon::spawn(&[]);
+    let c = d.client();
+    let broker_pid = eventually(Duration::from_secs(10), "a running paper broker", || async {
+        let snap = c.cluster().await.ok()?;
+        let b = snap.service("paper-1")?;
+        (b.state == ServiceState::Running).then_some(b.pid?)
+    })
+    .await;
+
+    let mut s = c.stream().await.unwrap();
+    s.subscribe(Channel::Quotes, "paper", Some("BTC/USD")).await.unwrap();
+    let first = s.next_event(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(first.seq, 1);
+
+    sigkill(broker_pid);
+
+    // The same connection carries on: an explicit gap, then data again, and
+    // sequence numbers never skip.
+    let mut last = first.seq;
+    let mut saw_gap = false;
+    let mut data_after_gap = 0;
+    while data_after_gap < 3 {
+        let ev = s
+            .next_event(Duration::from_secs(15))
+            .await
+            .expect("the stream goes on after the broker restarts");
+        assert_eq!(ev.seq, last + 1, "no hole in sequence numbers");
+        last = ev.seq;
+        if ev.gap.is_some() {
+            saw_gap = true;
+            assert!(ev.data.is_null());
+        } else if saw_gap {
+            data_after_gap += 1;
+        }
+    }
+    assert!(saw_gap, "the restart is announced as a gap marker");
+
+    let info = c.cluster().await.unwrap().service("paper-1").cloned().unwrap();
+    assert_eq!(info.state, ServiceState::Running);
+    assert_eq!(info.restarts, 1);
+    let new_pid = info.pid.expect("a pid");
+    assert_ne!(new_pid, broker_pid);
+    assert!(process_alive(new_pid));
+    assert!(!process_alive(broker_pid));
+
+    // Orders flow again through the restarted broker.
+    let o = PlaceOrder {
+        market: "paper".into(),
+        symbol: "BTC/USD".into(),
+        side: Side::Buy,
+        order_type: OrderType::Limit,
+        quantity: dec!(0.01),
+        limit_price: Some(dec!(1000)),
+        time_in_force: TimeInForce::Gtc,
+        client_order_id: Some("after-restart".into()),
+    };
+    let placed = c.place_order(&o).await.unwrap();
+    assert_eq!(placed.order.status, OrderStatus::Accepted, "{:?}", placed.order);
+}

@@ -1,0 +1,189 @@
+//! Test support: [`TestDaemon`] starts a real `lidod` process on a free
+//! loopback port and stops it (and so its children) when dropped.
+//! The tests themselves live in `it/`.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use lido_shared::client::LidoClient;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// The workspace's target directory for this build profile.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/it-<hash> → target/<profile>
+    exe.parent().and_then(|p| p.parent()).expect("target dir").to_path_buf()
+}
+
+/// Builds the binaries the tests run, once per test process, so they are
+/// never stale.
+pub fn ensure_built() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--manifest-path",
+            manifest,
+            "-p",
+            "lidod",
+            "-p",
+            "lidoctl",
+            "-p",
+            "lido-shared",
+            "--bins",
+            "--examples",
+        ]);
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "building lidod for the tests failed");
+    });
+}
+
+pub fn lidod_path() -> PathBuf {
+    ensure_built();
+    bin_dir().join("lidod")
+}
+
+pub fn lidoctl_path() -> PathBuf {
+    ensure_built();
+    bin_dir().join("lidoctl")
+}
+
+pub fn example_path(name: &str) -> PathBuf {
+    ensure_built();
+    bin_dir().join("examples").join(name)
+}
+
+/// A `lidod` process on 127.0.0.1 with a free port.
+pub struct TestDaemon {
+    child: Option<Child>,
+    pub url: String,
+    pub log: PathBuf,
+}
+
+impl TestDaemon {
+    /// `lidod --listen 127.0.0.1:0` plus `args`; waits until it listens.
+    pub fn spawn(args: &[&str]) -> Self {
+        let log = std::env::temp_dir().join(format!("lidod-test-{}-{}.log", std::process::id(), unique()));
+        let log_file = std::fs::File::create(&log).expect("create log file");
+        let mut child = Command::new(lidod_path())
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("LIDO_LOG", "info,lidod=debug")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .expect("start lidod");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read lidod's first line");
+        let url = line
+            .trim()
+            .strip_prefix("lidod listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from lidod: {line:?}; log at {}", log.display()))
+            .to_string();
+        Self {
+            child: Some(child),
+            url,
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn client(&self) -> LidoClient {
+        LidoClient::new(self.url.clone()).expect("client")
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    /// The daemon's log so far (for assertion messages).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGKILL: its broker children see their stdin close and exit.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log);
+        } else {
+            eprintln!("lidod log kept at {}", self.log.display());
+        }
+    }
+}
+
+/// True while a process with this pid exists (and is not a zombie we own).
+pub fn process_alive(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
+    match stat {
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+pub fn sigkill(pid: u32) {
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).expect("send SIGKILL");
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or panics after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
