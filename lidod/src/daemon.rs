@@ -83,6 +83,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         traders: traders.clone(),
         sessions,
         bus,
+        closing: shutdown.clone(),
     });
 
     for b in &config.brokers {
@@ -108,10 +109,11 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
             return r.context("server task failed")?.context("server failed");
         }
     }
-    info!("shutting down: no new work; stopping traders, then brokers");
+    // Order matters: hosted traders first (they are clients), then the
+    // listener finishes in-flight requests and streams close, then brokers,
+    // so nothing in flight loses its venue.
+    info!("shutting down: no new work; stopping traders");
     traders.shutdown().await;
-    brokers.shutdown().await;
-    managers.cancel();
     match tokio::time::timeout(DRAIN_CONNECTIONS, &mut server).await {
         Ok(r) => r.context("server task failed")?.context("server failed")?,
         Err(_) => {
@@ -119,6 +121,9 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
             server.abort();
         }
     }
+    info!("listener closed; stopping brokers");
+    brokers.shutdown().await;
+    managers.cancel();
     info!("lidod stopped");
     Ok(())
 }

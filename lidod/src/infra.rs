@@ -14,6 +14,7 @@ use lido_shared::cluster::{
     SpawnRequest,
 };
 use lido_shared::pipe::CheckIn;
+use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::brokers::BrokerManager;
@@ -38,6 +39,8 @@ pub struct InfraParts {
     pub traders: TraderManager,
     pub sessions: Sessions,
     pub bus: EventBus,
+    /// Cancelled when the node starts shutting down: streams close.
+    pub closing: CancellationToken,
 }
 
 struct Inner {
@@ -50,6 +53,7 @@ struct Inner {
     traders: TraderManager,
     sessions: Sessions,
     bus: EventBus,
+    closing: CancellationToken,
 }
 
 impl Infra {
@@ -63,6 +67,7 @@ impl Infra {
             traders,
             sessions,
             bus,
+            closing,
         } = parts;
         Self {
             inner: Arc::new(Inner {
@@ -75,6 +80,7 @@ impl Infra {
                 traders,
                 sessions,
                 bus,
+                closing,
             }),
         }
     }
@@ -97,6 +103,11 @@ impl Infra {
 
     pub fn bus(&self) -> &EventBus {
         &self.inner.bus
+    }
+
+    /// Cancelled when the node shuts down; long-lived connections end on it.
+    pub fn closing(&self) -> &CancellationToken {
+        &self.inner.closing
     }
 
     pub fn node_id(&self) -> &str {

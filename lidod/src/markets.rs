@@ -683,6 +683,11 @@ impl MarketManager {
     }
 
     fn on_signal(&self, broker: &str, signal: PipeSignal) {
+        if let PipeSignal::Up { generation } = &signal {
+            if *generation > 1 {
+                tokio::spawn(self.clone().reconcile(broker.to_string()));
+            }
+        }
         let markets: Vec<Arc<Market>> = self
             .read()
             .values()
@@ -706,6 +711,48 @@ impl MarketManager {
             if let Some(info) = self.market_info(&m.name) {
                 self.inner.bus.publish(ClusterEvent::ServiceChanged { service: info });
             }
+        }
+    }
+
+    /// After a broker comes back, asks it about every open order it carries:
+    /// reports are applied; an order the venue no longer knows is closed as
+    /// expired with the reason, never left open silently.
+    async fn reconcile(self, broker: String) {
+        // Orders still `new` have a send in flight: `settle` owns them.
+        let open = self.inner.orders.list(|o| {
+            o.status.is_open() && o.status != OrderStatus::New && o.broker.as_deref() == Some(broker.as_str())
+        });
+        if open.is_empty() {
+            return;
+        }
+        let Some(pipe) = self.inner.brokers.pipe(&broker) else {
+            return;
+        };
+        let (mut kept, mut lost) = (0, 0);
+        for order in open {
+            let cmd = Command::OrderStatus {
+                account: order.customer.clone(),
+                client_id: order.order_id.clone(),
+            };
+            match pipe.request(cmd, VENUE_TIMEOUT).await {
+                Ok(ReplyBody::Order(report)) => {
+                    self.inner.orders.apply_report(&report, &broker);
+                    kept += 1;
+                }
+                Err(PipeError::Remote(d)) if d.code == "unknown_order" => {
+                    let reason = format!("broker {broker} restarted and its venue no longer has this order");
+                    self.inner.orders.close_lost(&order.order_id, reason);
+                    lost += 1;
+                }
+                Ok(_) | Err(_) => {}
+            }
+        }
+        info!(%broker, kept, lost, "open orders reconciled after broker restart");
+        if lost > 0 {
+            self.inner.bus.log(
+                "warn",
+                format!("{lost} open order(s) on {broker} were lost by its venue and closed as expired"),
+            );
         }
     }
 

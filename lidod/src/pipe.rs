@@ -204,7 +204,11 @@ async fn dial_loop(
                 let reason = session(&inner, ws, &mut requests, &events, &signals, &mut url_rx).await;
                 inner.state.send_replace(PipeState::Connecting);
                 fail_queued(&name, &mut requests);
-                warn!(service = %name, %reason, "pipe down, re-dialing");
+                if inner.cancel.is_cancelled() {
+                    info!(service = %name, "pipe closed");
+                } else {
+                    warn!(service = %name, %reason, "pipe down, re-dialing");
+                }
                 let _ = signals.send((name.clone(), PipeSignal::Down { reason }));
             }
             Ok(Err(e)) => debug!(service = %name, %url, error = %e, "pipe dial failed"),

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::venue::paper_broker::{self, PaperOptions};
@@ -29,24 +28,7 @@ pub async fn run_broker(args: BrokerArgs, shutdown: CancellationToken) -> anyhow
     );
     let options = PaperOptions::parse(&args.options).map_err(anyhow::Error::msg)?;
     if args.exit_with_parent {
-        watch_parent(shutdown.clone());
+        lido_shared::client::agent::exit_with_parent(shutdown.clone());
     }
     paper_broker::run(args.name, args.manager_url, options, Some(std::process::id()), shutdown).await
-}
-
-/// Cancels `shutdown` when stdin reaches end of file: the manager that
-/// started us holds the other end, so this fires when it dies, even by SIGKILL.
-pub fn watch_parent(shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        let mut stdin = tokio::io::stdin();
-        let mut buf = [0u8; 64];
-        loop {
-            match stdin.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => continue,
-            }
-        }
-        tracing::info!("parent manager gone (stdin closed); stopping");
-        shutdown.cancel();
-    });
 }

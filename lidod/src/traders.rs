@@ -83,6 +83,7 @@ impl TraderManager {
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_else(|| exec.clone());
+        env.push(("LIDO_SERVICE_TYPE".to_string(), service_type.clone()));
         self.sup.spawn(ServiceSpec {
             name: name.to_string(),
             kind: ServiceKind::Trader,

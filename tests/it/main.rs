@@ -6,3 +6,4 @@ mod bad_input;
 mod operator;
 mod shutdown;
 mod supervision;
+mod trader;

@@ -20,6 +20,10 @@ async fn sigkilled_broker_is_restarted_and_the_stream_resumes() {
     })
     .await;
 
+    // A resting order at the venue that is about to die.
+    let resting = c.place_order(&limit_buy("before-kill")).await.unwrap().order;
+    assert_eq!(resting.status, OrderStatus::Accepted);
+
     let mut s = c.stream().await.unwrap();
     s.subscribe(Channel::Quotes, "paper", Some("BTC/USD")).await.unwrap();
     let first = s.next_event(Duration::from_secs(5)).await.unwrap();
@@ -56,8 +60,28 @@ async fn sigkilled_broker_is_restarted_and_the_stream_resumes() {
     assert!(process_alive(new_pid));
     assert!(!process_alive(broker_pid));
 
+    // The paper venue lost its book with the process: the order is closed
+    // with the reason, not left open.
+    let lost = eventually(Duration::from_secs(10), "the lost order reconciled", || async {
+        let o = c.order(&resting.order_id).await.ok()?;
+        o.status.is_terminal().then_some(o)
+    })
+    .await;
+    assert_eq!(lost.status, OrderStatus::Expired);
+    assert!(
+        lost.reason.as_deref().unwrap_or_default().contains("restarted"),
+        "{:?}",
+        lost.reason
+    );
+
     // Orders flow again through the restarted broker.
-    let o = PlaceOrder {
+    let placed = c.place_order(&limit_buy("after-restart")).await.unwrap();
+    assert_eq!(placed.order.status, OrderStatus::Accepted, "{:?}", placed.order);
+    assert_eq!(c.open_orders().await.unwrap().len(), 1);
+}
+
+fn limit_buy(client_order_id: &str) -> PlaceOrder {
+    PlaceOrder {
         market: "paper".into(),
         symbol: "BTC/USD".into(),
         side: Side::Buy,
@@ -65,8 +89,6 @@ async fn sigkilled_broker_is_restarted_and_the_stream_resumes() {
         quantity: dec!(0.01),
         limit_price: Some(dec!(1000)),
         time_in_force: TimeInForce::Gtc,
-        client_order_id: Some("after-restart".into()),
-    };
-    let placed = c.place_order(&o).await.unwrap();
-    assert_eq!(placed.order.status, OrderStatus::Accepted, "{:?}", placed.order);
+        client_order_id: Some(client_order_id.into()),
+    }
 }

@@ -97,8 +97,10 @@ async fn watch_session(infra: Infra, socket: WebSocket) {
             }
         }
     });
+    let closing = infra.closing().clone();
     loop {
         tokio::select! {
+            _ = closing.cancelled() => break,
             ev = events.recv() => match ev {
                 Ok(ev) if ev.seq <= seq => {}
                 Ok(ev) => {

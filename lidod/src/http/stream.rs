@@ -52,7 +52,15 @@ async fn session(infra: Infra, customer: String, socket: WebSocket) {
     });
     infra.markets().stream_opened();
     let mut subs: HashMap<StreamKey, Sub> = HashMap::new();
-    while let Some(Ok(msg)) = source.next().await {
+    let closing = infra.closing().clone();
+    loop {
+        let msg = tokio::select! {
+            _ = closing.cancelled() => break,
+            msg = source.next() => match msg {
+                Some(Ok(msg)) => msg,
+                _ => break,
+            },
+        };
         let text = match msg {
             Message::Text(t) => t,
             Message::Binary(_) => {

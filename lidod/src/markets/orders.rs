@@ -110,6 +110,16 @@ impl OrderStore {
         })
     }
 
+    /// The venue no longer has an open order (it lost its state): the
+    /// order ends as expired, with the reason.
+    pub fn close_lost(&self, order_id: &str, reason: String) -> Option<Order> {
+        self.modify(order_id, |o, now| {
+            if o.transition(OrderStatus::Expired, now).is_ok() {
+                o.reason = Some(reason);
+            }
+        })
+    }
+
     /// Notes something about an order without changing its state.
     pub fn annotate(&self, order_id: &str, reason: String, broker: Option<String>) -> Option<Order> {
         self.modify(order_id, |o, now| {

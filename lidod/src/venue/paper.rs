@@ -29,12 +29,9 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use rust_decimal::{Decimal, RoundingStrategy};
 
-#[path = "paper/ledger.rs"]
 mod ledger;
-#[path = "paper/market.rs"]
 mod market;
 #[cfg(test)]
-#[path = "paper/tests.rs"]
 mod tests;
 
 use self::ledger::{money, Account, OrderState, CASH};

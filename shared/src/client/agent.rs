@@ -75,6 +75,24 @@ impl AgentConfig {
     }
 }
 
+/// Cancels `shutdown` when stdin reaches end of file. A manager starts its
+/// child services with a pipe on stdin that it never writes to, so this
+/// fires when the manager dies, even by SIGKILL: children never outlive it.
+pub fn exit_with_parent(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut stdin = tokio::io::stdin();
+        let mut buf = [0u8; 64];
+        while let Ok(n) = stdin.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+        info!("parent manager gone (stdin closed); stopping");
+        shutdown.cancel();
+    });
+}
+
 /// A running agent.
 pub struct Agent {
     ws_url: String,
