@@ -87,19 +87,13 @@ impl TestDaemon {
             .expect("start lidod");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read lidod's first line");
+        BufReader::new(stdout).read_line(&mut line).expect("read lidod's first line");
         let url = line
             .trim()
             .strip_prefix("lidod listening on ")
             .unwrap_or_else(|| panic!("unexpected first line from lidod: {line:?}; log at {}", log.display()))
             .to_string();
-        Self {
-            child: Some(child),
-            url,
-            log,
-        }
+        Self { child: Some(child), url, log }
     }
 
     pub fn pid(&self) -> u32 {
@@ -151,10 +145,7 @@ impl Drop for TestDaemon {
 pub fn process_alive(pid: u32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
     match stat {
-        Ok(s) => !s
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Ok(s) => !s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }
@@ -174,10 +165,7 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

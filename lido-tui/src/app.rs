@@ -19,11 +19,7 @@ pub const EVENT_LOG_LEN: usize = 200;
 pub enum Connection {
     Connecting,
     Connected,
-    Reconnecting {
-        attempt: u32,
-        error: String,
-        retry_in: Duration,
-    },
+    Reconnecting { attempt: u32, error: String, retry_in: Duration },
 }
 
 impl Connection {
@@ -217,29 +213,16 @@ impl App {
                 self.connection = Connection::Connected;
                 None
             }
-            Action::Disconnected {
-                url,
-                error,
-                attempt,
-                retry_in,
-                at,
-            } => {
+            Action::Disconnected { url, error, attempt, retry_in, at } => {
                 if self.connected() {
                     self.log(at, "disconnected", format!("{url}: {error}"), Level::Warn);
                 }
                 if !self.pending.is_empty() {
                     let lost: Vec<String> = std::mem::take(&mut self.pending).into_values().collect();
-                    self.set_status(
-                        format!("connection lost before a reply to: {}", lost.join(", ")),
-                        Level::Warn,
-                    );
+                    self.set_status(format!("connection lost before a reply to: {}", lost.join(", ")), Level::Warn);
                 }
                 self.url = url;
-                self.connection = Connection::Reconnecting {
-                    attempt,
-                    error,
-                    retry_in,
-                };
+                self.connection = Connection::Reconnecting { attempt, error, retry_in };
                 None
             }
             Action::Message(message) => self.on_message(message),
@@ -273,12 +256,7 @@ impl App {
                 }
                 if gap {
                     // Events were lost: re-sync from a fresh snapshot.
-                    self.log(
-                        ts,
-                        "resync",
-                        "missed events; asking for a fresh snapshot".into(),
-                        Level::Warn,
-                    );
+                    self.log(ts, "resync", "missed events; asking for a fresh snapshot".into(), Level::Warn);
                     let id = self.take_id();
                     return Some(WatchCommand::Snapshot { id });
                 }
@@ -287,15 +265,11 @@ impl App {
             WatchMessage::Reply { id, ok, service, error } => {
                 let what = self.pending.remove(&id).unwrap_or_else(|| format!("command {id}"));
                 if ok {
-                    let state = service
-                        .map(|s| format!(" ({} is {})", s.name, s.state))
-                        .unwrap_or_default();
+                    let state = service.map(|s| format!(" ({} is {})", s.name, s.state)).unwrap_or_default();
                     self.set_status(format!("{what}: ok{state}"), Level::Success);
                 } else {
-                    let why = error.map_or_else(
-                        || "no reason given".to_string(),
-                        |e| format!("{} ({})", e.message, e.code),
-                    );
+                    let why =
+                        error.map_or_else(|| "no reason given".to_string(), |e| format!("{} ({})", e.message, e.code));
                     self.set_status(format!("{what}: failed: {why}"), Level::Error);
                 }
                 None
@@ -353,11 +327,7 @@ impl App {
                 let node = match row {
                     Row::Node(n) | Row::Service(n, _) => n,
                 };
-                Ok(if node.draining {
-                    Intent::Undrain(node.id.clone())
-                } else {
-                    Intent::Drain(node.id.clone())
-                })
+                Ok(if node.draining { Intent::Undrain(node.id.clone()) } else { Intent::Drain(node.id.clone()) })
             }),
         }
         None
@@ -403,10 +373,7 @@ impl App {
     /// or on the same position when that row is gone.
     fn sync_selection(&mut self) {
         let rows = self.rows();
-        let found = self
-            .selected_key
-            .as_ref()
-            .and_then(|key| rows.iter().position(|r| &r.key() == key));
+        let found = self.selected_key.as_ref().and_then(|key| rows.iter().position(|r| &r.key() == key));
         let index = found.unwrap_or(self.selected.min(rows.len().saturating_sub(1)));
         self.select(index);
     }
@@ -419,12 +386,7 @@ impl App {
         if self.events.len() == EVENT_LOG_LEN {
             self.events.pop_front();
         }
-        self.events.push_back(LogLine {
-            ts,
-            kind: kind.to_string(),
-            text,
-            level,
-        });
+        self.events.push_back(LogLine { ts, kind: kind.to_string(), text, level });
     }
 }
 
@@ -432,11 +394,8 @@ impl App {
 fn describe(event: &ClusterEvent) -> (&'static str, String, Level) {
     match event {
         ClusterEvent::ServiceChanged { service: s } => {
-            let kind = if s.service_type.is_empty() {
-                s.kind.to_string()
-            } else {
-                format!("{} {}", s.kind, s.service_type)
-            };
+            let kind =
+                if s.service_type.is_empty() { s.kind.to_string() } else { format!("{} {}", s.kind, s.service_type) };
             let mut text = format!("{} ({kind}) on {}: {}", s.name, s.node, s.state);
             if let Some(detail) = s.detail.as_deref().filter(|d| !d.is_empty()) {
                 text.push_str(&format!(" — {detail}"));

@@ -12,11 +12,7 @@ pub struct Backoff {
 
 impl Backoff {
     pub const fn new(initial: Duration, max: Duration) -> Self {
-        Self {
-            initial,
-            max,
-            last: None,
-        }
+        Self { initial, max, last: None }
     }
 
     /// The delay before the next attempt.

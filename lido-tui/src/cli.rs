@@ -12,12 +12,7 @@ use clap::Parser;
 )]
 pub struct Args {
     /// InfrastructureManager URL; several comma-separated are tried in turn
-    #[arg(
-        long,
-        env = "LIDO_URL",
-        default_value = "http://127.0.0.1:7700",
-        value_delimiter = ','
-    )]
+    #[arg(long, env = "LIDO_URL", default_value = "http://127.0.0.1:7700", value_delimiter = ',')]
     pub url: Vec<String>,
     /// Bearer token for the operator API
     #[arg(long, env = "LIDO_TOKEN", hide_env_values = true)]

@@ -35,10 +35,7 @@ impl Key {
     }
 
     pub const fn ctrl(c: char) -> Self {
-        Self {
-            code: KeyCode::Char(c),
-            ctrl: true,
-        }
+        Self { code: KeyCode::Char(c), ctrl: true }
     }
 
     /// Shift is part of the character (`G`), so only Ctrl (and Alt, never

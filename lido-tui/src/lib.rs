@@ -71,10 +71,7 @@ pub async fn run(args: cli::Args) -> anyhow::Result<()> {
             for command in outgoing {
                 let id = net::command_id(&command);
                 if command_tx.try_send(command).is_err() {
-                    app.update(Action::CommandFailed {
-                        id,
-                        error: "too many commands in flight".into(),
-                    });
+                    app.update(Action::CommandFailed { id, error: "too many commands in flight".into() });
                 }
             }
             if app.should_quit {

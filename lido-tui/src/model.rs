@@ -19,11 +19,7 @@ pub fn apply(snapshot: &mut ClusterSnapshot, event: &ClusterEvent) {
         }
         ClusterEvent::ServiceRemoved { name, node } => {
             // The named node first; any node if the name moved unseen.
-            let on_node = snapshot
-                .nodes
-                .iter_mut()
-                .find(|n| &n.id == node)
-                .is_some_and(|n| remove(n, name));
+            let on_node = snapshot.nodes.iter_mut().find(|n| &n.id == node).is_some_and(|n| remove(n, name));
             if !on_node {
                 for n in &mut snapshot.nodes {
                     remove(n, name);

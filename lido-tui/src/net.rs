@@ -25,14 +25,7 @@ pub async fn run(
     loop {
         let client = &clients[index];
         let url = client.base_url().to_string();
-        if actions
-            .send(Action::Connecting {
-                url: url.clone(),
-                attempt,
-            })
-            .await
-            .is_err()
-        {
+        if actions.send(Action::Connecting { url: url.clone(), attempt }).await.is_err() {
             return;
         }
         let connected = tokio::select! {
@@ -43,14 +36,7 @@ pub async fn run(
             Ok(mut watch) => {
                 backoff.reset();
                 attempt = 0;
-                if actions
-                    .send(Action::Connected {
-                        url: url.clone(),
-                        at: Utc::now(),
-                    })
-                    .await
-                    .is_err()
-                {
+                if actions.send(Action::Connected { url: url.clone(), at: Utc::now() }).await.is_err() {
                     return;
                 }
                 loop {
@@ -79,17 +65,7 @@ pub async fn run(
         };
         attempt += 1;
         let retry_in = backoff.next_delay();
-        if actions
-            .send(Action::Disconnected {
-                url,
-                error,
-                attempt,
-                retry_in,
-                at: Utc::now(),
-            })
-            .await
-            .is_err()
-        {
+        if actions.send(Action::Disconnected { url, error, attempt, retry_in, at: Utc::now() }).await.is_err() {
             return;
         }
         index = (index + 1) % clients.len();

@@ -45,11 +45,7 @@ fn header_line(app: &App) -> Line<'static> {
         Connection::Connected => Span::styled("● connected", Style::new().fg(Color::Green).bold()),
         Connection::Connecting => Span::styled("○ connecting", Style::new().fg(Color::Yellow)),
         Connection::Reconnecting { error, retry_in, .. } => Span::styled(
-            format!(
-                "○ {} (retry in {:.1}s: {error})",
-                app.connection.label(),
-                retry_in.as_secs_f64()
-            ),
+            format!("○ {} (retry in {:.1}s: {error})", app.connection.label(), retry_in.as_secs_f64()),
             Style::new().fg(Color::Yellow).bold(),
         ),
     };
@@ -63,11 +59,7 @@ fn header_line(app: &App) -> Line<'static> {
     ];
     if let Some(cluster) = &app.cluster {
         spans.push(sep());
-        spans.push(Span::raw(format!(
-            "{} node(s), {} service(s)",
-            cluster.nodes.len(),
-            cluster.services().count()
-        )));
+        spans.push(Span::raw(format!("{} node(s), {} service(s)", cluster.nodes.len(), cluster.services().count())));
     }
     if let Some(seq) = app.seq {
         spans.push(sep());
@@ -91,14 +83,8 @@ fn state_style(state: ServiceState) -> Style {
 
 fn draw_tree(frame: &mut Frame, app: &App, area: Rect) {
     let live = app.connected();
-    let title = if live {
-        " Nodes and services ".to_string()
-    } else {
-        " Nodes and services (last known) ".to_string()
-    };
-    let block = Block::bordered()
-        .title(title)
-        .border_style(if live { Style::new() } else { Style::new().fg(GREY) });
+    let title = if live { " Nodes and services ".to_string() } else { " Nodes and services (last known) ".to_string() };
+    let block = Block::bordered().title(title).border_style(if live { Style::new() } else { Style::new().fg(GREY) });
     if app.cluster.is_none() {
         let text = format!("waiting for the cluster snapshot from {} …", app.url);
         frame.render_widget(Paragraph::new(text).fg(GREY).block(block), area);
@@ -119,11 +105,7 @@ fn draw_tree(frame: &mut Frame, app: &App, area: Rect) {
                 TableRow::new(vec![
                     Cell::from(format!("▾ {}", n.id)).style(paint(Style::new().bold())),
                     Cell::from("node"),
-                    Cell::from(if n.location.is_empty() {
-                        "-".to_string()
-                    } else {
-                        format!("@{}", n.location)
-                    }),
+                    Cell::from(if n.location.is_empty() { "-".to_string() } else { format!("@{}", n.location) }),
                     Cell::from(state).style(paint(style)),
                     Cell::from(""),
                     Cell::from(""),
@@ -138,11 +120,7 @@ fn draw_tree(frame: &mut Frame, app: &App, area: Rect) {
             Row::Service(_, s) => TableRow::new(vec![
                 Cell::from(format!("  {}", s.name)),
                 Cell::from(s.kind.as_str()),
-                Cell::from(if s.service_type.is_empty() {
-                    "-".to_string()
-                } else {
-                    s.service_type.clone()
-                }),
+                Cell::from(if s.service_type.is_empty() { "-".to_string() } else { s.service_type.clone() }),
                 Cell::from(s.state.as_str()).style(paint(state_style(s.state))),
                 Cell::from(mode(s.mode)),
                 Cell::from(s.pid.map_or_else(|| "-".to_string(), |p| p.to_string())),
@@ -152,17 +130,8 @@ fn draw_tree(frame: &mut Frame, app: &App, area: Rect) {
             .style(paint(Style::new())),
         })
         .collect();
-    let header = TableRow::new([
-        "NAME",
-        "KIND",
-        "TYPE",
-        "STATE",
-        "MODE",
-        "PID",
-        "RESTARTS",
-        "DETAIL / LOAD",
-    ])
-    .style(Style::new().bold().fg(if live { Color::Reset } else { GREY }));
+    let header = TableRow::new(["NAME", "KIND", "TYPE", "STATE", "MODE", "PID", "RESTARTS", "DETAIL / LOAD"])
+        .style(Style::new().bold().fg(if live { Color::Reset } else { GREY }));
     let name_width = app.rows().iter().map(|r| r.name_width()).max().unwrap_or(0);
     let widths = [
         Constraint::Length(u16::try_from(name_width).unwrap_or(u16::MAX).clamp(8, 32)),
@@ -225,22 +194,15 @@ fn status_line(app: &App) -> Line<'static> {
     }
     let mut spans = Vec::new();
     for b in keymap::visible(app.readonly) {
-        spans.push(Span::styled(
-            format!(" {}", b.label),
-            Style::new().fg(Color::Cyan).bold(),
-        ));
+        spans.push(Span::styled(format!(" {}", b.label), Style::new().fg(Color::Cyan).bold()));
         spans.push(Span::styled(format!(" {} ", b.hint), Style::new().fg(GREY)));
     }
     Line::from(spans)
 }
 
 fn centered(frame: &Frame, width: u16, height: u16) -> Rect {
-    let [area] = Layout::horizontal([Constraint::Length(width)])
-        .flex(Flex::Center)
-        .areas(frame.area());
-    let [area] = Layout::vertical([Constraint::Length(height)])
-        .flex(Flex::Center)
-        .areas(area);
+    let [area] = Layout::horizontal([Constraint::Length(width)]).flex(Flex::Center).areas(frame.area());
+    let [area] = Layout::vertical([Constraint::Length(height)]).flex(Flex::Center).areas(area);
     area
 }
 
@@ -249,11 +211,7 @@ fn draw_help(frame: &mut Frame, app: &App) {
     let height = u16::try_from(bindings.len()).unwrap_or(u16::MAX).saturating_add(4);
     let area = centered(frame, 52, height);
     let rows = bindings.iter().map(|b| {
-        let style = if b.dangerous {
-            Style::new().fg(Color::Red)
-        } else {
-            Style::new()
-        };
+        let style = if b.dangerous { Style::new().fg(Color::Red) } else { Style::new() };
         TableRow::new(vec![
             Cell::from(b.label).style(Style::new().fg(Color::Cyan).bold()),
             Cell::from(b.description).style(style),
@@ -263,20 +221,14 @@ fn draw_help(frame: &mut Frame, app: &App) {
     if app.readonly {
         title = " Keys (read-only) ".into();
     }
-    let table = Table::new(rows, [Constraint::Length(10), Constraint::Fill(1)]).block(
-        Block::bordered()
-            .title(title)
-            .title_bottom(Line::from(" any key closes ").alignment(Alignment::Right)),
-    );
+    let table = Table::new(rows, [Constraint::Length(10), Constraint::Fill(1)])
+        .block(Block::bordered().title(title).title_bottom(Line::from(" any key closes ").alignment(Alignment::Right)));
     frame.render_widget(Clear, area);
     frame.render_widget(table, area);
 }
 
 fn draw_confirm(frame: &mut Frame, question: &str) {
-    let width = u16::try_from(question.chars().count())
-        .unwrap_or(60)
-        .clamp(30, 70)
-        .saturating_add(4);
+    let width = u16::try_from(question.chars().count()).unwrap_or(60).clamp(30, 70).saturating_add(4);
     let area = centered(frame, width, 5);
     let text = vec![
         Line::from(question.to_string()).bold(),
@@ -290,11 +242,7 @@ fn draw_confirm(frame: &mut Frame, question: &str) {
     let popup = Paragraph::new(text)
         .alignment(Alignment::Center)
         .wrap(Wrap { trim: true })
-        .block(
-            Block::bordered()
-                .title(" Confirm ")
-                .border_style(Style::new().fg(Color::Red)),
-        );
+        .block(Block::bordered().title(" Confirm ").border_style(Style::new().fg(Color::Red)));
     frame.render_widget(Clear, area);
     frame.render_widget(popup, area);
 }

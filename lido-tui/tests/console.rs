@@ -49,11 +49,7 @@ fn node(id: &str, services: Vec<ServiceInfo>) -> NodeInfo {
         api_url: URL.into(),
         managers: Vec::new(),
         services,
-        load: NodeLoad {
-            sessions: 2,
-            streams: 3,
-            open_orders: 1,
-        },
+        load: NodeLoad { sessions: 2, streams: 3, open_orders: 1 },
     }
 }
 
@@ -86,20 +82,8 @@ fn event(seq: u64, event: ClusterEvent) -> Action {
 /// Connected to [`URL`], with [`snapshot`] applied.
 fn connected_app(readonly: bool) -> App {
     let mut app = App::new(vec![URL.into()], readonly);
-    assert_eq!(
-        app.update(Action::Connected {
-            url: URL.into(),
-            at: ts()
-        }),
-        None
-    );
-    assert_eq!(
-        app.update(Action::Message(WatchMessage::Snapshot {
-            seq: 10,
-            snapshot: snapshot()
-        })),
-        None
-    );
+    assert_eq!(app.update(Action::Connected { url: URL.into(), at: ts() }), None);
+    assert_eq!(app.update(Action::Message(WatchMessage::Snapshot { seq: 10, snapshot: snapshot() })), None);
     app
 }
 
@@ -150,10 +134,7 @@ fn only_key_presses_count() {
     };
     app.update(Action::Key(release));
     assert_eq!(app.selected(), 0);
-    let quit_release = KeyEvent {
-        code: KeyCode::Char('q'),
-        ..release
-    };
+    let quit_release = KeyEvent { code: KeyCode::Char('q'), ..release };
     app.update(Action::Key(quit_release));
     assert!(!app.should_quit);
 }
@@ -164,21 +145,14 @@ fn stop_asks_then_sends_and_shows_the_reply() {
     app.update(key('j')); // paper
     assert_eq!(app.update(key('s')), None, "nothing is sent before confirmation");
     assert_eq!(app.popup, Some(Popup::Confirm(Intent::Stop("paper".into()))));
-    let Some(WatchCommand::Stop { id, name }) = app.update(key('y')) else {
-        panic!("y must send a stop")
-    };
+    let Some(WatchCommand::Stop { id, name }) = app.update(key('y')) else { panic!("y must send a stop") };
     assert_eq!(name, "paper");
     assert!(app.popup.is_none());
     assert_eq!(app.pending().get(&id).map(String::as_str), Some("stop service paper"));
 
     let mut stopped = service("paper", ServiceKind::Broker, "paper", ServiceState::Stopped, "n1");
     stopped.detail = Some("stopped by operator".into());
-    app.update(Action::Message(WatchMessage::Reply {
-        id,
-        ok: true,
-        service: Some(stopped),
-        error: None,
-    }));
+    app.update(Action::Message(WatchMessage::Reply { id, ok: true, service: Some(stopped), error: None }));
     let status = app.status.clone().unwrap();
     assert_eq!(status.level, Level::Success);
     assert!(status.text.contains("stop service paper: ok"), "{}", status.text);
@@ -190,17 +164,10 @@ fn a_refused_command_shows_the_error() {
     let mut app = connected_app(false);
     app.update(key('d'));
     assert_eq!(app.popup, Some(Popup::Confirm(Intent::Drain("n1".into()))));
-    let Some(WatchCommand::Drain { id, node }) = app.update(key('y')) else {
-        panic!("y must send a drain")
-    };
+    let Some(WatchCommand::Drain { id, node }) = app.update(key('y')) else { panic!("y must send a drain") };
     assert_eq!(node, "n1");
     let error = ErrorDetail::new("node_draining", "node n1 is already draining");
-    app.update(Action::Message(WatchMessage::Reply {
-        id,
-        ok: false,
-        service: None,
-        error: Some(error),
-    }));
+    app.update(Action::Message(WatchMessage::Reply { id, ok: false, service: None, error: Some(error) }));
     let status = app.status.clone().unwrap();
     assert_eq!(status.level, Level::Error);
     assert!(status.text.contains("already draining"), "{}", status.text);
@@ -217,11 +184,7 @@ fn anything_but_y_cancels() {
     app.update(key('s'));
     assert_eq!(app.update(code(KeyCode::Esc)), None);
     app.update(key('s'));
-    assert_eq!(
-        app.update(code(KeyCode::Enter)),
-        None,
-        "Enter is not yes: the default is no"
-    );
+    assert_eq!(app.update(code(KeyCode::Enter)), None, "Enter is not yes: the default is no");
     assert!(app.pending().is_empty());
     assert!(!app.should_quit);
 }
@@ -229,14 +192,7 @@ fn anything_but_y_cancels() {
 #[test]
 fn drain_on_a_draining_node_undrains() {
     let mut app = connected_app(false);
-    app.update(event(
-        11,
-        ClusterEvent::NodeChanged {
-            id: "n1".into(),
-            draining: true,
-            load: NodeLoad::default(),
-        },
-    ));
+    app.update(event(11, ClusterEvent::NodeChanged { id: "n1".into(), draining: true, load: NodeLoad::default() }));
     app.update(key('j')); // a service row acts on its node
     app.update(key('d'));
     assert_eq!(app.popup, Some(Popup::Confirm(Intent::Undrain("n1".into()))));
@@ -301,9 +257,7 @@ fn a_dropped_connection_forgets_pending_commands() {
     let mut app = connected_app(false);
     app.update(key('j'));
     app.update(key('s'));
-    let Some(WatchCommand::Stop { .. }) = app.update(key('y')) else {
-        panic!("no stop sent")
-    };
+    let Some(WatchCommand::Stop { .. }) = app.update(key('y')) else { panic!("no stop sent") };
     app.update(Action::Disconnected {
         url: URL.into(),
         error: "eof".into(),
@@ -312,12 +266,7 @@ fn a_dropped_connection_forgets_pending_commands() {
         at: ts(),
     });
     assert!(app.pending().is_empty());
-    assert!(app
-        .status
-        .clone()
-        .unwrap()
-        .text
-        .contains("before a reply to: stop service paper"));
+    assert!(app.status.clone().unwrap().text.contains("before a reply to: stop service paper"));
     assert_eq!(app.connection.label(), "reconnecting [1]");
     assert!(app.cluster.is_some(), "the last picture is kept");
 }
@@ -339,13 +288,7 @@ fn events_update_the_model() {
     failed.restarts = 3;
     app.update(event(12, ClusterEvent::ServiceChanged { service: failed }));
     // One goes away.
-    app.update(event(
-        13,
-        ClusterEvent::ServiceRemoved {
-            name: "paper".into(),
-            node: "n1".into(),
-        },
-    ));
+    app.update(event(13, ClusterEvent::ServiceRemoved { name: "paper".into(), node: "n1".into() }));
 
     let cluster = app.cluster.as_ref().unwrap();
     let names: Vec<&str> = cluster.services().map(|s| s.name.as_str()).collect();
@@ -375,19 +318,8 @@ fn a_service_moving_node_leaves_the_old_one() {
 #[test]
 fn node_changes_apply() {
     let mut app = connected_app(false);
-    let load = NodeLoad {
-        sessions: 9,
-        streams: 8,
-        open_orders: 7,
-    };
-    app.update(event(
-        11,
-        ClusterEvent::NodeChanged {
-            id: "n1".into(),
-            draining: true,
-            load: load.clone(),
-        },
-    ));
+    let load = NodeLoad { sessions: 9, streams: 8, open_orders: 7 };
+    app.update(event(11, ClusterEvent::NodeChanged { id: "n1".into(), draining: true, load: load.clone() }));
     let n1 = &app.cluster.as_ref().unwrap().nodes[0];
     assert!(n1.draining);
     assert_eq!(n1.load, load);
@@ -398,43 +330,18 @@ fn selection_follows_its_row_through_updates() {
     let mut app = connected_app(false);
     app.update(key('G')); // sim
     assert_eq!(selected_key(&app), Some(RowKey::Service("sim".into())));
-    app.update(event(
-        11,
-        ClusterEvent::ServiceRemoved {
-            name: "paper".into(),
-            node: "n1".into(),
-        },
-    ));
-    assert_eq!(
-        selected_key(&app),
-        Some(RowKey::Service("sim".into())),
-        "still on sim after a row above went"
-    );
-    app.update(event(
-        12,
-        ClusterEvent::ServiceRemoved {
-            name: "sim".into(),
-            node: "n1".into(),
-        },
-    ));
-    assert_eq!(
-        selected_key(&app),
-        Some(RowKey::Node("n1".into())),
-        "clamped when the selected row went"
-    );
+    app.update(event(11, ClusterEvent::ServiceRemoved { name: "paper".into(), node: "n1".into() }));
+    assert_eq!(selected_key(&app), Some(RowKey::Service("sim".into())), "still on sim after a row above went");
+    app.update(event(12, ClusterEvent::ServiceRemoved { name: "sim".into(), node: "n1".into() }));
+    assert_eq!(selected_key(&app), Some(RowKey::Node("n1".into())), "clamped when the selected row went");
 }
 
 #[test]
 fn a_gap_in_sequence_asks_for_a_fresh_snapshot() {
     let mut app = connected_app(false);
-    let log = ClusterEvent::Log {
-        level: "info".into(),
-        message: "hello".into(),
-    };
+    let log = ClusterEvent::Log { level: "info".into(), message: "hello".into() };
     assert_eq!(app.update(event(11, log.clone())), None);
-    let Some(WatchCommand::Snapshot { .. }) = app.update(event(15, log)) else {
-        panic!("expected a resync")
-    };
+    let Some(WatchCommand::Snapshot { .. }) = app.update(event(15, log)) else { panic!("expected a resync") };
 }
 
 #[test]
@@ -442,10 +349,7 @@ fn a_new_snapshot_replaces_the_picture() {
     let mut app = connected_app(false);
     let mut fresh = snapshot();
     fresh.nodes[0].services.truncate(1);
-    app.update(Action::Message(WatchMessage::Snapshot {
-        seq: 50,
-        snapshot: fresh.clone(),
-    }));
+    app.update(Action::Message(WatchMessage::Snapshot { seq: 50, snapshot: fresh.clone() }));
     assert_eq!(app.cluster, Some(fresh));
     assert_eq!(app.seq, Some(50));
 }
@@ -454,19 +358,10 @@ fn a_new_snapshot_replaces_the_picture() {
 fn the_event_log_is_bounded() {
     let mut app = connected_app(false);
     for seq in 11..11 + 2 * EVENT_LOG_LEN as u64 {
-        app.update(event(
-            seq,
-            ClusterEvent::Log {
-                level: "info".into(),
-                message: format!("line {seq}"),
-            },
-        ));
+        app.update(event(seq, ClusterEvent::Log { level: "info".into(), message: format!("line {seq}") }));
     }
     assert_eq!(app.events.len(), EVENT_LOG_LEN);
-    assert_eq!(
-        app.events.back().unwrap().text,
-        format!("line {}", 10 + 2 * EVENT_LOG_LEN)
-    );
+    assert_eq!(app.events.back().unwrap().text, format!("line {}", 10 + 2 * EVENT_LOG_LEN));
 }
 
 // ---- drawing -----------------------------------------------------------------
@@ -492,25 +387,9 @@ fn screen(terminal: &Terminal<TestBackend>) -> String {
 #[test]
 fn screen_shows_url_state_services_and_events() {
     let mut app = connected_app(false);
-    app.update(event(
-        11,
-        ClusterEvent::Log {
-            level: "warn".into(),
-            message: "paper feed slow".into(),
-        },
-    ));
+    app.update(event(11, ClusterEvent::Log { level: "warn".into(), message: "paper feed slow".into() }));
     let text = screen(&render(&app, 110, 24));
-    for needle in [
-        URL,
-        "connected",
-        "n1",
-        "paper",
-        "sim",
-        "degraded",
-        "running",
-        "paper feed slow",
-        "seq 11",
-    ] {
+    for needle in [URL, "connected", "n1", "paper", "sim", "degraded", "running", "paper feed slow", "seq 11"] {
         assert!(text.contains(needle), "{needle:?} not on screen:\n{text}");
     }
 }

@@ -19,13 +19,7 @@ pub struct Cli {
 pub struct GlobalArgs {
     /// InfrastructureManager URL; a comma-separated list fails over to the next
     /// URL when one is unreachable
-    #[arg(
-        long,
-        env = "LIDO_URL",
-        default_value = "http://127.0.0.1:7700",
-        value_delimiter = ',',
-        global = true
-    )]
+    #[arg(long, env = "LIDO_URL", default_value = "http://127.0.0.1:7700", value_delimiter = ',', global = true)]
     pub url: Vec<String>,
     /// Bearer token for the operator API
     #[arg(long, env = "LIDO_TOKEN", global = true, hide_env_values = true)]
@@ -247,10 +241,7 @@ mod tests {
 
     #[test]
     fn key_values() {
-        assert_eq!(
-            parse_key_value("brokers=k1,k2").unwrap(),
-            ("brokers".into(), "k1,k2".into())
-        );
+        assert_eq!(parse_key_value("brokers=k1,k2").unwrap(), ("brokers".into(), "k1,k2".into()));
         assert_eq!(parse_key_value("a=b=c").unwrap(), ("a".into(), "b=c".into()));
         assert_eq!(parse_key_value("empty=").unwrap(), ("empty".into(), String::new()));
         assert!(parse_key_value("foo").is_err());
@@ -267,9 +258,7 @@ mod tests {
     #[test]
     fn spawn_market_takes_the_name() {
         let cli = Cli::try_parse_from(["lidoctl", "spawn", "market", "crypto", "--set", "brokers=k1,k2"]).unwrap();
-        let Command::Spawn(SpawnCommand::Market { market, common }) = cli.command else {
-            panic!("not a market spawn")
-        };
+        let Command::Spawn(SpawnCommand::Market { market, common }) = cli.command else { panic!("not a market spawn") };
         assert_eq!(market.as_deref(), Some("crypto"));
         assert_eq!(common.set, vec![("brokers".to_string(), "k1,k2".to_string())]);
     }
@@ -284,15 +273,11 @@ mod tests {
     fn drain_accepts_both_forms() {
         for args in [&["lidoctl", "drain", "node", "n1"][..], &["lidoctl", "drain", "n1"][..]] {
             let cli = Cli::try_parse_from(args).unwrap();
-            let Command::Drain(drain) = cli.command else {
-                panic!("not a drain")
-            };
+            let Command::Drain(drain) = cli.command else { panic!("not a drain") };
             assert_eq!(drain.target.id().unwrap(), "n1");
         }
         let cli = Cli::try_parse_from(["lidoctl", "drain", "nod", "n1"]).unwrap();
-        let Command::Drain(drain) = cli.command else {
-            panic!("not a drain")
-        };
+        let Command::Drain(drain) = cli.command else { panic!("not a drain") };
         assert!(drain.target.id().is_err());
     }
 
@@ -300,15 +285,11 @@ mod tests {
     fn get_aliases() {
         for noun in ["node", "nodes", "no"] {
             let cli = Cli::try_parse_from(["lidoctl", "get", noun]).unwrap();
-            let Command::Get(get) = cli.command else {
-                panic!("not a get")
-            };
+            let Command::Get(get) = cli.command else { panic!("not a get") };
             assert_eq!(get.resource, Resource::Nodes);
         }
         let cli = Cli::try_parse_from(["lidoctl", "get", "broker"]).unwrap();
-        let Command::Get(get) = cli.command else {
-            panic!("not a get")
-        };
+        let Command::Get(get) = cli.command else { panic!("not a get") };
         assert_eq!(get.resource, Resource::Brokers);
     }
 }

@@ -47,11 +47,7 @@ impl Endpoints {
             match call(client.clone()).await {
                 Err(e) if e.is_unreachable() => {
                     if let Some(next) = self.clients.get(i + 1) {
-                        eprintln!(
-                            "warning: cannot reach {}; trying {}",
-                            client.base_url(),
-                            next.base_url()
-                        );
+                        eprintln!("warning: cannot reach {}; trying {}", client.base_url(), next.base_url());
                     }
                     last = Some(e);
                 }

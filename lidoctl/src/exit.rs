@@ -155,24 +155,14 @@ mod tests {
     use super::*;
 
     fn api(status: u16, code: &str) -> ClientError {
-        ClientError::Api {
-            status,
-            code: code.into(),
-            message: "m".into(),
-        }
+        ClientError::Api { status, code: code.into(), message: "m".into() }
     }
 
     #[test]
     fn classification() {
-        assert_eq!(
-            Exit::of(&anyhow::Error::new(api(404, "unknown_service"))),
-            Exit::NotFound
-        );
+        assert_eq!(Exit::of(&anyhow::Error::new(api(404, "unknown_service"))), Exit::NotFound);
         assert_eq!(Exit::of(&anyhow::Error::new(api(409, "node_draining"))), Exit::Refused);
-        assert_eq!(
-            Exit::of(&anyhow::Error::new(api(400, "invalid_request"))),
-            Exit::Refused
-        );
+        assert_eq!(Exit::of(&anyhow::Error::new(api(400, "invalid_request"))), Exit::Refused);
         assert_eq!(Exit::of(&anyhow::Error::new(api(500, "internal"))), Exit::Other);
         assert_eq!(Exit::of(&anyhow::Error::new(UsageError("x".into()))), Exit::Usage);
         assert_eq!(Exit::of(&anyhow::anyhow!("other")), Exit::Other);
@@ -183,12 +173,8 @@ mod tests {
     #[test]
     fn hints() {
         assert_eq!(hint(&anyhow::Error::new(api(409, "node_draining"))), None);
-        assert!(hint(&anyhow::Error::new(api(401, "unauthorized")))
-            .unwrap()
-            .contains("--token"));
-        assert!(hint(&anyhow::Error::new(api(404, "unknown_service")))
-            .unwrap()
-            .contains("get services"));
+        assert!(hint(&anyhow::Error::new(api(401, "unauthorized"))).unwrap().contains("--token"));
+        assert!(hint(&anyhow::Error::new(api(404, "unknown_service"))).unwrap().contains("get services"));
         assert_eq!(hint(&anyhow::anyhow!("other")), None);
     }
 }

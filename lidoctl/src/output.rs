@@ -21,10 +21,7 @@ impl Output {
     pub fn from_args(global: &GlobalArgs) -> Self {
         let no_color_env = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         let color = !global.no_color && !no_color_env && std::io::stdout().is_terminal();
-        Self {
-            format: global.output,
-            color,
-        }
+        Self { format: global.output, color }
     }
 
     pub fn is_data(self) -> bool {
@@ -98,20 +95,14 @@ pub struct Cell {
 
 impl Cell {
     pub fn painted(text: impl Into<String>, paint: Paint) -> Self {
-        Self {
-            text: text.into(),
-            paint: Some(paint),
-        }
+        Self { text: text.into(), paint: Some(paint) }
     }
 }
 
 /// Plain text; empty shows as `-`.
 impl From<String> for Cell {
     fn from(text: String) -> Self {
-        Self {
-            text: if text.is_empty() { "-".into() } else { text },
-            paint: None,
-        }
+        Self { text: if text.is_empty() { "-".into() } else { text }, paint: None }
     }
 }
 
@@ -135,10 +126,7 @@ impl Table {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Self {
-            headers: headers.into_iter().map(Into::into).collect(),
-            rows: Vec::new(),
-        }
+        Self { headers: headers.into_iter().map(Into::into).collect(), rows: Vec::new() }
     }
 
     pub fn row(&mut self, cells: Vec<Cell>) {
@@ -150,10 +138,7 @@ impl Table {
     }
 
     pub fn render(&self, color: bool) -> String {
-        let columns = self
-            .headers
-            .len()
-            .max(self.rows.iter().map(Vec::len).max().unwrap_or(0));
+        let columns = self.headers.len().max(self.rows.iter().map(Vec::len).max().unwrap_or(0));
         let mut widths = vec![0; columns];
         for (i, h) in self.headers.iter().enumerate() {
             widths[i] = widths[i].max(h.chars().count());
@@ -164,14 +149,7 @@ impl Table {
             }
         }
         let mut out = String::new();
-        let header: Vec<Cell> = self
-            .headers
-            .iter()
-            .map(|h| Cell {
-                text: h.clone(),
-                paint: None,
-            })
-            .collect();
+        let header: Vec<Cell> = self.headers.iter().map(|h| Cell { text: h.clone(), paint: None }).collect();
         for row in std::iter::once(&header).chain(&self.rows) {
             let mut line = String::new();
             for (i, cell) in row.iter().enumerate() {
@@ -220,9 +198,7 @@ pub fn services_table<'a>(
     wide: bool,
     now: DateTime<Utc>,
 ) -> Table {
-    let mut headers = vec![
-        "NAME", "KIND", "TYPE", "STATE", "NODE", "MODE", "PID", "RESTARTS", "AGE",
-    ];
+    let mut headers = vec!["NAME", "KIND", "TYPE", "STATE", "NODE", "MODE", "PID", "RESTARTS", "AGE"];
     if wide {
         headers.extend(["WS_URL", "DETAIL"]);
     }
@@ -250,25 +226,13 @@ pub fn services_table<'a>(
 
 /// ID LOCATION DRAINING SESSIONS STREAMS OPEN_ORDERS SERVICES (+ API_URL MANAGERS when wide).
 pub fn nodes_table<'a>(nodes: impl IntoIterator<Item = &'a NodeInfo>, wide: bool) -> Table {
-    let mut headers = vec![
-        "ID",
-        "LOCATION",
-        "DRAINING",
-        "SESSIONS",
-        "STREAMS",
-        "OPEN_ORDERS",
-        "SERVICES",
-    ];
+    let mut headers = vec!["ID", "LOCATION", "DRAINING", "SESSIONS", "STREAMS", "OPEN_ORDERS", "SERVICES"];
     if wide {
         headers.extend(["API_URL", "MANAGERS"]);
     }
     let mut table = Table::new(headers);
     for n in nodes {
-        let draining = if n.draining {
-            Cell::painted("yes", Paint::Yellow)
-        } else {
-            "no".into()
-        };
+        let draining = if n.draining { Cell::painted("yes", Paint::Yellow) } else { "no".into() };
         let mut row: Vec<Cell> = vec![
             n.id.as_str().into(),
             n.location.as_str().into(),
@@ -291,11 +255,7 @@ pub fn nodes_table<'a>(nodes: impl IntoIterator<Item = &'a NodeInfo>, wide: bool
 /// One line about a service, for spawn/stop/restart answers:
 /// `spawned p2 (broker paper) on node n1, state starting`.
 pub fn service_line(verb: &str, s: &ServiceInfo) -> String {
-    let kind = if s.service_type.is_empty() {
-        s.kind.to_string()
-    } else {
-        format!("{} {}", s.kind, s.service_type)
-    };
+    let kind = if s.service_type.is_empty() { s.kind.to_string() } else { format!("{} {}", s.kind, s.service_type) };
     let mut line = format!("{verb} {} ({kind}) on node {}, state {}", s.name, s.node, s.state);
     if let Some(detail) = s.detail.as_deref().filter(|d| !d.is_empty()) {
         line.push_str(&format!(": {detail}"));
@@ -321,11 +281,7 @@ mod tests {
     fn table_aligns_without_trailing_blanks() {
         let mut t = Table::new(["NAME", "STATE", "PID"]);
         t.row(vec!["k1".into(), Cell::painted("running", Paint::Green), "12".into()]);
-        t.row(vec![
-            "paper-main".into(),
-            Cell::painted("failed", Paint::Red),
-            "".into(),
-        ]);
+        t.row(vec!["paper-main".into(), Cell::painted("failed", Paint::Red), "".into()]);
         let plain = t.render(false);
         assert_eq!(
             plain,

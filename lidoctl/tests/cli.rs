@@ -55,20 +55,12 @@ fn snapshot() -> ClusterSnapshot {
             location: "local".into(),
             draining: false,
             api_url: "http://127.0.0.1:7700".into(),
-            managers: vec![ManagerInfo {
-                kind: ServiceKind::Broker,
-                state: ServiceState::Running,
-                services: 1,
-            }],
+            managers: vec![ManagerInfo { kind: ServiceKind::Broker, state: ServiceState::Running, services: 1 }],
             services: vec![
                 service("paper", ServiceKind::Broker, "paper", ServiceState::Running),
                 service("sim", ServiceKind::Market, "", ServiceState::Degraded),
             ],
-            load: NodeLoad {
-                sessions: 2,
-                streams: 3,
-                open_orders: 1,
-            },
+            load: NodeLoad { sessions: 2, streams: 3, open_orders: 1 },
         }],
         ts: Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap(),
     }
@@ -89,12 +81,7 @@ fn fake_im() -> SocketAddr {
             "/v1/services",
             post(|Json(req): Json<SpawnRequest>| async move {
                 let name = req.name.unwrap_or_else(|| "auto-1".into());
-                let mut s = service(
-                    &name,
-                    req.kind,
-                    req.service_type.as_deref().unwrap_or(""),
-                    ServiceState::Starting,
-                );
+                let mut s = service(&name, req.kind, req.service_type.as_deref().unwrap_or(""), ServiceState::Starting);
                 s.options = req.options;
                 (StatusCode::CREATED, Json(s))
             }),
@@ -103,11 +90,7 @@ fn fake_im() -> SocketAddr {
             "/v1/services/{name}",
             delete(|Path(name): Path<String>| async move {
                 let Some(mut s) = snapshot().service(&name).cloned() else {
-                    return Err(error(
-                        StatusCode::NOT_FOUND,
-                        "unknown_service",
-                        &format!("no service named {name}"),
-                    ));
+                    return Err(error(StatusCode::NOT_FOUND, "unknown_service", &format!("no service named {name}")));
                 };
                 s.state = ServiceState::Stopped;
                 Ok(Json(s))
@@ -116,18 +99,11 @@ fn fake_im() -> SocketAddr {
         .route(
             "/v1/nodes/{id}/drain",
             post(|Path(id): Path<String>| async move {
-                error(
-                    StatusCode::CONFLICT,
-                    "node_draining",
-                    &format!("node {id} is already draining"),
-                )
+                error(StatusCode::CONFLICT, "node_draining", &format!("node {id} is already draining"))
             }),
         );
     std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             axum::serve(listener, app).await.unwrap();
@@ -140,18 +116,7 @@ fn fake_im() -> SocketAddr {
 fn help_lists_the_verbs_and_exit_codes() {
     let assert = lidoctl().arg("--help").assert().success();
     let out = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
-    for verb in [
-        "status",
-        "get",
-        "spawn",
-        "stop",
-        "restart",
-        "drain",
-        "undrain",
-        "watch",
-        "version",
-        "completions",
-    ] {
+    for verb in ["status", "get", "spawn", "stop", "restart", "drain", "undrain", "watch", "version", "completions"] {
         assert!(out.contains(verb), "--help lacks {verb}:\n{out}");
     }
     assert!(out.contains("Exit codes"), "{out}");
@@ -159,22 +124,8 @@ fn help_lists_the_verbs_and_exit_codes() {
 
 #[test]
 fn every_verb_has_an_example() {
-    for verb in [
-        "status",
-        "get",
-        "stop",
-        "restart",
-        "drain",
-        "undrain",
-        "watch",
-        "version",
-        "completions",
-    ] {
-        lidoctl()
-            .args([verb, "--help"])
-            .assert()
-            .success()
-            .stdout(predicate::str::contains("lidoctl "));
+    for verb in ["status", "get", "stop", "restart", "drain", "undrain", "watch", "version", "completions"] {
+        lidoctl().args([verb, "--help"]).assert().success().stdout(predicate::str::contains("lidoctl "));
     }
     for kind in ["broker", "market", "trader"] {
         lidoctl()
@@ -191,19 +142,12 @@ fn version() {
         .arg("version")
         .assert()
         .success()
-        .stdout(predicate::str::starts_with(format!(
-            "lidoctl {}",
-            env!("CARGO_PKG_VERSION")
-        )));
+        .stdout(predicate::str::starts_with(format!("lidoctl {}", env!("CARGO_PKG_VERSION"))));
 }
 
 #[test]
 fn completions() {
-    lidoctl()
-        .args(["completions", "bash"])
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("lidoctl"));
+    lidoctl().args(["completions", "bash"]).assert().success().stdout(predicate::str::contains("lidoctl"));
 }
 
 #[test]
@@ -247,10 +191,7 @@ fn destructive_verbs_need_yes_without_a_terminal() {
 #[test]
 fn status_json_against_a_fake_im() {
     let url = format!("http://{}", fake_im());
-    let assert = lidoctl()
-        .args(["--url", &url, "-o", "json", "status"])
-        .assert()
-        .success();
+    let assert = lidoctl().args(["--url", &url, "-o", "json", "status"]).assert().success();
     let snapshot: ClusterSnapshot = serde_json::from_slice(&assert.get_output().stdout).expect("stdout is a snapshot");
     assert_eq!(snapshot.nodes[0].id, "n1");
     assert_eq!(snapshot.services().count(), 2);
@@ -280,16 +221,10 @@ fn failover_to_the_next_url() {
 #[test]
 fn get_filters_by_kind() {
     let url = format!("http://{}", fake_im());
-    let assert = lidoctl()
-        .args(["--url", &url, "get", "brokers", "-o", "json"])
-        .assert()
-        .success();
+    let assert = lidoctl().args(["--url", &url, "get", "brokers", "-o", "json"]).assert().success();
     let services: Vec<ServiceInfo> = serde_json::from_slice(&assert.get_output().stdout).unwrap();
     assert_eq!(services.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["paper"]);
-    lidoctl()
-        .args(["--url", &url, "get", "market", "nope"])
-        .assert()
-        .code(3);
+    lidoctl().args(["--url", &url, "get", "market", "nope"]).assert().code(3);
 }
 
 #[test]
@@ -326,17 +261,7 @@ fn spawn_prints_the_service() {
         .success()
         .stdout(predicate::str::contains("spawned p2 (broker paper) on node n1"));
     let assert = lidoctl()
-        .args([
-            "--url",
-            &url,
-            "-o",
-            "json",
-            "spawn",
-            "market",
-            "crypto",
-            "--set",
-            "brokers=k1,k2",
-        ])
+        .args(["--url", &url, "-o", "json", "spawn", "market", "crypto", "--set", "brokers=k1,k2"])
         .assert()
         .success();
     let service: ServiceInfo = serde_json::from_slice(&assert.get_output().stdout).unwrap();

@@ -48,10 +48,7 @@ impl BrokerManager {
         if !BROKER_TYPES.contains(&broker_type) {
             return Err(ApiError::bad_request(
                 "unknown_broker_type",
-                format!(
-                    "unknown broker type {broker_type:?}; this build supports: {}",
-                    BROKER_TYPES.join(", ")
-                ),
+                format!("unknown broker type {broker_type:?}; this build supports: {}", BROKER_TYPES.join(", ")),
             ));
         }
         let parsed = PaperOptions::parse(&options).map_err(|m| ApiError::bad_request("invalid_option", m))?;
@@ -71,11 +68,7 @@ impl BrokerManager {
                     args.push("--set".into());
                     args.push(format!("{k}={v}"));
                 }
-                Launch::Process {
-                    program: self.exe.clone(),
-                    args,
-                    env: Vec::new(),
-                }
+                Launch::Process { program: self.exe.clone(), args, env: Vec::new() }
             }
             RunMode::Task => {
                 let name = name.to_string();

@@ -79,10 +79,7 @@ impl Default for Config {
                 mode: RunMode::Process,
                 options: BTreeMap::new(),
             }],
-            markets: vec![MarketConfig {
-                name: "paper".into(),
-                brokers: vec!["paper-1".into()],
-            }],
+            markets: vec![MarketConfig { name: "paper".into(), brokers: vec!["paper-1".into()] }],
             supervisor: SupervisorConfig::default(),
             service_exe: None,
         }
@@ -91,10 +88,7 @@ impl Default for Config {
 
 impl Default for NodeConfig {
     fn default() -> Self {
-        Self {
-            id: "n1".into(),
-            location: "local".into(),
-        }
+        Self { id: "n1".into(), location: "local".into() }
     }
 }
 

@@ -26,6 +26,7 @@ const DRAIN_CONNECTIONS: Duration = Duration::from_secs(3);
 /// then stops taking work, stops traders, then brokers, and returns.
 pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let started = Instant::now();
+    crate::metrics::install();
     let addr = listener.local_addr()?;
     let api_url = format!("http://{addr}");
     let exe = match &config.service_exe {

@@ -21,11 +21,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
+        Self { status, code, message: message.into() }
     }
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
@@ -45,11 +41,7 @@ impl ApiError {
     /// Logs `cause` and returns a 500 that does not leak it.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(%cause, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error; see the lidod log",
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the lidod log")
     }
 
     pub fn body(&self) -> ErrorBody {
@@ -95,10 +87,7 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
-            format!(
-                "request body is larger than the {} byte limit",
-                lido_shared::api::MAX_BODY_BYTES
-            ),
+            format!("request body is larger than the {} byte limit", lido_shared::api::MAX_BODY_BYTES),
         ),
         other => ApiError::bad_request("invalid_request", other.body_text()),
     }

@@ -31,27 +31,17 @@ impl Default for EventBus {
 
 impl EventBus {
     pub fn new() -> Self {
-        Self {
-            tx: broadcast::channel(4096).0,
-            seq: Arc::new(AtomicU64::new(0)),
-        }
+        Self { tx: broadcast::channel(4096).0, seq: Arc::new(AtomicU64::new(0)) }
     }
 
     pub fn publish(&self, event: ClusterEvent) {
         let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
-        let _ = self.tx.send(Numbered {
-            seq,
-            ts: Utc::now(),
-            event,
-        });
+        let _ = self.tx.send(Numbered { seq, ts: Utc::now(), event });
     }
 
     /// A log line for operators (`lidoctl watch`, the TUI's event pane).
     pub fn log(&self, level: &str, message: impl Into<String>) {
-        self.publish(ClusterEvent::Log {
-            level: level.into(),
-            message: message.into(),
-        });
+        self.publish(ClusterEvent::Log { level: level.into(), message: message.into() });
     }
 
     /// Subscribe, and the sequence number the subscription starts after.

@@ -58,17 +58,7 @@ struct Inner {
 
 impl Infra {
     pub fn new(parts: InfraParts) -> Self {
-        let InfraParts {
-            node_id,
-            location,
-            api_url,
-            brokers,
-            markets,
-            traders,
-            sessions,
-            bus,
-            closing,
-        } = parts;
+        let InfraParts { node_id, location, api_url, brokers, markets, traders, sessions, bus, closing } = parts;
         Self {
             inner: Arc::new(Inner {
                 node_id,
@@ -115,10 +105,7 @@ impl Infra {
     }
 
     pub fn snapshot(&self) -> ClusterSnapshot {
-        ClusterSnapshot {
-            nodes: vec![self.node_info()],
-            ts: Utc::now(),
-        }
+        ClusterSnapshot { nodes: vec![self.node_info()], ts: Utc::now() }
     }
 
     pub fn node_info(&self) -> NodeInfo {
@@ -126,11 +113,8 @@ impl Infra {
         let brokers = i.brokers.list();
         let markets = i.markets.services();
         let traders = i.traders.list();
-        let manager = |kind, list: &[ServiceInfo]| ManagerInfo {
-            kind,
-            state: ServiceState::Running,
-            services: list.len(),
-        };
+        let manager =
+            |kind, list: &[ServiceInfo]| ManagerInfo { kind, state: ServiceState::Running, services: list.len() };
         let managers = vec![
             manager(ServiceKind::Broker, &brokers),
             manager(ServiceKind::Market, &markets),
@@ -168,10 +152,7 @@ impl Infra {
                 "every node is draining; no new sessions until one is undrained",
             ));
         }
-        let session = self
-            .inner
-            .sessions
-            .open(&req.customer, &self.inner.node_id, &self.inner.api_url);
+        let session = self.inner.sessions.open(&req.customer, &self.inner.node_id, &self.inner.api_url);
         info!(customer = %req.customer, node = %session.node, "session opened");
         Ok(session)
     }
@@ -183,10 +164,7 @@ impl Infra {
         if self.is_draining() {
             return Err(ApiError::conflict(
                 "node_draining",
-                format!(
-                    "node {} is draining; undrain it or pick another node",
-                    self.inner.node_id
-                ),
+                format!("node {} is draining; undrain it or pick another node", self.inner.node_id),
             ));
         }
         let name = match &req.name {
@@ -235,11 +213,7 @@ impl Infra {
                 for (k, v) in &req.options {
                     match k.as_str() {
                         "brokers" => {
-                            pool = v
-                                .split(',')
-                                .map(|s| s.trim().to_string())
-                                .filter(|s| !s.is_empty())
-                                .collect()
+                            pool = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
                         }
                         other => {
                             return Err(ApiError::bad_request(
@@ -251,14 +225,9 @@ impl Infra {
                 }
                 self.inner.markets.create_market(&name, pool)?
             }
-            ServiceKind::Trader => self
-                .inner
-                .traders
-                .spawn_trader(&name, &self.inner.node_id, req.options.clone())?,
+            ServiceKind::Trader => self.inner.traders.spawn_trader(&name, &self.inner.node_id, req.options.clone())?,
         };
-        self.inner
-            .bus
-            .log("info", format!("spawned {} {}", info.kind, info.name));
+        self.inner.bus.log("info", format!("spawned {} {}", info.kind, info.name));
         Ok(info)
     }
 
@@ -299,11 +268,7 @@ impl Infra {
         if was != draining {
             let verb = if draining { "draining" } else { "undrained" };
             info!(node, verb, "node drain state changed");
-            self.inner.bus.publish(ClusterEvent::NodeChanged {
-                id: node.to_string(),
-                draining,
-                load: self.load(),
-            });
+            self.inner.bus.publish(ClusterEvent::NodeChanged { id: node.to_string(), draining, load: self.load() });
             self.inner.bus.log("info", format!("node {node} {verb}"));
         }
         Ok(self.node_info())
@@ -313,10 +278,7 @@ impl Infra {
     pub fn checkin(&self, checkin: CheckIn) -> Result<(), ApiError> {
         validate_name(&checkin.name)?;
         if !(checkin.ws_url.starts_with("ws://") || checkin.ws_url.starts_with("wss://")) {
-            return Err(ApiError::bad_request(
-                "invalid_checkin",
-                "ws_url must be a ws:// or wss:// URL",
-            ));
+            return Err(ApiError::bad_request("invalid_checkin", "ws_url must be a ws:// or wss:// URL"));
         }
         match checkin.kind {
             ServiceKind::Broker => {
@@ -343,10 +305,9 @@ impl Infra {
                 }
                 self.inner.traders.checkin(checkin)
             }
-            ServiceKind::Market => Err(ApiError::bad_request(
-                "invalid_checkin",
-                "markets run inside lidod and do not check in",
-            )),
+            ServiceKind::Market => {
+                Err(ApiError::bad_request("invalid_checkin", "markets run inside lidod and do not check in"))
+            }
         }
     }
 
@@ -356,10 +317,7 @@ impl Infra {
     }
 
     fn free_name(&self, base: &str) -> String {
-        (2..)
-            .map(|n| format!("{base}-{n}"))
-            .find(|n| !self.exists(n))
-            .expect("unbounded")
+        (2..).map(|n| format!("{base}-{n}")).find(|n| !self.exists(n)).expect("unbounded")
     }
 
     fn check_node(&self, node: &str) -> Result<(), ApiError> {
@@ -378,9 +336,7 @@ pub fn validate_name(name: &str) -> Result<(), ApiError> {
     let ok = !name.is_empty()
         && name.len() <= 32
         && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
     if ok {
         Ok(())
     } else {
@@ -392,8 +348,5 @@ pub fn validate_name(name: &str) -> Result<(), ApiError> {
 }
 
 fn unknown_service(name: &str) -> ApiError {
-    ApiError::not_found(
-        "unknown_service",
-        format!("no service named {name:?}; `lidoctl status` lists them"),
-    )
+    ApiError::not_found("unknown_service", format!("no service named {name:?}; `lidoctl status` lists them"))
 }

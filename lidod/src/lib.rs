@@ -5,7 +5,8 @@
 //!   traders are supervised services ([`supervisor`]) reached over the
 //!   service pipe ([`pipe`]); markets live inside the MarketManager.
 //! - [`venue`]: venue adapters, today the paper venue and its broker service.
-//! - [`http`]: the one listener (algo API, operator API, check-ins, OpenAPI).
+//! - [`http`]: the one listener (algo API, operator API, check-ins, OpenAPI,
+//!   Prometheus [`metrics`]).
 //! - [`daemon::run`]: wires a node on a listener and runs it until shutdown;
 //!   [`service`]: `lidod service …`, a service in its own process.
 
@@ -17,6 +18,7 @@ pub mod events;
 pub mod http;
 pub mod infra;
 pub mod markets;
+pub mod metrics;
 pub mod pipe;
 pub mod service;
 pub mod sessions;

@@ -78,14 +78,7 @@ fn main() -> anyhow::Result<()> {
         tokio::spawn(cancel_on_signal(shutdown.clone()));
         match cli.command {
             Some(Cmd::Service {
-                service:
-                    ServiceCmd::Broker {
-                        broker_type,
-                        name,
-                        manager_url,
-                        options,
-                        exit_with_parent,
-                    },
+                service: ServiceCmd::Broker { broker_type, name, manager_url, options, exit_with_parent },
             }) => {
                 let args = BrokerArgs {
                     broker_type,

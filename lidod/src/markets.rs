@@ -76,10 +76,7 @@ impl MarketManager {
 
     pub fn create_market(&self, name: &str, pool: Vec<String>) -> Result<ServiceInfo, ApiError> {
         if pool.is_empty() {
-            return Err(ApiError::bad_request(
-                "invalid_option",
-                "a market needs a broker pool: --set brokers=b1,b2",
-            ));
+            return Err(ApiError::bad_request("invalid_option", "a market needs a broker pool: --set brokers=b1,b2"));
         }
         for b in &pool {
             if !self.inner.brokers.contains(b) {
@@ -92,17 +89,12 @@ impl MarketManager {
         {
             let mut markets = self.write();
             if markets.contains_key(name) {
-                return Err(ApiError::conflict(
-                    "service_exists",
-                    format!("a market named {name:?} already exists"),
-                ));
+                return Err(ApiError::conflict("service_exists", format!("a market named {name:?} already exists")));
             }
             markets.insert(name.to_string(), Arc::new(Market::new(name.to_string(), pool)));
         }
         let info = self.market_info(name).expect("just inserted");
-        self.inner
-            .bus
-            .publish(ClusterEvent::ServiceChanged { service: info.clone() });
+        self.inner.bus.publish(ClusterEvent::ServiceChanged { service: info.clone() });
         info!(market = name, "market created");
         // Load instruments now if a broker is already up.
         let mm = self.clone();
@@ -119,10 +111,7 @@ impl MarketManager {
         let mut info = self.market_info(name).ok_or_else(|| unknown_market(name))?;
         self.write().remove(name);
         info.state = ServiceState::Stopped;
-        self.inner.bus.publish(ClusterEvent::ServiceRemoved {
-            name: name.to_string(),
-            node: self.inner.node.clone(),
-        });
+        self.inner.bus.publish(ClusterEvent::ServiceRemoved { name: name.to_string(), node: self.inner.node.clone() });
         Ok(info)
     }
 
@@ -153,11 +142,7 @@ impl MarketManager {
                     name: m.name.clone(),
                     symbols: m.instruments().into_iter().map(|i| i.symbol).collect(),
                     brokers: m.pool.clone(),
-                    state: if active.is_some() {
-                        ServiceState::Running
-                    } else {
-                        ServiceState::Degraded
-                    },
+                    state: if active.is_some() { ServiceState::Running } else { ServiceState::Degraded },
                     active_broker: active,
                 }
             })
@@ -181,11 +166,7 @@ impl MarketManager {
             name: m.name.clone(),
             kind: ServiceKind::Market,
             service_type: String::new(),
-            state: if active.is_some() {
-                ServiceState::Running
-            } else {
-                ServiceState::Degraded
-            },
+            state: if active.is_some() { ServiceState::Running } else { ServiceState::Degraded },
             node: self.inner.node.clone(),
             mode: RunMode::Task,
             pid: None,
@@ -250,16 +231,7 @@ impl MarketManager {
 
     pub async fn book(&self, market: &str, symbol: &str, depth: usize) -> Result<Book, ApiError> {
         let (m, ins) = self.resolve(market, symbol).await?;
-        match self
-            .ask(
-                &m,
-                Command::Book {
-                    symbol: ins.symbol,
-                    depth,
-                },
-            )
-            .await?
-        {
+        match self.ask(&m, Command::Book { symbol: ins.symbol, depth }).await? {
             ReplyBody::Book(b) => Ok(b.truncated(depth)),
             other => Err(unexpected(other)),
         }
@@ -275,16 +247,7 @@ impl MarketManager {
         let m = self.market(market)?;
         let (rx, first) = m.listen(feed, symbol);
         if first {
-            if let Err(e) = self
-                .ask(
-                    &m,
-                    Command::Subscribe {
-                        feed,
-                        symbol: symbol.clone(),
-                    },
-                )
-                .await
-            {
+            if let Err(e) = self.ask(&m, Command::Subscribe { feed, symbol: symbol.clone() }).await {
                 m.unlisten(feed, symbol);
                 return Err(e);
             }
@@ -330,14 +293,10 @@ impl MarketManager {
     /// order id was used before and the first order is returned.
     pub async fn place(&self, customer: &str, req: PlaceOrder) -> Result<(Order, bool), ApiError> {
         let (m, ins) = self.resolve(&req.market, &req.symbol).await?;
-        ins.check_quantity(req.quantity)
-            .map_err(|m| ApiError::bad_request("invalid_quantity", m))?;
+        ins.check_quantity(req.quantity).map_err(|m| ApiError::bad_request("invalid_quantity", m))?;
         match (req.order_type, req.limit_price) {
             (OrderType::Limit, None) => {
-                return Err(ApiError::bad_request(
-                    "invalid_price",
-                    "a limit order needs limit_price",
-                ));
+                return Err(ApiError::bad_request("invalid_price", "a limit order needs limit_price"));
             }
             (OrderType::Market, Some(_)) => {
                 return Err(ApiError::bad_request(
@@ -345,9 +304,7 @@ impl MarketManager {
                     "a market order takes no limit_price; use type limit",
                 ));
             }
-            (OrderType::Limit, Some(p)) => ins
-                .check_price(p)
-                .map_err(|m| ApiError::bad_request("invalid_price", m))?,
+            (OrderType::Limit, Some(p)) => ins.check_price(p).map_err(|m| ApiError::bad_request("invalid_price", m))?,
             (OrderType::Market, None) => {}
         }
         let client_order_id = match req.client_order_id {
@@ -383,6 +340,7 @@ impl MarketManager {
             return Ok((order, false));
         }
         let Some((broker, pipe)) = self.active_broker(&m) else {
+            metrics::counter!("lido_orders_total", "market" => m.name.clone(), "status" => "rejected").increment(1);
             let reason = format!("no broker of market {} is up; retry shortly", m.name);
             return Ok((self.inner.orders.reject(&order.order_id, reason).unwrap_or(order), true));
         };
@@ -396,22 +354,18 @@ impl MarketManager {
             quantity: order.quantity,
             limit_price: order.limit_price,
         };
+        let sent = std::time::Instant::now();
         let order = self.send_order(&broker, &pipe, venue_order, order).await;
+        metrics::histogram!("lido_order_ack_seconds", "broker" => broker.clone()).record(sent.elapsed().as_secs_f64());
+        metrics::counter!("lido_orders_total", "market" => order.market.clone(), "status" => order.status.as_str())
+            .increment(1);
         Ok((order, true))
     }
 
     async fn send_order(&self, broker: &str, pipe: &PipeHandle, venue_order: VenueOrder, order: Order) -> Order {
         let id = order.order_id.clone();
         let mut updates = self.inner.orders.subscribe();
-        match pipe
-            .request(
-                Command::PlaceOrder {
-                    order: venue_order.clone(),
-                },
-                VENUE_TIMEOUT,
-            )
-            .await
-        {
+        match pipe.request(Command::PlaceOrder { order: venue_order.clone() }, VENUE_TIMEOUT).await {
             Ok(ReplyBody::Order(report)) => {
                 let mut current = self.inner.orders.apply_report(&report, broker).unwrap_or(order);
                 // Fills made at once travel as events beside the reply: wait
@@ -433,11 +387,9 @@ impl MarketManager {
                 warn!(order_id = %id, reply = ?other, "unexpected reply to an order");
                 order
             }
-            Err(PipeError::Remote(detail)) => self
-                .inner
-                .orders
-                .reject(&id, format!("{}: {}", detail.code, detail.message))
-                .unwrap_or(order),
+            Err(PipeError::Remote(detail)) => {
+                self.inner.orders.reject(&id, format!("{}: {}", detail.code, detail.message)).unwrap_or(order)
+            }
             Err(PipeError::NotConnected(b)) => self
                 .inner
                 .orders
@@ -450,11 +402,7 @@ impl MarketManager {
                 let updated = self
                     .inner
                     .orders
-                    .annotate(
-                        &id,
-                        format!("awaiting venue confirmation: {e}"),
-                        Some(broker.to_string()),
-                    )
+                    .annotate(&id, format!("awaiting venue confirmation: {e}"), Some(broker.to_string()))
                     .unwrap_or(order);
                 tokio::spawn(self.clone().settle(broker.to_string(), venue_order));
                 updated
@@ -471,19 +419,10 @@ impl MarketManager {
             let Some(pipe) = self.inner.brokers.pipe(&broker).filter(|p| p.is_up()) else {
                 continue;
             };
-            let status = Command::OrderStatus {
-                account: venue_order.account.clone(),
-                client_id: id.clone(),
-            };
+            let status = Command::OrderStatus { account: venue_order.account.clone(), client_id: id.clone() };
             let reply = match pipe.request(status, VENUE_TIMEOUT).await {
                 Err(PipeError::Remote(d)) if d.code == "unknown_order" => {
-                    pipe.request(
-                        Command::PlaceOrder {
-                            order: venue_order.clone(),
-                        },
-                        VENUE_TIMEOUT,
-                    )
-                    .await
+                    pipe.request(Command::PlaceOrder { order: venue_order.clone() }, VENUE_TIMEOUT).await
                 }
                 other => other,
             };
@@ -507,40 +446,27 @@ impl MarketManager {
     pub async fn cancel(&self, customer: &str, order_id: &str) -> Result<Order, ApiError> {
         let order = self.order(customer, order_id)?;
         if order.status.is_terminal() {
-            return Err(ApiError::conflict(
-                "order_not_open",
-                format!("order {order_id} is already {}", order.status),
-            ));
+            return Err(ApiError::conflict("order_not_open", format!("order {order_id} is already {}", order.status)));
         }
         let broker = order.broker.clone().or_else(|| {
             let m = self.market(&order.market).ok()?;
             self.active_broker(&m).map(|(b, _)| b)
         });
-        let pipe = broker
-            .as_deref()
-            .and_then(|b| self.inner.brokers.pipe(b))
-            .filter(|p| p.is_up())
-            .ok_or_else(|| {
-                ApiError::unavailable(
-                    "broker_unavailable",
-                    "the order's broker is not connected; retry shortly",
-                )
+        let pipe =
+            broker.as_deref().and_then(|b| self.inner.brokers.pipe(b)).filter(|p| p.is_up()).ok_or_else(|| {
+                ApiError::unavailable("broker_unavailable", "the order's broker is not connected; retry shortly")
             })?;
         let broker = broker.unwrap_or_default();
-        let cmd = Command::CancelOrder {
-            account: customer.to_string(),
-            client_id: order.order_id.clone(),
-        };
+        let cmd = Command::CancelOrder { account: customer.to_string(), client_id: order.order_id.clone() };
         match pipe.request(cmd, VENUE_TIMEOUT).await {
             Ok(ReplyBody::Order(report)) => Ok(self.inner.orders.apply_report(&report, &broker).unwrap_or(order)),
             Ok(other) => Err(unexpected(other)),
             Err(PipeError::Remote(d)) if d.code == "order_not_open" => {
                 Err(ApiError::conflict("order_not_open", d.message))
             }
-            Err(PipeError::Remote(d)) => Err(ApiError::bad_request(
-                "cancel_rejected",
-                format!("{}: {}", d.code, d.message),
-            )),
+            Err(PipeError::Remote(d)) => {
+                Err(ApiError::bad_request("cancel_rejected", format!("{}: {}", d.code, d.message)))
+            }
             Err(e) => Err(ApiError::unavailable("broker_unavailable", e.to_string())),
         }
     }
@@ -573,15 +499,7 @@ impl MarketManager {
 
     pub async fn balances(&self, customer: &str, market: Option<&str>) -> Result<Vec<Balance>, ApiError> {
         let m = self.account_market(market)?;
-        match self
-            .ask(
-                &m,
-                Command::Balances {
-                    account: customer.to_string(),
-                },
-            )
-            .await?
-        {
+        match self.ask(&m, Command::Balances { account: customer.to_string() }).await? {
             ReplyBody::Balances(b) => Ok(b),
             other => Err(unexpected(other)),
         }
@@ -589,15 +507,7 @@ impl MarketManager {
 
     pub async fn positions(&self, customer: &str, market: Option<&str>) -> Result<Vec<Position>, ApiError> {
         let m = self.account_market(market)?;
-        match self
-            .ask(
-                &m,
-                Command::Positions {
-                    account: customer.to_string(),
-                },
-            )
-            .await?
-        {
+        match self.ask(&m, Command::Positions { account: customer.to_string() }).await? {
             ReplyBody::Positions(p) => Ok(p),
             other => Err(unexpected(other)),
         }
@@ -620,10 +530,7 @@ impl MarketManager {
     /// Sends a command to the market's active broker.
     async fn ask(&self, m: &Market, command: Command) -> Result<ReplyBody, ApiError> {
         let (_, pipe) = self.active_broker(m).ok_or_else(|| {
-            ApiError::unavailable(
-                "no_broker",
-                format!("no broker of market {} is up; retry shortly", m.name),
-            )
+            ApiError::unavailable("no_broker", format!("no broker of market {} is up; retry shortly", m.name))
         })?;
         pipe.request(command, VENUE_TIMEOUT).await.map_err(|e| match e {
             PipeError::Remote(d) if d.code == "unknown_symbol" => ApiError::not_found("unknown_symbol", d.message),
@@ -671,15 +578,15 @@ impl MarketManager {
         };
         let Ok(data) = data else { return };
         let data = Arc::new(data);
-        let markets: Vec<Arc<Market>> = self
-            .read()
-            .values()
-            .filter(|m| m.pool.iter().any(|b| b == broker))
-            .cloned()
-            .collect();
+        let markets = self.markets_over(broker);
         for m in markets {
             m.publish(feed, &symbol, &data);
         }
+    }
+
+    /// The markets whose pool includes `broker`.
+    fn markets_over(&self, broker: &str) -> Vec<Arc<Market>> {
+        self.read().values().filter(|m| m.pool.iter().any(|b| b == broker)).cloned().collect()
     }
 
     fn on_signal(&self, broker: &str, signal: PipeSignal) {
@@ -688,19 +595,12 @@ impl MarketManager {
                 tokio::spawn(self.clone().reconcile(broker.to_string()));
             }
         }
-        let markets: Vec<Arc<Market>> = self
-            .read()
-            .values()
-            .filter(|m| m.pool.iter().any(|b| b == broker))
-            .cloned()
-            .collect();
+        let markets = self.markets_over(broker);
         for m in markets {
             match &signal {
                 PipeSignal::Up { generation } => {
                     if *generation > 1 {
-                        m.gap_all(&format!(
-                            "broker {broker} reconnected; updates while it was away are missing"
-                        ));
+                        m.gap_all(&format!("broker {broker} reconnected; updates while it was away are missing"));
                     }
                     let mm = self.clone();
                     let (m, broker) = (m.clone(), broker.to_string());
@@ -730,10 +630,7 @@ impl MarketManager {
         };
         let (mut kept, mut lost) = (0, 0);
         for order in open {
-            let cmd = Command::OrderStatus {
-                account: order.customer.clone(),
-                client_id: order.order_id.clone(),
-            };
+            let cmd = Command::OrderStatus { account: order.customer.clone(), client_id: order.order_id.clone() };
             match pipe.request(cmd, VENUE_TIMEOUT).await {
                 Ok(ReplyBody::Order(report)) => {
                     self.inner.orders.apply_report(&report, &broker);
@@ -749,10 +646,9 @@ impl MarketManager {
         }
         info!(%broker, kept, lost, "open orders reconciled after broker restart");
         if lost > 0 {
-            self.inner.bus.log(
-                "warn",
-                format!("{lost} open order(s) on {broker} were lost by its venue and closed as expired"),
-            );
+            self.inner
+                .bus
+                .log("warn", format!("{lost} open order(s) on {broker} were lost by its venue and closed as expired"));
         }
     }
 
@@ -768,25 +664,13 @@ impl MarketManager {
         let _ = self.load_instruments(m).await;
         let feeds = m.active_feeds();
         for (feed, symbol) in &feeds {
-            if let Err(e) = self
-                .ask(
-                    m,
-                    Command::Subscribe {
-                        feed: *feed,
-                        symbol: symbol.clone(),
-                    },
-                )
-                .await
-            {
+            if let Err(e) = self.ask(m, Command::Subscribe { feed: *feed, symbol: symbol.clone() }).await {
                 warn!(market = %m.name, %broker, %symbol, error = %e, "re-subscribe failed");
             }
         }
         if !feeds.is_empty() {
             info!(market = %m.name, %broker, feeds = feeds.len(), "feeds re-subscribed");
-            self.inner.bus.log(
-                "info",
-                format!("market {} re-subscribed {} feeds on {broker}", m.name, feeds.len()),
-            );
+            self.inner.bus.log("info", format!("market {} re-subscribed {} feeds on {broker}", m.name, feeds.len()));
         }
         if let Some(info) = self.market_info(&m.name) {
             self.inner.bus.publish(ClusterEvent::ServiceChanged { service: info });
@@ -813,10 +697,7 @@ pub fn feed_of(channel: Channel) -> Option<Feed> {
 }
 
 fn unknown_market(name: &str) -> ApiError {
-    ApiError::not_found(
-        "unknown_market",
-        format!("no market named {name:?}; GET /v1/markets lists them"),
-    )
+    ApiError::not_found("unknown_market", format!("no market named {name:?}; GET /v1/markets lists them"))
 }
 
 fn unexpected(body: ReplyBody) -> ApiError {

@@ -155,11 +155,7 @@ impl PipeHandle {
             return Err(PipeError::NotConnected(self.inner.name.clone()));
         }
         let (tx, rx) = oneshot::channel();
-        let req = Request {
-            command,
-            deadline: Instant::now() + timeout,
-            reply: tx,
-        };
+        let req = Request { command, deadline: Instant::now() + timeout, reply: tx };
         if self.inner.requests.send(req).await.is_err() {
             return Err(PipeError::NotConnected(self.inner.name.clone()));
         }
@@ -181,9 +177,8 @@ async fn dial_loop(
     let mut url_rx = inner.url.subscribe();
     let mut backoff = new_backoff();
     let mut generation = 0u64;
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(MAX_FRAME_BYTES))
-        .max_frame_size(Some(MAX_FRAME_BYTES));
+    let config =
+        WebSocketConfig::default().max_message_size(Some(MAX_FRAME_BYTES)).max_frame_size(Some(MAX_FRAME_BYTES));
     loop {
         let url = url_rx.borrow_and_update().clone();
         let dial = tokio::time::timeout(

@@ -49,9 +49,6 @@ pub fn validate_customer(customer: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::bad_request(
-            "invalid_customer",
-            "customer must be 1-64 characters of A-Z a-z 0-9 - _ .",
-        ))
+        Err(ApiError::bad_request("invalid_customer", "customer must be 1-64 characters of A-Z a-z 0-9 - _ ."))
     }
 }

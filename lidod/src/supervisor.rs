@@ -27,11 +27,7 @@ use crate::pipe::{PipeHandle, PipeSignal};
 pub enum Launch {
     /// A child process. Its stdin is a pipe that closes when `lidod` dies,
     /// so children never outlive their node.
-    Process {
-        program: PathBuf,
-        args: Vec<String>,
-        env: Vec<(String, String)>,
-    },
+    Process { program: PathBuf, args: Vec<String>, env: Vec<(String, String)> },
     /// A task inside `lidod`; it gets a token that stops it.
     Task(Arc<dyn Fn(CancellationToken) -> BoxFuture<'static, ()> + Send + Sync>),
 }
@@ -170,9 +166,7 @@ impl Supervisor {
         }
         self.publish(&info);
         if let Some(launch) = spec.launch {
-            self.inner
-                .tracker
-                .spawn(self.clone().monitor(spec.name.clone(), launch, stop));
+            self.inner.tracker.spawn(self.clone().monitor(spec.name.clone(), launch, stop));
         }
         info!(kind = %spec.kind, name = %spec.name, r#type = %spec.service_type, ?mode, "service spawned");
         Ok(info)
@@ -203,13 +197,7 @@ impl Supervisor {
                 };
                 services.insert(
                     checkin.name.clone(),
-                    Entry {
-                        info,
-                        pipe: None,
-                        bounce: stop.child_token(),
-                        stop,
-                        stopping: false,
-                    },
+                    Entry { info, pipe: None, bounce: stop.child_token(), stop, stopping: false },
                 );
             }
             let entry = services.get_mut(&checkin.name).expect("inserted above");
@@ -241,9 +229,7 @@ impl Supervisor {
             adopted
         };
         if adopted {
-            self.inner
-                .bus
-                .log("info", format!("adopted external {} {}", checkin.kind, checkin.name));
+            self.inner.bus.log("info", format!("adopted external {} {}", checkin.kind, checkin.name));
         }
         info!(name = %checkin.name, ws_url = %checkin.ws_url, pid = ?checkin.pid, "service checked in");
         Ok(())
@@ -260,9 +246,7 @@ impl Supervisor {
         self.set_state(name, ServiceState::Draining, Some("stopping".into()));
         // Ask politely first: the service finishes in-flight work and exits.
         if let Some(pipe) = &pipe {
-            let _ = pipe
-                .request(Command::Stop, Duration::from_millis(self.inner.config.stop_grace_ms))
-                .await;
+            let _ = pipe.request(Command::Stop, Duration::from_millis(self.inner.config.stop_grace_ms)).await;
         }
         stop.cancel();
         if let Some(pipe) = &pipe {
@@ -271,10 +255,7 @@ impl Supervisor {
         let removed = self.lock().remove(name);
         let mut info = removed.map(|e| e.info).ok_or_else(|| not_found(name))?;
         info.state = ServiceState::Stopped;
-        self.inner.bus.publish(ClusterEvent::ServiceRemoved {
-            name: name.to_string(),
-            node: self.inner.node.clone(),
-        });
+        self.inner.bus.publish(ClusterEvent::ServiceRemoved { name: name.to_string(), node: self.inner.node.clone() });
         info!(name, "service stopped");
         Ok(info)
     }
@@ -338,16 +319,13 @@ impl Supervisor {
     fn decorate(&self, entry: &Entry) -> ServiceInfo {
         let mut info = entry.info.clone();
         if let Some(pipe) = &entry.pipe {
-            info.metrics
-                .insert("pipe_latency_ms".into(), pipe.rtt().as_secs_f64() * 1000.0);
+            info.metrics.insert("pipe_latency_ms".into(), pipe.rtt().as_secs_f64() * 1000.0);
         }
         info
     }
 
     fn publish(&self, info: &ServiceInfo) {
-        self.inner
-            .bus
-            .publish(ClusterEvent::ServiceChanged { service: info.clone() });
+        self.inner.bus.publish(ClusterEvent::ServiceChanged { service: info.clone() });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
@@ -422,18 +400,13 @@ impl Supervisor {
                 self.set_state(
                     &name,
                     ServiceState::Failed,
-                    Some(format!(
-                        "{why}; gave up after {} restarts in {}s",
-                        recent.len(),
-                        cfg.restart_window_s
-                    )),
+                    Some(format!("{why}; gave up after {} restarts in {}s", recent.len(), cfg.restart_window_s)),
                 );
-                self.inner
-                    .bus
-                    .log("error", format!("{name} failed: {why}; not restarting"));
+                self.inner.bus.log("error", format!("{name} failed: {why}; not restarting"));
                 return;
             }
             recent.push(Instant::now());
+            metrics::counter!("lido_service_restarts_total", "service" => name.clone()).increment(1);
             warn!(%name, reason = %why, delay_ms = delay.as_millis() as u64, "service exited, restarting");
             self.set_state(&name, ServiceState::Starting, Some(format!("restarting: {why}")));
             self.update(&name, |i| {
@@ -498,8 +471,5 @@ impl Supervisor {
 }
 
 fn not_found(name: &str) -> ApiError {
-    ApiError::not_found(
-        "unknown_service",
-        format!("no service named {name:?}; `lidoctl status` lists them"),
-    )
+    ApiError::not_found("unknown_service", format!("no service named {name:?}; `lidoctl status` lists them"))
 }

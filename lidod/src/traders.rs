@@ -42,24 +42,15 @@ impl TraderManager {
         options: BTreeMap<String, String>,
     ) -> Result<ServiceInfo, ApiError> {
         let exec = options.get("exec").ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_option",
-                "a trader needs the program to run: --set exec=/path/to/algo",
-            )
+            ApiError::bad_request("invalid_option", "a trader needs the program to run: --set exec=/path/to/algo")
         })?;
         let program = PathBuf::from(exec);
         let meta = std::fs::metadata(&program)
             .map_err(|e| ApiError::bad_request("invalid_option", format!("cannot run {exec:?}: {e}")))?;
         if !meta.is_file() {
-            return Err(ApiError::bad_request(
-                "invalid_option",
-                format!("{exec:?} is not a file"),
-            ));
+            return Err(ApiError::bad_request("invalid_option", format!("{exec:?} is not a file")));
         }
-        let customer = options
-            .get("customer")
-            .cloned()
-            .unwrap_or_else(|| "default".to_string());
+        let customer = options.get("customer").cloned().unwrap_or_else(|| "default".to_string());
         crate::sessions::validate_customer(&customer)?;
         let session = self.sessions.open(&customer, node, &self.api_url);
         let mut env = vec![
@@ -75,14 +66,9 @@ impl TraderManager {
                 env.push((format!("LIDO_OPT_{}", k.to_ascii_uppercase()), v.clone()));
             }
         }
-        let args = options
-            .get("args")
-            .map(|a| a.split_whitespace().map(String::from).collect())
-            .unwrap_or_default();
-        let service_type = program
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_else(|| exec.clone());
+        let args = options.get("args").map(|a| a.split_whitespace().map(String::from).collect()).unwrap_or_default();
+        let service_type =
+            program.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| exec.clone());
         env.push(("LIDO_SERVICE_TYPE".to_string(), service_type.clone()));
         self.sup.spawn(ServiceSpec {
             name: name.to_string(),

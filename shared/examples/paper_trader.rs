@@ -64,20 +64,14 @@ impl CommandHandler for Control {
                 self.shutdown.cancel();
                 Reply::Ok(ReplyBody::Done)
             }
-            other => Reply::Err(ErrorDetail::new(
-                "unsupported",
-                format!("a trader does not handle {other:?}"),
-            )),
+            other => Reply::Err(ErrorDetail::new("unsupported", format!("a trader does not handle {other:?}"))),
         }
     }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter("info")
-        .init();
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter("info").init();
     let settings = Settings::from_env()?;
     let shutdown = CancellationToken::new();
 
@@ -90,13 +84,8 @@ async fn main() -> anyhow::Result<()> {
             let kind_type = std::env::var("LIDO_SERVICE_TYPE").unwrap_or_else(|_| "paper_trader".into());
             let config = AgentConfig::new(name, ServiceKind::Trader, kind_type, manager);
             let (_events, events_rx) = tokio::sync::mpsc::channel(16);
-            let control = std::sync::Arc::new(Control {
-                shutdown: shutdown.clone(),
-            });
-            Some((
-                Agent::start(config, control, events_rx, shutdown.clone()).await?,
-                _events,
-            ))
+            let control = std::sync::Arc::new(Control { shutdown: shutdown.clone() });
+            Some((Agent::start(config, control, events_rx, shutdown.clone()).await?, _events))
         }
         _ => None,
     };
@@ -118,45 +107,67 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Trades until stopped; a lost stream or a market not ready yet is retried
+/// with backoff, as an algo should.
 async fn trade(client: &LidoClient, s: &Settings) -> anyhow::Result<()> {
     let run_id = chrono::Utc::now().timestamp_millis();
+    let mut state = Strategy { run_id, ..Strategy::default() };
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match trade_once(client, s, &mut state).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "trading interrupted");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Strategy {
+    run_id: i64,
+    last_mid: Option<Decimal>,
+    streak: i64,
+    held: Decimal,
+    orders: u64,
+}
+
+async fn trade_once(client: &LidoClient, s: &Settings, st: &mut Strategy) -> Result<(), ClientError> {
     let mut stream = client.stream().await?;
     stream.subscribe(Channel::Quotes, &s.market, Some(&s.symbol)).await?;
     tracing::info!(market = %s.market, symbol = %s.symbol, "trading");
-    let mut last_mid: Option<Decimal> = None;
-    let mut streak: i64 = 0;
-    let mut held = Decimal::ZERO;
-    let mut n = 0u64;
     loop {
         let ev = match stream.next_event(Duration::from_secs(30)).await {
             Ok(ev) => ev,
             Err(ClientError::Timeout(_)) => continue,
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
         if ev.gap.is_some() {
-            last_mid = None;
-            streak = 0;
+            st.last_mid = None;
+            st.streak = 0;
             continue;
         }
-        let q: Quote = ev.decode()?;
+        let q: Quote = ev.decode().map_err(|e| ClientError::Protocol(e.to_string()))?;
         let mid = (q.bid + q.ask) / Decimal::TWO;
-        if let Some(prev) = last_mid {
-            streak = match mid.cmp(&prev) {
-                std::cmp::Ordering::Greater => streak.max(0) + 1,
-                std::cmp::Ordering::Less => streak.min(0) - 1,
-                std::cmp::Ordering::Equal => streak,
+        if let Some(prev) = st.last_mid {
+            st.streak = match mid.cmp(&prev) {
+                std::cmp::Ordering::Greater => st.streak.max(0) + 1,
+                std::cmp::Ordering::Less => st.streak.min(0) - 1,
+                std::cmp::Ordering::Equal => st.streak,
             };
         }
-        last_mid = Some(mid);
-        let (side, price, qty) = if streak >= s.run as i64 {
+        st.last_mid = Some(mid);
+        let (side, price, qty) = if st.streak >= s.run as i64 {
             (Side::Buy, q.ask, s.quantity)
-        } else if streak <= -(s.run as i64) && held > Decimal::ZERO {
-            (Side::Sell, q.bid, held)
+        } else if st.streak <= -(s.run as i64) && st.held > Decimal::ZERO {
+            (Side::Sell, q.bid, st.held)
         } else {
             continue;
         };
-        streak = 0;
-        n += 1;
+        st.streak = 0;
+        st.orders += 1;
         let order = PlaceOrder {
             market: s.market.clone(),
             symbol: s.symbol.clone(),
@@ -165,16 +176,16 @@ async fn trade(client: &LidoClient, s: &Settings) -> anyhow::Result<()> {
             quantity: qty,
             limit_price: Some(price),
             time_in_force: TimeInForce::Ioc,
-            client_order_id: Some(format!("pt-{run_id}-{n}")),
+            client_order_id: Some(format!("pt-{}-{}", st.run_id, st.orders)),
         };
         match client.place_order(&order).await {
             Ok(placed) => {
                 let o = placed.order;
                 match side {
-                    Side::Buy => held += o.filled_quantity,
-                    Side::Sell => held -= o.filled_quantity,
+                    Side::Buy => st.held += o.filled_quantity,
+                    Side::Sell => st.held -= o.filled_quantity,
                 }
-                tracing::info!(?side, %price, status = %o.status, filled = %o.filled_quantity, %held, "order");
+                tracing::info!(?side, %price, status = %o.status, filled = %o.filled_quantity, held = %st.held, "order");
             }
             Err(e) => tracing::warn!(error = %e, "order refused"),
         }

@@ -180,11 +180,7 @@ pub struct StreamEvent {
 
 impl StreamEvent {
     pub fn key(&self) -> StreamKey {
-        StreamKey {
-            channel: self.channel,
-            market: self.market.clone(),
-            symbol: self.symbol.clone(),
-        }
+        StreamKey { channel: self.channel, market: self.market.clone(), symbol: self.symbol.clone() }
     }
 
     /// Decodes `data` into the channel's type (`Quote`, `Trade`, `Book`, `Order`, `Fill`).
@@ -242,14 +238,8 @@ mod tests {
         let ev = r#"{"channel":"quotes","market":"paper","symbol":"BTC/USD","seq":3,"data":{"x":1}}"#;
         assert!(matches!(serde_json::from_str::<ServerMessage>(ev).unwrap(), ServerMessage::Event(e) if e.seq == 3));
         let ack = r#"{"op":"subscribed","channel":"quotes","market":"paper","symbol":"BTC/USD"}"#;
-        assert!(matches!(
-            serde_json::from_str::<ServerMessage>(ack).unwrap(),
-            ServerMessage::Ack(_)
-        ));
+        assert!(matches!(serde_json::from_str::<ServerMessage>(ack).unwrap(), ServerMessage::Ack(_)));
         let err = r#"{"error":{"code":"bad","message":"m"}}"#;
-        assert!(matches!(
-            serde_json::from_str::<ServerMessage>(err).unwrap(),
-            ServerMessage::Error { .. }
-        ));
+        assert!(matches!(serde_json::from_str::<ServerMessage>(err).unwrap(), ServerMessage::Error { .. }));
     }
 }

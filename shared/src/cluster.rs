@@ -43,9 +43,7 @@ impl std::str::FromStr for ServiceKind {
             "broker" | "brokers" => Ok(Self::Broker),
             "market" | "markets" => Ok(Self::Market),
             "trader" | "traders" => Ok(Self::Trader),
-            other => Err(format!(
-                "unknown service kind {other:?}: expected broker, market or trader"
-            )),
+            other => Err(format!("unknown service kind {other:?}: expected broker, market or trader")),
         }
     }
 }

@@ -19,18 +19,13 @@ pub struct ErrorDetail {
 
 impl ErrorDetail {
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            code: code.into(),
-            message: message.into(),
-        }
+        Self { code: code.into(), message: message.into() }
     }
 }
 
 impl ErrorBody {
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            error: ErrorDetail::new(code, message),
-        }
+        Self { error: ErrorDetail::new(code, message) }
     }
 }
 

@@ -18,10 +18,7 @@ pub enum ModelError {
     #[error("illegal order transition from {from} to {to}")]
     IllegalTransition { from: OrderStatus, to: OrderStatus },
     #[error("fill of {fill} would exceed the order's remaining quantity {remaining}")]
-    Overfill {
-        fill: rust_decimal::Decimal,
-        remaining: rust_decimal::Decimal,
-    },
+    Overfill { fill: rust_decimal::Decimal, remaining: rust_decimal::Decimal },
     #[error("fill belongs to order {fill_order}, not {order}")]
     WrongOrder { order: String, fill_order: String },
 }

@@ -69,20 +69,10 @@ pub enum ManagerFrame {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServiceFrame {
-    Reply {
-        id: u64,
-        result: Reply,
-    },
-    Event {
-        event: ServiceEvent,
-    },
-    Status {
-        state: ServiceState,
-        detail: Option<String>,
-    },
-    Heartbeat {
-        ts: DateTime<Utc>,
-    },
+    Reply { id: u64, result: Reply },
+    Event { event: ServiceEvent },
+    Status { state: ServiceState, detail: Option<String> },
+    Heartbeat { ts: DateTime<Utc> },
 }
 
 /// Which market data feed.
@@ -219,21 +209,12 @@ mod tests {
     fn frames_round_trip() {
         let f = ManagerFrame::Command {
             id: 7,
-            command: Command::Subscribe {
-                feed: Feed::Quotes,
-                symbol: Symbol::parse("BTC/USD").unwrap(),
-            },
+            command: Command::Subscribe { feed: Feed::Quotes, symbol: Symbol::parse("BTC/USD").unwrap() },
         };
         let s = serde_json::to_string(&f).unwrap();
-        assert_eq!(
-            s,
-            r#"{"type":"command","id":7,"command":{"cmd":"subscribe","feed":"quotes","symbol":"BTC/USD"}}"#
-        );
+        assert_eq!(s, r#"{"type":"command","id":7,"command":{"cmd":"subscribe","feed":"quotes","symbol":"BTC/USD"}}"#);
         assert_eq!(serde_json::from_str::<ManagerFrame>(&s).unwrap(), f);
-        let r = ServiceFrame::Reply {
-            id: 7,
-            result: Reply::Err(ErrorDetail::new("unknown_symbol", "no")),
-        };
+        let r = ServiceFrame::Reply { id: 7, result: Reply::Err(ErrorDetail::new("unknown_symbol", "no")) };
         let s = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<ServiceFrame>(&s).unwrap(), r);
     }

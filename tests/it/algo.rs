@@ -32,10 +32,8 @@ async fn marketable_limit_order_fills_arrive_on_the_stream() {
         .unwrap()
         .with_token(&session.session_id);
 
-    let quote = eventually(Duration::from_secs(10), "a quote", || async {
-        c.quote("paper", "BTC/USD").await.ok()
-    })
-    .await;
+    let quote =
+        eventually(Duration::from_secs(10), "a quote", || async { c.quote("paper", "BTC/USD").await.ok() }).await;
     assert!(quote.bid < quote.ask, "bid {} < ask {}", quote.bid, quote.ask);
 
     let mut stream = c.stream().await.unwrap();
@@ -44,17 +42,8 @@ async fn marketable_limit_order_fills_arrive_on_the_stream() {
 
     // Far enough above the ask to cross whatever the walk does meanwhile.
     let limit = ((quote.ask * dec!(1.02)) / dec!(0.1)).round() * dec!(0.1);
-    let placed = c
-        .place_order(&order(
-            "BTC/USD",
-            Side::Buy,
-            OrderType::Limit,
-            dec!(0.01),
-            Some(limit),
-            "buy-1",
-        ))
-        .await
-        .unwrap();
+    let placed =
+        c.place_order(&order("BTC/USD", Side::Buy, OrderType::Limit, dec!(0.01), Some(limit), "buy-1")).await.unwrap();
     assert!(placed.created);
     assert_eq!(placed.order.client_order_id, "buy-1");
     assert_eq!(placed.order.customer, "acme");
@@ -91,10 +80,7 @@ async fn marketable_limit_order_fills_arrive_on_the_stream() {
     let fills = c.fills().await.unwrap();
     assert_eq!(fills.iter().map(|f| f.quantity).sum::<Decimal>(), dec!(0.01));
     let positions = c.positions(Some("paper")).await.unwrap();
-    let btc = positions
-        .iter()
-        .find(|p| p.symbol.as_str() == "BTC/USD")
-        .expect("a BTC position");
+    let btc = positions.iter().find(|p| p.symbol.as_str() == "BTC/USD").expect("a BTC position");
     assert_eq!(btc.quantity, dec!(0.01));
     let got = c.order(&placed.order.order_id).await.unwrap();
     assert_eq!(got.status, OrderStatus::Filled);
@@ -102,9 +88,7 @@ async fn marketable_limit_order_fills_arrive_on_the_stream() {
 
     // Another customer sees none of it.
     let other = anon.open_session("other").await.unwrap();
-    let o = lido_shared::client::LidoClient::new(d.url.clone())
-        .unwrap()
-        .with_token(&other.session_id);
+    let o = lido_shared::client::LidoClient::new(d.url.clone()).unwrap().with_token(&other.session_id);
     assert!(o.fills().await.unwrap().is_empty());
     assert_eq!(o.order(&placed.order.order_id).await.unwrap_err().status(), Some(404));
 }
@@ -113,52 +97,31 @@ async fn marketable_limit_order_fills_arrive_on_the_stream() {
 async fn resting_order_is_open_until_canceled() {
     let d = TestDaemon::spawn(&[]);
     let c = d.client();
-    let quote = eventually(Duration::from_secs(10), "a quote", || async {
-        c.quote("paper", "AAPL").await.ok()
-    })
-    .await;
+    let quote = eventually(Duration::from_secs(10), "a quote", || async { c.quote("paper", "AAPL").await.ok() }).await;
     let limit = ((quote.bid * dec!(0.5)) / dec!(0.01)).round() * dec!(0.01);
-    let placed = c
-        .place_order(&order(
-            "AAPL",
-            Side::Buy,
-            OrderType::Limit,
-            dec!(3),
-            Some(limit),
-            "rest-1",
-        ))
-        .await
-        .unwrap();
+    let placed =
+        c.place_order(&order("AAPL", Side::Buy, OrderType::Limit, dec!(3), Some(limit), "rest-1")).await.unwrap();
     assert_eq!(placed.order.status, OrderStatus::Accepted, "{:?}", placed.order);
     let open = c.open_orders().await.unwrap();
-    assert_eq!(
-        open.iter().map(|o| o.order_id.as_str()).collect::<Vec<_>>(),
-        vec![placed.order.order_id.as_str()]
-    );
+    assert_eq!(open.iter().map(|o| o.order_id.as_str()).collect::<Vec<_>>(), vec![placed.order.order_id.as_str()]);
     let canceled = c.cancel_order(&placed.order.order_id).await.unwrap();
     assert_eq!(canceled.status, OrderStatus::Canceled);
     assert!(c.open_orders().await.unwrap().is_empty());
     let again = c.cancel_order(&placed.order.order_id).await.unwrap_err();
     assert_eq!(again.status(), Some(409));
     assert_eq!(again.code(), Some("order_not_open"));
+
+    let metrics = reqwest::get(format!("{}/metrics", d.url)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("lido_orders_total{market=\"paper\",status=\"accepted\"} 1"), "{metrics}");
+    assert!(metrics.contains("lido_orders_open 0"), "{metrics}");
 }
 
 #[tokio::test]
 async fn the_same_client_order_id_never_makes_a_second_order() {
     let d = TestDaemon::spawn(&[]);
     let c = d.client();
-    eventually(Duration::from_secs(10), "a quote", || async {
-        c.quote("paper", "ETH/USD").await.ok()
-    })
-    .await;
-    let req = order(
-        "ETH/USD",
-        Side::Buy,
-        OrderType::Limit,
-        dec!(0.1),
-        Some(dec!(100)),
-        "dup-1",
-    );
+    eventually(Duration::from_secs(10), "a quote", || async { c.quote("paper", "ETH/USD").await.ok() }).await;
+    let req = order("ETH/USD", Side::Buy, OrderType::Limit, dec!(0.1), Some(dec!(100)), "dup-1");
     let first = c.place_order(&req).await.unwrap();
     assert!(first.created);
     let second = c.place_order(&req).await.unwrap();
@@ -166,14 +129,7 @@ async fn the_same_client_order_id_never_makes_a_second_order() {
     assert_eq!(second.order.order_id, first.order.order_id);
 
     // Racing resubmissions of a fresh id: exactly one is created.
-    let race = order(
-        "ETH/USD",
-        Side::Buy,
-        OrderType::Limit,
-        dec!(0.1),
-        Some(dec!(100)),
-        "race-1",
-    );
+    let race = order("ETH/USD", Side::Buy, OrderType::Limit, dec!(0.1), Some(dec!(100)), "race-1");
     let tasks: Vec<_> = (0..16)
         .map(|_| {
             let (c, race) = (c.clone(), race.clone());
@@ -199,10 +155,7 @@ async fn the_same_client_order_id_never_makes_a_second_order() {
 async fn quote_stream_starts_with_a_snapshot_and_counts_without_holes() {
     let d = TestDaemon::spawn(&[]);
     let c = d.client();
-    eventually(Duration::from_secs(10), "the market", || async {
-        c.quote("paper", "BTC/USD").await.ok()
-    })
-    .await;
+    eventually(Duration::from_secs(10), "the market", || async { c.quote("paper", "BTC/USD").await.ok() }).await;
     let mut s = c.stream().await.unwrap();
     s.subscribe(Channel::Quotes, "paper", Some("btc/usd")).await.unwrap();
     match s.next().await.unwrap() {
@@ -228,8 +181,5 @@ async fn quote_stream_starts_with_a_snapshot_and_counts_without_holes() {
     assert_eq!(markets[0].active_broker.as_deref(), Some("paper-1"));
     assert!(markets[0].symbols.iter().any(|s| s.as_str() == "AAPL"));
     let doc: serde_json::Value = c.send(c.req(reqwest::Method::GET, "/v1/openapi.json")).await.unwrap();
-    assert!(
-        doc["paths"]["/v1/orders"]["post"].is_object(),
-        "openapi lists POST /v1/orders"
-    );
+    assert!(doc["paths"]["/v1/orders"]["post"].is_object(), "openapi lists POST /v1/orders");
 }

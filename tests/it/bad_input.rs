@@ -27,29 +27,12 @@ fn with(field: &str, value: serde_json::Value) -> String {
 async fn rest_edges_refuse_bad_input_and_change_nothing() {
     let d = TestDaemon::spawn(&[]);
     let c = d.client();
-    eventually(Duration::from_secs(10), "the market", || async {
-        c.quote("paper", "BTC/USD").await.ok()
-    })
-    .await;
+    eventually(Duration::from_secs(10), "the market", || async { c.quote("paper", "BTC/USD").await.ok() }).await;
     let http = reqwest::Client::new();
     let huge = format!("{{\"market\":\"paper\",\"pad\":\"{}\"}}", "x".repeat(200_000));
     let cases: Vec<Case> = vec![
-        (
-            "negative quantity",
-            Method::POST,
-            "/v1/orders",
-            Some(with("quantity", json!("-1"))),
-            400,
-            "invalid_quantity",
-        ),
-        (
-            "zero quantity",
-            Method::POST,
-            "/v1/orders",
-            Some(with("quantity", json!("0"))),
-            400,
-            "invalid_quantity",
-        ),
+        ("negative quantity", Method::POST, "/v1/orders", Some(with("quantity", json!("-1"))), 400, "invalid_quantity"),
+        ("zero quantity", Method::POST, "/v1/orders", Some(with("quantity", json!("0"))), 400, "invalid_quantity"),
         (
             "off-lot quantity",
             Method::POST,
@@ -66,14 +49,7 @@ async fn rest_edges_refuse_bad_input_and_change_nothing() {
             400,
             "invalid_request",
         ),
-        (
-            "negative price",
-            Method::POST,
-            "/v1/orders",
-            Some(with("limit_price", json!("-5"))),
-            400,
-            "invalid_price",
-        ),
+        ("negative price", Method::POST, "/v1/orders", Some(with("limit_price", json!("-5"))), 400, "invalid_price"),
         (
             "off-tick price",
             Method::POST,
@@ -90,38 +66,10 @@ async fn rest_edges_refuse_bad_input_and_change_nothing() {
             400,
             "invalid_price",
         ),
-        (
-            "unknown symbol",
-            Method::POST,
-            "/v1/orders",
-            Some(with("symbol", json!("NOPE/USD"))),
-            404,
-            "unknown_symbol",
-        ),
-        (
-            "invalid symbol",
-            Method::POST,
-            "/v1/orders",
-            Some(with("symbol", json!("BTC USD"))),
-            400,
-            "invalid_symbol",
-        ),
-        (
-            "unknown market",
-            Method::POST,
-            "/v1/orders",
-            Some(with("market", json!("moon"))),
-            404,
-            "unknown_market",
-        ),
-        (
-            "unknown side",
-            Method::POST,
-            "/v1/orders",
-            Some(with("side", json!("hold"))),
-            400,
-            "invalid_request",
-        ),
+        ("unknown symbol", Method::POST, "/v1/orders", Some(with("symbol", json!("NOPE/USD"))), 404, "unknown_symbol"),
+        ("invalid symbol", Method::POST, "/v1/orders", Some(with("symbol", json!("BTC USD"))), 400, "invalid_symbol"),
+        ("unknown market", Method::POST, "/v1/orders", Some(with("market", json!("moon"))), 404, "unknown_market"),
+        ("unknown side", Method::POST, "/v1/orders", Some(with("side", json!("hold"))), 400, "invalid_request"),
         (
             "bad client order id",
             Method::POST,
@@ -130,46 +78,11 @@ async fn rest_edges_refuse_bad_input_and_change_nothing() {
             400,
             "invalid_client_order_id",
         ),
-        (
-            "malformed json",
-            Method::POST,
-            "/v1/orders",
-            Some("{\"market\":".into()),
-            400,
-            "malformed_json",
-        ),
-        (
-            "oversized body",
-            Method::POST,
-            "/v1/orders",
-            Some(huge.clone()),
-            413,
-            "body_too_large",
-        ),
-        (
-            "quote without symbol",
-            Method::GET,
-            "/v1/quotes?market=paper",
-            None,
-            400,
-            "invalid_query",
-        ),
-        (
-            "quote unknown symbol",
-            Method::GET,
-            "/v1/quotes?market=paper&symbol=ZZZZ",
-            None,
-            404,
-            "unknown_symbol",
-        ),
-        (
-            "book depth zero",
-            Method::GET,
-            "/v1/book?market=paper&symbol=BTC/USD&depth=0",
-            None,
-            400,
-            "invalid_query",
-        ),
+        ("malformed json", Method::POST, "/v1/orders", Some("{\"market\":".into()), 400, "malformed_json"),
+        ("oversized body", Method::POST, "/v1/orders", Some(huge.clone()), 413, "body_too_large"),
+        ("quote without symbol", Method::GET, "/v1/quotes?market=paper", None, 400, "invalid_query"),
+        ("quote unknown symbol", Method::GET, "/v1/quotes?market=paper&symbol=ZZZZ", None, 404, "unknown_symbol"),
+        ("book depth zero", Method::GET, "/v1/book?market=paper&symbol=BTC/USD&depth=0", None, 400, "invalid_query"),
         (
             "book depth not a number",
             Method::GET,
@@ -178,30 +91,9 @@ async fn rest_edges_refuse_bad_input_and_change_nothing() {
             400,
             "invalid_query",
         ),
-        (
-            "orders bad status",
-            Method::GET,
-            "/v1/orders?status=bogus",
-            None,
-            400,
-            "invalid_query",
-        ),
-        (
-            "unknown order",
-            Method::GET,
-            "/v1/orders/nope",
-            None,
-            404,
-            "unknown_order",
-        ),
-        (
-            "cancel unknown order",
-            Method::DELETE,
-            "/v1/orders/nope",
-            None,
-            404,
-            "unknown_order",
-        ),
+        ("orders bad status", Method::GET, "/v1/orders?status=bogus", None, 400, "invalid_query"),
+        ("unknown order", Method::GET, "/v1/orders/nope", None, 404, "unknown_order"),
+        ("cancel unknown order", Method::DELETE, "/v1/orders/nope", None, 404, "unknown_order"),
         (
             "session bad customer",
             Method::POST,
@@ -250,30 +142,9 @@ async fn rest_edges_refuse_bad_input_and_change_nothing() {
             400,
             "unknown_broker",
         ),
-        (
-            "stop unknown service",
-            Method::DELETE,
-            "/v1/services/ghost",
-            None,
-            404,
-            "unknown_service",
-        ),
-        (
-            "drain unknown node",
-            Method::POST,
-            "/v1/nodes/n9/drain",
-            None,
-            404,
-            "unknown_node",
-        ),
-        (
-            "check-in malformed",
-            Method::POST,
-            "/v1/internal/checkin",
-            Some("{".into()),
-            400,
-            "malformed_json",
-        ),
+        ("stop unknown service", Method::DELETE, "/v1/services/ghost", None, 404, "unknown_service"),
+        ("drain unknown node", Method::POST, "/v1/nodes/n9/drain", None, 404, "unknown_node"),
+        ("check-in malformed", Method::POST, "/v1/internal/checkin", Some("{".into()), 400, "malformed_json"),
         (
             "check-in unknown kind",
             Method::POST,
@@ -333,10 +204,7 @@ async fn rest_edges_refuse_bad_input_and_change_nothing() {
 async fn stream_edges_answer_bad_frames_with_error_frames() {
     let d = TestDaemon::spawn(&[]);
     let c = d.client();
-    eventually(Duration::from_secs(10), "the market", || async {
-        c.quote("paper", "BTC/USD").await.ok()
-    })
-    .await;
+    eventually(Duration::from_secs(10), "the market", || async { c.quote("paper", "BTC/USD").await.ok() }).await;
     let mut s = c.stream().await.unwrap();
     let cases: Vec<(&str, String, &str)> = vec![
         ("malformed json", "{\"op\":".into(), "invalid_message"),
@@ -371,11 +239,7 @@ async fn stream_edges_answer_bad_frames_with_error_frames() {
             json!({"op":"unsubscribe","channel":"quotes","market":"paper","symbol":"BTC/USD"}).to_string(),
             "not_subscribed",
         ),
-        (
-            "oversized frame",
-            format!("{{\"op\":\"ping\",\"pad\":\"{}\"}}", "x".repeat(20_000)),
-            "frame_too_large",
-        ),
+        ("oversized frame", format!("{{\"op\":\"ping\",\"pad\":\"{}\"}}", "x".repeat(20_000)), "frame_too_large"),
     ];
     for (what, frame, code) in cases {
         s.send_raw(frame).await.unwrap();
@@ -392,23 +256,15 @@ async fn stream_edges_answer_bad_frames_with_error_frames() {
     // A frame beyond the socket limit closes that connection, not the daemon.
     let url = format!("{}/v1/stream", d.url.replace("http://", "ws://"));
     let (mut raw, _) = tokio_tungstenite_connect(&url).await;
-    let _ = raw
-        .send(tokio_tungstenite::tungstenite::Message::text("x".repeat(100_000)))
-        .await;
+    let _ = raw.send(tokio_tungstenite::tungstenite::Message::text("x".repeat(100_000))).await;
     let closed = tokio::time::timeout(Duration::from_secs(5), raw.next()).await.unwrap();
-    assert!(!matches!(
-        closed,
-        Some(Ok(tokio_tungstenite::tungstenite::Message::Text(_)))
-    ));
+    assert!(!matches!(closed, Some(Ok(tokio_tungstenite::tungstenite::Message::Text(_)))));
     assert!(c.health().await.is_ok());
 }
 
 async fn tokio_tungstenite_connect(
     url: &str,
-) -> (
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    (),
-) {
+) -> (tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>, ()) {
     let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
     (ws, ())
 }

@@ -11,9 +11,7 @@ async fn spawn_stop_and_drain_through_the_api() {
     let d = TestDaemon::spawn(&[]);
     let c = d.client();
     let mut watch = c.watch().await.unwrap();
-    let WatchMessage::Snapshot { seq: start, snapshot } = watch.next().await.unwrap() else {
-        panic!("snapshot first")
-    };
+    let WatchMessage::Snapshot { seq: start, snapshot } = watch.next().await.unwrap() else { panic!("snapshot first") };
     assert_eq!(snapshot.nodes.len(), 1);
     assert_eq!(snapshot.nodes[0].id, "n1");
 
@@ -36,11 +34,7 @@ async fn spawn_stop_and_drain_through_the_api() {
     let mut last = start;
     let mut saw_running = false;
     while !saw_running {
-        match tokio::time::timeout(Duration::from_secs(10), watch.next())
-            .await
-            .unwrap()
-            .unwrap()
-        {
+        match tokio::time::timeout(Duration::from_secs(10), watch.next()).await.unwrap().unwrap() {
             WatchMessage::Event { seq, event, .. } => {
                 assert_eq!(seq, last + 1);
                 last = seq;
@@ -60,23 +54,13 @@ async fn spawn_stop_and_drain_through_the_api() {
         ..Default::default()
     };
     assert_eq!(c.spawn(&market).await.unwrap().kind, ServiceKind::Market);
-    eventually(Duration::from_secs(10), "a quote on crypto", || async {
-        c.quote("crypto", "ETH/USD").await.ok()
-    })
-    .await;
+    eventually(Duration::from_secs(10), "a quote on crypto", || async { c.quote("crypto", "ETH/USD").await.ok() })
+        .await;
 
-    watch
-        .send(&WatchCommand::Drain {
-            id: 7,
-            node: "n1".into(),
-        })
-        .await
-        .unwrap();
+    watch.send(&WatchCommand::Drain { id: 7, node: "n1".into() }).await.unwrap();
     loop {
-        if let WatchMessage::Reply { id, ok, .. } = tokio::time::timeout(Duration::from_secs(10), watch.next())
-            .await
-            .unwrap()
-            .unwrap()
+        if let WatchMessage::Reply { id, ok, .. } =
+            tokio::time::timeout(Duration::from_secs(10), watch.next()).await.unwrap().unwrap()
         {
             assert_eq!(id, 7);
             assert!(ok);
@@ -86,13 +70,7 @@ async fn spawn_stop_and_drain_through_the_api() {
     let refused = c.open_session("acme").await.unwrap_err();
     assert_eq!(refused.status(), Some(503));
     assert_eq!(refused.code(), Some("no_node_available"));
-    let refused = c
-        .spawn(&SpawnRequest {
-            name: Some("p3".into()),
-            ..req.clone()
-        })
-        .await
-        .unwrap_err();
+    let refused = c.spawn(&SpawnRequest { name: Some("p3".into()), ..req.clone() }).await.unwrap_err();
     assert_eq!(refused.code(), Some("node_draining"));
     // Existing work goes on while draining.
     assert!(c.quote("crypto", "ETH/USD").await.is_ok());
@@ -119,11 +97,7 @@ async fn lidoctl_spawns_a_broker_that_status_then_shows_running() {
             .expect("run lidoctl")
     };
     let out = run(&["spawn", "broker", "paper", "--name", "p2"]);
-    assert!(
-        out.status.success(),
-        "spawn failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "spawn failed: {}", String::from_utf8_lossy(&out.stderr));
     let c = d.client();
     eventually(Duration::from_secs(10), "p2 running", || async {
         let s = c.cluster().await.ok()?;
@@ -143,4 +117,48 @@ async fn lidoctl_spawns_a_broker_that_status_then_shows_running() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = run(&["stop", "p2", "--yes"]);
     assert_eq!(out.status.code(), Some(3), "not found exits 3");
+}
+
+#[tokio::test]
+async fn a_broker_can_run_as_a_task_inside_lidod() {
+    let d = TestDaemon::spawn(&[]);
+    let c = d.client();
+    let req = SpawnRequest {
+        kind: ServiceKind::Broker,
+        service_type: Some("paper".into()),
+        name: Some("pt".into()),
+        options: [("mode".to_string(), "task".to_string()), ("seed".to_string(), "7".to_string())].into(),
+        ..Default::default()
+    };
+    c.spawn(&req).await.unwrap();
+    let info = eventually(Duration::from_secs(10), "pt running", || async {
+        let s = c.cluster().await.ok()?;
+        s.service("pt").filter(|s| s.state == ServiceState::Running).cloned()
+    })
+    .await;
+    assert_eq!(info.mode, lido_shared::cluster::RunMode::Task);
+    assert_eq!(info.pid, None, "a task has no process of its own");
+    assert!(info.ws_url.is_some(), "a task speaks the same pipe protocol");
+    let market = SpawnRequest {
+        kind: ServiceKind::Market,
+        name: Some("tm".into()),
+        options: [("brokers".to_string(), "pt".to_string())].into(),
+        ..Default::default()
+    };
+    c.spawn(&market).await.unwrap();
+    let q = eventually(Duration::from_secs(10), "a quote via the task broker", || async {
+        c.quote("tm", "SPY").await.ok()
+    })
+    .await;
+    assert!(q.bid < q.ask);
+
+    // Restart works for a task too: the pipe comes back.
+    c.restart_service("pt").await.unwrap();
+    eventually(Duration::from_secs(10), "pt restarted", || async {
+        let s = c.cluster().await.ok()?;
+        let pt = s.service("pt")?;
+        (pt.state == ServiceState::Running && pt.restarts == 1).then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(10), "quotes after the restart", || async { c.quote("tm", "SPY").await.ok() }).await;
 }

@@ -19,11 +19,8 @@ async fn sigterm_exits_cleanly_with_no_orphans() {
             })
             .await;
         let snap = c.cluster().await.ok()?;
-        let pids: Vec<u32> = snap
-            .services()
-            .filter(|s| s.state == ServiceState::Running)
-            .filter_map(|s| s.pid)
-            .collect();
+        let pids: Vec<u32> =
+            snap.services().filter(|s| s.state == ServiceState::Running).filter_map(|s| s.pid).collect();
         (pids.len() == 2).then_some(pids)
     })
     .await;
@@ -44,9 +41,7 @@ async fn children_do_not_outlive_a_killed_lidod() {
     let c = d.client();
     let pid = eventually(Duration::from_secs(10), "a running broker", || async {
         let snap = c.cluster().await.ok()?;
-        snap.service("paper-1")
-            .filter(|s| s.state == ServiceState::Running)
-            .and_then(|s| s.pid)
+        snap.service("paper-1").filter(|s| s.state == ServiceState::Running).and_then(|s| s.pid)
     })
     .await;
     lido_tests::sigkill(d.pid());

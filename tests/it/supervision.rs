@@ -37,10 +37,7 @@ async fn sigkilled_broker_is_restarted_and_the_stream_resumes() {
     let mut saw_gap = false;
     let mut data_after_gap = 0;
     while data_after_gap < 3 {
-        let ev = s
-            .next_event(Duration::from_secs(15))
-            .await
-            .expect("the stream goes on after the broker restarts");
+        let ev = s.next_event(Duration::from_secs(15)).await.expect("the stream goes on after the broker restarts");
         assert_eq!(ev.seq, last + 1, "no hole in sequence numbers");
         last = ev.seq;
         if ev.gap.is_some() {
@@ -68,11 +65,7 @@ async fn sigkilled_broker_is_restarted_and_the_stream_resumes() {
     })
     .await;
     assert_eq!(lost.status, OrderStatus::Expired);
-    assert!(
-        lost.reason.as_deref().unwrap_or_default().contains("restarted"),
-        "{:?}",
-        lost.reason
-    );
+    assert!(lost.reason.as_deref().unwrap_or_default().contains("restarted"), "{:?}", lost.reason);
 
     // Orders flow again through the restarted broker.
     let placed = c.place_order(&limit_buy("after-restart")).await.unwrap();

@@ -34,21 +34,14 @@ async fn hosted_example_trader_checks_in_trades_and_stops() {
 
     // It trades as acme: acme's orders appear, placed with its client ids.
     let acme = c.open_session("acme").await.unwrap();
-    let acme = lido_shared::client::LidoClient::new(d.url.clone())
-        .unwrap()
-        .with_token(acme.session_id);
+    let acme = lido_shared::client::LidoClient::new(d.url.clone()).unwrap().with_token(acme.session_id);
     let orders = eventually(Duration::from_secs(30), "an order from the trader", || async {
         let orders = acme.orders(&Default::default()).await.ok()?;
         (!orders.is_empty()).then_some(orders)
     })
     .await;
-    assert!(orders
-        .iter()
-        .all(|o| o.customer == "acme" && o.client_order_id.starts_with("pt-")));
-    assert!(
-        c.orders(&Default::default()).await.unwrap().is_empty(),
-        "the default customer saw none"
-    );
+    assert!(orders.iter().all(|o| o.customer == "acme" && o.client_order_id.starts_with("pt-")));
+    assert!(c.orders(&Default::default()).await.unwrap().is_empty(), "the default customer saw none");
 
     let stopped = c.stop_service("t1").await.unwrap();
     assert_eq!(stopped.state, ServiceState::Stopped);

@@ -9,9 +9,7 @@ use crate::exit::NotFound;
 use crate::output::{nodes_table, services_table, Output};
 
 pub async fn run(endpoints: &Endpoints, out: Output, args: &GetArgs) -> anyhow::Result<()> {
-    let snapshot = endpoints
-        .run("cannot get the cluster", |c| async move { c.cluster().await })
-        .await?;
+    let snapshot = endpoints.run("cannot get the cluster", |c| async move { c.cluster().await }).await?;
     let single = args.names.len() == 1;
     let wanted = |name: &str| args.names.is_empty() || args.names.iter().any(|n| n == name);
     if args.resource == Resource::Nodes {
@@ -21,10 +19,8 @@ pub async fn run(endpoints: &Endpoints, out: Output, args: &GetArgs) -> anyhow::
         return print(out, &nodes, single, table, "nodes");
     }
     let kind = kind_of(args.resource);
-    let services: Vec<&ServiceInfo> = snapshot
-        .services()
-        .filter(|s| !matches!(kind, Some(k) if k != s.kind) && wanted(&s.name))
-        .collect();
+    let services: Vec<&ServiceInfo> =
+        snapshot.services().filter(|s| !matches!(kind, Some(k) if k != s.kind) && wanted(&s.name)).collect();
     let noun = kind.map_or("service", ServiceKind::as_str);
     check_found(&args.names, services.iter().map(|s| s.name.as_str()), noun)?;
     let now = Utc::now();
@@ -44,11 +40,7 @@ fn kind_of(resource: Resource) -> Option<ServiceKind> {
 
 fn check_found<'a>(names: &[String], found: impl Iterator<Item = &'a str>, noun: &str) -> anyhow::Result<()> {
     let found: Vec<&str> = found.collect();
-    let missing: Vec<&str> = names
-        .iter()
-        .map(String::as_str)
-        .filter(|n| !found.contains(n))
-        .collect();
+    let missing: Vec<&str> = names.iter().map(String::as_str).filter(|n| !found.contains(n)).collect();
     if missing.is_empty() {
         return Ok(());
     }

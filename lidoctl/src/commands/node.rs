@@ -29,8 +29,5 @@ pub async fn undrain(endpoints: &Endpoints, out: Output, args: &UndrainArgs) -> 
     if out.data(&node)? {
         return Ok(());
     }
-    write_stdout(&format!(
-        "node {} is no longer draining: it takes new sessions and spawns\n",
-        node.id
-    ))
+    write_stdout(&format!("node {} is no longer draining: it takes new sessions and spawns\n", node.id))
 }

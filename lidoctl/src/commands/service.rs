@@ -9,9 +9,7 @@ pub async fn stop(endpoints: &Endpoints, out: Output, args: &StopArgs) -> anyhow
     let name = args.name.as_str();
     confirm(&format!("stop service {name}"), args.yes)?;
     let what = format!("cannot stop service {name}");
-    let service = endpoints
-        .run(what, |c| async move { c.stop_service(name).await })
-        .await?;
+    let service = endpoints.run(what, |c| async move { c.stop_service(name).await }).await?;
     if out.data(&service)? {
         return Ok(());
     }
@@ -21,9 +19,7 @@ pub async fn stop(endpoints: &Endpoints, out: Output, args: &StopArgs) -> anyhow
 pub async fn restart(endpoints: &Endpoints, out: Output, args: &RestartArgs) -> anyhow::Result<()> {
     let name = args.name.as_str();
     let what = format!("cannot restart service {name}");
-    let service = endpoints
-        .run(what, |c| async move { c.restart_service(name).await })
-        .await?;
+    let service = endpoints.run(what, |c| async move { c.restart_service(name).await }).await?;
     if out.data(&service)? {
         return Ok(());
     }

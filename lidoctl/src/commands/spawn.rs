@@ -24,18 +24,8 @@ pub fn request(command: SpawnCommand) -> SpawnRequest {
         SpawnCommand::Market { market, common } => (ServiceKind::Market, None, market, common),
         SpawnCommand::Trader { service_type, common } => (ServiceKind::Trader, service_type, None, common),
     };
-    let SpawnArgs {
-        name: flag_name,
-        node,
-        set,
-    } = common;
-    SpawnRequest {
-        kind,
-        service_type,
-        name: name.or(flag_name),
-        node,
-        options: set.into_iter().collect(),
-    }
+    let SpawnArgs { name: flag_name, node, set } = common;
+    SpawnRequest { kind, service_type, name: name.or(flag_name), node, options: set.into_iter().collect() }
 }
 
 fn describe(request: &SpawnRequest) -> String {
@@ -58,9 +48,7 @@ mod tests {
 
     fn parse(args: &[&str]) -> SpawnRequest {
         let cli = Cli::try_parse_from(args).unwrap();
-        let Command::Spawn(spawn) = cli.command else {
-            panic!("not a spawn")
-        };
+        let Command::Spawn(spawn) = cli.command else { panic!("not a spawn") };
         request(spawn)
     }
 
@@ -85,17 +73,8 @@ mod tests {
 
     #[test]
     fn trader_type_is_optional() {
-        let r = parse(&[
-            "lidoctl",
-            "spawn",
-            "trader",
-            "--name",
-            "t1",
-            "--set",
-            "exec=/bin/algo",
-            "--set",
-            "customer=acme",
-        ]);
+        let r =
+            parse(&["lidoctl", "spawn", "trader", "--name", "t1", "--set", "exec=/bin/algo", "--set", "customer=acme"]);
         assert_eq!(r.kind, ServiceKind::Trader);
         assert_eq!(r.service_type, None);
         assert_eq!(r.options.get("exec").map(String::as_str), Some("/bin/algo"));

@@ -8,9 +8,7 @@ use crate::endpoints::Endpoints;
 use crate::output::{nodes_table, services_table, write_stdout, Output};
 
 pub async fn run(endpoints: &Endpoints, out: Output) -> anyhow::Result<()> {
-    let snapshot = endpoints
-        .run("cannot get the cluster", |c| async move { c.cluster().await })
-        .await?;
+    let snapshot = endpoints.run("cannot get the cluster", |c| async move { c.cluster().await }).await?;
     if out.data(&snapshot)? {
         return Ok(());
     }

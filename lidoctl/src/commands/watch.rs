@@ -47,10 +47,7 @@ pub async fn run(endpoints: &Endpoints, out: Output) -> anyhow::Result<()> {
         let delay = backoff(attempt);
         index = (index + 1) % clients.len();
         let url = clients[index].base_url();
-        eprintln!(
-            "reconnecting to {url} in {:.1}s (attempt {attempt})",
-            delay.as_secs_f64()
-        );
+        eprintln!("reconnecting to {url} in {:.1}s (attempt {attempt})", delay.as_secs_f64());
         tokio::select! {
             _ = &mut ctrl_c => return Ok(()),
             _ = tokio::time::sleep(delay) => {}
@@ -93,11 +90,7 @@ pub fn format_message(msg: &WatchMessage, out: Output) -> String {
     let (ts, event, details) = match msg {
         WatchMessage::Snapshot { seq, snapshot } => {
             let services = snapshot.services().count();
-            (
-                snapshot.ts,
-                "snapshot",
-                format!("{} node(s), {services} service(s), seq {seq}", snapshot.nodes.len()),
-            )
+            (snapshot.ts, "snapshot", format!("{} node(s), {services} service(s), seq {seq}", snapshot.nodes.len()))
         }
         WatchMessage::Event { ts, event, .. } => (*ts, event_name(event), event_details(event)),
         WatchMessage::Reply { id, ok, service, error } => {
@@ -144,11 +137,7 @@ fn event_details(event: &ClusterEvent) -> String {
 }
 
 fn service_summary(s: &ServiceInfo) -> String {
-    let kind = if s.service_type.is_empty() {
-        s.kind.to_string()
-    } else {
-        format!("{} {}", s.kind, s.service_type)
-    };
+    let kind = if s.service_type.is_empty() { s.kind.to_string() } else { format!("{} {}", s.kind, s.service_type) };
     let mut line = format!("{} ({kind}) on {}: {}", s.name, s.node, s.state);
     if s.restarts > 0 {
         line.push_str(&format!(", {} restart(s)", s.restarts));
@@ -182,24 +171,14 @@ mod tests {
         let msg = WatchMessage::Event {
             seq: 7,
             ts,
-            event: ClusterEvent::NodeChanged {
-                id: "n1".into(),
-                draining: true,
-                load: NodeLoad::default(),
-            },
+            event: ClusterEvent::NodeChanged { id: "n1".into(), draining: true, load: NodeLoad::default() },
         };
-        let table = Output {
-            format: OutputFormat::Table,
-            color: false,
-        };
+        let table = Output { format: OutputFormat::Table, color: false };
         assert_eq!(
             format_message(&msg, table),
             "2024-05-01T12:00:01.000Z  node_changed     n1 draining sessions=0 streams=0 open_orders=0\n"
         );
-        let json = Output {
-            format: OutputFormat::Json,
-            color: false,
-        };
+        let json = Output { format: OutputFormat::Json, color: false };
         let line = format_message(&msg, json);
         let back: WatchMessage = serde_json::from_str(&line).unwrap();
         assert_eq!(back, msg);

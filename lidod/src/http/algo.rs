@@ -67,10 +67,7 @@ pub async fn quote(State(infra): State<Infra>, ApiQuery(q): ApiQuery<SymbolQuery
 pub async fn book(State(infra): State<Infra>, ApiQuery(q): ApiQuery<SymbolQuery>) -> Result<Json<Book>, ApiError> {
     let depth = q.depth.unwrap_or(10);
     if !(1..=100).contains(&depth) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            format!("depth must be between 1 and 100, got {depth}"),
-        ));
+        return Err(ApiError::bad_request("invalid_query", format!("depth must be between 1 and 100, got {depth}")));
     }
     Ok(Json(infra.markets().book(&q.market, &q.symbol, depth).await?))
 }

@@ -73,20 +73,14 @@ pub async fn undrain(State(infra): State<Infra>, Path(id): Path<String>) -> Resu
 
 /// Snapshot first, then numbered events; takes commands with correlated replies.
 pub async fn watch(State(infra): State<Infra>, ws: WebSocketUpgrade) -> Response {
-    ws.max_message_size(64 * 1024)
-        .on_upgrade(move |socket| watch_session(infra, socket))
+    ws.max_message_size(64 * 1024).on_upgrade(move |socket| watch_session(infra, socket))
 }
 
 async fn watch_session(infra: Infra, socket: WebSocket) {
     let (mut sink, mut source) = socket.split();
     let (out_tx, mut out_rx) = mpsc::channel::<WatchMessage>(1024);
     let (mut events, mut seq) = infra.bus().subscribe();
-    let _ = out_tx
-        .send(WatchMessage::Snapshot {
-            seq,
-            snapshot: infra.snapshot(),
-        })
-        .await;
+    let _ = out_tx.send(WatchMessage::Snapshot { seq, snapshot: infra.snapshot() }).await;
     let writer = tokio::spawn(async move {
         while let Some(msg) = out_rx.recv().await {
             let Ok(text) = serde_json::to_string(&msg) else {
@@ -154,17 +148,7 @@ async fn execute(infra: &Infra, cmd: WatchCommand) -> WatchMessage {
         WatchCommand::Snapshot { id } => (id, Ok(None)),
     };
     match result {
-        Ok(service) => WatchMessage::Reply {
-            id,
-            ok: true,
-            service,
-            error: None,
-        },
-        Err(e) => WatchMessage::Reply {
-            id,
-            ok: false,
-            service: None,
-            error: Some(e.body().error),
-        },
+        Ok(service) => WatchMessage::Reply { id, ok: true, service, error: None },
+        Err(e) => WatchMessage::Reply { id, ok: false, service: None, error: Some(e.body().error) },
     }
 }

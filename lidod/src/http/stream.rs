@@ -26,8 +26,7 @@ use crate::markets::{feed_of, MdMsg, OrderMsg};
 pub async fn upgrade(State(infra): State<Infra>, Customer(customer): Customer, ws: WebSocketUpgrade) -> Response {
     // Frames up to 64 KiB are read and answered with an error when over the
     // protocol limit; anything larger closes the socket.
-    ws.max_message_size(64 * 1024)
-        .on_upgrade(move |socket| session(infra, customer, socket))
+    ws.max_message_size(64 * 1024).on_upgrade(move |socket| session(infra, customer, socket))
 }
 
 struct Sub {
@@ -40,6 +39,7 @@ async fn session(infra: Infra, customer: String, socket: WebSocket) {
     let (mut sink, mut source) = socket.split();
     let (out, mut out_rx) = mpsc::channel::<ServerMessage>(1024);
     let writer = tokio::spawn(async move {
+        let delivered = metrics::counter!("lido_stream_messages_total");
         while let Some(msg) = out_rx.recv().await {
             let Ok(text) = serde_json::to_string(&msg) else {
                 continue;
@@ -47,6 +47,7 @@ async fn session(infra: Infra, customer: String, socket: WebSocket) {
             if sink.send(Message::Text(text.into())).await.is_err() {
                 break;
             }
+            delivered.increment(1);
         }
         let _ = sink.close().await;
     });
@@ -72,10 +73,7 @@ async fn session(infra: Infra, customer: String, socket: WebSocket) {
         };
         if text.len() > MAX_STREAM_FRAME_BYTES {
             let _ = out
-                .send(error(
-                    "frame_too_large",
-                    format!("frames are limited to {MAX_STREAM_FRAME_BYTES} bytes"),
-                ))
+                .send(error("frame_too_large", format!("frames are limited to {MAX_STREAM_FRAME_BYTES} bytes")))
                 .await;
             continue;
         }
@@ -147,11 +145,7 @@ async fn subscribe(
         (_, Some(s)) => Some(markets.resolve(&market, &s).await?.1.symbol),
         (false, None) => None,
     };
-    let key = StreamKey {
-        channel,
-        market: market.clone(),
-        symbol: symbol.as_ref().map(|s| s.to_string()),
-    };
+    let key = StreamKey { channel, market: market.clone(), symbol: symbol.as_ref().map(|s| s.to_string()) };
     let ack = ServerMessage::Ack(StreamAck {
         op: "subscribed".into(),
         channel: Some(channel),
@@ -172,31 +166,21 @@ async fn subscribe(
         (Some(feed), Some(symbol)) => {
             let rx = markets.listen(&market, feed, &symbol).await?;
             let snapshot = match channel {
-                Channel::Quotes => markets
-                    .quote(&market, symbol.as_str())
-                    .await
-                    .ok()
-                    .and_then(|q| serde_json::to_value(q).ok()),
-                Channel::Book => markets
-                    .book(&market, symbol.as_str(), 20)
-                    .await
-                    .ok()
-                    .and_then(|b| serde_json::to_value(b).ok()),
+                Channel::Quotes => {
+                    markets.quote(&market, symbol.as_str()).await.ok().and_then(|q| serde_json::to_value(q).ok())
+                }
+                Channel::Book => {
+                    markets.book(&market, symbol.as_str(), 20).await.ok().and_then(|b| serde_json::to_value(b).ok())
+                }
                 _ => None,
             };
             let _ = out.send(ack).await;
-            Sub {
-                task: tokio::spawn(forward_md(key.clone(), snapshot, rx, out.clone())),
-                feed: Some((feed, symbol)),
-            }
+            Sub { task: tokio::spawn(forward_md(key.clone(), snapshot, rx, out.clone())), feed: Some((feed, symbol)) }
         }
         _ => {
             let rx = markets.order_updates();
             let open: Vec<_> = if channel == Channel::Orders {
-                let q = lido_shared::api::OrdersQuery {
-                    status: Some("open".into()),
-                    market: Some(market.clone()),
-                };
+                let q = lido_shared::api::OrdersQuery { status: Some("open".into()), market: Some(market.clone()) };
                 markets
                     .orders(customer, &q)?
                     .into_iter()
@@ -208,13 +192,7 @@ async fn subscribe(
             let snapshot = open.into_iter().filter_map(|o| serde_json::to_value(o).ok()).collect();
             let _ = out.send(ack).await;
             Sub {
-                task: tokio::spawn(forward_private(
-                    key.clone(),
-                    customer.to_string(),
-                    snapshot,
-                    rx,
-                    out.clone(),
-                )),
+                task: tokio::spawn(forward_private(key.clone(), customer.to_string(), snapshot, rx, out.clone())),
                 feed: None,
             }
         }
@@ -251,21 +229,11 @@ async fn forward_md(
         let msg = match rx.recv().await {
             Ok(MdMsg::Data(data)) => event(&key, seq + 1, (*data).clone(), None),
             Ok(MdMsg::Gap(reason)) => event(&key, seq + 1, serde_json::Value::Null, Some(reason)),
-            Err(broadcast::error::RecvError::Lagged(n)) => event(
-                &key,
-                seq + 1,
-                serde_json::Value::Null,
-                Some(format!("slow consumer: {n} updates skipped")),
-            ),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                event(&key, seq + 1, serde_json::Value::Null, Some(format!("slow consumer: {n} updates skipped")))
+            }
             Err(broadcast::error::RecvError::Closed) => {
-                let _ = out
-                    .send(event(
-                        &key,
-                        seq + 1,
-                        serde_json::Value::Null,
-                        Some("market closed".into()),
-                    ))
-                    .await;
+                let _ = out.send(event(&key, seq + 1, serde_json::Value::Null, Some("market closed".into()))).await;
                 return;
             }
         };
@@ -301,11 +269,7 @@ async fn forward_private(
                 }
                 serde_json::to_value(&o).ok()
             }
-            Ok(OrderMsg::Fill {
-                customer: c,
-                market,
-                fill,
-            }) if key.channel == Channel::Fills => {
+            Ok(OrderMsg::Fill { customer: c, market, fill }) if key.channel == Channel::Fills => {
                 let mine = c == customer
                     && market == key.market
                     && key.symbol.as_deref().is_none_or(|s| fill.symbol.as_str() == s);
@@ -318,11 +282,7 @@ async fn forward_private(
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 seq += 1;
                 let gap = format!("slow consumer: {n} updates skipped; GET /v1/orders and /v1/fills to re-sync");
-                if out
-                    .send(event(&key, seq, serde_json::Value::Null, Some(gap)))
-                    .await
-                    .is_err()
-                {
+                if out.send(event(&key, seq, serde_json::Value::Null, Some(gap))).await.is_err() {
                     return;
                 }
                 continue;
@@ -338,7 +298,5 @@ async fn forward_private(
 }
 
 fn error(code: &str, message: impl Into<String>) -> ServerMessage {
-    ServerMessage::Error {
-        error: ErrorDetail::new(code, message),
-    }
+    ServerMessage::Error { error: ErrorDetail::new(code, message) }
 }

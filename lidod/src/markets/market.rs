@@ -37,12 +37,7 @@ const FEED_BUFFER: usize = 1024;
 
 impl Market {
     pub fn new(name: String, pool: Vec<String>) -> Self {
-        Self {
-            name,
-            pool,
-            instruments: Mutex::new(Vec::new()),
-            feeds: Mutex::new(HashMap::new()),
-        }
+        Self { name, pool, instruments: Mutex::new(Vec::new()), feeds: Mutex::new(HashMap::new()) }
     }
 
     pub fn instruments(&self) -> Vec<Instrument> {
@@ -56,22 +51,16 @@ impl Market {
     }
 
     pub fn instrument(&self, symbol: &Symbol) -> Option<Instrument> {
-        self.instruments
-            .lock()
-            .ok()?
-            .iter()
-            .find(|i| &i.symbol == symbol)
-            .cloned()
+        self.instruments.lock().ok()?.iter().find(|i| &i.symbol == symbol).cloned()
     }
 
     /// Adds a listener; `true` in the answer means the venue must now be
     /// subscribed (first listener).
     pub fn listen(&self, feed: Feed, symbol: &Symbol) -> (broadcast::Receiver<MdMsg>, bool) {
         let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = feeds.entry((feed, symbol.clone())).or_insert_with(|| FeedEntry {
-            tx: broadcast::channel(FEED_BUFFER).0,
-            listeners: 0,
-        });
+        let entry = feeds
+            .entry((feed, symbol.clone()))
+            .or_insert_with(|| FeedEntry { tx: broadcast::channel(FEED_BUFFER).0, listeners: 0 });
         entry.listeners += 1;
         (entry.tx.subscribe(), entry.listeners == 1)
     }

@@ -17,11 +17,7 @@ use tracing::warn;
 #[derive(Clone, Debug)]
 pub enum OrderMsg {
     Order(Order),
-    Fill {
-        customer: String,
-        market: String,
-        fill: Fill,
-    },
+    Fill { customer: String, market: String, fill: Fill },
 }
 
 pub struct OrderStore {
@@ -49,10 +45,7 @@ impl Default for OrderStore {
 
 impl OrderStore {
     pub fn new() -> Self {
-        Self {
-            state: Mutex::new(State::default()),
-            updates: broadcast::channel(8192).0,
-        }
+        Self { state: Mutex::new(State::default()), updates: broadcast::channel(8192).0 }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<OrderMsg> {
@@ -80,21 +73,12 @@ impl OrderStore {
 
     pub fn list(&self, filter: impl Fn(&Order) -> bool) -> Vec<Order> {
         let mut out: Vec<Order> = self.lock().orders.values().filter(|o| filter(o)).cloned().collect();
-        out.sort_by(|a, b| {
-            a.created_at
-                .cmp(&b.created_at)
-                .then_with(|| a.order_id.cmp(&b.order_id))
-        });
+        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.order_id.cmp(&b.order_id)));
         out
     }
 
     pub fn fills(&self, customer: &str) -> Vec<Fill> {
-        self.lock()
-            .fills
-            .iter()
-            .filter(|(c, _)| c == customer)
-            .map(|(_, f)| f.clone())
-            .collect()
+        self.lock().fills.iter().filter(|(c, _)| c == customer).map(|(_, f)| f.clone()).collect()
     }
 
     pub fn open_count(&self) -> usize {
@@ -192,11 +176,7 @@ impl OrderStore {
         st.fill_ids.insert(fill.fill_id.clone());
         st.fills.push((customer.clone(), fill.clone()));
         // A parked terminal report applies once its fills are all in.
-        if st
-            .parked
-            .get(&fill.order_id)
-            .is_some_and(|r| r.filled_quantity <= filled)
-        {
+        if st.parked.get(&fill.order_id).is_some_and(|r| r.filled_quantity <= filled) {
             let report = st.parked.remove(&fill.order_id).expect("checked");
             let order = st.orders.get_mut(&fill.order_id).expect("present");
             if order.status.can_become(report.status) {
@@ -206,11 +186,7 @@ impl OrderStore {
         }
         let snapshot = st.orders.get(&fill.order_id).cloned();
         drop(st);
-        let _ = self.updates.send(OrderMsg::Fill {
-            customer,
-            market,
-            fill: fill.clone(),
-        });
+        let _ = self.updates.send(OrderMsg::Fill { customer, market, fill: fill.clone() });
         if let Some(o) = &snapshot {
             let _ = self.updates.send(OrderMsg::Order(o.clone()));
         }
@@ -303,9 +279,7 @@ mod tests {
     fn terminal_report_before_fills_waits_for_them() {
         let store = OrderStore::new();
         store.insert_once(order("o1", "c1"));
-        let o = store
-            .apply_report(&report(OrderStatus::Canceled, dec!(0.4)), "paper")
-            .unwrap();
+        let o = store.apply_report(&report(OrderStatus::Canceled, dec!(0.4)), "paper").unwrap();
         assert_eq!(o.status, OrderStatus::Accepted, "cancel parked until the fill arrives");
         let o = store.apply_fill(&fill("f1", dec!(0.4))).unwrap();
         assert_eq!(o.status, OrderStatus::Canceled);

@@ -65,12 +65,7 @@ pub struct PaperConfig {
 
 impl Default for PaperConfig {
     fn default() -> Self {
-        Self {
-            seed: 1,
-            starting_cash: Decimal::from(100_000),
-            fee_rate: Decimal::new(1, 3),
-            depth: 20,
-        }
+        Self { seed: 1, starting_cash: Decimal::from(100_000), fee_rate: Decimal::new(1, 3), depth: 20 }
     }
 }
 
@@ -125,10 +120,7 @@ impl PaperVenue {
     pub fn new(config: PaperConfig, now: DateTime<Utc>) -> Self {
         let mut rng = SmallRng::seed_from_u64(config.seed);
         let depth = config.depth.max(1);
-        let markets = catalogue()
-            .into_iter()
-            .map(|p| Market::new(p, &mut rng, depth, now))
-            .collect();
+        let markets = catalogue().into_iter().map(|p| Market::new(p, &mut rng, depth, now)).collect();
         Self {
             config,
             rng,
@@ -168,9 +160,7 @@ impl PaperVenue {
 
     /// Top of book and last trade.
     pub fn quote(&self, symbol: &Symbol) -> Result<Quote, PaperError> {
-        let i = self
-            .market(symbol)
-            .ok_or_else(|| PaperError::UnknownSymbol(symbol.to_string()))?;
+        let i = self.market(symbol).ok_or_else(|| PaperError::UnknownSymbol(symbol.to_string()))?;
         Ok(self.markets[i].quote())
     }
 
@@ -178,9 +168,7 @@ impl PaperVenue {
     /// [`PaperConfig::depth`]), including what orders have consumed since
     /// the last tick.
     pub fn book(&self, symbol: &Symbol, depth: usize) -> Result<Book, PaperError> {
-        let i = self
-            .market(symbol)
-            .ok_or_else(|| PaperError::UnknownSymbol(symbol.to_string()))?;
+        let i = self.market(symbol).ok_or_else(|| PaperError::UnknownSymbol(symbol.to_string()))?;
         Ok(self.markets[i].book(depth))
     }
 
@@ -190,9 +178,7 @@ impl PaperVenue {
     /// the new best prices, and resting orders are not matched until the
     /// next tick.
     pub fn set_book(&mut self, symbol: &Symbol, bids: Vec<BookLevel>, asks: Vec<BookLevel>) -> Result<(), PaperError> {
-        let i = self
-            .market(symbol)
-            .ok_or_else(|| PaperError::UnknownSymbol(symbol.to_string()))?;
+        let i = self.market(symbol).ok_or_else(|| PaperError::UnknownSymbol(symbol.to_string()))?;
         self.markets[i].set_book(bids, asks, self.now);
         Ok(())
     }
@@ -271,12 +257,8 @@ impl PaperVenue {
     /// oldest first, each at its limit price.
     fn match_resting(&mut self, m: usize, now: DateTime<Utc>) -> Vec<(usize, Fill, Trade)> {
         let symbol = self.markets[m].symbol().clone();
-        let resting: Vec<usize> = self
-            .open
-            .iter()
-            .copied()
-            .filter(|&i| self.orders[i].order.symbol == symbol)
-            .collect();
+        let resting: Vec<usize> =
+            self.open.iter().copied().filter(|&i| self.orders[i].order.symbol == symbol).collect();
         let mut executions = Vec::new();
         for i in resting {
             let order = &self.orders[i];
@@ -315,9 +297,7 @@ impl PaperVenue {
         }
 
         let starting_cash = self.config.starting_cash;
-        self.accounts
-            .entry(order.account.clone())
-            .or_insert_with(|| Account::new(starting_cash));
+        self.accounts.entry(order.account.clone()).or_insert_with(|| Account::new(starting_cash));
         let checked = self.check(&order);
 
         let i = self.orders.len();
@@ -358,10 +338,7 @@ impl PaperVenue {
     /// Why `order` cannot be accepted, if it cannot; else its market.
     fn check(&self, order: &VenueOrder) -> Result<usize, String> {
         let m = self.market(&order.symbol).ok_or_else(|| {
-            format!(
-                "unknown symbol {}: list the instruments to see what the paper venue trades",
-                order.symbol
-            )
+            format!("unknown symbol {}: list the instruments to see what the paper venue trades", order.symbol)
         })?;
         let market = &self.markets[m];
         let instrument = market.instrument();
@@ -415,10 +392,7 @@ impl PaperVenue {
         let side = order.side;
         let pieces = walk(self.markets[m].opposite(side), side, order.quantity, order.limit_price);
         self.markets[m].consume(side, totals(&pieces).0);
-        pieces
-            .into_iter()
-            .map(|p| self.execute(i, p.price, p.quantity, now))
-            .collect()
+        pieces.into_iter().map(|p| self.execute(i, p.price, p.quantity, now)).collect()
     }
 
     /// After the first match: done, resting, or the remainder canceled.
@@ -449,16 +423,10 @@ impl PaperVenue {
         now: DateTime<Utc>,
     ) -> Result<(VenueOrderReport, Vec<ServiceEvent>), PaperError> {
         let key = (account.to_string(), client_id.to_string());
-        let &i = self
-            .by_client_id
-            .get(&key)
-            .ok_or_else(|| PaperError::UnknownOrder(client_id.to_string()))?;
+        let &i = self.by_client_id.get(&key).ok_or_else(|| PaperError::UnknownOrder(client_id.to_string()))?;
         if !self.open.contains(&i) {
             let status = self.orders[i].status;
-            return Err(PaperError::NotOpen {
-                client_id: client_id.to_string(),
-                status,
-            });
+            return Err(PaperError::NotOpen { client_id: client_id.to_string(), status });
         }
         self.orders[i].finish(OrderStatus::Canceled, CANCELED_ON_REQUEST, now);
         self.close(i);
@@ -493,42 +461,25 @@ impl PaperVenue {
         let state = &mut self.orders[i];
         state.filled_quantity += quantity;
         state.filled_notional += notional;
-        state.status = if state.remaining().is_zero() {
-            OrderStatus::Filled
-        } else {
-            OrderStatus::PartiallyFilled
-        };
+        state.status = if state.remaining().is_zero() { OrderStatus::Filled } else { OrderStatus::PartiallyFilled };
         state.updated = now;
         let order = state.order.clone();
         let filled = state.status == OrderStatus::Filled;
 
-        let m = self
-            .market(&order.symbol)
-            .expect("orders are only accepted for listed symbols");
+        let m = self.market(&order.symbol).expect("orders are only accepted for listed symbols");
         let instrument = self.markets[m].instrument().clone();
         self.markets[m].last = Some(price);
-        let account = self
-            .accounts
-            .get_mut(&order.account)
-            .expect("accounts exist before their orders");
+        let account = self.accounts.get_mut(&order.account).expect("accounts exist before their orders");
         match order.side {
             Side::Buy => {
                 account.holding(&instrument.quote).total -= notional + fee;
                 account.holding(&instrument.base).total += quantity;
-                account
-                    .positions
-                    .entry(order.symbol.clone())
-                    .or_default()
-                    .buy(price, quantity);
+                account.positions.entry(order.symbol.clone()).or_default().buy(price, quantity);
             }
             Side::Sell => {
                 account.holding(&instrument.base).total -= quantity;
                 account.holding(&instrument.quote).total += notional - fee;
-                account
-                    .positions
-                    .entry(order.symbol.clone())
-                    .or_default()
-                    .sell(quantity);
+                account.positions.entry(order.symbol.clone()).or_default().sell(quantity);
             }
         }
         if filled {
@@ -570,10 +521,7 @@ impl PaperVenue {
         let (asset, needed) = match state.order.side {
             Side::Buy => {
                 let limit = state.order.limit_price.unwrap_or_default();
-                (
-                    &instrument.quote,
-                    state.remaining() * limit * (Decimal::ONE + self.config.fee_rate),
-                )
+                (&instrument.quote, state.remaining() * limit * (Decimal::ONE + self.config.fee_rate))
             }
             Side::Sell => (&instrument.base, state.remaining()),
         };
@@ -583,10 +531,7 @@ impl PaperVenue {
             return;
         }
         let asset = asset.clone();
-        let account = self
-            .accounts
-            .get_mut(&state.order.account)
-            .expect("accounts exist before their orders");
+        let account = self.accounts.get_mut(&state.order.account).expect("accounts exist before their orders");
         account.holding(&asset).reserved += delta;
         self.orders[i].reserved = needed;
     }
@@ -595,14 +540,7 @@ impl PaperVenue {
     fn print(&mut self, symbol: &Symbol, side: Side, price: Decimal, quantity: Decimal, now: DateTime<Utc>) -> Trade {
         let trade_id = format!("T-{}", self.next_trade);
         self.next_trade += 1;
-        Trade {
-            symbol: symbol.clone(),
-            trade_id,
-            price,
-            quantity,
-            side,
-            ts: now,
-        }
+        Trade { symbol: symbol.clone(), trade_id, price, quantity, side, ts: now }
     }
 
     // -- accounts -----------------------------------------------------------
@@ -612,20 +550,12 @@ impl PaperVenue {
     pub fn balances(&self, account: &str) -> Vec<Balance> {
         let Some(account) = self.accounts.get(account) else {
             let cash = self.config.starting_cash;
-            return vec![Balance {
-                asset: CASH.to_string(),
-                total: cash,
-                available: cash,
-            }];
+            return vec![Balance { asset: CASH.to_string(), total: cash, available: cash }];
         };
         account
             .holdings
             .iter()
-            .map(|(asset, h)| Balance {
-                asset: asset.clone(),
-                total: h.total,
-                available: h.available(),
-            })
+            .map(|(asset, h)| Balance { asset: asset.clone(), total: h.total, available: h.available() })
             .collect()
     }
 

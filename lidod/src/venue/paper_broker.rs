@@ -47,15 +47,9 @@ impl PaperOptions {
         let mut out = Self::default();
         for (k, v) in options {
             match k.as_str() {
-                "seed" => {
-                    out.seed = v
-                        .parse()
-                        .map_err(|_| format!("option seed must be a whole number, got {v:?}"))?
-                }
+                "seed" => out.seed = v.parse().map_err(|_| format!("option seed must be a whole number, got {v:?}"))?,
                 "tick_ms" => {
-                    let ms: u64 = v
-                        .parse()
-                        .map_err(|_| format!("option tick_ms must be a whole number, got {v:?}"))?;
+                    let ms: u64 = v.parse().map_err(|_| format!("option tick_ms must be a whole number, got {v:?}"))?;
                     if !(1..=60_000).contains(&ms) {
                         return Err(format!("option tick_ms must be between 1 and 60000, got {ms}"));
                     }
@@ -200,16 +194,10 @@ impl CommandHandler for PaperBroker {
                 self.subs().remove(&(feed, symbol));
                 Ok(ReplyBody::Done)
             }
-            Command::Quote { symbol } => self
-                .venue()
-                .quote(&symbol)
-                .map(ReplyBody::Quote)
-                .map_err(|e| detail(&e)),
-            Command::Book { symbol, depth } => self
-                .venue()
-                .book(&symbol, depth)
-                .map(ReplyBody::Book)
-                .map_err(|e| detail(&e)),
+            Command::Quote { symbol } => self.venue().quote(&symbol).map(ReplyBody::Quote).map_err(|e| detail(&e)),
+            Command::Book { symbol, depth } => {
+                self.venue().book(&symbol, depth).map(ReplyBody::Book).map_err(|e| detail(&e))
+            }
             Command::PlaceOrder { order } => {
                 let (report, events) = self.venue().place(order, now);
                 self.emit(events).await;

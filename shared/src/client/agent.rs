@@ -78,12 +78,15 @@ impl AgentConfig {
 /// Cancels `shutdown` when stdin reaches end of file. A manager starts its
 /// child services with a pipe on stdin that it never writes to, so this
 /// fires when the manager dies, even by SIGKILL: children never outlive it.
+///
+/// The read runs on a plain thread, not tokio's blocking pool, so that it
+/// never holds up the runtime's shutdown.
 pub fn exit_with_parent(shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        use tokio::io::AsyncReadExt;
-        let mut stdin = tokio::io::stdin();
+    let spawned = std::thread::Builder::new().name("parent-watch".into()).spawn(move || {
+        use std::io::Read;
+        let mut stdin = std::io::stdin();
         let mut buf = [0u8; 64];
-        while let Ok(n) = stdin.read(&mut buf).await {
+        while let Ok(n) = stdin.read(&mut buf) {
             if n == 0 {
                 break;
             }
@@ -91,6 +94,9 @@ pub fn exit_with_parent(shutdown: CancellationToken) {
         info!("parent manager gone (stdin closed); stopping");
         shutdown.cancel();
     });
+    if let Err(e) = spawned {
+        warn!(error = %e, "cannot watch the parent process");
+    }
 }
 
 /// A running agent.
@@ -111,9 +117,7 @@ impl Agent {
         let listener = TcpListener::bind(SocketAddr::new(config.bind, 0))
             .await
             .map_err(|e| ClientError::Protocol(format!("cannot bind the pipe listener: {e}")))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let addr = listener.local_addr().map_err(|e| ClientError::Protocol(e.to_string()))?;
         let ws_url = format!("ws://{addr}/pipe");
         let (status, _) = watch::channel((ServiceState::Running, None));
         let shared = Arc::new(Shared {
@@ -123,11 +127,7 @@ impl Agent {
             session: Mutex::new(None),
         });
         let (cmd_tx, cmd_rx) = mpsc::channel(1024);
-        let instance = format!(
-            "{}-{}",
-            std::process::id(),
-            Utc::now().timestamp_nanos_opt().unwrap_or_default()
-        );
+        let instance = format!("{}-{}", std::process::id(), Utc::now().timestamp_nanos_opt().unwrap_or_default());
         let checkin = CheckIn {
             name: config.name.clone(),
             kind: config.kind,
@@ -137,17 +137,8 @@ impl Agent {
             instance,
         };
         info!(name = %config.name, kind = %config.kind, %ws_url, "service pipe listening");
-        let task = tokio::spawn(run(
-            config.manager_url,
-            checkin,
-            listener,
-            shared,
-            handler,
-            events,
-            cmd_tx,
-            cmd_rx,
-            shutdown,
-        ));
+        let task =
+            tokio::spawn(run(config.manager_url, checkin, listener, shared, handler, events, cmd_tx, cmd_rx, shutdown));
         Ok(Self { ws_url, status, task })
     }
 
@@ -162,9 +153,7 @@ impl Agent {
 
     /// Waits until the agent stops (shutdown, `Stop` command, or a refused check-in).
     pub async fn wait(self) -> Result<(), ClientError> {
-        self.task
-            .await
-            .map_err(|e| ClientError::Protocol(format!("agent task failed: {e}")))?
+        self.task.await.map_err(|e| ClientError::Protocol(format!("agent task failed: {e}")))?
     }
 }
 
@@ -235,9 +224,8 @@ async fn checkin_loop(
                 Ok(resp) if resp.status().is_client_error() => {
                     let status = resp.status().as_u16();
                     let body: Option<ErrorBody> = resp.json().await.ok();
-                    let (code, message) = body.map_or(("refused".into(), "check-in refused".into()), |b| {
-                        (b.error.code, b.error.message)
-                    });
+                    let (code, message) =
+                        body.map_or(("refused".into(), "check-in refused".into()), |b| (b.error.code, b.error.message));
                     warn!(name = %checkin.name, status, %code, %message, "manager refused check-in");
                     return Err(ClientError::Api { status, code, message });
                 }
@@ -308,9 +296,8 @@ async fn pipe_session(
     cmd_tx: mpsc::Sender<(u64, Command, Outbox)>,
     token: CancellationToken,
 ) {
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(MAX_FRAME_BYTES))
-        .max_frame_size(Some(MAX_FRAME_BYTES));
+    let config =
+        WebSocketConfig::default().max_message_size(Some(MAX_FRAME_BYTES)).max_frame_size(Some(MAX_FRAME_BYTES));
     let mut ws = match tokio_tungstenite::accept_async_with_config(stream, Some(config)).await {
         Ok(ws) => ws,
         Err(e) => {
@@ -462,10 +449,7 @@ async fn event_pump(mut events: mpsc::Receiver<ServiceEvent>, shared: Arc<Shared
 
 fn push_backlog(backlog: &mut VecDeque<ServiceEvent>, ev: ServiceEvent) {
     if backlog.len() >= BACKLOG_LIMIT {
-        warn!(
-            limit = BACKLOG_LIMIT,
-            "event backlog full, dropping the oldest order event"
-        );
+        warn!(limit = BACKLOG_LIMIT, "event backlog full, dropping the oldest order event");
         backlog.pop_front();
     }
     backlog.push_back(ev);

@@ -36,11 +36,7 @@ impl From<tokio_tungstenite::tungstenite::Error> for ClientError {
 
 impl ClientError {
     pub fn from_detail(status: u16, detail: ErrorDetail) -> Self {
-        Self::Api {
-            status,
-            code: detail.code,
-            message: detail.message,
-        }
+        Self::Api { status, code: detail.code, message: detail.message }
     }
 
     /// The API error code, if Lido answered with one.

@@ -30,11 +30,7 @@ impl LidoClient {
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(15))
             .build()?;
-        Ok(Self {
-            base,
-            token: None,
-            http,
-        })
+        Ok(Self { base, token: None, http })
     }
 
     /// Sends `Authorization: Bearer <token>` (a session id or an API token).
@@ -55,10 +51,7 @@ impl LidoClient {
 
     /// Opens a session for `customer`; use the returned id as token.
     pub async fn open_session(&self, customer: &str) -> Result<Session, ClientError> {
-        let body = SessionRequest {
-            customer: customer.to_string(),
-            location: None,
-        };
+        let body = SessionRequest { customer: customer.to_string(), location: None };
         self.send(self.req(Method::POST, "/v1/sessions").json(&body)).await
     }
 
@@ -71,23 +64,19 @@ impl LidoClient {
     }
 
     pub async fn stop_service(&self, name: &str) -> Result<ServiceInfo, ClientError> {
-        self.send(self.req(Method::DELETE, &format!("/v1/services/{}", enc(name))))
-            .await
+        self.send(self.req(Method::DELETE, &format!("/v1/services/{}", enc(name)))).await
     }
 
     pub async fn restart_service(&self, name: &str) -> Result<ServiceInfo, ClientError> {
-        self.send(self.req(Method::POST, &format!("/v1/services/{}/restart", enc(name))))
-            .await
+        self.send(self.req(Method::POST, &format!("/v1/services/{}/restart", enc(name)))).await
     }
 
     pub async fn drain_node(&self, node: &str) -> Result<NodeInfo, ClientError> {
-        self.send(self.req(Method::POST, &format!("/v1/nodes/{}/drain", enc(node))))
-            .await
+        self.send(self.req(Method::POST, &format!("/v1/nodes/{}/drain", enc(node)))).await
     }
 
     pub async fn undrain_node(&self, node: &str) -> Result<NodeInfo, ClientError> {
-        self.send(self.req(Method::POST, &format!("/v1/nodes/{}/undrain", enc(node))))
-            .await
+        self.send(self.req(Method::POST, &format!("/v1/nodes/{}/undrain", enc(node)))).await
     }
 
     /// The live cluster stream (snapshot first, then events; accepts commands).
@@ -106,17 +95,11 @@ impl LidoClient {
     }
 
     pub async fn quote(&self, market: &str, symbol: &str) -> Result<Quote, ClientError> {
-        self.get(&format!("/v1/quotes?market={}&symbol={}", enc(market), enc(symbol)))
-            .await
+        self.get(&format!("/v1/quotes?market={}&symbol={}", enc(market), enc(symbol))).await
     }
 
     pub async fn book(&self, market: &str, symbol: &str, depth: usize) -> Result<Book, ClientError> {
-        self.get(&format!(
-            "/v1/book?market={}&symbol={}&depth={depth}",
-            enc(market),
-            enc(symbol)
-        ))
-        .await
+        self.get(&format!("/v1/book?market={}&symbol={}&depth={depth}", enc(market), enc(symbol))).await
     }
 
     /// Places an order. `created` is false when the client order id was
@@ -133,8 +116,7 @@ impl LidoClient {
     }
 
     pub async fn cancel_order(&self, order_id: &str) -> Result<Order, ClientError> {
-        self.send(self.req(Method::DELETE, &format!("/v1/orders/{}", enc(order_id))))
-            .await
+        self.send(self.req(Method::DELETE, &format!("/v1/orders/{}", enc(order_id)))).await
     }
 
     pub async fn orders(&self, query: &OrdersQuery) -> Result<Vec<Order>, ClientError> {
@@ -142,11 +124,7 @@ impl LidoClient {
     }
 
     pub async fn open_orders(&self) -> Result<Vec<Order>, ClientError> {
-        self.orders(&OrdersQuery {
-            status: Some("open".into()),
-            market: None,
-        })
-        .await
+        self.orders(&OrdersQuery { status: Some("open".into()), market: None }).await
     }
 
     pub async fn fills(&self) -> Result<Vec<Fill>, ClientError> {
@@ -154,13 +132,11 @@ impl LidoClient {
     }
 
     pub async fn positions(&self, market: Option<&str>) -> Result<Vec<Position>, ClientError> {
-        self.send(self.req(Method::GET, "/v1/positions").query(&[("market", market)]))
-            .await
+        self.send(self.req(Method::GET, "/v1/positions").query(&[("market", market)])).await
     }
 
     pub async fn balances(&self, market: Option<&str>) -> Result<Vec<Balance>, ClientError> {
-        self.send(self.req(Method::GET, "/v1/balances").query(&[("market", market)]))
-            .await
+        self.send(self.req(Method::GET, "/v1/balances").query(&[("market", market)])).await
     }
 
     /// The algo stream (`/v1/stream`).
@@ -195,10 +171,7 @@ impl LidoClient {
     async fn execute(&self, req: RequestBuilder) -> Result<reqwest::Response, ClientError> {
         req.send().await.map_err(|e| {
             if e.is_connect() {
-                ClientError::Unreachable {
-                    url: self.base.clone(),
-                    source: e,
-                }
+                ClientError::Unreachable { url: self.base.clone(), source: e }
             } else {
                 ClientError::Http(e)
             }
@@ -219,10 +192,7 @@ async fn decode<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, Clien
     let bytes = resp.bytes().await?;
     if status.is_success() {
         return serde_json::from_slice(&bytes).map_err(|e| {
-            ClientError::Protocol(format!(
-                "cannot decode answer: {e}: {}",
-                String::from_utf8_lossy(&bytes)
-            ))
+            ClientError::Protocol(format!("cannot decode answer: {e}: {}", String::from_utf8_lossy(&bytes)))
         });
     }
     match serde_json::from_slice::<ErrorBody>(&bytes) {

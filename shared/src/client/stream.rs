@@ -75,9 +75,7 @@ pub struct Stream {
 
 impl Stream {
     pub async fn connect(url: &str, token: Option<&str>) -> Result<Self, ClientError> {
-        Ok(Self {
-            ws: connect(url, token).await?,
-        })
+        Ok(Self { ws: connect(url, token).await? })
     }
 
     pub async fn send(&mut self, msg: &ClientMessage) -> Result<(), ClientError> {
@@ -93,12 +91,7 @@ impl Stream {
     }
 
     pub async fn subscribe(&mut self, channel: Channel, market: &str, symbol: Option<&str>) -> Result<(), ClientError> {
-        self.send(&ClientMessage::Subscribe {
-            channel,
-            market: market.into(),
-            symbol: symbol.map(Into::into),
-        })
-        .await
+        self.send(&ClientMessage::Subscribe { channel, market: market.into(), symbol: symbol.map(Into::into) }).await
     }
 
     pub async fn unsubscribe(
@@ -107,12 +100,7 @@ impl Stream {
         market: &str,
         symbol: Option<&str>,
     ) -> Result<(), ClientError> {
-        self.send(&ClientMessage::Unsubscribe {
-            channel,
-            market: market.into(),
-            symbol: symbol.map(Into::into),
-        })
-        .await
+        self.send(&ClientMessage::Unsubscribe { channel, market: market.into(), symbol: symbol.map(Into::into) }).await
     }
 
     /// The next message of any kind.
@@ -148,9 +136,7 @@ pub struct ClusterWatch {
 
 impl ClusterWatch {
     pub async fn connect(url: &str, token: Option<&str>) -> Result<Self, ClientError> {
-        Ok(Self {
-            ws: connect(url, token).await?,
-        })
+        Ok(Self { ws: connect(url, token).await? })
     }
 
     pub async fn next(&mut self) -> Result<WatchMessage, ClientError> {
@@ -171,10 +157,7 @@ mod tests {
 
     #[test]
     fn http_to_ws() {
-        assert_eq!(
-            ws_url("http://127.0.0.1:7700", "/v1/stream").unwrap(),
-            "ws://127.0.0.1:7700/v1/stream"
-        );
+        assert_eq!(ws_url("http://127.0.0.1:7700", "/v1/stream").unwrap(), "ws://127.0.0.1:7700/v1/stream");
         assert_eq!(ws_url("https://lido.example", "/x").unwrap(), "wss://lido.example/x");
         assert!(ws_url("ftp://x", "/").is_err());
     }

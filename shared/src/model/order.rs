@@ -145,10 +145,7 @@ impl Order {
     /// Moves the order to `next`, or says why it cannot.
     pub fn transition(&mut self, next: OrderStatus, at: DateTime<Utc>) -> Result<(), ModelError> {
         if !self.status.can_become(next) {
-            return Err(ModelError::IllegalTransition {
-                from: self.status,
-                to: next,
-            });
+            return Err(ModelError::IllegalTransition { from: self.status, to: next });
         }
         self.status = next;
         self.updated_at = at;
@@ -158,28 +155,15 @@ impl Order {
     /// Books a fill: quantity, average price and status move together.
     pub fn apply_fill(&mut self, fill: &Fill) -> Result<(), ModelError> {
         if fill.order_id != self.order_id {
-            return Err(ModelError::WrongOrder {
-                order: self.order_id.clone(),
-                fill_order: fill.order_id.clone(),
-            });
+            return Err(ModelError::WrongOrder { order: self.order_id.clone(), fill_order: fill.order_id.clone() });
         }
         let remaining = self.remaining();
         if fill.quantity <= Decimal::ZERO || fill.quantity > remaining {
-            return Err(ModelError::Overfill {
-                fill: fill.quantity,
-                remaining,
-            });
+            return Err(ModelError::Overfill { fill: fill.quantity, remaining });
         }
-        let next = if fill.quantity == remaining {
-            OrderStatus::Filled
-        } else {
-            OrderStatus::PartiallyFilled
-        };
+        let next = if fill.quantity == remaining { OrderStatus::Filled } else { OrderStatus::PartiallyFilled };
         if !self.status.can_become(next) {
-            return Err(ModelError::IllegalTransition {
-                from: self.status,
-                to: next,
-            });
+            return Err(ModelError::IllegalTransition { from: self.status, to: next });
         }
         let notional = self.average_price.unwrap_or_default() * self.filled_quantity + fill.price * fill.quantity;
         self.filled_quantity += fill.quantity;
@@ -277,17 +261,8 @@ mod tests {
         use OrderStatus::*;
         let mut o = order(dec!(1));
         o.transition(Accepted, Utc::now()).unwrap();
-        assert_eq!(
-            o.transition(New, Utc::now()),
-            Err(ModelError::IllegalTransition {
-                from: Accepted,
-                to: New
-            })
-        );
-        assert!(
-            o.transition(Rejected, Utc::now()).is_err(),
-            "an accepted order cannot be rejected"
-        );
+        assert_eq!(o.transition(New, Utc::now()), Err(ModelError::IllegalTransition { from: Accepted, to: New }));
+        assert!(o.transition(Rejected, Utc::now()).is_err(), "an accepted order cannot be rejected");
         assert!(o.transition(Accepted, Utc::now()).is_err());
         o.transition(Canceled, Utc::now()).unwrap();
         assert!(o.transition(Filled, Utc::now()).is_err());
@@ -299,10 +274,7 @@ mod tests {
         let mut o = order(dec!(1));
         o.apply_fill(&fill(dec!(0.5), dec!(100))).unwrap();
         let before = o.clone();
-        assert!(matches!(
-            o.apply_fill(&fill(dec!(0.6), dec!(100))),
-            Err(ModelError::Overfill { .. })
-        ));
+        assert!(matches!(o.apply_fill(&fill(dec!(0.6), dec!(100))), Err(ModelError::Overfill { .. })));
         assert!(o.apply_fill(&fill(dec!(0), dec!(100))).is_err());
         assert_eq!(o, before);
     }

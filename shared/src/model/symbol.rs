@@ -101,10 +101,7 @@ impl Instrument {
             return Err(format!("quantity must be positive, got {quantity}"));
         }
         if quantity < self.min_quantity {
-            return Err(format!(
-                "quantity {quantity} is below the minimum {} for {}",
-                self.min_quantity, self.symbol
-            ));
+            return Err(format!("quantity {quantity} is below the minimum {} for {}", self.min_quantity, self.symbol));
         }
         if !(quantity % self.lot_size).is_zero() {
             return Err(format!(

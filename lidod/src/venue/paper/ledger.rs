@@ -59,14 +59,8 @@ pub(super) struct Account {
 
 impl Account {
     pub(super) fn new(starting_cash: Decimal) -> Self {
-        let cash = Holding {
-            total: starting_cash,
-            reserved: Decimal::ZERO,
-        };
-        Self {
-            holdings: BTreeMap::from([(CASH.to_string(), cash)]),
-            positions: BTreeMap::new(),
-        }
+        let cash = Holding { total: starting_cash, reserved: Decimal::ZERO };
+        Self { holdings: BTreeMap::from([(CASH.to_string(), cash)]), positions: BTreeMap::new() }
     }
 
     pub(super) fn available(&self, asset: &str) -> Decimal {

@@ -214,10 +214,7 @@ pub(super) fn walk(levels: &[BookLevel], taker: Side, quantity: Decimal, limit: 
             break;
         }
         let take = left.min(level.size());
-        pieces.push(Piece {
-            price: level.price(),
-            quantity: take,
-        });
+        pieces.push(Piece { price: level.price(), quantity: take });
         left -= take;
     }
     pieces
@@ -237,9 +234,7 @@ pub(super) fn consume(levels: &mut Vec<BookLevel>, mut quantity: Decimal) {
 
 /// Total quantity and notional of a walk.
 pub(super) fn totals(pieces: &[Piece]) -> (Decimal, Decimal) {
-    pieces.iter().fold((Decimal::ZERO, Decimal::ZERO), |(q, n), p| {
-        (q + p.quantity, n + p.price * p.quantity)
-    })
+    pieces.iter().fold((Decimal::ZERO, Decimal::ZERO), |(q, n), p| (q + p.quantity, n + p.price * p.quantity))
 }
 
 // ---------------------------------------------------------------------------
@@ -267,15 +262,8 @@ impl Market {
     /// A market at its starting price with a fresh book.
     pub fn new(profile: Profile, rng: &mut SmallRng, depth: usize, now: DateTime<Utc>) -> Self {
         let mid = snap(profile.start_price, profile.instrument.tick_size);
-        let mut market = Self {
-            profile,
-            mid,
-            bids: Vec::new(),
-            asks: Vec::new(),
-            top: (mid, mid),
-            last: None,
-            ts: now,
-        };
+        let mut market =
+            Self { profile, mid, bids: Vec::new(), asks: Vec::new(), top: (mid, mid), last: None, ts: now };
         market.rebuild(rng, depth, now);
         market
     }
@@ -316,15 +304,13 @@ impl Market {
         self.bids.clear();
         let mut price = best_bid;
         while self.bids.len() < depth && price > Decimal::ZERO {
-            self.bids
-                .push(BookLevel(price, random_size(rng, lot, self.profile.level_lots)));
+            self.bids.push(BookLevel(price, random_size(rng, lot, self.profile.level_lots)));
             price -= step * Decimal::from(rng.gen_range(1..=2));
         }
         self.asks.clear();
         let mut price = best_ask;
         while self.asks.len() < depth {
-            self.asks
-                .push(BookLevel(price, random_size(rng, lot, self.profile.level_lots)));
+            self.asks.push(BookLevel(price, random_size(rng, lot, self.profile.level_lots)));
             price += step * Decimal::from(rng.gen_range(1..=2));
         }
         self.top = (best_bid, best_ask);
@@ -390,33 +376,14 @@ impl Market {
 
     /// Top of book and last trade.
     pub fn quote(&self) -> Quote {
-        let (bid, bid_size) = self
-            .bids
-            .first()
-            .map_or((self.top.0, Decimal::ZERO), |l| (l.price(), l.size()));
-        let (ask, ask_size) = self
-            .asks
-            .first()
-            .map_or((self.top.1, Decimal::ZERO), |l| (l.price(), l.size()));
-        Quote {
-            symbol: self.symbol().clone(),
-            bid,
-            ask,
-            bid_size,
-            ask_size,
-            last: self.last,
-            ts: self.ts,
-        }
+        let (bid, bid_size) = self.bids.first().map_or((self.top.0, Decimal::ZERO), |l| (l.price(), l.size()));
+        let (ask, ask_size) = self.asks.first().map_or((self.top.1, Decimal::ZERO), |l| (l.price(), l.size()));
+        Quote { symbol: self.symbol().clone(), bid, ask, bid_size, ask_size, last: self.last, ts: self.ts }
     }
 
     /// The first `depth` levels of each side.
     pub fn book(&self, depth: usize) -> Book {
-        Book {
-            symbol: self.symbol().clone(),
-            bids: self.bids.clone(),
-            asks: self.asks.clone(),
-            ts: self.ts,
-        }
-        .truncated(depth)
+        Book { symbol: self.symbol().clone(), bids: self.bids.clone(), asks: self.asks.clone(), ts: self.ts }
+            .truncated(depth)
     }
 }

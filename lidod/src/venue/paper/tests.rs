@@ -24,13 +24,7 @@ fn venue() -> PaperVenue {
 }
 
 fn venue_with_seed(seed: u64) -> PaperVenue {
-    PaperVenue::new(
-        PaperConfig {
-            seed,
-            ..PaperConfig::default()
-        },
-        t0(),
-    )
+    PaperVenue::new(PaperConfig { seed, ..PaperConfig::default() }, t0())
 }
 
 fn order(
@@ -55,15 +49,7 @@ fn order(
 }
 
 fn market(client_id: &str, symbol: &str, side: Side, quantity: Decimal) -> VenueOrder {
-    order(
-        client_id,
-        symbol,
-        side,
-        OrderType::Market,
-        TimeInForce::Ioc,
-        quantity,
-        None,
-    )
+    order(client_id, symbol, side, OrderType::Market, TimeInForce::Ioc, quantity, None)
 }
 
 fn limit(client_id: &str, symbol: &str, side: Side, tif: TimeInForce, quantity: Decimal, price: Decimal) -> VenueOrder {
@@ -131,21 +117,12 @@ fn last_update(events: &[ServiceEvent]) -> &VenueOrderReport {
 fn lists_crypto_and_equities_with_real_increments() {
     let v = venue();
     let symbols: Vec<String> = v.instruments().iter().map(|i| i.symbol.to_string()).collect();
-    assert_eq!(
-        symbols,
-        ["BTC/USD", "ETH/USD", "SOL/USD", "AAPL", "MSFT", "SPY", "TSLA"]
-    );
+    assert_eq!(symbols, ["BTC/USD", "ETH/USD", "SOL/USD", "AAPL", "MSFT", "SPY", "TSLA"]);
     let btc = v.instrument(&sym("BTC/USD")).unwrap();
-    assert_eq!(
-        (btc.tick_size, btc.lot_size, btc.min_quantity),
-        (dec!(0.1), dec!(0.0001), dec!(0.0001))
-    );
+    assert_eq!((btc.tick_size, btc.lot_size, btc.min_quantity), (dec!(0.1), dec!(0.0001), dec!(0.0001)));
     assert_eq!((btc.base.as_str(), btc.quote.as_str()), ("BTC", "USD"));
     let aapl = v.instrument(&sym("AAPL")).unwrap();
-    assert_eq!(
-        (aapl.tick_size, aapl.lot_size, aapl.min_quantity),
-        (dec!(0.01), dec!(1), dec!(1))
-    );
+    assert_eq!((aapl.tick_size, aapl.lot_size, aapl.min_quantity), (dec!(0.01), dec!(1), dec!(1)));
     assert_eq!((aapl.base.as_str(), aapl.quote.as_str()), ("AAPL", "USD"));
     assert!(v.instrument(&sym("DOGE/USD")).is_none());
 }
@@ -168,10 +145,7 @@ fn unknown_symbol_is_an_error_with_a_code() {
     let err = v.quote(&sym("DOGE/USD")).unwrap_err();
     assert_eq!(err, PaperError::UnknownSymbol("DOGE/USD".into()));
     assert_eq!(err.code(), "unknown_symbol");
-    assert_eq!(
-        err.to_string(),
-        "unknown symbol DOGE/USD: list the instruments to see what the paper venue trades"
-    );
+    assert_eq!(err.to_string(), "unknown symbol DOGE/USD: list the instruments to see what the paper venue trades");
     assert_eq!(v.book(&sym("DOGE/USD"), 5).unwrap_err().code(), "unknown_symbol");
 }
 
@@ -187,11 +161,7 @@ fn same_seed_gives_identical_markets() {
         assert_eq!(a.book(&i.symbol, 20).unwrap(), b.book(&i.symbol, 20).unwrap());
     }
     let btc = a.quote(&sym("BTC/USD")).unwrap();
-    assert!(
-        (btc.bid - dec!(65000)).abs() > dec!(1),
-        "200 s of BTC volatility should move the price, bid {}",
-        btc.bid
-    );
+    assert!((btc.bid - dec!(65000)).abs() > dec!(1), "200 s of BTC volatility should move the price, bid {}", btc.bid);
 }
 
 #[test]
@@ -202,11 +172,8 @@ fn different_seeds_give_different_markets() {
         a.tick(now);
         b.tick(now);
     }
-    let differing = a
-        .instruments()
-        .iter()
-        .filter(|i| a.quote(&i.symbol).unwrap() != b.quote(&i.symbol).unwrap())
-        .count();
+    let differing =
+        a.instruments().iter().filter(|i| a.quote(&i.symbol).unwrap() != b.quote(&i.symbol).unwrap()).count();
     assert_eq!(differing, 7);
 }
 
@@ -220,38 +187,17 @@ fn books_are_sane_on_tick_and_lot() {
         for i in v.instruments() {
             let book = v.book(&i.symbol, 20).unwrap();
             assert_eq!((book.bids.len(), book.asks.len()), (20, 20), "{}", i.symbol);
-            assert!(
-                book.bids.windows(2).all(|w| w[0].price() > w[1].price()),
-                "{} bids descend",
-                i.symbol
-            );
-            assert!(
-                book.asks.windows(2).all(|w| w[0].price() < w[1].price()),
-                "{} asks ascend",
-                i.symbol
-            );
+            assert!(book.bids.windows(2).all(|w| w[0].price() > w[1].price()), "{} bids descend", i.symbol);
+            assert!(book.asks.windows(2).all(|w| w[0].price() < w[1].price()), "{} asks ascend", i.symbol);
             let (bid, ask) = (book.bids[0].price(), book.asks[0].price());
             let spread_ticks = (ask - bid) / i.tick_size;
-            assert!(
-                (dec!(2)..=dec!(4)).contains(&spread_ticks),
-                "{} spread {spread_ticks} ticks",
-                i.symbol
-            );
+            assert!((dec!(2)..=dec!(4)).contains(&spread_ticks), "{} spread {spread_ticks} ticks", i.symbol);
             for level in book.bids.iter().chain(&book.asks) {
-                assert!(
-                    level.price() > Decimal::ZERO && (level.price() % i.tick_size).is_zero(),
-                    "{level:?}"
-                );
-                assert!(
-                    level.size() > Decimal::ZERO && (level.size() % i.lot_size).is_zero(),
-                    "{level:?}"
-                );
+                assert!(level.price() > Decimal::ZERO && (level.price() % i.tick_size).is_zero(), "{level:?}");
+                assert!(level.size() > Decimal::ZERO && (level.size() % i.lot_size).is_zero(), "{level:?}");
             }
             let q = v.quote(&i.symbol).unwrap();
-            assert_eq!(
-                (q.bid, q.bid_size, q.ask, q.ask_size),
-                (bid, book.bids[0].size(), ask, book.asks[0].size())
-            );
+            assert_eq!((q.bid, q.bid_size, q.ask, q.ask_size), (bid, book.bids[0].size(), ask, book.asks[0].size()));
             assert_eq!(v.book(&i.symbol, 3).unwrap().bids.len(), 3);
         }
     }
@@ -265,18 +211,11 @@ fn tick_emits_quote_and_book_per_symbol_then_trades() {
     let ks = kinds(&events);
     assert_eq!(ks.iter().filter(|k| **k == "quote").count(), 7);
     assert_eq!(ks.iter().filter(|k| **k == "book").count(), 7);
-    assert!(
-        ks.iter().all(|k| ["quote", "book", "trade"].contains(k)),
-        "no own orders, no order events: {ks:?}"
-    );
+    assert!(ks.iter().all(|k| ["quote", "book", "trade"].contains(k)), "no own orders, no order events: {ks:?}");
     assert_eq!(&ks[..2], ["quote", "book"]);
-    let ServiceEvent::Quote(q) = &events[0] else {
-        unreachable!()
-    };
+    let ServiceEvent::Quote(q) = &events[0] else { unreachable!() };
     assert_eq!((q.symbol.as_str(), q.ts), ("BTC/USD", now));
-    let ServiceEvent::Book(b) = &events[1] else {
-        unreachable!()
-    };
+    let ServiceEvent::Book(b) = &events[1] else { unreachable!() };
     assert_eq!(b.bids.len(), 20);
     assert_eq!(v.now(), now);
 }
@@ -304,31 +243,18 @@ fn market_buy_walks_levels_with_vwap_fees_and_balances() {
             (dec!(65001.0), dec!(0.4), dec!(26.0004)),
         ]
     );
-    assert_eq!(
-        kinds(&events),
-        ["fill", "trade", "fill", "trade", "fill", "trade", "order_update"]
-    );
+    assert_eq!(kinds(&events), ["fill", "trade", "fill", "trade", "fill", "trade", "order_update"]);
     assert_eq!(last_update(&events), &report);
-    let ServiceEvent::Fill(first) = &events[0] else {
-        unreachable!()
-    };
+    let ServiceEvent::Fill(first) = &events[0] else { unreachable!() };
     assert_eq!((first.fill_id.as_str(), first.order_id.as_str()), ("F-1", "m-1"));
-    let ServiceEvent::Trade(print) = &events[1] else {
-        unreachable!()
-    };
-    assert_eq!(
-        (print.side, print.price, print.quantity),
-        (Side::Buy, dec!(65000.0), dec!(0.5))
-    );
+    let ServiceEvent::Trade(print) = &events[1] else { unreachable!() };
+    assert_eq!((print.side, print.price, print.quantity), (Side::Buy, dec!(65000.0), dec!(0.5)));
 
     // 100000 − 78000.55 notional − 78.00055 fees
     assert_eq!(balance(&v, "USD"), (dec!(21921.44945), dec!(21921.44945)));
     assert_eq!(balance(&v, "BTC"), (dec!(1.2), dec!(1.2)));
     let q = v.quote(&sym("BTC/USD")).unwrap();
-    assert_eq!(
-        (q.ask, q.ask_size, q.last),
-        (dec!(65001.0), dec!(0.6), Some(dec!(65001.0)))
-    );
+    assert_eq!((q.ask, q.ask_size, q.last), (dec!(65001.0), dec!(0.6), Some(dec!(65001.0))));
 }
 
 #[test]
@@ -349,10 +275,7 @@ fn second_market_order_in_a_tick_goes_deeper() {
 
 #[test]
 fn market_order_remainder_is_canceled_when_depth_runs_out() {
-    let config = PaperConfig {
-        starting_cash: dec!(1_000_000),
-        ..PaperConfig::default()
-    };
+    let config = PaperConfig { starting_cash: dec!(1_000_000), ..PaperConfig::default() };
     let mut v = PaperVenue::new(config, t0());
     script_btc(&mut v);
     let (report, events) = v.place(market("m-1", "BTC/USD", Side::Buy, dec!(2.0)), t0());
@@ -386,10 +309,8 @@ fn market_sell_walks_the_bids() {
 fn limit_ioc_fills_what_it_can_and_cancels_the_rest() {
     let mut v = venue();
     script_btc(&mut v);
-    let (report, events) = v.place(
-        limit("i-1", "BTC/USD", Side::Buy, TimeInForce::Ioc, dec!(1.0), dec!(65000.5)),
-        t0(),
-    );
+    let (report, events) =
+        v.place(limit("i-1", "BTC/USD", Side::Buy, TimeInForce::Ioc, dec!(1.0), dec!(65000.5)), t0());
     assert_eq!(report.status, OrderStatus::Canceled);
     assert_eq!(
         report.reason.as_deref(),
@@ -401,20 +322,14 @@ fn limit_ioc_fills_what_it_can_and_cancels_the_rest() {
     assert_eq!(fills(&events).len(), 2);
     assert_eq!(balance(&v, "USD"), (dec!(47947.84985), dec!(47947.84985)));
     assert!(v.open_orders(ACCOUNT).is_empty());
-    assert_eq!(
-        v.book(&sym("BTC/USD"), 20).unwrap().asks,
-        [BookLevel(dec!(65001.0), dec!(1.0))]
-    );
+    assert_eq!(v.book(&sym("BTC/USD"), 20).unwrap().asks, [BookLevel(dec!(65001.0), dec!(1.0))]);
 }
 
 #[test]
 fn limit_gtc_remainder_rests_and_holds_funds_back() {
     let mut v = venue();
     script_btc(&mut v);
-    let (report, _) = v.place(
-        limit("g-1", "BTC/USD", Side::Buy, TimeInForce::Gtc, dec!(1.0), dec!(65000.5)),
-        t0(),
-    );
+    let (report, _) = v.place(limit("g-1", "BTC/USD", Side::Buy, TimeInForce::Gtc, dec!(1.0), dec!(65000.5)), t0());
     assert_eq!(report.status, OrderStatus::PartiallyFilled);
     assert_eq!(report.filled_quantity, dec!(0.8));
     assert_eq!(v.open_orders(ACCOUNT), [report]);
@@ -427,10 +342,7 @@ fn gtc_order_rests_then_fills_when_the_market_moves_through() {
     let mut v = venue();
     let bid = v.quote(&sym("BTC/USD")).unwrap().bid;
     let price = bid - dec!(2.0);
-    let (report, events) = v.place(
-        limit("g-1", "BTC/USD", Side::Buy, TimeInForce::Gtc, dec!(0.01), price),
-        t0(),
-    );
+    let (report, events) = v.place(limit("g-1", "BTC/USD", Side::Buy, TimeInForce::Gtc, dec!(0.01), price), t0());
     assert_eq!(report.status, OrderStatus::Accepted);
     assert_eq!(kinds(&events), ["order_update"]);
     let held = dec!(0.01) * price * dec!(1.001);
@@ -468,10 +380,7 @@ fn gtc_order_rests_then_fills_when_the_market_moves_through() {
 fn cancel_releases_reserved_funds() {
     let mut v = venue();
     script_btc(&mut v);
-    v.place(
-        limit("g-1", "BTC/USD", Side::Buy, TimeInForce::Gtc, dec!(1.0), dec!(60000.0)),
-        t0(),
-    );
+    v.place(limit("g-1", "BTC/USD", Side::Buy, TimeInForce::Gtc, dec!(1.0), dec!(60000.0)), t0());
     assert_eq!(balance(&v, "USD"), (dec!(100000), dec!(39940)));
 
     let later = t0() + Duration::seconds(5);
@@ -485,43 +394,21 @@ fn cancel_releases_reserved_funds() {
     assert!(v.open_orders(ACCOUNT).is_empty());
 
     let again = v.cancel(ACCOUNT, "g-1", later).unwrap_err();
-    assert_eq!(
-        again,
-        PaperError::NotOpen {
-            client_id: "g-1".into(),
-            status: OrderStatus::Canceled
-        }
-    );
+    assert_eq!(again, PaperError::NotOpen { client_id: "g-1".into(), status: OrderStatus::Canceled });
     assert_eq!(again.code(), "order_not_open");
-    assert_eq!(
-        again.to_string(),
-        "order g-1 is already canceled: only open orders can be canceled"
-    );
+    assert_eq!(again.to_string(), "order g-1 is already canceled: only open orders can be canceled");
     let unknown = v.cancel(ACCOUNT, "nope", later).unwrap_err();
-    assert_eq!(
-        (unknown.code(), unknown),
-        ("unknown_order", PaperError::UnknownOrder("nope".into()))
-    );
-    assert_eq!(
-        v.cancel("someone-else", "g-1", later).unwrap_err().code(),
-        "unknown_order"
-    );
+    assert_eq!((unknown.code(), unknown), ("unknown_order", PaperError::UnknownOrder("nope".into())));
+    assert_eq!(v.cancel("someone-else", "g-1", later).unwrap_err().code(), "unknown_order");
 }
 
 #[test]
 fn resting_sell_holds_back_the_base_asset() {
     let mut v = venue();
-    v.set_book(
-        &sym("AAPL"),
-        vec![BookLevel(dec!(99.00), dec!(100))],
-        vec![BookLevel(dec!(100.00), dec!(100))],
-    )
-    .unwrap();
+    v.set_book(&sym("AAPL"), vec![BookLevel(dec!(99.00), dec!(100))], vec![BookLevel(dec!(100.00), dec!(100))])
+        .unwrap();
     v.place(market("b", "AAPL", Side::Buy, dec!(10)), t0());
-    v.place(
-        limit("s-1", "AAPL", Side::Sell, TimeInForce::Gtc, dec!(10), dec!(150.00)),
-        t0(),
-    );
+    v.place(limit("s-1", "AAPL", Side::Sell, TimeInForce::Gtc, dec!(10), dec!(150.00)), t0());
     assert_eq!(balance(&v, "AAPL"), (dec!(10), dec!(0)));
     let (report, _) = v.place(market("s-2", "AAPL", Side::Sell, dec!(1)), t0());
     assert_eq!(report.status, OrderStatus::Rejected);
@@ -533,14 +420,8 @@ fn resting_sell_holds_back_the_base_asset() {
 fn day_orders_expire_when_the_utc_date_rolls_over() {
     let start = Utc.with_ymd_and_hms(2024, 3, 1, 23, 59, 0).unwrap();
     let mut v = PaperVenue::new(PaperConfig::default(), start);
-    v.place(
-        limit("day", "AAPL", Side::Buy, TimeInForce::Day, dec!(10), dec!(100.00)),
-        start,
-    );
-    v.place(
-        limit("gtc", "AAPL", Side::Buy, TimeInForce::Gtc, dec!(10), dec!(100.00)),
-        start,
-    );
+    v.place(limit("day", "AAPL", Side::Buy, TimeInForce::Day, dec!(10), dec!(100.00)), start);
+    v.place(limit("gtc", "AAPL", Side::Buy, TimeInForce::Gtc, dec!(10), dec!(100.00)), start);
     assert_eq!(balance(&v, "USD"), (dec!(100000), dec!(97998)));
 
     let events = v.tick(start + Duration::seconds(30));
@@ -548,30 +429,17 @@ fn day_orders_expire_when_the_utc_date_rolls_over() {
     assert_eq!(v.open_orders(ACCOUNT).len(), 2);
 
     let midnight = Utc.with_ymd_and_hms(2024, 3, 2, 0, 0, 5).unwrap();
-    let own: Vec<_> = v
-        .tick(midnight)
-        .into_iter()
-        .filter(ServiceEvent::must_deliver)
-        .collect();
+    let own: Vec<_> = v.tick(midnight).into_iter().filter(ServiceEvent::must_deliver).collect();
     assert_eq!(own.len(), 1);
     let report = last_update(&own);
-    assert_eq!(
-        (report.client_id.as_str(), report.status, report.ts),
-        ("day", OrderStatus::Expired, midnight)
-    );
-    assert_eq!(
-        report.reason.as_deref(),
-        Some("day order expired at the end of its utc trading day")
-    );
+    assert_eq!((report.client_id.as_str(), report.status, report.ts), ("day", OrderStatus::Expired, midnight));
+    assert_eq!(report.reason.as_deref(), Some("day order expired at the end of its utc trading day"));
     let open: Vec<String> = v.open_orders(ACCOUNT).into_iter().map(|r| r.client_id).collect();
     assert_eq!(open, ["gtc"]);
     assert_eq!(balance(&v, "USD"), (dec!(100000), dec!(98999)));
     assert_eq!(
         v.cancel(ACCOUNT, "day", midnight).unwrap_err(),
-        PaperError::NotOpen {
-            client_id: "day".into(),
-            status: OrderStatus::Expired
-        }
+        PaperError::NotOpen { client_id: "day".into(), status: OrderStatus::Expired }
     );
 }
 
@@ -583,42 +451,21 @@ fn day_orders_expire_when_the_utc_date_rolls_over() {
 fn insufficient_funds_rejects_and_changes_nothing() {
     let mut v = venue();
     script_btc(&mut v);
-    v.set_book(
-        &sym("ETH/USD"),
-        vec![BookLevel(dec!(3499.99), dec!(10))],
-        vec![BookLevel(dec!(3500.00), dec!(40))],
-    )
-    .unwrap();
-    let before = (
-        v.balances(ACCOUNT),
-        v.book(&sym("BTC/USD"), 20).unwrap(),
-        v.book(&sym("ETH/USD"), 20).unwrap(),
-    );
+    v.set_book(&sym("ETH/USD"), vec![BookLevel(dec!(3499.99), dec!(10))], vec![BookLevel(dec!(3500.00), dec!(40))])
+        .unwrap();
+    let before = (v.balances(ACCOUNT), v.book(&sym("BTC/USD"), 20).unwrap(), v.book(&sym("ETH/USD"), 20).unwrap());
 
-    let (report, events) = v.place(
-        limit("big", "BTC/USD", Side::Buy, TimeInForce::Gtc, dec!(2), dec!(65000.0)),
-        t0(),
-    );
+    let (report, events) = v.place(limit("big", "BTC/USD", Side::Buy, TimeInForce::Gtc, dec!(2), dec!(65000.0)), t0());
     assert_eq!(report.status, OrderStatus::Rejected);
-    assert_eq!(
-        report.reason.as_deref(),
-        Some("insufficient funds: need 130130.00 USD, available 100000.00 USD")
-    );
+    assert_eq!(report.reason.as_deref(), Some("insufficient funds: need 130130.00 USD, available 100000.00 USD"));
     assert_eq!((report.filled_quantity, report.average_price), (Decimal::ZERO, None));
     assert_eq!(events, [ServiceEvent::OrderUpdate(report)]);
 
     // a market buy is priced by walking the asks: 30 × 3500.00 × 1.001
     let (report, _) = v.place(market("big-mkt", "ETH/USD", Side::Buy, dec!(30)), t0());
-    assert_eq!(
-        report.reason.as_deref(),
-        Some("insufficient funds: need 105105.00 USD, available 100000.00 USD")
-    );
+    assert_eq!(report.reason.as_deref(), Some("insufficient funds: need 105105.00 USD, available 100000.00 USD"));
 
-    let after = (
-        v.balances(ACCOUNT),
-        v.book(&sym("BTC/USD"), 20).unwrap(),
-        v.book(&sym("ETH/USD"), 20).unwrap(),
-    );
+    let after = (v.balances(ACCOUNT), v.book(&sym("BTC/USD"), 20).unwrap(), v.book(&sym("ETH/USD"), 20).unwrap());
     assert_eq!(before, after);
     assert!(v.open_orders(ACCOUNT).is_empty());
     assert!(v.positions(ACCOUNT).is_empty());
@@ -633,10 +480,7 @@ fn selling_without_holdings_is_rejected() {
         report.reason.as_deref(),
         Some("insufficient funds: need 0.5 BTC, available 0 BTC; the paper venue does not allow short selling")
     );
-    let (report, _) = v.place(
-        limit("s-2", "AAPL", Side::Sell, TimeInForce::Gtc, dec!(1), dec!(190.00)),
-        t0(),
-    );
+    let (report, _) = v.place(limit("s-2", "AAPL", Side::Sell, TimeInForce::Gtc, dec!(1), dec!(190.00)), t0());
     assert_eq!(
         report.reason.as_deref(),
         Some("insufficient funds: need 1 AAPL, available 0 AAPL; the paper venue does not allow short selling")
@@ -648,26 +492,14 @@ fn selling_without_holdings_is_rejected() {
 fn quantity_price_and_symbol_validation_rejects() {
     let mut v = venue();
     let cases = [
-        (
-            market("a", "BTC/USD", Side::Buy, dec!(0.00005)),
-            "quantity 0.00005 is below the minimum 0.0001 for BTC/USD",
-        ),
+        (market("a", "BTC/USD", Side::Buy, dec!(0.00005)), "quantity 0.00005 is below the minimum 0.0001 for BTC/USD"),
         (
             market("b", "BTC/USD", Side::Buy, dec!(0.00015)),
             "quantity 0.00015 is not a multiple of the lot size 0.0001 for BTC/USD",
         ),
-        (
-            market("c", "AAPL", Side::Buy, dec!(1.5)),
-            "quantity 1.5 is not a multiple of the lot size 1 for AAPL",
-        ),
-        (
-            market("d", "AAPL", Side::Buy, dec!(0)),
-            "quantity must be positive, got 0",
-        ),
-        (
-            market("e", "AAPL", Side::Buy, dec!(-3)),
-            "quantity must be positive, got -3",
-        ),
+        (market("c", "AAPL", Side::Buy, dec!(1.5)), "quantity 1.5 is not a multiple of the lot size 1 for AAPL"),
+        (market("d", "AAPL", Side::Buy, dec!(0)), "quantity must be positive, got 0"),
+        (market("e", "AAPL", Side::Buy, dec!(-3)), "quantity must be positive, got -3"),
         (
             limit("f", "BTC/USD", Side::Buy, TimeInForce::Gtc, dec!(0.1), dec!(65000.05)),
             "price 65000.05 is not a multiple of the tick size 0.1 for BTC/USD",
@@ -676,32 +508,13 @@ fn quantity_price_and_symbol_validation_rejects() {
             limit("g", "AAPL", Side::Buy, TimeInForce::Gtc, dec!(1), dec!(190.005)),
             "price 190.005 is not a multiple of the tick size 0.01 for AAPL",
         ),
+        (limit("h", "AAPL", Side::Buy, TimeInForce::Gtc, dec!(1), dec!(-1.00)), "price must be positive, got -1.00"),
         (
-            limit("h", "AAPL", Side::Buy, TimeInForce::Gtc, dec!(1), dec!(-1.00)),
-            "price must be positive, got -1.00",
-        ),
-        (
-            order(
-                "i",
-                "AAPL",
-                Side::Buy,
-                OrderType::Limit,
-                TimeInForce::Gtc,
-                dec!(1),
-                None,
-            ),
+            order("i", "AAPL", Side::Buy, OrderType::Limit, TimeInForce::Gtc, dec!(1), None),
             "a limit order needs a limit price",
         ),
         (
-            order(
-                "j",
-                "AAPL",
-                Side::Buy,
-                OrderType::Market,
-                TimeInForce::Ioc,
-                dec!(1),
-                Some(dec!(190.00)),
-            ),
+            order("j", "AAPL", Side::Buy, OrderType::Market, TimeInForce::Ioc, dec!(1), Some(dec!(190.00))),
             "a market order takes no limit price: drop it or send a limit order",
         ),
         (
@@ -712,11 +525,7 @@ fn quantity_price_and_symbol_validation_rejects() {
     for (order, reason) in cases {
         let id = order.client_id.clone();
         let (report, events) = v.place(order, t0());
-        assert_eq!(
-            (report.status, report.reason.as_deref()),
-            (OrderStatus::Rejected, Some(reason)),
-            "order {id}"
-        );
+        assert_eq!((report.status, report.reason.as_deref()), (OrderStatus::Rejected, Some(reason)), "order {id}");
         assert_eq!(events.len(), 1);
     }
     assert!(v.open_orders(ACCOUNT).is_empty());
@@ -727,15 +536,9 @@ fn quantity_price_and_symbol_validation_rejects() {
 fn place_is_idempotent_on_client_id() {
     let mut v = venue();
     script_btc(&mut v);
-    let (first, events) = v.place(
-        limit("c-1", "BTC/USD", Side::Buy, TimeInForce::Gtc, dec!(0.1), dec!(60000.0)),
-        t0(),
-    );
+    let (first, events) = v.place(limit("c-1", "BTC/USD", Side::Buy, TimeInForce::Gtc, dec!(0.1), dec!(60000.0)), t0());
     assert_eq!(events.len(), 1);
-    let (again, events) = v.place(
-        limit("c-1", "BTC/USD", Side::Buy, TimeInForce::Gtc, dec!(0.2), dec!(61000.0)),
-        t0(),
-    );
+    let (again, events) = v.place(limit("c-1", "BTC/USD", Side::Buy, TimeInForce::Gtc, dec!(0.2), dec!(61000.0)), t0());
     assert_eq!(again, first);
     assert!(events.is_empty());
     assert_eq!(v.open_orders(ACCOUNT).len(), 1);
@@ -784,12 +587,7 @@ fn positions_track_vwap_through_buys_and_a_partial_sell() {
     )
     .unwrap();
     v.place(market("b-1", "AAPL", Side::Buy, dec!(10)), t0());
-    v.set_book(
-        &aapl,
-        vec![BookLevel(dec!(103.99), dec!(100))],
-        vec![BookLevel(dec!(104.00), dec!(30))],
-    )
-    .unwrap();
+    v.set_book(&aapl, vec![BookLevel(dec!(103.99), dec!(100))], vec![BookLevel(dec!(104.00), dec!(30))]).unwrap();
     v.place(market("b-2", "AAPL", Side::Buy, dec!(30)), t0());
 
     let position = &v.positions(ACCOUNT)[0];
@@ -799,25 +597,14 @@ fn positions_track_vwap_through_buys_and_a_partial_sell() {
         ("AAPL", dec!(40), Some(dec!(103)))
     );
 
-    v.set_book(
-        &aapl,
-        vec![BookLevel(dec!(105.00), dec!(100))],
-        vec![BookLevel(dec!(105.01), dec!(100))],
-    )
-    .unwrap();
+    v.set_book(&aapl, vec![BookLevel(dec!(105.00), dec!(100))], vec![BookLevel(dec!(105.01), dec!(100))]).unwrap();
     let (report, events) = v.place(market("s-1", "AAPL", Side::Sell, dec!(15)), t0());
-    assert_eq!(
-        (report.status, report.average_price),
-        (OrderStatus::Filled, Some(dec!(105)))
-    );
+    assert_eq!((report.status, report.average_price), (OrderStatus::Filled, Some(dec!(105))));
     assert_eq!(fills(&events), [(dec!(105.00), dec!(15), dec!(1.575))]);
 
     let positions = v.positions(ACCOUNT);
     assert_eq!(positions.len(), 1);
-    assert_eq!(
-        (positions[0].quantity, positions[0].average_price),
-        (dec!(25), Some(dec!(103)))
-    );
+    assert_eq!((positions[0].quantity, positions[0].average_price), (dec!(25), Some(dec!(103))));
     // 100000 − 1000 − 1 − 3120 − 3.12 + 1575 − 1.575
     assert_eq!(balance(&v, "USD"), (dec!(97449.305), dec!(97449.305)));
     assert_eq!(balance(&v, "AAPL"), (dec!(25), dec!(25)));
