@@ -27,19 +27,9 @@ pub fn ensure_built() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
         let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "--manifest-path",
-            manifest,
-            "-p",
-            "lidod",
-            "-p",
-            "lidoctl",
-            "-p",
-            "lido-shared",
-            "--bins",
-            "--examples",
-        ]);
+        // The same target selection as `cargo test --workspace`, so features
+        // resolve alike and this is a no-op after the test build itself.
+        cmd.args(["build", "--manifest-path", manifest, "--workspace", "--all-targets"]);
         if !cfg!(debug_assertions) {
             cmd.arg("--release");
         }

@@ -408,8 +408,9 @@ impl Supervisor {
             recent.push(Instant::now());
             metrics::counter!("lido_service_restarts_total", "service" => name.clone()).increment(1);
             warn!(%name, reason = %why, delay_ms = delay.as_millis() as u64, "service exited, restarting");
-            self.set_state(&name, ServiceState::Starting, Some(format!("restarting: {why}")));
             self.update(&name, |i| {
+                i.state = ServiceState::Starting;
+                i.detail = Some(format!("restarting: {why}"));
                 i.restarts += 1;
                 i.pid = None;
             });
