@@ -177,6 +177,7 @@ async fn dial_loop(
     let mut url_rx = inner.url.subscribe();
     let mut backoff = new_backoff();
     let mut generation = 0u64;
+    let mut delivered = Delivered::default();
     let config =
         WebSocketConfig::default().max_message_size(Some(MAX_FRAME_BYTES)).max_frame_size(Some(MAX_FRAME_BYTES));
     loop {
@@ -196,7 +197,7 @@ async fn dial_loop(
                 inner.state.send_replace(PipeState::Up);
                 info!(service = %name, %url, generation, "pipe connected");
                 let _ = signals.send((name.clone(), PipeSignal::Up { generation }));
-                let reason = session(&inner, ws, &mut requests, &events, &signals, &mut url_rx).await;
+                let reason = session(&inner, ws, &mut requests, &events, &signals, &mut url_rx, &mut delivered).await;
                 inner.state.send_replace(PipeState::Connecting);
                 fail_queued(&name, &mut requests);
                 if inner.cancel.is_cancelled() {
@@ -240,6 +241,23 @@ fn fail_queued(name: &str, requests: &mut mpsc::Receiver<Request>) {
     }
 }
 
+/// Sends one frame; a peer that stopped reading cannot hold it longer than
+/// the heartbeat timeout.
+async fn send_text(ws: &mut Ws, frame: &ManagerFrame) -> Result<(), ()> {
+    let text = serde_json::to_string(frame).map_err(|_| ())?;
+    match tokio::time::timeout(Duration::from_millis(HEARTBEAT_TIMEOUT_MS), ws.send(Message::text(text))).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// What has been passed on of one service incarnation's numbered events.
+#[derive(Default)]
+struct Delivered {
+    instance: Option<String>,
+    last_seq: u64,
+}
+
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Runs one connection until it drops; returns why.
@@ -250,6 +268,7 @@ async fn session(
     events: &mpsc::Sender<(String, ServiceEvent)>,
     signals: &mpsc::UnboundedSender<(String, PipeSignal)>,
     url_rx: &mut watch::Receiver<String>,
+    delivered: &mut Delivered,
 ) -> String {
     let name = &inner.name;
     let mut pending: HashMap<u64, (Instant, oneshot::Sender<Result<ReplyBody, PipeError>>)> = HashMap::new();
@@ -270,8 +289,7 @@ async fn session(
                 }
                 let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
                 let frame = ManagerFrame::Command { id, command: req.command };
-                let Ok(text) = serde_json::to_string(&frame) else { continue };
-                if ws.send(Message::text(text)).await.is_err() {
+                if send_text(&mut ws, &frame).await.is_err() {
                     let _ = req.reply.send(Err(PipeError::Dropped(name.clone())));
                     break "send failed".to_string();
                 }
@@ -283,8 +301,7 @@ async fn session(
                 }
                 let now = Instant::now();
                 pending.retain(|_, (deadline, _)| *deadline + Duration::from_secs(1) > now);
-                let Ok(text) = serde_json::to_string(&ManagerFrame::Heartbeat { ts: Utc::now() }) else { continue };
-                if ws.send(Message::text(text)).await.is_err() {
+                if send_text(&mut ws, &ManagerFrame::Heartbeat { ts: Utc::now() }).await.is_err() {
                     break "send failed".to_string();
                 }
             }
@@ -312,9 +329,27 @@ async fn session(
                             });
                         }
                     }
-                    ServiceFrame::Event { event } => {
+                    ServiceFrame::Hello { instance } => {
+                        if delivered.instance.as_deref() != Some(instance.as_str()) {
+                            // A new incarnation numbers its events from 1 again.
+                            *delivered = Delivered { instance: Some(instance), last_seq: 0 };
+                        }
+                    }
+                    ServiceFrame::Event { seq: None, event } => {
                         if events.send((name.clone(), event)).await.is_err() {
                             break "manager gone".to_string();
+                        }
+                    }
+                    ServiceFrame::Event { seq: Some(seq), event } => {
+                        // Replays repeat what was passed on already: drop those.
+                        if seq > delivered.last_seq {
+                            if events.send((name.clone(), event)).await.is_err() {
+                                break "manager gone".to_string();
+                            }
+                            delivered.last_seq = seq;
+                        }
+                        if send_text(&mut ws, &ManagerFrame::Ack { seq: delivered.last_seq }).await.is_err() {
+                            break "send failed".to_string();
                         }
                     }
                     ServiceFrame::Status { state, detail } => {

@@ -463,16 +463,9 @@ async fn heartbeat_timeout_detects_a_silent_peer() {
 }
 
 /// Fills the service sends while its peer is silent (a half-open pipe, not
-/// yet declared dead) must still reach the manager after the re-dial.
-///
-/// BUG, kept failing on purpose: the agent counts an event as delivered once
-/// it is queued on the attached session (`event_pump` in
-/// `shared/src/client/agent.rs`); whatever that session has written into a
-/// dead socket, or still holds in its outbox when it ends, is gone. Nothing
-/// acknowledges events, so nothing is resent on the next pipe: all 5 fills
-/// are lost. Run with `cargo test -p lidod --test pipe -- --ignored`.
+/// yet declared dead) still reach the manager after the re-dial: they stay
+/// unacknowledged and are replayed on the next pipe, each passed on once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: fills sent into a half-open pipe are lost (agent.rs event_pump has no ack/replay)"]
 async fn must_deliver_events_survive_a_silent_drop() {
     let mut h = Harness::start().await;
     h.proxy.freeze(true);

@@ -8,6 +8,13 @@
 //! 3. If the pipe drops, the manager re-dials it with backoff; the service
 //!    keeps working and buffers the events it must not lose (order updates
 //!    and fills); market data is not buffered, it is stale by then.
+//!
+//! Delivery of must-deliver events: the service numbers them (`seq`, from 1
+//! per service incarnation, announced by [`ServiceFrame::Hello`]) and keeps
+//! each until the manager acknowledges it ([`ManagerFrame::Ack`],
+//! cumulative). A new pipe starts with a replay of everything unacknowledged;
+//! the manager drops numbers it has already seen. So a fill written into a
+//! socket that was silently dead is sent again, and never counted twice.
 
 use std::collections::BTreeMap;
 
@@ -61,18 +68,44 @@ pub struct CheckInReply {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ManagerFrame {
-    Command { id: u64, command: Command },
-    Heartbeat { ts: DateTime<Utc> },
+    Command {
+        id: u64,
+        command: Command,
+    },
+    Heartbeat {
+        ts: DateTime<Utc>,
+    },
+    /// Every must-deliver event up to and including `seq` has been taken.
+    Ack {
+        seq: u64,
+    },
 }
 
 /// Service → manager.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServiceFrame {
-    Reply { id: u64, result: Reply },
-    Event { event: ServiceEvent },
-    Status { state: ServiceState, detail: Option<String> },
-    Heartbeat { ts: DateTime<Utc> },
+    /// First frame of every pipe: which incarnation of the service this is.
+    Hello {
+        instance: String,
+    },
+    Reply {
+        id: u64,
+        result: Reply,
+    },
+    /// `seq` is set on must-deliver events (see the module docs).
+    Event {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+        event: ServiceEvent,
+    },
+    Status {
+        state: ServiceState,
+        detail: Option<String>,
+    },
+    Heartbeat {
+        ts: DateTime<Utc>,
+    },
 }
 
 /// Which market data feed.

@@ -4,9 +4,10 @@
 //! manager (retrying with backoff, and again whenever no manager has been
 //! attached for a while), serves the pipe the manager dials, hands each
 //! [`Command`] to the service's [`CommandHandler`] in arrival order, and
-//! forwards the service's events. While no pipe is attached, events that
-//! must not be lost (order updates, fills) are kept in a bounded backlog and
-//! flushed, in order, to the next pipe.
+//! forwards the service's events. Events that must not be lost (order
+//! updates, fills) are numbered and kept until the manager acknowledges
+//! them; every new pipe starts by replaying the unacknowledged ones, in
+//! order (see [`crate::pipe`]).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -33,7 +34,7 @@ use crate::pipe::{
 };
 use crate::ErrorBody;
 
-/// Most must-deliver events kept while no pipe is attached.
+/// Most unacknowledged must-deliver events kept for replay.
 const BACKLOG_LIMIT: usize = 100_000;
 /// Check in again after this long without an attached pipe.
 const RECHECKIN_AFTER: Duration = Duration::from_secs(10);
@@ -120,14 +121,16 @@ impl Agent {
         let addr = listener.local_addr().map_err(|e| ClientError::Protocol(e.to_string()))?;
         let ws_url = format!("ws://{addr}/pipe");
         let (status, _) = watch::channel((ServiceState::Running, None));
+        let instance = format!("{}-{}", std::process::id(), Utc::now().timestamp_nanos_opt().unwrap_or_default());
         let shared = Arc::new(Shared {
             current: watch::channel(None).0,
             status: status.clone(),
             last_attached: Mutex::new(Instant::now()),
             session: Mutex::new(None),
+            instance: instance.clone(),
+            unacked: Mutex::new(VecDeque::new()),
         });
         let (cmd_tx, cmd_rx) = mpsc::channel(1024);
-        let instance = format!("{}-{}", std::process::id(), Utc::now().timestamp_nanos_opt().unwrap_or_default());
         let checkin = CheckIn {
             name: config.name.clone(),
             kind: config.kind,
@@ -166,6 +169,16 @@ struct Shared {
     last_attached: Mutex<Instant>,
     /// Cancels the attached session when a newer one replaces it.
     session: Mutex<Option<CancellationToken>>,
+    /// This incarnation, announced on every pipe.
+    instance: String,
+    /// Must-deliver events the manager has not acknowledged, oldest first.
+    unacked: Mutex<VecDeque<(u64, ServiceEvent)>>,
+}
+
+impl Shared {
+    fn unacked(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, ServiceEvent)>> {
+        self.unacked.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -307,13 +320,24 @@ async fn pipe_session(
     };
     let (out_tx, mut out_rx) = mpsc::channel::<ServiceFrame>(8192);
     shared.current.send_replace(Some(out_tx.clone()));
-    info!("manager attached to pipe");
+    // Who we are, then everything not yet acknowledged, oldest first. Events
+    // the pump queues meanwhile follow; any it queues twice the manager drops.
+    let replay: Vec<(u64, ServiceEvent)> = shared.unacked().iter().cloned().collect();
+    let hello = ServiceFrame::Hello { instance: shared.instance.clone() };
+    let mut greeted = send_frame(&mut ws, &hello).await.is_ok();
+    for (seq, event) in replay.iter().cloned() {
+        greeted = greeted && send_frame(&mut ws, &ServiceFrame::Event { seq: Some(seq), event }).await.is_ok();
+    }
+    info!(replayed = replay.len(), "manager attached to pipe");
     let mut status_rx = shared.status.subscribe();
     let (state, detail) = status_rx.borrow_and_update().clone();
     let _ = out_tx.try_send(ServiceFrame::Status { state, detail });
     let mut heartbeat = tokio::time::interval(Duration::from_millis(HEARTBEAT_INTERVAL_MS));
     let mut last_rx = Instant::now();
     let reason = loop {
+        if !greeted {
+            break "send failed";
+        }
         tokio::select! {
             _ = token.cancelled() => {
                 // Flush what is queued (a final reply, fills) before closing.
@@ -340,6 +364,12 @@ async fn pipe_session(
                 let Message::Text(text) = msg else { continue };
                 match serde_json::from_str::<ManagerFrame>(text.as_str()) {
                     Ok(ManagerFrame::Heartbeat { .. }) => {}
+                    Ok(ManagerFrame::Ack { seq }) => {
+                        let mut unacked = shared.unacked();
+                        while unacked.front().is_some_and(|(s, _)| *s <= seq) {
+                            unacked.pop_front();
+                        }
+                    }
                     Ok(ManagerFrame::Command { id, command }) => {
                         if cmd_tx.send((id, command, out_tx.clone())).await.is_err() { break "service stopping"; }
                     }
@@ -367,7 +397,12 @@ where
     S: futures_util::Sink<Message> + Unpin,
 {
     let text = serde_json::to_string(frame).map_err(|_| ())?;
-    ws.send(Message::text(text)).await.map_err(|_| ())
+    // A peer that stopped reading must not wedge the session: a send that
+    // cannot finish within the heartbeat timeout ends it.
+    match tokio::time::timeout(Duration::from_millis(HEARTBEAT_TIMEOUT_MS), ws.send(Message::text(text))).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
 }
 
 async fn command_worker<H: CommandHandler>(
@@ -396,61 +431,45 @@ async fn command_worker<H: CommandHandler>(
     }
 }
 
+/// Forwards events to the attached pipe. Must-deliver events are numbered
+/// and kept until acknowledged; market data is sent if a pipe can take it
+/// now, and dropped otherwise.
 async fn event_pump(mut events: mpsc::Receiver<ServiceEvent>, shared: Arc<Shared>, shutdown: CancellationToken) {
-    let mut backlog: VecDeque<ServiceEvent> = VecDeque::new();
-    let mut current = shared.current.subscribe();
-    let mut flush = tokio::time::interval(Duration::from_millis(50));
+    let mut next_seq = 1u64;
     loop {
-        tokio::select! {
+        let event = tokio::select! {
             _ = shutdown.cancelled() => break,
-            ev = events.recv() => {
-                let Some(ev) = ev else { break };
-                let out = current.borrow().clone();
-                if !backlog.is_empty() && ev.must_deliver() {
-                    push_backlog(&mut backlog, ev);
-                    continue;
-                }
-                match out {
-                    Some(tx) => {
-                        if let Err(mpsc::error::TrySendError::Full(ServiceFrame::Event { event }) | mpsc::error::TrySendError::Closed(ServiceFrame::Event { event })) = tx.try_send(ServiceFrame::Event { event: ev }) {
-                            if event.must_deliver() { push_backlog(&mut backlog, event); }
-                        }
-                    }
-                    None if ev.must_deliver() => push_backlog(&mut backlog, ev),
-                    None => {}
-                }
+            ev = events.recv() => match ev {
+                Some(ev) => ev,
+                None => break,
+            },
+        };
+        let out = shared.current.borrow().clone();
+        if !event.must_deliver() {
+            if let Some(tx) = out {
+                let _ = tx.try_send(ServiceFrame::Event { seq: None, event });
             }
-            _ = current.changed() => {}
-            _ = flush.tick() => {}
-        }
-        if backlog.is_empty() {
             continue;
         }
-        let Some(tx) = current.borrow().clone() else { continue };
-        while let Some(ev) = backlog.pop_front() {
-            if let Err(
-                mpsc::error::TrySendError::Full(ServiceFrame::Event { event })
-                | mpsc::error::TrySendError::Closed(ServiceFrame::Event { event }),
-            ) = tx.try_send(ServiceFrame::Event { event: ev })
-            {
-                backlog.push_front(event);
-                break;
+        let seq = next_seq;
+        next_seq += 1;
+        push_unacked(&mut shared.unacked(), seq, event.clone());
+        if let Some(tx) = out {
+            // Waits for room rather than skipping: a skipped event would only
+            // be replayed on the next pipe. A closed session is fine: the next
+            // one replays it.
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tx.send(ServiceFrame::Event { seq: Some(seq), event }) => {}
             }
-        }
-    }
-    // Hand what is left to the attached pipe, if any, before going away.
-    let attached = current.borrow().clone();
-    if let Some(tx) = attached {
-        for event in backlog.drain(..) {
-            let _ = tx.try_send(ServiceFrame::Event { event });
         }
     }
 }
 
-fn push_backlog(backlog: &mut VecDeque<ServiceEvent>, ev: ServiceEvent) {
-    if backlog.len() >= BACKLOG_LIMIT {
-        warn!(limit = BACKLOG_LIMIT, "event backlog full, dropping the oldest order event");
-        backlog.pop_front();
+fn push_unacked(unacked: &mut VecDeque<(u64, ServiceEvent)>, seq: u64, event: ServiceEvent) {
+    if unacked.len() >= BACKLOG_LIMIT {
+        warn!(limit = BACKLOG_LIMIT, "no manager has acknowledged order events for too long; dropping the oldest");
+        unacked.pop_front();
     }
-    backlog.push_back(ev);
+    unacked.push_back((seq, event));
 }
