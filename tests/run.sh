@@ -23,6 +23,16 @@ if ! need cc; then
     fi
 fi
 
+# tmux for the end-to-end test of lido-tui, which drives it in a real terminal.
+if ! need tmux; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && apt-get install -y -qq tmux >/dev/null
+    else
+        echo "error: tmux is missing; run 'sudo apt-get install tmux' and run this again" >&2
+        exit 1
+    fi
+fi
+
 echo "== format"
 cargo fmt --all -- --check
 echo "== lint"

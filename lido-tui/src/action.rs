@@ -1,12 +1,14 @@
 //! Everything that changes the console's state arrives as an [`Action`]:
 //! keys from the input task, connection news and watch messages from the
-//! network task.
+//! network task, market data from the feed task.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use crossterm::event::KeyEvent;
+use lido_shared::api::MarketInfo;
 use lido_shared::cluster::WatchMessage;
+use lido_shared::model::{Book, Quote};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
@@ -37,5 +39,29 @@ pub enum Action {
     CommandFailed {
         id: u64,
         error: String,
+    },
+    /// The answer to `GET /v1/markets`.
+    Markets(Result<Vec<MarketInfo>, String>),
+    /// News from the market data task for `market`/`symbol`.
+    Feed {
+        market: String,
+        symbol: String,
+        update: FeedUpdate,
+    },
+}
+
+/// What the market data task reports.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FeedUpdate {
+    /// Subscribed on `/v1/stream`.
+    Live,
+    Quote(Quote),
+    Book(Book),
+    /// Lido refused something (unknown symbol, …); the feed goes on.
+    Refused(String),
+    /// The stream failed; the next try is in `retry_in`.
+    Down {
+        error: String,
+        retry_in: Duration,
     },
 }

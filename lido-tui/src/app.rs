@@ -5,11 +5,18 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind};
-use lido_shared::cluster::{ClusterEvent, ClusterSnapshot, NodeInfo, ServiceInfo, WatchCommand, WatchMessage};
+use lido_shared::cluster::{
+    ClusterEvent, ClusterSnapshot, NodeInfo, ServiceInfo, ServiceKind, SpawnRequest, WatchCommand, WatchMessage,
+};
 
 use crate::action::Action;
-use crate::keymap::{self, KeyAction};
+use crate::command::{self, Command};
+use crate::effect::{Effect, FeedTarget};
+use crate::form::SpawnForm;
+use crate::keymap::{self, KeyAction, Mode};
+use crate::market::{FeedState, Loaded, MarketView};
 use crate::model;
+use crate::rates::Rates;
 
 /// How many event lines the log keeps.
 pub const EVENT_LOG_LEN: usize = 200;
@@ -57,8 +64,9 @@ pub struct Status {
 }
 
 /// A change the operator asked for, before it has an id.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Intent {
+    Spawn(SpawnRequest),
     Stop(String),
     Restart(String),
     Drain(String),
@@ -68,6 +76,7 @@ pub enum Intent {
 impl Intent {
     pub fn describe(&self) -> String {
         match self {
+            Self::Spawn(request) => command::describe_spawn(request),
             Self::Stop(name) => format!("stop service {name}"),
             Self::Restart(name) => format!("restart service {name}"),
             Self::Drain(node) => format!("drain node {node}"),
@@ -77,6 +86,7 @@ impl Intent {
 
     fn command(&self, id: u64) -> WatchCommand {
         match self.clone() {
+            Self::Spawn(request) => WatchCommand::Spawn { id, request },
             Self::Stop(name) => WatchCommand::Stop { id, name },
             Self::Restart(name) => WatchCommand::Restart { id, name },
             Self::Drain(node) => WatchCommand::Drain { id, node },
@@ -85,11 +95,35 @@ impl Intent {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Which screen is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Screen {
+    /// Nodes, services, rates and the event log.
+    Cluster,
+    /// Quotes, book and order flow of one market and symbol.
+    Market,
+}
+
+#[derive(Clone, Debug, PartialEq)]
 pub enum Popup {
     Help,
     /// `y` sends the intent, anything else cancels.
     Confirm(Intent),
+    /// The spawn form; Enter asks for confirmation.
+    Spawn(SpawnForm),
+    /// The market/symbol list; `selected` indexes [`MarketView::choices`].
+    Picker {
+        selected: usize,
+    },
+}
+
+/// The line being typed on the status line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Prompt {
+    /// `/`: the service filter, applied as it is typed.
+    Filter(String),
+    /// `:`: a command, run on Enter.
+    Command(String),
 }
 
 /// Which row is selected, by identity (so updates do not move it).
@@ -137,10 +171,19 @@ pub struct App {
     pub events: VecDeque<LogLine>,
     pub status: Option<Status>,
     pub popup: Option<Popup>,
+    pub screen: Screen,
+    pub prompt: Option<Prompt>,
+    /// Service rows must contain this (any case); empty shows all.
+    pub filter: String,
+    pub rates: Rates,
+    pub market: MarketView,
     pub should_quit: bool,
     selected: usize,
     selected_key: Option<RowKey>,
     pending: BTreeMap<u64, String>,
+    /// Commands the console sends on its own (resync, order follow): no
+    /// status line unless they fail.
+    quiet: BTreeMap<u64, String>,
     next_id: u64,
 }
 
@@ -157,10 +200,16 @@ impl App {
             events: VecDeque::new(),
             status: None,
             popup: None,
+            screen: Screen::Cluster,
+            prompt: None,
+            filter: String::new(),
+            rates: Rates::default(),
+            market: MarketView::default(),
             should_quit: false,
             selected: 0,
             selected_key: None,
             pending: BTreeMap::new(),
+            quiet: BTreeMap::new(),
             next_id: 1,
         }
     }
@@ -169,15 +218,39 @@ impl App {
         self.connection == Connection::Connected
     }
 
-    /// The tree: each node followed by its services.
+    /// The bindings that apply now.
+    pub fn mode(&self) -> Mode {
+        match &self.popup {
+            Some(Popup::Spawn(_)) => Mode::Form,
+            Some(Popup::Picker { .. }) => Mode::Picker,
+            _ => self.screen_mode(),
+        }
+    }
+
+    /// The bindings of the current screen (what `?` lists).
+    pub fn screen_mode(&self) -> Mode {
+        match self.screen {
+            Screen::Cluster => Mode::Cluster,
+            Screen::Market => Mode::Market,
+        }
+    }
+
+    /// The tree: each node followed by its services, narrowed by the filter
+    /// (a node whose id matches keeps all its services).
     pub fn rows(&self) -> Vec<Row<'_>> {
         let Some(cluster) = &self.cluster else {
             return Vec::new();
         };
+        let needle = self.filter.trim().to_lowercase();
         let mut rows = Vec::new();
         for node in &cluster.nodes {
+            let whole = needle.is_empty() || node.id.to_lowercase().contains(&needle);
+            let services: Vec<_> = node.services.iter().filter(|s| whole || service_matches(s, &needle)).collect();
+            if !whole && services.is_empty() {
+                continue;
+            }
             rows.push(Row::Node(node));
-            rows.extend(node.services.iter().map(|s| Row::Service(node, s)));
+            rows.extend(services.into_iter().map(|s| Row::Service(node, s)));
         }
         rows
     }
@@ -195,23 +268,28 @@ impl App {
         &self.pending
     }
 
-    /// Applies one action; returns a command to send on the watch socket.
-    pub fn update(&mut self, action: Action) -> Option<WatchCommand> {
+    /// Applies one action; returns what to do outside (commands to send,
+    /// market data to fetch).
+    pub fn update(&mut self, action: Action) -> Vec<Effect> {
         match action {
             Action::Key(key) => self.on_key(key),
-            Action::Resize => None,
+            Action::Resize => Vec::new(),
             Action::Connecting { url, attempt } => {
                 self.url = url;
                 if attempt == 0 && self.cluster.is_none() {
                     self.connection = Connection::Connecting;
                 }
-                None
+                Vec::new()
             }
             Action::Connected { url, at } => {
                 self.log(at, "connected", format!("watching {url}"), Level::Success);
                 self.url = url;
                 self.connection = Connection::Connected;
-                None
+                // A new socket: the order flow must be asked for again.
+                if self.screen == Screen::Market {
+                    return self.follow_orders(true);
+                }
+                Vec::new()
             }
             Action::Disconnected { url, error, attempt, retry_in, at } => {
                 if self.connected() {
@@ -221,20 +299,41 @@ impl App {
                     let lost: Vec<String> = std::mem::take(&mut self.pending).into_values().collect();
                     self.set_status(format!("connection lost before a reply to: {}", lost.join(", ")), Level::Warn);
                 }
+                self.quiet.clear();
                 self.url = url;
                 self.connection = Connection::Reconnecting { attempt, error, retry_in };
-                None
+                Vec::new()
             }
             Action::Message(message) => self.on_message(message),
             Action::CommandFailed { id, error } => {
+                if let Some(what) = self.quiet.remove(&id) {
+                    self.log(Utc::now(), "command", format!("{what}: not sent: {error}"), Level::Warn);
+                    return Vec::new();
+                }
                 let what = self.pending.remove(&id).unwrap_or_else(|| format!("command {id}"));
                 self.set_status(format!("{what}: not sent: {error}"), Level::Error);
-                None
+                Vec::new()
+            }
+            Action::Markets(result) => {
+                self.market.markets = match result {
+                    Ok(markets) => Loaded::Ready(markets),
+                    Err(error) => Loaded::Failed(error),
+                };
+                if let Some(Popup::Picker { selected }) = &mut self.popup {
+                    *selected = (*selected).min(self.market.choices().len().saturating_sub(1));
+                }
+                Vec::new()
+            }
+            Action::Feed { market, symbol, update } => {
+                if self.market.is_target(&market, &symbol) {
+                    self.market.apply(update);
+                }
+                Vec::new()
             }
         }
     }
 
-    fn on_message(&mut self, message: WatchMessage) -> Option<WatchCommand> {
+    fn on_message(&mut self, message: WatchMessage) -> Vec<Effect> {
         match message {
             WatchMessage::Snapshot { seq, snapshot } => {
                 let services = snapshot.services().count();
@@ -243,13 +342,24 @@ impl App {
                 self.cluster = Some(snapshot);
                 self.seq = Some(seq);
                 self.sync_selection();
-                None
+                Vec::new()
             }
             WatchMessage::Event { seq, ts, event } => {
                 let gap = self.seq.is_some_and(|last| seq > last + 1);
                 self.seq = Some(seq);
-                let (kind, text, level) = describe(&event);
-                self.log(ts, kind, text, level);
+                match &event {
+                    // Once a second: history for the sparklines, not the log.
+                    ClusterEvent::Metrics { services, .. } => self.rates.record(services),
+                    ClusterEvent::ServiceRemoved { name, .. } => {
+                        self.rates.forget(name);
+                        let (kind, text, level) = describe(&event);
+                        self.log(ts, kind, text, level);
+                    }
+                    _ => {
+                        let (kind, text, level) = describe(&event);
+                        self.log(ts, kind, text, level);
+                    }
+                }
                 if let Some(cluster) = &mut self.cluster {
                     model::apply(cluster, &event);
                     self.sync_selection();
@@ -257,38 +367,51 @@ impl App {
                 if gap {
                     // Events were lost: re-sync from a fresh snapshot.
                     self.log(ts, "resync", "missed events; asking for a fresh snapshot".into(), Level::Warn);
-                    let id = self.take_id();
-                    return Some(WatchCommand::Snapshot { id });
+                    return self.quiet_command("resync", |id| WatchCommand::Snapshot { id });
                 }
-                None
+                Vec::new()
+            }
+            WatchMessage::Order { node, order } => {
+                self.market.record_order(node, order);
+                Vec::new()
             }
             WatchMessage::Reply { id, ok, service, error } => {
+                let why = |error: Option<lido_shared::ErrorDetail>| {
+                    error.map_or_else(|| "no reason given".to_string(), |e| format!("{} ({})", e.message, e.code))
+                };
+                if let Some(what) = self.quiet.remove(&id) {
+                    if !ok {
+                        self.set_status(format!("{what}: failed: {}", why(error)), Level::Warn);
+                    }
+                    return Vec::new();
+                }
                 let what = self.pending.remove(&id).unwrap_or_else(|| format!("command {id}"));
                 if ok {
                     let state = service.map(|s| format!(" ({} is {})", s.name, s.state)).unwrap_or_default();
                     self.set_status(format!("{what}: ok{state}"), Level::Success);
                 } else {
-                    let why =
-                        error.map_or_else(|| "no reason given".to_string(), |e| format!("{} ({})", e.message, e.code));
-                    self.set_status(format!("{what}: failed: {why}"), Level::Error);
+                    self.set_status(format!("{what}: failed: {}", why(error)), Level::Error);
                 }
-                None
+                Vec::new()
             }
             WatchMessage::Error { error } => {
                 self.set_status(format!("lido: {} ({})", error.message, error.code), Level::Error);
-                None
+                Vec::new()
             }
         }
     }
 
-    fn on_key(&mut self, key: KeyEvent) -> Option<WatchCommand> {
+    fn on_key(&mut self, key: KeyEvent) -> Vec<Effect> {
         if key.kind != KeyEventKind::Press {
-            return None;
+            return Vec::new();
         }
         if keymap::Key::ctrl('c').matches(&key) {
-            // Ctrl-C quits from anywhere, popups included.
+            // Ctrl-C quits from anywhere, popups and prompts included.
             self.should_quit = true;
-            return None;
+            return Vec::new();
+        }
+        if let Some(prompt) = self.prompt.take() {
+            return self.on_prompt_key(prompt, key);
         }
         match self.popup.take() {
             Some(Popup::Confirm(intent)) => {
@@ -296,16 +419,20 @@ impl App {
                     return self.send(intent);
                 }
                 self.set_status(format!("{}: cancelled", intent.describe()), Level::Info);
-                return None;
+                return Vec::new();
             }
             // Any key closes help, and does nothing else.
-            Some(Popup::Help) => return None,
+            Some(Popup::Help) => return Vec::new(),
+            Some(Popup::Spawn(form)) => return self.on_form_key(form, key),
+            Some(Popup::Picker { selected }) => return self.on_picker_key(selected, key),
             None => {}
         }
-        let binding = keymap::lookup(&key)?;
+        let Some(binding) = keymap::lookup(self.screen_mode(), &key) else {
+            return Vec::new();
+        };
         if binding.dangerous && self.readonly {
             self.set_status(format!("read-only: {} is disabled", binding.description), Level::Warn);
-            return None;
+            return Vec::new();
         }
         let len = self.rows().len();
         match binding.action {
@@ -315,6 +442,7 @@ impl App {
             KeyAction::Bottom => self.select(len.saturating_sub(1)),
             KeyAction::Help => self.popup = Some(Popup::Help),
             KeyAction::Quit => self.should_quit = true,
+            KeyAction::Spawn => self.popup = Some(Popup::Spawn(SpawnForm::default())),
             KeyAction::Stop => self.ask(|row| match row {
                 Row::Service(_, s) => Ok(Intent::Stop(s.name.clone())),
                 Row::Node(_) => Err("select a service to stop"),
@@ -329,8 +457,207 @@ impl App {
                 };
                 Ok(if node.draining { Intent::Undrain(node.id.clone()) } else { Intent::Drain(node.id.clone()) })
             }),
+            KeyAction::Market => return self.open_market(None),
+            KeyAction::Pick => return self.open_picker(),
+            KeyAction::Back => return self.leave_market(),
+            KeyAction::Filter => self.prompt = Some(Prompt::Filter(self.filter.clone())),
+            KeyAction::Command => self.prompt = Some(Prompt::Command(String::new())),
+            KeyAction::Cancel => {
+                if !self.filter.is_empty() {
+                    self.set_filter(String::new());
+                    self.set_status("filter cleared".into(), Level::Info);
+                }
+            }
+            KeyAction::Select
+            | KeyAction::NextField
+            | KeyAction::PrevField
+            | KeyAction::NextChoice
+            | KeyAction::PrevChoice
+            | KeyAction::Submit => {}
         }
-        None
+        Vec::new()
+    }
+
+    /// Line editing on the status line; Enter applies, Esc abandons.
+    fn on_prompt_key(&mut self, mut prompt: Prompt, key: KeyEvent) -> Vec<Effect> {
+        let text = match &mut prompt {
+            Prompt::Filter(text) | Prompt::Command(text) => text,
+        };
+        match key.code {
+            KeyCode::Esc => {
+                if matches!(prompt, Prompt::Filter(_)) {
+                    self.set_filter(String::new());
+                }
+                return Vec::new();
+            }
+            KeyCode::Enter => {
+                return match prompt {
+                    Prompt::Filter(_) => Vec::new(),
+                    Prompt::Command(line) => self.run_command(&line),
+                };
+            }
+            KeyCode::Backspace => {
+                text.pop();
+            }
+            KeyCode::Char(c) if !key.modifiers.contains(crossterm::event::KeyModifiers::CONTROL) => text.push(c),
+            _ => {}
+        }
+        if let Prompt::Filter(text) = &prompt {
+            self.set_filter(text.clone());
+        }
+        self.prompt = Some(prompt);
+        Vec::new()
+    }
+
+    fn run_command(&mut self, line: &str) -> Vec<Effect> {
+        let command = match command::parse(line) {
+            Ok(command) => command,
+            Err(error) => {
+                self.set_status(error, Level::Error);
+                return Vec::new();
+            }
+        };
+        if command.dangerous() && self.readonly {
+            self.set_status(format!("read-only: :{} is disabled", line.trim()), Level::Warn);
+            return Vec::new();
+        }
+        match command {
+            Command::Spawn(None) => self.popup = Some(Popup::Spawn(SpawnForm::default())),
+            Command::Spawn(Some(request)) => self.confirm(Intent::Spawn(request)),
+            Command::Stop(name) => self.confirm(Intent::Stop(name)),
+            Command::Restart(name) => self.confirm(Intent::Restart(name)),
+            Command::Drain(node) => self.confirm(Intent::Drain(node)),
+            Command::Undrain(node) => self.confirm(Intent::Undrain(node)),
+            Command::Market(target) => return self.open_market(target),
+            Command::Cluster => return self.leave_market(),
+            Command::Filter(text) => self.set_filter(text),
+            Command::Help => self.popup = Some(Popup::Help),
+            Command::Quit => self.should_quit = true,
+        }
+        Vec::new()
+    }
+
+    fn on_form_key(&mut self, mut form: SpawnForm, key: KeyEvent) -> Vec<Effect> {
+        match keymap::lookup(Mode::Form, &key).map(|b| b.action) {
+            Some(KeyAction::Submit) => match form.request() {
+                Ok(request) if self.connected() => {
+                    self.popup = Some(Popup::Confirm(Intent::Spawn(request)));
+                    return Vec::new();
+                }
+                Ok(_) => form.error = Some("not connected: cannot spawn now".into()),
+                Err(error) => form.error = Some(error),
+            },
+            Some(KeyAction::Cancel) => {
+                self.set_status("spawn: cancelled".into(), Level::Info);
+                return Vec::new();
+            }
+            Some(KeyAction::NextField) => form.next_field(),
+            Some(KeyAction::PrevField) => form.prev_field(),
+            Some(KeyAction::NextChoice) => form.cycle_kind(true),
+            Some(KeyAction::PrevChoice) => form.cycle_kind(false),
+            _ => match key.code {
+                KeyCode::Char(c) if !key.modifiers.contains(crossterm::event::KeyModifiers::CONTROL) => form.input(c),
+                KeyCode::Backspace => form.backspace(),
+                _ => {}
+            },
+        }
+        self.popup = Some(Popup::Spawn(form));
+        Vec::new()
+    }
+
+    fn on_picker_key(&mut self, selected: usize, key: KeyEvent) -> Vec<Effect> {
+        let choices = self.market.choices();
+        let last = choices.len().saturating_sub(1);
+        let selected = match keymap::lookup(Mode::Picker, &key).map(|b| b.action) {
+            Some(KeyAction::Down) => selected.saturating_add(1).min(last),
+            Some(KeyAction::Up) => selected.saturating_sub(1),
+            Some(KeyAction::Select) => match choices.into_iter().nth(selected) {
+                Some((market, symbol)) => return self.watch_market(market, symbol),
+                None => selected,
+            },
+            Some(KeyAction::Cancel) => return Vec::new(),
+            _ => selected,
+        };
+        self.popup = Some(Popup::Picker { selected });
+        Vec::new()
+    }
+
+    /// Shows the market view; follows `target` if given, else resumes the
+    /// last one, else opens the picker.
+    fn open_market(&mut self, target: Option<(String, String)>) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let entering = self.screen != Screen::Market;
+        self.screen = Screen::Market;
+        if entering {
+            effects.extend(self.follow_orders(true));
+        }
+        match target {
+            Some((market, symbol)) => effects.extend(self.watch_market(market, symbol)),
+            None => match self.market.target.clone() {
+                Some((market, symbol)) if entering => effects.extend(self.watch_market(market, symbol)),
+                Some(_) => {}
+                None => effects.extend(self.open_picker()),
+            },
+        }
+        effects
+    }
+
+    fn leave_market(&mut self) -> Vec<Effect> {
+        if self.screen != Screen::Market {
+            return Vec::new();
+        }
+        self.screen = Screen::Cluster;
+        self.market.feed = FeedState::Idle;
+        let mut effects = vec![Effect::Feed(None)];
+        effects.extend(self.follow_orders(false));
+        effects
+    }
+
+    /// Opens the picker, (re)loading the market list.
+    fn open_picker(&mut self) -> Vec<Effect> {
+        let choices = self.market.choices();
+        let selected =
+            self.market.target.as_ref().and_then(|target| choices.iter().position(|c| c == target)).unwrap_or(0);
+        self.popup = Some(Popup::Picker { selected });
+        if self.market.markets == Loaded::Loading {
+            return Vec::new();
+        }
+        if !matches!(self.market.markets, Loaded::Ready(_)) {
+            self.market.markets = Loaded::Loading;
+        }
+        vec![Effect::LoadMarkets { api_url: self.url.clone() }]
+    }
+
+    fn watch_market(&mut self, market: String, symbol: String) -> Vec<Effect> {
+        let api_url = self.api_url_for(&market);
+        self.market.set_target(market.clone(), symbol.clone());
+        vec![Effect::Feed(Some(FeedTarget { api_url, market, symbol }))]
+    }
+
+    /// The algo API serving `market`: its node's, else the IM's own URL
+    /// (the embedded default serves both on one address).
+    fn api_url_for(&self, market: &str) -> String {
+        self.cluster
+            .iter()
+            .flat_map(|c| c.nodes.iter())
+            .find(|n| n.services.iter().any(|s| s.kind == ServiceKind::Market && s.name == market))
+            .map(|n| n.api_url.clone())
+            .filter(|url| !url.is_empty())
+            .unwrap_or_else(|| self.url.clone())
+    }
+
+    fn follow_orders(&mut self, orders: bool) -> Vec<Effect> {
+        if !self.connected() {
+            return Vec::new();
+        }
+        let what = if orders { "follow order flow" } else { "unfollow order flow" };
+        self.quiet_command(what, |id| WatchCommand::Follow { id, orders })
+    }
+
+    fn quiet_command(&mut self, what: &str, command: impl FnOnce(u64) -> WatchCommand) -> Vec<Effect> {
+        let id = self.take_id();
+        self.quiet.insert(id, what.to_string());
+        vec![Effect::Watch(command(id))]
     }
 
     /// Opens the confirmation for what `intent` makes of the selected row.
@@ -340,28 +667,40 @@ impl App {
             return;
         };
         match intent(row) {
-            Ok(intent) if self.connected() => self.popup = Some(Popup::Confirm(intent)),
-            Ok(intent) => self.set_status(format!("not connected: cannot {} now", intent.describe()), Level::Warn),
+            Ok(intent) => self.confirm(intent),
             Err(why) => self.set_status(why.into(), Level::Warn),
         }
     }
 
-    fn send(&mut self, intent: Intent) -> Option<WatchCommand> {
+    fn confirm(&mut self, intent: Intent) {
+        if self.connected() {
+            self.popup = Some(Popup::Confirm(intent));
+        } else {
+            self.set_status(format!("not connected: cannot {} now", intent.describe()), Level::Warn);
+        }
+    }
+
+    fn send(&mut self, intent: Intent) -> Vec<Effect> {
         if !self.connected() {
             self.set_status(format!("not connected: cannot {} now", intent.describe()), Level::Warn);
-            return None;
+            return Vec::new();
         }
         let id = self.take_id();
         let what = intent.describe();
         self.set_status(format!("{what}: sent, waiting for the reply…"), Level::Info);
         self.pending.insert(id, what);
-        Some(intent.command(id))
+        vec![Effect::Watch(intent.command(id))]
     }
 
     fn take_id(&mut self) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         id
+    }
+
+    fn set_filter(&mut self, filter: String) {
+        self.filter = filter;
+        self.sync_selection();
     }
 
     fn select(&mut self, index: usize) {
@@ -388,6 +727,12 @@ impl App {
         }
         self.events.push_back(LogLine { ts, kind: kind.to_string(), text, level });
     }
+}
+
+fn service_matches(s: &ServiceInfo, needle: &str) -> bool {
+    [s.name.as_str(), s.kind.as_str(), s.service_type.as_str(), s.state.as_str()]
+        .iter()
+        .any(|field| field.to_lowercase().contains(needle))
 }
 
 /// An event's log kind, text and level.
@@ -419,6 +764,9 @@ fn describe(event: &ClusterEvent) -> (&'static str, String, Level) {
             ),
             Level::Info,
         ),
+        ClusterEvent::Metrics { node, services } => {
+            ("metrics", format!("{node}: figures for {} service(s)", services.len()), Level::Info)
+        }
         ClusterEvent::Log { level, message } => {
             let level = match level.as_str() {
                 "error" => Level::Error,

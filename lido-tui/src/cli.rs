@@ -2,13 +2,14 @@
 
 use clap::Parser;
 
-/// Lido's live console: nodes, services and events, with stop/restart/drain.
+/// Lido's live console: nodes, services, rates and events, a market view,
+/// with spawn/stop/restart/drain.
 #[derive(Clone, Debug, Parser)]
 #[command(
     name = "lido-tui",
     version,
     about,
-    after_help = "Keys: j/k move, s stop, r restart, d drain/undrain, ? help, q quit.\n\nExamples:\n  lido-tui\n  lido-tui --url http://im1:7700,http://im2:7700 --readonly"
+    after_help = "Keys: j/k move, n spawn, s stop, r restart, d drain/undrain, m market view, / filter, : command, ? help, q quit.\nCommands: :spawn broker paper p2, :stop NAME, :drain n1, :undrain n1, :market paper BTC/USD, :q\n\nExamples:\n  lido-tui\n  lido-tui --url http://im1:7700,http://im2:7700 --readonly"
 )]
 pub struct Args {
     /// InfrastructureManager URL; several comma-separated are tried in turn
@@ -17,7 +18,7 @@ pub struct Args {
     /// Bearer token for the operator API
     #[arg(long, env = "LIDO_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Look, do not touch: stop, restart and drain are hidden and refused
+    /// Look, do not touch: spawn, stop, restart and drain are hidden and refused
     #[arg(long)]
     pub readonly: bool,
 }

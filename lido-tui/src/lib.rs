@@ -1,24 +1,37 @@
 //! lido-tui, Lido's live terminal console. It holds one WebSocket to an
 //! InfrastructureManager's `/v1/cluster/watch`: status streams in, commands
 //! go out on the same socket, replies come back correlated by id.
+//! A second screen follows one market: quotes and book over the node's algo
+//! stream, order flow over the watch socket.
 //!
 //! - [`cli`]: arguments (`--url` list, `--token`, `--readonly`).
 //! - [`action`]: the [`action::Action`] enum, every input to the state.
 //! - [`app`]: [`app::App`], the state and its one `update` function (keys,
-//!   confirmations, replies, selection).
+//!   prompts, confirmations, replies, selection); it returns
+//!   [`effect::Effect`]s for the run loop to carry out.
 //! - [`model`]: applying watch events to the local cluster snapshot.
-//! - [`keymap`]: keybindings as data (help text, dangerous flag).
+//! - [`rates`]: per-service messages/s and latency history for sparklines.
+//! - [`market`]: the market view's state (picker list, quotes, book, orders).
+//! - [`form`]: the spawn form; [`command`]: the `:` command line.
+//! - [`keymap`]: keybindings as data, per mode (help text, dangerous flag).
 //! - [`ui`]: drawing, a pure function of the state.
-//! - [`net`]: the network task, with [`backoff`] and URL rotation on reconnect.
+//! - [`net`]: the watch task, with [`backoff`] and URL rotation on reconnect;
+//!   [`feed`]: the market data task.
 //! - [`terminal`]: raw mode and the alternate screen, restored on drop and panic.
 
 pub mod action;
 pub mod app;
 pub mod backoff;
 pub mod cli;
+pub mod command;
+pub mod effect;
+pub mod feed;
+pub mod form;
 pub mod keymap;
+pub mod market;
 pub mod model;
 pub mod net;
+pub mod rates;
 pub mod terminal;
 pub mod ui;
 
@@ -32,8 +45,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::action::Action;
+use crate::action::{Action, FeedUpdate};
 use crate::app::App;
+use crate::effect::Effect;
 
 /// Runs the console until the operator quits.
 pub async fn run(args: cli::Args) -> anyhow::Result<()> {
@@ -53,9 +67,10 @@ pub async fn run(args: cli::Args) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     tracker.spawn(net::run(clients, action_tx.clone(), command_rx, cancel.child_token()));
-    tracker.spawn(read_input(action_tx, cancel.child_token()));
+    tracker.spawn(read_input(action_tx.clone(), cancel.child_token()));
 
     let mut app = App::new(urls, args.readonly);
+    let mut feed: Option<CancellationToken> = None;
     let result = async {
         let mut tui = terminal::Tui::enter().context("cannot set up the terminal")?;
         loop {
@@ -68,10 +83,39 @@ pub async fn run(args: cli::Args) -> anyhow::Result<()> {
             while let Ok(action) = actions.try_recv() {
                 outgoing.extend(app.update(action));
             }
-            for command in outgoing {
-                let id = net::command_id(&command);
-                if command_tx.try_send(command).is_err() {
-                    app.update(Action::CommandFailed { id, error: "too many commands in flight".into() });
+            for effect in outgoing {
+                match effect {
+                    Effect::Watch(command) => {
+                        let id = command.id();
+                        if command_tx.try_send(command).is_err() {
+                            app.update(Action::CommandFailed { id, error: "too many commands in flight".into() });
+                        }
+                    }
+                    Effect::LoadMarkets { api_url } => match algo_client(&api_url, args.token.as_deref()) {
+                        Ok(client) => {
+                            tracker.spawn(feed::load_markets(client, action_tx.clone()));
+                        }
+                        Err(error) => {
+                            app.update(Action::Markets(Err(error)));
+                        }
+                    },
+                    Effect::Feed(target) => {
+                        if let Some(previous) = feed.take() {
+                            previous.cancel();
+                        }
+                        let Some(target) = target else { continue };
+                        match algo_client(&target.api_url, args.token.as_deref()) {
+                            Ok(client) => {
+                                let token = cancel.child_token();
+                                tracker.spawn(feed::run(client, target, action_tx.clone(), token.clone()));
+                                feed = Some(token);
+                            }
+                            Err(error) => {
+                                let update = FeedUpdate::Refused(error);
+                                app.update(Action::Feed { market: target.market, symbol: target.symbol, update });
+                            }
+                        }
+                    }
                 }
             }
             if app.should_quit {
@@ -85,6 +129,15 @@ pub async fn run(args: cli::Args) -> anyhow::Result<()> {
     tracker.close();
     let _ = tokio::time::timeout(Duration::from_secs(1), tracker.wait()).await;
     result
+}
+
+/// A client for a node's algo API (market data), with the same token.
+fn algo_client(url: &str, token: Option<&str>) -> Result<LidoClient, String> {
+    let client = LidoClient::new(url).map_err(|e| format!("bad algo API url {url:?}: {e}"))?;
+    Ok(match token {
+        Some(token) => client.with_token(token),
+        None => client,
+    })
 }
 
 /// Forwards key presses and resizes as actions.

@@ -4,7 +4,8 @@
 use lido_shared::cluster::{ClusterEvent, ClusterSnapshot, NodeInfo, NodeLoad};
 
 /// Applies one change to `snapshot`. A service that moved node is taken off
-/// the old one; a node never seen before is added.
+/// the old one; a node never seen before is added; metrics update the
+/// services' current figures.
 pub fn apply(snapshot: &mut ClusterSnapshot, event: &ClusterEvent) {
     match event {
         ClusterEvent::ServiceChanged { service } => {
@@ -30,6 +31,16 @@ pub fn apply(snapshot: &mut ClusterSnapshot, event: &ClusterEvent) {
             let node = node_mut(snapshot, id);
             node.draining = *draining;
             node.load = load.clone();
+        }
+        ClusterEvent::Metrics { node, services } => {
+            let Some(node) = snapshot.nodes.iter_mut().find(|n| &n.id == node) else {
+                return;
+            };
+            for service in &mut node.services {
+                if let Some(figures) = services.get(&service.name) {
+                    service.metrics.extend(figures.iter().map(|(k, v)| (k.clone(), *v)));
+                }
+            }
         }
         ClusterEvent::Log { .. } => {}
     }

@@ -54,7 +54,7 @@ pub async fn run(
                             let Some(command) = command else { return };
                             if let Err(e) = watch.send(&command).await {
                                 let error = e.to_string();
-                                let _ = actions.send(Action::CommandFailed { id: command_id(&command), error: error.clone() }).await;
+                                let _ = actions.send(Action::CommandFailed { id: command.id(), error: error.clone() }).await;
                                 break error;
                             }
                         }
@@ -78,24 +78,12 @@ pub async fn run(
                 _ = &mut sleep => break,
                 command = commands.recv() => {
                     let Some(command) = command else { return };
-                    let failed = Action::CommandFailed { id: command_id(&command), error: "not connected".into() };
+                    let failed = Action::CommandFailed { id: command.id(), error: "not connected".into() };
                     if actions.send(failed).await.is_err() {
                         return;
                     }
                 }
             }
         }
-    }
-}
-
-/// The correlation id of a command.
-pub fn command_id(command: &WatchCommand) -> u64 {
-    match command {
-        WatchCommand::Spawn { id, .. }
-        | WatchCommand::Stop { id, .. }
-        | WatchCommand::Restart { id, .. }
-        | WatchCommand::Drain { id, .. }
-        | WatchCommand::Undrain { id, .. }
-        | WatchCommand::Snapshot { id } => *id,
     }
 }

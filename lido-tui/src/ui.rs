@@ -2,39 +2,45 @@
 //!
 //! ```text
 //! ┌ header: lido-tui │ IM url │ connection │ counts ───────────┐
-//! │ nodes and their services (the selection lives here)        │
-//! │ event log (newest at the bottom)                            │
-//! └ status line: last reply or notice, else key hints ─────────┘
+//! │ the screen: cluster (nodes+services, detail, event log)     │
+//! │             or market (quotes chart, book, order flow)      │
+//! └ status line: prompt, last reply or notice, else key hints ─┘
 //! ```
+//!
+//! Popups (help, confirmation, spawn form, market picker) draw on top.
 
-use lido_shared::cluster::ServiceState;
+mod cluster;
+mod forms;
+mod market;
+
 use ratatui::layout::{Alignment, Constraint, Flex, Layout, Rect};
-use ratatui::style::{Color, Modifier, Style, Stylize};
+use ratatui::style::{Color, Style, Stylize};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row as TableRow, Table, TableState, Wrap};
+use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row as TableRow, Table, Wrap};
 use ratatui::Frame;
 
-use crate::app::{App, Connection, Level, Popup, Row};
-use crate::keymap;
+use crate::app::{App, Connection, Level, Popup, Prompt, Screen};
+use crate::command::COMMANDS;
+use crate::keymap::{self, Binding};
 
 const GREY: Color = Color::DarkGray;
+const SPARK_BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
 
 /// Draws the whole screen.
 pub fn draw(frame: &mut Frame, app: &App) {
-    let [header, body, events, status] = Layout::vertical([
-        Constraint::Length(1),
-        Constraint::Min(5),
-        Constraint::Percentage(30),
-        Constraint::Length(1),
-    ])
-    .areas(frame.area());
+    let [header, body, status] =
+        Layout::vertical([Constraint::Length(1), Constraint::Min(3), Constraint::Length(1)]).areas(frame.area());
     frame.render_widget(header_line(app), header);
-    draw_tree(frame, app, body);
-    draw_events(frame, app, events);
+    match app.screen {
+        Screen::Cluster => cluster::draw(frame, app, body),
+        Screen::Market => market::draw(frame, app, body),
+    }
     frame.render_widget(status_line(app), status);
     match &app.popup {
         Some(Popup::Help) => draw_help(frame, app),
         Some(Popup::Confirm(intent)) => draw_confirm(frame, &format!("{}?", capitalize(&intent.describe()))),
+        Some(Popup::Spawn(form)) => forms::draw_spawn(frame, form),
+        Some(Popup::Picker { selected }) => forms::draw_picker(frame, app, *selected),
         None => {}
     }
 }
@@ -72,94 +78,6 @@ fn header_line(app: &App) -> Line<'static> {
     Line::from(spans)
 }
 
-fn state_style(state: ServiceState) -> Style {
-    match state {
-        ServiceState::Running => Style::new().fg(Color::Green),
-        ServiceState::Starting | ServiceState::Degraded | ServiceState::Draining => Style::new().fg(Color::Yellow),
-        ServiceState::Failed => Style::new().fg(Color::Red).bold(),
-        ServiceState::Stopped => Style::new().fg(GREY),
-    }
-}
-
-fn draw_tree(frame: &mut Frame, app: &App, area: Rect) {
-    let live = app.connected();
-    let title = if live { " Nodes and services ".to_string() } else { " Nodes and services (last known) ".to_string() };
-    let block = Block::bordered().title(title).border_style(if live { Style::new() } else { Style::new().fg(GREY) });
-    if app.cluster.is_none() {
-        let text = format!("waiting for the cluster snapshot from {} …", app.url);
-        frame.render_widget(Paragraph::new(text).fg(GREY).block(block), area);
-        return;
-    }
-    // Greyed while reconnecting: the picture may be stale.
-    let paint = |style: Style| if live { style } else { Style::new().fg(GREY) };
-    let rows: Vec<TableRow> = app
-        .rows()
-        .into_iter()
-        .map(|row| match row {
-            Row::Node(n) => {
-                let (state, style) = if n.draining {
-                    ("draining", Style::new().fg(Color::Yellow))
-                } else {
-                    ("active", Style::new().fg(Color::Green))
-                };
-                TableRow::new(vec![
-                    Cell::from(format!("▾ {}", n.id)).style(paint(Style::new().bold())),
-                    Cell::from("node"),
-                    Cell::from(if n.location.is_empty() { "-".to_string() } else { format!("@{}", n.location) }),
-                    Cell::from(state).style(paint(style)),
-                    Cell::from(""),
-                    Cell::from(""),
-                    Cell::from(""),
-                    Cell::from(format!(
-                        "sessions {} · streams {} · orders {}",
-                        n.load.sessions, n.load.streams, n.load.open_orders
-                    )),
-                ])
-                .style(paint(Style::new()))
-            }
-            Row::Service(_, s) => TableRow::new(vec![
-                Cell::from(format!("  {}", s.name)),
-                Cell::from(s.kind.as_str()),
-                Cell::from(if s.service_type.is_empty() { "-".to_string() } else { s.service_type.clone() }),
-                Cell::from(s.state.as_str()).style(paint(state_style(s.state))),
-                Cell::from(mode(s.mode)),
-                Cell::from(s.pid.map_or_else(|| "-".to_string(), |p| p.to_string())),
-                Cell::from(s.restarts.to_string()),
-                Cell::from(s.detail.clone().unwrap_or_default()),
-            ])
-            .style(paint(Style::new())),
-        })
-        .collect();
-    let header = TableRow::new(["NAME", "KIND", "TYPE", "STATE", "MODE", "PID", "RESTARTS", "DETAIL / LOAD"])
-        .style(Style::new().bold().fg(if live { Color::Reset } else { GREY }));
-    let name_width = app.rows().iter().map(|r| r.name_width()).max().unwrap_or(0);
-    let widths = [
-        Constraint::Length(u16::try_from(name_width).unwrap_or(u16::MAX).clamp(8, 32)),
-        Constraint::Length(6),
-        Constraint::Length(9),
-        Constraint::Length(8),
-        Constraint::Length(8),
-        Constraint::Length(7),
-        Constraint::Length(8),
-        Constraint::Fill(1),
-    ];
-    let table = Table::new(rows, widths)
-        .header(header)
-        .block(block)
-        .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED))
-        .highlight_symbol("▶ ");
-    let mut state = TableState::default().with_selected(Some(app.selected()));
-    frame.render_stateful_widget(table, area, &mut state);
-}
-
-fn mode(mode: lido_shared::cluster::RunMode) -> &'static str {
-    match mode {
-        lido_shared::cluster::RunMode::Process => "process",
-        lido_shared::cluster::RunMode::Task => "task",
-        lido_shared::cluster::RunMode::External => "external",
-    }
-}
-
 fn level_style(level: Level) -> Style {
     match level {
         Level::Info => Style::new(),
@@ -169,31 +87,29 @@ fn level_style(level: Level) -> Style {
     }
 }
 
-fn draw_events(frame: &mut Frame, app: &App, area: Rect) {
-    let block = Block::bordered().title(format!(" Events ({}) ", app.events.len()));
-    let visible = usize::from(area.height.saturating_sub(2));
-    let skip = app.events.len().saturating_sub(visible);
-    let lines: Vec<Line> = app
-        .events
-        .iter()
-        .skip(skip)
-        .map(|e| {
-            Line::from(vec![
-                Span::styled(e.ts.format("%H:%M:%S ").to_string(), Style::new().fg(GREY)),
-                Span::styled(format!("{:<12} ", e.kind), Style::new().fg(Color::Cyan)),
-                Span::styled(e.text.clone(), level_style(e.level)),
-            ])
-        })
-        .collect();
-    frame.render_widget(Paragraph::new(lines).block(block), area);
-}
-
 fn status_line(app: &App) -> Line<'static> {
+    if let Some(prompt) = &app.prompt {
+        let (sigil, text, hint) = match prompt {
+            Prompt::Filter(text) => ("/", text, "  Enter keep · Esc clear"),
+            Prompt::Command(text) => (":", text, "  Enter run · Esc cancel · :help lists commands"),
+        };
+        return Line::from(vec![
+            Span::styled(format!(" {sigil}"), Style::new().fg(Color::Cyan).bold()),
+            Span::raw(text.clone()),
+            Span::styled("█", Style::new().fg(Color::Cyan)),
+            Span::styled(hint, Style::new().fg(GREY)),
+        ]);
+    }
     if let Some(status) = &app.status {
         return Line::from(Span::styled(format!(" {}", status.text), level_style(status.level)));
     }
+    hints(keymap::visible(app.mode(), app.readonly))
+}
+
+/// ` j/↓ down  k/↑ up …` from a binding table.
+fn hints<'a>(bindings: impl Iterator<Item = &'a Binding>) -> Line<'static> {
     let mut spans = Vec::new();
-    for b in keymap::visible(app.readonly) {
+    for b in bindings {
         spans.push(Span::styled(format!(" {}", b.label), Style::new().fg(Color::Cyan).bold()));
         spans.push(Span::styled(format!(" {} ", b.hint), Style::new().fg(GREY)));
     }
@@ -206,29 +122,62 @@ fn centered(frame: &Frame, width: u16, height: u16) -> Rect {
     area
 }
 
+fn len_u16(n: usize) -> u16 {
+    u16::try_from(n).unwrap_or(u16::MAX)
+}
+
+/// `?`: the current screen's keys and the `:` commands, both from data.
 fn draw_help(frame: &mut Frame, app: &App) {
-    let bindings: Vec<_> = keymap::visible(app.readonly).collect();
-    let height = u16::try_from(bindings.len()).unwrap_or(u16::MAX).saturating_add(4);
-    let area = centered(frame, 52, height);
-    let rows = bindings.iter().map(|b| {
-        let style = if b.dangerous { Style::new().fg(Color::Red) } else { Style::new() };
-        TableRow::new(vec![
-            Cell::from(b.label).style(Style::new().fg(Color::Cyan).bold()),
-            Cell::from(b.description).style(style),
-        ])
-    });
-    let mut title = " Keys ".to_string();
-    if app.readonly {
-        title = " Keys (read-only) ".into();
-    }
-    let table = Table::new(rows, [Constraint::Length(10), Constraint::Fill(1)])
-        .block(Block::bordered().title(title).title_bottom(Line::from(" any key closes ").alignment(Alignment::Right)));
+    let bindings: Vec<_> = keymap::visible(app.screen_mode(), app.readonly).collect();
+    let commands: Vec<_> = COMMANDS.iter().filter(|c| !(app.readonly && c.dangerous)).collect();
+    let keys = Table::new(
+        bindings.iter().map(|b| {
+            let style = if b.dangerous { Style::new().fg(Color::Red) } else { Style::new() };
+            TableRow::new(vec![
+                Cell::from(b.label).style(Style::new().fg(Color::Cyan).bold()),
+                Cell::from(b.description).style(style),
+            ])
+        }),
+        [Constraint::Length(9), Constraint::Fill(1)],
+    )
+    .header(TableRow::new(["KEY", "ACTION"]).style(Style::new().bold()));
+    let usage = Table::new(
+        commands.iter().map(|c| {
+            let style = if c.dangerous { Style::new().fg(Color::Red) } else { Style::new() };
+            TableRow::new(vec![
+                Cell::from(c.usage).style(Style::new().fg(Color::Cyan)),
+                Cell::from(c.description).style(style),
+            ])
+        }),
+        [Constraint::Length(26), Constraint::Fill(1)],
+    )
+    .header(TableRow::new(["COMMAND", ""]).style(Style::new().bold()));
+    let wide = frame.area().width >= 112;
+    let (width, height) = if wide {
+        (110, len_u16(bindings.len().max(commands.len())).saturating_add(3))
+    } else {
+        (70, len_u16(bindings.len() + commands.len()).saturating_add(5))
+    };
+    let area = centered(frame, width.min(frame.area().width), height);
+    let title = if app.readonly { " Keys (read-only) " } else { " Keys " };
+    let block = Block::bordered()
+        .title(title)
+        .title_bottom(Line::from(" any key closes ").alignment(Alignment::Right))
+        .border_style(Style::new().fg(Color::Cyan));
+    let inner = block.inner(area);
     frame.render_widget(Clear, area);
-    frame.render_widget(table, area);
+    frame.render_widget(block, area);
+    let [left, right] = if wide {
+        Layout::horizontal([Constraint::Length(50), Constraint::Fill(1)]).spacing(2).areas(inner)
+    } else {
+        Layout::vertical([Constraint::Length(len_u16(bindings.len() + 2)), Constraint::Fill(1)]).areas(inner)
+    };
+    frame.render_widget(keys, left);
+    frame.render_widget(usage, right);
 }
 
 fn draw_confirm(frame: &mut Frame, question: &str) {
-    let width = u16::try_from(question.chars().count()).unwrap_or(60).clamp(30, 70).saturating_add(4);
+    let width = len_u16(question.chars().count()).clamp(30, 70).saturating_add(4);
     let area = centered(frame, width, 5);
     let text = vec![
         Line::from(question.to_string()).bold(),
@@ -252,5 +201,36 @@ fn capitalize(s: &str) -> String {
     match chars.next() {
         Some(first) => first.to_uppercase().chain(chars).collect(),
         None => String::new(),
+    }
+}
+
+/// The last `width` samples as block characters, scaled to their maximum.
+fn spark_text<'a>(samples: impl DoubleEndedIterator<Item = &'a f64> + ExactSizeIterator, width: usize) -> String {
+    let skip = samples.len().saturating_sub(width);
+    let values: Vec<f64> = samples.skip(skip).copied().collect();
+    let max = values.iter().copied().fold(0.0_f64, f64::max);
+    values
+        .iter()
+        .map(|v| {
+            if max <= 0.0 {
+                return SPARK_BARS[0];
+            }
+            // In 0..=7 by construction.
+            let index = ((v / max) * 7.0).round() as usize;
+            SPARK_BARS[index.min(7)]
+        })
+        .collect()
+}
+
+/// A rate for a narrow column: `0.42`, `12.3`, `512`, `12.5k`.
+fn short_number(v: f64) -> String {
+    if v >= 10_000.0 {
+        format!("{:.1}k", v / 1000.0)
+    } else if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
     }
 }

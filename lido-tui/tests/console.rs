@@ -1,95 +1,17 @@
 //! The console without a terminal: key handling and event application on
 //! [`App`], and the screen drawn into a `TestBackend`.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
+use common::*;
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyEventState, KeyModifiers};
-use lido_shared::cluster::{
-    ClusterEvent, ClusterSnapshot, NodeInfo, NodeLoad, RunMode, ServiceInfo, ServiceKind, ServiceState, WatchCommand,
-    WatchMessage,
-};
+use lido_shared::cluster::{ClusterEvent, NodeLoad, ServiceKind, ServiceState, WatchCommand, WatchMessage};
 use lido_shared::ErrorDetail;
 use lido_tui::action::Action;
 use lido_tui::app::{App, Connection, Intent, Level, Popup, RowKey, EVENT_LOG_LEN};
-use lido_tui::keymap;
-use ratatui::backend::TestBackend;
-use ratatui::Terminal;
-
-const URL: &str = "http://127.0.0.1:7700";
-
-fn ts() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap()
-}
-
-fn service(name: &str, kind: ServiceKind, service_type: &str, state: ServiceState, node: &str) -> ServiceInfo {
-    ServiceInfo {
-        name: name.into(),
-        kind,
-        service_type: service_type.into(),
-        state,
-        node: node.into(),
-        mode: RunMode::Task,
-        pid: None,
-        ws_url: None,
-        restarts: 0,
-        started_at: Some(ts()),
-        detail: None,
-        options: BTreeMap::new(),
-        metrics: BTreeMap::new(),
-    }
-}
-
-fn node(id: &str, services: Vec<ServiceInfo>) -> NodeInfo {
-    NodeInfo {
-        id: id.into(),
-        location: "local".into(),
-        draining: false,
-        api_url: URL.into(),
-        managers: Vec::new(),
-        services,
-        load: NodeLoad { sessions: 2, streams: 3, open_orders: 1 },
-    }
-}
-
-/// n1: paper (broker, running), sim (market, degraded).
-fn snapshot() -> ClusterSnapshot {
-    ClusterSnapshot {
-        nodes: vec![node(
-            "n1",
-            vec![
-                service("paper", ServiceKind::Broker, "paper", ServiceState::Running, "n1"),
-                service("sim", ServiceKind::Market, "", ServiceState::Degraded, "n1"),
-            ],
-        )],
-        ts: ts(),
-    }
-}
-
-fn key(c: char) -> Action {
-    Action::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE))
-}
-
-fn code(code: KeyCode) -> Action {
-    Action::Key(KeyEvent::new(code, KeyModifiers::NONE))
-}
-
-fn event(seq: u64, event: ClusterEvent) -> Action {
-    Action::Message(WatchMessage::Event { seq, ts: ts(), event })
-}
-
-/// Connected to [`URL`], with [`snapshot`] applied.
-fn connected_app(readonly: bool) -> App {
-    let mut app = App::new(vec![URL.into()], readonly);
-    assert_eq!(app.update(Action::Connected { url: URL.into(), at: ts() }), None);
-    assert_eq!(app.update(Action::Message(WatchMessage::Snapshot { seq: 10, snapshot: snapshot() })), None);
-    app
-}
-
-fn selected_key(app: &App) -> Option<RowKey> {
-    app.selected_row().map(|r| r.key())
-}
+use lido_tui::keymap::{self, Mode};
 
 // ---- key handling ----------------------------------------------------------
 
@@ -117,7 +39,7 @@ fn selection_stays_in_bounds() {
 fn selection_on_an_empty_screen_is_harmless() {
     let mut app = App::new(vec![URL.into()], false);
     for action in [key('j'), key('k'), key('G'), key('s'), key('d')] {
-        assert_eq!(app.update(action), None);
+        assert!(app.update(action).is_empty());
     }
     assert_eq!(app.selected(), 0);
     assert!(app.popup.is_none());
@@ -143,9 +65,9 @@ fn only_key_presses_count() {
 fn stop_asks_then_sends_and_shows_the_reply() {
     let mut app = connected_app(false);
     app.update(key('j')); // paper
-    assert_eq!(app.update(key('s')), None, "nothing is sent before confirmation");
+    assert!(app.update(key('s')).is_empty(), "nothing is sent before confirmation");
     assert_eq!(app.popup, Some(Popup::Confirm(Intent::Stop("paper".into()))));
-    let Some(WatchCommand::Stop { id, name }) = app.update(key('y')) else { panic!("y must send a stop") };
+    let Some(WatchCommand::Stop { id, name }) = watch(app.update(key('y'))) else { panic!("y must send a stop") };
     assert_eq!(name, "paper");
     assert!(app.popup.is_none());
     assert_eq!(app.pending().get(&id).map(String::as_str), Some("stop service paper"));
@@ -164,7 +86,7 @@ fn a_refused_command_shows_the_error() {
     let mut app = connected_app(false);
     app.update(key('d'));
     assert_eq!(app.popup, Some(Popup::Confirm(Intent::Drain("n1".into()))));
-    let Some(WatchCommand::Drain { id, node }) = app.update(key('y')) else { panic!("y must send a drain") };
+    let Some(WatchCommand::Drain { id, node }) = watch(app.update(key('y'))) else { panic!("y must send a drain") };
     assert_eq!(node, "n1");
     let error = ErrorDetail::new("node_draining", "node n1 is already draining");
     app.update(Action::Message(WatchMessage::Reply { id, ok: false, service: None, error: Some(error) }));
@@ -179,12 +101,12 @@ fn anything_but_y_cancels() {
     app.update(key('j'));
     app.update(key('r'));
     assert_eq!(app.popup, Some(Popup::Confirm(Intent::Restart("paper".into()))));
-    assert_eq!(app.update(key('n')), None);
+    assert!(app.update(key('n')).is_empty());
     assert!(app.popup.is_none());
     app.update(key('s'));
-    assert_eq!(app.update(code(KeyCode::Esc)), None);
+    assert!(app.update(code(KeyCode::Esc)).is_empty());
     app.update(key('s'));
-    assert_eq!(app.update(code(KeyCode::Enter)), None, "Enter is not yes: the default is no");
+    assert!(app.update(code(KeyCode::Enter)).is_empty(), "Enter is not yes: the default is no");
     assert!(app.pending().is_empty());
     assert!(!app.should_quit);
 }
@@ -211,11 +133,11 @@ fn readonly_refuses_and_hides_dangerous_keys() {
     let mut app = connected_app(true);
     app.update(key('j'));
     for k in ['s', 'r', 'd'] {
-        assert_eq!(app.update(key(k)), None);
+        assert!(app.update(key(k)).is_empty());
         assert!(app.popup.is_none(), "{k} must not ask in read-only mode");
         assert!(app.status.clone().unwrap().text.contains("read-only"));
     }
-    assert!(keymap::visible(true).all(|b| !b.dangerous));
+    assert!(keymap::visible(Mode::Cluster, true).all(|b| !b.dangerous));
     app.update(key('?'));
     assert_eq!(app.popup, Some(Popup::Help));
     app.update(key('x'));
@@ -235,7 +157,7 @@ fn no_commands_while_disconnected() {
         retry_in: Duration::from_millis(500),
         at: ts(),
     });
-    assert_eq!(app.update(key('y')), None);
+    assert!(app.update(key('y')).is_empty());
     assert!(app.status.clone().unwrap().text.contains("not connected"));
     app.update(key('s'));
     assert!(app.popup.is_none());
@@ -257,7 +179,7 @@ fn a_dropped_connection_forgets_pending_commands() {
     let mut app = connected_app(false);
     app.update(key('j'));
     app.update(key('s'));
-    let Some(WatchCommand::Stop { .. }) = app.update(key('y')) else { panic!("no stop sent") };
+    let Some(WatchCommand::Stop { .. }) = watch(app.update(key('y'))) else { panic!("no stop sent") };
     app.update(Action::Disconnected {
         url: URL.into(),
         error: "eof".into(),
@@ -340,8 +262,8 @@ fn selection_follows_its_row_through_updates() {
 fn a_gap_in_sequence_asks_for_a_fresh_snapshot() {
     let mut app = connected_app(false);
     let log = ClusterEvent::Log { level: "info".into(), message: "hello".into() };
-    assert_eq!(app.update(event(11, log.clone())), None);
-    let Some(WatchCommand::Snapshot { .. }) = app.update(event(15, log)) else { panic!("expected a resync") };
+    assert!(app.update(event(11, log.clone())).is_empty());
+    let Some(WatchCommand::Snapshot { .. }) = watch(app.update(event(15, log))) else { panic!("expected a resync") };
 }
 
 #[test]
@@ -365,24 +287,6 @@ fn the_event_log_is_bounded() {
 }
 
 // ---- drawing -----------------------------------------------------------------
-
-fn render(app: &App, width: u16, height: u16) -> Terminal<TestBackend> {
-    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
-    terminal.draw(|frame| lido_tui::ui::draw(frame, app)).unwrap();
-    terminal
-}
-
-fn screen(terminal: &Terminal<TestBackend>) -> String {
-    let buffer = terminal.backend().buffer();
-    let mut out = String::new();
-    for y in 0..buffer.area.height {
-        for x in 0..buffer.area.width {
-            out.push_str(buffer[(x, y)].symbol());
-        }
-        out.push('\n');
-    }
-    out
-}
 
 #[test]
 fn screen_shows_url_state_services_and_events() {

@@ -18,12 +18,21 @@ pub struct Cli {
 #[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// InfrastructureManager URL; a comma-separated list fails over to the next
-    /// URL when one is unreachable
-    #[arg(long, env = "LIDO_URL", default_value = "http://127.0.0.1:7700", value_delimiter = ',', global = true)]
+    /// URL when one is unreachable [default: LIDO_URL, else the context's urls,
+    /// else http://127.0.0.1:7700]
+    #[arg(long, value_delimiter = ',', global = true)]
     pub url: Vec<String>,
-    /// Bearer token for the operator API
-    #[arg(long, env = "LIDO_TOKEN", global = true, hide_env_values = true)]
+    /// Bearer token for the operator API [default: LIDO_TOKEN, else the context's]
+    #[arg(long, global = true)]
     pub token: Option<String>,
+    /// The named context (from the config file) to use [default: LIDO_CONTEXT,
+    /// else the file's current-context]
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    /// The config file with named contexts [default: LIDO_CONFIG, else
+    /// ~/.config/lido/config.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<std::path::PathBuf>,
     /// Output format
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Table, global = true)]
     pub output: OutputFormat,
@@ -51,11 +60,20 @@ pub enum Command {
         after_help = "Examples:\n  lidoctl status\n  lidoctl status -o wide\n  lidoctl status -o json | jq '.nodes[].id'"
     )]
     Status,
-    /// List nodes or services
+    /// List nodes, services or sessions
     #[command(
-        after_help = "Examples:\n  lidoctl get nodes\n  lidoctl get brokers -o wide\n  lidoctl get service k1 -o yaml"
+        after_help = "Examples:\n  lidoctl get nodes\n  lidoctl get brokers -o wide\n  lidoctl get service k1 -o yaml\n  lidoctl get sessions -o json"
     )]
     Get(GetArgs),
+    /// Show one node or service in detail, with its recent events
+    #[command(
+        override_usage = "lidoctl describe <KIND> <NAME>",
+        after_help = "Examples:\n  lidoctl describe broker paper-1\n  lidoctl describe service sim\n  lidoctl describe node n1\n  lidoctl describe svc paper-1 -o json | jq '.events[-1]'"
+    )]
+    Describe(DescribeArgs),
+    /// Print a service process's output
+    #[command(after_help = LOGS_HELP)]
+    Logs(LogsArgs),
     /// Start a broker, market or trader on a chosen or the least-loaded node
     #[command(subcommand)]
     Spawn(SpawnCommand),
@@ -78,8 +96,13 @@ pub enum Command {
     )]
     Undrain(UndrainArgs),
     /// Stream cluster changes until Ctrl-C, reconnecting when the connection drops
-    #[command(after_help = "Examples:\n  lidoctl watch\n  lidoctl watch -o json | jq -c 'select(.type == \"event\")'")]
-    Watch,
+    #[command(
+        after_help = "Examples:\n  lidoctl watch\n  lidoctl watch --orders\n  lidoctl watch --metrics -o json | jq -c 'select(.event.event == \"metrics\")'\n  lidoctl watch -o json | jq -c 'select(.type == \"event\")'"
+    )]
+    Watch(WatchArgs),
+    /// Show or switch the named contexts of the config file
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Print lidoctl's version
     #[command(after_help = "Example:\n  lidoctl version")]
     Version,
@@ -112,6 +135,96 @@ pub enum Resource {
     Markets,
     #[value(alias = "trader")]
     Traders,
+    /// Algo sessions (tokens shortened)
+    #[value(alias = "session", alias = "sess")]
+    Sessions,
+}
+
+#[derive(Debug, Args)]
+pub struct DescribeArgs {
+    /// What to describe: node, service, broker, market or trader
+    #[arg(value_enum, value_name = "KIND")]
+    pub kind: DescribeKind,
+    /// The node id or service name
+    #[arg(value_name = "NAME")]
+    pub name: String,
+}
+
+/// The nouns of `describe`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DescribeKind {
+    #[value(alias = "nodes", alias = "no")]
+    Node,
+    /// Any service, whatever its kind
+    #[value(alias = "services", alias = "svc")]
+    Service,
+    #[value(alias = "brokers")]
+    Broker,
+    #[value(alias = "markets")]
+    Market,
+    #[value(alias = "traders")]
+    Trader,
+}
+
+/// What `lidoctl logs --help` says after the options.
+pub const LOGS_HELP: &str = "\
+Only services that run as processes (brokers and hosted traders, by default) have
+logs of their own; a service that runs inside lidod (a market, or a broker
+spawned with --set mode=task) is refused with exit code 5: its lines are in
+lidod's own log.
+
+--since keeps the lines whose leading timestamp (RFC 3339, like
+2024-05-01T12:00:01.123Z, or `2024-05-01 12:00:01`; ANSI colours ignored) is no
+older than DURATION. A line without a timestamp goes with the line before it
+(a stack trace stays whole), and lines before the first timestamp are kept.
+--tail then counts among the lines that are left. -o is ignored: the output
+is the service's own text.
+
+Examples:
+  lidoctl logs paper-1
+  lidoctl logs paper-1 --tail 20
+  lidoctl logs paper-1 -f --since 5m
+  lidoctl logs t1 --since 1h30m | grep ERROR";
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The service's name
+    pub service: String,
+    /// Keep printing new lines until the service stops or Ctrl-C
+    #[arg(short, long)]
+    pub follow: bool,
+    /// How many lines of history to print [default: 100, or all that match --since; at most 10000]
+    #[arg(long, value_name = "N")]
+    pub tail: Option<usize>,
+    /// Only lines from the last DURATION: 30s, 5m, 2h, 1d, 1h30m, 500ms
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub since: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Also stream the order flow of every node (each order state change)
+    #[arg(long)]
+    pub orders: bool,
+    /// Also show the once-a-second metrics events (hidden by default)
+    #[arg(long)]
+    pub metrics: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// List the contexts of the config file; `*` marks the current one
+    #[command(after_help = "Examples:\n  lidoctl config get-contexts\n  lidoctl config get-contexts -o json")]
+    GetContexts,
+    /// Make NAME the file's current-context (the file's other lines are kept)
+    #[command(after_help = "Example:\n  lidoctl config use-context prod")]
+    UseContext {
+        /// A context of the config file
+        name: String,
+    },
+    /// Print the context in use (after --context and LIDO_CONTEXT)
+    #[command(after_help = "Example:\n  lidoctl config current-context")]
+    CurrentContext,
 }
 
 #[derive(Debug, Subcommand)]
@@ -216,6 +329,34 @@ pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
 }
 
+/// Parses a duration like `30s`, `5m`, `2h`, `1d`, `1h30m` or `500ms`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("invalid duration {s:?}: expected e.g. 30s, 5m, 2h, 1d, 1h30m or 500ms");
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total = std::time::Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let number: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let millis = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        let part = number.checked_mul(millis).ok_or_else(bad)?;
+        total = total.checked_add(std::time::Duration::from_millis(part)).ok_or_else(bad)?;
+    }
+    Ok(total)
+}
+
 /// Parses `--set KEY=VALUE`; the value may be empty and may contain `=`.
 pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
     let Some((key, value)) = s.split_once('=') else {
@@ -291,5 +432,34 @@ mod tests {
         let cli = Cli::try_parse_from(["lidoctl", "get", "broker"]).unwrap();
         let Command::Get(get) = cli.command else { panic!("not a get") };
         assert_eq!(get.resource, Resource::Brokers);
+        let cli = Cli::try_parse_from(["lidoctl", "get", "sess"]).unwrap();
+        let Command::Get(get) = cli.command else { panic!("not a get") };
+        assert_eq!(get.resource, Resource::Sessions);
+    }
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(2 * 86_400));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        for bad in ["", "5", "m", "5x", "-5m", "1.5h", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn describe_and_logs() {
+        let cli = Cli::try_parse_from(["lidoctl", "describe", "svc", "paper-1"]).unwrap();
+        let Command::Describe(d) = cli.command else { panic!("not a describe") };
+        assert_eq!((d.kind, d.name.as_str()), (DescribeKind::Service, "paper-1"));
+        let cli = Cli::try_parse_from(["lidoctl", "logs", "paper-1", "-f", "--tail", "5", "--since", "2m"]).unwrap();
+        let Command::Logs(l) = cli.command else { panic!("not logs") };
+        assert!(l.follow);
+        assert_eq!(l.tail, Some(5));
+        assert_eq!(l.since, Some(std::time::Duration::from_secs(120)));
+        assert_eq!(Cli::try_parse_from(["lidoctl", "logs", "x", "--since", "soon"]).unwrap_err().exit_code(), 2);
     }
 }

@@ -1,6 +1,9 @@
 //! One function per verb; [`execute`] matches the command line to it.
 
+mod config;
+mod describe;
 mod get;
+mod logs;
 mod node;
 mod service;
 mod spawn;
@@ -10,22 +13,31 @@ mod watch;
 use clap::CommandFactory;
 
 use crate::cli::{Cli, Command};
+use crate::config::{process_env, Config};
 use crate::endpoints::Endpoints;
 use crate::output::{write_stdout, Output};
 
 /// Runs the verb on the command line.
 pub async fn execute(cli: Cli) -> anyhow::Result<()> {
     let out = Output::from_args(&cli.global);
-    let endpoints = || Endpoints::new(&cli.global.url, cli.global.token.as_deref());
+    // The config file is read only by verbs that talk to the cluster.
+    let endpoints = || -> anyhow::Result<Endpoints> {
+        let config = Config::load(&crate::config::path(cli.global.config.as_deref(), &process_env))?;
+        let resolved = config.resolve(&cli.global, &process_env)?;
+        Endpoints::new(&resolved.urls, resolved.token.as_deref())
+    };
     match cli.command {
         Command::Status => status::run(&endpoints()?, out).await,
         Command::Get(args) => get::run(&endpoints()?, out, &args).await,
+        Command::Describe(args) => describe::run(&endpoints()?, out, &args).await,
+        Command::Logs(args) => logs::run(&endpoints()?, &args).await,
         Command::Spawn(spawn) => spawn::run(&endpoints()?, out, spawn).await,
         Command::Stop(args) => service::stop(&endpoints()?, out, &args).await,
         Command::Restart(args) => service::restart(&endpoints()?, out, &args).await,
         Command::Drain(args) => node::drain(&endpoints()?, out, &args).await,
         Command::Undrain(args) => node::undrain(&endpoints()?, out, &args).await,
-        Command::Watch => watch::run(&endpoints()?, out).await,
+        Command::Watch(args) => watch::run(&endpoints()?, out, &args).await,
+        Command::Config(command) => config::run(&cli.global, out, &command),
         Command::Version => write_stdout(&format!("lidoctl {}\n", env!("CARGO_PKG_VERSION"))),
         Command::Completions(args) => {
             let mut buf = Vec::new();

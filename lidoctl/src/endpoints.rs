@@ -19,14 +19,14 @@ impl Endpoints {
         let mut clients = Vec::new();
         for url in urls.iter().map(|u| u.trim()).filter(|u| !u.is_empty()) {
             let client = LidoClient::new(url)
-                .map_err(|e| UsageError(format!("bad --url {url:?}: {e} (expected http://host:port)")))?;
+                .map_err(|e| UsageError(format!("bad URL {url:?}: {e} (expected http://host:port)")))?;
             clients.push(match token {
                 Some(token) => client.with_token(token),
                 None => client,
             });
         }
         if clients.is_empty() {
-            return Err(UsageError("--url is empty".into()).into());
+            return Err(UsageError("no URL: --url, LIDO_URL and the context give none".into()).into());
         }
         Ok(Self { clients })
     }

@@ -15,9 +15,22 @@ Exit codes:
   5  refused (any other 4xx, e.g. 409 node_draining)
 
 Environment:
-  LIDO_URL    default for --url (comma-separated list allowed)
-  LIDO_TOKEN  default for --token
-  NO_COLOR    disables colour";
+  LIDO_URL      default for --url (comma-separated list allowed)
+  LIDO_TOKEN    default for --token
+  LIDO_CONTEXT  default for --context
+  LIDO_CONFIG   default for --config
+  NO_COLOR      disables colour
+
+Contexts (~/.config/lido/config.toml, or $XDG_CONFIG_HOME/lido/config.toml):
+  current-context = \"local\"
+  [contexts.local]
+  urls = [\"http://127.0.0.1:7700\"]
+  token_env = \"LIDO_TOKEN\"     # or: token = \"…\"
+A flag beats the environment, which beats the context, which beats the
+default (http://127.0.0.1:7700, no token).
+
+Output: tables by default (coloured on a terminal); -o json|yaml print the
+API's own types, described in lidoctl/OUTPUT.md.";
 
 /// A process exit code with a meaning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +122,9 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
     if let Some(usage) = err.chain().find_map(|c| c.downcast_ref::<UsageError>()) {
         if usage.0.contains("--yes") {
             return None;
+        }
+        if usage.0.starts_with("no context named") {
+            return Some("list the contexts with `lidoctl config get-contexts`".into());
         }
         return Some("see `lidoctl --help`".into());
     }

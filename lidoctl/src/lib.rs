@@ -2,16 +2,21 @@
 //! InfrastructureManager's operator API, through [`lido_shared::client`].
 //!
 //! - [`cli`]: the verb–noun grammar (clap derive) and its global flags.
-//! - [`commands`]: one module per verb: `status`, `get`, `spawn`, `stop`,
-//!   `restart`, `drain`/`undrain`, `watch`, `version`, `completions`.
-//! - [`endpoints`]: the `--url` list, failing over to the next URL when one
+//! - [`commands`]: one module per verb: `status`, `get`, `describe`, `logs`,
+//!   `spawn`, `stop`, `restart`, `drain`/`undrain`, `watch`, `config`,
+//!   `version`, `completions`.
+//! - [`config`]: named contexts in `~/.config/lido/config.toml`, and the
+//!   precedence flag > environment > context > default for URLs and token.
+//! - [`endpoints`]: the URL list, failing over to the next URL when one
 //!   is unreachable.
-//! - [`output`]: tables (coloured only on a terminal), JSON and YAML.
+//! - [`output`]: tables (coloured only on a terminal), describe-style fields,
+//!   JSON and YAML; the shapes are documented in `OUTPUT.md`.
 //! - [`confirm`]: the `[y/N]` question of destructive verbs and `--yes`.
 //! - [`exit`]: exit codes (documented in `lidoctl --help`) and error reports.
 
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod confirm;
 pub mod endpoints;
 pub mod exit;

@@ -3,8 +3,11 @@
 
 use std::io::{IsTerminal, Write};
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
-use lido_shared::cluster::{NodeInfo, ServiceInfo, ServiceState};
+use lido_shared::cluster::{ClusterEvent, NodeInfo, ServiceInfo, ServiceState, SessionInfo};
+use lido_shared::model::{Order, OrderType, Side};
 use serde::Serialize;
 
 use crate::cli::{GlobalArgs, OutputFormat};
@@ -263,6 +266,205 @@ pub fn service_line(verb: &str, s: &ServiceInfo) -> String {
     line
 }
 
+/// ID CUSTOMER NODE AGE (+ CREATED when wide).
+pub fn sessions_table<'a>(
+    sessions: impl IntoIterator<Item = &'a SessionInfo>,
+    wide: bool,
+    now: DateTime<Utc>,
+) -> Table {
+    let mut headers = vec!["ID", "CUSTOMER", "NODE", "AGE"];
+    if wide {
+        headers.push("CREATED");
+    }
+    let mut table = Table::new(headers);
+    for s in sessions {
+        let mut row: Vec<Cell> = vec![
+            s.id.as_str().into(),
+            s.customer.as_str().into(),
+            s.node.as_str().into(),
+            age(Some(s.created_at), now).into(),
+        ];
+        if wide {
+            row.push(time(s.created_at).into());
+        }
+        table.row(row);
+    }
+    table
+}
+
+/// `2024-05-01T12:00:01.000Z`: UTC with milliseconds, as in `watch` and `describe`.
+pub fn time(ts: DateTime<Utc>) -> String {
+    ts.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// The `event` tag of a cluster event, as in its JSON.
+pub fn event_name(event: &ClusterEvent) -> &'static str {
+    match event {
+        ClusterEvent::ServiceChanged { .. } => "service_changed",
+        ClusterEvent::ServiceRemoved { .. } => "service_removed",
+        ClusterEvent::NodeChanged { .. } => "node_changed",
+        ClusterEvent::Metrics { .. } => "metrics",
+        ClusterEvent::Log { .. } => "log",
+    }
+}
+
+/// A cluster event in a few words.
+pub fn event_details(event: &ClusterEvent) -> String {
+    match event {
+        ClusterEvent::ServiceChanged { service } => service_summary(service),
+        ClusterEvent::ServiceRemoved { name, node } => format!("{name} on {node}"),
+        ClusterEvent::NodeChanged { id, draining, load } => format!(
+            "{id}{} sessions={} streams={} open_orders={}",
+            if *draining { " draining" } else { "" },
+            load.sessions,
+            load.streams,
+            load.open_orders
+        ),
+        ClusterEvent::Metrics { node, services } => {
+            let services: Vec<String> =
+                services.iter().map(|(name, figures)| format!("{name} {}", figures_line(figures))).collect();
+            format!("{node}: {}", services.join("; "))
+        }
+        ClusterEvent::Log { level, message } => format!("[{level}] {message}"),
+    }
+}
+
+/// `messages_per_s=12.5 pipe_latency_ms=0.42`.
+pub fn figures_line(figures: &BTreeMap<String, f64>) -> String {
+    figures.iter().map(|(k, v)| format!("{k}={}", figure(*v))).collect::<Vec<_>>().join(" ")
+}
+
+/// A metric value: whole numbers without decimals, others with up to three.
+pub fn figure(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        return format!("{v:.0}");
+    }
+    let s = format!("{v:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// `p2 (broker paper) on n1: running, 1 restart(s) — detail`.
+pub fn service_summary(s: &ServiceInfo) -> String {
+    let kind = if s.service_type.is_empty() { s.kind.to_string() } else { format!("{} {}", s.kind, s.service_type) };
+    let mut line = format!("{} ({kind}) on {}: {}", s.name, s.node, s.state);
+    if s.restarts > 0 {
+        line.push_str(&format!(", {} restart(s)", s.restarts));
+    }
+    if let Some(detail) = s.detail.as_deref().filter(|d| !d.is_empty()) {
+        line.push_str(&format!(" — {detail}"));
+    }
+    line
+}
+
+/// `acme buy 1 AAPL limit @ 1 on paper via paper-1: accepted (flow-1, filled 0)`.
+pub fn order_summary(node: &str, o: &Order) -> String {
+    let side = match o.side {
+        Side::Buy => "buy",
+        Side::Sell => "sell",
+    };
+    let order_type = match o.order_type {
+        OrderType::Market => "market",
+        OrderType::Limit => "limit",
+    };
+    let mut line = format!("{node} {} {side} {} {} {order_type}", o.customer, o.quantity, o.symbol);
+    if let Some(price) = o.limit_price {
+        line.push_str(&format!(" @ {price}"));
+    }
+    line.push_str(&format!(" on {}", o.market));
+    if let Some(broker) = &o.broker {
+        line.push_str(&format!(" via {broker}"));
+    }
+    line.push_str(&format!(": {} ({}, filled {}", o.status, o.client_order_id, o.filled_quantity));
+    if let Some(avg) = o.average_price {
+        line.push_str(&format!(" at {avg}"));
+    }
+    line.push(')');
+    if let Some(reason) = o.reason.as_deref().filter(|r| !r.is_empty()) {
+        line.push_str(&format!(" — {reason}"));
+    }
+    line
+}
+
+/// kubectl-describe style text: `Label:  value` lines aligned per block,
+/// indented sub-blocks, and embedded tables.
+#[derive(Clone, Debug, Default)]
+pub struct Fields {
+    blocks: Vec<Block>,
+}
+
+#[derive(Clone, Debug)]
+enum Block {
+    Pairs { indent: usize, pairs: Vec<(String, String)> },
+    Heading(String),
+    Table { indent: usize, text: String },
+    Note { indent: usize, text: String },
+}
+
+impl Fields {
+    /// A `Label:  value` line at the top level; empty values show as `-`.
+    pub fn field(&mut self, label: &str, value: impl Into<String>) -> &mut Self {
+        self.pair(0, label, value.into())
+    }
+
+    /// A `Heading:` line, then `key:  value` lines indented under it (or `<none>`).
+    pub fn section<K: Into<String>, V: Into<String>>(
+        &mut self,
+        heading: &str,
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> &mut Self {
+        self.blocks.push(Block::Heading(heading.to_string()));
+        let before = self.blocks.len();
+        for (k, v) in pairs {
+            self.pair(2, &k.into(), v.into());
+        }
+        if self.blocks.len() == before {
+            self.blocks.push(Block::Note { indent: 2, text: "<none>".into() });
+        }
+        self
+    }
+
+    /// A `Heading:` line, then a table indented under it (or `note` when empty).
+    pub fn table(&mut self, heading: &str, table: &Table, note: &str) -> &mut Self {
+        self.blocks.push(Block::Heading(heading.to_string()));
+        match table.is_empty() {
+            true => self.blocks.push(Block::Note { indent: 2, text: note.to_string() }),
+            false => self.blocks.push(Block::Table { indent: 2, text: table.render(false) }),
+        }
+        self
+    }
+
+    fn pair(&mut self, indent: usize, label: &str, value: String) -> &mut Self {
+        let value = if value.is_empty() { "-".to_string() } else { value };
+        match self.blocks.last_mut() {
+            Some(Block::Pairs { indent: i, pairs }) if *i == indent => pairs.push((label.to_string(), value)),
+            _ => self.blocks.push(Block::Pairs { indent, pairs: vec![(label.to_string(), value)] }),
+        }
+        self
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for block in &self.blocks {
+            match block {
+                Block::Pairs { indent, pairs } => {
+                    let width = pairs.iter().map(|(l, _)| l.chars().count() + 1).max().unwrap_or(0);
+                    for (label, value) in pairs {
+                        let label = format!("{label}:");
+                        out.push_str(&format!("{:indent$}{label:<width$}  {value}\n", ""));
+                    }
+                }
+                Block::Heading(h) => out.push_str(&format!("{h}:\n")),
+                Block::Table { indent, text } | Block::Note { indent, text } => {
+                    for line in text.lines() {
+                        out.push_str(&format!("{:indent$}{line}\n", ""));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
 fn mode(s: &ServiceInfo) -> &'static str {
     match s.mode {
         lido_shared::cluster::RunMode::Process => "process",
@@ -312,6 +514,40 @@ mod tests {
         assert_eq!(age(Some(now - chrono::Duration::hours(5)), now), "5h");
         assert_eq!(age(Some(now - chrono::Duration::days(4)), now), "4d");
         assert_eq!(age(Some(now + chrono::Duration::seconds(5)), now), "0s");
+    }
+
+    #[test]
+    fn fields_align_per_block() {
+        let mut f = Fields::default();
+        f.field("Name", "paper-1").field("Restarts", "0").field("Detail", "");
+        f.section("Options", [("seed", "7"), ("tick_ms", "100")]);
+        f.section("Metrics", Vec::<(String, String)>::new());
+        let mut t = Table::new(["SEQ", "EVENT"]);
+        t.row(vec!["1".into(), "log".into()]);
+        f.table("Events", &t, "<none>");
+        assert_eq!(
+            f.render(),
+            "Name:      paper-1\n\
+             Restarts:  0\n\
+             Detail:    -\n\
+             Options:\n  \
+             seed:     7\n  \
+             tick_ms:  100\n\
+             Metrics:\n  \
+             <none>\n\
+             Events:\n  \
+             SEQ   EVENT\n  \
+             1     log\n"
+        );
+    }
+
+    #[test]
+    fn figures() {
+        assert_eq!(figure(12.0), "12");
+        assert_eq!(figure(0.4219), "0.422");
+        assert_eq!(figure(2.5), "2.5");
+        let m: BTreeMap<String, f64> = [("a".to_string(), 1.0), ("b".to_string(), 0.25)].into();
+        assert_eq!(figures_line(&m), "a=1 b=0.25");
     }
 
     #[test]

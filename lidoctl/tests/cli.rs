@@ -7,19 +7,37 @@ use std::net::{SocketAddr, TcpListener};
 use assert_cmd::Command;
 use axum::extract::Path;
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{TimeZone, Utc};
 use lido_shared::cluster::{
-    ClusterSnapshot, ManagerInfo, NodeInfo, NodeLoad, RunMode, ServiceInfo, ServiceKind, ServiceState, SpawnRequest,
+    ClusterEvent, ClusterSnapshot, EventRecord, ManagerInfo, NodeInfo, NodeLoad, RunMode, ServiceDetail, ServiceInfo,
+    ServiceKind, ServiceState, SessionInfo, SpawnRequest,
 };
 use lido_shared::ErrorBody;
 use predicates::prelude::*;
 
+/// lidoctl with no LIDO_* variables and no config file.
 fn lidoctl() -> Command {
     let mut cmd = Command::cargo_bin("lidoctl").expect("lidoctl binary");
-    cmd.env_remove("LIDO_URL").env_remove("LIDO_TOKEN").env("NO_COLOR", "1");
+    cmd.env_remove("LIDO_URL")
+        .env_remove("LIDO_TOKEN")
+        .env_remove("LIDO_CONTEXT")
+        .env("LIDO_CONFIG", "/nonexistent/lidoctl-cli-test/config.toml")
+        .env("NO_COLOR", "1");
     cmd
+}
+
+/// A config file in a fresh temporary directory.
+fn config_file(text: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir =
+        std::env::temp_dir().join(format!("lidoctl-cli-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path
 }
 
 /// A URL where nothing listens: bind port 0, note the port, drop the listener.
@@ -87,8 +105,41 @@ fn fake_im() -> SocketAddr {
             }),
         )
         .route(
+            "/v1/sessions",
+            get(|| async {
+                let at = Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap();
+                Json(vec![SessionInfo {
+                    id: "s-0123abcd".into(),
+                    customer: "acme".into(),
+                    node: "n1".into(),
+                    created_at: at,
+                }])
+            }),
+        )
+        .route(
+            "/v1/services/{name}/logs",
+            get(|Path(name): Path<String>| async move {
+                match name.as_str() {
+                    "paper" => {
+                        Ok("2000-01-01T00:00:00Z  INFO old line\n  continued\n2999-01-01T00:00:00Z  INFO future line\n")
+                    }
+                    "sim" => Err(error(StatusCode::CONFLICT, "no_logs", "sim runs inside lidod")),
+                    _ => Err(error(StatusCode::NOT_FOUND, "unknown_service", &format!("no service named {name}"))),
+                }
+            }),
+        )
+        .route(
             "/v1/services/{name}",
-            delete(|Path(name): Path<String>| async move {
+            get(|Path(name): Path<String>| async move {
+                let Some(service) = snapshot().service(&name).cloned() else {
+                    return Err(error(StatusCode::NOT_FOUND, "unknown_service", &format!("no service named {name}")));
+                };
+                let ts = Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap();
+                let events =
+                    vec![EventRecord { seq: 1, ts, event: ClusterEvent::ServiceChanged { service: service.clone() } }];
+                Ok(Json(ServiceDetail { service, events }))
+            })
+            .delete(|Path(name): Path<String>| async move {
                 let Some(mut s) = snapshot().service(&name).cloned() else {
                     return Err(error(StatusCode::NOT_FOUND, "unknown_service", &format!("no service named {name}")));
                 };
@@ -116,7 +167,21 @@ fn fake_im() -> SocketAddr {
 fn help_lists_the_verbs_and_exit_codes() {
     let assert = lidoctl().arg("--help").assert().success();
     let out = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
-    for verb in ["status", "get", "spawn", "stop", "restart", "drain", "undrain", "watch", "version", "completions"] {
+    for verb in [
+        "status",
+        "get",
+        "describe",
+        "logs",
+        "spawn",
+        "stop",
+        "restart",
+        "drain",
+        "undrain",
+        "watch",
+        "config",
+        "version",
+        "completions",
+    ] {
         assert!(out.contains(verb), "--help lacks {verb}:\n{out}");
     }
     assert!(out.contains("Exit codes"), "{out}");
@@ -124,7 +189,9 @@ fn help_lists_the_verbs_and_exit_codes() {
 
 #[test]
 fn every_verb_has_an_example() {
-    for verb in ["status", "get", "stop", "restart", "drain", "undrain", "watch", "version", "completions"] {
+    for verb in
+        ["status", "get", "describe", "logs", "stop", "restart", "drain", "undrain", "watch", "version", "completions"]
+    {
         lidoctl().args([verb, "--help"]).assert().success().stdout(predicate::str::contains("lidoctl "));
     }
     for kind in ["broker", "market", "trader"] {
@@ -267,4 +334,113 @@ fn spawn_prints_the_service() {
     let service: ServiceInfo = serde_json::from_slice(&assert.get_output().stdout).unwrap();
     assert_eq!(service.name, "crypto");
     assert_eq!(service.options.get("brokers").map(String::as_str), Some("k1,k2"));
+}
+
+#[test]
+fn get_sessions_against_a_fake_im() {
+    let url = format!("http://{}", fake_im());
+    lidoctl().args(["--url", &url, "get", "sessions"]).assert().success().stdout(
+        predicate::str::starts_with("ID")
+            .and(predicate::str::contains("CUSTOMER"))
+            .and(predicate::str::contains("s-0123abcd   acme")),
+    );
+    let assert = lidoctl().args(["--url", &url, "get", "sessions", "-o", "json"]).assert().success();
+    let sessions: Vec<SessionInfo> = serde_json::from_slice(&assert.get_output().stdout).unwrap();
+    assert_eq!(sessions[0].customer, "acme");
+    lidoctl().args(["--url", &url, "get", "session", "nope"]).assert().code(3);
+}
+
+#[test]
+fn describe_against_a_fake_im() {
+    let url = format!("http://{}", fake_im());
+    lidoctl().args(["--url", &url, "describe", "broker", "paper"]).assert().success().stdout(
+        predicate::str::contains("Name:      paper")
+            .and(predicate::str::contains("Events:"))
+            .and(predicate::str::contains("service_changed")),
+    );
+    let assert = lidoctl().args(["--url", &url, "describe", "svc", "sim", "-o", "json"]).assert().success();
+    let detail: ServiceDetail = serde_json::from_slice(&assert.get_output().stdout).unwrap();
+    assert_eq!(detail.service.kind, ServiceKind::Market);
+    lidoctl()
+        .args(["--url", &url, "describe", "trader", "sim"])
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("it is a market"));
+    lidoctl().args(["--url", &url, "describe", "node", "n1"]).assert().success().stdout(
+        predicate::str::contains("Managers:")
+            .and(predicate::str::contains("Services:"))
+            .and(predicate::str::contains("sim")),
+    );
+    lidoctl().args(["--url", &url, "describe", "node", "n9"]).assert().code(3);
+}
+
+#[test]
+fn logs_since_against_a_fake_im() {
+    let url = format!("http://{}", fake_im());
+    lidoctl()
+        .args(["--url", &url, "logs", "paper"])
+        .assert()
+        .success()
+        .stdout("2000-01-01T00:00:00Z  INFO old line\n  continued\n2999-01-01T00:00:00Z  INFO future line\n");
+    lidoctl()
+        .args(["--url", &url, "logs", "paper", "--since", "1h"])
+        .assert()
+        .success()
+        .stdout("2999-01-01T00:00:00Z  INFO future line\n");
+    lidoctl()
+        .args(["--url", &url, "logs", "paper", "--tail", "1"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("future"));
+    lidoctl().args(["--url", &url, "logs", "sim"]).assert().code(5).stderr(predicate::str::contains("inside lidod"));
+    lidoctl().args(["--url", &url, "logs", "ghost"]).assert().code(3);
+}
+
+#[test]
+fn contexts_pick_the_url_and_flags_win() {
+    let live = format!("http://{}", fake_im());
+    let dead = dead_url();
+    let path = config_file(&format!(
+        "# mine\ncurrent-context = \"dead\"\n\n[contexts.dead]\nurls = [\"{dead}\"]\n\n[contexts.live]\nurls = [\"{live}\"]\ntoken = \"t\"\n"
+    ));
+    let with = |args: &[&str]| {
+        let mut cmd = lidoctl();
+        cmd.env("LIDO_CONFIG", &path).args(args);
+        cmd
+    };
+    with(&["get", "nodes"]).assert().code(4);
+    with(&["--context", "live", "get", "nodes"]).assert().success();
+    with(&["get", "nodes"]).env("LIDO_CONTEXT", "live").assert().success();
+    with(&["get", "nodes"]).env("LIDO_URL", &live).assert().success();
+    with(&["--url", &dead, "get", "nodes"]).env("LIDO_URL", &live).assert().code(4);
+    // --config beats LIDO_CONFIG.
+    lidoctl().args(["--config", path.to_str().unwrap(), "--context", "live", "get", "nodes"]).assert().success();
+    with(&["--context", "nope", "get", "nodes"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no context named \"nope\"").and(predicate::str::contains("get-contexts")));
+
+    with(&["config", "get-contexts"]).assert().success().stdout(
+        predicate::str::contains("*         dead")
+            .and(predicate::str::contains("set in file"))
+            .and(predicate::str::contains("\"t\"").not()),
+    );
+    with(&["config", "current-context"]).assert().success().stdout("dead\n");
+    with(&["config", "use-context", "live"]).assert().success();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.starts_with("# mine\ncurrent-context = \"live\"\n"), "{text}");
+    with(&["get", "nodes"]).assert().success();
+    with(&["config", "use-context", "nope"]).assert().code(2);
+    with(&["config", "current-context"]).env("LIDO_CONTEXT", "dead").assert().success().stdout("dead\n");
+    // No file: no contexts, and the default URL.
+    lidoctl().args(["config", "get-contexts"]).assert().success().stderr(predicate::str::contains("no contexts"));
+    lidoctl().args(["config", "current-context"]).assert().code(3);
+    let bad = config_file("current-context = 3\n");
+    lidoctl()
+        .args(["--config", bad.to_str().unwrap(), "status"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("bad config file"));
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    let _ = std::fs::remove_dir_all(bad.parent().unwrap());
 }

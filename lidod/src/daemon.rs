@@ -19,6 +19,21 @@ use crate::sessions::Sessions;
 use crate::supervisor::Supervisor;
 use crate::traders::TraderManager;
 
+/// Once a second, every service's figures go out on the watch stream.
+async fn publish_metrics(infra: Infra, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        infra.publish_metrics(last.elapsed());
+        last = Instant::now();
+    }
+}
+
 /// How long open connections (streams) may linger after a shutdown starts.
 const DRAIN_CONNECTIONS: Duration = Duration::from_secs(3);
 
@@ -98,6 +113,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
             .map_err(|e| anyhow::anyhow!("cannot create market {}: {e}", m.name))?;
     }
 
+    tokio::spawn(publish_metrics(infra.clone(), managers.clone()));
     let app = crate::http::router(infra);
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let mut server = tokio::spawn(async move { server.await });

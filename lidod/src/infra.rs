@@ -10,8 +10,8 @@ use std::sync::Arc;
 use chrono::Utc;
 use lido_shared::api::{Session, SessionRequest};
 use lido_shared::cluster::{
-    ClusterEvent, ClusterSnapshot, ManagerInfo, NodeInfo, NodeLoad, RunMode, ServiceInfo, ServiceKind, ServiceState,
-    SpawnRequest,
+    ClusterEvent, ClusterSnapshot, EventRecord, ManagerInfo, NodeInfo, NodeLoad, RunMode, ServiceDetail, ServiceInfo,
+    ServiceKind, ServiceState, SpawnRequest,
 };
 use lido_shared::pipe::CheckIn;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +20,7 @@ use tracing::info;
 use crate::brokers::BrokerManager;
 use crate::error::ApiError;
 use crate::events::EventBus;
+use crate::logbuf::LogBuffer;
 use crate::markets::MarketManager;
 use crate::sessions::{validate_customer, Sessions};
 use crate::traders::TraderManager;
@@ -244,6 +245,50 @@ impl Infra {
         };
         i.bus.log("info", format!("stopped {} {}", info.kind, info.name));
         Ok(info)
+    }
+
+    /// A service with the recent events that concern it.
+    pub fn describe(&self, name: &str) -> Result<ServiceDetail, ApiError> {
+        let service = self.snapshot().service(name).cloned().ok_or_else(|| unknown_service(name))?;
+        let events = self
+            .inner
+            .bus
+            .history(|e| match e {
+                ClusterEvent::ServiceChanged { service } => service.name == name,
+                ClusterEvent::ServiceRemoved { name: n, .. } => n == name,
+                ClusterEvent::Log { message, .. } => message
+                    .split_whitespace()
+                    .any(|w| w.trim_matches(|c: char| !c.is_alphanumeric() && c != '-' && c != '_') == name),
+                _ => false,
+            })
+            .into_iter()
+            .map(|n| EventRecord { seq: n.seq, ts: n.ts, event: n.event })
+            .collect();
+        Ok(ServiceDetail { service, events })
+    }
+
+    /// A supervised service's output buffer and run mode.
+    pub fn logs(&self, name: &str) -> Result<(std::sync::Arc<LogBuffer>, RunMode), ApiError> {
+        let i = &self.inner;
+        if let Some(l) = i.brokers.logs(name).or_else(|| i.traders.logs(name)) {
+            return Ok(l);
+        }
+        if i.markets.contains(name) {
+            return Err(ApiError::conflict(
+                "no_logs",
+                format!("market {name} runs inside lidod; its lines are in lidod's own log"),
+            ));
+        }
+        Err(unknown_service(name))
+    }
+
+    /// Samples every service's figures and publishes them (once a second).
+    pub fn publish_metrics(&self, elapsed: std::time::Duration) {
+        let i = &self.inner;
+        let mut services = i.brokers.sample_metrics(elapsed);
+        services.extend(i.traders.sample_metrics(elapsed));
+        services.extend(i.markets.sample_metrics(elapsed));
+        i.bus.publish(ClusterEvent::Metrics { node: i.node_id.clone(), services });
     }
 
     pub fn restart(&self, name: &str) -> Result<ServiceInfo, ApiError> {

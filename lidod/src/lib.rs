@@ -17,6 +17,7 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod infra;
+pub mod logbuf;
 pub mod markets;
 pub mod metrics;
 pub mod pipe;

@@ -149,6 +149,20 @@ impl MarketManager {
             .collect()
     }
 
+    /// Each market's figures, with its fan-out rate since the last sample.
+    pub fn sample_metrics(&self, elapsed: Duration) -> BTreeMap<String, BTreeMap<String, f64>> {
+        let markets: Vec<Arc<Market>> = self.read().values().cloned().collect();
+        markets
+            .iter()
+            .map(|m| {
+                let mut metrics = BTreeMap::new();
+                metrics.insert("listeners".to_string(), m.listener_count() as f64);
+                metrics.insert("messages_per_s".to_string(), (m.sample_rate(elapsed) * 10.0).round() / 10.0);
+                (m.name.clone(), metrics)
+            })
+            .collect()
+    }
+
     /// Markets as services, for the cluster view.
     pub fn services(&self) -> Vec<ServiceInfo> {
         let names: Vec<String> = self.read().keys().cloned().collect();

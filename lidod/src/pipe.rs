@@ -83,8 +83,10 @@ struct Inner {
     state: watch::Sender<PipeState>,
     next_id: AtomicU64,
     cancel: CancellationToken,
-    /// Last measured heartbeat round trip, microseconds.
+    /// Last measured heartbeat latency (service clock to ours), microseconds.
     rtt_us: AtomicU64,
+    /// Frames received from the service, for rates.
+    received: AtomicU64,
 }
 
 struct Request {
@@ -112,6 +114,7 @@ impl PipeHandle {
             next_id: AtomicU64::new(1),
             cancel,
             rtt_us: AtomicU64::new(0),
+            received: AtomicU64::new(0),
         });
         tokio::spawn(dial_loop(inner.clone(), req_rx, events, signals));
         Self { inner }
@@ -131,6 +134,11 @@ impl PipeHandle {
 
     pub fn rtt(&self) -> Duration {
         Duration::from_micros(self.inner.rtt_us.load(Ordering::Relaxed))
+    }
+
+    /// Frames received since the pipe was made (all connections).
+    pub fn received(&self) -> u64 {
+        self.inner.received.load(Ordering::Relaxed)
     }
 
     /// Points the pipe at a new address (the service restarted) and re-dials.
@@ -312,6 +320,7 @@ async fn session(
                     None => break "service closed the pipe".to_string(),
                 };
                 last_rx = Instant::now();
+                inner.received.fetch_add(1, Ordering::Relaxed);
                 let Message::Text(text) = msg else { continue };
                 let frame = match serde_json::from_str::<ServiceFrame>(text.as_str()) {
                     Ok(f) => f,

@@ -6,13 +6,18 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use chrono::{DateTime, Utc};
 use lido_shared::api::Session;
+use lido_shared::cluster::SessionInfo;
 
 use crate::error::ApiError;
 
+/// A session and when it was opened.
+type Entry = (Session, DateTime<Utc>);
+
 #[derive(Clone, Default)]
 pub struct Sessions {
-    inner: Arc<Mutex<HashMap<String, Session>>>,
+    inner: Arc<Mutex<HashMap<String, Entry>>>,
 }
 
 impl Sessions {
@@ -24,19 +29,35 @@ impl Sessions {
             market_manager_url: api_url.to_string(),
             trader_manager_url: api_url.to_string(),
         };
-        self.lock().insert(session.session_id.clone(), session.clone());
+        self.lock().insert(session.session_id.clone(), (session.clone(), Utc::now()));
         session
     }
 
     pub fn customer_of(&self, token: &str) -> Option<String> {
-        self.lock().get(token).map(|s| s.customer.clone())
+        self.lock().get(token).map(|(s, _)| s.customer.clone())
+    }
+
+    /// Every session, oldest first, tokens shortened to 10 characters.
+    pub fn list(&self) -> Vec<SessionInfo> {
+        let mut out: Vec<SessionInfo> = self
+            .lock()
+            .values()
+            .map(|(s, at)| SessionInfo {
+                id: s.session_id.chars().take(10).collect(),
+                customer: s.customer.clone(),
+                node: s.node.clone(),
+                created_at: *at,
+            })
+            .collect();
+        out.sort_by_key(|s| s.created_at);
+        out
     }
 
     pub fn count(&self) -> usize {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -20,6 +20,7 @@ use tracing::{error, info, warn};
 use crate::config::SupervisorConfig;
 use crate::error::ApiError;
 use crate::events::EventBus;
+use crate::logbuf::LogBuffer;
 use crate::pipe::{PipeHandle, PipeSignal};
 
 /// How to start a service.
@@ -69,7 +70,14 @@ struct Entry {
     bounce: CancellationToken,
     /// Set when a stop was asked: an exit is then not a crash.
     stopping: bool,
+    /// Pipe frames counted at the last metrics sample.
+    last_received: u64,
+    /// The process's recent output, across restarts.
+    logs: Arc<LogBuffer>,
 }
+
+/// Lines of output kept per service.
+const LOG_LINES: usize = 2_000;
 
 impl Supervisor {
     /// `events` receives every service event; pipe signals are handled here
@@ -161,6 +169,8 @@ impl Supervisor {
                     stop: stop.clone(),
                     bounce: stop.child_token(),
                     stopping: false,
+                    last_received: 0,
+                    logs: Arc::new(LogBuffer::new(LOG_LINES)),
                 },
             );
         }
@@ -197,7 +207,15 @@ impl Supervisor {
                 };
                 services.insert(
                     checkin.name.clone(),
-                    Entry { info, pipe: None, bounce: stop.child_token(), stop, stopping: false },
+                    Entry {
+                        info,
+                        pipe: None,
+                        bounce: stop.child_token(),
+                        stop,
+                        stopping: false,
+                        last_received: 0,
+                        logs: Arc::new(LogBuffer::new(LOG_LINES)),
+                    },
                 );
             }
             let entry = services.get_mut(&checkin.name).expect("inserted above");
@@ -233,6 +251,12 @@ impl Supervisor {
         }
         info!(name = %checkin.name, ws_url = %checkin.ws_url, pid = ?checkin.pid, "service checked in");
         Ok(())
+    }
+
+    /// A service's output buffer and how it runs (only processes have output
+    /// of their own; tasks log into lidod's log).
+    pub fn logs(&self, name: &str) -> Option<(Arc<LogBuffer>, RunMode)> {
+        self.lock().get(name).map(|e| (e.logs.clone(), e.info.mode))
     }
 
     /// Stops a service for good and forgets it.
@@ -314,6 +338,25 @@ impl Supervisor {
             self.decorate(entry)
         };
         self.publish(&info);
+    }
+
+    /// Samples rates since the last call: updates each service's
+    /// `messages_per_s` and returns every service's figures.
+    pub fn sample_metrics(&self, elapsed: Duration) -> BTreeMap<String, BTreeMap<String, f64>> {
+        let mut services = self.lock();
+        let secs = elapsed.as_secs_f64().max(1e-3);
+        services
+            .iter_mut()
+            .map(|(name, entry)| {
+                if let Some(pipe) = &entry.pipe {
+                    let received = pipe.received();
+                    let rate = received.saturating_sub(entry.last_received) as f64 / secs;
+                    entry.last_received = received;
+                    entry.info.metrics.insert("messages_per_s".into(), (rate * 10.0).round() / 10.0);
+                }
+                (name.clone(), self.decorate(entry).metrics)
+            })
+            .collect()
     }
 
     fn decorate(&self, entry: &Entry) -> ServiceInfo {
@@ -435,9 +478,10 @@ impl Supervisor {
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("NO_COLOR", "1")
             .stdin(Stdio::piped())
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .kill_on_drop(true);
         let mut child = match cmd.spawn() {
             Ok(c) => c,
@@ -446,6 +490,14 @@ impl Supervisor {
         // Held, never written: the child sees end-of-file when we close it
         // or die. (`Child::wait` would close it, so it is taken out first.)
         let stdin = child.stdin.take();
+        if let Some(logs) = self.lock().get(name).map(|e| e.logs.clone()) {
+            if let Some(out) = child.stdout.take() {
+                tokio::spawn(capture(name.to_string(), out, logs.clone()));
+            }
+            if let Some(err) = child.stderr.take() {
+                tokio::spawn(capture(name.to_string(), err, logs));
+            }
+        }
         let pid = child.id();
         self.update(name, |i| {
             i.pid = pid;
@@ -468,6 +520,20 @@ impl Supervisor {
                 Ok("stopped".into())
             }
         }
+    }
+}
+
+/// Copies a child's output into its log buffer and on to lidod's stderr,
+/// prefixed with the service name.
+async fn capture(name: String, from: impl tokio::io::AsyncRead + Unpin, logs: Arc<LogBuffer>) {
+    use std::io::Write;
+
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(from).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        // Never panics, unlike eprintln!, if our own stderr is gone.
+        let _ = writeln!(std::io::stderr(), "[{name}] {line}");
+        logs.push(line);
     }
 }
 

@@ -3,7 +3,11 @@
 //!
 //! - [`paper`]: the simulated exchange (pure, synchronous, seedable).
 //! - [`paper_broker`]: the `paper` broker service that runs it.
+//! - [`kraken`]: the Kraken Spot protocol core (signing, envelopes, pairs,
+//!   rate limits, the checksummed book, wire messages); the broker service
+//!   around it is not built yet, so `kraken` is not a spawnable type.
 
+pub mod kraken;
 pub mod paper;
 pub mod paper_broker;
 

@@ -7,5 +7,5 @@ mod http;
 mod stream;
 
 pub use error::ClientError;
-pub use http::{LidoClient, Placed};
+pub use http::{LidoClient, LogStream, Placed};
 pub use stream::{ClusterWatch, Stream};

@@ -175,6 +175,12 @@ pub enum ClusterEvent {
         draining: bool,
         load: NodeLoad,
     },
+    /// Once a second per node: each service's figures (`messages_per_s`,
+    /// `pipe_latency_ms`, …) for live rates and sparklines.
+    Metrics {
+        node: String,
+        services: BTreeMap<String, BTreeMap<String, f64>>,
+    },
     /// Something an operator should see (restart, failure, drain, …).
     Log {
         level: String,
@@ -226,6 +232,51 @@ pub enum WatchCommand {
     Snapshot {
         id: u64,
     },
+    /// Opt in to (or out of) the node's order flow events.
+    Follow {
+        id: u64,
+        orders: bool,
+    },
+}
+
+impl WatchCommand {
+    /// The id its reply will carry.
+    pub fn id(&self) -> u64 {
+        match self {
+            Self::Spawn { id, .. }
+            | Self::Stop { id, .. }
+            | Self::Restart { id, .. }
+            | Self::Drain { id, .. }
+            | Self::Undrain { id, .. }
+            | Self::Snapshot { id }
+            | Self::Follow { id, .. } => *id,
+        }
+    }
+}
+
+/// A session as operators see it: the token is never shown whole.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SessionInfo {
+    /// The first characters of the session token, enough to tell sessions apart.
+    pub id: String,
+    pub customer: String,
+    pub node: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// `GET /v1/services/{name}`: the service and its recent events, newest last.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ServiceDetail {
+    pub service: ServiceInfo,
+    pub events: Vec<EventRecord>,
+}
+
+/// A numbered cluster event, as kept for `describe`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EventRecord {
+    pub seq: u64,
+    pub ts: DateTime<Utc>,
+    pub event: ClusterEvent,
 }
 
 /// What `/v1/cluster/watch` sends: a snapshot first, then numbered events,
@@ -241,6 +292,12 @@ pub enum WatchMessage {
         seq: u64,
         ts: DateTime<Utc>,
         event: ClusterEvent,
+    },
+    /// An order changed state on the node: sent only to watchers that asked
+    /// with [`WatchCommand::Follow`] `orders: true`; not numbered.
+    Order {
+        node: String,
+        order: crate::model::Order,
     },
     Reply {
         id: u64,

@@ -3,7 +3,9 @@
 
 mod algo;
 mod bad_input;
+mod lidoctl_verbs;
 mod operator;
 mod shutdown;
 mod supervision;
 mod trader;
+mod tui_tmux;

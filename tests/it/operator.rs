@@ -162,3 +162,79 @@ async fn a_broker_can_run_as_a_task_inside_lidod() {
     .await;
     eventually(Duration::from_secs(10), "quotes after the restart", || async { c.quote("tm", "SPY").await.ok() }).await;
 }
+
+#[tokio::test]
+async fn operators_see_sessions_events_logs_metrics_and_order_flow() {
+    let d = TestDaemon::spawn(&[]);
+    let c = d.client();
+    let session = c.open_session("acme").await.unwrap();
+    let sessions = c.sessions().await.unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].customer, "acme");
+    assert!(session.session_id.starts_with(&sessions[0].id));
+    assert!(sessions[0].id.len() < session.session_id.len(), "the token is never shown whole");
+
+    eventually(Duration::from_secs(10), "paper-1 running", || async {
+        let s = c.cluster().await.ok()?;
+        (s.service("paper-1")?.state == ServiceState::Running).then_some(())
+    })
+    .await;
+    let detail = c.describe("paper-1").await.unwrap();
+    assert_eq!(detail.service.name, "paper-1");
+    assert!(detail.events.iter().any(
+        |e| matches!(&e.event, ClusterEvent::ServiceChanged { service } if service.state == ServiceState::Running)
+    ));
+    assert_eq!(c.describe("ghost").await.unwrap_err().status(), Some(404));
+
+    let logs = eventually(Duration::from_secs(10), "broker output", || async {
+        let l = c.logs("paper-1", 50).await.ok()?;
+        l.contains("paper broker started").then_some(l)
+    })
+    .await;
+    assert!(logs.lines().count() <= 50);
+    assert_eq!(c.logs("paper", 10).await.unwrap_err().code(), Some("no_logs"));
+    let mut follow = c.follow_logs("paper-1", 0).await.unwrap();
+    c.restart_service("paper-1").await.unwrap();
+    let mut seen = String::new();
+    while !seen.contains("paper broker started") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), follow.next_chunk()).await.unwrap().unwrap();
+        seen.push_str(&chunk.expect("the log stays open"));
+    }
+
+    let mut watch = c.watch().await.unwrap();
+    watch.send(&WatchCommand::Follow { id: 1, orders: true }).await.unwrap();
+    let (mut metrics, mut followed) = (false, false);
+    let mut placed = false;
+    while !(metrics && followed) {
+        let msg = tokio::time::timeout(Duration::from_secs(10), watch.next()).await.unwrap().unwrap();
+        match msg {
+            WatchMessage::Event { event: ClusterEvent::Metrics { services, .. }, .. } => {
+                metrics |= services.get("paper-1").is_some_and(|m| m.contains_key("messages_per_s"));
+            }
+            WatchMessage::Reply { id: 1, ok, .. } => {
+                assert!(ok);
+                if !placed {
+                    let acme =
+                        lido_shared::client::LidoClient::new(d.url.clone()).unwrap().with_token(&session.session_id);
+                    eventually(Duration::from_secs(10), "an order", || async {
+                        let o = lido_shared::api::PlaceOrder {
+                            market: "paper".into(),
+                            symbol: "AAPL".into(),
+                            side: lido_shared::model::Side::Buy,
+                            order_type: lido_shared::model::OrderType::Limit,
+                            quantity: 1.into(),
+                            limit_price: Some(1.into()),
+                            time_in_force: Default::default(),
+                            client_order_id: Some("flow-1".into()),
+                        };
+                        acme.place_order(&o).await.ok()
+                    })
+                    .await;
+                    placed = true;
+                }
+            }
+            WatchMessage::Order { order, .. } => followed |= order.client_order_id == "flow-1",
+            _ => {}
+        }
+    }
+}

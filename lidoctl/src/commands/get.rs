@@ -1,4 +1,4 @@
-//! `lidoctl get nodes|services|brokers|markets|traders [NAME…]`.
+//! `lidoctl get nodes|services|brokers|markets|traders|sessions [NAME…]`.
 
 use chrono::Utc;
 use lido_shared::cluster::{ServiceInfo, ServiceKind};
@@ -6,9 +6,12 @@ use lido_shared::cluster::{ServiceInfo, ServiceKind};
 use crate::cli::{GetArgs, Resource};
 use crate::endpoints::Endpoints;
 use crate::exit::NotFound;
-use crate::output::{nodes_table, services_table, Output};
+use crate::output::{nodes_table, services_table, sessions_table, Output};
 
 pub async fn run(endpoints: &Endpoints, out: Output, args: &GetArgs) -> anyhow::Result<()> {
+    if args.resource == Resource::Sessions {
+        return sessions(endpoints, out, args).await;
+    }
     let snapshot = endpoints.run("cannot get the cluster", |c| async move { c.cluster().await }).await?;
     let single = args.names.len() == 1;
     let wanted = |name: &str| args.names.is_empty() || args.names.iter().any(|n| n == name);
@@ -28,13 +31,23 @@ pub async fn run(endpoints: &Endpoints, out: Output, args: &GetArgs) -> anyhow::
     print(out, &services, single, table, &format!("{noun}s"))
 }
 
+/// `get sessions [ID…]`: from `GET /v1/sessions`, oldest first.
+async fn sessions(endpoints: &Endpoints, out: Output, args: &GetArgs) -> anyhow::Result<()> {
+    let all = endpoints.run("cannot get the sessions", |c| async move { c.sessions().await }).await?;
+    let sessions: Vec<_> = all.iter().filter(|s| args.names.is_empty() || args.names.contains(&s.id)).collect();
+    check_found(&args.names, sessions.iter().map(|s| s.id.as_str()), "session")?;
+    let now = Utc::now();
+    let table = || sessions_table(sessions.iter().copied(), out.wide(), now);
+    print(out, &sessions, args.names.len() == 1, table, "sessions")
+}
+
 /// The service kind a noun lists; `None` for all services.
 fn kind_of(resource: Resource) -> Option<ServiceKind> {
     match resource {
         Resource::Brokers => Some(ServiceKind::Broker),
         Resource::Markets => Some(ServiceKind::Market),
         Resource::Traders => Some(ServiceKind::Trader),
-        Resource::Services | Resource::Nodes => None,
+        Resource::Services | Resource::Nodes | Resource::Sessions => None,
     }
 }
 

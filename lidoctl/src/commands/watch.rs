@@ -1,21 +1,45 @@
 //! `lidoctl watch`: the cluster's change stream, one line per message, until
 //! Ctrl-C. A dropped connection is re-established with a capped exponential
 //! backoff, trying the `--url`s in turn; a fresh snapshot follows each connect.
+//! `--orders` asks for the order flow (again after each reconnect);
+//! `--metrics` shows the once-a-second metrics events, hidden otherwise.
 
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use lido_shared::client::{ClientError, ClusterWatch};
-use lido_shared::cluster::{ClusterEvent, ServiceInfo, WatchMessage};
+use lido_shared::cluster::{ClusterEvent, WatchCommand, WatchMessage};
 
+use crate::cli::WatchArgs;
 use crate::endpoints::Endpoints;
-use crate::output::{write_stdout, Output};
+use crate::output::{event_details, event_name, order_summary, service_summary, time, write_stdout, Output};
 
 const FIRST_DELAY: Duration = Duration::from_millis(500);
 const MAX_DELAY: Duration = Duration::from_secs(10);
+/// The id of the `follow` command lidoctl sends for `--orders`; its reply is not printed.
+const FOLLOW_ID: u64 = 1;
 
-pub async fn run(endpoints: &Endpoints, out: Output) -> anyhow::Result<()> {
+/// Which messages to show.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub metrics: bool,
+}
+
+impl Filter {
+    /// Metrics events only with `--metrics`; the reply to lidoctl's own
+    /// `follow` only when it failed.
+    pub fn shows(self, msg: &WatchMessage) -> bool {
+        match msg {
+            WatchMessage::Event { event: ClusterEvent::Metrics { .. }, .. } => self.metrics,
+            WatchMessage::Reply { id: FOLLOW_ID, ok, .. } => !ok,
+            _ => true,
+        }
+    }
+}
+
+pub async fn run(endpoints: &Endpoints, out: Output, args: &WatchArgs) -> anyhow::Result<()> {
+    let filter = Filter { metrics: args.metrics };
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     let clients = endpoints.clients();
@@ -25,6 +49,9 @@ pub async fn run(endpoints: &Endpoints, out: Output) -> anyhow::Result<()> {
         _ = &mut ctrl_c => return Ok(()),
         first = connect_any(endpoints) => first.context("cannot watch the cluster")?,
     };
+    if let Some(stream) = watch.as_mut() {
+        follow(stream, args.orders).await.context("cannot follow the order flow")?;
+    }
     let mut attempt: u32 = 0;
     loop {
         if let Some(mut stream) = watch.take() {
@@ -36,7 +63,8 @@ pub async fn run(endpoints: &Endpoints, out: Output) -> anyhow::Result<()> {
                 tokio::select! {
                     _ = &mut ctrl_c => return Ok(()),
                     msg = stream.next() => match msg {
-                        Ok(msg) => write_stdout(&format_message(&msg, out))?,
+                        Ok(msg) if filter.shows(&msg) => write_stdout(&format_message(&msg, out))?,
+                        Ok(_) => {}
                         Err(e) => break e,
                     },
                 }
@@ -55,12 +83,26 @@ pub async fn run(endpoints: &Endpoints, out: Output) -> anyhow::Result<()> {
         let client = clients[index].clone();
         tokio::select! {
             _ = &mut ctrl_c => return Ok(()),
-            result = client.watch() => match result {
+            result = connect_one(&client, args.orders) => match result {
                 Ok(stream) => watch = Some(stream),
                 Err(e) => eprintln!("cannot reach {url}: {e}"),
             },
         }
     }
+}
+
+/// Asks for the order flow when `orders` is set.
+async fn follow(stream: &mut ClusterWatch, orders: bool) -> Result<(), ClientError> {
+    if !orders {
+        return Ok(());
+    }
+    stream.send(&WatchCommand::Follow { id: FOLLOW_ID, orders: true }).await
+}
+
+async fn connect_one(client: &lido_shared::client::LidoClient, orders: bool) -> Result<ClusterWatch, ClientError> {
+    let mut stream = client.watch().await?;
+    follow(&mut stream, orders).await?;
+    Ok(stream)
 }
 
 /// Connects to the first URL that answers.
@@ -93,6 +135,7 @@ pub fn format_message(msg: &WatchMessage, out: Output) -> String {
             (snapshot.ts, "snapshot", format!("{} node(s), {services} service(s), seq {seq}", snapshot.nodes.len()))
         }
         WatchMessage::Event { ts, event, .. } => (*ts, event_name(event), event_details(event)),
+        WatchMessage::Order { node, order } => (order.updated_at, "order", order_summary(node, order)),
         WatchMessage::Reply { id, ok, service, error } => {
             let mut details = format!("command {id}: {}", if *ok { "ok" } else { "failed" });
             if let Some(s) = service {
@@ -106,46 +149,6 @@ pub fn format_message(msg: &WatchMessage, out: Output) -> String {
         WatchMessage::Error { error } => (Utc::now(), "error", error.to_string()),
     };
     format!("{}  {event:<15}  {details}\n", time(ts))
-}
-
-fn time(ts: DateTime<Utc>) -> String {
-    ts.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
-}
-
-fn event_name(event: &ClusterEvent) -> &'static str {
-    match event {
-        ClusterEvent::ServiceChanged { .. } => "service_changed",
-        ClusterEvent::ServiceRemoved { .. } => "service_removed",
-        ClusterEvent::NodeChanged { .. } => "node_changed",
-        ClusterEvent::Log { .. } => "log",
-    }
-}
-
-fn event_details(event: &ClusterEvent) -> String {
-    match event {
-        ClusterEvent::ServiceChanged { service } => service_summary(service),
-        ClusterEvent::ServiceRemoved { name, node } => format!("{name} on {node}"),
-        ClusterEvent::NodeChanged { id, draining, load } => format!(
-            "{id}{} sessions={} streams={} open_orders={}",
-            if *draining { " draining" } else { "" },
-            load.sessions,
-            load.streams,
-            load.open_orders
-        ),
-        ClusterEvent::Log { level, message } => format!("[{level}] {message}"),
-    }
-}
-
-fn service_summary(s: &ServiceInfo) -> String {
-    let kind = if s.service_type.is_empty() { s.kind.to_string() } else { format!("{} {}", s.kind, s.service_type) };
-    let mut line = format!("{} ({kind}) on {}: {}", s.name, s.node, s.state);
-    if s.restarts > 0 {
-        line.push_str(&format!(", {} restart(s)", s.restarts));
-    }
-    if let Some(detail) = s.detail.as_deref().filter(|d| !d.is_empty()) {
-        line.push_str(&format!(" — {detail}"));
-    }
-    line
 }
 
 #[cfg(test)]
@@ -182,5 +185,27 @@ mod tests {
         let line = format_message(&msg, json);
         let back: WatchMessage = serde_json::from_str(&line).unwrap();
         assert_eq!(back, msg);
+    }
+
+    #[test]
+    fn metrics_only_when_asked() {
+        let ts = Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 1).unwrap();
+        let figures = [("messages_per_s".to_string(), 12.5), ("pipe_latency_ms".to_string(), 0.4)].into();
+        let metrics = WatchMessage::Event {
+            seq: 8,
+            ts,
+            event: ClusterEvent::Metrics { node: "n1".into(), services: [("paper-1".to_string(), figures)].into() },
+        };
+        assert!(!Filter::default().shows(&metrics));
+        assert!(Filter { metrics: true }.shows(&metrics));
+        let table = Output { format: OutputFormat::Table, color: false };
+        assert_eq!(
+            format_message(&metrics, table),
+            "2024-05-01T12:00:01.000Z  metrics          n1: paper-1 messages_per_s=12.5 pipe_latency_ms=0.4\n"
+        );
+        let ok = WatchMessage::Reply { id: FOLLOW_ID, ok: true, service: None, error: None };
+        assert!(!Filter::default().shows(&ok), "the follow reply is lidoctl's own business");
+        let failed = WatchMessage::Reply { id: FOLLOW_ID, ok: false, service: None, error: None };
+        assert!(Filter::default().shows(&failed));
     }
 }

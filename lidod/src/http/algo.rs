@@ -16,7 +16,7 @@ use crate::infra::Infra;
 
 pub fn routes() -> Router<Infra> {
     Router::new()
-        .route("/v1/sessions", post(open_session))
+        .route("/v1/sessions", post(open_session).get(super::operator::sessions))
         .route("/v1/markets", get(markets))
         .route("/v1/instruments", get(instruments))
         .route("/v1/quotes", get(quote))

@@ -4,24 +4,30 @@
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::{SinkExt, StreamExt};
-use lido_shared::cluster::{ClusterSnapshot, NodeInfo, ServiceInfo, SpawnRequest, WatchCommand, WatchMessage};
+use lido_shared::cluster::{
+    ClusterSnapshot, NodeInfo, RunMode, ServiceDetail, ServiceInfo, SessionInfo, SpawnRequest, WatchCommand,
+    WatchMessage,
+};
+use lido_shared::model::Order;
 use lido_shared::{ErrorBody, ErrorDetail};
 use tokio::sync::{broadcast, mpsc};
 use tracing::debug;
 
-use crate::error::{ApiError, ApiJson};
+use crate::error::{ApiError, ApiJson, ApiQuery};
 use crate::infra::Infra;
+use crate::markets::OrderMsg;
 
 pub fn routes() -> Router<Infra> {
     Router::new()
         .route("/v1/cluster", get(cluster))
         .route("/v1/cluster/watch", get(watch))
         .route("/v1/services", post(spawn))
-        .route("/v1/services/{name}", axum::routing::delete(stop))
+        .route("/v1/services/{name}", get(describe).delete(stop))
+        .route("/v1/services/{name}/logs", get(logs))
         .route("/v1/services/{name}/restart", post(restart))
         .route("/v1/nodes/{id}/drain", post(drain))
         .route("/v1/nodes/{id}/undrain", post(undrain))
@@ -31,6 +37,70 @@ pub fn routes() -> Router<Infra> {
 #[utoipa::path(get, path = "/v1/cluster", tag = "operator", responses((status = 200, body = ClusterSnapshot)))]
 pub async fn cluster(State(infra): State<Infra>) -> Json<ClusterSnapshot> {
     Json(infra.snapshot())
+}
+
+/// Sessions on this IM's nodes; tokens are shortened.
+#[utoipa::path(get, path = "/v1/sessions", tag = "operator", responses((status = 200, body = Vec<SessionInfo>)))]
+pub async fn sessions(State(infra): State<Infra>) -> Json<Vec<SessionInfo>> {
+    Json(infra.sessions().list())
+}
+
+/// A service and its recent events.
+#[utoipa::path(get, path = "/v1/services/{name}", tag = "operator", params(("name" = String, Path)),
+    responses((status = 200, body = ServiceDetail), (status = 404, body = ErrorBody)))]
+pub async fn describe(State(infra): State<Infra>, Path(name): Path<String>) -> Result<Json<ServiceDetail>, ApiError> {
+    Ok(Json(infra.describe(&name)?))
+}
+
+/// A service process's output: the last `tail` lines, then more as they
+/// come with `follow=true`.
+#[utoipa::path(get, path = "/v1/services/{name}/logs", tag = "operator", params(("name" = String, Path), LogsQuery),
+    responses((status = 200, content_type = "text/plain", body = String), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn logs(
+    State(infra): State<Infra>,
+    Path(name): Path<String>,
+    ApiQuery(q): ApiQuery<LogsQuery>,
+) -> Result<Response, ApiError> {
+    let (buffer, mode) = infra.logs(&name)?;
+    if mode != RunMode::Process {
+        return Err(ApiError::conflict(
+            "no_logs",
+            format!("{name} runs inside lidod ({mode:?}); its lines are in lidod's own log"),
+        ));
+    }
+    let tail = q.tail.unwrap_or(100).min(10_000);
+    let (lines, live) = buffer.tail_and_follow(tail);
+    let head = lines.iter().map(|l| format!("{l}\n")).collect::<String>();
+    let content_type = [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    if !q.follow {
+        return Ok((content_type, head).into_response());
+    }
+    let closing = infra.closing().clone();
+    let feed = futures_util::stream::unfold((live, closing), |(mut live, closing)| async move {
+        let line = tokio::select! {
+            _ = closing.cancelled() => return None,
+            line = live.recv() => line,
+        };
+        let text = match line {
+            Ok(line) => format!("{line}\n"),
+            Err(broadcast::error::RecvError::Lagged(n)) => format!("… {n} lines skipped (reader too slow)\n"),
+            Err(broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok::<_, std::io::Error>(text), (live, closing)))
+    });
+    let body = futures_util::stream::once(async move { Ok::<_, std::io::Error>(head) }).chain(feed);
+    Ok((content_type, axum::body::Body::from_stream(body)).into_response())
+}
+
+/// Query of the logs endpoint.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+pub struct LogsQuery {
+    /// Lines of history (default 100, at most 10000).
+    #[serde(default)]
+    pub tail: Option<usize>,
+    /// Keep the response open and send new lines as they come.
+    #[serde(default)]
+    pub follow: bool,
 }
 
 /// Spawns a broker, market or trader.
@@ -91,26 +161,32 @@ async fn watch_session(infra: Infra, socket: WebSocket) {
             }
         }
     });
+    // Order flow, once the watcher asks for it.
+    let mut orders: Option<broadcast::Receiver<OrderMsg>> = None;
     let closing = infra.closing().clone();
     loop {
-        tokio::select! {
+        let resync = tokio::select! {
             _ = closing.cancelled() => break,
             ev = events.recv() => match ev {
-                Ok(ev) if ev.seq <= seq => {}
+                Ok(ev) if ev.seq <= seq => false,
                 Ok(ev) => {
                     seq = ev.seq;
                     if out_tx.send(WatchMessage::Event { seq: ev.seq, ts: ev.ts, event: ev.event }).await.is_err() { break; }
+                    false
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    // Too slow: start over from a fresh snapshot.
                     debug!(skipped = n, "watcher lagged, re-syncing");
-                    let (rx, s) = infra.bus().subscribe();
-                    events = rx;
-                    seq = s;
-                    if out_tx.send(WatchMessage::Snapshot { seq, snapshot: infra.snapshot() }).await.is_err() { break; }
+                    true
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
             },
+            order = next_order(&mut orders) => {
+                if let Some(order) = order {
+                    let node = infra.node_id().to_string();
+                    if out_tx.send(WatchMessage::Order { node, order }).await.is_err() { break; }
+                }
+                false
+            }
             msg = source.next() => {
                 let Some(Ok(msg)) = msg else { break };
                 let text = match msg {
@@ -119,23 +195,58 @@ async fn watch_session(infra: Infra, socket: WebSocket) {
                     _ => continue,
                 };
                 match serde_json::from_str::<WatchCommand>(text.as_str()) {
+                    // Answered here: they change this connection.
+                    Ok(WatchCommand::Snapshot { id }) => {
+                        let _ = out_tx.send(WatchMessage::Reply { id, ok: true, service: None, error: None }).await;
+                        true
+                    }
+                    Ok(WatchCommand::Follow { id, orders: follow }) => {
+                        orders = follow.then(|| infra.markets().order_updates());
+                        let _ = out_tx.send(WatchMessage::Reply { id, ok: true, service: None, error: None }).await;
+                        false
+                    }
                     Ok(cmd) => {
                         let (infra, out) = (infra.clone(), out_tx.clone());
                         tokio::spawn(async move {
                             let reply = execute(&infra, cmd).await;
                             let _ = out.send(reply).await;
                         });
+                        false
                     }
                     Err(e) => {
                         let error = ErrorDetail::new("invalid_command", format!("cannot read command: {e}"));
                         if out_tx.send(WatchMessage::Error { error }).await.is_err() { break; }
+                        false
                     }
                 }
+            }
+        };
+        if resync {
+            // Start over from a fresh snapshot (too slow, or asked to).
+            let (rx, s) = infra.bus().subscribe();
+            events = rx;
+            seq = s;
+            if out_tx.send(WatchMessage::Snapshot { seq, snapshot: infra.snapshot() }).await.is_err() {
+                break;
             }
         }
     }
     drop(out_tx);
     let _ = writer.await;
+}
+
+/// The next order change, when following; never resolves otherwise.
+async fn next_order(orders: &mut Option<broadcast::Receiver<OrderMsg>>) -> Option<Order> {
+    let Some(rx) = orders else { return std::future::pending().await };
+    loop {
+        match rx.recv().await {
+            Ok(OrderMsg::Order(order)) => return Some(order),
+            Ok(OrderMsg::Fill { .. }) => continue,
+            // Order flow is a view: a slow watcher skips ahead.
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return std::future::pending().await,
+        }
+    }
 }
 
 async fn execute(infra: &Infra, cmd: WatchCommand) -> WatchMessage {
@@ -145,7 +256,8 @@ async fn execute(infra: &Infra, cmd: WatchCommand) -> WatchMessage {
         WatchCommand::Restart { id, name } => (id, infra.restart(&name).map(Some)),
         WatchCommand::Drain { id, node } => (id, infra.set_draining(&node, true).map(|_| None)),
         WatchCommand::Undrain { id, node } => (id, infra.set_draining(&node, false).map(|_| None)),
-        WatchCommand::Snapshot { id } => (id, Ok(None)),
+        // Answered by the session itself.
+        WatchCommand::Snapshot { id } | WatchCommand::Follow { id, .. } => (id, Ok(None)),
     };
     match result {
         Ok(service) => WatchMessage::Reply { id, ok: true, service, error: None },

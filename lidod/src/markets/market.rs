@@ -3,6 +3,7 @@
 //! algos listen.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use lido_shared::model::{Instrument, Symbol};
@@ -24,6 +25,9 @@ pub struct Market {
     pub pool: Vec<String>,
     instruments: Mutex<Vec<Instrument>>,
     feeds: Mutex<HashMap<(Feed, Symbol), FeedEntry>>,
+    /// Venue updates fanned out, and the count at the last rate sample.
+    published: AtomicU64,
+    sampled: AtomicU64,
 }
 
 struct FeedEntry {
@@ -37,7 +41,14 @@ const FEED_BUFFER: usize = 1024;
 
 impl Market {
     pub fn new(name: String, pool: Vec<String>) -> Self {
-        Self { name, pool, instruments: Mutex::new(Vec::new()), feeds: Mutex::new(HashMap::new()) }
+        Self {
+            name,
+            pool,
+            instruments: Mutex::new(Vec::new()),
+            feeds: Mutex::new(HashMap::new()),
+            published: AtomicU64::new(0),
+            sampled: AtomicU64::new(0),
+        }
     }
 
     pub fn instruments(&self) -> Vec<Instrument> {
@@ -84,6 +95,7 @@ impl Market {
         let feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(entry) = feeds.get(&(feed, symbol.clone())) {
             let _ = entry.tx.send(MdMsg::Data(data.clone()));
+            self.published.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -99,6 +111,13 @@ impl Market {
     pub fn active_feeds(&self) -> Vec<(Feed, Symbol)> {
         let feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
         feeds.keys().cloned().collect()
+    }
+
+    /// Updates fanned out per second since the last call.
+    pub fn sample_rate(&self, elapsed: std::time::Duration) -> f64 {
+        let now = self.published.load(Ordering::Relaxed);
+        let before = self.sampled.swap(now, Ordering::Relaxed);
+        now.saturating_sub(before) as f64 / elapsed.as_secs_f64().max(1e-3)
     }
 
     pub fn listener_count(&self) -> usize {

@@ -92,13 +92,21 @@ pub fn exit_with_parent(shutdown: CancellationToken) {
                 break;
             }
         }
-        info!("parent manager gone (stdin closed); stopping");
+        // Cancel before anything else: with the manager gone, even writing a
+        // log line may fail.
         shutdown.cancel();
+        info!("parent manager gone (stdin closed); stopping");
+        // Nobody is left to report to: if an orderly stop hangs, leave anyway.
+        std::thread::sleep(PARENT_GONE_GRACE);
+        std::process::exit(0);
     });
     if let Err(e) = spawned {
         warn!(error = %e, "cannot watch the parent process");
     }
 }
+
+/// How long a service whose manager died may take to stop before it exits.
+const PARENT_GONE_GRACE: Duration = Duration::from_secs(5);
 
 /// A running agent.
 pub struct Agent {

@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use super::stream::{ws_url, ClusterWatch, Stream};
 use super::ClientError;
 use crate::api::{MarketInfo, OrdersQuery, PlaceOrder, Session, SessionRequest};
-use crate::cluster::{ClusterSnapshot, NodeInfo, ServiceInfo, SpawnRequest};
+use crate::cluster::{ClusterSnapshot, NodeInfo, ServiceDetail, ServiceInfo, SessionInfo, SpawnRequest};
 use crate::model::{Balance, Book, Fill, Instrument, Order, Position, Quote};
 use crate::ErrorBody;
 
@@ -69,6 +69,37 @@ impl LidoClient {
 
     pub async fn restart_service(&self, name: &str) -> Result<ServiceInfo, ClientError> {
         self.send(self.req(Method::POST, &format!("/v1/services/{}/restart", enc(name)))).await
+    }
+
+    /// Sessions across the cluster (tokens shortened).
+    pub async fn sessions(&self) -> Result<Vec<SessionInfo>, ClientError> {
+        self.get("/v1/sessions").await
+    }
+
+    /// A service with its recent events.
+    pub async fn describe(&self, name: &str) -> Result<ServiceDetail, ClientError> {
+        self.get(&format!("/v1/services/{}", enc(name))).await
+    }
+
+    /// The last `tail` lines of a service process's output.
+    pub async fn logs(&self, name: &str, tail: usize) -> Result<String, ClientError> {
+        let path = format!("/v1/services/{}/logs?tail={tail}", enc(name));
+        let resp = self.execute(self.req(Method::GET, &path)).await?;
+        if !resp.status().is_success() {
+            return Err(decode::<serde_json::Value>(resp).await.expect_err("error status"));
+        }
+        Ok(resp.text().await?)
+    }
+
+    /// Like [`Self::logs`], then follows: each new chunk of lines as it comes,
+    /// until the service stops or the connection drops.
+    pub async fn follow_logs(&self, name: &str, tail: usize) -> Result<LogStream, ClientError> {
+        let path = format!("/v1/services/{}/logs?tail={tail}&follow=true", enc(name));
+        let resp = self.execute(self.req(Method::GET, &path).timeout(Duration::from_secs(365 * 24 * 3600))).await?;
+        if !resp.status().is_success() {
+            return Err(decode::<serde_json::Value>(resp).await.expect_err("error status"));
+        }
+        Ok(LogStream { resp })
     }
 
     pub async fn drain_node(&self, node: &str) -> Result<NodeInfo, ClientError> {
@@ -176,6 +207,18 @@ impl LidoClient {
                 ClientError::Http(e)
             }
         })
+    }
+}
+
+/// A followed log: [`LogStream::next_chunk`] until `None`.
+pub struct LogStream {
+    resp: reqwest::Response,
+}
+
+impl LogStream {
+    /// The next piece of output (one or more whole lines), or `None` at the end.
+    pub async fn next_chunk(&mut self) -> Result<Option<String>, ClientError> {
+        Ok(self.resp.chunk().await?.map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
 }
 

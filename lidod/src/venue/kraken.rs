@@ -1,0 +1,34 @@
+//! The Kraken Spot protocol core: everything the `kraken` broker needs to
+//! speak Kraken's REST and WebSocket v2 APIs, as pure, synchronous code with
+//! no sockets and no clock of its own.
+//!
+//! - [`sign`]: `API-Sign` (HMAC-SHA512 over path + SHA-256(nonce + post
+//!   data)), form encoding of private requests, and a persistent, strictly
+//!   increasing [`sign::NonceSource`].
+//! - [`envelope`]: the `{"error":[…],"result":…}` envelope and
+//!   [`envelope::KrakenError`], typed from Kraken's error strings, with the
+//!   retry rules that keep a retry from ever duplicating an order.
+//! - [`pairs`]: AssetPairs → a two-way map between Lido symbols (`BTC/USD`)
+//!   and Kraken's names (`XXBTZUSD`, `XBTUSD`, `XBT/USD`), with the tick
+//!   size, lot decimals and `ordermin` that validate orders before they
+//!   leave.
+//! - [`ratelimit`]: Kraken's REST call counter and per-pair trading counter,
+//!   as pure counters that say how long to wait so the limit is never hit.
+//! - [`book`]: the WebSocket v2 L2 book, kept from snapshot + updates and
+//!   verified with Kraken's CRC32 checksum.
+//! - [`messages`]: serde types for the WebSocket v2 frames and the REST
+//!   requests and results the broker uses.
+//! - [`num`]: decimals that arrive as JSON strings (REST) or JSON numbers
+//!   (WebSocket v2), read without going through a lossy float.
+//!
+//! What is deliberately absent here: HTTP, WebSockets, timers and tasks.
+//! The broker service drives these types; the fake Kraken in the tests
+//! reuses them to check requests as strictly as Kraken does.
+
+pub mod book;
+pub mod envelope;
+pub mod messages;
+pub mod num;
+pub mod pairs;
+pub mod ratelimit;
+pub mod sign;
