@@ -6,7 +6,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind};
 use lido_shared::cluster::{
-    ClusterEvent, ClusterSnapshot, NodeInfo, ServiceInfo, ServiceKind, SpawnRequest, WatchCommand, WatchMessage,
+    ClusterEvent, ClusterSnapshot, NodeInfo, ServiceInfo, ServiceKind, ServiceState, SpawnRequest, WatchCommand,
+    WatchMessage,
 };
 
 use crate::action::Action;
@@ -130,13 +131,55 @@ pub enum Prompt {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RowKey {
     Node(String),
+    /// A node's manager of one service kind.
+    Manager {
+        node: String,
+        kind: ServiceKind,
+    },
     Service(String),
 }
 
-/// A row of the nodes+services tree.
+/// The manager of one kind of service on a node (BrokerManager,
+/// MarketManager, TraderManager), as a tree row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Manager {
+    pub kind: ServiceKind,
+    /// As the snapshot reported it; `None` when the node did not list this
+    /// manager but has services of its kind.
+    pub state: Option<ServiceState>,
+    /// Its services on the node now (kept live by events, unlike the
+    /// snapshot's count).
+    pub services: usize,
+}
+
+impl Manager {
+    /// The kinds in tree order.
+    pub const KINDS: [ServiceKind; 3] = [ServiceKind::Broker, ServiceKind::Market, ServiceKind::Trader];
+
+    /// `broker manager`, `market manager`, `trader manager`.
+    pub fn label(&self) -> String {
+        format!("{} manager", self.kind)
+    }
+
+    /// The node's managers in tree order: every one it lists, and one for
+    /// any kind of service it runs without listing its manager.
+    pub fn of(node: &NodeInfo) -> Vec<Manager> {
+        Self::KINDS
+            .into_iter()
+            .filter_map(|kind| {
+                let info = node.managers.iter().find(|m| m.kind == kind);
+                let services = node.services.iter().filter(|s| s.kind == kind).count();
+                (info.is_some() || services > 0).then(|| Manager { kind, state: info.map(|m| m.state), services })
+            })
+            .collect()
+    }
+}
+
+/// A row of the node → manager → service tree.
 #[derive(Clone, Copy, Debug)]
 pub enum Row<'a> {
     Node(&'a NodeInfo),
+    Manager(&'a NodeInfo, Manager),
     Service(&'a NodeInfo, &'a ServiceInfo),
 }
 
@@ -145,13 +188,15 @@ impl Row<'_> {
     pub fn name_width(&self) -> usize {
         match self {
             Self::Node(n) => n.id.chars().count() + 2,
-            Self::Service(_, s) => s.name.chars().count() + 2,
+            Self::Manager(_, m) => m.label().chars().count() + 4,
+            Self::Service(_, s) => s.name.chars().count() + 4,
         }
     }
 
     pub fn key(&self) -> RowKey {
         match self {
             Self::Node(n) => RowKey::Node(n.id.clone()),
+            Self::Manager(n, m) => RowKey::Manager { node: n.id.clone(), kind: m.kind },
             Self::Service(_, s) => RowKey::Service(s.name.clone()),
         }
     }
@@ -235,8 +280,11 @@ impl App {
         }
     }
 
-    /// The tree: each node followed by its services, narrowed by the filter
-    /// (a node whose id matches keeps all its services).
+    /// The tree: each node, then each of its managers (broker, market,
+    /// trader) followed by that manager's services, narrowed by the filter.
+    /// A node whose id matches keeps everything under it, a manager whose
+    /// label matches keeps its services, and a matching service keeps its
+    /// manager and node rows.
     pub fn rows(&self) -> Vec<Row<'_>> {
         let Some(cluster) = &self.cluster else {
             return Vec::new();
@@ -245,12 +293,25 @@ impl App {
         let mut rows = Vec::new();
         for node in &cluster.nodes {
             let whole = needle.is_empty() || node.id.to_lowercase().contains(&needle);
-            let services: Vec<_> = node.services.iter().filter(|s| whole || service_matches(s, &needle)).collect();
-            if !whole && services.is_empty() {
+            let mut children = Vec::new();
+            for manager in Manager::of(node) {
+                let all = whole || manager.label().contains(&needle);
+                let services: Vec<_> = node
+                    .services
+                    .iter()
+                    .filter(|s| s.kind == manager.kind && (all || service_matches(s, &needle)))
+                    .collect();
+                if !all && services.is_empty() {
+                    continue;
+                }
+                children.push(Row::Manager(node, manager));
+                children.extend(services.into_iter().map(|s| Row::Service(node, s)));
+            }
+            if !whole && children.is_empty() {
                 continue;
             }
             rows.push(Row::Node(node));
-            rows.extend(services.into_iter().map(|s| Row::Service(node, s)));
+            rows.extend(children);
         }
         rows
     }
@@ -445,15 +506,18 @@ impl App {
             KeyAction::Spawn => self.popup = Some(Popup::Spawn(SpawnForm::default())),
             KeyAction::Stop => self.ask(|row| match row {
                 Row::Service(_, s) => Ok(Intent::Stop(s.name.clone())),
+                Row::Manager(..) => Err("a manager is not stopped: select one of its services"),
                 Row::Node(_) => Err("select a service to stop"),
             }),
             KeyAction::Restart => self.ask(|row| match row {
                 Row::Service(_, s) => Ok(Intent::Restart(s.name.clone())),
+                Row::Manager(..) => Err("a manager is not restarted: select one of its services"),
                 Row::Node(_) => Err("select a service to restart"),
             }),
             KeyAction::Drain => self.ask(|row| {
                 let node = match row {
                     Row::Node(n) | Row::Service(n, _) => n,
+                    Row::Manager(..) => return Err("select the node to drain or undrain it"),
                 };
                 Ok(if node.draining { Intent::Undrain(node.id.clone()) } else { Intent::Drain(node.id.clone()) })
             }),
@@ -708,7 +772,7 @@ impl App {
         self.selected_key = self.rows().get(index).map(Row::key);
     }
 
-    /// Keeps the selection on the same node/service after the model changed,
+    /// Keeps the selection on the same node/manager/service after the model changed,
     /// or on the same position when that row is gone.
     fn sync_selection(&mut self) {
         let rows = self.rows();

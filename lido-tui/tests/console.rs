@@ -18,21 +18,121 @@ use lido_tui::keymap::{self, Mode};
 #[test]
 fn selection_stays_in_bounds() {
     let mut app = connected_app(false);
-    assert_eq!(app.rows().len(), 3);
+    // n1, broker manager, paper, market manager, sim, trader manager.
+    assert_eq!(app.rows().len(), 6);
     assert_eq!(app.selected(), 0);
     app.update(key('k'));
     assert_eq!(app.selected(), 0, "cannot go above the first row");
-    app.update(key('j'));
+    for _ in 0..4 {
+        app.update(key('j'));
+    }
     app.update(code(KeyCode::Down));
     app.update(key('j'));
     app.update(key('j'));
-    assert_eq!(app.selected(), 2, "cannot go below the last row");
+    assert_eq!(app.selected(), 5, "cannot go below the last row");
     app.update(code(KeyCode::Up));
-    assert_eq!(selected_key(&app), Some(RowKey::Service("paper".into())));
+    assert_eq!(selected_key(&app), Some(RowKey::Service("sim".into())));
     app.update(key('g'));
     assert_eq!(app.selected(), 0);
     app.update(key('G'));
-    assert_eq!(app.selected(), 2);
+    assert_eq!(app.selected(), 5);
+}
+
+/// A node whose services are listed out of kind order, with every kind.
+fn mixed_app() -> App {
+    let mut app = App::new(vec![URL.into()], false);
+    app.update(Action::Connected { url: URL.into(), at: ts() });
+    let services = vec![
+        service("t1", ServiceKind::Trader, "grid", ServiceState::Running, "n1"),
+        service("b1", ServiceKind::Broker, "paper", ServiceState::Running, "n1"),
+        service("m1", ServiceKind::Market, "", ServiceState::Running, "n1"),
+        service("b2", ServiceKind::Broker, "kraken", ServiceState::Failed, "n1"),
+        service("t2", ServiceKind::Trader, "twap", ServiceState::Stopped, "n1"),
+        service("m2", ServiceKind::Market, "", ServiceState::Degraded, "n1"),
+    ];
+    let snapshot = lido_shared::cluster::ClusterSnapshot { nodes: vec![node("n1", services)], ts: ts() };
+    app.update(Action::Message(WatchMessage::Snapshot { seq: 1, snapshot }));
+    app
+}
+
+fn manager(kind: ServiceKind) -> RowKey {
+    RowKey::Manager { node: "n1".into(), kind }
+}
+
+fn tree(app: &App) -> Vec<RowKey> {
+    app.rows().iter().map(|r| r.key()).collect()
+}
+
+#[test]
+fn the_tree_is_node_then_each_manager_then_its_services() {
+    let app = mixed_app();
+    let service = |name: &str| RowKey::Service(name.into());
+    assert_eq!(
+        tree(&app),
+        [
+            RowKey::Node("n1".into()),
+            manager(ServiceKind::Broker),
+            service("b1"),
+            service("b2"),
+            manager(ServiceKind::Market),
+            service("m1"),
+            service("m2"),
+            manager(ServiceKind::Trader),
+            service("t1"),
+            service("t2"),
+        ]
+    );
+    let Some(lido_tui::app::Row::Manager(_, broker)) = app.rows().get(1).copied() else { panic!("a manager row") };
+    assert_eq!((broker.state, broker.services), (Some(ServiceState::Running), 2));
+    assert_eq!(broker.label(), "broker manager");
+
+    let text = screen(&render(&app, 120, 30));
+    for line in ["  ▾ broker manager", "    b1 ", "  ▾ market manager", "    m2 ", "  ▾ trader manager", "    t2 "]
+    {
+        assert!(text.contains(line), "{line:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn the_filter_keeps_the_parents_of_a_matching_service() {
+    let mut app = mixed_app();
+    app.update(key('/'));
+    type_text(&mut app, "twap");
+    assert_eq!(tree(&app), [RowKey::Node("n1".into()), manager(ServiceKind::Trader), RowKey::Service("t2".into())]);
+    assert_eq!(selected_key(&app), Some(RowKey::Node("n1".into())));
+
+    app.update(code(KeyCode::Esc));
+    app.update(key('/'));
+    type_text(&mut app, "failed");
+    assert_eq!(tree(&app), [RowKey::Node("n1".into()), manager(ServiceKind::Broker), RowKey::Service("b2".into())]);
+
+    app.update(code(KeyCode::Esc));
+    app.update(key('/'));
+    type_text(&mut app, "market manager");
+    let expected = [
+        RowKey::Node("n1".into()),
+        manager(ServiceKind::Market),
+        RowKey::Service("m1".into()),
+        RowKey::Service("m2".into()),
+    ];
+    assert_eq!(tree(&app), expected, "a matching manager keeps its services");
+}
+
+#[test]
+fn manager_rows_do_not_stop_restart_or_drain() {
+    let mut app = connected_app(false);
+    app.update(key('j')); // broker manager
+    assert_eq!(selected_key(&app), Some(RowKey::Manager { node: "n1".into(), kind: ServiceKind::Broker }));
+    for k in ['s', 'r', 'd'] {
+        app.status = None;
+        assert!(app.update(key(k)).is_empty());
+        assert!(app.popup.is_none(), "{k} on a manager row asks nothing");
+        let hint = app.status.clone().expect("a hint").text;
+        assert!(hint.contains("select"), "{k}: {hint}");
+    }
+    let text = screen(&render(&app, 120, 30));
+    assert!(text.contains("┌ broker manager on n1 "), "{text}");
+    assert!(text.contains("services  1"), "{text}");
 }
 
 #[test]
@@ -64,7 +164,7 @@ fn only_key_presses_count() {
 #[test]
 fn stop_asks_then_sends_and_shows_the_reply() {
     let mut app = connected_app(false);
-    app.update(key('j')); // paper
+    select_service(&mut app, "paper"); // paper
     assert!(app.update(key('s')).is_empty(), "nothing is sent before confirmation");
     assert_eq!(app.popup, Some(Popup::Confirm(Intent::Stop("paper".into()))));
     let Some(WatchCommand::Stop { id, name }) = watch(app.update(key('y'))) else { panic!("y must send a stop") };
@@ -98,7 +198,7 @@ fn a_refused_command_shows_the_error() {
 #[test]
 fn anything_but_y_cancels() {
     let mut app = connected_app(false);
-    app.update(key('j'));
+    select_service(&mut app, "paper");
     app.update(key('r'));
     assert_eq!(app.popup, Some(Popup::Confirm(Intent::Restart("paper".into()))));
     assert!(app.update(key('n')).is_empty());
@@ -115,7 +215,7 @@ fn anything_but_y_cancels() {
 fn drain_on_a_draining_node_undrains() {
     let mut app = connected_app(false);
     app.update(event(11, ClusterEvent::NodeChanged { id: "n1".into(), draining: true, load: NodeLoad::default() }));
-    app.update(key('j')); // a service row acts on its node
+    select_service(&mut app, "paper"); // a service row acts on its node
     app.update(key('d'));
     assert_eq!(app.popup, Some(Popup::Confirm(Intent::Undrain("n1".into()))));
 }
@@ -131,7 +231,7 @@ fn stop_needs_a_service() {
 #[test]
 fn readonly_refuses_and_hides_dangerous_keys() {
     let mut app = connected_app(true);
-    app.update(key('j'));
+    select_service(&mut app, "paper");
     for k in ['s', 'r', 'd'] {
         assert!(app.update(key(k)).is_empty());
         assert!(app.popup.is_none(), "{k} must not ask in read-only mode");
@@ -147,7 +247,7 @@ fn readonly_refuses_and_hides_dangerous_keys() {
 #[test]
 fn no_commands_while_disconnected() {
     let mut app = connected_app(false);
-    app.update(key('j'));
+    select_service(&mut app, "paper");
     app.update(key('s'));
     // The connection drops while the question is open.
     app.update(Action::Disconnected {
@@ -177,7 +277,7 @@ fn quit_keys() {
 #[test]
 fn a_dropped_connection_forgets_pending_commands() {
     let mut app = connected_app(false);
-    app.update(key('j'));
+    select_service(&mut app, "paper");
     app.update(key('s'));
     let Some(WatchCommand::Stop { .. }) = watch(app.update(key('y'))) else { panic!("no stop sent") };
     app.update(Action::Disconnected {
@@ -250,12 +350,16 @@ fn node_changes_apply() {
 #[test]
 fn selection_follows_its_row_through_updates() {
     let mut app = connected_app(false);
-    app.update(key('G')); // sim
+    select_service(&mut app, "sim");
     assert_eq!(selected_key(&app), Some(RowKey::Service("sim".into())));
     app.update(event(11, ClusterEvent::ServiceRemoved { name: "paper".into(), node: "n1".into() }));
     assert_eq!(selected_key(&app), Some(RowKey::Service("sim".into())), "still on sim after a row above went");
     app.update(event(12, ClusterEvent::ServiceRemoved { name: "sim".into(), node: "n1".into() }));
-    assert_eq!(selected_key(&app), Some(RowKey::Node("n1".into())), "clamped when the selected row went");
+    assert_eq!(
+        selected_key(&app),
+        Some(RowKey::Manager { node: "n1".into(), kind: ServiceKind::Trader }),
+        "the same position when the selected row went"
+    );
 }
 
 #[test]
@@ -333,7 +437,7 @@ fn help_popup_lists_keys_and_readonly_hides_dangerous_ones() {
 #[test]
 fn confirm_popup_is_drawn() {
     let mut app = connected_app(false);
-    app.update(key('j'));
+    select_service(&mut app, "paper");
     app.update(key('s'));
     let text = screen(&render(&app, 110, 24));
     assert!(text.contains("Stop service paper?"), "{text}");
@@ -351,7 +455,7 @@ fn tiny_terminals_do_not_panic() {
 #[test]
 fn main_screen_snapshot() {
     let mut app = connected_app(false);
-    app.update(key('j'));
+    select_service(&mut app, "paper");
     app.update(event(
         11,
         ClusterEvent::ServiceChanged {

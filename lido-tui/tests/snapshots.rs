@@ -17,7 +17,7 @@ fn snap(name: &str, app: &App) {
 #[test]
 fn main_screen() {
     let mut app = app_with_rates();
-    app.update(key('j')); // paper, with its sparklines
+    select_service(&mut app, "paper"); // with its sparklines
     snap("main", &app);
 }
 

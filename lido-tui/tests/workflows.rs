@@ -63,12 +63,13 @@ fn a_gap_after_metrics_still_resyncs_quietly() {
 #[test]
 fn slash_filters_as_you_type() {
     let mut app = connected_app(false);
-    app.update(key('G')); // sim
+    select_service(&mut app, "sim");
     app.update(key('/'));
     assert_eq!(app.prompt, Some(Prompt::Filter(String::new())));
     type_text(&mut app, "PAP");
     assert_eq!(app.filter, "PAP");
-    assert_eq!(row_names(&app), [RowKey::Node("n1".into()), RowKey::Service("paper".into())]);
+    let broker = RowKey::Manager { node: "n1".into(), kind: ServiceKind::Broker };
+    assert_eq!(row_names(&app), [RowKey::Node("n1".into()), broker, RowKey::Service("paper".into())]);
     assert_eq!(app.selected_row().map(|r| r.key()), Some(RowKey::Service("paper".into())), "selection clamped");
     app.update(code(KeyCode::Backspace));
     assert_eq!(app.filter, "PA");
@@ -77,10 +78,10 @@ fn slash_filters_as_you_type() {
     assert_eq!(app.filter, "PA", "Enter keeps the filter");
     // j/k move within the filtered rows; typed keys act again.
     app.update(key('k'));
-    assert_eq!(app.selected(), 0);
+    assert_eq!(app.selected(), 1, "on the broker manager");
     app.update(code(KeyCode::Esc));
     assert_eq!(app.filter, "");
-    assert_eq!(app.rows().len(), 3);
+    assert_eq!(app.rows().len(), 6);
 }
 
 #[test]
@@ -88,12 +89,13 @@ fn filter_matches_state_and_node_and_escape_clears_it() {
     let mut app = connected_app(false);
     app.update(key('/'));
     type_text(&mut app, "degraded");
-    assert_eq!(row_names(&app), [RowKey::Node("n1".into()), RowKey::Service("sim".into())]);
+    let market = RowKey::Manager { node: "n1".into(), kind: ServiceKind::Market };
+    assert_eq!(row_names(&app), [RowKey::Node("n1".into()), market, RowKey::Service("sim".into())]);
     app.update(code(KeyCode::Esc));
     assert_eq!((app.prompt.clone(), app.filter.as_str()), (None, ""), "Esc in the prompt clears");
     app.update(key('/'));
     type_text(&mut app, "n1");
-    assert_eq!(app.rows().len(), 3, "a matching node keeps all its services");
+    assert_eq!(app.rows().len(), 6, "a matching node keeps all its managers and services");
     app.update(code(KeyCode::Enter));
     app.update(key('/'));
     type_text(&mut app, "zz");

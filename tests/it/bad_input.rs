@@ -28,7 +28,9 @@ async fn rest_edges_refuse_bad_input_and_change_nothing() {
     let d = TestDaemon::spawn(&[]);
     let c = d.client();
     eventually(Duration::from_secs(10), "the market", || async { c.quote("paper", "BTC/USD").await.ok() }).await;
-    let http = reqwest::Client::new();
+    // No connection reuse: after a 413 the server closes the connection it
+    // did not read to the end, and a pooled client could pick it up again.
+    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
     let huge = format!("{{\"market\":\"paper\",\"pad\":\"{}\"}}", "x".repeat(200_000));
     let cases: Vec<Case> = vec![
         ("negative quantity", Method::POST, "/v1/orders", Some(with("quantity", json!("-1"))), 400, "invalid_quantity"),

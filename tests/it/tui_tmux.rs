@@ -87,8 +87,15 @@ fn lido_tui_in_tmux_shows_the_cluster_and_follows_keys() {
     let screen = session.wait_for("connected with paper-1", |s| s.contains("connected") && s.contains("paper-1"));
     assert!(screen.contains(&daemon.url), "the IM is always named:\n{screen}");
     assert!(screen.contains("n1"), "{screen}");
+    // The tree: node, then each manager with its services under it.
+    for manager in ["▾ broker manager", "▾ market manager", "▾ trader manager"] {
+        assert!(screen.contains(manager), "{manager} row:\n{screen}");
+    }
 
-    // j selects the broker: its detail pane with the rate sparklines.
+    // j selects the broker manager, j again its broker: the broker's detail
+    // pane with the rate sparklines.
+    session.keys(&["j"]);
+    session.wait_for("the broker manager's detail pane", |s| s.contains("┌ broker manager on "));
     session.keys(&["j"]);
     session.wait_for("paper-1's detail pane", |s| s.contains("┌ paper-1 ") && s.contains("messages/s"));
     session.wait_for("a messages/s figure", |s| s.contains("messages/s") && !s.contains("messages/s: no samples"));
@@ -103,6 +110,8 @@ fn lido_tui_in_tmux_shows_the_cluster_and_follows_keys() {
     session.keys(&["/", "m", "a", "r", "k", "e", "t", "Enter"]);
     let screen = session.wait_for("the filter", |s| s.contains("[filter: market]"));
     assert!(!screen.contains("  paper-1 "), "the broker row is filtered out:\n{screen}");
+    assert!(!screen.contains("broker manager"), "and its manager, with no match under it:\n{screen}");
+    assert!(screen.contains("market manager"), "the matching manager stays:\n{screen}");
     session.keys(&["Escape"]);
     session.wait_for("the filter to clear", |s| !s.contains("[filter:"));
 

@@ -1,4 +1,4 @@
-//! The cluster screen: the nodes+services tree with a rate column, a detail
+//! The cluster screen: the node → manager → service tree with a rate column, a detail
 //! pane with sparklines for the selected row, and the event log.
 
 use std::collections::VecDeque;
@@ -11,7 +11,7 @@ use ratatui::widgets::{Block, Cell, Paragraph, Row as TableRow, Sparkline, Table
 use ratatui::Frame;
 
 use super::{level_style, short_number, spark_text, GREY};
-use crate::app::{App, Row};
+use crate::app::{App, Manager, Row};
 use crate::rates::{self, MESSAGES_PER_S, PIPE_LATENCY_MS};
 
 /// Columns of the detail pane, when the terminal is wide enough for it.
@@ -87,13 +87,26 @@ fn draw_tree(frame: &mut Frame, app: &App, area: Rect) {
                     Cell::from(if n.location.is_empty() { "-".to_string() } else { format!("@{}", n.location) }),
                     Cell::from(state).style(paint(style)),
                     Cell::from(""),
-                    Cell::from(""),
-                    Cell::from(format!("sess {} str {} ord {}", n.load.sessions, n.load.streams, n.load.open_orders)),
+                    // Node and manager rows have no rate: their figures start
+                    // in the MSG/S column, so the manager labels' wider NAME
+                    // column does not cut the load off.
+                    Cell::from(format!("sess {} str {}", n.load.sessions, n.load.streams)),
+                    Cell::from(format!("ord {}", n.load.open_orders)),
                 ])
                 .style(paint(Style::new()))
             }
+            Row::Manager(_, m) => TableRow::new(vec![
+                Cell::from(format!("  ▾ {}", m.label())).style(paint(Style::new().bold())),
+                Cell::from("mgr"),
+                Cell::from(""),
+                manager_state_cell(m).style(paint(m.state.map_or(Style::new().fg(GREY), state_style))),
+                Cell::from(""),
+                Cell::from(service_count(m.services)),
+                Cell::from(""),
+            ])
+            .style(paint(Style::new())),
             Row::Service(_, s) => TableRow::new(vec![
-                Cell::from(format!("  {}", s.name)),
+                Cell::from(format!("    {}", s.name)),
                 Cell::from(s.kind.as_str()),
                 Cell::from(if s.service_type.is_empty() { "-".to_string() } else { s.service_type.clone() }),
                 Cell::from(s.state.as_str()).style(paint(state_style(s.state))),
@@ -125,6 +138,18 @@ fn draw_tree(frame: &mut Frame, app: &App, area: Rect) {
     frame.render_stateful_widget(table, area, &mut state);
 }
 
+fn manager_state_cell(m: &Manager) -> Cell<'static> {
+    Cell::from(m.state.map_or("-", ServiceState::as_str))
+}
+
+fn service_count(n: usize) -> String {
+    if n == 1 {
+        "1 service".into()
+    } else {
+        format!("{n} services")
+    }
+}
+
 fn mode(mode: RunMode) -> &'static str {
     match mode {
         RunMode::Process => "process",
@@ -133,7 +158,8 @@ fn mode(mode: RunMode) -> &'static str {
     }
 }
 
-/// The selected row in full: a service with its rate sparklines, or a node.
+/// The selected row in full: a service with its rate sparklines, a manager
+/// with its services, or a node.
 fn draw_detail(frame: &mut Frame, app: &App, area: Rect) {
     let border = if app.connected() { Style::new() } else { Style::new().fg(GREY) };
     match app.selected_row() {
@@ -141,6 +167,10 @@ fn draw_detail(frame: &mut Frame, app: &App, area: Rect) {
         Some(Row::Node(n)) => {
             let block = Block::bordered().title(format!(" Node {} ", n.id)).border_style(border);
             frame.render_widget(Paragraph::new(node_lines(n)).wrap(Wrap { trim: false }).block(block), area);
+        }
+        Some(Row::Manager(n, m)) => {
+            let block = Block::bordered().title(format!(" {} on {} ", m.label(), n.id)).border_style(border);
+            frame.render_widget(Paragraph::new(manager_lines(n, &m)).wrap(Wrap { trim: false }).block(block), area);
         }
         Some(Row::Service(_, s)) => {
             let block = Block::bordered().title(format!(" {} ", s.name)).border_style(border);
@@ -205,6 +235,26 @@ fn service_lines(s: &ServiceInfo) -> Vec<Line<'static>> {
     lines
 }
 
+fn manager_lines(n: &NodeInfo, m: &Manager) -> Vec<Line<'static>> {
+    let state = match m.state {
+        Some(state) => Span::styled(state.as_str(), state_style(state)),
+        None => Span::styled("not reported", Style::new().fg(GREY)),
+    };
+    let mut lines = vec![
+        field("kind", m.label()),
+        Line::from(vec![Span::styled(format!("{:<9} ", "state"), Style::new().fg(GREY)), state]),
+        field("node", n.id.clone()),
+        field("services", m.services.to_string()),
+    ];
+    for s in n.services.iter().filter(|s| s.kind == m.kind) {
+        lines.push(Line::from(vec![
+            Span::raw(format!("  {} ", s.name)),
+            Span::styled(s.state.as_str(), state_style(s.state)),
+        ]));
+    }
+    lines
+}
+
 fn node_lines(n: &NodeInfo) -> Vec<Line<'static>> {
     let mut lines = vec![
         field("location", if n.location.is_empty() { "-".into() } else { n.location.clone() }),
@@ -215,8 +265,9 @@ fn node_lines(n: &NodeInfo) -> Vec<Line<'static>> {
         field("orders", format!("{} open", n.load.open_orders)),
         field("services", n.services.len().to_string()),
     ];
-    for m in &n.managers {
-        lines.push(field("manager", format!("{} {} ({} service(s))", m.kind, m.state, m.services)));
+    for m in Manager::of(n) {
+        let state = m.state.map_or("-", ServiceState::as_str);
+        lines.push(field("manager", format!("{} {state} ({} service(s))", m.kind, m.services)));
     }
     lines
 }

@@ -8,8 +8,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use lido_shared::api::MarketInfo;
 use lido_shared::cluster::{
-    ClusterEvent, ClusterSnapshot, NodeInfo, NodeLoad, RunMode, ServiceInfo, ServiceKind, ServiceState, WatchCommand,
-    WatchMessage,
+    ClusterEvent, ClusterSnapshot, ManagerInfo, NodeInfo, NodeLoad, RunMode, ServiceInfo, ServiceKind, ServiceState,
+    WatchCommand, WatchMessage,
 };
 use lido_shared::model::{Book, BookLevel, Order, OrderStatus, OrderType, Quote, Side, Symbol, TimeInForce};
 use lido_tui::action::{Action, FeedUpdate};
@@ -42,13 +42,22 @@ pub fn service(name: &str, kind: ServiceKind, service_type: &str, state: Service
     }
 }
 
+/// A node listing its three managers, as lidod reports them.
 pub fn node(id: &str, services: Vec<ServiceInfo>) -> NodeInfo {
+    let managers = [ServiceKind::Broker, ServiceKind::Market, ServiceKind::Trader]
+        .into_iter()
+        .map(|kind| ManagerInfo {
+            kind,
+            state: ServiceState::Running,
+            services: services.iter().filter(|s| s.kind == kind).count(),
+        })
+        .collect();
     NodeInfo {
         id: id.into(),
         location: "local".into(),
         draining: false,
         api_url: URL.into(),
-        managers: Vec::new(),
+        managers,
         services,
         load: NodeLoad { sessions: 2, streams: 3, open_orders: 1 },
     }
@@ -251,4 +260,16 @@ pub fn app_on_market() -> App {
         app.update(Action::Message(WatchMessage::Order { node: "n1".into(), order: o }));
     }
     app
+}
+
+/// Presses j until the service `name` is selected.
+pub fn select_service(app: &mut App, name: &str) {
+    let want = Some(RowKey::Service(name.into()));
+    for _ in 0..app.rows().len() {
+        if selected_key(app) == want {
+            return;
+        }
+        app.update(key('j'));
+    }
+    assert_eq!(selected_key(app), want, "no service row {name}");
 }
