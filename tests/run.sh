@@ -13,25 +13,21 @@ if ! need cargo; then
     echo "error: cargo not found; install a Rust toolchain (rustup) and run this again" >&2
     exit 1
 fi
-# A C compiler for crates with C parts (ring, used by rustls).
-if ! need cc; then
+# Installs a Debian package when its command is missing (as root), or says
+# how to.
+ensure() {
+    local cmd=$1 pkg=$2 why=$3
+    need "$cmd" && return 0
     if [ "$(id -u)" = 0 ]; then
-        apt-get update -qq && apt-get install -y -qq gcc >/dev/null
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null
     else
-        echo "error: no C compiler; run 'sudo apt-get install gcc' and run this again" >&2
+        echo "error: $cmd is missing ($why); run 'sudo apt-get install $pkg' and run this again" >&2
         exit 1
     fi
-fi
+}
 
-# tmux for the end-to-end test of lido-tui, which drives it in a real terminal.
-if ! need tmux; then
-    if [ "$(id -u)" = 0 ]; then
-        apt-get update -qq && apt-get install -y -qq tmux >/dev/null
-    else
-        echo "error: tmux is missing; run 'sudo apt-get install tmux' and run this again" >&2
-        exit 1
-    fi
-fi
+ensure cc gcc "a C compiler for crates with C parts, e.g. ring under rustls"
+ensure tmux tmux "the end-to-end test of lido-tui drives it in a real terminal"
 
 echo "== format"
 cargo fmt --all -- --check
