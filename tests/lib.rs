@@ -12,6 +12,8 @@ use lido_shared::client::LidoClient;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+pub mod kraken_fake;
+
 /// The workspace's target directory for this build profile.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");

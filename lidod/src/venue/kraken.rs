@@ -16,14 +16,17 @@
 //!   as pure counters that say how long to wait so the limit is never hit.
 //! - [`book`]: the WebSocket v2 L2 book, kept from snapshot + updates and
 //!   verified with Kraken's CRC32 checksum.
+//! - [`rest`]: the REST client over HTTP (reqwest), signing, pacing and
+//!   typing errors with the parts above.
 //! - [`messages`]: serde types for the WebSocket v2 frames and the REST
 //!   requests and results the broker uses.
 //! - [`num`]: decimals that arrive as JSON strings (REST) or JSON numbers
 //!   (WebSocket v2), read without going through a lossy float.
 //!
-//! What is deliberately absent here: HTTP, WebSockets, timers and tasks.
-//! The broker service drives these types; the fake Kraken in the tests
-//! reuses them to check requests as strictly as Kraken does.
+//! Apart from [`rest`], what is deliberately absent here: HTTP,
+//! WebSockets, timers and tasks. The broker service drives these types;
+//! the fake Kraken in the tests reuses them to check requests as strictly
+//! as Kraken does.
 
 pub mod book;
 pub mod envelope;
@@ -31,4 +34,5 @@ pub mod messages;
 pub mod num;
 pub mod pairs;
 pub mod ratelimit;
+pub mod rest;
 pub mod sign;
