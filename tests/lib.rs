@@ -133,6 +133,26 @@ impl Drop for TestDaemon {
     }
 }
 
+/// A GTC limit order on the `paper` market.
+pub fn paper_limit(
+    symbol: &str,
+    side: lido_shared::model::Side,
+    quantity: rust_decimal::Decimal,
+    price: rust_decimal::Decimal,
+    client_order_id: &str,
+) -> lido_shared::api::PlaceOrder {
+    lido_shared::api::PlaceOrder {
+        market: "paper".into(),
+        symbol: symbol.into(),
+        side,
+        order_type: lido_shared::model::OrderType::Limit,
+        quantity,
+        limit_price: Some(price),
+        time_in_force: lido_shared::model::TimeInForce::Gtc,
+        client_order_id: Some(client_order_id.into()),
+    }
+}
+
 /// True while a process with this pid exists (and is not a zombie we own).
 pub fn process_alive(pid: u32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));

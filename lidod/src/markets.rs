@@ -586,14 +586,14 @@ impl MarketManager {
                 return;
             }
             ServiceEvent::Metrics(_) => return,
-            ServiceEvent::Quote(q) => (Feed::Quotes, q.symbol.clone(), serde_json::to_value(q)),
-            ServiceEvent::Trade(t) => (Feed::Trades, t.symbol.clone(), serde_json::to_value(t)),
-            ServiceEvent::Book(b) => (Feed::Book, b.symbol.clone(), serde_json::to_value(b)),
+            ServiceEvent::Quote(q) => (Feed::Quotes, q.symbol.clone(), serde_json::value::to_raw_value(q)),
+            ServiceEvent::Trade(t) => (Feed::Trades, t.symbol.clone(), serde_json::value::to_raw_value(t)),
+            ServiceEvent::Book(b) => (Feed::Book, b.symbol.clone(), serde_json::value::to_raw_value(b)),
         };
         let Ok(data) = data else { return };
-        let data = Arc::new(data);
-        let markets = self.markets_over(broker);
-        for m in markets {
+        let data: Arc<serde_json::value::RawValue> = Arc::from(data);
+        // The hot path: no copy of the market list per update.
+        for m in self.read().values().filter(|m| m.pool.iter().any(|b| b == broker)) {
             m.publish(feed, &symbol, &data);
         }
     }

@@ -498,16 +498,8 @@ async fn lidoctl_watch_orders_follows_the_order_flow() {
     let place = |n: u32| {
         let acme = acme.clone();
         async move {
-            let order = lido_shared::api::PlaceOrder {
-                market: "paper".into(),
-                symbol: "AAPL".into(),
-                side: lido_shared::model::Side::Buy,
-                order_type: lido_shared::model::OrderType::Limit,
-                quantity: 1.into(),
-                limit_price: Some(1.into()),
-                time_in_force: Default::default(),
-                client_order_id: Some(format!("ctl-{n}")),
-            };
+            let order =
+                lido_tests::paper_limit("AAPL", lido_shared::model::Side::Buy, 1.into(), 1.into(), &format!("ctl-{n}"));
             acme.place_order(&order).await.is_ok()
         }
     };

@@ -217,16 +217,13 @@ async fn operators_see_sessions_events_logs_metrics_and_order_flow() {
                     let acme =
                         lido_shared::client::LidoClient::new(d.url.clone()).unwrap().with_token(&session.session_id);
                     eventually(Duration::from_secs(10), "an order", || async {
-                        let o = lido_shared::api::PlaceOrder {
-                            market: "paper".into(),
-                            symbol: "AAPL".into(),
-                            side: lido_shared::model::Side::Buy,
-                            order_type: lido_shared::model::OrderType::Limit,
-                            quantity: 1.into(),
-                            limit_price: Some(1.into()),
-                            time_in_force: Default::default(),
-                            client_order_id: Some("flow-1".into()),
-                        };
+                        let o = lido_tests::paper_limit(
+                            "AAPL",
+                            lido_shared::model::Side::Buy,
+                            1.into(),
+                            1.into(),
+                            "flow-1",
+                        );
                         acme.place_order(&o).await.ok()
                     })
                     .await;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use lido_shared::api::{Channel, PlaceOrder};
 use lido_shared::cluster::ServiceState;
-use lido_shared::model::{OrderStatus, OrderType, Side, TimeInForce};
+use lido_shared::model::{OrderStatus, Side};
 use lido_tests::{eventually, process_alive, sigkill, TestDaemon};
 use rust_decimal_macros::dec;
 
@@ -74,14 +74,5 @@ async fn sigkilled_broker_is_restarted_and_the_stream_resumes() {
 }
 
 fn limit_buy(client_order_id: &str) -> PlaceOrder {
-    PlaceOrder {
-        market: "paper".into(),
-        symbol: "BTC/USD".into(),
-        side: Side::Buy,
-        order_type: OrderType::Limit,
-        quantity: dec!(0.01),
-        limit_price: Some(dec!(1000)),
-        time_in_force: TimeInForce::Gtc,
-        client_order_id: Some(client_order_id.into()),
-    }
+    lido_tests::paper_limit("BTC/USD", Side::Buy, dec!(0.01), dec!(1000), client_order_id)
 }

@@ -15,6 +15,7 @@ use lido_shared::api::{
 };
 use lido_shared::model::Symbol;
 use lido_shared::ErrorDetail;
+use serde_json::value::RawValue;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
@@ -29,6 +30,30 @@ pub async fn upgrade(State(infra): State<Infra>, Customer(customer): Customer, w
     ws.max_message_size(64 * 1024).on_upgrade(move |socket| session(infra, customer, socket))
 }
 
+/// What the writer sends: a message, or a market-data frame already
+/// serialized by its forwarder (the venue data inside is serialized once
+/// for all subscribers).
+enum Outgoing {
+    Message(ServerMessage),
+    Text(String),
+}
+
+impl From<ServerMessage> for Outgoing {
+    fn from(msg: ServerMessage) -> Self {
+        Self::Message(msg)
+    }
+}
+
+/// `StreamEvent` as written, borrowing its data as raw JSON.
+#[derive(serde::Serialize)]
+struct RawEvent<'a> {
+    channel: Channel,
+    market: &'a str,
+    symbol: Option<&'a str>,
+    seq: u64,
+    data: &'a RawValue,
+}
+
 struct Sub {
     task: JoinHandle<()>,
     /// Market-data feed to leave on unsubscribe.
@@ -37,12 +62,18 @@ struct Sub {
 
 async fn session(infra: Infra, customer: String, socket: WebSocket) {
     let (mut sink, mut source) = socket.split();
-    let (out, mut out_rx) = mpsc::channel::<ServerMessage>(1024);
+    let (out, mut out_rx) = mpsc::channel::<Outgoing>(1024);
     let writer = tokio::spawn(async move {
         let delivered = metrics::counter!("lido_stream_messages_total");
         while let Some(msg) = out_rx.recv().await {
-            let Ok(text) = serde_json::to_string(&msg) else {
-                continue;
+            let text = match msg {
+                Outgoing::Text(text) => text,
+                Outgoing::Message(msg) => {
+                    let Ok(text) = serde_json::to_string(&msg) else {
+                        continue;
+                    };
+                    text
+                }
             };
             if sink.send(Message::Text(text.into())).await.is_err() {
                 break;
@@ -65,7 +96,7 @@ async fn session(infra: Infra, customer: String, socket: WebSocket) {
         let text = match msg {
             Message::Text(t) => t,
             Message::Binary(_) => {
-                let _ = out.send(error("invalid_message", "send JSON text frames")).await;
+                let _ = out.send(error("invalid_message", "send JSON text frames").into()).await;
                 continue;
             }
             Message::Close(_) => break,
@@ -73,7 +104,7 @@ async fn session(infra: Infra, customer: String, socket: WebSocket) {
         };
         if text.len() > MAX_STREAM_FRAME_BYTES {
             let _ = out
-                .send(error("frame_too_large", format!("frames are limited to {MAX_STREAM_FRAME_BYTES} bytes")))
+                .send(error("frame_too_large", format!("frames are limited to {MAX_STREAM_FRAME_BYTES} bytes")).into())
                 .await;
             continue;
         }
@@ -91,7 +122,7 @@ async fn session(infra: Infra, customer: String, socket: WebSocket) {
                 let symbol = match symbol.as_deref().map(Symbol::parse).transpose() {
                     Ok(s) => s.map(|s| s.to_string()),
                     Err(e) => {
-                        let _ = out.send(error("invalid_symbol", e.to_string())).await;
+                        let _ = out.send(error("invalid_symbol", e.to_string()).into()).await;
                         continue;
                     }
                 };
@@ -105,7 +136,7 @@ async fn session(infra: Infra, customer: String, socket: WebSocket) {
                 }
             }
         };
-        if out.send(reply).await.is_err() {
+        if out.send(reply.into()).await.is_err() {
             break;
         }
     }
@@ -128,7 +159,7 @@ async fn subscribe(
     infra: &Infra,
     customer: &str,
     subs: &mut HashMap<StreamKey, Sub>,
-    out: &mpsc::Sender<ServerMessage>,
+    out: &mpsc::Sender<Outgoing>,
     channel: Channel,
     market: String,
     symbol: Option<String>,
@@ -174,7 +205,7 @@ async fn subscribe(
                 }
                 _ => None,
             };
-            let _ = out.send(ack).await;
+            let _ = out.send(ack.into()).await;
             Sub { task: tokio::spawn(forward_md(key.clone(), snapshot, rx, out.clone())), feed: Some((feed, symbol)) }
         }
         _ => {
@@ -190,7 +221,7 @@ async fn subscribe(
                 Vec::new()
             };
             let snapshot = open.into_iter().filter_map(|o| serde_json::to_value(o).ok()).collect();
-            let _ = out.send(ack).await;
+            let _ = out.send(ack.into()).await;
             Sub {
                 task: tokio::spawn(forward_private(key.clone(), customer.to_string(), snapshot, rx, out.clone())),
                 feed: None,
@@ -216,24 +247,38 @@ async fn forward_md(
     key: StreamKey,
     snapshot: Option<serde_json::Value>,
     mut rx: broadcast::Receiver<MdMsg>,
-    out: mpsc::Sender<ServerMessage>,
+    out: mpsc::Sender<Outgoing>,
 ) {
     let mut seq = 0u64;
     if let Some(snap) = snapshot {
         seq += 1;
-        if out.send(event(&key, seq, snap, None)).await.is_err() {
+        if out.send(event(&key, seq, snap, None).into()).await.is_err() {
             return;
         }
     }
     loop {
         let msg = match rx.recv().await {
-            Ok(MdMsg::Data(data)) => event(&key, seq + 1, (*data).clone(), None),
-            Ok(MdMsg::Gap(reason)) => event(&key, seq + 1, serde_json::Value::Null, Some(reason)),
+            Ok(MdMsg::Data(data)) => {
+                let frame = RawEvent {
+                    channel: key.channel,
+                    market: &key.market,
+                    symbol: key.symbol.as_deref(),
+                    seq: seq + 1,
+                    data: &data,
+                };
+                match serde_json::to_string(&frame) {
+                    Ok(text) => Outgoing::Text(text),
+                    Err(_) => continue,
+                }
+            }
+            Ok(MdMsg::Gap(reason)) => event(&key, seq + 1, serde_json::Value::Null, Some(reason)).into(),
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 event(&key, seq + 1, serde_json::Value::Null, Some(format!("slow consumer: {n} updates skipped")))
+                    .into()
             }
             Err(broadcast::error::RecvError::Closed) => {
-                let _ = out.send(event(&key, seq + 1, serde_json::Value::Null, Some("market closed".into()))).await;
+                let gap = event(&key, seq + 1, serde_json::Value::Null, Some("market closed".into()));
+                let _ = out.send(gap.into()).await;
                 return;
             }
         };
@@ -249,12 +294,12 @@ async fn forward_private(
     customer: String,
     snapshot: Vec<serde_json::Value>,
     mut rx: broadcast::Receiver<OrderMsg>,
-    out: mpsc::Sender<ServerMessage>,
+    out: mpsc::Sender<Outgoing>,
 ) {
     let mut seq = 0u64;
     for data in snapshot {
         seq += 1;
-        if out.send(event(&key, seq, data, None)).await.is_err() {
+        if out.send(event(&key, seq, data, None).into()).await.is_err() {
             return;
         }
     }
@@ -282,7 +327,7 @@ async fn forward_private(
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 seq += 1;
                 let gap = format!("slow consumer: {n} updates skipped; GET /v1/orders and /v1/fills to re-sync");
-                if out.send(event(&key, seq, serde_json::Value::Null, Some(gap))).await.is_err() {
+                if out.send(event(&key, seq, serde_json::Value::Null, Some(gap)).into()).await.is_err() {
                     return;
                 }
                 continue;
@@ -291,7 +336,7 @@ async fn forward_private(
         };
         let Some(data) = data else { continue };
         seq += 1;
-        if out.send(event(&key, seq, data, None)).await.is_err() {
+        if out.send(event(&key, seq, data, None).into()).await.is_err() {
             return;
         }
     }

@@ -8,13 +8,14 @@ use std::sync::{Arc, Mutex};
 
 use lido_shared::model::{Instrument, Symbol};
 use lido_shared::pipe::Feed;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::broadcast;
 
 /// What a feed carries to the algo streams.
 #[derive(Clone, Debug)]
 pub enum MdMsg {
-    Data(Arc<Value>),
+    /// Serialized once by the router, shared by every listener.
+    Data(Arc<RawValue>),
     /// Data could not be carried across (why); the stream sends a gap marker.
     Gap(String),
 }
@@ -91,7 +92,7 @@ impl Market {
     }
 
     /// Passes venue data to the feed's listeners, if any.
-    pub fn publish(&self, feed: Feed, symbol: &Symbol, data: &Arc<Value>) {
+    pub fn publish(&self, feed: Feed, symbol: &Symbol, data: &Arc<RawValue>) {
         let feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(entry) = feeds.get(&(feed, symbol.clone())) {
             let _ = entry.tx.send(MdMsg::Data(data.clone()));
@@ -137,7 +138,7 @@ mod tests {
         let (mut a, first_a) = m.listen(Feed::Quotes, &s);
         let (mut b, first_b) = m.listen(Feed::Quotes, &s);
         assert!(first_a && !first_b);
-        m.publish(Feed::Quotes, &s, &Arc::new(serde_json::json!({"x": 1})));
+        m.publish(Feed::Quotes, &s, &Arc::from(serde_json::value::to_raw_value(&serde_json::json!({"x": 1})).unwrap()));
         assert!(matches!(a.try_recv(), Ok(MdMsg::Data(_))));
         assert!(matches!(b.try_recv(), Ok(MdMsg::Data(_))));
         assert!(!m.unlisten(Feed::Quotes, &s));

@@ -39,6 +39,19 @@ impl ClientError {
         Self::Api { status, code: detail.code, message: detail.message }
     }
 
+    /// Lido's answer with an error status: its error body, or the raw text
+    /// when something else (a proxy) answered.
+    pub fn from_response(status: u16, body: &[u8]) -> Self {
+        match serde_json::from_slice::<crate::ErrorBody>(body) {
+            Ok(b) => Self::from_detail(status, b.error),
+            Err(_) => Self::Api {
+                status,
+                code: "http_error".into(),
+                message: String::from_utf8_lossy(body).chars().take(300).collect(),
+            },
+        }
+    }
+
     /// The API error code, if Lido answered with one.
     pub fn code(&self) -> Option<&str> {
         match self {

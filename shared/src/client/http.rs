@@ -8,7 +8,6 @@ use super::ClientError;
 use crate::api::{MarketInfo, OrdersQuery, PlaceOrder, Session, SessionRequest};
 use crate::cluster::{ClusterSnapshot, NodeInfo, ServiceDetail, ServiceInfo, SessionInfo, SpawnRequest};
 use crate::model::{Balance, Book, Fill, Instrument, Order, Position, Quote};
-use crate::ErrorBody;
 
 /// REST client for one Lido endpoint (an IM, a node's algo API, or both: the
 /// embedded default serves all on one address).
@@ -86,7 +85,7 @@ impl LidoClient {
         let path = format!("/v1/services/{}/logs?tail={tail}", enc(name));
         let resp = self.execute(self.req(Method::GET, &path)).await?;
         if !resp.status().is_success() {
-            return Err(decode::<serde_json::Value>(resp).await.expect_err("error status"));
+            return Err(error_of(resp).await);
         }
         Ok(resp.text().await?)
     }
@@ -97,7 +96,7 @@ impl LidoClient {
         let path = format!("/v1/services/{}/logs?tail={tail}&follow=true", enc(name));
         let resp = self.execute(self.req(Method::GET, &path).timeout(Duration::from_secs(365 * 24 * 3600))).await?;
         if !resp.status().is_success() {
-            return Err(decode::<serde_json::Value>(resp).await.expect_err("error status"));
+            return Err(error_of(resp).await);
         }
         Ok(LogStream { resp })
     }
@@ -238,13 +237,15 @@ async fn decode<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, Clien
             ClientError::Protocol(format!("cannot decode answer: {e}: {}", String::from_utf8_lossy(&bytes)))
         });
     }
-    match serde_json::from_slice::<ErrorBody>(&bytes) {
-        Ok(body) => Err(ClientError::from_detail(status.as_u16(), body.error)),
-        Err(_) => Err(ClientError::Api {
-            status: status.as_u16(),
-            code: "http_error".into(),
-            message: String::from_utf8_lossy(&bytes).chars().take(300).collect(),
-        }),
+    Err(ClientError::from_response(status.as_u16(), &bytes))
+}
+
+/// The error a non-success answer carries.
+async fn error_of(resp: reqwest::Response) -> ClientError {
+    let status = resp.status().as_u16();
+    match resp.bytes().await {
+        Ok(bytes) => ClientError::from_response(status, &bytes),
+        Err(e) => e.into(),
     }
 }
 

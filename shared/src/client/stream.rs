@@ -36,16 +36,8 @@ async fn connect(url: &str, token: Option<&str>) -> Result<Ws, ClientError> {
         Ok((ws, _)) => Ok(ws),
         // Lido refused the upgrade with an HTTP error: surface its body.
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-            let status = resp.status().as_u16();
             let body = resp.body().as_deref().unwrap_or_default();
-            Err(match serde_json::from_slice::<crate::ErrorBody>(body) {
-                Ok(b) => ClientError::from_detail(status, b.error),
-                Err(_) => ClientError::Api {
-                    status,
-                    code: "http_error".into(),
-                    message: String::from_utf8_lossy(body).into(),
-                },
-            })
+            Err(ClientError::from_response(resp.status().as_u16(), body))
         }
         Err(e) => Err(e.into()),
     }
