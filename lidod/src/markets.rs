@@ -588,7 +588,10 @@ impl MarketManager {
                 self.inner.orders.apply_fill(fill);
                 return;
             }
-            ServiceEvent::Metrics(_) => return,
+            ServiceEvent::Metrics(figures) => {
+                self.inner.brokers.record_metrics(broker, figures);
+                return;
+            }
             ServiceEvent::Quote(q) => (Feed::Quotes, q.symbol.clone(), serde_json::value::to_raw_value(q)),
             ServiceEvent::Trade(t) => (Feed::Trades, t.symbol.clone(), serde_json::value::to_raw_value(t)),
             ServiceEvent::Book(b) => (Feed::Book, b.symbol.clone(), serde_json::value::to_raw_value(b)),
