@@ -90,7 +90,7 @@ impl FakeMarket {
     pub fn tick(&mut self) -> BookData {
         self.ticks += 1;
         let depth = (self.ticks % 5) as usize + 2;
-        let bid = self.ticks % 2 == 0;
+        let bid = self.ticks & 1 == 0;
         let levels = if bid { self.bids() } else { self.asks() };
         let (price, qty) = levels[depth.min(levels.len() - 1)];
         let lot = self.pair.lot_size() * Decimal::from(1000);

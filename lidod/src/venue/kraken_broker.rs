@@ -163,17 +163,19 @@ impl KrakenBroker {
             .map(|(k, v)| (k.to_string(), v))
             .collect();
             let _ = events.try_send(ServiceEvent::Metrics(figures));
-            let state = if has_keys && !executions { ServiceState::Degraded } else { ServiceState::Running };
+            // Public data and REST orders work without the executions feed, so
+            // the broker stays routable; the detail says what is missing.
             let detail = format!(
-                "rest counter {level:.2}, wait {wait_ms} ms; public ws {connected} up, {} subscriptions; executions {}",
+                "rest counter {level:.2}, wait {wait_ms} ms; public ws {connected} up, {} subscriptions, {} book resyncs; executions {}",
                 self.public.subscriptions(),
+                live.book_resyncs.load(Ordering::Relaxed),
                 match (has_keys, executions) {
                     (false, _) => "off (no api key)",
                     (true, true) => "up",
                     (true, false) => "down",
                 }
             );
-            status.send(state, Some(detail));
+            status.send(ServiceState::Running, Some(detail));
         }
     }
 
@@ -226,6 +228,9 @@ impl KrakenBroker {
         };
         let kind = RequestKind::AddOrder { client_order_id: true };
         let mut delays = retry_delays();
+        // Whether an earlier attempt may have reached Kraken: then a final
+        // refusal (e.g. a duplicate cl_ord_id) is checked against Kraken first.
+        let mut maybe_sent = false;
         for attempt in 1..=ORDER_ATTEMPTS {
             self.wait_trading(&pair.altname, TradeAction::Add).await;
             let err = match self.rest.add_order(&request).await {
@@ -239,8 +244,16 @@ impl KrakenBroker {
             };
             let advice = err.retry_advice(kind);
             warn!(order_id = %order.client_id, attempt, error = %err, ?advice, "kraken AddOrder failed");
+            maybe_sent |= !err.certainly_not_executed();
             if advice == RetryAdvice::DoNotRetry || attempt == ORDER_ATTEMPTS {
-                if err.certainly_not_executed() || advice == RetryAdvice::DoNotRetry && err.code().is_some() {
+                if maybe_sent {
+                    if let Some((txid, info)) = self.find_maybe_sent(&order.client_id).await? {
+                        return Ok(ReplyBody::Order(order_report(&order.client_id, &txid, &info)));
+                    }
+                }
+                let refused =
+                    err.certainly_not_executed() || (advice == RetryAdvice::DoNotRetry && err.code().is_some());
+                if refused {
                     return Err(venue_error(&err));
                 }
                 // Unknown outcome: say so, and the market settles it with OrderStatus.
@@ -248,7 +261,7 @@ impl KrakenBroker {
             }
             tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(1))).await;
             if advice == RetryAdvice::ReconcileThenRetry {
-                if let Some((txid, info)) = self.find(&order.client_id).await? {
+                if let Some((txid, info)) = self.find_maybe_sent(&order.client_id).await? {
                     info!(order_id = %order.client_id, %txid, "order found at kraken after an unknown outcome; not resending");
                     return Ok(ReplyBody::Order(order_report(&order.client_id, &txid, &info)));
                 }
@@ -307,6 +320,17 @@ impl KrakenBroker {
         }
         let closed = self.rest.closed_orders(&filter).await.map_err(|e| venue_error(&e))?;
         Ok(closed.closed.into_iter().next())
+    }
+
+    /// [`Self::find`] for an order that may have reached Kraken: a failed
+    /// lookup leaves the outcome unknown (never a rejection).
+    async fn find_maybe_sent(&self, client_id: &str) -> Result<Option<(String, OrderInfo)>, ErrorDetail> {
+        self.find(client_id).await.map_err(|e| {
+            ErrorDetail::new(
+                OUTCOME_UNKNOWN,
+                format!("order {client_id} may be at kraken; looking it up failed: {}", e.message),
+            )
+        })
     }
 
     async fn open_orders(&self) -> Result<ReplyBody, ErrorDetail> {

@@ -211,3 +211,47 @@ pub fn to_events(entry: &ExecutionData, index: &OrderIndex) -> Vec<ServiceEvent>
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use lido_shared::model::OrderStatus;
+    use rust_decimal::Decimal;
+
+    use super::*;
+    use crate::venue::kraken::messages::parse_ws;
+
+    // An executions update as Kraken's WebSocket v2 documentation shows it.
+    const TRADE: &str = r#"{"channel":"executions","type":"update","data":[{"order_id":"OK4GJX-KSTLS-7DZZO5","order_userref":3,"cl_ord_id":"8d5f0b2c-5c2a-4a4e-9a7a-0b6c0c1f4e11","exec_id":"TBXU2V-QW3ZC-4FDSRG","exec_type":"trade","trade_id":365573,"symbol":"BTC/USD","side":"buy","last_qty":0.005,"last_price":65000.2,"liquidity_ind":"t","cost":325.001,"order_status":"partially_filled","order_type":"limit","timestamp":"2026-12-02T01:02:03.123456Z","fee_usd_equiv":0.84,"cum_qty":0.005,"cum_cost":325.001,"avg_price":65000.2,"fees":[{"asset":"USD","qty":0.845}]}],"sequence":7}"#;
+
+    fn entry(text: &str) -> ExecutionData {
+        match parse_ws(text).unwrap() {
+            WsMessage::Executions { mut data, .. } => data.remove(0),
+            other => panic!("not executions: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_trade_is_a_fill_then_the_order_state() {
+        let index = OrderIndex::default();
+        let events = to_events(&entry(TRADE), &index);
+        let [ServiceEvent::Fill(fill), ServiceEvent::OrderUpdate(report)] = events.as_slice() else {
+            panic!("{events:?}");
+        };
+        assert_eq!(fill.order_id, "8d5f0b2c-5c2a-4a4e-9a7a-0b6c0c1f4e11");
+        assert_eq!(
+            (fill.price, fill.quantity, fill.fee),
+            (Decimal::new(650_002, 1), Decimal::new(5, 3), Decimal::new(845, 3))
+        );
+        assert_eq!(fill.fill_id, "TBXU2V-QW3ZC-4FDSRG");
+        assert_eq!(report.status, OrderStatus::PartiallyFilled);
+        assert_eq!(report.venue_order_id, "OK4GJX-KSTLS-7DZZO5");
+        // Later entries without cl_ord_id are still Lido's.
+        assert_eq!(index.txid_of(&fill.order_id).as_deref(), Some("OK4GJX-KSTLS-7DZZO5"));
+    }
+
+    #[test]
+    fn orders_placed_outside_lido_are_left_alone() {
+        let foreign = TRADE.replace(r#""cl_ord_id":"8d5f0b2c-5c2a-4a4e-9a7a-0b6c0c1f4e11","#, "");
+        assert!(to_events(&entry(&foreign), &OrderIndex::default()).is_empty());
+    }
+}

@@ -55,7 +55,7 @@ pub struct LiveData {
 }
 
 enum Control {
-    Subscribe(Feed, PairInfo),
+    Subscribe(Feed, Box<PairInfo>),
     Unsubscribe(Feed, Symbol),
 }
 
@@ -110,7 +110,7 @@ impl PublicFeeds {
             let least_loaded = (0..n).min_by_key(|i| p.connection_of.values().filter(|c| *c == i).count()).unwrap_or(0);
             *p.connection_of.entry(pair.symbol.clone()).or_insert(least_loaded)
         };
-        let _ = self.connections[target].send(Control::Subscribe(feed, pair.clone())).await;
+        let _ = self.connections[target].send(Control::Subscribe(feed, Box::new(pair.clone()))).await;
     }
 
     /// Removes a subscriber; the last one unsubscribes at Kraken.
@@ -276,6 +276,7 @@ impl Connection {
     fn note(&mut self, control: Control) -> Option<(Feed, PairInfo, bool)> {
         match control {
             Control::Subscribe(feed, pair) => {
+                let pair = *pair;
                 if feed == Feed::Book {
                     let book = L2Book::new(
                         pair.symbol.clone(),
