@@ -200,6 +200,28 @@ async fn after_a_websocket_drop_quotes_and_fills_resume() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_websocket_is_dropped_and_dialed_again() {
+    let s = setup(FakeConfig::default()).await;
+    let mut stream = s.algo.stream().await.unwrap();
+    stream.subscribe(Channel::Quotes, "crypto", Some("BTC/USD")).await.unwrap();
+    next_on(&mut stream, Channel::Quotes).await;
+    let opened = s.fake.websockets_opened();
+
+    // No data, no heartbeats, no pongs: the broker must notice by itself.
+    s.fake.stall_websockets(Duration::from_secs(10));
+    eventually(WITHIN, "the silent websockets dialed again", || async {
+        (s.fake.websockets_opened() >= opened + 2).then_some(())
+    })
+    .await;
+    eventually(WITHIN, "a reconnect counted in status", || async {
+        let k1 = s.daemon.client().describe("k1").await.ok()?;
+        (k1.service.metrics.get("ws_reconnects").copied().unwrap_or(0.0) >= 1.0).then_some(())
+    })
+    .await;
+    next_on(&mut stream, Channel::Quotes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_checksum_resyncs_the_book() {
     let s = setup(FakeConfig::default()).await;
     let mut stream = s.algo.stream().await.unwrap();

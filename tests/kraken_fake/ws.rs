@@ -62,7 +62,8 @@ async fn public_socket(mut socket: WebSocket, fake: Arc<Shared>) {
                     return;
                 };
                 for out in public_request(&fake, &mut subs, text.as_str()) {
-                    if send(&mut socket, &out).await.is_err() {
+                    // A stalled Kraken answers nothing, pings included.
+                    if !fake.stalled() && send(&mut socket, &out).await.is_err() {
                         return;
                     }
                 }
@@ -191,7 +192,7 @@ async fn private_socket(mut socket: WebSocket, fake: Arc<Shared>) {
                 let (frames, now_subscribed) = private_request(&fake, text.as_str(), subscribed);
                 subscribed = now_subscribed;
                 for out in frames {
-                    if send(&mut socket, &out).await.is_err() {
+                    if !fake.stalled() && send(&mut socket, &out).await.is_err() {
                         return;
                     }
                 }
