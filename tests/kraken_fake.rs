@@ -1,19 +1,35 @@
-//! A fake Kraken Spot REST API on 127.0.0.1, strict in the ways Kraken is:
-//! it answers with Kraken's `{"error":[…],"result":…}` envelope (HTTP 200
-//! for errors too) and Kraken's error strings, checks `API-Key` and
-//! `API-Sign` by recomputing the signature with the known secret, refuses
-//! a nonce not above the last one accepted for the key, checks AddOrder
-//! forms with the same parser the protocol core documents
-//! ([`AddOrderRequest::from_form`]) and refuses orders the balances cannot
-//! cover. Orders rest as open until canceled (no matching yet).
+//! A fake Kraken Spot API on 127.0.0.1, strict in the ways Kraken is.
+//!
+//! REST: Kraken's `{"error":[…],"result":…}` envelope (HTTP 200 for errors
+//! too) and Kraken's error strings; `API-Key` and `API-Sign` checked by
+//! recomputing the signature with the known secret; a nonce not above the
+//! last one accepted for the key refused; AddOrder forms read with the
+//! parser the protocol core documents ([`AddOrderRequest::from_form`]);
+//! orders the balances cannot cover refused. Public Time, AssetPairs,
+//! Ticker, Depth; private Balance, OpenOrders, ClosedOrders, QueryOrders,
+//! AddOrder, CancelOrder, GetWebSocketsToken.
+//!
+//! WebSocket v2 ([`ws`]): public `ticker` / `book` / `trade` at
+//! [`FakeKraken::ws_url`] and private `executions` at
+//! [`FakeKraken::ws_auth_url`]. Each pair has a ten-level book
+//! ([`market`]) that changes every 100 ms; a marketable order takes
+//! liquidity from it, and its fills go out as executions (with trade ids
+//! and fees), public trades and book updates.
 //!
 //! Switches for fault tests: [`FakeKraken::fail_next_with`] answers the
-//! next request with a given error string; [`FakeKraken::stall`] holds the
-//! next answer back (after the request took effect, as a slow Kraken does).
+//! next REST request with a given error string; [`FakeKraken::stall`] holds
+//! the next REST answer back (after the request took effect, as a slow
+//! Kraken does); [`FakeKraken::drop_websockets`] closes every socket;
+//! [`FakeKraken::stall_websockets`] stops sending on them for a while;
+//! [`FakeKraken::corrupt_next_checksum`] sends one book update with a wrong
+//! checksum.
 
-use std::collections::BTreeMap;
+mod market;
+mod ws;
+
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap};
@@ -24,14 +40,19 @@ use chrono::Utc;
 use lido_shared::model::{OrderType, Side};
 use lidod::venue::kraken::envelope::{error_body, success_body};
 use lidod::venue::kraken::messages::{
-    AddOrderDescr, AddOrderRequest, AddOrderResult, CancelResult, DepthBook, DepthLevel, LastTrade, OpenOrdersResult,
-    OrderDescr, OrderInfo, RestOrderStatus, ServerTime, TickerInfo, TickerLevel, TodayAnd24h,
+    AddOrderDescr, AddOrderRequest, AddOrderResult, CancelResult, Channel, ClosedOrdersResult, DepthBook, DepthLevel,
+    ExecType, ExecutionData, FeeData, LastTrade, MessageType, OpenOrdersResult, OrderDescr, OrderInfo, RestOrderStatus,
+    ServerTime, TickerInfo, TickerLevel, TodayAnd24h, Token, WebSocketsToken, WsMessage, WsOrderStatus,
 };
 use lidod::venue::kraken::pairs::{AssetPair, PairInfo, PairMap};
 use lidod::venue::kraken::sign::{form_decode, Signer};
 use rust_decimal::Decimal;
 use serde_json::json;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
+
+use market::{book_frame, Execution, FakeMarket};
+use ws::PublicFrame;
 
 /// The answer Kraken gives, as far as this fake knows, to a second open
 /// order with a `cl_ord_id` already in use. Kraken's documentation says
@@ -79,7 +100,7 @@ pub struct FakeKraken {
     /// `http://127.0.0.1:PORT`, to use as the REST base URL.
     pub url: String,
     state: Arc<Shared>,
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 struct Shared {
@@ -87,7 +108,17 @@ struct Shared {
     signer: Signer,
     pairs: PairMap,
     state: Mutex<FakeState>,
+    /// Bumped to close every WebSocket.
+    drops: watch::Sender<u64>,
+    public_tx: broadcast::Sender<PublicFrame>,
+    /// Execution entries with their sequence number.
+    exec_tx: broadcast::Sender<(u64, ExecutionData)>,
 }
+
+/// Taker fee of the fake (Kraken's first tier: 0.26 %).
+const TAKER_FEE: Decimal = Decimal::from_parts(26, 0, 0, false, 4);
+/// Fills kept for the executions snapshot, as Kraken's `snap_trades`.
+const SNAP_TRADES: usize = 50;
 
 #[derive(Default)]
 struct FakeState {
@@ -97,6 +128,16 @@ struct FakeState {
     fail_next: Option<String>,
     stall_next: Option<Duration>,
     requests: u64,
+    balances: BTreeMap<String, Decimal>,
+    /// Markets by WebSocket v2 symbol (`BTC/USD`).
+    markets: BTreeMap<String, FakeMarket>,
+    tokens: HashSet<String>,
+    exec_seq: u64,
+    /// Recent fills, for the executions snapshot.
+    fills: Vec<ExecutionData>,
+    corrupt_next_checksum: bool,
+    ws_stalled_until: Option<Instant>,
+    ws_opened: u64,
 }
 
 impl FakeKraken {
@@ -104,22 +145,68 @@ impl FakeKraken {
     pub async fn start(config: FakeConfig) -> Self {
         let signer = Signer::new(&config.api_secret).expect("the fake's secret is base64");
         let raw: BTreeMap<String, AssetPair> = serde_json::from_str(ASSET_PAIRS).expect("asset pairs");
+        let pairs = PairMap::from_asset_pairs(&raw);
+        let markets = pairs.iter().map(|p| (p.ws_symbol().to_string(), FakeMarket::new(p.clone(), mid(p)))).collect();
+        let fake_state = FakeState { balances: config.balances.clone(), markets, ..FakeState::default() };
         let state = Arc::new(Shared {
             config,
             signer,
-            pairs: PairMap::from_asset_pairs(&raw),
-            state: Mutex::new(FakeState::default()),
+            pairs,
+            state: Mutex::new(fake_state),
+            drops: watch::channel(0).0,
+            public_tx: broadcast::channel(4096).0,
+            exec_tx: broadcast::channel(4096).0,
         });
         let app = Router::new()
             .route("/0/public/{method}", get(public))
             .route("/0/private/{method}", post(private))
+            .route("/v2", get(ws::public))
+            .route("/auth/v2", get(ws::private))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let url = format!("http://{}", listener.local_addr().expect("local addr"));
-        let task = tokio::spawn(async move {
+        let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self { url, state, task }
+        let activity = tokio::spawn(state.clone().activity());
+        Self { url, state, tasks: vec![server, activity] }
+    }
+
+    /// The public WebSocket v2 URL (Kraken's `wss://ws.kraken.com/v2`).
+    pub fn ws_url(&self) -> String {
+        format!("{}/v2", self.url.replacen("http://", "ws://", 1))
+    }
+
+    /// The private WebSocket v2 URL (Kraken's `wss://ws-auth.kraken.com/v2`).
+    pub fn ws_auth_url(&self) -> String {
+        format!("{}/auth/v2", self.url.replacen("http://", "ws://", 1))
+    }
+
+    /// Closes every WebSocket connection, public and private.
+    pub fn drop_websockets(&self) {
+        self.state.drops.send_modify(|n| *n += 1);
+    }
+
+    /// Sends nothing on any WebSocket (no data, no heartbeats) for `how_long`.
+    pub fn stall_websockets(&self, how_long: Duration) {
+        self.state.lock().ws_stalled_until = Some(Instant::now() + how_long);
+    }
+
+    /// Sends the next book update with a wrong checksum.
+    pub fn corrupt_next_checksum(&self) {
+        self.state.lock().corrupt_next_checksum = true;
+    }
+
+    /// WebSocket connections accepted so far.
+    pub fn websockets_opened(&self) -> u64 {
+        self.state.lock().ws_opened
+    }
+
+    /// The best bid and ask of a pair (`BTC/USD`).
+    pub fn top_of_book(&self, symbol: &str) -> Option<(Decimal, Decimal)> {
+        let s = self.state.lock();
+        let m = s.markets.get(symbol)?;
+        Some((m.bids().first()?.0, m.asks().first()?.0))
     }
 
     /// Answers the next request (public or private) with this Kraken
@@ -152,13 +239,61 @@ impl FakeKraken {
 
 impl Drop for FakeKraken {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, FakeState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn stalled(&self) -> bool {
+        self.lock().ws_stalled_until.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// The frame as sent: a book update gets a wrong checksum when asked.
+    fn maybe_corrupt(&self, message: WsMessage) -> WsMessage {
+        let WsMessage::Book { kind: MessageType::Update, mut data } = message else { return message };
+        let mut s = self.lock();
+        if s.corrupt_next_checksum {
+            s.corrupt_next_checksum = false;
+            for d in &mut data {
+                d.checksum = d.checksum.map(|c| c ^ 0x5a5a);
+            }
+        }
+        WsMessage::Book { kind: MessageType::Update, data }
+    }
+
+    /// Every 100 ms one level of each book changes; sockets get the book
+    /// update and the new ticker.
+    async fn activity(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            let mut s = self.lock();
+            for (symbol, m) in s.markets.iter_mut() {
+                let update = m.tick();
+                self.publish_book(symbol, m, update);
+            }
+        }
+    }
+
+    fn publish_book(&self, symbol: &str, m: &FakeMarket, update: lidod::venue::kraken::messages::BookData) {
+        let _ = self.public_tx.send(PublicFrame {
+            channel: Channel::Book,
+            symbol: symbol.to_string(),
+            seq: m.seq,
+            message: book_frame(MessageType::Update, update),
+        });
+        let _ = self.public_tx.send(PublicFrame {
+            channel: Channel::Ticker,
+            symbol: symbol.to_string(),
+            seq: 0,
+            message: WsMessage::Ticker { kind: MessageType::Update, data: vec![m.ticker()] },
+        });
     }
 
     /// The switches for the request now arriving.
@@ -223,15 +358,6 @@ impl Shared {
         self.pairs.resolve(name).ok_or_else(|| "EQuery:Unknown asset pair".to_string())
     }
 
-    /// A made-up but stable mid price per pair.
-    fn mid(pair: &PairInfo) -> Decimal {
-        if pair.key == "XXBTZUSD" {
-            Decimal::new(650_001, 1)
-        } else {
-            Decimal::new(350_012, 2)
-        }
-    }
-
     fn public_call(&self, method: &str, fields: &[(String, String)]) -> Answer {
         match method {
             "Time" => {
@@ -245,18 +371,18 @@ impl Shared {
             "AssetPairs" => Ok(serde_json::from_str(ASSET_PAIRS).expect("asset pairs")),
             "Ticker" => {
                 let pair = self.pair(fields)?;
-                let mid = Self::mid(pair);
-                let (bid, ask) = (mid - pair.tick_size, mid + pair.tick_size);
+                let state = self.lock();
+                let t = state.markets.get(pair.ws_symbol()).ok_or("EQuery:Unknown asset pair")?.ticker();
                 let info = TickerInfo {
-                    a: TickerLevel(ask, Decimal::ONE, Decimal::new(1000, 3)),
-                    b: TickerLevel(bid, Decimal::from(2), Decimal::new(2000, 3)),
-                    c: LastTrade(mid, Decimal::new(5, 2)),
+                    a: TickerLevel(t.ask, t.ask_qty.ceil(), t.ask_qty),
+                    b: TickerLevel(t.bid, t.bid_qty.ceil(), t.bid_qty),
+                    c: LastTrade(t.last, Decimal::new(5, 2)),
                     v: TodayAnd24h(Decimal::from(100), Decimal::from(1000)),
-                    p: TodayAnd24h(mid, mid),
+                    p: TodayAnd24h(t.last, t.last),
                     t: (1_000, 10_000),
-                    l: TodayAnd24h(mid - Decimal::from(100), mid - Decimal::from(200)),
-                    h: TodayAnd24h(mid + Decimal::from(100), mid + Decimal::from(200)),
-                    o: mid,
+                    l: TodayAnd24h(t.last - Decimal::from(100), t.last - Decimal::from(200)),
+                    h: TodayAnd24h(t.last + Decimal::from(100), t.last + Decimal::from(200)),
+                    o: t.last,
                 };
                 Ok(json!({ pair.key.clone(): info }))
             }
@@ -264,19 +390,16 @@ impl Shared {
                 let pair = self.pair(fields)?;
                 let count = match field(fields, "count") {
                     None => 100,
-                    Some(c) => c.parse::<u32>().map_err(|_| "EGeneral:Invalid arguments:count".to_string())?,
+                    Some(c) => c.parse::<usize>().map_err(|_| "EGeneral:Invalid arguments:count".to_string())?,
                 };
                 let count = count.clamp(1, 500);
-                let mid = Self::mid(pair);
+                let state = self.lock();
+                let m = state.markets.get(pair.ws_symbol()).ok_or("EQuery:Unknown asset pair")?;
                 let ts = Utc::now().timestamp();
-                let level = |i: u32, sign: i64| {
-                    let offset = pair.tick_size * Decimal::from(i64::from(i) + 1) * Decimal::from(sign);
-                    DepthLevel(mid + offset, Decimal::new(i64::from(i) + 1, 1), ts)
+                let levels = |side: Vec<(Decimal, Decimal)>| -> Vec<DepthLevel> {
+                    side.into_iter().take(count).map(|(p, q)| DepthLevel(p, q, ts)).collect()
                 };
-                let book = DepthBook {
-                    asks: (0..count).map(|i| level(i, 1)).collect(),
-                    bids: (0..count).map(|i| level(i, -1)).collect(),
-                };
+                let book = DepthBook { asks: levels(m.asks()), bids: levels(m.bids()) };
                 Ok(json!({ pair.key.clone(): book }))
             }
             _ => Err("EGeneral:Unknown method".into()),
@@ -305,8 +428,25 @@ impl Shared {
         match method {
             "Balance" => {
                 let balances: BTreeMap<&String, String> =
-                    self.config.balances.iter().map(|(k, v)| (k, format!("{:.4}", v))).collect();
+                    state.balances.iter().map(|(k, v)| (k, format!("{:.4}", v))).collect();
                 Ok(json!(balances))
+            }
+            "GetWebSocketsToken" => {
+                let token = format!("fake-ws-token-{}-{}", state.tokens.len() + 1, Utc::now().timestamp_micros());
+                state.tokens.insert(token.clone());
+                Ok(json!(WebSocketsToken { token: Token(token), expires: 900 }))
+            }
+            "ClosedOrders" => {
+                let wanted = field(&fields, "cl_ord_id");
+                let closed: BTreeMap<String, OrderInfo> = state
+                    .orders
+                    .iter()
+                    .filter(|(_, o)| o.status != RestOrderStatus::Open)
+                    .filter(|(_, o)| wanted.is_none() || o.cl_ord_id.as_deref() == wanted)
+                    .map(|(k, o)| (k.clone(), o.clone()))
+                    .collect();
+                let count = closed.len() as u64;
+                Ok(json!(ClosedOrdersResult { closed, count }))
             }
             "OpenOrders" => {
                 let wanted = field(&fields, "cl_ord_id");
@@ -345,10 +485,12 @@ impl Shared {
                 if by_txid.is_none() && by_client.is_none() {
                     return Err("EGeneral:Invalid arguments:txid".into());
                 }
-                let Some((_, order)) = target else { return Err("EOrder:Unknown order".into()) };
+                let Some((txid, order)) = target else { return Err("EOrder:Unknown order".into()) };
                 order.status = RestOrderStatus::Canceled;
                 order.closetm = Some(now_secs());
                 order.reason = Some("User requested".into());
+                let entry = execution(&self.pairs, txid, order, ExecType::Canceled, WsOrderStatus::Canceled);
+                self.emit_execution(&mut state, entry);
                 Ok(json!(CancelResult { count: 1, pending: false }))
             }
             _ => Err("EGeneral:Unknown method".into()),
@@ -364,7 +506,12 @@ impl Shared {
         if req.volume < pair.ordermin {
             return Err("EOrder:Order minimum not met".into());
         }
-        let price = req.price.unwrap_or_else(|| Self::mid(pair));
+        // A market order is priced (for funds and cost checks) at the touch.
+        let touch = state.markets.get(pair.ws_symbol()).and_then(|m| match req.side {
+            Side::Buy => m.asks().first().map(|l| l.0),
+            Side::Sell => m.bids().first().map(|l| l.0),
+        });
+        let price = req.price.or(touch).unwrap_or_else(|| mid(pair));
         if req.order_type == OrderType::Limit && !(price % pair.tick_size).is_zero() {
             return Err("EOrder:Tick size check failed".into());
         }
@@ -392,13 +539,13 @@ impl Shared {
             .filter_map(|o| {
                 let p = self.pairs.resolve(&o.descr.pair)?;
                 match o.descr.side {
-                    Side::Buy if &p.kraken_quote == asset => Some(o.descr.price * o.vol),
-                    Side::Sell if &p.kraken_base == asset => Some(o.vol),
+                    Side::Buy if &p.kraken_quote == asset => Some(o.descr.price * o.remaining()),
+                    Side::Sell if &p.kraken_base == asset => Some(o.remaining()),
                     _ => None,
                 }
             })
             .sum();
-        let balance = self.config.balances.get(asset).copied().unwrap_or_default();
+        let balance = state.balances.get(asset).copied().unwrap_or_default();
         if needed > balance - held {
             return Err("EOrder:Insufficient funds".into());
         }
@@ -441,8 +588,142 @@ impl Shared {
             reason: None,
             trades: None,
         };
+        let mut info = info;
+        let pending = execution(&self.pairs, &txid, &info, ExecType::PendingNew, WsOrderStatus::PendingNew);
+        self.emit_execution(state, pending);
+        let new = execution(&self.pairs, &txid, &info, ExecType::New, WsOrderStatus::New);
+        self.emit_execution(state, new);
+        self.match_order(state, &txid, &mut info, pair, req.order_type, req.time_in_force);
         state.orders.insert(txid.clone(), info);
         Ok(json!(AddOrderResult { descr, txid: vec![txid] }))
+    }
+
+    /// Fills what the order can take from the book, then rests the rest
+    /// (GTC limit) or cancels it (market, IOC).
+    fn match_order(
+        &self,
+        state: &mut FakeState,
+        txid: &str,
+        info: &mut OrderInfo,
+        pair: &PairInfo,
+        order_type: OrderType,
+        tif: lido_shared::model::TimeInForce,
+    ) {
+        let limit = (order_type == OrderType::Limit).then_some(info.descr.price);
+        let Some(market) = state.markets.get_mut(pair.ws_symbol()) else { return };
+        let (executions, update) = market.take(info.descr.side, info.vol, limit);
+        if let Some(update) = update {
+            self.publish_book(pair.ws_symbol(), market, update);
+            for trade in market.trades(info.descr.side, &executions) {
+                let _ = self.public_tx.send(PublicFrame {
+                    channel: Channel::Trade,
+                    symbol: pair.ws_symbol().to_string(),
+                    seq: 0,
+                    message: WsMessage::Trade { kind: MessageType::Update, data: vec![trade] },
+                });
+            }
+        }
+        for e in &executions {
+            self.fill(state, txid, info, pair, e);
+        }
+        let rests = order_type == OrderType::Limit && tif != lido_shared::model::TimeInForce::Ioc;
+        if info.remaining().is_zero() || !rests {
+            info.status = if info.remaining().is_zero() { RestOrderStatus::Closed } else { RestOrderStatus::Canceled };
+            info.closetm = Some(now_secs());
+            if !info.remaining().is_zero() {
+                info.reason = Some("Insufficient liquidity".into());
+                let entry = execution(&self.pairs, txid, info, ExecType::Canceled, WsOrderStatus::Canceled);
+                self.emit_execution(state, entry);
+            }
+        }
+    }
+
+    /// Books one fill: the order's figures, balances, and an executions
+    /// `trade` entry with its fee.
+    fn fill(&self, state: &mut FakeState, txid: &str, info: &mut OrderInfo, pair: &PairInfo, e: &Execution) {
+        let cost = e.price * e.qty;
+        let fee = (cost * TAKER_FEE).round_dp(pair.cost_decimals.unwrap_or(5));
+        info.vol_exec += e.qty;
+        info.cost += cost;
+        info.fee += fee;
+        info.price = (info.cost / info.vol_exec).round_dp(pair.price_decimals);
+        let sign = if info.descr.side == Side::Buy { Decimal::ONE } else { Decimal::NEGATIVE_ONE };
+        *state.balances.entry(pair.kraken_base.clone()).or_default() += sign * e.qty;
+        *state.balances.entry(pair.kraken_quote.clone()).or_default() -= sign * cost + fee;
+        let status = if info.remaining().is_zero() { WsOrderStatus::Filled } else { WsOrderStatus::PartiallyFilled };
+        let mut entry = execution(&self.pairs, txid, info, ExecType::Trade, status);
+        entry.exec_id = Some(format!("{txid}-T{}", e.trade_id));
+        entry.trade_id = Some(e.trade_id);
+        entry.last_qty = Some(e.qty);
+        entry.last_price = Some(e.price);
+        entry.cost = Some(cost);
+        entry.liquidity_ind = Some("t".into());
+        entry.fees = Some(vec![FeeData { asset: pair.symbol.quote().unwrap_or("USD").to_string(), qty: fee }]);
+        state.fills.push(entry.clone());
+        if state.fills.len() > SNAP_TRADES {
+            state.fills.remove(0);
+        }
+        self.emit_execution(state, entry);
+    }
+
+    fn emit_execution(&self, state: &mut FakeState, entry: ExecutionData) {
+        state.exec_seq += 1;
+        let _ = self.exec_tx.send((state.exec_seq, entry));
+    }
+}
+
+impl FakeState {
+    fn ws_connections_opened(&mut self) -> u64 {
+        self.ws_opened += 1;
+        self.ws_opened
+    }
+
+    /// The executions snapshot: open orders, then the last fills.
+    fn executions_snapshot(&self, pairs: &PairMap) -> Vec<ExecutionData> {
+        let open = self.orders.iter().filter(|(_, o)| o.status == RestOrderStatus::Open).map(|(txid, o)| {
+            let status = if o.vol_exec.is_zero() { WsOrderStatus::New } else { WsOrderStatus::PartiallyFilled };
+            execution(pairs, txid, o, ExecType::New, status)
+        });
+        open.chain(self.fills.iter().cloned()).collect()
+    }
+}
+
+/// An executions entry for the order as it stands.
+fn execution(pairs: &PairMap, txid: &str, o: &OrderInfo, exec_type: ExecType, status: WsOrderStatus) -> ExecutionData {
+    let ws_symbol = pairs.resolve(&o.descr.pair).map_or_else(|| o.descr.pair.clone(), |p| p.ws_symbol().to_string());
+    ExecutionData {
+        exec_type,
+        order_id: txid.to_string(),
+        cl_ord_id: o.cl_ord_id.clone(),
+        order_userref: o.userref,
+        exec_id: None,
+        trade_id: None,
+        symbol: Some(ws_symbol),
+        side: Some(o.descr.side),
+        order_type: Some(o.descr.ordertype.clone()),
+        order_qty: Some(o.vol),
+        limit_price: Some(o.descr.price),
+        order_status: Some(status),
+        last_qty: None,
+        last_price: None,
+        cost: None,
+        cum_qty: Some(o.vol_exec),
+        cum_cost: Some(o.cost),
+        avg_price: Some(o.price),
+        liquidity_ind: None,
+        fees: None,
+        fee_usd_equiv: None,
+        reason: o.reason.clone(),
+        timestamp: Some(Utc::now()),
+    }
+}
+
+/// A made-up starting mid price per pair.
+fn mid(pair: &PairInfo) -> Decimal {
+    if pair.key == "XXBTZUSD" {
+        Decimal::new(650_001, 1)
+    } else {
+        Decimal::new(350_012, 2)
     }
 }
 

@@ -11,8 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
 use crate::supervisor::{Launch, ServiceSpec, Supervisor};
-use crate::venue::paper_broker::{self, PaperOptions};
-use crate::venue::BROKER_TYPES;
+use crate::venue::{BrokerOptions, BrokerOptionsError};
 
 /// Cheap to clone; derefs to its [`Supervisor`].
 #[derive(Clone)]
@@ -45,13 +44,10 @@ impl BrokerManager {
         mode: RunMode,
         options: BTreeMap<String, String>,
     ) -> Result<ServiceInfo, ApiError> {
-        if !BROKER_TYPES.contains(&broker_type) {
-            return Err(ApiError::bad_request(
-                "unknown_broker_type",
-                format!("unknown broker type {broker_type:?}; this build supports: {}", BROKER_TYPES.join(", ")),
-            ));
-        }
-        let parsed = PaperOptions::parse(&options).map_err(|m| ApiError::bad_request("invalid_option", m))?;
+        let parsed = BrokerOptions::parse(broker_type, name, &options).map_err(|e| match e {
+            BrokerOptionsError::UnknownType(m) => ApiError::bad_request("unknown_broker_type", m),
+            BrokerOptionsError::Option(m) => ApiError::bad_request("invalid_option", m),
+        })?;
         let launch = match mode {
             RunMode::Process => {
                 let mut args = vec![
@@ -76,8 +72,8 @@ impl BrokerManager {
                 Launch::Task(Arc::new(move |token: CancellationToken| {
                     let (name, url, parsed) = (name.clone(), url.clone(), parsed.clone());
                     Box::pin(async move {
-                        if let Err(e) = paper_broker::run(name.clone(), url, parsed, None, token).await {
-                            tracing::error!(%name, error = %e, "paper broker task failed");
+                        if let Err(e) = parsed.run(name.clone(), url, None, token).await {
+                            tracing::error!(%name, error = %e, "broker task failed");
                         }
                     })
                 }))

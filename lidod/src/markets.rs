@@ -28,6 +28,9 @@ use crate::events::EventBus;
 use crate::pipe::{PipeError, PipeHandle, PipeSignal};
 
 /// How long a broker may take to answer a command.
+/// The error code a broker answers when it cannot tell whether the venue
+/// took an order: the order is settled like a timed-out send.
+pub const OUTCOME_UNKNOWN: &str = "outcome_unknown";
 const VENUE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an acknowledgement waits for fills the venue made at once.
 const FILL_WAIT: Duration = Duration::from_millis(500);
@@ -401,7 +404,7 @@ impl MarketManager {
                 warn!(order_id = %id, reply = ?other, "unexpected reply to an order");
                 order
             }
-            Err(PipeError::Remote(detail)) => {
+            Err(PipeError::Remote(detail)) if detail.code != OUTCOME_UNKNOWN => {
                 self.inner.orders.reject(&id, format!("{}: {}", detail.code, detail.message)).unwrap_or(order)
             }
             Err(PipeError::NotConnected(b)) => self
@@ -585,7 +588,10 @@ impl MarketManager {
                 self.inner.orders.apply_fill(fill);
                 return;
             }
-            ServiceEvent::Metrics(_) => return,
+            ServiceEvent::Metrics(figures) => {
+                self.inner.brokers.record_metrics(broker, figures);
+                return;
+            }
             ServiceEvent::Quote(q) => (Feed::Quotes, q.symbol.clone(), serde_json::value::to_raw_value(q)),
             ServiceEvent::Trade(t) => (Feed::Trades, t.symbol.clone(), serde_json::value::to_raw_value(t)),
             ServiceEvent::Book(b) => (Feed::Book, b.symbol.clone(), serde_json::value::to_raw_value(b)),

@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::venue::paper_broker::{self, PaperOptions};
-use crate::venue::BROKER_TYPES;
+use crate::venue::BrokerOptions;
 
 /// What `lidod service broker TYPE …` was given.
 pub struct BrokerArgs {
@@ -20,15 +19,9 @@ pub struct BrokerArgs {
 }
 
 pub async fn run_broker(args: BrokerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        BROKER_TYPES.contains(&args.broker_type.as_str()),
-        "unknown broker type {:?}; this build supports: {}",
-        args.broker_type,
-        BROKER_TYPES.join(", ")
-    );
-    let options = PaperOptions::parse(&args.options).map_err(anyhow::Error::msg)?;
+    let options = BrokerOptions::parse(&args.broker_type, &args.name, &args.options)?;
     if args.exit_with_parent {
         lido_shared::client::agent::exit_with_parent(shutdown.clone());
     }
-    paper_broker::run(args.name, args.manager_url, options, Some(std::process::id()), shutdown).await
+    options.run(args.name, args.manager_url, Some(std::process::id()), shutdown).await
 }

@@ -340,6 +340,14 @@ impl Supervisor {
         self.publish(&info);
     }
 
+    /// Keeps the figures a service reports itself (`ServiceEvent::Metrics`,
+    /// e.g. a venue's rate-limit level); they go out with the next sample.
+    pub fn record_metrics(&self, name: &str, figures: &BTreeMap<String, f64>) {
+        if let Some(entry) = self.lock().get_mut(name) {
+            entry.info.metrics.extend(figures.iter().map(|(k, v)| (k.clone(), *v)));
+        }
+    }
+
     /// Samples rates since the last call: updates each service's
     /// `messages_per_s` and returns every service's figures.
     pub fn sample_metrics(&self, elapsed: Duration) -> BTreeMap<String, BTreeMap<String, f64>> {

@@ -4,12 +4,72 @@
 //! - [`paper`]: the simulated exchange (pure, synchronous, seedable).
 //! - [`paper_broker`]: the `paper` broker service that runs it.
 //! - [`kraken`]: the Kraken Spot protocol core (signing, envelopes, pairs,
-//!   rate limits, the checksummed book, wire messages); the broker service
-//!   around it is not built yet, so `kraken` is not a spawnable type.
+//!   rate limits, the checksummed book, wire messages, the REST client).
+//! - [`kraken_broker`]: the `kraken` broker service: REST and WebSocket v2
+//!   connections around that core.
+//!
+//! [`BrokerOptions`] is the one place that knows which types exist and
+//! how each parses its options and runs.
+
+use std::collections::BTreeMap;
+
+use tokio_util::sync::CancellationToken;
 
 pub mod kraken;
+pub mod kraken_broker;
 pub mod paper;
 pub mod paper_broker;
 
 /// Broker types this build can start.
-pub const BROKER_TYPES: &[&str] = &["paper"];
+pub const BROKER_TYPES: &[&str] = &["paper", "kraken"];
+
+/// A broker type with its parsed, checked options.
+#[derive(Clone, Debug)]
+pub enum BrokerOptions {
+    Paper(paper_broker::PaperOptions),
+    Kraken(kraken_broker::KrakenOptions),
+}
+
+impl BrokerOptions {
+    /// Checks the type and its options for a broker called `name`; errors
+    /// name the bad type or key.
+    pub fn parse(
+        broker_type: &str,
+        name: &str,
+        options: &BTreeMap<String, String>,
+    ) -> Result<Self, BrokerOptionsError> {
+        match broker_type {
+            "paper" => paper_broker::PaperOptions::parse(options).map(Self::Paper).map_err(BrokerOptionsError::Option),
+            "kraken" => {
+                kraken_broker::KrakenOptions::parse(name, options).map(Self::Kraken).map_err(BrokerOptionsError::Option)
+            }
+            other => Err(BrokerOptionsError::UnknownType(format!(
+                "unknown broker type {other:?}; this build supports: {}",
+                BROKER_TYPES.join(", ")
+            ))),
+        }
+    }
+
+    /// Runs the broker until `shutdown` or a `Stop` from its manager.
+    pub async fn run(
+        self,
+        name: String,
+        manager_url: String,
+        pid: Option<u32>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        match self {
+            Self::Paper(o) => paper_broker::run(name, manager_url, o, pid, shutdown).await,
+            Self::Kraken(o) => kraken_broker::run(name, manager_url, o, pid, shutdown).await,
+        }
+    }
+}
+
+/// Why a broker's type or options were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BrokerOptionsError {
+    #[error("{0}")]
+    UnknownType(String),
+    #[error("{0}")]
+    Option(String),
+}

@@ -3,6 +3,7 @@
 
 mod algo;
 mod bad_input;
+mod kraken_broker;
 mod kraken_rest;
 mod lidoctl_verbs;
 mod operator;

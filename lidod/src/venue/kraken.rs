@@ -24,9 +24,11 @@
 //!   (WebSocket v2), read without going through a lossy float.
 //!
 //! Apart from [`rest`], what is deliberately absent here: HTTP,
-//! WebSockets, timers and tasks. The broker service drives these types;
-//! the fake Kraken in the tests reuses them to check requests as strictly
-//! as Kraken does.
+//! WebSockets, timers and tasks. The broker service
+//! ([`super::kraken_broker`]: WebSocket v2 connections, order placement,
+//! the executions feed) drives these types; the fake Kraken in the tests
+//! reuses them to check requests as strictly as Kraken does and to compute
+//! its book checksums.
 
 pub mod book;
 pub mod envelope;

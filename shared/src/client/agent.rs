@@ -162,9 +162,30 @@ impl Agent {
         self.status.send_replace((state, detail));
     }
 
+    /// A handle that reports states from another task, for services whose
+    /// status changes while [`Agent::wait`] holds the agent.
+    pub fn status_sender(&self) -> StatusSender {
+        StatusSender(self.status.clone())
+    }
+
     /// Waits until the agent stops (shutdown, `Stop` command, or a refused check-in).
     pub async fn wait(self) -> Result<(), ClientError> {
         self.task.await.map_err(|e| ClientError::Protocol(format!("agent task failed: {e}")))?
+    }
+}
+
+/// Reports a service's state and detail on the pipe (see [`Agent::status_sender`]).
+#[derive(Clone)]
+pub struct StatusSender(watch::Sender<(ServiceState, Option<String>)>);
+
+impl StatusSender {
+    /// Reports a new state; an unchanged one is not sent again.
+    pub fn send(&self, state: ServiceState, detail: Option<String>) {
+        self.0.send_if_modified(|current| {
+            let changed = current.0 != state || current.1 != detail;
+            *current = (state, detail);
+            changed
+        });
     }
 }
 

@@ -1011,7 +1011,8 @@ pub struct CancelResult {
     pub pending: bool,
 }
 
-/// A private OpenOrders request.
+/// A private OpenOrders or ClosedOrders request (the filters the broker
+/// uses are the same for both).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OpenOrdersRequest {
     pub trades: bool,
@@ -1150,6 +1151,22 @@ pub struct OpenOrdersResult {
 
 /// `result` of QueryOrders.
 pub type QueryOrdersResult = BTreeMap<String, OrderInfo>;
+
+/// `result` of ClosedOrders (the newest first, 50 a page).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClosedOrdersResult {
+    pub closed: BTreeMap<String, OrderInfo>,
+    #[serde(default)]
+    pub count: u64,
+}
+
+/// `result` of GetWebSocketsToken: a token for the private WebSocket,
+/// valid for `expires` seconds unless a connection uses it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebSocketsToken {
+    pub token: Token,
+    pub expires: u64,
+}
 
 /// `result` of Balance: Kraken asset code → amount.
 pub type BalanceResult = BTreeMap<String, Flex>;

@@ -26,8 +26,9 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use super::envelope::{self, ErrorCode, KrakenError};
 use super::messages::{
-    AddOrderRequest, AddOrderResult, BalanceResult, CancelOrderRequest, CancelResult, DepthBook, OpenOrdersRequest,
-    OpenOrdersResult, QueryOrdersRequest, QueryOrdersResult, ServerTime, TickerInfo,
+    AddOrderRequest, AddOrderResult, BalanceResult, CancelOrderRequest, CancelResult, ClosedOrdersResult, DepthBook,
+    OpenOrdersRequest, OpenOrdersResult, QueryOrdersRequest, QueryOrdersResult, ServerTime, TickerInfo,
+    WebSocketsToken,
 };
 use super::pairs::PairMap;
 use super::ratelimit::{rest_cost, CallCounter, Limits, Tier};
@@ -161,6 +162,17 @@ impl KrakenRest {
 
     pub async fn open_orders(&self, request: &OpenOrdersRequest) -> Result<OpenOrdersResult, KrakenError> {
         self.private("OpenOrders", |nonce| Ok(request.form(nonce))).await
+    }
+
+    /// Closed orders, newest first, filtered like OpenOrders (e.g. by
+    /// `cl_ord_id`).
+    pub async fn closed_orders(&self, request: &OpenOrdersRequest) -> Result<ClosedOrdersResult, KrakenError> {
+        self.private("ClosedOrders", |nonce| Ok(request.form(nonce))).await
+    }
+
+    /// A token for the private WebSocket (`wss://ws-auth.kraken.com/v2`).
+    pub async fn websockets_token(&self) -> Result<WebSocketsToken, KrakenError> {
+        self.private("GetWebSocketsToken", |nonce| Ok(vec![("nonce", nonce.to_string())])).await
     }
 
     /// Orders by Kraken id (1 to 50 of them), open or closed.

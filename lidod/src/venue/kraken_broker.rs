@@ -1,0 +1,452 @@
+//! The `kraken` broker service: Kraken Spot behind the service pipe. Runs
+//! as `lidod service broker kraken …` or as a task.
+//!
+//! - Instruments come from REST AssetPairs (loaded on first use, then
+//!   cached), so `BTC/USD` ↔ `XXBTZUSD` / `XBTUSD` is never hard-coded.
+//! - Market data: `Subscribe` opens WebSocket v2 `ticker` / `book` /
+//!   `trade` subscriptions ([`public_ws`]); `Quote` and `Book` answer from
+//!   those live feeds when subscribed, else from REST Ticker / Depth.
+//! - Orders: checked against the pair's tick size, lot decimals and
+//!   `ordermin` before they leave, then REST AddOrder with `cl_ord_id` =
+//!   Lido's order id. A failure is followed up as
+//!   [`KrakenError::retry_advice`] says: an outcome left unknown is looked
+//!   up by `cl_ord_id` (OpenOrders, then ClosedOrders) before any resend,
+//!   so a retry can never create a second order. Kraken's refusals reach
+//!   the algo with Kraken's own words.
+//! - Order updates and fills come from the private `executions` channel
+//!   ([`private_ws`]), when keys are configured. Without keys the broker
+//!   still streams public data; private commands fail with `no_credentials`.
+//! - Status: the REST call counter level and current wait, connections and
+//!   subscriptions, once a second (the service state's detail and a
+//!   `Metrics` event).
+//!
+//! Not built yet: `add_order` / `cancel_order` over the private socket
+//! (orders go by REST), and more public connections opened on demand near
+//! Kraken's subscription limits (`connections` fixes the count).
+
+pub mod options;
+pub mod private_ws;
+pub mod public_ws;
+mod ws;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use chrono::Utc;
+use lido_shared::client::agent::{Agent, AgentConfig, CommandHandler};
+use lido_shared::cluster::{ServiceKind, ServiceState};
+use lido_shared::model::{OrderStatus, OrderType, Symbol};
+use lido_shared::pipe::{Command, Reply, ReplyBody, ServiceEvent, VenueOrder, VenueOrderReport};
+use lido_shared::ErrorDetail;
+use tokio::sync::{mpsc, OnceCell};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use options::KrakenOptions;
+use private_ws::{OrderIndex, OrderMeta};
+use public_ws::PublicFeeds;
+
+use super::kraken::envelope::{ErrorCode, KrakenError, RequestKind, RetryAdvice};
+use super::kraken::messages::{
+    lido_balances, unix_seconds, AddOrderRequest, CancelOrderRequest, OpenOrdersRequest, OrderInfo,
+};
+use super::kraken::pairs::{PairInfo, PairMap};
+use super::kraken::ratelimit::{TradeAction, TradingCounters};
+use super::kraken::rest::{KrakenRest, RestConfig};
+use super::kraken::sign::NonceSource;
+use crate::markets::OUTCOME_UNKNOWN;
+
+/// Attempts at one AddOrder or CancelOrder, the first included.
+const ORDER_ATTEMPTS: usize = 4;
+/// How often status figures go up.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+
+struct KrakenBroker {
+    rest: Arc<KrakenRest>,
+    pairs: OnceCell<PairMap>,
+    public: PublicFeeds,
+    index: Arc<OrderIndex>,
+    trading: Mutex<TradingCounters>,
+    executions_connected: Arc<AtomicBool>,
+}
+
+/// Runs a Kraken broker until `shutdown` or a `Stop` from its manager.
+pub async fn run(
+    name: String,
+    manager_url: String,
+    options: KrakenOptions,
+    pid: Option<u32>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let credentials = options.credentials().map_err(anyhow::Error::msg)?;
+    let has_keys = credentials.is_some();
+    let nonces = NonceSource::load(&options.nonce_file).map_err(|e| {
+        anyhow::anyhow!("cannot read the nonce file {}: {e}; fix or remove it", options.nonce_file.display())
+    })?;
+    let rest_config = RestConfig {
+        base_url: options.rest_url.clone(),
+        timeout: options.rest_timeout,
+        limits: options.tier.rest_limits(),
+        ..RestConfig::default()
+    };
+    let rest = Arc::new(KrakenRest::new(rest_config, credentials, nonces)?);
+    let (events_tx, events_rx) = mpsc::channel(65_536);
+    let broker = Arc::new(KrakenBroker {
+        rest: rest.clone(),
+        pairs: OnceCell::new(),
+        public: PublicFeeds::start(
+            &options.ws_url,
+            options.connections,
+            options.book_depth,
+            events_tx.clone(),
+            shutdown.clone(),
+        ),
+        index: Arc::new(OrderIndex::default()),
+        trading: Mutex::new(TradingCounters::new(options.tier.trading_limits())),
+        executions_connected: Arc::new(AtomicBool::new(false)),
+    });
+    if has_keys {
+        tokio::spawn(private_ws::run(
+            options.ws_auth_url.clone(),
+            rest,
+            broker.index.clone(),
+            events_tx.clone(),
+            broker.executions_connected.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let mut agent_config = AgentConfig::new(name.clone(), ServiceKind::Broker, "kraken", manager_url);
+    agent_config.pid = pid;
+    let agent = Agent::start(agent_config, broker.clone(), events_rx, shutdown.clone()).await?;
+    info!(%name, rest_url = %options.rest_url, ws_url = %options.ws_url, keys = has_keys, "kraken broker started");
+    let status = tokio::spawn(broker.clone().status_loop(agent.status_sender(), events_tx, has_keys, shutdown.clone()));
+    let result = agent.wait().await;
+    shutdown.cancel();
+    let _ = status.await;
+    info!(%name, "kraken broker stopped");
+    result.map_err(Into::into)
+}
+
+impl KrakenBroker {
+    /// Reports rate-limit and connection figures once a second.
+    async fn status_loop(
+        self: Arc<Self>,
+        status: lido_shared::client::agent::StatusSender,
+        events: mpsc::Sender<ServiceEvent>,
+        has_keys: bool,
+        shutdown: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(STATUS_EVERY);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let live = self.public.live();
+            let level = self.rest.rate_limit_level();
+            let wait_ms = self.rest.rate_limit_wait().as_millis() as f64;
+            let connected = live.connected.load(Ordering::Relaxed);
+            let executions = self.executions_connected.load(Ordering::Relaxed);
+            let figures: BTreeMap<String, f64> = [
+                ("rest_counter", level),
+                ("rest_wait_ms", wait_ms),
+                ("ws_connected", connected as f64),
+                ("ws_subscriptions", self.public.subscriptions() as f64),
+                ("ws_reconnects", live.reconnects.load(Ordering::Relaxed) as f64),
+                ("book_resyncs", live.book_resyncs.load(Ordering::Relaxed) as f64),
+                ("executions_connected", f64::from(u8::from(executions))),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+            let _ = events.try_send(ServiceEvent::Metrics(figures));
+            // Public data and REST orders work without the executions feed, so
+            // the broker stays routable; the detail says what is missing.
+            let detail = format!(
+                "rest counter {level:.2}, wait {wait_ms} ms; public ws {connected} up, {} subscriptions, {} book resyncs; executions {}",
+                self.public.subscriptions(),
+                live.book_resyncs.load(Ordering::Relaxed),
+                match (has_keys, executions) {
+                    (false, _) => "off (no api key)",
+                    (true, true) => "up",
+                    (true, false) => "down",
+                }
+            );
+            status.send(ServiceState::Running, Some(detail));
+        }
+    }
+
+    async fn pairs(&self) -> Result<&PairMap, ErrorDetail> {
+        self.pairs.get_or_try_init(|| async { self.rest.asset_pairs().await }).await.map_err(|e| venue_error(&e))
+    }
+
+    async fn pair(&self, symbol: &Symbol) -> Result<PairInfo, ErrorDetail> {
+        self.pairs()
+            .await?
+            .by_symbol(symbol)
+            .cloned()
+            .ok_or_else(|| ErrorDetail::new("unknown_symbol", format!("kraken has no pair {symbol} (see AssetPairs)")))
+    }
+
+    async fn quote(&self, symbol: &Symbol) -> Result<ReplyBody, ErrorDetail> {
+        if let Some(q) = self.public.quote(symbol) {
+            return Ok(ReplyBody::Quote(q));
+        }
+        let pair = self.pair(symbol).await?;
+        let (_, ticker) = self.rest.ticker(&pair.altname).await.map_err(|e| venue_error(&e))?;
+        Ok(ReplyBody::Quote(ticker.to_quote(pair.symbol, Utc::now())))
+    }
+
+    async fn book(&self, symbol: &Symbol, depth: usize) -> Result<ReplyBody, ErrorDetail> {
+        if let Some(b) = self.public.book(symbol, depth) {
+            return Ok(ReplyBody::Book(b));
+        }
+        let pair = self.pair(symbol).await?;
+        let count = depth.clamp(1, 500) as u32;
+        let (_, book) = self.rest.depth(&pair.altname, count).await.map_err(|e| venue_error(&e))?;
+        Ok(ReplyBody::Book(book.to_book(pair.symbol, Utc::now())))
+    }
+
+    /// Checks, then places, an order; never twice (see the module docs).
+    async fn place(&self, order: VenueOrder) -> Result<ReplyBody, ErrorDetail> {
+        let pair = self.pair(&order.symbol).await?;
+        pair.check_order(order.order_type, order.quantity, order.limit_price)
+            .map_err(|m| ErrorDetail::new("invalid_order", format!("{m} (checked against kraken's AssetPairs)")))?;
+        let request = AddOrderRequest {
+            pair: pair.altname.clone(),
+            side: order.side,
+            order_type: order.order_type,
+            volume: order.quantity,
+            price: order.limit_price.filter(|_| order.order_type == OrderType::Limit),
+            time_in_force: order.time_in_force,
+            post_only: false,
+            cl_ord_id: Some(order.client_id.clone()),
+            validate: false,
+        };
+        let kind = RequestKind::AddOrder { client_order_id: true };
+        let mut delays = retry_delays();
+        // Whether an earlier attempt may have reached Kraken: then a final
+        // refusal (e.g. a duplicate cl_ord_id) is checked against Kraken first.
+        let mut maybe_sent = false;
+        for attempt in 1..=ORDER_ATTEMPTS {
+            self.wait_trading(&pair.altname, TradeAction::Add).await;
+            let err = match self.rest.add_order(&request).await {
+                Ok(result) => {
+                    let txid = result.txid.first().cloned().unwrap_or_default();
+                    self.remember(&txid, &order.client_id, &pair, order.side);
+                    info!(order_id = %order.client_id, %txid, "kraken accepted the order");
+                    return Ok(ReplyBody::Order(report(&order.client_id, &txid, OrderStatus::Accepted)));
+                }
+                Err(e) => e,
+            };
+            let advice = err.retry_advice(kind);
+            warn!(order_id = %order.client_id, attempt, error = %err, ?advice, "kraken AddOrder failed");
+            maybe_sent |= !err.certainly_not_executed();
+            if advice == RetryAdvice::DoNotRetry || attempt == ORDER_ATTEMPTS {
+                if maybe_sent {
+                    if let Some((txid, info)) = self.find_maybe_sent(&order.client_id).await? {
+                        return Ok(ReplyBody::Order(order_report(&order.client_id, &txid, &info)));
+                    }
+                }
+                let refused =
+                    err.certainly_not_executed() || (advice == RetryAdvice::DoNotRetry && err.code().is_some());
+                if refused {
+                    return Err(venue_error(&err));
+                }
+                // Unknown outcome: say so, and the market settles it with OrderStatus.
+                return Err(ErrorDetail::new(OUTCOME_UNKNOWN, err.to_string()));
+            }
+            tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(1))).await;
+            if advice == RetryAdvice::ReconcileThenRetry {
+                if let Some((txid, info)) = self.find_maybe_sent(&order.client_id).await? {
+                    info!(order_id = %order.client_id, %txid, "order found at kraken after an unknown outcome; not resending");
+                    return Ok(ReplyBody::Order(order_report(&order.client_id, &txid, &info)));
+                }
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    async fn cancel(&self, client_id: &str) -> Result<ReplyBody, ErrorDetail> {
+        let request = CancelOrderRequest::ClOrdId(client_id.to_string());
+        let mut delays = retry_delays();
+        for attempt in 1..=ORDER_ATTEMPTS {
+            let err = match self.rest.cancel_order(&request).await {
+                Ok(_) => break,
+                Err(e) => e,
+            };
+            if err.code() == Some(ErrorCode::UnknownOrder) {
+                return match self.find(client_id).await? {
+                    Some((txid, info)) => Err(ErrorDetail::new(
+                        "order_not_open",
+                        format!("kraken order {txid} is already {}", info.lido_status()),
+                    )),
+                    None => Err(venue_error(&err)),
+                };
+            }
+            if err.retry_advice(RequestKind::Cancel) == RetryAdvice::DoNotRetry || attempt == ORDER_ATTEMPTS {
+                return Err(venue_error(&err));
+            }
+            warn!(order_id = %client_id, attempt, error = %err, "kraken CancelOrder failed; retrying");
+            tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(1))).await;
+        }
+        self.status_of(client_id).await
+    }
+
+    /// The order's state at Kraken, by Lido's id.
+    async fn status_of(&self, client_id: &str) -> Result<ReplyBody, ErrorDetail> {
+        match self.find(client_id).await? {
+            Some((txid, info)) => Ok(ReplyBody::Order(order_report(client_id, &txid, &info))),
+            None => Err(ErrorDetail::new("unknown_order", format!("kraken has no order with cl_ord_id {client_id}"))),
+        }
+    }
+
+    /// Looks an order up by `cl_ord_id`: QueryOrders when its txid is
+    /// known, else OpenOrders, then ClosedOrders.
+    async fn find(&self, client_id: &str) -> Result<Option<(String, OrderInfo)>, ErrorDetail> {
+        if let Some(txid) = self.index.txid_of(client_id) {
+            let mut found = self.rest.query_orders(&[txid]).await.map_err(|e| venue_error(&e))?;
+            if let Some(entry) = found.pop_first() {
+                return Ok(Some(entry));
+            }
+        }
+        let filter = OpenOrdersRequest { trades: false, cl_ord_id: Some(client_id.to_string()) };
+        let open = self.rest.open_orders(&filter).await.map_err(|e| venue_error(&e))?;
+        if let Some(entry) = open.open.into_iter().next() {
+            return Ok(Some(entry));
+        }
+        let closed = self.rest.closed_orders(&filter).await.map_err(|e| venue_error(&e))?;
+        Ok(closed.closed.into_iter().next())
+    }
+
+    /// [`Self::find`] for an order that may have reached Kraken: a failed
+    /// lookup leaves the outcome unknown (never a rejection).
+    async fn find_maybe_sent(&self, client_id: &str) -> Result<Option<(String, OrderInfo)>, ErrorDetail> {
+        self.find(client_id).await.map_err(|e| {
+            ErrorDetail::new(
+                OUTCOME_UNKNOWN,
+                format!("order {client_id} may be at kraken; looking it up failed: {}", e.message),
+            )
+        })
+    }
+
+    async fn open_orders(&self) -> Result<ReplyBody, ErrorDetail> {
+        let open = self.rest.open_orders(&OpenOrdersRequest::default()).await.map_err(|e| venue_error(&e))?;
+        let reports = open
+            .open
+            .iter()
+            .filter_map(|(txid, info)| Some(order_report(info.cl_ord_id.as_deref()?, txid, info)))
+            .collect();
+        Ok(ReplyBody::Orders(reports))
+    }
+
+    fn remember(&self, txid: &str, client_id: &str, pair: &PairInfo, side: lido_shared::model::Side) {
+        let meta = OrderMeta { client_id: client_id.to_string(), symbol: pair.symbol.clone(), side };
+        self.index.remember(txid, meta);
+    }
+
+    /// Waits on the per-pair trading counter, then counts the action.
+    async fn wait_trading(&self, pair: &str, action: TradeAction) {
+        loop {
+            let wait = self.lock_trading().wait(pair, action, Instant::now());
+            if wait.is_zero() {
+                break;
+            }
+            tokio::time::sleep(wait).await;
+        }
+        self.lock_trading().record(pair, action, Instant::now());
+    }
+
+    fn lock_trading(&self) -> std::sync::MutexGuard<'_, TradingCounters> {
+        self.trading.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl CommandHandler for KrakenBroker {
+    async fn handle(&self, command: Command) -> Reply {
+        let result = match command {
+            Command::Ping => Ok(ReplyBody::Pong),
+            Command::Stop => Ok(ReplyBody::Done),
+            Command::Instruments => self.pairs().await.map(|p| ReplyBody::Instruments(p.instruments())),
+            Command::Subscribe { feed, symbol } => match self.pair(&symbol).await {
+                Ok(pair) => {
+                    self.public.subscribe(feed, &pair).await;
+                    Ok(ReplyBody::Done)
+                }
+                Err(e) => Err(e),
+            },
+            Command::Unsubscribe { feed, symbol } => {
+                self.public.unsubscribe(feed, &symbol).await;
+                Ok(ReplyBody::Done)
+            }
+            Command::Quote { symbol } => self.quote(&symbol).await,
+            Command::Book { symbol, depth } => self.book(&symbol, depth).await,
+            Command::PlaceOrder { order } => self.place(order).await,
+            Command::CancelOrder { client_id, .. } => self.cancel(&client_id).await,
+            Command::OrderStatus { client_id, .. } => self.status_of(&client_id).await,
+            Command::OpenOrders { .. } => self.open_orders().await,
+            Command::Balances { .. } => {
+                self.rest.balance().await.map(|b| ReplyBody::Balances(lido_balances(&b))).map_err(|e| venue_error(&e))
+            }
+            Command::Positions { .. } => Err(ErrorDetail::new(
+                "unsupported",
+                "a kraken spot account holds balances, not positions; ask for balances",
+            )),
+        };
+        match result {
+            Ok(body) => Reply::Ok(body),
+            Err(e) => Reply::Err(e),
+        }
+    }
+}
+
+/// Backoff between attempts at one order action.
+fn retry_delays() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(2))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// A Kraken failure as the pipe's error: the typed code, Kraken's words.
+fn venue_error(e: &KrakenError) -> ErrorDetail {
+    if e.code() == Some(ErrorCode::InvalidKey) && e.certainly_not_executed() && e.reason().contains("no api key") {
+        return ErrorDetail::new(
+            "no_credentials",
+            "this kraken broker has no api key: set the environment variables named by api_key_env and api_secret_env",
+        );
+    }
+    match e.code() {
+        Some(code) => ErrorDetail::new(code.as_str(), e.reason()),
+        None => ErrorDetail::new("venue_unavailable", e.to_string()),
+    }
+}
+
+fn report(client_id: &str, txid: &str, status: OrderStatus) -> VenueOrderReport {
+    VenueOrderReport {
+        client_id: client_id.to_string(),
+        venue_order_id: txid.to_string(),
+        status,
+        filled_quantity: rust_decimal::Decimal::ZERO,
+        average_price: None,
+        reason: None,
+        ts: Utc::now(),
+    }
+}
+
+fn order_report(client_id: &str, txid: &str, info: &OrderInfo) -> VenueOrderReport {
+    VenueOrderReport {
+        client_id: client_id.to_string(),
+        venue_order_id: txid.to_string(),
+        status: info.lido_status(),
+        filled_quantity: info.vol_exec,
+        average_price: Some(info.price).filter(|p| !p.is_zero() && !info.vol_exec.is_zero()),
+        reason: info.reason.clone(),
+        ts: info.closetm.or(Some(info.opentm)).and_then(unix_seconds).unwrap_or_else(Utc::now),
+    }
+}

@@ -1,0 +1,257 @@
+//! Order updates and fills from Kraken's private WebSocket v2
+//! (`wss://ws-auth.kraken.com/v2`), channel `executions`.
+//!
+//! A token comes from REST GetWebSocketsToken; the subscription asks for
+//! open orders and recent fills in its snapshot, so after every reconnect
+//! the snapshot restates what the gap may have hidden (the market drops
+//! fill ids it has seen). Entries become the pipe's `OrderUpdate` and
+//! `Fill` events, keyed by Lido's id (`cl_ord_id`); orders placed outside
+//! Lido (no `cl_ord_id`) are left alone.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use chrono::Utc;
+use futures_util::{SinkExt, StreamExt};
+use lido_shared::model::{Fill, Side, Symbol};
+use lido_shared::pipe::{ServiceEvent, VenueOrderReport};
+use rust_decimal::Decimal;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::ws::{self, Ws, DEAD_AFTER, IDLE_CHECK, PING_AFTER};
+use crate::venue::kraken::messages::{parse_ws, ExecutionData, SubscriptionParams, WsMessage, WsRequest};
+use crate::venue::kraken::rest::KrakenRest;
+
+/// What is known about an order from earlier entries or from placing it:
+/// later entries may leave fields out.
+#[derive(Clone, Debug)]
+pub struct OrderMeta {
+    pub client_id: String,
+    pub symbol: Symbol,
+    pub side: Side,
+}
+
+/// Kraken order id → what Lido knows about it, shared by the order path
+/// and the executions feed.
+#[derive(Default)]
+pub struct OrderIndex(Mutex<HashMap<String, OrderMeta>>);
+
+impl OrderIndex {
+    pub fn remember(&self, txid: &str, meta: OrderMeta) {
+        self.lock().insert(txid.to_string(), meta);
+    }
+
+    /// The Kraken id of Lido's order `client_id`, if seen.
+    pub fn txid_of(&self, client_id: &str) -> Option<String> {
+        self.lock().iter().find(|(_, m)| m.client_id == client_id).map(|(t, _)| t.clone())
+    }
+
+    fn get(&self, txid: &str) -> Option<OrderMeta> {
+        self.lock().get(txid).cloned()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, OrderMeta>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Runs the executions feed until `shutdown`, reconnecting with backoff.
+pub async fn run(
+    url: String,
+    rest: Arc<KrakenRest>,
+    index: Arc<OrderIndex>,
+    events: mpsc::Sender<ServiceEvent>,
+    connected: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = ws::reconnect_backoff();
+    while !shutdown.is_cancelled() {
+        match session(&url, &rest, &index, &events, &connected, &shutdown).await {
+            Ok(()) => return,
+            Err(e) => warn!(error = %e, "kraken executions feed lost; reconnecting"),
+        }
+        connected.store(false, Ordering::Relaxed);
+        let delay = backoff.next().unwrap_or(DEAD_AFTER);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// One connection; `Ok` only on shutdown.
+async fn session(
+    url: &str,
+    rest: &KrakenRest,
+    index: &OrderIndex,
+    events: &mpsc::Sender<ServiceEvent>,
+    connected: &AtomicBool,
+    shutdown: &CancellationToken,
+) -> Result<(), String> {
+    let token = rest.websockets_token().await.map_err(|e| format!("cannot get a websocket token: {e}"))?.token;
+    let socket: Ws = ws::connect(url).await?;
+    let (mut sink, mut stream) = socket.split();
+    ws::send(&mut sink, &WsRequest::subscribe(SubscriptionParams::executions(token), 1)).await?;
+    info!(%url, "kraken executions feed connected");
+    let mut req_id = 1;
+    let mut last_heard = Instant::now();
+    let mut idle = tokio::time::interval(IDLE_CHECK);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                let _ = sink.close().await;
+                return Ok(());
+            }
+            frame = stream.next() => {
+                last_heard = Instant::now();
+                match frame {
+                    Some(Ok(Message::Text(text))) => on_text(&text, index, events, connected).await?,
+                    Some(Ok(Message::Close(frame))) => return Err(format!("kraken closed the connection: {frame:?}")),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(format!("read failed: {e}")),
+                    None => return Err("connection closed".into()),
+                }
+            }
+            _ = idle.tick() => {
+                let silent = last_heard.elapsed();
+                if silent > DEAD_AFTER {
+                    return Err(format!("nothing heard for {silent:?}"));
+                }
+                if silent > PING_AFTER {
+                    req_id += 1;
+                    ws::send(&mut sink, &WsRequest::ping(req_id)).await?;
+                }
+            }
+        }
+    }
+}
+
+async fn on_text(
+    text: &str,
+    index: &OrderIndex,
+    events: &mpsc::Sender<ServiceEvent>,
+    connected: &AtomicBool,
+) -> Result<(), String> {
+    match parse_ws(text) {
+        Ok(WsMessage::Executions { data, .. }) => {
+            for entry in &data {
+                for event in to_events(entry, index) {
+                    events.send(event).await.map_err(|_| "the service is stopping".to_string())?;
+                }
+            }
+        }
+        Ok(WsMessage::Response(r)) if r.method == "subscribe" => {
+            if !r.success {
+                return Err(format!("kraken refused the executions subscription: {}", r.error.unwrap_or_default()));
+            }
+            connected.store(true, Ordering::Relaxed);
+        }
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "unreadable kraken frame ignored"),
+    }
+    Ok(())
+}
+
+/// The pipe events for one executions entry: a fill (for `trade`) first,
+/// then the order's new state.
+pub fn to_events(entry: &ExecutionData, index: &OrderIndex) -> Vec<ServiceEvent> {
+    let known = index.get(&entry.order_id);
+    let client_id = entry.cl_ord_id.clone().or_else(|| known.as_ref().map(|m| m.client_id.clone()));
+    let Some(client_id) = client_id else { return Vec::new() };
+    let symbol = entry
+        .symbol
+        .as_deref()
+        .and_then(|s| Symbol::parse(s).ok())
+        .or_else(|| known.as_ref().map(|m| m.symbol.clone()));
+    let side = entry.side.or_else(|| known.as_ref().map(|m| m.side));
+    if let (Some(symbol), Some(side)) = (&symbol, side) {
+        index.remember(&entry.order_id, OrderMeta { client_id: client_id.clone(), symbol: symbol.clone(), side });
+    }
+    let ts = entry.timestamp.unwrap_or_else(Utc::now);
+    let mut out = Vec::new();
+    if entry.is_fill() {
+        match (symbol, side, entry.last_qty, entry.last_price) {
+            (Some(symbol), Some(side), Some(quantity), Some(price)) => {
+                let quote = symbol.quote().unwrap_or_default().to_string();
+                let fee = entry.fees.iter().flatten().filter(|f| f.asset == quote).map(|f| f.qty).sum::<Decimal>();
+                let fill_id = entry
+                    .exec_id
+                    .clone()
+                    .or_else(|| entry.trade_id.map(|t| t.to_string()))
+                    .unwrap_or_else(|| format!("{}-{}", entry.order_id, ts.timestamp_micros()));
+                out.push(ServiceEvent::Fill(Fill {
+                    fill_id,
+                    order_id: client_id.clone(),
+                    symbol,
+                    side,
+                    price,
+                    quantity,
+                    fee,
+                    ts,
+                }));
+            }
+            _ => warn!(order_id = %entry.order_id, "kraken fill without symbol, side, qty or price ignored"),
+        }
+    }
+    if let Some(status) = entry.lido_status() {
+        out.push(ServiceEvent::OrderUpdate(VenueOrderReport {
+            client_id,
+            venue_order_id: entry.order_id.clone(),
+            status,
+            filled_quantity: entry.cum_qty.unwrap_or_default(),
+            average_price: entry.avg_price.filter(|p| !p.is_zero()),
+            reason: entry.reason.clone(),
+            ts,
+        }));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use lido_shared::model::OrderStatus;
+    use rust_decimal::Decimal;
+
+    use super::*;
+    use crate::venue::kraken::messages::parse_ws;
+
+    // An executions update as Kraken's WebSocket v2 documentation shows it.
+    const TRADE: &str = r#"{"channel":"executions","type":"update","data":[{"order_id":"OK4GJX-KSTLS-7DZZO5","order_userref":3,"cl_ord_id":"8d5f0b2c-5c2a-4a4e-9a7a-0b6c0c1f4e11","exec_id":"TBXU2V-QW3ZC-4FDSRG","exec_type":"trade","trade_id":365573,"symbol":"BTC/USD","side":"buy","last_qty":0.005,"last_price":65000.2,"liquidity_ind":"t","cost":325.001,"order_status":"partially_filled","order_type":"limit","timestamp":"2026-12-02T01:02:03.123456Z","fee_usd_equiv":0.84,"cum_qty":0.005,"cum_cost":325.001,"avg_price":65000.2,"fees":[{"asset":"USD","qty":0.845}]}],"sequence":7}"#;
+
+    fn entry(text: &str) -> ExecutionData {
+        match parse_ws(text).unwrap() {
+            WsMessage::Executions { mut data, .. } => data.remove(0),
+            other => panic!("not executions: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_trade_is_a_fill_then_the_order_state() {
+        let index = OrderIndex::default();
+        let events = to_events(&entry(TRADE), &index);
+        let [ServiceEvent::Fill(fill), ServiceEvent::OrderUpdate(report)] = events.as_slice() else {
+            panic!("{events:?}");
+        };
+        assert_eq!(fill.order_id, "8d5f0b2c-5c2a-4a4e-9a7a-0b6c0c1f4e11");
+        assert_eq!(
+            (fill.price, fill.quantity, fill.fee),
+            (Decimal::new(650_002, 1), Decimal::new(5, 3), Decimal::new(845, 3))
+        );
+        assert_eq!(fill.fill_id, "TBXU2V-QW3ZC-4FDSRG");
+        assert_eq!(report.status, OrderStatus::PartiallyFilled);
+        assert_eq!(report.venue_order_id, "OK4GJX-KSTLS-7DZZO5");
+        // Later entries without cl_ord_id are still Lido's.
+        assert_eq!(index.txid_of(&fill.order_id).as_deref(), Some("OK4GJX-KSTLS-7DZZO5"));
+    }
+
+    #[test]
+    fn orders_placed_outside_lido_are_left_alone() {
+        let foreign = TRADE.replace(r#""cl_ord_id":"8d5f0b2c-5c2a-4a4e-9a7a-0b6c0c1f4e11","#, "");
+        assert!(to_events(&entry(&foreign), &OrderIndex::default()).is_empty());
+    }
+}

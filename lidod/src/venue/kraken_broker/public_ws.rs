@@ -1,0 +1,401 @@
+//! Public market data over Kraken's WebSocket v2 (`wss://ws.kraken.com/v2`):
+//! `ticker` (quotes), `book` (kept from snapshot + updates and verified by
+//! CRC32) and `trade`, over `connections` sockets.
+//!
+//! [`PublicFeeds`] counts subscribers per (feed, symbol), so however many
+//! markets ask, Kraken sees one subscription; each symbol lives on the
+//! connection that carries the fewest. Each connection task keeps its own
+//! list of subscriptions and subscribes to all of them again after every
+//! reconnect (capped exponential backoff); a book whose checksum does not
+//! match is reset and resubscribed, so a fresh snapshot replaces it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use chrono::Utc;
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use lido_shared::model::{Book, Quote, Symbol};
+use lido_shared::pipe::{Feed, ServiceEvent};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::ws::{self, Ws, DEAD_AFTER, IDLE_CHECK, PING_AFTER};
+use crate::venue::kraken::book::L2Book;
+use crate::venue::kraken::messages::{parse_ws, BookData, MessageType, SubscriptionParams, WsMessage, WsRequest};
+use crate::venue::kraken::pairs::PairInfo;
+
+/// The public feeds of one broker.
+pub struct PublicFeeds {
+    connections: Vec<mpsc::Sender<Control>>,
+    /// Subscribers per (feed, symbol), and which connection carries a symbol.
+    placement: Mutex<Placement>,
+    live: Arc<LiveData>,
+}
+
+#[derive(Default)]
+struct Placement {
+    subscribers: BTreeMap<(Feed, Symbol), usize>,
+    connection_of: HashMap<Symbol, usize>,
+}
+
+/// The latest data the sockets brought, read by `Quote` / `Book` commands
+/// and reported in status.
+#[derive(Default)]
+pub struct LiveData {
+    quotes: Mutex<HashMap<Symbol, Quote>>,
+    books: Mutex<HashMap<Symbol, L2Book>>,
+    pub connected: AtomicUsize,
+    pub reconnects: AtomicU64,
+    pub book_resyncs: AtomicU64,
+}
+
+enum Control {
+    Subscribe(Feed, Box<PairInfo>),
+    Unsubscribe(Feed, Symbol),
+}
+
+impl PublicFeeds {
+    /// Starts `connections` connection tasks to `url`.
+    pub fn start(
+        url: &str,
+        connections: usize,
+        book_depth: u32,
+        events: mpsc::Sender<ServiceEvent>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let live = Arc::new(LiveData::default());
+        let connections = (0..connections.max(1))
+            .map(|index| {
+                let (tx, rx) = mpsc::channel(256);
+                let conn = Connection {
+                    index,
+                    url: url.to_string(),
+                    book_depth,
+                    events: events.clone(),
+                    live: live.clone(),
+                    subs: BTreeMap::new(),
+                    req_id: 0,
+                };
+                tokio::spawn(conn.run(rx, shutdown.clone()));
+                tx
+            })
+            .collect();
+        Self { connections, placement: Mutex::new(Placement::default()), live }
+    }
+
+    pub fn live(&self) -> &LiveData {
+        &self.live
+    }
+
+    /// Number of distinct (feed, symbol) subscriptions held at Kraken.
+    pub fn subscriptions(&self) -> usize {
+        self.lock().subscribers.len()
+    }
+
+    /// Adds a subscriber; the first one subscribes at Kraken.
+    pub async fn subscribe(&self, feed: Feed, pair: &PairInfo) {
+        let target = {
+            let mut p = self.lock();
+            let count = p.subscribers.entry((feed, pair.symbol.clone())).or_insert(0);
+            *count += 1;
+            if *count > 1 {
+                return;
+            }
+            let n = self.connections.len();
+            let least_loaded = (0..n).min_by_key(|i| p.connection_of.values().filter(|c| *c == i).count()).unwrap_or(0);
+            *p.connection_of.entry(pair.symbol.clone()).or_insert(least_loaded)
+        };
+        let _ = self.connections[target].send(Control::Subscribe(feed, Box::new(pair.clone()))).await;
+    }
+
+    /// Removes a subscriber; the last one unsubscribes at Kraken.
+    pub async fn unsubscribe(&self, feed: Feed, symbol: &Symbol) {
+        let target = {
+            let mut p = self.lock();
+            let key = (feed, symbol.clone());
+            match p.subscribers.get_mut(&key) {
+                Some(count) if *count > 1 => {
+                    *count -= 1;
+                    return;
+                }
+                Some(_) => {
+                    p.subscribers.remove(&key);
+                }
+                None => return,
+            }
+            let target = p.connection_of.get(symbol).copied().unwrap_or(0);
+            if !p.subscribers.keys().any(|(_, s)| s == symbol) {
+                p.connection_of.remove(symbol);
+            }
+            target
+        };
+        let _ = self.connections[target].send(Control::Unsubscribe(feed, symbol.clone())).await;
+    }
+
+    /// The latest quote from the ticker channel, if subscribed.
+    pub fn quote(&self, symbol: &Symbol) -> Option<Quote> {
+        lock(&self.live.quotes).get(symbol).cloned()
+    }
+
+    /// The verified book, if subscribed and in sync.
+    pub fn book(&self, symbol: &Symbol, depth: usize) -> Option<Book> {
+        lock(&self.live.books).get(symbol).filter(|b| b.is_synced()).map(|b| b.to_book(depth, Utc::now()))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Placement> {
+        lock(&self.placement)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Plain data: a panic elsewhere cannot leave it torn.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+type Sink = SplitSink<Ws, Message>;
+
+/// One public socket and the subscriptions it carries.
+struct Connection {
+    index: usize,
+    url: String,
+    book_depth: u32,
+    events: mpsc::Sender<ServiceEvent>,
+    live: Arc<LiveData>,
+    subs: BTreeMap<(Feed, Symbol), PairInfo>,
+    req_id: u64,
+}
+
+impl Connection {
+    async fn run(mut self, mut control: mpsc::Receiver<Control>, shutdown: CancellationToken) {
+        let mut backoff = ws::reconnect_backoff();
+        let mut first = true;
+        while !shutdown.is_cancelled() {
+            if !first {
+                self.live.reconnects.fetch_add(1, Ordering::Relaxed);
+            }
+            first = false;
+            match ws::connect(&self.url).await {
+                Ok(socket) => {
+                    info!(connection = self.index, url = %self.url, "kraken public websocket connected");
+                    backoff = ws::reconnect_backoff();
+                    self.live.connected.fetch_add(1, Ordering::Relaxed);
+                    let why = self.session(socket, &mut control, &shutdown).await;
+                    self.live.connected.fetch_sub(1, Ordering::Relaxed);
+                    if shutdown.is_cancelled() {
+                        return;
+                    }
+                    warn!(connection = self.index, reason = %why, "kraken public websocket lost; reconnecting");
+                }
+                Err(e) => warn!(connection = self.index, error = %e, "kraken public websocket; retrying"),
+            }
+            let delay = backoff.next().unwrap_or(DEAD_AFTER);
+            let wake = tokio::time::sleep(delay);
+            tokio::pin!(wake);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = &mut wake => break,
+                    Some(c) = control.recv() => { self.note(c); }
+                }
+            }
+        }
+    }
+
+    /// One connected session; returns why it ended.
+    async fn session(
+        &mut self,
+        socket: Ws,
+        control: &mut mpsc::Receiver<Control>,
+        shutdown: &CancellationToken,
+    ) -> String {
+        let (mut sink, mut stream) = socket.split();
+        for pair in self.subs.values() {
+            if let Some(book) = lock(&self.live.books).get_mut(&pair.symbol) {
+                book.reset();
+            }
+        }
+        let all: Vec<(Feed, PairInfo)> = self.subs.iter().map(|((f, _), p)| (*f, p.clone())).collect();
+        for (feed, pair) in all {
+            if let Err(e) = self.send_sub(&mut sink, feed, &pair, true).await {
+                return e;
+            }
+        }
+        let mut last_heard = Instant::now();
+        let mut idle = tokio::time::interval(IDLE_CHECK);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    let _ = sink.close().await;
+                    return "shutting down".into();
+                }
+                Some(c) = control.recv() => {
+                    let (feed, pair, on) = match self.note(c) {
+                        Some(x) => x,
+                        None => continue,
+                    };
+                    if let Err(e) = self.send_sub(&mut sink, feed, &pair, on).await {
+                        return e;
+                    }
+                }
+                frame = stream.next() => {
+                    last_heard = Instant::now();
+                    match frame {
+                        Some(Ok(Message::Text(text))) => {
+                            if let Err(e) = self.on_text(&text, &mut sink).await {
+                                return e;
+                            }
+                        }
+                        Some(Ok(Message::Close(frame))) => return format!("kraken closed the connection: {frame:?}"),
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => return format!("read failed: {e}"),
+                        None => return "connection closed".into(),
+                    }
+                }
+                _ = idle.tick() => {
+                    let silent = last_heard.elapsed();
+                    if silent > DEAD_AFTER {
+                        return format!("nothing heard for {silent:?}");
+                    }
+                    if silent > PING_AFTER {
+                        let id = self.next_id();
+                        if let Err(e) = ws::send(&mut sink, &WsRequest::ping(id)).await {
+                            return e;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records a control in the subscription list; returns what to send.
+    fn note(&mut self, control: Control) -> Option<(Feed, PairInfo, bool)> {
+        match control {
+            Control::Subscribe(feed, pair) => {
+                let pair = *pair;
+                if feed == Feed::Book {
+                    let book = L2Book::new(
+                        pair.symbol.clone(),
+                        self.book_depth as usize,
+                        pair.price_decimals,
+                        pair.lot_decimals,
+                    );
+                    lock(&self.live.books).insert(pair.symbol.clone(), book);
+                }
+                self.subs.insert((feed, pair.symbol.clone()), pair.clone());
+                Some((feed, pair, true))
+            }
+            Control::Unsubscribe(feed, symbol) => {
+                let pair = self.subs.remove(&(feed, symbol.clone()))?;
+                match feed {
+                    Feed::Book => lock(&self.live.books).remove(&symbol).map(|_| ()),
+                    Feed::Quotes => lock(&self.live.quotes).remove(&symbol).map(|_| ()),
+                    Feed::Trades => None,
+                };
+                Some((feed, pair, false))
+            }
+        }
+    }
+
+    async fn send_sub(&mut self, sink: &mut Sink, feed: Feed, pair: &PairInfo, on: bool) -> Result<(), String> {
+        let symbol = [pair.ws_symbol()];
+        let params = match feed {
+            Feed::Quotes => SubscriptionParams::ticker(&symbol),
+            Feed::Book => SubscriptionParams::book(&symbol, self.book_depth),
+            Feed::Trades => SubscriptionParams::trade(&symbol),
+        };
+        let id = self.next_id();
+        let request = if on { WsRequest::subscribe(params, id) } else { WsRequest::unsubscribe(params, id) };
+        debug!(connection = self.index, method = %request.method, symbol = %pair.symbol, ?feed, "kraken subscription");
+        ws::send(sink, &request).await
+    }
+
+    fn next_id(&mut self) -> u64 {
+        self.req_id += 1;
+        self.req_id
+    }
+
+    async fn on_text(&mut self, text: &str, sink: &mut Sink) -> Result<(), String> {
+        let message = match parse_ws(text) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(connection = self.index, error = %e, "unreadable kraken frame ignored");
+                return Ok(());
+            }
+        };
+        let now = Utc::now();
+        match message {
+            WsMessage::Ticker { data, .. } => {
+                for t in data {
+                    let Some(symbol) = self.subscribed(Feed::Quotes, &t.symbol) else { continue };
+                    let quote = t.to_quote(symbol.clone(), now);
+                    lock(&self.live.quotes).insert(symbol, quote.clone());
+                    // Market data is dropped, not queued, when the pipe is slow.
+                    let _ = self.events.try_send(ServiceEvent::Quote(quote));
+                }
+            }
+            WsMessage::Trade { data, .. } => {
+                for t in data {
+                    let Some(symbol) = self.subscribed(Feed::Trades, &t.symbol) else { continue };
+                    let _ = self.events.try_send(ServiceEvent::Trade(t.to_trade(symbol)));
+                }
+            }
+            WsMessage::Book { kind, data } => {
+                for d in data {
+                    if let Some(pair) = self.on_book(kind, &d) {
+                        self.live.book_resyncs.fetch_add(1, Ordering::Relaxed);
+                        self.send_sub(sink, Feed::Book, &pair, false).await?;
+                        self.send_sub(sink, Feed::Book, &pair, true).await?;
+                    }
+                }
+            }
+            WsMessage::Status(status) => {
+                for s in status {
+                    info!(connection = self.index, system = %s.system, api_version = ?s.api_version, "kraken status");
+                }
+            }
+            WsMessage::Response(r) if !r.success => {
+                warn!(connection = self.index, method = %r.method, error = ?r.error, "kraken refused a request");
+            }
+            WsMessage::Response(_) | WsMessage::Heartbeat | WsMessage::Executions { .. } | WsMessage::Other { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Applies one book message; returns the pair to resubscribe when the
+    /// book fell out of sync.
+    fn on_book(&mut self, kind: MessageType, data: &BookData) -> Option<PairInfo> {
+        let symbol = self.subscribed(Feed::Book, &data.symbol)?;
+        let outcome = {
+            let mut books = lock(&self.live.books);
+            let book = books.get_mut(&symbol)?;
+            match book.apply(kind, data) {
+                Ok(()) => Ok(book.to_book(self.book_depth as usize, Utc::now())),
+                Err(e) => {
+                    book.reset();
+                    Err(e)
+                }
+            }
+        };
+        match outcome {
+            Ok(book) => {
+                let _ = self.events.try_send(ServiceEvent::Book(book));
+                None
+            }
+            Err(e) => {
+                warn!(connection = self.index, error = %e, "kraken book out of sync; resubscribing");
+                self.subs.get(&(Feed::Book, symbol)).cloned()
+            }
+        }
+    }
+
+    /// The Lido symbol of a Kraken v2 symbol this connection subscribed to.
+    fn subscribed(&self, feed: Feed, ws_symbol: &str) -> Option<Symbol> {
+        let symbol = Symbol::parse(ws_symbol).ok()?;
+        self.subs.contains_key(&(feed, symbol.clone())).then_some(symbol)
+    }
+}

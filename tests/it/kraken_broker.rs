@@ -1,0 +1,354 @@
+//! The `kraken` broker end to end: a real `lidod` whose market `crypto`
+//! routes to a kraken broker process, pointed at the fake Kraken (REST and
+//! WebSocket v2) on 127.0.0.1, with its keys in environment variables. An
+//! algo drives it through the Rust client; after each fault the algo's
+//! orders are compared with the fake's, one to one.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lido_shared::api::{Channel, PlaceOrder};
+use lido_shared::client::LidoClient;
+use lido_shared::model::{Order, OrderStatus, OrderType, Side, TimeInForce};
+use lido_tests::kraken_fake::{FakeConfig, FakeKraken};
+use lido_tests::{eventually, TestDaemon};
+use lidod::venue::kraken::messages::RestOrderStatus;
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+
+const WITHIN: Duration = Duration::from_secs(20);
+
+struct Setup {
+    fake: FakeKraken,
+    daemon: TestDaemon,
+    algo: LidoClient,
+    dir: PathBuf,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The fake, and lidod with broker `k1` (kraken, pointed at the fake) and
+/// market `crypto` on it; keys in `KRAKEN_API_KEY` / `KRAKEN_API_SECRET`.
+async fn setup(config: FakeConfig) -> Setup {
+    let fake = FakeKraken::start(config.clone()).await;
+    let dir = std::env::temp_dir().join(format!("lido-kraken-it-{}-{}", std::process::id(), unique()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let toml = format!(
+        r#"
+[[broker]]
+name = "k1"
+type = "kraken"
+[broker.options]
+rest_url = "{rest}"
+ws_url = "{ws}"
+ws_auth_url = "{ws_auth}"
+nonce_file = "{nonce}"
+rest_timeout_ms = "1500"
+
+[[market]]
+name = "crypto"
+brokers = ["k1"]
+"#,
+        rest = fake.url,
+        ws = fake.ws_url(),
+        ws_auth = fake.ws_auth_url(),
+        nonce = dir.join("k1.nonce").display(),
+    );
+    let path = dir.join("lido.toml");
+    std::fs::write(&path, toml).unwrap();
+    let daemon = TestDaemon::spawn_with_env(
+        &["--config", path.to_str().unwrap()],
+        &[("KRAKEN_API_KEY", &config.api_key), ("KRAKEN_API_SECRET", &config.api_secret)],
+    );
+    let session = daemon.client().open_session("acme").await.unwrap();
+    let algo = LidoClient::new(session.market_manager_url).unwrap().with_token(&session.session_id);
+    // Ready when the broker answers from Kraken and its executions feed is up.
+    eventually(WITHIN, "a quote through the kraken broker", || async { algo.quote("crypto", "BTC/USD").await.ok() })
+        .await;
+    let d = daemon.client();
+    eventually(WITHIN, "the executions feed", || async {
+        let k1 = d.describe("k1").await.ok()?;
+        (k1.service.metrics.get("executions_connected") == Some(&1.0)).then_some(())
+    })
+    .await;
+    Setup { fake, daemon, algo, dir }
+}
+
+fn limit(side: Side, quantity: Decimal, price: Decimal, client_order_id: &str) -> PlaceOrder {
+    PlaceOrder {
+        market: "crypto".into(),
+        symbol: "BTC/USD".into(),
+        side,
+        order_type: OrderType::Limit,
+        quantity,
+        limit_price: Some(price),
+        time_in_force: TimeInForce::Gtc,
+        client_order_id: Some(client_order_id.into()),
+    }
+}
+
+/// Waits until the algo sees `order_id` in `status`.
+async fn until_status(algo: &LidoClient, order_id: &str, status: OrderStatus) -> Order {
+    eventually(WITHIN, &format!("order {order_id} {status}"), || async {
+        algo.order(order_id).await.ok().filter(|o| o.status == status)
+    })
+    .await
+}
+
+/// No lost and no duplicated order: every order the algo holds that is
+/// not rejected is exactly one fake order with `cl_ord_id` = Lido's order
+/// id, with the same status and filled quantity, and the fake has no other.
+async fn assert_orders_match(s: &Setup) {
+    let orders = s.algo.orders(&Default::default()).await.unwrap();
+    let fake = s.fake.orders();
+    let placed: Vec<&Order> = orders.iter().filter(|o| o.status != OrderStatus::Rejected).collect();
+    assert_eq!(placed.len(), fake.len(), "algo {orders:#?}\nfake {fake:#?}");
+    for o in placed {
+        let at_kraken: Vec<_> = fake.values().filter(|f| f.cl_ord_id.as_deref() == Some(o.order_id.as_str())).collect();
+        assert_eq!(at_kraken.len(), 1, "order {} is at kraken {} times", o.order_id, at_kraken.len());
+        assert_eq!(at_kraken[0].lido_status(), o.status, "{o:?} vs {:?}", at_kraken[0]);
+        assert_eq!(at_kraken[0].vol_exec, o.filled_quantity, "{o:?} vs {:?}", at_kraken[0]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_algo_streams_quotes_places_cancels_and_gets_fills() {
+    let s = setup(FakeConfig::default()).await;
+    let instruments = s.algo.instruments("crypto").await.unwrap();
+    let btc = instruments.iter().find(|i| i.symbol.as_str() == "BTC/USD").expect("BTC/USD from AssetPairs");
+    assert_eq!((btc.tick_size, btc.min_quantity), (dec!(0.1), dec!(0.0001)));
+
+    let mut stream = s.algo.stream().await.unwrap();
+    stream.subscribe(Channel::Quotes, "crypto", Some("BTC/USD")).await.unwrap();
+    stream.subscribe(Channel::Fills, "crypto", None).await.unwrap();
+    let quote = next_on(&mut stream, Channel::Quotes).await;
+    let (bid, ask) = (dec_of(&quote.data["bid"]), dec_of(&quote.data["ask"]));
+    assert!(bid < ask, "{quote:?}");
+    assert_eq!(Some((bid, ask)), s.fake.top_of_book("BTC/USD"));
+
+    // Resting, then canceled by client id at Kraken.
+    let resting = s.algo.place_order(&limit(Side::Buy, dec!(0.01), dec!(60000.0), "rest-1")).await.unwrap().order;
+    assert_eq!(resting.status, OrderStatus::Accepted, "{resting:?}");
+    let canceled = s.algo.cancel_order(&resting.order_id).await.unwrap();
+    assert_eq!(canceled.status, OrderStatus::Canceled, "{canceled:?}");
+
+    // Checked against the pair (from AssetPairs) before it leaves: off-tick
+    // price, below ordermin.
+    let before = s.fake.requests();
+    let off_tick = s.algo.place_order(&limit(Side::Buy, dec!(0.01), dec!(60000.05), "tick")).await;
+    assert!(off_tick.is_err(), "{off_tick:?}");
+    let tiny = s.algo.place_order(&limit(Side::Buy, dec!(0.00001), dec!(60000.0), "tiny")).await;
+    assert!(tiny.is_err(), "{tiny:?}");
+    assert_eq!(s.fake.requests(), before, "invalid orders never reach kraken");
+
+    // Kraken's own refusal reaches the algo with Kraken's words.
+    let broke = s.algo.place_order(&limit(Side::Buy, dec!(0.5), dec!(60000.0), "broke")).await.unwrap().order;
+    assert_eq!(broke.status, OrderStatus::Rejected);
+    assert!(broke.reason.as_deref().unwrap_or("").contains("EOrder:Insufficient funds"), "{broke:?}");
+
+    // Marketable: fills come from the executions feed, with fees.
+    let taker = s.algo.place_order(&limit(Side::Buy, dec!(0.15), ask + dec!(1), "take-1")).await.unwrap().order;
+    let filled = until_status(&s.algo, &taker.order_id, OrderStatus::Filled).await;
+    assert_eq!(filled.filled_quantity, dec!(0.15));
+    let mut got = Decimal::ZERO;
+    while got < dec!(0.15) {
+        let fill = next_on(&mut stream, Channel::Fills).await;
+        assert_eq!(fill.data["order_id"], taker.order_id.as_str());
+        assert!(dec_of(&fill.data["fee"]) > Decimal::ZERO, "{fill:?}");
+        got += dec_of(&fill.data["quantity"]);
+    }
+    assert_eq!(got, dec!(0.15));
+    let fake = s.fake.orders();
+    let at_kraken = fake.values().find(|o| o.cl_ord_id.as_deref() == Some(taker.order_id.as_str())).unwrap();
+    assert_eq!(at_kraken.status, RestOrderStatus::Closed);
+    assert_orders_match(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_websocket_drop_quotes_and_fills_resume() {
+    let s = setup(FakeConfig::default()).await;
+    let mut stream = s.algo.stream().await.unwrap();
+    stream.subscribe(Channel::Quotes, "crypto", Some("BTC/USD")).await.unwrap();
+    stream.subscribe(Channel::Fills, "crypto", None).await.unwrap();
+    next_on(&mut stream, Channel::Quotes).await;
+    let opened = s.fake.websockets_opened();
+
+    s.fake.drop_websockets();
+    // Both sockets (public and private) are dialed again.
+    eventually(WITHIN, "both websockets reconnected", || async {
+        (s.fake.websockets_opened() >= opened + 2).then_some(())
+    })
+    .await;
+    let d = s.daemon.client();
+    eventually(WITHIN, "the executions feed back", || async {
+        let k1 = d.describe("k1").await.ok()?;
+        (k1.service.metrics.get("executions_connected") == Some(&1.0)).then_some(())
+    })
+    .await;
+    // Quotes flow again on the resubscribed ticker.
+    let quote = next_on(&mut stream, Channel::Quotes).await;
+    let ask = dec_of(&quote.data["ask"]);
+    let taker = s.algo.place_order(&limit(Side::Buy, dec!(0.05), ask + dec!(1), "after-drop")).await.unwrap().order;
+    until_status(&s.algo, &taker.order_id, OrderStatus::Filled).await;
+    let fill = next_on(&mut stream, Channel::Fills).await;
+    assert_eq!(fill.data["order_id"], taker.order_id.as_str());
+    assert_orders_match(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_websocket_is_dropped_and_dialed_again() {
+    let s = setup(FakeConfig::default()).await;
+    let mut stream = s.algo.stream().await.unwrap();
+    stream.subscribe(Channel::Quotes, "crypto", Some("BTC/USD")).await.unwrap();
+    next_on(&mut stream, Channel::Quotes).await;
+    let opened = s.fake.websockets_opened();
+
+    // No data, no heartbeats, no pongs: the broker must notice by itself.
+    s.fake.stall_websockets(Duration::from_secs(10));
+    eventually(WITHIN, "the silent websockets dialed again", || async {
+        (s.fake.websockets_opened() >= opened + 2).then_some(())
+    })
+    .await;
+    eventually(WITHIN, "a reconnect counted in status", || async {
+        let k1 = s.daemon.client().describe("k1").await.ok()?;
+        (k1.service.metrics.get("ws_reconnects").copied().unwrap_or(0.0) >= 1.0).then_some(())
+    })
+    .await;
+    next_on(&mut stream, Channel::Quotes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_checksum_resyncs_the_book() {
+    let s = setup(FakeConfig::default()).await;
+    let mut stream = s.algo.stream().await.unwrap();
+    stream.subscribe(Channel::Book, "crypto", Some("BTC/USD")).await.unwrap();
+    next_on(&mut stream, Channel::Book).await;
+
+    s.fake.corrupt_next_checksum();
+    let d = s.daemon.client();
+    eventually(WITHIN, "a book resync", || async {
+        let k1 = d.describe("k1").await.ok()?;
+        (k1.service.metrics.get("book_resyncs").copied().unwrap_or(0.0) >= 1.0).then_some(())
+    })
+    .await;
+    // Fresh snapshot, then updates again: the book matches the fake's.
+    eventually(WITHIN, "the book back in sync with kraken's", || async {
+        let book = s.algo.book("crypto", "BTC/USD", 10).await.ok()?;
+        let top = (book.bids.first()?.0, book.asks.first()?.0);
+        (Some(top) == s.fake.top_of_book("BTC/USD")).then_some(())
+    })
+    .await;
+    next_on(&mut stream, Channel::Book).await;
+    assert!(s.daemon.log_text().contains("kraken book out of sync; resubscribing"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_answer_or_a_stalled_add_order_still_makes_exactly_one_order() {
+    let s = setup(FakeConfig::default()).await;
+
+    // Kraken refuses the first AddOrder with its rate-limit error: the
+    // broker waits for its counter and sends it again.
+    s.fake.fail_next_with("EAPI:Rate limit exceeded");
+    let limited = s.algo.place_order(&limit(Side::Buy, dec!(0.01), dec!(60000.0), "limited")).await.unwrap().order;
+    assert_eq!(limited.status, OrderStatus::Accepted, "{limited:?}");
+
+    // Kraken takes the order but its answer comes after the broker's
+    // timeout: the broker finds it by cl_ord_id instead of resending.
+    s.fake.stall(Duration::from_secs(3));
+    let stalled = s.algo.place_order(&limit(Side::Buy, dec!(0.01), dec!(60000.0), "stalled")).await.unwrap().order;
+    let settled = until_status(&s.algo, &stalled.order_id, OrderStatus::Accepted).await;
+    assert_eq!(settled.order_id, stalled.order_id);
+    // Let any late resend land before counting.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_orders_match(&s).await;
+    assert!(s.daemon.log_text().contains("not resending"), "the broker looked the order up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planted_secret_never_appears_in_logs_or_status() {
+    let config = FakeConfig {
+        api_key: "PLANTED-KEY-d41d8cd98f00b204".into(),
+        // base64 of "PLANTED-SECRET-e9800998ecf8427e-do-not-print"
+        api_secret: "UExBTlRFRC1TRUNSRVQtZTk4MDA5OThlY2Y4NDI3ZS1kby1ub3QtcHJpbnQ=".into(),
+        ..FakeConfig::default()
+    };
+    let s = setup(config.clone()).await;
+    let placed = s.algo.place_order(&limit(Side::Buy, dec!(0.01), dec!(60000.0), "secret-1")).await.unwrap().order;
+    assert_eq!(placed.status, OrderStatus::Accepted);
+    let balances = s.algo.balances(Some("crypto")).await.unwrap();
+    assert!(balances.iter().any(|b| b.asset == "USD"), "{balances:?}");
+
+    let d = s.daemon.client();
+    let status = serde_json::to_string(&d.cluster().await.unwrap()).unwrap();
+    let describe = serde_json::to_string(&d.describe("k1").await.unwrap()).unwrap();
+    let logs = d.logs("k1", 10_000).await.unwrap();
+    let daemon_log = s.daemon.log_text();
+    assert!(describe.contains("rest counter"), "status shows the call counter: {describe}");
+    for (what, text) in
+        [("status", &status), ("describe", &describe), ("service logs", &logs), ("lidod log", &daemon_log)]
+    {
+        for secret in [config.api_key.as_str(), config.api_secret.as_str(), "PLANTED-SECRET", "fake-ws-token"] {
+            assert!(!text.contains(secret), "{what} contains a secret ({secret})");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_keys_public_data_streams_and_private_calls_say_why() {
+    let fake = FakeKraken::start(FakeConfig::default()).await;
+    let d = TestDaemon::spawn(&[]);
+    let c = d.client();
+    let options = [("rest_url", fake.url.clone()), ("ws_url", fake.ws_url()), ("ws_auth_url", fake.ws_auth_url())];
+    let spawn = lido_shared::cluster::SpawnRequest {
+        kind: lido_shared::cluster::ServiceKind::Broker,
+        service_type: Some("kraken".into()),
+        name: Some("k9".into()),
+        node: None,
+        options: options.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+    };
+    c.spawn(&spawn).await.unwrap();
+    let market = lido_shared::cluster::SpawnRequest {
+        kind: lido_shared::cluster::ServiceKind::Market,
+        service_type: None,
+        name: Some("kr".into()),
+        node: None,
+        options: [("brokers".to_string(), "k9".to_string())].into(),
+    };
+    c.spawn(&market).await.unwrap();
+    let session = c.open_session("acme").await.unwrap();
+    let algo = LidoClient::new(session.market_manager_url).unwrap().with_token(&session.session_id);
+    let mut stream = eventually(WITHIN, "the kr market", || async {
+        algo.quote("kr", "BTC/USD").await.ok()?;
+        algo.stream().await.ok()
+    })
+    .await;
+    stream.subscribe(Channel::Quotes, "kr", Some("BTC/USD")).await.unwrap();
+    next_on(&mut stream, Channel::Quotes).await;
+    let err = algo.balances(Some("kr")).await.unwrap_err().to_string();
+    assert!(err.contains("no_credentials") || err.contains("no api key"), "{err}");
+}
+
+async fn next_on(stream: &mut lido_shared::client::Stream, channel: Channel) -> lido_shared::api::StreamEvent {
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    loop {
+        assert!(tokio::time::Instant::now() < deadline, "no {channel:?} event within {WITHIN:?}");
+        let ev = stream.next_event(WITHIN).await.unwrap();
+        if ev.channel == channel {
+            return ev;
+        }
+    }
+}
+
+fn dec_of(v: &serde_json::Value) -> Decimal {
+    v.as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("not a decimal string: {v}"))
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}

@@ -1,0 +1,303 @@
+//! The fake's WebSocket v2 endpoints: public (`/v2`: status on connect,
+//! heartbeats, `ticker`, `book` snapshot + updates with checksums, `trade`,
+//! `ping`) and private (`/auth/v2`: `executions` behind a token from
+//! GetWebSocketsToken, with a snapshot of open orders and recent fills).
+//! Answers use Kraken's shapes (`{"method","success","result"|"error",
+//! "req_id","time_in","time_out"}`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use chrono::Utc;
+use lido_shared::model::Symbol;
+use lidod::venue::kraken::messages::{
+    Channel, MessageType, MethodResponse, StatusData, SubscriptionParams, WsMessage, WsRequest,
+};
+use serde_json::json;
+use tokio::sync::broadcast;
+
+use super::Shared;
+
+/// A public channel change, for every socket subscribed to its symbol.
+#[derive(Clone, Debug)]
+pub struct PublicFrame {
+    pub channel: Channel,
+    pub symbol: String,
+    /// The market's book sequence after this change (0 for non-book frames).
+    pub seq: u64,
+    pub message: WsMessage,
+}
+
+pub async fn public(ws: WebSocketUpgrade, State(fake): State<Arc<Shared>>) -> Response {
+    ws.on_upgrade(move |socket| public_socket(socket, fake))
+}
+
+pub async fn private(ws: WebSocketUpgrade, State(fake): State<Arc<Shared>>) -> Response {
+    ws.on_upgrade(move |socket| private_socket(socket, fake))
+}
+
+/// What a socket is subscribed to: (channel, symbol) → book sequence of
+/// the snapshot it was sent.
+type Subs = HashMap<(Channel, String), u64>;
+
+async fn public_socket(mut socket: WebSocket, fake: Arc<Shared>) {
+    let connection_id = fake.lock().ws_connections_opened();
+    let mut drops = fake.drops.subscribe();
+    let mut feed = fake.public_tx.subscribe();
+    if send(&mut socket, &status(connection_id)).await.is_err() {
+        return;
+    }
+    let mut subs = Subs::new();
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = drops.changed() => return,
+            incoming = socket.recv() => {
+                let Some(Ok(Message::Text(text))) = incoming else {
+                    if matches!(incoming, Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Binary(_)))) { continue; }
+                    return;
+                };
+                for out in public_request(&fake, &mut subs, text.as_str()) {
+                    // A stalled Kraken answers nothing, pings included.
+                    if !fake.stalled() && send(&mut socket, &out).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            frame = feed.recv() => {
+                let frame = match frame {
+                    Ok(f) => f,
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                let wanted = subs.get(&(frame.channel, frame.symbol.clone())).is_some_and(|seq| frame.seq == 0 || frame.seq > *seq);
+                if wanted && !fake.stalled() {
+                    let message = fake.maybe_corrupt(frame.message);
+                    if send(&mut socket, &message).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            _ = heartbeat.tick() => {
+                if !subs.is_empty() && !fake.stalled() && send(&mut socket, &WsMessage::Heartbeat).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Answers one public request; returns the frames to send, in order.
+fn public_request(fake: &Shared, subs: &mut Subs, text: &str) -> Vec<WsMessage> {
+    let time_in = now_text();
+    let Ok(request) = serde_json::from_str::<WsRequest<SubscriptionParams>>(text) else {
+        return vec![refusal("unknown", None, "EGeneral:Invalid arguments", &time_in)];
+    };
+    let req_id = request.req_id;
+    match request.method.as_str() {
+        "ping" => vec![WsMessage::Response(MethodResponse {
+            method: "pong".into(),
+            success: true,
+            result: None,
+            error: None,
+            req_id,
+            symbol: None,
+            time_in: Some(time_in),
+            time_out: Some(now_text()),
+        })],
+        "subscribe" | "unsubscribe" => {
+            let Some(params) = request.params else {
+                return vec![refusal(&request.method, req_id, "EGeneral:Invalid arguments", &time_in)];
+            };
+            let subscribe = request.method == "subscribe";
+            let mut out = Vec::new();
+            for symbol in params.symbol.clone().unwrap_or_default() {
+                out.extend(subscription(fake, subs, &params, &symbol, subscribe, req_id, &time_in));
+            }
+            out
+        }
+        other => vec![refusal(other, req_id, "EGeneral:Invalid arguments:method", &time_in)],
+    }
+}
+
+fn subscription(
+    fake: &Shared,
+    subs: &mut Subs,
+    params: &SubscriptionParams,
+    symbol: &str,
+    subscribe: bool,
+    req_id: Option<u64>,
+    time_in: &str,
+) -> Vec<WsMessage> {
+    let method = if subscribe { "subscribe" } else { "unsubscribe" };
+    let state = fake.lock();
+    let known = Symbol::parse(symbol).ok().and_then(|s| state.markets.get(s.as_str()));
+    let Some(market) = known else {
+        return vec![refusal(method, req_id, &format!("Currency pair not supported {symbol}"), time_in)];
+    };
+    if params.channel == Channel::Book && !matches!(params.depth, None | Some(10 | 25 | 100 | 500 | 1000)) {
+        return vec![refusal(method, req_id, "EGeneral:Invalid arguments:depth", time_in)];
+    }
+    let key = (params.channel, symbol.to_string());
+    if subscribe == subs.contains_key(&key) {
+        let error = if subscribe { "Already subscribed" } else { "Subscription Not Found" };
+        return vec![refusal(method, req_id, error, time_in)];
+    }
+    let ack = WsMessage::Response(MethodResponse {
+        method: method.into(),
+        success: true,
+        result: Some(
+            json!({ "channel": params.channel, "symbol": symbol, "snapshot": params.snapshot.unwrap_or(true) }),
+        ),
+        error: None,
+        req_id,
+        symbol: None,
+        time_in: Some(time_in.to_string()),
+        time_out: Some(now_text()),
+    });
+    if !subscribe {
+        subs.remove(&key);
+        return vec![ack];
+    }
+    subs.insert(key, market.seq);
+    let snapshot = match params.channel {
+        Channel::Book => Some(super::market::book_frame(MessageType::Snapshot, market.snapshot())),
+        Channel::Ticker => Some(WsMessage::Ticker { kind: MessageType::Snapshot, data: vec![market.ticker()] }),
+        Channel::Trade | Channel::Executions => None,
+    };
+    std::iter::once(ack).chain(snapshot).collect()
+}
+
+async fn private_socket(mut socket: WebSocket, fake: Arc<Shared>) {
+    let connection_id = fake.lock().ws_connections_opened();
+    let mut drops = fake.drops.subscribe();
+    let mut executions = fake.exec_tx.subscribe();
+    if send(&mut socket, &status(connection_id)).await.is_err() {
+        return;
+    }
+    let mut subscribed = false;
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = drops.changed() => return,
+            incoming = socket.recv() => {
+                let Some(Ok(Message::Text(text))) = incoming else {
+                    if matches!(incoming, Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Binary(_)))) { continue; }
+                    return;
+                };
+                let (frames, now_subscribed) = private_request(&fake, text.as_str(), subscribed);
+                subscribed = now_subscribed;
+                for out in frames {
+                    if !fake.stalled() && send(&mut socket, &out).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            entry = executions.recv() => {
+                let entry = match entry {
+                    Ok(e) => e,
+                    Err(broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                if subscribed && !fake.stalled() {
+                    let message = WsMessage::Executions { kind: MessageType::Update, sequence: Some(entry.0), data: vec![entry.1] };
+                    if send(&mut socket, &message).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            _ = heartbeat.tick() => {
+                if subscribed && !fake.stalled() && send(&mut socket, &WsMessage::Heartbeat).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Answers one private request; returns the frames and whether the socket
+/// is now subscribed to `executions`.
+fn private_request(fake: &Shared, text: &str, subscribed: bool) -> (Vec<WsMessage>, bool) {
+    let time_in = now_text();
+    let Ok(request) = serde_json::from_str::<WsRequest<SubscriptionParams>>(text) else {
+        return (vec![refusal("unknown", None, "EGeneral:Invalid arguments", &time_in)], subscribed);
+    };
+    let req_id = request.req_id;
+    match (request.method.as_str(), request.params) {
+        ("ping", _) => {
+            let pong = MethodResponse {
+                method: "pong".into(),
+                success: true,
+                result: None,
+                error: None,
+                req_id,
+                symbol: None,
+                time_in: Some(time_in),
+                time_out: Some(now_text()),
+            };
+            (vec![WsMessage::Response(pong)], subscribed)
+        }
+        ("subscribe", Some(params)) if params.channel == Channel::Executions => {
+            let state = fake.lock();
+            let valid = params.token.as_ref().is_some_and(|t| state.tokens.contains(&t.0));
+            if !valid {
+                return (vec![refusal("subscribe", req_id, "EAccount:Invalid token", &time_in)], subscribed);
+            }
+            if subscribed {
+                return (vec![refusal("subscribe", req_id, "Already subscribed", &time_in)], subscribed);
+            }
+            let ack = WsMessage::Response(MethodResponse {
+                method: "subscribe".into(),
+                success: true,
+                result: Some(json!({ "channel": "executions", "snapshot": true })),
+                error: None,
+                req_id,
+                symbol: None,
+                time_in: Some(time_in),
+                time_out: Some(now_text()),
+            });
+            let snapshot = WsMessage::Executions {
+                kind: MessageType::Snapshot,
+                sequence: Some(state.exec_seq),
+                data: state.executions_snapshot(&fake.pairs),
+            };
+            (vec![ack, snapshot], true)
+        }
+        (method, _) => (vec![refusal(method, req_id, "EGeneral:Invalid arguments", &time_in)], subscribed),
+    }
+}
+
+fn status(connection_id: u64) -> WsMessage {
+    WsMessage::Status(vec![StatusData {
+        system: "online".into(),
+        api_version: Some("v2".into()),
+        connection_id: Some(connection_id),
+        version: Some("2.0.0".into()),
+    }])
+}
+
+fn refusal(method: &str, req_id: Option<u64>, error: &str, time_in: &str) -> WsMessage {
+    WsMessage::Response(MethodResponse {
+        method: method.into(),
+        success: false,
+        result: None,
+        error: Some(error.into()),
+        req_id,
+        symbol: None,
+        time_in: Some(time_in.to_string()),
+        time_out: Some(now_text()),
+    })
+}
+
+fn now_text() -> String {
+    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+async fn send(socket: &mut WebSocket, message: &WsMessage) -> Result<(), ()> {
+    let text = message.to_json().map_err(|_| ())?;
+    socket.send(Message::Text(text.into())).await.map_err(|_| ())
+}
