@@ -103,7 +103,7 @@ impl Instrument {
         if quantity < self.min_quantity {
             return Err(format!("quantity {quantity} is below the minimum {} for {}", self.min_quantity, self.symbol));
         }
-        if !(quantity % self.lot_size).is_zero() {
+        if !is_multiple(quantity, self.lot_size) {
             return Err(format!(
                 "quantity {quantity} is not a multiple of the lot size {} for {}",
                 self.lot_size, self.symbol
@@ -117,7 +117,7 @@ impl Instrument {
         if price <= Decimal::ZERO {
             return Err(format!("price must be positive, got {price}"));
         }
-        if !(price % self.tick_size).is_zero() {
+        if !is_multiple(price, self.tick_size) {
             return Err(format!(
                 "price {price} is not a multiple of the tick size {} for {}",
                 self.tick_size, self.symbol
@@ -127,9 +127,30 @@ impl Instrument {
     }
 }
 
+/// Whether `value` is a whole number of `step`s; a step of zero or less
+/// (a venue that sets no increment) accepts any value.
+fn is_multiple(value: Decimal, step: Decimal) -> bool {
+    step <= Decimal::ZERO || matches!(value.checked_rem(step), Some(r) if r.is_zero())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zero_increment_accepts_any_value_instead_of_dividing_by_zero() {
+        let free = Instrument {
+            symbol: Symbol::parse("X/USD").unwrap(),
+            asset_class: AssetClass::Crypto,
+            base: "X".into(),
+            quote: "USD".into(),
+            tick_size: Decimal::ZERO,
+            lot_size: Decimal::ZERO,
+            min_quantity: Decimal::ZERO,
+        };
+        assert_eq!(free.check_quantity(Decimal::new(12345, 7)), Ok(()));
+        assert_eq!(free.check_price(Decimal::MAX), Ok(()));
+    }
 
     #[test]
     fn parses_and_normalizes() {

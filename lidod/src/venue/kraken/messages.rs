@@ -333,21 +333,28 @@ pub fn parse_ws(text: &str) -> Result<WsMessage, serde_json::Error> {
 
 impl WsMessage {
     /// The frame as Kraken sends it (for the fake Kraken and round trips).
+    /// An error, never a panic, for a decimal that a JSON number cannot
+    /// carry exactly (more digits than an `f64` holds).
     pub fn to_json(&self) -> Result<String, serde_json::Error> {
-        fn frame<T: Serialize>(channel: &str, kind: MessageType, data: &[T], sequence: Option<u64>) -> Value {
-            let mut v = json!({ "channel": channel, "type": kind, "data": data });
+        fn frame<T: Serialize>(
+            channel: &str,
+            kind: MessageType,
+            data: &[T],
+            sequence: Option<u64>,
+        ) -> Result<Value, serde_json::Error> {
+            let mut v = json!({ "channel": channel, "type": kind, "data": serde_json::to_value(data)? });
             if let Some(s) = sequence {
                 v["sequence"] = json!(s);
             }
-            v
+            Ok(v)
         }
         let v = match self {
-            Self::Status(data) => frame("status", MessageType::Update, data, None),
+            Self::Status(data) => frame("status", MessageType::Update, data, None)?,
             Self::Heartbeat => json!({ "channel": "heartbeat" }),
-            Self::Ticker { kind, data } => frame("ticker", *kind, data, None),
-            Self::Book { kind, data } => frame("book", *kind, data, None),
-            Self::Trade { kind, data } => frame("trade", *kind, data, None),
-            Self::Executions { kind, sequence, data } => frame("executions", *kind, data, *sequence),
+            Self::Ticker { kind, data } => frame("ticker", *kind, data, None)?,
+            Self::Book { kind, data } => frame("book", *kind, data, None)?,
+            Self::Trade { kind, data } => frame("trade", *kind, data, None)?,
+            Self::Executions { kind, sequence, data } => frame("executions", *kind, data, *sequence)?,
             Self::Response(r) => serde_json::to_value(r)?,
             Self::Other { channel } => json!({ "channel": channel }),
         };

@@ -135,9 +135,19 @@ pub struct PairInfo {
 
 impl PairInfo {
     /// Builds the info for one AssetPairs entry; `None` for pairs Lido does
-    /// not trade (dark pools `.d`, non-currency classes, unparseable names).
+    /// not trade (dark pools `.d`, non-currency classes, unparseable names)
+    /// and for entries no real pair has: more decimals than a `Decimal`
+    /// holds (28), a negative tick size or minimum.
     pub fn from_asset_pair(key: &str, pair: &AssetPair) -> Option<Self> {
         if pair.altname.ends_with(".d") || key.ends_with(".d") {
+            return None;
+        }
+        const MAX_DECIMALS: u32 = 28;
+        if pair.lot_decimals > MAX_DECIMALS || pair.pair_decimals > MAX_DECIMALS {
+            return None;
+        }
+        let negative = |d: Option<Decimal>| d.is_some_and(|d| d.is_sign_negative() && !d.is_zero());
+        if negative(pair.tick_size) || negative(pair.ordermin) || negative(pair.costmin) {
             return None;
         }
         let is_currency = |c: &Option<String>| !matches!(c.as_deref(), Some(class) if class != "currency");
@@ -214,7 +224,8 @@ impl PairInfo {
             return Err("a limit order needs a limit price".to_string());
         }
         if let (Some(min), Some(p)) = (self.costmin, price) {
-            let cost = p * quantity;
+            // A product too large for a Decimal is far above any minimum.
+            let cost = p.checked_mul(quantity).unwrap_or(Decimal::MAX);
             if cost < min {
                 return Err(format!(
                     "order value {cost} is below the minimum {min} {} for {}",
@@ -331,6 +342,23 @@ mod tests {
 
     fn sym(s: &str) -> Symbol {
         Symbol::parse(s).unwrap()
+    }
+
+    /// Found by the `kraken_rest` fuzz target: 40 lot decimals used to
+    /// panic building the lot size.
+    #[test]
+    fn impossible_entries_are_left_out_not_panicked_on() {
+        let body = r#"{"error":[],"result":{
+          "A":{"altname":"AUSD","wsname":"A/USD","base":"A","quote":"ZUSD","pair_decimals":1,"lot_decimals":40},
+          "B":{"altname":"BUSD","wsname":"B/USD","base":"B","quote":"ZUSD","pair_decimals":99,"lot_decimals":8},
+          "C":{"altname":"CUSD","wsname":"C/USD","base":"C","quote":"ZUSD","pair_decimals":1,"lot_decimals":8,"tick_size":"-0.1"},
+          "D":{"altname":"DUSD","wsname":"D/USD","base":"D","quote":"ZUSD","pair_decimals":1,"lot_decimals":8,"costmin":"1"}
+        }}"#;
+        let map = PairMap::from_body(body).unwrap();
+        assert_eq!(map.iter().map(|p| p.symbol.to_string()).collect::<Vec<_>>(), ["D/USD"]);
+        let d = map.by_symbol(&sym("D/USD")).unwrap();
+        // Whole increments, and a cost too large for a Decimal: no overflow panic.
+        assert_eq!(d.check_order(OrderType::Limit, Decimal::MAX, Some(Decimal::MAX)), Ok(()));
     }
 
     #[test]

@@ -422,3 +422,13 @@ fn unix_seconds_keeps_fractions() {
     assert_eq!(unix_seconds(dec!(1548111751.5556)).unwrap().timestamp_nanos_opt(), Some(1548111751555600000));
     assert_eq!(unix_seconds(dec!(0)).unwrap().timestamp(), 0);
 }
+
+/// Found by the `kraken_ws` fuzz target: a price with more digits than a
+/// JSON number carries used to panic when the frame was written back.
+#[test]
+fn a_price_no_json_number_carries_is_an_error_not_a_panic() {
+    let text = r#"{"channel":"book","type":"snapshot","data":[{"symbol":"BTC/USD","bids":[{"price":"45294.792281625142643375935439503357","qty":"1"}],"asks":[],"checksum":0}]}"#;
+    let msg = parse_ws(text).unwrap();
+    let err = msg.to_json().unwrap_err();
+    assert!(err.to_string().contains("not exactly representable"), "{err}");
+}
