@@ -22,6 +22,8 @@ pub struct BrokerManager {
     exe: PathBuf,
     /// Where services check in (this node's listener).
     manager_url: String,
+    /// The node's data dir: paper brokers keep their venue state under it.
+    data_dir: PathBuf,
 }
 
 impl Deref for BrokerManager {
@@ -32,9 +34,9 @@ impl Deref for BrokerManager {
 }
 
 impl BrokerManager {
-    pub fn new(sup: Supervisor, exe: PathBuf, manager_url: String) -> Self {
+    pub fn new(sup: Supervisor, exe: PathBuf, manager_url: String, data_dir: PathBuf) -> Self {
         debug_assert_eq!(sup.kind(), ServiceKind::Broker);
-        Self { sup, exe, manager_url }
+        Self { sup, exe, manager_url, data_dir }
     }
 
     /// Validates and starts a broker.
@@ -43,13 +45,17 @@ impl BrokerManager {
         broker_type: &str,
         name: &str,
         mode: RunMode,
-        options: BTreeMap<String, String>,
+        mut options: BTreeMap<String, String>,
     ) -> Result<ServiceInfo, ApiError> {
         if !BROKER_TYPES.contains(&broker_type) {
             return Err(ApiError::bad_request(
                 "unknown_broker_type",
                 format!("unknown broker type {broker_type:?}; this build supports: {}", BROKER_TYPES.join(", ")),
             ));
+        }
+        if !options.contains_key("state_file") {
+            let path = self.data_dir.join("paper").join(format!("{name}.json"));
+            options.insert("state_file".to_string(), path.display().to_string());
         }
         let parsed = PaperOptions::parse(&options).map_err(|m| ApiError::bad_request("invalid_option", m))?;
         let launch = match mode {

@@ -32,6 +32,9 @@ pub struct Config {
 pub struct NodeConfig {
     pub id: String,
     pub location: String,
+    /// Where the node keeps its state: the order journal (`journal.sqlite`)
+    /// and the paper brokers' venue state (`paper/<name>.json`).
+    pub data_dir: PathBuf,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -88,7 +91,7 @@ impl Default for Config {
 
 impl Default for NodeConfig {
     fn default() -> Self {
-        Self { id: "n1".into(), location: "local".into() }
+        Self { id: "n1".into(), location: "local".into(), data_dir: default_data_dir() }
     }
 }
 
@@ -101,6 +104,18 @@ impl Default for SupervisorConfig {
             restart_window_s: 60,
             stop_grace_ms: 3_000,
         }
+    }
+}
+
+/// `$XDG_STATE_HOME/lido`, else `$HOME/.local/state/lido`, else `./lido-data`.
+pub fn default_data_dir() -> PathBuf {
+    let state_home = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".local/state")));
+    match state_home {
+        Some(dir) => dir.join("lido"),
+        None => PathBuf::from("lido-data"),
     }
 }
 
