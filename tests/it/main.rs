@@ -6,6 +6,7 @@ mod bad_input;
 mod kraken_rest;
 mod lidoctl_verbs;
 mod operator;
+mod recovery;
 mod shutdown;
 mod supervision;
 mod trader;
