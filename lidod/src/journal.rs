@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use chrono::SecondsFormat;
 use lido_shared::model::{Fill, Order};
 use rusqlite::{params, Connection, OptionalExtension};
 use rusqlite_migration::{Migrations, M};
@@ -138,8 +139,8 @@ impl Journal {
                 order.market,
                 order.broker,
                 order.status.as_str(),
-                order.created_at.to_rfc3339(),
-                order.updated_at.to_rfc3339(),
+                order.created_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+                order.updated_at.to_rfc3339_opts(SecondsFormat::Micros, true),
                 body
             ],
         )?;
@@ -163,7 +164,13 @@ impl Journal {
         let tx = conn.transaction()?;
         tx.execute(
             "UPDATE orders SET broker = ?2, status = ?3, updated_at = ?4, body = ?5 WHERE order_id = ?1",
-            params![order.order_id, order.broker, order.status.as_str(), order.updated_at.to_rfc3339(), body],
+            params![
+                order.order_id,
+                order.broker,
+                order.status.as_str(),
+                order.updated_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+                body
+            ],
         )?;
         if let (Some(fill), Some(fill_body)) = (fill, fill_body) {
             tx.execute(
@@ -195,9 +202,8 @@ impl Journal {
     /// One order as journaled (for tests and tools).
     pub fn order(&self, order_id: &str) -> Result<Option<Order>, JournalError> {
         let conn = self.lock();
-        let body: Option<String> = conn
-            .query_row("SELECT body FROM orders WHERE order_id = ?1", [order_id], |r| r.get(0))
-            .optional()?;
+        let body: Option<String> =
+            conn.query_row("SELECT body FROM orders WHERE order_id = ?1", [order_id], |r| r.get(0)).optional()?;
         Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
     }
 
@@ -210,7 +216,12 @@ impl Journal {
 fn insert_event(tx: &rusqlite::Transaction<'_>, order: &Order) -> rusqlite::Result<usize> {
     tx.execute(
         "INSERT INTO order_events (order_id, status, reason, at) VALUES (?1, ?2, ?3, ?4)",
-        params![order.order_id, order.status.as_str(), order.reason, order.updated_at.to_rfc3339()],
+        params![
+            order.order_id,
+            order.status.as_str(),
+            order.reason,
+            order.updated_at.to_rfc3339_opts(SecondsFormat::Micros, true)
+        ],
     )
 }
 

@@ -12,7 +12,7 @@ mod market;
 mod orders;
 mod reconcile;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -29,6 +29,7 @@ use tracing::{info, warn};
 
 pub use self::market::{Market, MdMsg};
 pub use self::orders::{OrderMsg, OrderStore};
+use self::reconcile::Reconciled;
 use crate::brokers::BrokerManager;
 use crate::error::ApiError;
 use crate::events::EventBus;
@@ -53,9 +54,8 @@ struct Inner {
     orders: OrderStore,
     bus: EventBus,
     streams: AtomicUsize,
-    /// Brokers whose orders are reconciled with their venue on the current
-    /// pipe connection: only their markets take new orders.
-    reconciled: std::sync::Mutex<HashSet<String>>,
+    /// Which brokers' orders are reconciled with their venue.
+    reconciled: std::sync::Mutex<Reconciled>,
 }
 
 impl MarketManager {
@@ -77,7 +77,7 @@ impl MarketManager {
                 orders,
                 bus,
                 streams: AtomicUsize::new(0),
-                reconciled: std::sync::Mutex::new(HashSet::new()),
+                reconciled: std::sync::Mutex::new(Reconciled::default()),
             }),
         };
         tokio::spawn(mm.clone().route(events, signals, cancel));
@@ -350,7 +350,7 @@ impl MarketManager {
             if !self.is_reconciled(broker) {
                 return Err(reconciling(&m.name, broker));
             }
-        } else if !m.pool.iter().any(|b| self.is_reconciled(b)) {
+        } else if !m.pool.iter().any(|b| self.was_reconciled(b)) {
             return Err(reconciling(&m.name, &m.pool.join(", ")));
         }
         let now = Utc::now();
@@ -378,7 +378,10 @@ impl MarketManager {
         };
         let (order, created) = self.inner.orders.insert_once(order).map_err(|e| {
             tracing::error!(error = %e, "cannot journal a new order; refused");
-            ApiError::unavailable("journal_unavailable", "the order journal cannot be written, so the order was not sent; retry, and tell the operator")
+            ApiError::unavailable(
+                "journal_unavailable",
+                "the order journal cannot be written, so the order was not sent; retry, and tell the operator",
+            )
         })?;
         if !created {
             return Ok((order, false));

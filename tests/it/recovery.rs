@@ -248,10 +248,8 @@ async fn an_open_venue_order_missing_from_the_journal_is_adopted() {
     let d = start(&dir, &[]);
     let c = d.client();
     ready(&c).await;
-    let adopted = eventually(WAIT, "the venue's order adopted", || async {
-        c.order(&second.order_id).await.ok()
-    })
-    .await;
+    let adopted =
+        eventually(WAIT, "the venue's order adopted", || async { c.order(&second.order_id).await.ok() }).await;
     assert!(adopted.adopted);
     assert_eq!(adopted.status, OrderStatus::Accepted);
     assert_eq!((adopted.quantity, adopted.limit_price), (dec!(2), Some(dec!(1))));

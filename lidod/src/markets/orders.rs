@@ -144,7 +144,8 @@ impl OrderStore {
         if self.get(&order.order_id).is_some() {
             return None;
         }
-        let (order, created) = self.insert_once(order).map_err(|e| error!(error = %e, "cannot journal an adopted order")).ok()?;
+        let (order, created) =
+            self.insert_once(order).map_err(|e| error!(error = %e, "cannot journal an adopted order")).ok()?;
         created.then_some(order)
     }
 

@@ -17,6 +17,7 @@
 //! in flight, so they are looked up too. Only pipe commands are used, so this
 //! works for every broker type.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -35,6 +36,16 @@ const ADOPTED: &str = "adopted: open at the venue after a restart but missing fr
 /// How often a failed reconciliation is retried while the pipe stays up.
 const ATTEMPTS: u32 = 30;
 
+/// Which brokers are reconciled.
+#[derive(Debug, Default)]
+pub(super) struct Reconciled {
+    /// On their current pipe connection: only their markets take new orders.
+    now: HashSet<String>,
+    /// At least once since the node started: a market whose brokers are all
+    /// down after that rejects orders as before, instead of `reconciling`.
+    ever: HashSet<String>,
+}
+
 /// What one reconciliation did.
 #[derive(Debug, Default)]
 struct Outcome {
@@ -46,16 +57,25 @@ struct Outcome {
 
 impl MarketManager {
     pub(super) fn is_reconciled(&self, broker: &str) -> bool {
-        self.inner.reconciled.lock().unwrap_or_else(|p| p.into_inner()).contains(broker)
+        self.reconciled().now.contains(broker)
+    }
+
+    pub(super) fn was_reconciled(&self, broker: &str) -> bool {
+        self.reconciled().ever.contains(broker)
     }
 
     pub(super) fn set_reconciled(&self, broker: &str, done: bool) {
-        let mut set = self.inner.reconciled.lock().unwrap_or_else(|p| p.into_inner());
+        let mut r = self.reconciled();
         if done {
-            set.insert(broker.to_string());
+            r.now.insert(broker.to_string());
+            r.ever.insert(broker.to_string());
         } else {
-            set.remove(broker);
+            r.now.remove(broker);
         }
+    }
+
+    fn reconciled(&self) -> std::sync::MutexGuard<'_, Reconciled> {
+        self.inner.reconciled.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Reconciles `broker` (see the module docs), retrying while its pipe is
