@@ -3,25 +3,30 @@
 //! (the intent), an update (the venue's acknowledgement) and a fill with its
 //! update, each its own fsynced transaction.
 //!
-//! `cargo run --release -p lidod --example journal_bench [ORDERS] [DIR]`
-//! (DIR defaults to a fresh temporary directory, removed afterwards; pass one
-//! on the disk you mean to run lidod on).
+//! `cargo run --release -p lidod --example journal_bench [ORDERS] [full|normal] [DIR]`
+//! (`synchronous` defaults to full; DIR to a fresh temporary directory,
+//! removed afterwards: pass one on the disk you mean to run lidod on).
 
 use std::time::Instant;
 
 use chrono::Utc;
 use lido_shared::model::{Fill, Order, OrderStatus, OrderType, Side, Symbol, TimeInForce};
-use lidod::journal::Journal;
+use lidod::journal::{Journal, Synchronous};
 use rust_decimal::Decimal;
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let count: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(500);
+    let synchronous = match args.next().as_deref() {
+        None | Some("full") => Synchronous::Full,
+        Some("normal") => Synchronous::Normal,
+        Some(other) => anyhow::bail!("synchronous must be full or normal, got {other:?}"),
+    };
     let (dir, temporary) = match args.next() {
         Some(d) => (std::path::PathBuf::from(d), false),
         None => (std::env::temp_dir().join(format!("lido-journal-bench-{}", std::process::id())), true),
     };
-    let journal = Journal::open(&dir)?;
+    let journal = Journal::open_with(&dir, synchronous)?;
     let symbol = Symbol::parse("BTC/USD").map_err(anyhow::Error::msg)?;
     let started = Instant::now();
     for i in 0..count {
@@ -65,7 +70,7 @@ fn main() -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
     println!(
-        "{count} orders (3 fsynced commits each) in {:.3} s: {:.0} orders/s, {:.2} ms per commit",
+        "synchronous={synchronous:?}: {count} orders (3 commits each) in {:.3} s: {:.0} orders/s, {:.2} ms per commit",
         elapsed.as_secs_f64(),
         count as f64 / elapsed.as_secs_f64(),
         elapsed.as_secs_f64() * 1000.0 / (3 * count) as f64

@@ -67,9 +67,10 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         managers.child_token(),
     );
     let brokers = BrokerManager::new(broker_sup, exe, api_url.clone(), config.node.data_dir.clone());
-    let journal = Journal::open(&config.node.data_dir)?;
+    let journal = Journal::open_with(&config.node.data_dir, config.node.journal_synchronous)?;
     let orders = OrderStore::open(journal)?;
-    info!(data_dir = %config.node.data_dir.display(), open_orders = orders.open_count(), "order journal opened");
+    info!(data_dir = %config.node.data_dir.display(), synchronous = ?config.node.journal_synchronous,
+        open_orders = orders.open_count(), "order journal opened");
     let markets = MarketManager::new(
         node.clone(),
         brokers.clone(),

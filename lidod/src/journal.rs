@@ -9,10 +9,12 @@
 //! Durability settings, and why:
 //! - `journal_mode = WAL`: a writer never blocks readers, and a commit is one
 //!   append to the write-ahead log instead of a rewrite of pages.
-//! - `synchronous = FULL`: every commit is fsynced before it returns, so an
-//!   acknowledged order survives a power cut, not only a `kill -9` (which
-//!   `NORMAL` would already survive in WAL mode). The cost is one fsync per
-//!   change; `journal_bench` in the tests measures it (see README).
+//! - `synchronous = FULL` (the default, [`Synchronous`]): every commit is
+//!   fsynced before it returns, so an acknowledged order survives a power
+//!   cut, not only a `kill -9`. The cost is one fsync per change (the
+//!   `journal_bench` example measures it; see README). `NORMAL` is offered
+//!   for slow disks: in WAL mode it still survives a crash of the process,
+//!   but the last commits may be lost with the machine's power.
 //! - `busy_timeout = 5 s`: another connection (an operator's `sqlite3`)
 //!   holding the lock briefly delays a write instead of failing it.
 //!
@@ -83,6 +85,26 @@ pub enum JournalError {
     Duplicate { customer: String, client_order_id: String },
 }
 
+/// How hard a commit waits for the disk (`PRAGMA synchronous`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Synchronous {
+    /// fsync on every commit: survives power loss.
+    #[default]
+    Full,
+    /// fsync at checkpoints only: survives a process crash, not power loss.
+    Normal,
+}
+
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Self::Full => "FULL",
+            Self::Normal => "NORMAL",
+        }
+    }
+}
+
 /// What the journal holds, read back at start.
 #[derive(Debug, Default)]
 pub struct Replay {
@@ -97,13 +119,19 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Opens (creating if needed) the journal in `data_dir` and migrates it.
+    /// Opens (creating if needed) the journal in `data_dir` and migrates it,
+    /// with `synchronous = FULL`.
     pub fn open(data_dir: &Path) -> Result<Self, JournalError> {
+        Self::open_with(data_dir, Synchronous::Full)
+    }
+
+    /// [`Self::open`] with a chosen [`Synchronous`].
+    pub fn open_with(data_dir: &Path, synchronous: Synchronous) -> Result<Self, JournalError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|source| JournalError::DataDir { path: data_dir.to_path_buf(), source })?;
         let mut conn = Connection::open(data_dir.join(JOURNAL_FILE))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "synchronous", synchronous.pragma())?;
         Self::prepare(&mut conn)?;
         Ok(Self { conn: Mutex::new(conn) })
     }
