@@ -346,13 +346,7 @@ impl MarketManager {
             None => format!("auto-{}", uuid::Uuid::new_v4().simple()),
         };
         let active = self.active_broker(&m);
-        if let Some((broker, _)) = &active {
-            if !self.is_reconciled(broker) {
-                return Err(reconciling(&m.name, broker));
-            }
-        } else if !m.pool.iter().any(|b| self.was_reconciled(b)) {
-            return Err(reconciling(&m.name, &m.pool.join(", ")));
-        }
+        self.check_reconciled(&m, active.as_ref().map(|(b, _)| b.as_str()))?;
         let now = Utc::now();
         let order = Order {
             order_id: uuid::Uuid::new_v4().to_string(),
@@ -717,16 +711,6 @@ fn unknown_market(name: &str) -> ApiError {
 
 fn unexpected(body: ReplyBody) -> ApiError {
     ApiError::internal(format!("unexpected reply from broker: {body:?}"))
-}
-
-fn reconciling(market: &str, broker: &str) -> ApiError {
-    ApiError::unavailable(
-        "reconciling",
-        format!(
-            "market {market} is reconciling its orders with the venue of broker {broker} after a (re)connect; \
-             new orders are taken once that is done, retry shortly"
-        ),
-    )
 }
 
 /// Test hook, honored in debug builds only: `LIDO_TEST_PAUSE_AT=after_journal`

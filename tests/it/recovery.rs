@@ -14,7 +14,7 @@ use std::time::Duration;
 use lido_shared::api::PlaceOrder;
 use lido_shared::client::LidoClient;
 use lido_shared::model::{Order, OrderStatus, OrderType, Quote, Side, TimeInForce};
-use lido_tests::{eventually, temp_data_dir, TestDaemon};
+use lido_tests::{eventually, sigkill, temp_data_dir, TestDaemon};
 use lidod::journal::Journal;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
@@ -90,9 +90,20 @@ async fn by_client_id(c: &LidoClient, coid: &str) -> Vec<Order> {
 
 /// The algo's view, the journal and the venue agree on an order: status,
 /// filled quantity = its fills (once each) = the journal's record, and the
-/// venue's position equals all fills of the symbol.
-async fn assert_agree(c: &LidoClient, dir: &Path, order: &Order) {
-    let fills = c.fills().await.unwrap();
+/// venue's position equals all fills of the symbol. A venue may still be
+/// delivering a fill it just made, so agreement is awaited (bounded), then
+/// checked on one consistent reading.
+async fn assert_agree(c: &LidoClient, dir: &Path, order_id: &str) {
+    let (order, fills, venue_qty) = eventually(WAIT, "the node's fills to match the venue's position", || async {
+        let fills = c.fills().await.ok()?;
+        let order = c.order(order_id).await.ok()?;
+        let positions = c.positions(Some("paper")).await.ok()?;
+        let venue_qty =
+            positions.iter().find(|p| p.symbol.to_string() == "SOL/USD").map_or(Decimal::ZERO, |p| p.quantity);
+        let bought: Decimal = fills.iter().filter(|f| f.symbol.to_string() == "SOL/USD").map(|f| f.quantity).sum();
+        (bought == venue_qty).then_some((order, fills, venue_qty))
+    })
+    .await;
     let mine: Vec<_> = fills.iter().filter(|f| f.order_id == order.order_id).collect();
     let mut ids: Vec<_> = mine.iter().map(|f| f.fill_id.clone()).collect();
     ids.sort();
@@ -100,6 +111,7 @@ async fn assert_agree(c: &LidoClient, dir: &Path, order: &Order) {
     assert_eq!(ids.len(), mine.len(), "no fill counted twice: {mine:?}");
     let filled: Decimal = mine.iter().map(|f| f.quantity).sum();
     assert_eq!(filled, order.filled_quantity, "fills add up to the order's filled quantity: {order:?}");
+    assert!(venue_qty >= filled);
 
     let journal = Journal::open(dir).unwrap().replay().unwrap();
     let journaled = journal.orders.iter().find(|o| o.order_id == order.order_id).expect("the order is journaled");
@@ -107,11 +119,6 @@ async fn assert_agree(c: &LidoClient, dir: &Path, order: &Order) {
     let journal_fills: Decimal =
         journal.fills.iter().filter(|(_, f)| f.order_id == order.order_id).map(|(_, f)| f.quantity).sum();
     assert_eq!(journal_fills, filled, "the journal holds the same fills");
-
-    let bought: Decimal = fills.iter().filter(|f| f.symbol.to_string() == "SOL/USD").map(|f| f.quantity).sum();
-    let position = c.positions(Some("paper")).await.unwrap();
-    let venue_qty = position.iter().find(|p| p.symbol.to_string() == "SOL/USD").map_or(Decimal::ZERO, |p| p.quantity);
-    assert_eq!(venue_qty, bought, "the venue's position is what the fills say");
 }
 
 #[tokio::test]
@@ -146,7 +153,7 @@ async fn killed_after_journaling_before_send_the_order_is_rejected_and_kept() {
     assert_eq!(again.order_id, resolved.order_id);
     assert_eq!(by_client_id(&c, "before-send").await.len(), 1);
     assert!(c.positions(Some("paper")).await.unwrap().is_empty(), "the venue never saw it");
-    assert_agree(&c, &dir, &again).await;
+    assert_agree(&c, &dir, &again.order_id).await;
     drop(d);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -180,7 +187,7 @@ async fn killed_after_send_before_the_answer_the_venue_fill_is_recovered() {
     assert!(!created, "resubmitting returns the original");
     assert_eq!(again.order_id, filled.order_id);
     assert_eq!(by_client_id(&c, "after-send").await.len(), 1);
-    assert_agree(&c, &dir, &filled).await;
+    assert_agree(&c, &dir, &filled.order_id).await;
     drop(d);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -214,10 +221,41 @@ async fn killed_mid_partial_fill_the_rest_keeps_working_at_the_venue() {
     assert!(!created);
     assert_eq!(again.order_id, placed.order_id);
     assert_eq!(by_client_id(&c, "partial").await.len(), 1);
-    let open: Vec<_> = c.open_orders().await.unwrap();
-    let venue_open = now.status.is_open();
-    assert_eq!(open.iter().any(|o| o.order_id == placed.order_id), venue_open);
-    assert_agree(&c, &dir, &c.order(&placed.order_id).await.unwrap()).await;
+    assert_agree(&c, &dir, &placed.order_id).await;
+    let settled = c.order(&placed.order_id).await.unwrap();
+    let open = c.open_orders().await.unwrap();
+    assert_eq!(open.iter().any(|o| o.order_id == placed.order_id), settled.status.is_open(), "{settled:?}");
+    drop(d);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_killed_broker_comes_back_with_the_partial_order_and_the_views_agree() {
+    let dir = temp_data_dir();
+    let d = start(&dir, &[]);
+    let c = d.client();
+    let q = ready(&c).await;
+    let order = sol_limit(Side::Buy, q.ask_size + dec!(0.01), q.ask, "partial-broker");
+    let (placed, _) = place(&c, &order).await;
+    assert_eq!(placed.status, OrderStatus::PartiallyFilled, "{placed:?}");
+    let broker_pid = c.cluster().await.unwrap().service("paper-1").and_then(|b| b.pid).expect("broker pid");
+    sigkill(broker_pid);
+
+    // The restarted broker is reconciled before the market takes orders again.
+    eventually(WAIT, "a new broker process", || async {
+        let pid = c.cluster().await.ok()?.service("paper-1")?.pid?;
+        (pid != broker_pid).then_some(())
+    })
+    .await;
+    place(&c, &sol_limit(Side::Buy, dec!(0.01), dec!(1), "probe")).await;
+    let now = c.order(&placed.order_id).await.unwrap();
+    assert!(matches!(now.status, OrderStatus::PartiallyFilled | OrderStatus::Filled), "{now:?}");
+    assert!(now.filled_quantity >= placed.filled_quantity);
+    let (again, created) = place(&c, &order).await;
+    assert!(!created);
+    assert_eq!(again.order_id, placed.order_id);
+    assert_eq!(by_client_id(&c, "partial-broker").await.len(), 1);
+    assert_agree(&c, &dir, &placed.order_id).await;
     drop(d);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -26,7 +26,8 @@ use lido_shared::pipe::{Command, ReplyBody, VenueOrderReport};
 use rust_decimal::Decimal;
 use tracing::{info, warn};
 
-use super::{MarketManager, FILL_WAIT, VENUE_TIMEOUT};
+use super::{Market, MarketManager, FILL_WAIT, VENUE_TIMEOUT};
+use crate::error::ApiError;
 use crate::pipe::{PipeError, PipeHandle};
 
 /// Why an order the venue does not know was ended.
@@ -56,12 +57,26 @@ struct Outcome {
 }
 
 impl MarketManager {
-    pub(super) fn is_reconciled(&self, broker: &str) -> bool {
-        self.reconciled().now.contains(broker)
-    }
-
-    pub(super) fn was_reconciled(&self, broker: &str) -> bool {
-        self.reconciled().ever.contains(broker)
+    /// Whether market `m`, routed to `active` (or to no broker), takes new
+    /// orders: `503 reconciling` while its broker is being reconciled, or
+    /// while none of its brokers has been since the node started.
+    pub(super) fn check_reconciled(&self, m: &Market, active: Option<&str>) -> Result<(), ApiError> {
+        let r = self.reconciled();
+        let waiting = match active {
+            Some(broker) => (!r.now.contains(broker)).then(|| broker.to_string()),
+            None => (!m.pool.iter().any(|b| r.ever.contains(b))).then(|| m.pool.join(", ")),
+        };
+        match waiting {
+            None => Ok(()),
+            Some(broker) => Err(ApiError::unavailable(
+                "reconciling",
+                format!(
+                    "market {} is reconciling its orders with the venue of broker {broker} after a (re)connect; \
+                     new orders are taken once that is done, retry shortly",
+                    m.name
+                ),
+            )),
+        }
     }
 
     pub(super) fn set_reconciled(&self, broker: &str, done: bool) {
