@@ -60,10 +60,15 @@ pub struct TestDaemon {
     child: Option<Child>,
     pub url: String,
     pub log: PathBuf,
+    /// The node's data dir (journal, paper venue state).
+    pub data_dir: PathBuf,
+    /// Whether the data dir is this daemon's own temporary one, removed on drop.
+    owns_data_dir: bool,
 }
 
 impl TestDaemon {
-    /// `lidod --listen 127.0.0.1:0` plus `args`; waits until it listens.
+    /// `lidod --listen 127.0.0.1:0` plus `args`, with a fresh temporary data
+    /// dir (removed on drop); waits until it listens.
     pub fn spawn(args: &[&str]) -> Self {
         Self::spawn_with_env(args, &[])
     }
@@ -71,11 +76,23 @@ impl TestDaemon {
     /// Like [`TestDaemon::spawn`], with extra environment variables (which
     /// the broker processes it starts inherit).
     pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let dir = temp_data_dir();
+        let mut daemon = Self::spawn_with(&dir, args, env);
+        daemon.owns_data_dir = true;
+        daemon
+    }
+
+    /// Like [`Self::spawn`] on a data dir the caller keeps (to restart a node
+    /// on the same journal), with extra environment variables.
+    pub fn spawn_with(data_dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let log = std::env::temp_dir().join(format!("lidod-test-{}-{}.log", std::process::id(), unique()));
         let log_file = std::fs::File::create(&log).expect("create log file");
         let mut child = Command::new(lidod_path())
             .args(["--listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(data_dir)
             .args(args)
+            .envs(env.iter().copied())
             .env("LIDO_LOG", "info,lidod=debug")
             .env("NO_COLOR", "1")
             .envs(env.iter().copied())
@@ -92,7 +109,7 @@ impl TestDaemon {
             .strip_prefix("lidod listening on ")
             .unwrap_or_else(|| panic!("unexpected first line from lidod: {line:?}; log at {}", log.display()))
             .to_string();
-        Self { child: Some(child), url, log }
+        Self { child: Some(child), url, log, data_dir: data_dir.to_path_buf(), owns_data_dir: false }
     }
 
     pub fn pid(&self) -> u32 {
@@ -119,6 +136,15 @@ impl TestDaemon {
         None
     }
 
+    /// SIGKILL, no goodbye: what a crash looks like. Its broker children see
+    /// their stdin close and exit; the data dir stays.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// The daemon's log so far (for assertion messages).
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -134,6 +160,9 @@ impl Drop for TestDaemon {
         }
         if !std::thread::panicking() {
             let _ = std::fs::remove_file(&self.log);
+            if self.owns_data_dir {
+                let _ = std::fs::remove_dir_all(&self.data_dir);
+            }
         } else {
             eprintln!("lidod log kept at {}", self.log.display());
         }
@@ -187,6 +216,14 @@ where
         assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A fresh, empty directory under the system temp dir.
+pub fn temp_data_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lidod-data-{}-{}", std::process::id(), unique()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a temp data dir");
+    dir
 }
 
 fn unique() -> u64 {

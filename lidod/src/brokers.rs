@@ -21,6 +21,8 @@ pub struct BrokerManager {
     exe: PathBuf,
     /// Where services check in (this node's listener).
     manager_url: String,
+    /// The node's data dir: paper brokers keep their venue state under it.
+    data_dir: PathBuf,
 }
 
 impl Deref for BrokerManager {
@@ -31,9 +33,9 @@ impl Deref for BrokerManager {
 }
 
 impl BrokerManager {
-    pub fn new(sup: Supervisor, exe: PathBuf, manager_url: String) -> Self {
+    pub fn new(sup: Supervisor, exe: PathBuf, manager_url: String, data_dir: PathBuf) -> Self {
         debug_assert_eq!(sup.kind(), ServiceKind::Broker);
-        Self { sup, exe, manager_url }
+        Self { sup, exe, manager_url, data_dir }
     }
 
     /// Validates and starts a broker.
@@ -42,8 +44,18 @@ impl BrokerManager {
         broker_type: &str,
         name: &str,
         mode: RunMode,
-        options: BTreeMap<String, String>,
+        mut options: BTreeMap<String, String>,
     ) -> Result<ServiceInfo, ApiError> {
+        // State that must outlive the broker process lives in the node's
+        // data dir unless the operator names a file.
+        let default_file = match broker_type {
+            "paper" => Some(("state_file", self.data_dir.join("paper").join(format!("{name}.json")))),
+            "kraken" => Some(("nonce_file", self.data_dir.join("kraken").join(format!("{name}.nonce")))),
+            _ => None,
+        };
+        if let Some((key, path)) = default_file {
+            options.entry(key.to_string()).or_insert_with(|| path.display().to_string());
+        }
         let parsed = BrokerOptions::parse(broker_type, name, &options).map_err(|e| match e {
             BrokerOptionsError::UnknownType(m) => ApiError::bad_request("unknown_broker_type", m),
             BrokerOptionsError::Option(m) => ApiError::bad_request("invalid_option", m),

@@ -9,6 +9,8 @@ use anyhow::Context;
 use lido_shared::cluster::RunMode;
 use serde::Deserialize;
 
+use crate::journal::Synchronous;
+
 /// The whole configuration. Every field has a default; see `lido.example.toml`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -32,6 +34,12 @@ pub struct Config {
 pub struct NodeConfig {
     pub id: String,
     pub location: String,
+    /// Where the node keeps its state: the order journal (`journal.sqlite`)
+    /// and the paper brokers' venue state (`paper/<name>.json`).
+    pub data_dir: PathBuf,
+    /// `full` (default: every journal commit fsynced, survives power loss)
+    /// or `normal` (survives a crash of lidod, not of the machine).
+    pub journal_synchronous: Synchronous,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -88,7 +96,12 @@ impl Default for Config {
 
 impl Default for NodeConfig {
     fn default() -> Self {
-        Self { id: "n1".into(), location: "local".into() }
+        Self {
+            id: "n1".into(),
+            location: "local".into(),
+            data_dir: default_data_dir(),
+            journal_synchronous: Synchronous::Full,
+        }
     }
 }
 
@@ -101,6 +114,18 @@ impl Default for SupervisorConfig {
             restart_window_s: 60,
             stop_grace_ms: 3_000,
         }
+    }
+}
+
+/// `$XDG_STATE_HOME/lido`, else `$HOME/.local/state/lido`, else `./lido-data`.
+pub fn default_data_dir() -> PathBuf {
+    let state_home = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".local/state")));
+    match state_home {
+        Some(dir) => dir.join("lido"),
+        None => PathBuf::from("lido-data"),
     }
 }
 
@@ -151,6 +176,14 @@ mod tests {
         config.validate().unwrap();
         assert_eq!(config.node.id, "n1");
         assert_eq!(config.markets[0].brokers, vec!["paper-1".to_string()]);
+    }
+
+    #[test]
+    fn journal_durability_is_chosen_by_name() {
+        let config: Config = toml::from_str("[node]\njournal_synchronous = \"normal\"").unwrap();
+        assert_eq!(config.node.journal_synchronous, Synchronous::Normal);
+        assert_eq!(Config::default().node.journal_synchronous, Synchronous::Full);
+        assert!(toml::from_str::<Config>("[node]\njournal_synchronous = \"off\"").is_err());
     }
 
     #[test]

@@ -14,7 +14,8 @@ use crate::brokers::BrokerManager;
 use crate::config::Config;
 use crate::events::EventBus;
 use crate::infra::{Infra, InfraParts};
-use crate::markets::MarketManager;
+use crate::journal::Journal;
+use crate::markets::{MarketManager, OrderStore};
 use crate::sessions::Sessions;
 use crate::supervisor::Supervisor;
 use crate::traders::TraderManager;
@@ -65,10 +66,15 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         Some(broker_signals),
         managers.child_token(),
     );
-    let brokers = BrokerManager::new(broker_sup, exe, api_url.clone());
+    let brokers = BrokerManager::new(broker_sup, exe, api_url.clone(), config.node.data_dir.clone());
+    let journal = Journal::open_with(&config.node.data_dir, config.node.journal_synchronous)?;
+    let orders = OrderStore::open(journal)?;
+    info!(data_dir = %config.node.data_dir.display(), synchronous = ?config.node.journal_synchronous,
+        open_orders = orders.open_count(), "order journal opened");
     let markets = MarketManager::new(
         node.clone(),
         brokers.clone(),
+        orders,
         bus.clone(),
         broker_events_rx,
         broker_signals_rx,

@@ -4,6 +4,8 @@
 //! - [`brokers`], [`markets`], [`traders`]: the three managers; brokers and
 //!   traders are supervised services ([`supervisor`]) reached over the
 //!   service pipe ([`pipe`]); markets live inside the MarketManager.
+//! - [`journal`]: the durable order journal (SQLite) the order store writes
+//!   before it acknowledges or sends anything.
 //! - [`venue`]: venue adapters, today the paper venue and its broker service.
 //! - [`http`]: the one listener (algo API, operator API, check-ins, OpenAPI,
 //!   Prometheus [`metrics`]).
@@ -17,6 +19,7 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod infra;
+pub mod journal;
 pub mod logbuf;
 pub mod markets;
 pub mod metrics;

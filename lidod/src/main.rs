@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 #[command(
     name = "lidod",
     version,
-    after_help = "Examples:\n  lidod\n  lidod --listen 127.0.0.1:0\n  lidod --config lido.toml\n  lidod service broker paper --name p9 --manager-url http://127.0.0.1:7700"
+    after_help = "Examples:\n  lidod\n  lidod --listen 127.0.0.1:0\n  lidod --config lido.toml\n  lidod --data-dir /var/lib/lido\n  lidod service broker paper --name p9 --manager-url http://127.0.0.1:7700"
 )]
 struct Cli {
     /// Address to listen on (default 127.0.0.1:7700; port 0 picks a free one).
@@ -23,6 +23,10 @@ struct Cli {
     /// TOML configuration file (see lido.example.toml).
     #[arg(long, env = "LIDO_CONFIG")]
     config: Option<PathBuf>,
+    /// Directory for the order journal and paper venue state
+    /// (default `$XDG_STATE_HOME/lido`, else `~/.local/state/lido`).
+    #[arg(long, env = "LIDO_DATA_DIR")]
+    data_dir: Option<PathBuf>,
     /// Log filter, e.g. `info` or `lidod=debug`.
     #[arg(long, env = "LIDO_LOG", default_value = "info")]
     log: String,
@@ -113,6 +117,9 @@ fn main() -> anyhow::Result<()> {
                 };
                 if let Some(listen) = cli.listen {
                     config.listen = listen;
+                }
+                if let Some(dir) = cli.data_dir {
+                    config.node.data_dir = dir;
                 }
                 let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
                     format!(

@@ -1,9 +1,16 @@
 //! The MarketManager: the node's algo-facing side. It owns the markets,
 //! routes orders and subscriptions to a healthy broker of each market's
 //! pool, keeps the order book-keeping, and fans venue data out to streams.
+//!
+//! Orders are journaled before they are sent (see [`OrderStore`]). Each time
+//! a broker's pipe comes up (first connection after the node starts, a
+//! reconnect, a restarted broker) its orders are reconciled with the venue
+//! (`reconcile.rs`); until that is done, a market routed to that broker
+//! answers new orders with `503 reconciling`.
 
 mod market;
 mod orders;
+mod reconcile;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,6 +29,7 @@ use tracing::{info, warn};
 
 pub use self::market::{Market, MdMsg};
 pub use self::orders::{OrderMsg, OrderStore};
+use self::reconcile::Reconciled;
 use crate::brokers::BrokerManager;
 use crate::error::ApiError;
 use crate::events::EventBus;
@@ -49,6 +57,8 @@ struct Inner {
     orders: OrderStore,
     bus: EventBus,
     streams: AtomicUsize,
+    /// Which brokers' orders are reconciled with their venue.
+    reconciled: std::sync::Mutex<Reconciled>,
 }
 
 impl MarketManager {
@@ -56,6 +66,7 @@ impl MarketManager {
     pub fn new(
         node: String,
         brokers: BrokerManager,
+        orders: OrderStore,
         bus: EventBus,
         events: mpsc::Receiver<(String, ServiceEvent)>,
         signals: mpsc::UnboundedReceiver<(String, PipeSignal)>,
@@ -66,9 +77,10 @@ impl MarketManager {
                 node,
                 brokers,
                 markets: RwLock::new(BTreeMap::new()),
-                orders: OrderStore::new(),
+                orders,
                 bus,
                 streams: AtomicUsize::new(0),
+                reconciled: std::sync::Mutex::new(Reconciled::default()),
             }),
         };
         tokio::spawn(mm.clone().route(events, signals, cancel));
@@ -309,6 +321,11 @@ impl MarketManager {
     /// Validates and places an order. `false` in the answer means the client
     /// order id was used before and the first order is returned.
     pub async fn place(&self, customer: &str, req: PlaceOrder) -> Result<(Order, bool), ApiError> {
+        // A known client order id answers from the journal, even while the
+        // venue is away or being reconciled.
+        if let Some(existing) = req.client_order_id.as_deref().and_then(|id| self.inner.orders.find(customer, id)) {
+            return Ok((existing, false));
+        }
         let (m, ins) = self.resolve(&req.market, &req.symbol).await?;
         ins.check_quantity(req.quantity).map_err(|m| ApiError::bad_request("invalid_quantity", m))?;
         match (req.order_type, req.limit_price) {
@@ -331,6 +348,8 @@ impl MarketManager {
             }
             None => format!("auto-{}", uuid::Uuid::new_v4().simple()),
         };
+        let active = self.active_broker(&m);
+        self.check_reconciled(&m, active.as_ref().map(|(b, _)| b.as_str()))?;
         let now = Utc::now();
         let order = Order {
             order_id: uuid::Uuid::new_v4().to_string(),
@@ -347,20 +366,29 @@ impl MarketManager {
             average_price: None,
             status: OrderStatus::New,
             reason: None,
-            broker: None,
+            // The intent names the broker it goes to, so a restart knows where to look.
+            broker: active.as_ref().map(|(b, _)| b.clone()),
             venue_order_id: None,
+            adopted: false,
             created_at: now,
             updated_at: now,
         };
-        let (order, created) = self.inner.orders.insert_once(order);
+        let (order, created) = self.inner.orders.insert_once(order).map_err(|e| {
+            tracing::error!(error = %e, "cannot journal a new order; refused");
+            ApiError::unavailable(
+                "journal_unavailable",
+                "the order journal cannot be written, so the order was not sent; retry, and tell the operator",
+            )
+        })?;
         if !created {
             return Ok((order, false));
         }
-        let Some((broker, pipe)) = self.active_broker(&m) else {
+        let Some((broker, pipe)) = active else {
             metrics::counter!("lido_orders_total", "market" => m.name.clone(), "status" => "rejected").increment(1);
             let reason = format!("no broker of market {} is up; retry shortly", m.name);
             return Ok((self.inner.orders.reject(&order.order_id, reason).unwrap_or(order), true));
         };
+        test_pause("after_journal", &order.order_id).await;
         let venue_order = VenueOrder {
             client_id: order.order_id.clone(),
             account: customer.to_string(),
@@ -382,7 +410,9 @@ impl MarketManager {
     async fn send_order(&self, broker: &str, pipe: &PipeHandle, venue_order: VenueOrder, order: Order) -> Order {
         let id = order.order_id.clone();
         let mut updates = self.inner.orders.subscribe();
-        match pipe.request(Command::PlaceOrder { order: venue_order.clone() }, VENUE_TIMEOUT).await {
+        let reply = pipe.request(Command::PlaceOrder { order: venue_order.clone() }, VENUE_TIMEOUT).await;
+        test_pause("after_send", &id).await;
+        match reply {
             Ok(ReplyBody::Order(report)) => {
                 let mut current = self.inner.orders.apply_report(&report, broker).unwrap_or(order);
                 // Fills made at once travel as events beside the reply: wait
@@ -610,10 +640,13 @@ impl MarketManager {
     }
 
     fn on_signal(&self, broker: &str, signal: PipeSignal) {
-        if let PipeSignal::Up { generation } = &signal {
-            if *generation > 1 {
-                tokio::spawn(self.clone().reconcile(broker.to_string()));
+        match &signal {
+            PipeSignal::Up { generation } => {
+                self.set_reconciled(broker, false);
+                tokio::spawn(self.clone().reconcile(broker.to_string(), *generation == 1));
             }
+            PipeSignal::Down { .. } => self.set_reconciled(broker, false),
+            PipeSignal::Status { .. } => {}
         }
         let markets = self.markets_over(broker);
         for m in markets {
@@ -631,44 +664,6 @@ impl MarketManager {
             if let Some(info) = self.market_info(&m.name) {
                 self.inner.bus.publish(ClusterEvent::ServiceChanged { service: info });
             }
-        }
-    }
-
-    /// After a broker comes back, asks it about every open order it carries:
-    /// reports are applied; an order the venue no longer knows is closed as
-    /// expired with the reason, never left open silently.
-    async fn reconcile(self, broker: String) {
-        // Orders still `new` have a send in flight: `settle` owns them.
-        let open = self.inner.orders.list(|o| {
-            o.status.is_open() && o.status != OrderStatus::New && o.broker.as_deref() == Some(broker.as_str())
-        });
-        if open.is_empty() {
-            return;
-        }
-        let Some(pipe) = self.inner.brokers.pipe(&broker) else {
-            return;
-        };
-        let (mut kept, mut lost) = (0, 0);
-        for order in open {
-            let cmd = Command::OrderStatus { account: order.customer.clone(), client_id: order.order_id.clone() };
-            match pipe.request(cmd, VENUE_TIMEOUT).await {
-                Ok(ReplyBody::Order(report)) => {
-                    self.inner.orders.apply_report(&report, &broker);
-                    kept += 1;
-                }
-                Err(PipeError::Remote(d)) if d.code == "unknown_order" => {
-                    let reason = format!("broker {broker} restarted and its venue no longer has this order");
-                    self.inner.orders.close_lost(&order.order_id, reason);
-                    lost += 1;
-                }
-                Ok(_) | Err(_) => {}
-            }
-        }
-        info!(%broker, kept, lost, "open orders reconciled after broker restart");
-        if lost > 0 {
-            self.inner
-                .bus
-                .log("warn", format!("{lost} open order(s) on {broker} were lost by its venue and closed as expired"));
         }
     }
 
@@ -722,6 +717,18 @@ fn unknown_market(name: &str) -> ApiError {
 
 fn unexpected(body: ReplyBody) -> ApiError {
     ApiError::internal(format!("unexpected reply from broker: {body:?}"))
+}
+
+/// Test hook, honored in debug builds only: `LIDO_TEST_PAUSE_AT=after_journal`
+/// (the order is journaled, not yet sent) or `after_send` (the venue has it,
+/// its answer is not yet applied) holds each new order there for a minute and
+/// logs it, so a test can kill the node at exactly that point.
+async fn test_pause(point: &str, order_id: &str) {
+    if !cfg!(debug_assertions) || std::env::var("LIDO_TEST_PAUSE_AT").ok().as_deref() != Some(point) {
+        return;
+    }
+    warn!(point, %order_id, "test pause: order held here (LIDO_TEST_PAUSE_AT)");
+    tokio::time::sleep(Duration::from_secs(60)).await;
 }
 
 fn validate_client_id(id: &str) -> Result<(), ApiError> {

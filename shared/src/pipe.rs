@@ -212,6 +212,10 @@ pub struct VenueOrderReport {
     /// The venue's words for a rejection, cancel or expiry.
     pub reason: Option<String>,
     pub ts: DateTime<Utc>,
+    /// The order as the venue holds it, when the venue tells (open-order
+    /// listings): what lets a restarted node adopt an order it never journaled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<VenueOrder>,
 }
 
 /// Something a service reports without being asked.

@@ -7,6 +7,7 @@ mod kraken_broker;
 mod kraken_rest;
 mod lidoctl_verbs;
 mod operator;
+mod recovery;
 mod shutdown;
 mod supervision;
 mod trader;

@@ -231,6 +231,7 @@ pub fn order(id: &str, customer: &str, side: Side, status: OrderStatus, minute: 
         reason: None,
         broker: Some("paper-1".into()),
         venue_order_id: None,
+        adopted: false,
         created_at: at,
         updated_at: at,
     }

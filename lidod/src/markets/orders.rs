@@ -1,17 +1,21 @@
 //! The node's order book-keeping: every order and fill, the client order id
 //! index that makes placing idempotent, and the update stream.
 //!
-//! In-memory for now; the durable SQLite journal replaces this store behind
-//! the same methods (issue: order safety).
+//! Every change is written to the durable [`Journal`] first, then to the
+//! in-memory view the API reads, then announced on the update stream; so
+//! nothing is acknowledged or sent that a restart would forget. On start
+//! the view is rebuilt from the journal ([`OrderStore::open`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use lido_shared::model::{Fill, Order, OrderStatus};
 use lido_shared::pipe::VenueOrderReport;
 use tokio::sync::broadcast;
-use tracing::warn;
+use tracing::{error, warn};
+
+use crate::journal::{Journal, JournalError};
 
 /// An update on the `orders`/`fills` channels.
 #[derive(Clone, Debug)]
@@ -22,6 +26,7 @@ pub enum OrderMsg {
 
 pub struct OrderStore {
     state: Mutex<State>,
+    journal: Journal,
     updates: broadcast::Sender<OrderMsg>,
 }
 
@@ -37,34 +42,47 @@ struct State {
     parked: HashMap<String, VenueOrderReport>,
 }
 
-impl Default for OrderStore {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl OrderStore {
-    pub fn new() -> Self {
-        Self { state: Mutex::new(State::default()), updates: broadcast::channel(8192).0 }
+    /// The store over `journal`, with every order and fill it holds.
+    pub fn open(journal: Journal) -> Result<Self, JournalError> {
+        let replay = journal.replay()?;
+        let mut st = State::default();
+        for order in replay.orders {
+            st.by_client.insert((order.customer.clone(), order.client_order_id.clone()), order.order_id.clone());
+            st.orders.insert(order.order_id.clone(), order);
+        }
+        for (customer, fill) in replay.fills {
+            st.fill_ids.insert(fill.fill_id.clone());
+            st.fills.push((customer, fill));
+        }
+        Ok(Self { state: Mutex::new(st), journal, updates: broadcast::channel(8192).0 })
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<OrderMsg> {
         self.updates.subscribe()
     }
 
-    /// Inserts `order` unless the customer already used its client order
-    /// id; returns the order that stands and whether it is new.
-    pub fn insert_once(&self, order: Order) -> (Order, bool) {
+    /// The order a customer placed with this client order id, if any.
+    pub fn find(&self, customer: &str, client_order_id: &str) -> Option<Order> {
+        let st = self.lock();
+        let id = st.by_client.get(&(customer.to_string(), client_order_id.to_string()))?;
+        st.orders.get(id).cloned()
+    }
+
+    /// Journals and inserts `order` unless the customer already used its
+    /// client order id; returns the order that stands and whether it is new.
+    pub fn insert_once(&self, order: Order) -> Result<(Order, bool), JournalError> {
         let mut st = self.lock();
         let key = (order.customer.clone(), order.client_order_id.clone());
         if let Some(existing) = st.by_client.get(&key).and_then(|id| st.orders.get(id)) {
-            return (existing.clone(), false);
+            return Ok((existing.clone(), false));
         }
+        self.journal.insert_order(&order)?;
         st.by_client.insert(key, order.order_id.clone());
         st.orders.insert(order.order_id.clone(), order.clone());
         drop(st);
         let _ = self.updates.send(OrderMsg::Order(order.clone()));
-        (order, true)
+        Ok((order, true))
     }
 
     pub fn get(&self, order_id: &str) -> Option<Order> {
@@ -83,6 +101,11 @@ impl OrderStore {
 
     pub fn open_count(&self) -> usize {
         self.lock().orders.values().filter(|o| o.status.is_open()).count()
+    }
+
+    /// Every customer that has an order here.
+    pub fn customers(&self) -> BTreeSet<String> {
+        self.lock().orders.values().map(|o| o.customer.clone()).collect()
     }
 
     /// Lido itself ends an order that never reached a venue.
@@ -115,11 +138,23 @@ impl OrderStore {
         })
     }
 
+    /// Takes on an order the venue has and the journal lacks (see
+    /// [`Order::adopted`]); `None` if the order id is already known.
+    pub fn adopt(&self, order: Order) -> Option<Order> {
+        if self.get(&order.order_id).is_some() {
+            return None;
+        }
+        let (order, created) =
+            self.insert_once(order).map_err(|e| error!(error = %e, "cannot journal an adopted order")).ok()?;
+        created.then_some(order)
+    }
+
     /// Applies the venue's view of an order. Fills move quantities (see
     /// [`Self::apply_fill`]); reports move the other states.
     pub fn apply_report(&self, report: &VenueOrderReport, broker: &str) -> Option<Order> {
         let mut st = self.lock();
-        let order = st.orders.get_mut(&report.client_id)?;
+        let before = st.orders.get(&report.client_id)?.clone();
+        let mut order = before.clone();
         order.venue_order_id = Some(report.venue_order_id.clone());
         order.broker = Some(broker.to_string());
         let now = report.ts.max(order.updated_at);
@@ -137,16 +172,8 @@ impl OrderStore {
                     if order.status == OrderStatus::New {
                         let _ = order.transition(OrderStatus::Accepted, now);
                     }
-                    let id = report.client_id.clone();
-                    st.parked.insert(id.clone(), report.clone());
-                    let snapshot = st.orders.get(&id).cloned();
-                    drop(st);
-                    if let Some(o) = &snapshot {
-                        let _ = self.updates.send(OrderMsg::Order(o.clone()));
-                    }
-                    return snapshot;
-                }
-                if order.status != terminal {
+                    st.parked.insert(report.client_id.clone(), report.clone());
+                } else if order.status != terminal {
                     match order.transition(terminal, now) {
                         Ok(()) => order.reason = report.reason.clone(),
                         Err(e) => warn!(order_id = %report.client_id, error = %e, "venue report ignored"),
@@ -154,10 +181,12 @@ impl OrderStore {
                 }
             }
         }
-        let snapshot = order.clone();
+        if order != before {
+            self.save(&mut st, order.clone(), None);
+        }
         drop(st);
-        let _ = self.updates.send(OrderMsg::Order(snapshot.clone()));
-        Some(snapshot)
+        let _ = self.updates.send(OrderMsg::Order(order.clone()));
+        Some(order)
     }
 
     /// Books a fill once (fills are deduplicated by id).
@@ -166,41 +195,51 @@ impl OrderStore {
         if st.fill_ids.contains(&fill.fill_id) {
             return None;
         }
-        let order = st.orders.get_mut(&fill.order_id)?;
+        let mut order = st.orders.get(&fill.order_id)?.clone();
         if let Err(e) = order.apply_fill(fill) {
             warn!(order_id = %fill.order_id, fill_id = %fill.fill_id, error = %e, "fill refused");
             return None;
         }
-        let (customer, market) = (order.customer.clone(), order.market.clone());
-        let filled = order.filled_quantity;
-        st.fill_ids.insert(fill.fill_id.clone());
-        st.fills.push((customer.clone(), fill.clone()));
         // A parked terminal report applies once its fills are all in.
-        if st.parked.get(&fill.order_id).is_some_and(|r| r.filled_quantity <= filled) {
+        if st.parked.get(&fill.order_id).is_some_and(|r| r.filled_quantity <= order.filled_quantity) {
             let report = st.parked.remove(&fill.order_id).expect("checked");
-            let order = st.orders.get_mut(&fill.order_id).expect("present");
             if order.status.can_become(report.status) {
                 let _ = order.transition(report.status, report.ts.max(order.updated_at));
                 order.reason = report.reason.clone();
             }
         }
-        let snapshot = st.orders.get(&fill.order_id).cloned();
+        let (customer, market) = (order.customer.clone(), order.market.clone());
+        self.save(&mut st, order.clone(), Some(fill));
         drop(st);
         let _ = self.updates.send(OrderMsg::Fill { customer, market, fill: fill.clone() });
-        if let Some(o) = &snapshot {
-            let _ = self.updates.send(OrderMsg::Order(o.clone()));
-        }
-        snapshot
+        let _ = self.updates.send(OrderMsg::Order(order.clone()));
+        Some(order)
     }
 
     fn modify(&self, order_id: &str, f: impl FnOnce(&mut Order, DateTime<Utc>)) -> Option<Order> {
         let mut st = self.lock();
-        let order = st.orders.get_mut(order_id)?;
-        f(order, Utc::now());
-        let snapshot = order.clone();
+        let mut order = st.orders.get(order_id)?.clone();
+        f(&mut order, Utc::now());
+        self.save(&mut st, order.clone(), None);
         drop(st);
-        let _ = self.updates.send(OrderMsg::Order(snapshot.clone()));
-        Some(snapshot)
+        let _ = self.updates.send(OrderMsg::Order(order.clone()));
+        Some(order)
+    }
+
+    /// Journals an order's new state (and the fill that moved it), then
+    /// takes it into the in-memory view. A journal that cannot be written
+    /// is logged loudly: the venue's answer already happened, so the view
+    /// still follows it.
+    fn save(&self, st: &mut State, order: Order, fill: Option<&Fill>) {
+        if let Err(e) = self.journal.update_order(&order, fill) {
+            error!(order_id = %order.order_id, error = %e, "journal write failed; this change is in memory only");
+            metrics::counter!("lido_journal_errors_total").increment(1);
+        }
+        if let Some(fill) = fill {
+            st.fill_ids.insert(fill.fill_id.clone());
+            st.fills.push((order.customer.clone(), fill.clone()));
+        }
+        st.orders.insert(order.order_id.clone(), order);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -235,6 +274,7 @@ mod tests {
             reason: None,
             broker: None,
             venue_order_id: None,
+            adopted: false,
             created_at: now,
             updated_at: now,
         }
@@ -262,14 +302,15 @@ mod tests {
             average_price: None,
             reason: Some("no liquidity for remainder".into()),
             ts: Utc::now(),
+            order: None,
         }
     }
 
     #[test]
     fn same_client_id_returns_the_first_order() {
-        let store = OrderStore::new();
-        let (a, new_a) = store.insert_once(order("o1", "c1"));
-        let (b, new_b) = store.insert_once(order("o2", "c1"));
+        let store = OrderStore::open(Journal::in_memory().unwrap()).unwrap();
+        let (a, new_a) = store.insert_once(order("o1", "c1")).unwrap();
+        let (b, new_b) = store.insert_once(order("o2", "c1")).unwrap();
         assert!(new_a && !new_b);
         assert_eq!(b.order_id, a.order_id);
         assert_eq!(store.list(|_| true).len(), 1);
@@ -277,8 +318,8 @@ mod tests {
 
     #[test]
     fn terminal_report_before_fills_waits_for_them() {
-        let store = OrderStore::new();
-        store.insert_once(order("o1", "c1"));
+        let store = OrderStore::open(Journal::in_memory().unwrap()).unwrap();
+        store.insert_once(order("o1", "c1")).unwrap();
         let o = store.apply_report(&report(OrderStatus::Canceled, dec!(0.4)), "paper").unwrap();
         assert_eq!(o.status, OrderStatus::Accepted, "cancel parked until the fill arrives");
         let o = store.apply_fill(&fill("f1", dec!(0.4))).unwrap();
@@ -288,11 +329,33 @@ mod tests {
 
     #[test]
     fn duplicate_fills_count_once() {
-        let store = OrderStore::new();
-        store.insert_once(order("o1", "c1"));
+        let store = OrderStore::open(Journal::in_memory().unwrap()).unwrap();
+        store.insert_once(order("o1", "c1")).unwrap();
         store.apply_fill(&fill("f1", dec!(0.5))).unwrap();
         assert!(store.apply_fill(&fill("f1", dec!(0.5))).is_none());
         assert_eq!(store.get("o1").unwrap().filled_quantity, dec!(0.5));
         assert_eq!(store.fills("acme").len(), 1);
+    }
+
+    #[test]
+    fn a_reopened_store_has_its_orders_fills_and_client_ids_back() {
+        let dir = std::env::temp_dir().join(format!("lido-store-test-{}", uuid::Uuid::new_v4().simple()));
+        {
+            let store = OrderStore::open(Journal::open(&dir).unwrap()).unwrap();
+            store.insert_once(order("o1", "c1")).unwrap();
+            store.apply_report(&report(OrderStatus::Accepted, dec!(0)), "paper").unwrap();
+            store.apply_fill(&fill("f1", dec!(0.25))).unwrap();
+        }
+        let store = OrderStore::open(Journal::open(&dir).unwrap()).unwrap();
+        let o = store.get("o1").unwrap();
+        assert_eq!((o.status, o.filled_quantity), (OrderStatus::PartiallyFilled, dec!(0.25)));
+        assert_eq!(o.venue_order_id.as_deref(), Some("P-1"));
+        assert_eq!(store.fills("acme").len(), 1);
+        assert!(store.apply_fill(&fill("f1", dec!(0.25))).is_none(), "a replayed fill still counts once");
+        let (again, created) = store.insert_once(order("o9", "c1")).unwrap();
+        assert!(!created);
+        assert_eq!(again.order_id, "o1");
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -436,6 +436,7 @@ fn report(client_id: &str, txid: &str, status: OrderStatus) -> VenueOrderReport 
         average_price: None,
         reason: None,
         ts: Utc::now(),
+        order: None,
     }
 }
 
@@ -448,5 +449,8 @@ fn order_report(client_id: &str, txid: &str, info: &OrderInfo) -> VenueOrderRepo
         average_price: Some(info.price).filter(|p| !p.is_zero() && !info.vol_exec.is_zero()),
         reason: info.reason.clone(),
         ts: info.closetm.or(Some(info.opentm)).and_then(unix_seconds).unwrap_or_else(Utc::now),
+        // Kraken's order info names the pair, not Lido's symbol; orders the
+        // journal lacks are not adopted from Kraken (see reconcile.rs).
+        order: None,
     }
 }

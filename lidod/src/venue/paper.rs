@@ -13,6 +13,11 @@
 //! argument, so a wrapper decides how fast the market moves, and the same
 //! seed and the same calls give the same events.
 //!
+//! What must outlive the process (accounts, every order, id counters) is a
+//! [`PaperState`]: [`PaperVenue::state`] takes it, [`PaperVenue::restore`]
+//! puts it back; the broker service keeps it in a file. Prices are not part
+//! of it: a restored venue's markets start again from the seed.
+//!
 //! Accounts are created on first use with [`PaperConfig::starting_cash`] USD.
 //! Buys need the quote currency, sells need the base asset: there is no
 //! margin and no shorting. Fees are charged in the quote currency.
@@ -28,6 +33,7 @@ use lido_shared::pipe::{ServiceEvent, VenueOrder, VenueOrderReport};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use rust_decimal::{Decimal, RoundingStrategy};
+use serde::{Deserialize, Serialize};
 
 mod ledger;
 mod market;
@@ -96,6 +102,17 @@ impl PaperError {
 // The venue
 // ---------------------------------------------------------------------------
 
+/// The venue's book-keeping, to keep across restarts: accounts, every order
+/// and the id counters (so ids are never reused).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PaperState {
+    accounts: BTreeMap<String, Account>,
+    orders: Vec<OrderState>,
+    next_order: u64,
+    next_fill: u64,
+    next_trade: u64,
+}
+
 /// The simulated exchange. See the [module docs](self).
 #[derive(Clone, Debug)]
 pub struct PaperVenue {
@@ -134,6 +151,40 @@ impl PaperVenue {
             next_fill: 1,
             next_trade: 1,
         }
+    }
+
+    /// What a restarted venue needs to carry on: see [`PaperState`].
+    pub fn state(&self) -> PaperState {
+        PaperState {
+            accounts: self.accounts.clone(),
+            orders: self.orders.clone(),
+            next_order: self.next_order,
+            next_fill: self.next_fill,
+            next_trade: self.next_trade,
+        }
+    }
+
+    /// Takes back a saved [`PaperState`]: accounts, orders (resting ones
+    /// rest again, with what they hold back) and id counters.
+    pub fn restore(&mut self, state: PaperState) {
+        self.by_client_id = state
+            .orders
+            .iter()
+            .enumerate()
+            .map(|(i, o)| ((o.order.account.clone(), o.order.client_id.clone()), i))
+            .collect();
+        self.open = state
+            .orders
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| matches!(o.status, OrderStatus::Accepted | OrderStatus::PartiallyFilled))
+            .map(|(i, _)| i)
+            .collect();
+        self.accounts = state.accounts;
+        self.orders = state.orders;
+        self.next_order = state.next_order;
+        self.next_fill = state.next_fill;
+        self.next_trade = state.next_trade;
     }
 
     /// The configuration the venue runs with.
@@ -446,7 +497,7 @@ impl PaperVenue {
             .iter()
             .map(|&i| &self.orders[i])
             .filter(|o| o.order.account == account)
-            .map(OrderState::report)
+            .map(|o| VenueOrderReport { order: Some(o.order.clone()), ..o.report() })
             .collect()
     }
 

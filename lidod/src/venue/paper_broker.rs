@@ -1,7 +1,17 @@
 //! The `paper` broker service: a [`PaperVenue`] driven by a clock, behind
 //! the service pipe. Runs as `lidod service broker paper …` or as a task.
+//!
+//! With a `state_file` (the BrokerManager gives each paper broker
+//! `<data_dir>/paper/<name>.json`) the venue's accounts and orders outlive
+//! the process, as a real exchange's do: the state is rewritten atomically
+//! (temporary file, fsync, rename) after every change and before the change
+//! is answered or reported, and read back at start. So a broker killed with
+//! `kill -9` comes back with its resting orders and balances, and a
+//! restarted node can reconcile its journal against it.
 
 use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,9 +25,9 @@ use lido_shared::ErrorDetail;
 use rust_decimal::Decimal;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{error, info};
 
-use super::paper::{PaperConfig, PaperError, PaperVenue};
+use super::paper::{PaperConfig, PaperError, PaperState, PaperVenue};
 
 /// Options a paper broker takes (`--set k=v`).
 #[derive(Clone, Debug, PartialEq)]
@@ -26,6 +36,8 @@ pub struct PaperOptions {
     pub tick: Duration,
     pub starting_cash: Decimal,
     pub fee_rate: Decimal,
+    /// Where the venue state is kept; `None` keeps it in memory only.
+    pub state_file: Option<PathBuf>,
 }
 
 impl Default for PaperOptions {
@@ -35,12 +47,13 @@ impl Default for PaperOptions {
             tick: Duration::from_millis(250),
             starting_cash: Decimal::from(100_000),
             fee_rate: Decimal::new(1, 3),
+            state_file: None,
         }
     }
 }
 
 impl PaperOptions {
-    pub const KEYS: &'static [&'static str] = &["seed", "tick_ms", "starting_cash", "fee_rate"];
+    pub const KEYS: &'static [&'static str] = &["seed", "tick_ms", "starting_cash", "fee_rate", "state_file"];
 
     /// Parses options; unknown keys and bad values are errors naming the key.
     pub fn parse(options: &BTreeMap<String, String>) -> Result<Self, String> {
@@ -67,6 +80,7 @@ impl PaperOptions {
                         .filter(|d| *d >= Decimal::ZERO && *d < Decimal::ONE)
                         .ok_or_else(|| format!("option fee_rate must be a decimal in [0, 1), got {v:?}"))?
                 }
+                "state_file" => out.state_file = (v != "none" && !v.is_empty()).then(|| PathBuf::from(v)),
                 other => {
                     return Err(format!(
                         "unknown option {other:?} for a paper broker; known: {}",
@@ -81,6 +95,7 @@ impl PaperOptions {
 
 struct PaperBroker {
     venue: Mutex<PaperVenue>,
+    state_file: Option<PathBuf>,
     subscriptions: Mutex<HashSet<(Feed, Symbol)>>,
     events: mpsc::Sender<ServiceEvent>,
 }
@@ -100,8 +115,16 @@ pub async fn run(
         fee_rate: options.fee_rate,
         ..PaperConfig::default()
     };
+    let mut venue = PaperVenue::new(config, Utc::now());
+    if let Some(path) = &options.state_file {
+        if let Some(state) = load_state(path)? {
+            venue.restore(state);
+            info!(%name, path = %path.display(), "paper venue state restored");
+        }
+    }
     let broker = Arc::new(PaperBroker {
-        venue: Mutex::new(PaperVenue::new(config, Utc::now())),
+        venue: Mutex::new(venue),
+        state_file: options.state_file.clone(),
         subscriptions: Mutex::new(HashSet::new()),
         events: events_tx,
     });
@@ -134,8 +157,25 @@ impl PaperBroker {
                 _ = shutdown.cancelled() => return,
                 _ = interval.tick() => {}
             }
-            let events = self.venue().tick(Utc::now());
+            let events = {
+                let mut venue = self.venue();
+                let events = venue.tick(Utc::now());
+                if events.iter().any(ServiceEvent::must_deliver) {
+                    self.persist(&venue);
+                }
+                events
+            };
             self.emit(events).await;
+        }
+    }
+
+    /// Writes the venue state to the state file, if there is one, before
+    /// anything about the change leaves. Called with the venue locked, so
+    /// writes never overtake each other.
+    fn persist(&self, venue: &PaperVenue) {
+        let Some(path) = &self.state_file else { return };
+        if let Err(e) = save_state(path, &venue.state()) {
+            error!(path = %path.display(), error = %e, "cannot save the paper venue state; a restart would lose it");
         }
     }
 
@@ -199,12 +239,22 @@ impl CommandHandler for PaperBroker {
                 self.venue().book(&symbol, depth).map(ReplyBody::Book).map_err(|e| detail(&e))
             }
             Command::PlaceOrder { order } => {
-                let (report, events) = self.venue().place(order, now);
+                let (report, events) = {
+                    let mut venue = self.venue();
+                    let placed = venue.place(order, now);
+                    self.persist(&venue);
+                    placed
+                };
                 self.emit(events).await;
                 Ok(ReplyBody::Order(report))
             }
             Command::CancelOrder { account, client_id } => {
-                let outcome = self.venue().cancel(&account, &client_id, now);
+                let outcome = {
+                    let mut venue = self.venue();
+                    let outcome = venue.cancel(&account, &client_id, now);
+                    self.persist(&venue);
+                    outcome
+                };
                 match outcome {
                     Ok((report, events)) => {
                         self.emit(events).await;
@@ -229,6 +279,32 @@ impl CommandHandler for PaperBroker {
     }
 }
 
+/// Reads a saved venue state; `None` if there is none yet.
+fn load_state(path: &Path) -> anyhow::Result<Option<PaperState>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => anyhow::bail!("cannot read the paper venue state {}: {e}", path.display()),
+    };
+    let state = serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!("the paper venue state {} is unreadable: {e}; move it away to start afresh", path.display())
+    })?;
+    Ok(Some(state))
+}
+
+/// Replaces the state file atomically: a crash leaves the old or the new
+/// file, never half of one.
+fn save_state(path: &Path, state: &PaperState) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(&serde_json::to_vec(state).map_err(std::io::Error::other)?)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
 fn detail(e: &PaperError) -> ErrorDetail {
     ErrorDetail::new(e.code(), e.to_string())
 }
@@ -250,5 +326,19 @@ mod tests {
         let mut bad = BTreeMap::new();
         bad.insert("tick_ms".to_string(), "0".to_string());
         assert!(PaperOptions::parse(&bad).is_err());
+    }
+
+    #[test]
+    fn state_file_round_trips_atomically() {
+        let dir = std::env::temp_dir().join(format!("lido-paper-test-{}", uuid::Uuid::new_v4().simple()));
+        let path = dir.join("paper").join("p1.json");
+        assert!(load_state(&path).unwrap().is_none(), "no file yet: a fresh venue");
+        let venue = PaperVenue::new(PaperConfig::default(), Utc::now());
+        save_state(&path, &venue.state()).unwrap();
+        assert!(load_state(&path).unwrap().is_some());
+        assert!(!path.with_extension("json.tmp").exists());
+        std::fs::write(&path, "{").unwrap();
+        assert!(load_state(&path).unwrap_err().to_string().contains("move it away"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

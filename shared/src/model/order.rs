@@ -133,6 +133,11 @@ pub struct Order {
     pub broker: Option<String>,
     /// The venue's own id, once it has one.
     pub venue_order_id: Option<String>,
+    /// Found open at the venue after a restart without a journal record
+    /// (placed outside this node, or the journal was restored from a
+    /// backup): Lido tracks it from then on; `reason` says so.
+    #[serde(default)]
+    pub adopted: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -216,6 +221,7 @@ mod tests {
             reason: None,
             broker: None,
             venue_order_id: None,
+            adopted: false,
             created_at: now,
             updated_at: now,
         }

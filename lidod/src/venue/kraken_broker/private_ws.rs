@@ -207,6 +207,7 @@ pub fn to_events(entry: &ExecutionData, index: &OrderIndex) -> Vec<ServiceEvent>
             average_price: entry.avg_price.filter(|p| !p.is_zero()),
             reason: entry.reason.clone(),
             ts,
+            order: None,
         }));
     }
     out

@@ -7,13 +7,14 @@ use chrono::{DateTime, NaiveDate, Utc};
 use lido_shared::model::{OrderStatus, Symbol};
 use lido_shared::pipe::{VenueOrder, VenueOrderReport};
 use rust_decimal::{Decimal, RoundingStrategy};
+use serde::{Deserialize, Serialize};
 
 // ---------------------------------------------------------------------------
 // Accounts
 // ---------------------------------------------------------------------------
 
 /// One asset of an account.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(super) struct Holding {
     pub(super) total: Decimal,
     /// Held back for open orders.
@@ -27,7 +28,7 @@ impl Holding {
 }
 
 /// Net long holding of one instrument (there is no shorting).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(super) struct Lot {
     pub(super) quantity: Decimal,
     pub(super) average_price: Option<Decimal>,
@@ -51,7 +52,7 @@ impl Lot {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(super) struct Account {
     pub(super) holdings: BTreeMap<String, Holding>,
     pub(super) positions: BTreeMap<Symbol, Lot>,
@@ -90,7 +91,7 @@ pub(super) fn money(amount: Decimal, strategy: RoundingStrategy) -> String {
 // ---------------------------------------------------------------------------
 
 /// An order and what has happened to it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(super) struct OrderState {
     pub(super) order: VenueOrder,
     pub(super) venue_order_id: String,
@@ -120,6 +121,7 @@ impl OrderState {
                 .then(|| average(self.filled_notional, self.filled_quantity)),
             reason: self.reason.clone(),
             ts: self.updated,
+            order: None,
         }
     }
 

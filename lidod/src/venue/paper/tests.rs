@@ -332,7 +332,10 @@ fn limit_gtc_remainder_rests_and_holds_funds_back() {
     let (report, _) = v.place(limit("g-1", "BTC/USD", Side::Buy, TimeInForce::Gtc, dec!(1.0), dec!(65000.5)), t0());
     assert_eq!(report.status, OrderStatus::PartiallyFilled);
     assert_eq!(report.filled_quantity, dec!(0.8));
-    assert_eq!(v.open_orders(ACCOUNT), [report]);
+    let open = v.open_orders(ACCOUNT);
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].order.as_ref().map(|o| o.client_id.as_str()), Some("g-1"), "listings carry the order");
+    assert_eq!(VenueOrderReport { order: None, ..open[0].clone() }, report);
     // 0.2 × 65000.5 × 1.001 = 13013.1001 held back
     assert_eq!(balance(&v, "USD"), (dec!(47947.84985), dec!(34934.74975)));
 }
@@ -608,4 +611,29 @@ fn positions_track_vwap_through_buys_and_a_partial_sell() {
     // 100000 − 1000 − 1 − 3120 − 3.12 + 1575 − 1.575
     assert_eq!(balance(&v, "USD"), (dec!(97449.305), dec!(97449.305)));
     assert_eq!(balance(&v, "AAPL"), (dec!(25), dec!(25)));
+}
+
+#[test]
+fn a_restored_venue_has_its_accounts_and_resting_orders_back() {
+    let mut v = venue();
+    script_btc(&mut v);
+    let (report, _) = v.place(limit("g-1", "BTC/USD", Side::Buy, TimeInForce::Gtc, dec!(1.0), dec!(65000.5)), t0());
+    let json = serde_json::to_string(&v.state()).unwrap();
+
+    let mut restored = venue();
+    restored.restore(serde_json::from_str(&json).unwrap());
+    assert_eq!(restored.balances(ACCOUNT), v.balances(ACCOUNT), "holdings and reservations survive");
+    assert_eq!(restored.positions(ACCOUNT), v.positions(ACCOUNT));
+    assert_eq!(restored.open_orders(ACCOUNT), v.open_orders(ACCOUNT));
+    assert_eq!(restored.order(ACCOUNT, "g-1"), Some(report));
+    // The same client id is still the same order, and new ids continue.
+    let (again, events) =
+        restored.place(limit("g-1", "BTC/USD", Side::Buy, TimeInForce::Gtc, dec!(1.0), dec!(65000.5)), t0());
+    assert!(events.is_empty());
+    assert_eq!(again.venue_order_id, "P-1");
+    let (next, _) = restored.place(limit("g-2", "BTC/USD", Side::Buy, TimeInForce::Gtc, dec!(0.1), dec!(1000)), t0());
+    assert_eq!(next.venue_order_id, "P-2");
+    // The resting order can still be canceled, releasing its funds.
+    restored.cancel(ACCOUNT, "g-1", t0()).unwrap();
+    assert!(restored.open_orders(ACCOUNT).iter().all(|o| o.client_id != "g-1"));
 }
