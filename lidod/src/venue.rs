@@ -10,6 +10,7 @@
 pub mod kraken;
 pub mod paper;
 pub mod paper_broker;
+pub mod schwab;
 
 /// Broker types this build can start.
 pub const BROKER_TYPES: &[&str] = &["paper"];
