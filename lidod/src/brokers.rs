@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::ApiError;
 use crate::supervisor::{Launch, ServiceSpec, Supervisor};
 use crate::venue::paper_broker::{self, PaperOptions};
+use crate::venue::schwab_broker::{self, SchwabOptions};
 use crate::venue::BROKER_TYPES;
 
 /// Cheap to clone; derefs to its [`Supervisor`].
@@ -45,13 +46,8 @@ impl BrokerManager {
         mode: RunMode,
         options: BTreeMap<String, String>,
     ) -> Result<ServiceInfo, ApiError> {
-        if !BROKER_TYPES.contains(&broker_type) {
-            return Err(ApiError::bad_request(
-                "unknown_broker_type",
-                format!("unknown broker type {broker_type:?}; this build supports: {}", BROKER_TYPES.join(", ")),
-            ));
-        }
-        let parsed = PaperOptions::parse(&options).map_err(|m| ApiError::bad_request("invalid_option", m))?;
+        // Validates the options whatever the mode; the task is used only in task mode.
+        let task = task_launch(broker_type, name, &self.manager_url, &options)?;
         let launch = match mode {
             RunMode::Process => {
                 let mut args = vec![
@@ -70,18 +66,7 @@ impl BrokerManager {
                 }
                 Launch::Process { program: self.exe.clone(), args, env: Vec::new() }
             }
-            RunMode::Task => {
-                let name = name.to_string();
-                let url = self.manager_url.clone();
-                Launch::Task(Arc::new(move |token: CancellationToken| {
-                    let (name, url, parsed) = (name.clone(), url.clone(), parsed.clone());
-                    Box::pin(async move {
-                        if let Err(e) = paper_broker::run(name.clone(), url, parsed, None, token).await {
-                            tracing::error!(%name, error = %e, "paper broker task failed");
-                        }
-                    })
-                }))
-            }
+            RunMode::Task => task,
             RunMode::External => {
                 return Err(ApiError::bad_request(
                     "invalid_option",
@@ -97,4 +82,47 @@ impl BrokerManager {
             launch: Some(launch),
         })
     }
+}
+
+/// Parses `options` for `broker_type` and returns the task that runs it
+/// inside lidod.
+fn task_launch(
+    broker_type: &str,
+    name: &str,
+    manager_url: &str,
+    options: &BTreeMap<String, String>,
+) -> Result<Launch, ApiError> {
+    let invalid = |m: String| ApiError::bad_request("invalid_option", m);
+    let (name, url, broker_type) = (name.to_string(), manager_url.to_string(), broker_type.to_string());
+    let task: Launch = match broker_type.as_str() {
+        "paper" => {
+            let parsed = PaperOptions::parse(options).map_err(invalid)?;
+            Launch::Task(Arc::new(move |token: CancellationToken| {
+                let (name, url, parsed) = (name.clone(), url.clone(), parsed.clone());
+                Box::pin(async move {
+                    if let Err(e) = paper_broker::run(name.clone(), url, parsed, None, token).await {
+                        tracing::error!(%name, error = %e, "paper broker task failed");
+                    }
+                })
+            }))
+        }
+        "schwab" | "tdameritrade" => {
+            let parsed = SchwabOptions::parse(&name, options).map_err(invalid)?;
+            Launch::Task(Arc::new(move |token: CancellationToken| {
+                let (name, url, parsed, ty) = (name.clone(), url.clone(), parsed.clone(), broker_type.clone());
+                Box::pin(async move {
+                    if let Err(e) = schwab_broker::run(name.clone(), ty, url, parsed, None, token).await {
+                        tracing::error!(%name, error = %e, "schwab broker task failed");
+                    }
+                })
+            }))
+        }
+        other => {
+            return Err(ApiError::bad_request(
+                "unknown_broker_type",
+                format!("unknown broker type {other:?}; this build supports: {}", BROKER_TYPES.join(", ")),
+            ))
+        }
+    };
+    Ok(task)
 }

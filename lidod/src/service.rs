@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use tokio_util::sync::CancellationToken;
 
 use crate::venue::paper_broker::{self, PaperOptions};
+use crate::venue::schwab_broker::{self, SchwabOptions};
 use crate::venue::BROKER_TYPES;
 
 /// What `lidod service broker TYPE …` was given.
@@ -20,15 +21,21 @@ pub struct BrokerArgs {
 }
 
 pub async fn run_broker(args: BrokerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        BROKER_TYPES.contains(&args.broker_type.as_str()),
-        "unknown broker type {:?}; this build supports: {}",
-        args.broker_type,
-        BROKER_TYPES.join(", ")
-    );
-    let options = PaperOptions::parse(&args.options).map_err(anyhow::Error::msg)?;
     if args.exit_with_parent {
         lido_shared::client::agent::exit_with_parent(shutdown.clone());
     }
-    paper_broker::run(args.name, args.manager_url, options, Some(std::process::id()), shutdown).await
+    let pid = Some(std::process::id());
+    match args.broker_type.as_str() {
+        "paper" => {
+            let options = PaperOptions::parse(&args.options).map_err(anyhow::Error::msg)?;
+            paper_broker::run(args.name, args.manager_url, options, pid, shutdown).await
+        }
+        "schwab" | "tdameritrade" => {
+            let options = SchwabOptions::parse(&args.name, &args.options).map_err(anyhow::Error::msg)?;
+            schwab_broker::run(args.name, args.broker_type, args.manager_url, options, pid, shutdown).await
+        }
+        other => {
+            anyhow::bail!("unknown broker type {other:?}; this build supports: {}", BROKER_TYPES.join(", "))
+        }
+    }
 }
