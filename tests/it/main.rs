@@ -6,6 +6,8 @@ mod bad_input;
 mod kraken_rest;
 mod lidoctl_verbs;
 mod operator;
+mod schwab_broker;
+mod schwab_rest;
 mod shutdown;
 mod supervision;
 mod trader;

@@ -1,0 +1,138 @@
+//! The Schwab REST client and OAuth login (`lidod::venue::schwab`) against
+//! the fake Schwab (`lido_tests::schwab_fake`), both in this process on
+//! 127.0.0.1.
+
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use lido_shared::model::{OrderType, Side, Symbol, TimeInForce};
+use lido_shared::pipe::VenueOrder;
+use lido_tests::schwab_fake::{FakeConfig, FakeSchwab};
+use lidod::venue::schwab::error::SchwabError;
+use lidod::venue::schwab::hours::Session;
+use lidod::venue::schwab::orders;
+use lidod::venue::schwab::rest::{self, AppCredentials, RestConfig, SchwabRest};
+use lidod::venue::schwab::token::{self, TokenFile, Tokens};
+use rust_decimal_macros::dec;
+
+const WITHIN: Duration = Duration::from_secs(10);
+
+struct Client {
+    fake: FakeSchwab,
+    rest: SchwabRest,
+    file: TokenFile,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn app(fake: &FakeSchwab) -> AppCredentials {
+    AppCredentials { key: fake.config().app_key.clone(), secret: fake.config().app_secret.clone() }
+}
+
+async fn client(name: &str) -> Client {
+    let fake = FakeSchwab::start(FakeConfig::default()).await;
+    let dir = std::env::temp_dir().join(format!("lido-schwab-rest-{}-{name}", std::process::id()));
+    let file = TokenFile::new(dir.join("tokens.json"));
+    let tokens: Tokens = serde_json::from_value(fake.issue_tokens()).unwrap();
+    file.save(&tokens).unwrap();
+    let config = RestConfig { api_url: fake.url.clone(), auth_url: fake.url.clone(), ..RestConfig::default() };
+    let rest = SchwabRest::new(config, app(&fake), file.clone()).unwrap();
+    Client { fake, rest, file, dir }
+}
+
+async fn bounded<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(WITHIN, f).await.expect("call finished within 10 s")
+}
+
+#[tokio::test]
+async fn login_by_authorization_code_then_calls_with_the_token() {
+    let fake = FakeSchwab::start(FakeConfig::default()).await;
+    let redirect = &fake.config().redirect_uri;
+    let url = token::authorize_url(&fake.url, &fake.config().app_key, redirect).unwrap();
+    // The browser's part: follow the authorize URL to the redirect.
+    let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let answer = bounded(no_redirect.get(url).send()).await.unwrap();
+    let location = answer.headers()[reqwest::header::LOCATION].to_str().unwrap().to_string();
+    assert!(location.starts_with("https://127.0.0.1/?code="), "{location}");
+    let code = token::code_from_redirect(&location).unwrap();
+    assert!(code.ends_with('@'), "the %40 is decoded");
+
+    let http = rest::http_client(WITHIN).unwrap();
+    let tokens = bounded(rest::exchange_code(&http, &fake.url, &app(&fake), &code, redirect)).await.unwrap();
+    assert_eq!(tokens.access_token, fake.tokens().0);
+    assert!(tokens.refresh_expires_at > Utc::now() + TimeDelta::days(6));
+    let reused = bounded(rest::exchange_code(&http, &fake.url, &app(&fake), &code, redirect)).await;
+    assert!(matches!(reused, Err(SchwabError::Rejected { status: 400, .. })), "{reused:?}");
+    let wrong = AppCredentials { key: fake.config().app_key.clone(), secret: "wrong".into() };
+    let refused = bounded(rest::exchange_code(&http, &fake.url, &wrong, "x", redirect)).await.unwrap_err();
+    assert!(matches!(refused, SchwabError::Unauthorized { .. }), "{refused:?}");
+}
+
+#[tokio::test]
+async fn a_401_refreshes_once_and_saves_the_new_token() {
+    let c = client("refresh").await;
+    bounded(c.rest.account_numbers()).await.unwrap();
+    c.fake.expire_access_token();
+    let numbers = bounded(c.rest.account_numbers()).await.unwrap();
+    assert_eq!(numbers[0].account_number, "12345678");
+    assert_eq!(c.fake.refresh_grants(), 1);
+    assert_eq!(c.file.load().unwrap().access_token, c.fake.tokens().0);
+}
+
+#[tokio::test]
+async fn rate_limit_is_typed_with_retry_after() {
+    let c = client("ratelimit").await;
+    c.fake.rate_limit_next(1);
+    let e = bounded(c.rest.quotes(&["AAPL"])).await.unwrap_err();
+    assert_eq!(e, SchwabError::RateLimited { retry_after: Some(Duration::from_secs(2)) });
+    assert_eq!(e.code(), "rate_limited");
+    assert_eq!(bounded(c.rest.quotes(&["AAPL"])).await.unwrap()[0].quote.bid_price, dec!(190.25));
+}
+
+#[tokio::test]
+async fn quotes_history_hours_and_orders() {
+    let c = client("orders").await;
+    let quotes = bounded(c.rest.quotes(&["AAPL", "NOPE"])).await.unwrap();
+    assert_eq!(quotes.len(), 1, "unknown symbols are left out");
+    let history = bounded(c.rest.price_history("AAPL", 1, 5)).await.unwrap();
+    assert_eq!(history.candles.len(), 2);
+    assert_eq!(history.candles[0].high, dec!(191.25));
+    let hours = bounded(c.rest.equity_hours(Utc::now().date_naive())).await.unwrap();
+    assert!(lidod::venue::schwab::hours::check(&hours, Session::Normal, Utc::now()).is_ok());
+
+    let hash = bounded(c.rest.account_numbers()).await.unwrap()[0].hash_value.clone();
+    let order = VenueOrder {
+        client_id: "o-1".into(),
+        account: "acme".into(),
+        symbol: Symbol::parse("AAPL").unwrap(),
+        side: Side::Buy,
+        order_type: OrderType::Limit,
+        time_in_force: TimeInForce::Gtc,
+        quantity: dec!(3),
+        limit_price: Some(dec!(100)),
+    };
+    let request = orders::request(&order, Session::Normal).unwrap();
+    let id = bounded(c.rest.place_order(&hash, &request)).await.unwrap();
+    let got = bounded(c.rest.order(&hash, id)).await.unwrap();
+    assert_eq!((got.status.as_str(), got.quantity), ("WORKING", dec!(3)));
+    assert!(orders::same_order(&got, &request));
+    let now = Utc::now();
+    let from = now - TimeDelta::hours(1);
+    let working = bounded(c.rest.orders(&hash, from, now + TimeDelta::minutes(1), Some("WORKING"))).await.unwrap();
+    assert_eq!(working.iter().map(|o| o.order_id).collect::<Vec<_>>(), vec![id]);
+    bounded(c.rest.cancel_order(&hash, id)).await.unwrap();
+    let filled = bounded(c.rest.orders(&hash, from, now + TimeDelta::minutes(1), Some("WORKING"))).await.unwrap();
+    assert!(filled.is_empty());
+    let again = bounded(c.rest.cancel_order(&hash, id)).await.unwrap_err();
+    assert!(
+        matches!(&again, SchwabError::Rejected { status: 400, message } if message.contains("cannot be canceled")),
+        "{again:?}"
+    );
+    let missing = bounded(c.rest.order(&hash, 42)).await.unwrap_err();
+    assert_eq!(missing.code(), "not_found");
+}
