@@ -136,3 +136,45 @@ async fn quotes_history_hours_and_orders() {
     let missing = bounded(c.rest.order(&hash, 42)).await.unwrap_err();
     assert_eq!(missing.code(), "not_found");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lidoctl_broker_auth_writes_an_owner_only_token_file() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::{Command, Stdio};
+
+    let fake = FakeSchwab::start(FakeConfig::default()).await;
+    let (key, secret) = (fake.config().app_key.clone(), fake.config().app_secret.clone());
+    let authorize = token::authorize_url(&fake.url, &key, &fake.config().redirect_uri).unwrap();
+    // The browser's part: log in, get redirected with a code.
+    let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let answer = bounded(no_redirect.get(authorize.clone()).send()).await.unwrap();
+    let redirected = answer.headers()[reqwest::header::LOCATION].to_str().unwrap().to_string();
+
+    let dir = std::env::temp_dir().join(format!("lido-schwab-auth-{}", std::process::id()));
+    let token_file = dir.join("s9.json");
+    let mut child = Command::new(lido_tests::lidoctl_path())
+        .args(["broker", "auth", "schwab", "--name", "s9"])
+        .args(["--set", &format!("auth_url={}", fake.url), "--set", &format!("token_file={}", token_file.display())])
+        .env("SCHWAB_APP_KEY", &key)
+        .env("SCHWAB_APP_SECRET", &secret)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{redirected}").unwrap();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    assert_eq!(stdout.lines().next(), Some(authorize.as_str()), "the URL to open comes first");
+    assert!(stderr.contains("paste"), "{stderr}");
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let saved = TokenFile::new(&token_file).load().unwrap();
+    assert_eq!(saved.access_token, fake.tokens().0);
+    for secret in [secret.as_str(), &saved.access_token, &saved.refresh_token] {
+        assert!(!stdout.contains(secret) && !stderr.contains(secret), "a secret was printed");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
