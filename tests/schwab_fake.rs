@@ -113,6 +113,8 @@ struct FakeState {
     next_order: i64,
     next_activity: i64,
     rate_limited: u32,
+    /// The next order POST takes effect, then answers 502.
+    fail_next_order: bool,
     market_closed: bool,
     quotes: BTreeMap<String, (Decimal, Decimal)>,
     stream_logins: u64,
@@ -193,6 +195,13 @@ impl FakeSchwab {
     /// Answers the next `n` API calls with 429.
     pub fn rate_limit_next(&self, n: u32) {
         self.shared.lock().rate_limited = n;
+    }
+
+    /// The next order POST places the order and then answers 502 Bad
+    /// Gateway, as a proxy that lost Schwab's answer would: the broker
+    /// cannot know whether the order exists.
+    pub fn fail_next_order_after_effect(&self) {
+        self.shared.lock().fail_next_order = true;
     }
 
     pub fn close_market(&self) {
@@ -578,7 +587,11 @@ async fn place(State(fake): State<Arc<Shared>>, Path(hash): Path<String>, body: 
         execute(&mut order, activity_id, quantity, touch);
     }
     s.orders.insert(order_id, order);
+    let lose_answer = std::mem::take(&mut s.fail_next_order);
     drop(s);
+    if lose_answer {
+        return gateway_error(StatusCode::BAD_GATEWAY, "Bad Gateway", "upstream connection reset");
+    }
     let _ = fake.stream.send(StreamPush::Activity(order_id, "OrderCreated"));
     if marketable {
         let _ = fake.stream.send(StreamPush::Activity(order_id, "OrderFillCompleted"));

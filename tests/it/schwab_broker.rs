@@ -256,3 +256,18 @@ async fn orders_outside_market_hours_never_leave() {
     assert!(reason.contains("market_closed") && reason.contains("not sent"), "{reason}");
     assert!(setup.fake.order_posts().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_whose_answer_was_lost_is_found_not_sent_again() {
+    let setup = start("schwab", 60_000).await;
+    let c = algo(&setup).await;
+    first_quote(&c, "AAPL").await;
+    setup.fake.fail_next_order_after_effect();
+    let placed = c.place_order(&limit(Side::Sell, dec!(2), dec!(250), "sb-lost")).await.unwrap();
+    assert_eq!(placed.order.status, OrderStatus::Accepted, "{:?}", placed.order);
+    let orders = setup.fake.orders();
+    assert_eq!(orders.len(), 1);
+    assert_eq!(placed.order.venue_order_id, orders.keys().next().map(|id| id.to_string()));
+    assert_eq!(setup.fake.order_posts().len(), 1, "looked up among recent orders, never sent twice");
+    assert!(setup.daemon.log_text().contains("looking it up"));
+}

@@ -99,9 +99,10 @@ async fn quotes_history_hours_and_orders() {
     let c = client("orders").await;
     let quotes = bounded(c.rest.quotes(&["AAPL", "NOPE"])).await.unwrap();
     assert_eq!(quotes.len(), 1, "unknown symbols are left out");
-    let history = bounded(c.rest.price_history("AAPL", 1, 5)).await.unwrap();
-    assert_eq!(history.candles.len(), 2);
-    assert_eq!(history.candles[0].high, dec!(191.25));
+    let bars = bounded(c.rest.price_history(&Symbol::parse("AAPL").unwrap(), 1, 5)).await.unwrap();
+    assert_eq!(bars.len(), 2);
+    assert_eq!((bars[0].symbol.as_str(), bars[0].high, bars[0].close), ("AAPL", dec!(191.25), dec!(190.25)));
+    assert!(bars[0].start < bars[1].start);
     let hours = bounded(c.rest.equity_hours(Utc::now().date_naive())).await.unwrap();
     assert!(lidod::venue::schwab::hours::check(&hours, Session::Normal, Utc::now()).is_ok());
 

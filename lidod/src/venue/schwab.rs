@@ -9,7 +9,7 @@
 //!   two error bodies, with the code Lido reports and whether a failed send
 //!   may have reached Schwab.
 //! - [`wire`]: serde types for the REST bodies the broker uses (quotes,
-//!   candles, market hours, accounts, orders, user preferences).
+//!   candles (→ Lido bars), market hours, accounts, orders, user preferences).
 //! - [`orders`]: Lido orders ↔ Schwab's order JSON, statuses, fills from
 //!   execution legs, and the matching that finds a maybe-sent order again.
 //! - [`hours`]: the equity market's sessions and whether an order may leave.

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use lido_shared::model::{Bar, Symbol};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex as AsyncMutex;
@@ -182,18 +183,19 @@ impl SchwabRest {
             .collect()
     }
 
-    /// `GET /marketdata/v1/pricehistory`: candles of `frequency` minutes over
+    /// `GET /marketdata/v1/pricehistory`: bars of `frequency` minutes over
     /// the last `days` days.
-    pub async fn price_history(&self, symbol: &str, days: u32, frequency: u32) -> Result<PriceHistory, SchwabError> {
+    pub async fn price_history(&self, symbol: &Symbol, days: u32, frequency: u32) -> Result<Vec<Bar>, SchwabError> {
         let (days, frequency) = (days.to_string(), frequency.to_string());
         let query = [
-            ("symbol", symbol),
+            ("symbol", symbol.as_str()),
             ("periodType", "day"),
             ("period", &days),
             ("frequencyType", "minute"),
             ("frequency", &frequency),
         ];
-        self.get("/marketdata/v1/pricehistory", &query).await
+        let history: PriceHistory = self.get("/marketdata/v1/pricehistory", &query).await?;
+        Ok(history.bars(symbol))
     }
 
     /// `GET /marketdata/v1/markets?markets=equity&date=…`: the `EQ` product's hours.

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, FixedOffset, Utc};
+use lido_shared::model::{Bar, Symbol};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +60,26 @@ pub struct PriceHistory {
     pub candles: Vec<Candle>,
     pub symbol: String,
     pub empty: bool,
+}
+
+impl PriceHistory {
+    /// The candles as Lido bars (a candle with an impossible time is left out).
+    pub fn bars(&self, symbol: &Symbol) -> Vec<Bar> {
+        self.candles
+            .iter()
+            .filter_map(|c| {
+                Some(Bar {
+                    symbol: symbol.clone(),
+                    start: from_millis(c.datetime)?,
+                    open: c.open,
+                    high: c.high,
+                    low: c.low,
+                    close: c.close,
+                    volume: c.volume,
+                })
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -329,6 +350,18 @@ mod tests {
                                         "instrument": {"symbol": "XYZ", "assetType": "EQUITY"}}]
             })
         );
+    }
+
+    #[test]
+    fn candles_become_bars() {
+        let history: PriceHistory = serde_json::from_str(
+            r#"{"candles":[{"open":190.1,"high":191.0,"low":189.95,"close":190.5,"volume":120345,"datetime":1764685800000}],
+            "symbol":"AAPL","empty":false}"#,
+        )
+        .unwrap();
+        let bars = history.bars(&Symbol::parse("AAPL").unwrap());
+        assert_eq!((bars[0].open, bars[0].low, bars[0].volume), (dec!(190.1), dec!(189.95), dec!(120345)));
+        assert_eq!(bars[0].start.timestamp_millis(), 1764685800000);
     }
 
     #[test]
