@@ -13,6 +13,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 pub mod kraken_fake;
+pub mod schwab_fake;
 
 /// The workspace's target directory for this build profile.
 pub fn bin_dir() -> PathBuf {

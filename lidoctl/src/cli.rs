@@ -103,6 +103,9 @@ pub enum Command {
     /// Show or switch the named contexts of the config file
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Broker chores done on this machine (logging a broker in to its venue)
+    #[command(subcommand)]
+    Broker(BrokerCommand),
     /// Print lidoctl's version
     #[command(after_help = "Example:\n  lidoctl version")]
     Version,
@@ -111,6 +114,36 @@ pub enum Command {
         after_help = "Examples:\n  lidoctl completions bash > /etc/bash_completion.d/lidoctl\n  lidoctl completions zsh > \"${fpath[1]}/_lidoctl\"\n  lidoctl completions fish > ~/.config/fish/completions/lidoctl.fish"
     )]
     Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BrokerCommand {
+    /// Log a broker in to its venue: prints the URL to open, reads back the
+    /// URL the browser was redirected to, and writes the token file (0600)
+    #[command(after_help = BROKER_AUTH_HELP)]
+    Auth(BrokerAuthArgs),
+}
+
+const BROKER_AUTH_HELP: &str = "Runs here, not on the cluster: the app key and secret come from this \
+shell's environment (SCHWAB_APP_KEY, SCHWAB_APP_SECRET, or the variables named by app_key_env and \
+app_secret_env), and the token file is written on this machine, where the broker runs. Use the same \
+--set options as the broker (token_file, auth_url, redirect_uri).
+
+Examples:
+  lidoctl broker auth schwab --name s1
+  lidoctl broker auth schwab --name s1 --set token_file=/etc/lido/schwab-s1.json --set redirect_uri=https://127.0.0.1:8182";
+
+#[derive(Debug, Args)]
+pub struct BrokerAuthArgs {
+    /// The broker type: schwab (or its alias tdameritrade)
+    #[arg(value_name = "TYPE")]
+    pub broker_type: String,
+    /// The broker's name (names the default token file)
+    #[arg(long)]
+    pub name: String,
+    /// Broker option, repeatable: --set token_file=/path
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub set: Vec<(String, String)>,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,6 @@
 //! One function per verb; [`execute`] matches the command line to it.
 
+mod broker_auth;
 mod config;
 mod describe;
 mod get;
@@ -12,7 +13,7 @@ mod watch;
 
 use clap::CommandFactory;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{BrokerCommand, Cli, Command};
 use crate::config::{process_env, Config};
 use crate::endpoints::Endpoints;
 use crate::output::{write_stdout, Output};
@@ -38,6 +39,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Undrain(args) => node::undrain(&endpoints()?, out, &args).await,
         Command::Watch(args) => watch::run(&endpoints()?, out, &args).await,
         Command::Config(command) => config::run(&cli.global, out, &command),
+        Command::Broker(BrokerCommand::Auth(args)) => broker_auth::run(&args).await,
         Command::Version => write_stdout(&format!("lidoctl {}\n", env!("CARGO_PKG_VERSION"))),
         Command::Completions(args) => {
             let mut buf = Vec::new();

@@ -4,7 +4,8 @@
 //! - [`cli`]: the verb–noun grammar (clap derive) and its global flags.
 //! - [`commands`]: one module per verb: `status`, `get`, `describe`, `logs`,
 //!   `spawn`, `stop`, `restart`, `drain`/`undrain`, `watch`, `config`,
-//!   `version`, `completions`.
+//!   `version`, `completions`, and `broker auth`, the one verb that runs
+//!   locally instead of through the cluster: a venue login (Schwab OAuth).
 //! - [`config`]: named contexts in `~/.config/lido/config.toml`, and the
 //!   precedence flag > environment > context > default for URLs and token.
 //! - [`endpoints`]: the URL list, failing over to the next URL when one

@@ -7,6 +7,10 @@
 //!   rate limits, the checksummed book, wire messages, the REST client).
 //! - [`kraken_broker`]: the `kraken` broker service: REST and WebSocket v2
 //!   connections around that core.
+//! - [`schwab`]: the Schwab Trader API core (OAuth tokens, typed errors,
+//!   order JSON, market hours, streamer messages, the REST client);
+//!   [`schwab_broker`]: the `schwab` broker service (alias `tdameritrade`,
+//!   whose API Schwab's replaced).
 //!
 //! [`BrokerOptions`] is the one place that knows which types exist and
 //! how each parses its options and runs.
@@ -19,15 +23,19 @@ pub mod kraken;
 pub mod kraken_broker;
 pub mod paper;
 pub mod paper_broker;
+pub mod schwab;
+pub mod schwab_broker;
 
 /// Broker types this build can start.
-pub const BROKER_TYPES: &[&str] = &["paper", "kraken"];
+pub const BROKER_TYPES: &[&str] = &["paper", "kraken", "schwab", "tdameritrade"];
 
 /// A broker type with its parsed, checked options.
 #[derive(Clone, Debug)]
 pub enum BrokerOptions {
     Paper(paper_broker::PaperOptions),
     Kraken(kraken_broker::KrakenOptions),
+    /// `schwab`, or its alias `tdameritrade` (kept to say so in the log).
+    Schwab { options: schwab_broker::SchwabOptions, alias: bool },
 }
 
 impl BrokerOptions {
@@ -43,6 +51,9 @@ impl BrokerOptions {
             "kraken" => {
                 kraken_broker::KrakenOptions::parse(name, options).map(Self::Kraken).map_err(BrokerOptionsError::Option)
             }
+            "schwab" | "tdameritrade" => schwab_broker::SchwabOptions::parse(name, options)
+                .map(|options| Self::Schwab { options, alias: broker_type == "tdameritrade" })
+                .map_err(BrokerOptionsError::Option),
             other => Err(BrokerOptionsError::UnknownType(format!(
                 "unknown broker type {other:?}; this build supports: {}",
                 BROKER_TYPES.join(", ")
@@ -61,6 +72,10 @@ impl BrokerOptions {
         match self {
             Self::Paper(o) => paper_broker::run(name, manager_url, o, pid, shutdown).await,
             Self::Kraken(o) => kraken_broker::run(name, manager_url, o, pid, shutdown).await,
+            Self::Schwab { options, alias } => {
+                let broker_type = if alias { "tdameritrade" } else { "schwab" };
+                schwab_broker::run(name, broker_type.to_string(), manager_url, options, pid, shutdown).await
+            }
         }
     }
 }

@@ -6,7 +6,7 @@ mod order;
 mod symbol;
 
 pub use account::{Balance, Position};
-pub use market_data::{Book, BookLevel, Quote, Trade};
+pub use market_data::{Bar, Book, BookLevel, Quote, Trade};
 pub use order::{Fill, Order, OrderStatus, OrderType, Side, TimeInForce};
 pub use symbol::{AssetClass, Instrument, Symbol};
 

@@ -8,6 +8,8 @@ mod kraken_rest;
 mod lidoctl_verbs;
 mod operator;
 mod recovery;
+mod schwab_broker;
+mod schwab_rest;
 mod shutdown;
 mod supervision;
 mod trader;

@@ -36,6 +36,24 @@ pub struct Trade {
     pub ts: DateTime<Utc>,
 }
 
+/// One bar (candle) of a price history: open, high, low, close and volume
+/// over the interval that starts at `start`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Bar {
+    pub symbol: Symbol,
+    pub start: DateTime<Utc>,
+    #[schema(value_type = String)]
+    pub open: Decimal,
+    #[schema(value_type = String)]
+    pub high: Decimal,
+    #[schema(value_type = String)]
+    pub low: Decimal,
+    #[schema(value_type = String)]
+    pub close: Decimal,
+    #[schema(value_type = String)]
+    pub volume: Decimal,
+}
+
 /// One L2 price level, on the wire as `["price","size"]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[schema(value_type = Vec<String>, example = json!(["50000.1", "0.25"]))]

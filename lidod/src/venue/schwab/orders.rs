@@ -1,0 +1,271 @@
+//! Lido orders ↔ Schwab's order JSON.
+//!
+//! - [`request`]: a [`VenueOrder`] as the documented single-leg equity
+//!   order (`orderType`, `session`, `duration`, `orderStrategyType: SINGLE`,
+//!   `orderLegCollection[{instruction, quantity, instrument}]`). Schwab's API
+//!   takes whole shares only, so a fractional quantity is refused here.
+//! - [`order_id_from_location`]: the new order's id, from the `Location`
+//!   header of the `201 Created` (the body is empty).
+//! - [`report`] and [`fills`]: Schwab's order (status, `filledQuantity`,
+//!   `orderActivityCollection` executions) as Lido's report and fills.
+//! - [`same_order`]: Schwab has no client order id field, so after a send
+//!   whose outcome is unknown the broker finds its order again among the
+//!   recent ones by what it asked for (symbol, instruction, quantity, type,
+//!   price, duration, session).
+
+use chrono::{DateTime, Utc};
+use lido_shared::model::{Fill, OrderStatus, OrderType, Side, Symbol, TimeInForce};
+use lido_shared::pipe::{VenueOrder, VenueOrderReport};
+use rust_decimal::Decimal;
+
+use super::error::SchwabError;
+use super::hours::Session;
+use super::wire::{self, Instrument, OrderLeg, OrderRequest};
+
+/// The order JSON for `order`, for a `session`.
+pub fn request(order: &VenueOrder, session: Session) -> Result<OrderRequest, SchwabError> {
+    if order.symbol.quote().is_some() {
+        return Err(SchwabError::Invalid(format!(
+            "{} is a currency pair; a Schwab broker trades US equities by ticker (AAPL)",
+            order.symbol
+        )));
+    }
+    if order.quantity <= Decimal::ZERO || !order.quantity.fract().is_zero() {
+        return Err(SchwabError::Invalid(format!(
+            "quantity {} is not a whole number of shares; Schwab's API takes whole shares only",
+            order.quantity
+        )));
+    }
+    let (order_type, price) = match (order.order_type, order.limit_price) {
+        (OrderType::Market, _) => ("MARKET", None),
+        (OrderType::Limit, Some(p)) if p > Decimal::ZERO => ("LIMIT", Some(p.normalize())),
+        (OrderType::Limit, _) => return Err(SchwabError::Invalid("a limit order needs a positive limit_price".into())),
+    };
+    // A market order executes at once or not at all: Schwab takes it as a
+    // DAY order, whatever time in force Lido's default (gtc) says.
+    let duration = match (order.order_type, order.time_in_force) {
+        (OrderType::Market, _) | (_, TimeInForce::Day) => "DAY",
+        (_, TimeInForce::Gtc) => "GOOD_TILL_CANCEL",
+        (_, TimeInForce::Ioc) => "IMMEDIATE_OR_CANCEL",
+    };
+    Ok(OrderRequest {
+        order_type: order_type.into(),
+        session: session.wire().into(),
+        duration: duration.into(),
+        order_strategy_type: "SINGLE".into(),
+        price,
+        order_leg_collection: vec![OrderLeg {
+            instruction: instruction(order.side).into(),
+            quantity: order.quantity.normalize(),
+            instrument: Instrument { symbol: order.symbol.as_str().into(), asset_type: "EQUITY".into() },
+        }],
+    })
+}
+
+fn instruction(side: Side) -> &'static str {
+    match side {
+        Side::Buy => "BUY",
+        Side::Sell => "SELL",
+    }
+}
+
+/// The order id at the end of `…/accounts/{hash}/orders/{orderId}`.
+pub fn order_id_from_location(location: &str) -> Option<i64> {
+    location.trim_end_matches('/').rsplit('/').next()?.parse().ok()
+}
+
+/// Schwab's status in Lido's words, given how much has filled.
+pub fn status(schwab: &str, filled: Decimal) -> OrderStatus {
+    match schwab {
+        "FILLED" => OrderStatus::Filled,
+        "CANCELED" | "REPLACED" => OrderStatus::Canceled,
+        "REJECTED" => OrderStatus::Rejected,
+        "EXPIRED" => OrderStatus::Expired,
+        // WORKING, QUEUED, ACCEPTED, PENDING_*, AWAITING_*, NEW, UNKNOWN…:
+        // the order is at Schwab and may still fill.
+        _ if filled > Decimal::ZERO => OrderStatus::PartiallyFilled,
+        _ => OrderStatus::Accepted,
+    }
+}
+
+/// Lido's report of a Schwab order.
+pub fn report(client_id: &str, order: &wire::Order, now: DateTime<Utc>) -> VenueOrderReport {
+    let legs = executions(order);
+    let executed: Decimal = legs.iter().map(|l| l.quantity).sum();
+    let average_price = (!executed.is_zero())
+        .then(|| (legs.iter().map(|l| l.price * l.quantity).sum::<Decimal>() / executed).round_dp(12).normalize());
+    let st = status(&order.status, order.filled_quantity);
+    let reason = match st {
+        OrderStatus::Rejected | OrderStatus::Canceled | OrderStatus::Expired => {
+            Some(order.status_description.clone().unwrap_or_else(|| format!("Schwab status {}", order.status)))
+        }
+        _ => None,
+    };
+    let ts = order.close_time.as_deref().or(Some(&order.entered_time)).and_then(wire::parse_time).unwrap_or(now);
+    VenueOrderReport {
+        client_id: client_id.to_string(),
+        venue_order_id: order.order_id.to_string(),
+        status: st,
+        filled_quantity: order.filled_quantity,
+        average_price,
+        reason,
+        ts,
+        order: None,
+    }
+}
+
+/// Every execution leg of `order` as a Lido fill (id `{orderId}-{activityId}-{legId}`,
+/// stable, so the order store drops repeats). Schwab reports commissions
+/// in transactions, not on orders: the fee is zero here.
+pub fn fills(client_id: &str, symbol: &Symbol, side: Side, order: &wire::Order, now: DateTime<Utc>) -> Vec<Fill> {
+    order
+        .order_activity_collection
+        .iter()
+        .filter(|a| a.activity_type == "EXECUTION" && a.execution_type == "FILL")
+        .flat_map(|a| a.execution_legs.iter().map(move |l| (a.activity_id, l)))
+        .map(|(activity, leg)| Fill {
+            fill_id: format!("{}-{activity}-{}", order.order_id, leg.leg_id),
+            order_id: client_id.to_string(),
+            symbol: symbol.clone(),
+            side,
+            price: leg.price,
+            quantity: leg.quantity,
+            fee: Decimal::ZERO,
+            ts: wire::parse_time(&leg.time).unwrap_or(now),
+        })
+        .collect()
+}
+
+fn executions(order: &wire::Order) -> Vec<&wire::ExecutionLeg> {
+    order
+        .order_activity_collection
+        .iter()
+        .filter(|a| a.activity_type == "EXECUTION" && a.execution_type == "FILL")
+        .flat_map(|a| a.execution_legs.iter())
+        .collect()
+}
+
+/// Whether `order` is what `sent` asked for (to find a maybe-sent order).
+pub fn same_order(order: &wire::Order, sent: &OrderRequest) -> bool {
+    let legs_match = order.order_leg_collection.len() == sent.order_leg_collection.len()
+        && order.order_leg_collection.iter().zip(&sent.order_leg_collection).all(|(a, b)| {
+            a.instruction == b.instruction && a.quantity == b.quantity && a.instrument.symbol == b.instrument.symbol
+        });
+    legs_match
+        && order.order_type == sent.order_type
+        && order.price.map(|p| p.normalize()) == sent.price
+        && order.duration == sent.duration
+        && order.session == sent.session
+}
+
+#[cfg(test)]
+mod tests {
+    use rust_decimal_macros::dec;
+
+    use super::*;
+
+    fn venue_order(ty: OrderType, tif: TimeInForce, qty: Decimal, price: Option<Decimal>) -> VenueOrder {
+        VenueOrder {
+            client_id: "o-1".into(),
+            account: "acme".into(),
+            symbol: Symbol::parse("AAPL").unwrap(),
+            side: Side::Buy,
+            order_type: ty,
+            time_in_force: tif,
+            quantity: qty,
+            limit_price: price,
+        }
+    }
+
+    fn schwab_order(status: &str, filled: Decimal, activities: serde_json::Value) -> wire::Order {
+        serde_json::from_value(serde_json::json!({
+            "session":"NORMAL","duration":"DAY","orderType":"LIMIT","complexOrderStrategyType":"NONE",
+            "quantity":10,"filledQuantity":filled,"remainingQuantity":10 - filled.to_string().parse::<i64>().unwrap(),
+            "requestedDestination":"AUTO","price":190.5,
+            "orderLegCollection":[{"orderLegType":"EQUITY","legId":1,"instrument":{"assetType":"EQUITY","symbol":"AAPL"},
+                                   "instruction":"BUY","positionEffect":"OPENING","quantity":10}],
+            "orderStrategyType":"SINGLE","orderId":1000123,"cancelable":true,"editable":true,"status":status,
+            "enteredTime":"2026-12-02T15:00:00+0000","accountNumber":12345678,
+            "orderActivityCollection":activities
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn limit_and_market_orders_as_schwab_json() {
+        let limit =
+            request(&venue_order(OrderType::Limit, TimeInForce::Gtc, dec!(10), Some(dec!(190.50))), Session::Normal)
+                .unwrap();
+        assert_eq!(
+            serde_json::to_value(&limit).unwrap(),
+            serde_json::json!({"orderType":"LIMIT","session":"NORMAL","duration":"GOOD_TILL_CANCEL",
+                "orderStrategyType":"SINGLE","price":190.5,
+                "orderLegCollection":[{"instruction":"BUY","quantity":10.0,"instrument":{"symbol":"AAPL","assetType":"EQUITY"}}]})
+        );
+        let market =
+            request(&venue_order(OrderType::Market, TimeInForce::Gtc, dec!(5), None), Session::Seamless).unwrap();
+        assert_eq!(
+            (market.order_type.as_str(), market.duration.as_str(), market.session.as_str()),
+            ("MARKET", "DAY", "SEAMLESS")
+        );
+        assert_eq!(market.price, None);
+        let ioc =
+            request(&venue_order(OrderType::Limit, TimeInForce::Ioc, dec!(1), Some(dec!(1))), Session::Normal).unwrap();
+        assert_eq!(ioc.duration, "IMMEDIATE_OR_CANCEL");
+    }
+
+    #[test]
+    fn orders_schwab_cannot_take_are_refused() {
+        let frac = request(&venue_order(OrderType::Limit, TimeInForce::Day, dec!(0.5), Some(dec!(1))), Session::Normal);
+        assert!(frac.unwrap_err().to_string().contains("whole shares"));
+        let no_price = request(&venue_order(OrderType::Limit, TimeInForce::Day, dec!(1), None), Session::Normal);
+        assert_eq!(no_price.unwrap_err().code(), "invalid_order");
+        let mut pair = venue_order(OrderType::Market, TimeInForce::Day, dec!(1), None);
+        pair.symbol = Symbol::parse("BTC/USD").unwrap();
+        assert!(request(&pair, Session::Normal).is_err());
+    }
+
+    #[test]
+    fn location_header_gives_the_order_id() {
+        let loc = "https://api.schwabapi.com/trader/v1/accounts/E5B2A1C0F/orders/1000123456";
+        assert_eq!(order_id_from_location(loc), Some(1000123456));
+        assert_eq!(order_id_from_location("/orders/"), None);
+    }
+
+    #[test]
+    fn statuses_and_fills_from_executions() {
+        let exec = serde_json::json!([
+            {"activityType":"EXECUTION","activityId":501,"executionType":"FILL","quantity":4,"orderRemainingQuantity":6,
+             "executionLegs":[{"legId":1,"price":190.25,"quantity":4,"mismarkedQuantity":0,"instrumentId":1,"time":"2026-12-02T15:00:01+0000"}]},
+            {"activityType":"EXECUTION","activityId":502,"executionType":"FILL","quantity":6,"orderRemainingQuantity":0,
+             "executionLegs":[{"legId":1,"price":190.5,"quantity":6,"mismarkedQuantity":0,"instrumentId":1,"time":"2026-12-02T15:00:02+0000"}]}
+        ]);
+        let now = Utc::now();
+        let working = schwab_order("WORKING", dec!(0), serde_json::json!([]));
+        assert_eq!(report("o-1", &working, now).status, OrderStatus::Accepted);
+        let filled = schwab_order("FILLED", dec!(10), exec);
+        let r = report("o-1", &filled, now);
+        assert_eq!((r.status, r.filled_quantity, r.average_price), (OrderStatus::Filled, dec!(10), Some(dec!(190.4))));
+        assert_eq!(r.venue_order_id, "1000123");
+        let f = fills("o-1", &Symbol::parse("AAPL").unwrap(), Side::Buy, &filled, now);
+        assert_eq!(f.len(), 2);
+        assert_eq!((f[0].fill_id.as_str(), f[0].price, f[0].quantity), ("1000123-501-1", dec!(190.25), dec!(4)));
+        assert_eq!(status("WORKING", dec!(3)), OrderStatus::PartiallyFilled);
+        assert_eq!(status("PENDING_CANCEL", dec!(0)), OrderStatus::Accepted);
+        let mut rejected = schwab_order("REJECTED", dec!(0), serde_json::json!([]));
+        rejected.status_description = Some("Insufficient buying power".into());
+        assert_eq!(report("o-1", &rejected, now).reason.as_deref(), Some("Insufficient buying power"));
+    }
+
+    #[test]
+    fn a_maybe_sent_order_is_recognized_by_what_was_asked() {
+        let sent =
+            request(&venue_order(OrderType::Limit, TimeInForce::Day, dec!(10), Some(dec!(190.50))), Session::Normal)
+                .unwrap();
+        let order = schwab_order("WORKING", dec!(0), serde_json::json!([]));
+        assert!(same_order(&order, &sent));
+        let mut other = order.clone();
+        other.order_leg_collection[0].quantity = dec!(11);
+        assert!(!same_order(&other, &sent));
+    }
+}

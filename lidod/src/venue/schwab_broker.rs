@@ -1,0 +1,855 @@
+//! The `schwab` broker service (alias `tdameritrade`): one Schwab login and
+//! account behind the service pipe. Runs as `lidod service broker schwab …`
+//! or as a task.
+//!
+//! - Commands go to Schwab's REST API through [`SchwabRest`]: quotes,
+//!   orders (market hours checked first), cancel, order status, balances and
+//!   positions. Schwab orders carry no client id, so the broker keeps Lido's
+//!   id ↔ Schwab's order id in memory; an order whose send failed in a way
+//!   that may have reached Schwab is looked up among the recent orders
+//!   before anything else happens, never sent twice.
+//! - The streamer task logs in to the socket named by `userPreference`,
+//!   subscribes ACCT_ACTIVITY and the quote symbols Lido asked for, and
+//!   reconnects with capped backoff, logging in and subscribing again.
+//! - The poller asks Schwab for each open order when account activity names
+//!   it, and every `poll_ms` anyway, and emits new fills and status changes.
+//! - The status loop refreshes the access token before it expires and turns
+//!   the service `degraded`, with a log line, when the refresh token has
+//!   less than a day left.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use futures_util::{SinkExt, StreamExt};
+use lido_shared::client::agent::{Agent, AgentConfig, CommandHandler};
+use lido_shared::cluster::{ServiceKind, ServiceState};
+use lido_shared::model::{AssetClass, Balance, Instrument, Position, Quote, Side, Symbol};
+use lido_shared::pipe::{Command, Feed, Reply, ReplyBody, ServiceEvent, VenueOrder, VenueOrderReport};
+use lido_shared::ErrorDetail;
+use rust_decimal::Decimal;
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::schwab::error::SchwabError;
+use super::schwab::hours::{self, Session};
+use super::schwab::orders;
+use super::schwab::rest::{AppCredentials, RestConfig, SchwabRest, DEFAULT_REQUESTS_PER_MINUTE};
+use super::schwab::stream::{self, Incoming, LevelOne};
+use super::schwab::token::{TokenFile, PRODUCTION_AUTH_URL};
+use super::schwab::wire::{self, MarketHours, OrderRequest};
+
+/// Options a Schwab broker takes (`--set k=v`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SchwabOptions {
+    /// Environment variables holding the app key and secret (never their values).
+    pub app_key_env: String,
+    pub app_secret_env: String,
+    pub token_file: PathBuf,
+    pub api_url: String,
+    pub auth_url: String,
+    /// Overrides the streamer URL from `userPreference`.
+    pub streamer_url: Option<String>,
+    /// The app's registered callback URL (used by the login).
+    pub redirect_uri: String,
+    /// The account number to trade; the first linked account when absent.
+    pub account: Option<String>,
+    /// The tickers this broker offers.
+    pub symbols: Vec<Symbol>,
+    /// Orders go `SEAMLESS` (pre- and post-market too) instead of `NORMAL`.
+    pub extended_hours: bool,
+    pub requests_per_minute: u32,
+    /// How often open orders are polled besides account activity.
+    pub poll: Duration,
+}
+
+impl SchwabOptions {
+    pub const KEYS: &'static [&'static str] = &[
+        "app_key_env",
+        "app_secret_env",
+        "token_file",
+        "api_url",
+        "auth_url",
+        "streamer_url",
+        "redirect_uri",
+        "account",
+        "symbols",
+        "extended_hours",
+        "requests_per_minute",
+        "poll_ms",
+    ];
+
+    /// The defaults for the broker named `name`.
+    pub fn defaults(name: &str) -> Self {
+        Self {
+            app_key_env: "SCHWAB_APP_KEY".into(),
+            app_secret_env: "SCHWAB_APP_SECRET".into(),
+            token_file: default_token_file(name),
+            api_url: super::schwab::rest::PRODUCTION_API_URL.into(),
+            auth_url: PRODUCTION_AUTH_URL.into(),
+            streamer_url: None,
+            redirect_uri: "https://127.0.0.1".into(),
+            account: None,
+            symbols: ["AAPL", "MSFT", "SPY"].iter().filter_map(|s| Symbol::parse(s).ok()).collect(),
+            extended_hours: false,
+            requests_per_minute: DEFAULT_REQUESTS_PER_MINUTE,
+            poll: Duration::from_secs(5),
+        }
+    }
+
+    /// Parses options; unknown keys and bad values are errors naming the key.
+    pub fn parse(name: &str, options: &BTreeMap<String, String>) -> Result<Self, String> {
+        let mut out = Self::defaults(name);
+        for (k, v) in options {
+            match k.as_str() {
+                "app_key_env" => out.app_key_env = non_empty(k, v)?,
+                "app_secret_env" => out.app_secret_env = non_empty(k, v)?,
+                "token_file" => out.token_file = PathBuf::from(non_empty(k, v)?),
+                "api_url" => out.api_url = url(k, v)?,
+                "auth_url" => out.auth_url = url(k, v)?,
+                "streamer_url" => out.streamer_url = Some(url(k, v)?),
+                "redirect_uri" => out.redirect_uri = url(k, v)?,
+                "account" => out.account = Some(non_empty(k, v)?),
+                "symbols" => {
+                    out.symbols = v
+                        .split(',')
+                        .filter(|s| !s.trim().is_empty())
+                        .map(|s| {
+                            Symbol::parse(s)
+                                .ok()
+                                .filter(|sym| sym.quote().is_none())
+                                .ok_or_else(|| format!("option symbols: {s:?} is not an equity ticker"))
+                        })
+                        .collect::<Result<_, _>>()?;
+                    if out.symbols.is_empty() {
+                        return Err("option symbols must name at least one ticker".into());
+                    }
+                }
+                "extended_hours" => {
+                    out.extended_hours =
+                        v.parse().map_err(|_| format!("option extended_hours must be true or false, got {v:?}"))?
+                }
+                "requests_per_minute" => {
+                    out.requests_per_minute = v
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=10_000).contains(n))
+                        .ok_or_else(|| format!("option requests_per_minute must be 1 to 10000, got {v:?}"))?
+                }
+                "poll_ms" => {
+                    let ms: u64 = v
+                        .parse()
+                        .ok()
+                        .filter(|ms| (50..=600_000).contains(ms))
+                        .ok_or_else(|| format!("option poll_ms must be 50 to 600000, got {v:?}"))?;
+                    out.poll = Duration::from_millis(ms);
+                }
+                other => {
+                    return Err(format!(
+                        "unknown option {other:?} for a schwab broker; known: {}",
+                        Self::KEYS.join(", ")
+                    ))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The app key and secret from the environment variables the options name.
+    pub fn app_credentials(&self) -> Result<AppCredentials, String> {
+        let read = |var: &str, what: &str| {
+            std::env::var(var).ok().filter(|v| !v.is_empty()).ok_or_else(|| {
+                format!("the Schwab app {what} is not set: export {var} (or name another variable with the option {what}_env)")
+            })
+        };
+        Ok(AppCredentials { key: read(&self.app_key_env, "key")?, secret: read(&self.app_secret_env, "secret")? })
+    }
+}
+
+/// `$HOME/.config/lido/schwab-NAME.json`, where the login writes the tokens.
+pub fn default_token_file(name: &str) -> PathBuf {
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".config").join("lido").join(format!("schwab-{name}.json"))
+}
+
+fn non_empty(key: &str, v: &str) -> Result<String, String> {
+    let v = v.trim();
+    if v.is_empty() {
+        return Err(format!("option {key} must not be empty"));
+    }
+    Ok(v.to_string())
+}
+
+fn url(key: &str, v: &str) -> Result<String, String> {
+    reqwest::Url::parse(v.trim()).map_err(|e| format!("option {key} must be a URL, got {v:?}: {e}"))?;
+    Ok(v.trim().trim_end_matches('/').to_string())
+}
+
+/// How long cached market hours are trusted.
+const HOURS_TTL: TimeDelta = TimeDelta::minutes(15);
+/// How far back a maybe-sent order is looked for.
+const LOOKUP_WINDOW: TimeDelta = TimeDelta::minutes(2);
+/// Attempts to find a maybe-sent order before giving up.
+const LOOKUP_ATTEMPTS: u32 = 3;
+/// Silence after which the streamer socket is considered dead (Schwab
+/// sends a heartbeat every few seconds).
+const STREAM_SILENCE: Duration = Duration::from_secs(60);
+/// How often tokens are checked.
+const TOKEN_CHECK: Duration = Duration::from_secs(30);
+
+/// A Lido order at Schwab.
+struct Tracked {
+    account: String,
+    order_id: i64,
+    symbol: Symbol,
+    side: Side,
+    last: Option<VenueOrderReport>,
+    fills_seen: HashSet<String>,
+}
+
+#[derive(Default)]
+struct Book {
+    by_client: HashMap<String, Tracked>,
+    by_schwab: HashMap<i64, String>,
+}
+
+struct SchwabBroker {
+    rest: SchwabRest,
+    options: SchwabOptions,
+    /// The account's hash value, which trader calls take.
+    account_hash: String,
+    orders: Mutex<Book>,
+    hours: Mutex<Option<(DateTime<Utc>, MarketHours)>>,
+    /// Symbols with a quote subscription (the streamer keeps Schwab in step).
+    quote_subs: watch::Sender<BTreeSet<Symbol>>,
+    /// Wakes the poller (with the order account activity named, if any).
+    poll_wake: mpsc::Sender<Option<i64>>,
+    events: mpsc::Sender<ServiceEvent>,
+}
+
+/// Runs a Schwab broker until `shutdown` or a `Stop` from its manager.
+/// `broker_type` is `schwab` or its alias `tdameritrade`.
+pub async fn run(
+    name: String,
+    broker_type: String,
+    manager_url: String,
+    options: SchwabOptions,
+    pid: Option<u32>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    if broker_type == "tdameritrade" {
+        info!(%name, "TD Ameritrade's API was retired when TD Ameritrade moved to Charles Schwab; using the Schwab Trader API that replaced it");
+    }
+    let app = options.app_credentials().map_err(anyhow::Error::msg)?;
+    let config = RestConfig {
+        api_url: options.api_url.clone(),
+        auth_url: options.auth_url.clone(),
+        requests_per_minute: options.requests_per_minute,
+        ..RestConfig::default()
+    };
+    let rest = SchwabRest::new(config, app, TokenFile::new(&options.token_file))?;
+    let account_hash = resolve_account(&rest, options.account.as_deref()).await?;
+    let (events_tx, events_rx) = mpsc::channel(65_536);
+    let (poll_tx, poll_rx) = mpsc::channel(256);
+    let broker = Arc::new(SchwabBroker {
+        rest,
+        options: options.clone(),
+        account_hash,
+        orders: Mutex::new(Book::default()),
+        hours: Mutex::new(None),
+        quote_subs: watch::channel(BTreeSet::new()).0,
+        poll_wake: poll_tx,
+        events: events_tx,
+    });
+    let mut agent_config = AgentConfig::new(name.clone(), ServiceKind::Broker, broker_type, manager_url);
+    agent_config.pid = pid;
+    let agent = Agent::start(agent_config, broker.clone(), events_rx, shutdown.clone()).await?;
+    info!(%name, api_url = %options.api_url, extended_hours = options.extended_hours, "schwab broker started");
+    let streamer = tokio::spawn(broker.clone().stream_loop(shutdown.clone()));
+    let poller = tokio::spawn(broker.clone().poll_loop(poll_rx, shutdown.clone()));
+    broker.token_loop(&name, &agent, &shutdown).await;
+    let result = agent.wait().await;
+    let _ = streamer.await;
+    let _ = poller.await;
+    info!(%name, "schwab broker stopped");
+    result.map_err(Into::into)
+}
+
+/// The hash value of `account` (or of the first linked account).
+async fn resolve_account(rest: &SchwabRest, account: Option<&str>) -> Result<String, SchwabError> {
+    let numbers = rest.account_numbers().await?;
+    let found = match account {
+        Some(a) => numbers.iter().find(|n| n.account_number == a),
+        None => numbers.first(),
+    };
+    found.map(|n| n.hash_value.clone()).ok_or_else(|| {
+        SchwabError::Config(match account {
+            Some(a) => format!("account {a} is not linked to this Schwab login; check the option account"),
+            None => "this Schwab login has no linked account".into(),
+        })
+    })
+}
+
+impl SchwabBroker {
+    fn book(&self) -> MutexGuard<'_, Book> {
+        self.orders.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn session(&self) -> Session {
+        if self.options.extended_hours {
+            Session::Seamless
+        } else {
+            Session::Normal
+        }
+    }
+
+    /// Refreshes the access token ahead of expiry and reports the refresh
+    /// token's end in status, until shutdown.
+    async fn token_loop(&self, name: &str, agent: &Agent, shutdown: &CancellationToken) {
+        let mut interval = tokio::time::interval(TOKEN_CHECK);
+        let mut warned = false;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = interval.tick() => {}
+            }
+            if let Err(e) = self.rest.access_token(false).await {
+                warn!(%name, error = %e, "schwab token refresh failed");
+                agent.set_status(ServiceState::Degraded, Some(e.to_string()));
+                continue;
+            }
+            let tokens = self.rest.tokens().await;
+            match tokens.refresh_warning(Utc::now()) {
+                Some(left) => {
+                    let detail = format!(
+                        "the Schwab refresh token expires in {} h (at {}); log in again with `lidoctl broker auth schwab --name {name}`",
+                        left.as_secs() / 3600,
+                        tokens.refresh_expires_at.to_rfc3339()
+                    );
+                    if !warned {
+                        warn!(%name, expires_at = %tokens.refresh_expires_at, "{detail}");
+                        warned = true;
+                    }
+                    agent.set_status(ServiceState::Degraded, Some(detail));
+                }
+                None => {
+                    warned = false;
+                    agent.set_status(ServiceState::Running, None);
+                }
+            }
+        }
+    }
+
+    // ── orders ──
+
+    async fn place(&self, order: VenueOrder) -> Result<VenueOrderReport, SchwabError> {
+        if self.book().by_client.contains_key(&order.client_id) {
+            return self.status_of(&order.client_id).await;
+        }
+        let request = orders::request(&order, self.session())?;
+        self.check_hours().await?;
+        let sent_at = Utc::now();
+        let result = self.rest.place_order(&self.account_hash, &request).await;
+        let order_id = match result {
+            Ok(id) => id,
+            Err(e) if e.maybe_sent() => {
+                warn!(client_id = %order.client_id, error = %e, "order send may have reached Schwab; looking it up");
+                match self.find_sent(&request, sent_at).await {
+                    Ok(Some(id)) => id,
+                    Ok(None) => {
+                        return Err(SchwabError::Transport {
+                            message: format!("{e}; the order is not among the account's recent orders, so it was not placed"),
+                            maybe_sent: false,
+                        })
+                    }
+                    Err(lookup) => {
+                        return Err(SchwabError::Transport {
+                            message: format!(
+                                "{e}; the order may be at Schwab and could not be looked up ({lookup}): check the account before sending it again"
+                            ),
+                            maybe_sent: true,
+                        })
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        info!(client_id = %order.client_id, order_id, symbol = %order.symbol, "order placed at schwab");
+        self.track(&order, order_id);
+        let report = self.status_of(&order.client_id).await.unwrap_or_else(|_| VenueOrderReport {
+            client_id: order.client_id.clone(),
+            venue_order_id: order_id.to_string(),
+            status: lido_shared::model::OrderStatus::Accepted,
+            filled_quantity: Decimal::ZERO,
+            average_price: None,
+            reason: None,
+            ts: Utc::now(),
+            order: None,
+        });
+        Ok(report)
+    }
+
+    /// After a send with unknown outcome: the id of the order `request`
+    /// made, if Schwab has it (`Ok(None)`: Schwab surely does not).
+    async fn find_sent(&self, request: &OrderRequest, sent_at: DateTime<Utc>) -> Result<Option<i64>, SchwabError> {
+        let mut last_error = None;
+        for attempt in 0..LOOKUP_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            let now = Utc::now();
+            match self.rest.orders(&self.account_hash, sent_at - LOOKUP_WINDOW, now + TimeDelta::minutes(1), None).await
+            {
+                Ok(list) => {
+                    let book = self.book();
+                    let found = list
+                        .iter()
+                        .find(|o| !book.by_schwab.contains_key(&o.order_id) && orders::same_order(o, request));
+                    return Ok(found.map(|o| o.order_id));
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| SchwabError::Decode("order lookup did not run".into())))
+    }
+
+    fn track(&self, order: &VenueOrder, order_id: i64) {
+        let mut book = self.book();
+        book.by_schwab.insert(order_id, order.client_id.clone());
+        book.by_client.insert(
+            order.client_id.clone(),
+            Tracked {
+                account: order.account.clone(),
+                order_id,
+                symbol: order.symbol.clone(),
+                side: order.side,
+                last: None,
+                fills_seen: HashSet::new(),
+            },
+        );
+    }
+
+    /// Refuses an order outside the session it asks for.
+    async fn check_hours(&self) -> Result<(), SchwabError> {
+        let now = Utc::now();
+        let cached = self.hours.lock().ok().and_then(|h| h.clone()).filter(|(at, _)| now - *at < HOURS_TTL);
+        let hours = match cached {
+            Some((_, h)) => h,
+            None => {
+                let h = self.rest.equity_hours(exchange_date(now)).await?;
+                if let Ok(mut slot) = self.hours.lock() {
+                    *slot = Some((now, h.clone()));
+                }
+                h
+            }
+        };
+        hours::check(&hours, self.session(), now)
+    }
+
+    async fn cancel(&self, client_id: &str) -> Result<VenueOrderReport, SchwabError> {
+        let order_id = self.order_id(client_id)?;
+        self.rest.cancel_order(&self.account_hash, order_id).await?;
+        info!(%client_id, order_id, "cancel sent to schwab");
+        self.status_of(client_id).await
+    }
+
+    fn order_id(&self, client_id: &str) -> Result<i64, SchwabError> {
+        self.book().by_client.get(client_id).map(|t| t.order_id).ok_or_else(|| SchwabError::NotFound {
+            message: format!("no order {client_id} was placed through this broker"),
+        })
+    }
+
+    /// Asks Schwab for the order and emits what changed.
+    async fn status_of(&self, client_id: &str) -> Result<VenueOrderReport, SchwabError> {
+        let order_id = self.order_id(client_id)?;
+        let order = self.rest.order(&self.account_hash, order_id).await?;
+        Ok(self.observe(client_id, &order).await)
+    }
+
+    /// Emits new fills, then the order update if status or filled quantity moved.
+    async fn observe(&self, client_id: &str, order: &wire::Order) -> VenueOrderReport {
+        let now = Utc::now();
+        let report = orders::report(client_id, order, now);
+        let (new_fills, changed) = {
+            let mut book = self.book();
+            let Some(t) = book.by_client.get_mut(client_id) else { return report };
+            let fills = orders::fills(client_id, &t.symbol, t.side, order, now);
+            let new: Vec<_> = fills.into_iter().filter(|f| t.fills_seen.insert(f.fill_id.clone())).collect();
+            let changed = t
+                .last
+                .as_ref()
+                .is_none_or(|l| l.status != report.status || l.filled_quantity != report.filled_quantity);
+            t.last = Some(report.clone());
+            (new, changed)
+        };
+        for fill in new_fills {
+            let _ = self.events.send(ServiceEvent::Fill(fill)).await;
+        }
+        if changed {
+            let _ = self.events.send(ServiceEvent::OrderUpdate(report.clone())).await;
+        }
+        report
+    }
+
+    /// Polls open orders: all of them on the timer, the named one on activity.
+    async fn poll_loop(self: Arc<Self>, mut wake: mpsc::Receiver<Option<i64>>, shutdown: CancellationToken) {
+        let mut interval = tokio::time::interval(self.options.poll);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let named = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = interval.tick() => None,
+                w = wake.recv() => w.flatten(),
+            };
+            let targets: Vec<String> = {
+                let book = self.book();
+                match named.and_then(|id| book.by_schwab.get(&id)) {
+                    Some(client) => vec![client.clone()],
+                    None => book
+                        .by_client
+                        .iter()
+                        .filter(|(_, t)| t.last.as_ref().is_none_or(|l| l.status.is_open()))
+                        .map(|(c, _)| c.clone())
+                        .collect(),
+                }
+            };
+            for client_id in targets {
+                if let Err(e) = self.status_of(&client_id).await {
+                    warn!(%client_id, error = %e, "schwab order poll failed");
+                }
+            }
+        }
+    }
+
+    // ── account and market data ──
+
+    async fn balances(&self) -> Result<Vec<Balance>, SchwabError> {
+        let b = self.rest.account(&self.account_hash).await?.securities_account.current_balances;
+        let available = b.available_funds.or(b.cash_available_for_trading).unwrap_or(b.cash_balance);
+        Ok(vec![Balance { asset: "USD".into(), total: b.cash_balance, available }])
+    }
+
+    async fn positions(&self) -> Result<Vec<Position>, SchwabError> {
+        let account = self.rest.account(&self.account_hash).await?.securities_account;
+        Ok(account
+            .positions
+            .into_iter()
+            .filter_map(|p| {
+                let symbol = Symbol::parse(&p.instrument.symbol).ok()?;
+                let quantity = p.long_quantity - p.short_quantity;
+                Some(Position { symbol, quantity, average_price: Some(p.average_price) })
+            })
+            .collect())
+    }
+
+    async fn quote(&self, symbol: &Symbol) -> Result<Quote, ErrorDetail> {
+        let entries = self.rest.quotes(&[symbol.as_str()]).await.map_err(|e| detail(&e))?;
+        let entry = entries
+            .into_iter()
+            .find(|e| e.symbol == symbol.as_str())
+            .ok_or_else(|| ErrorDetail::new("unknown_symbol", format!("Schwab has no quote for {symbol}")))?;
+        Ok(Quote {
+            symbol: symbol.clone(),
+            bid: entry.quote.bid_price,
+            ask: entry.quote.ask_price,
+            bid_size: entry.quote.bid_size,
+            ask_size: entry.quote.ask_size,
+            last: entry.quote.last_price,
+            ts: wire::from_millis(entry.quote.quote_time).unwrap_or_else(Utc::now),
+        })
+    }
+
+    fn instruments(&self) -> Vec<Instrument> {
+        self.options
+            .symbols
+            .iter()
+            .map(|s| Instrument {
+                symbol: s.clone(),
+                asset_class: AssetClass::Equity,
+                base: s.as_str().into(),
+                quote: "USD".into(),
+                tick_size: Decimal::new(1, 2),
+                lot_size: Decimal::ONE,
+                min_quantity: Decimal::ONE,
+            })
+            .collect()
+    }
+
+    async fn subscribe(&self, feed: Feed, symbol: Symbol) -> Result<ReplyBody, ErrorDetail> {
+        if feed != Feed::Quotes {
+            return Err(ErrorDetail::new(
+                "unsupported_feed",
+                format!("a schwab broker streams quotes only (LEVELONE_EQUITIES), not {feed:?}"),
+            ));
+        }
+        let first = self.quote(&symbol).await?;
+        self.quote_subs.send_modify(|s| {
+            s.insert(symbol);
+        });
+        let _ = self.events.try_send(ServiceEvent::Quote(first));
+        Ok(ReplyBody::Done)
+    }
+
+    // ── streamer ──
+
+    /// Keeps one streamer session up, with capped backoff between tries.
+    async fn stream_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut backoff = stream_backoff();
+        loop {
+            let end = self.stream_session(&shutdown).await;
+            if shutdown.is_cancelled() {
+                return;
+            }
+            if end.logged_in {
+                backoff = stream_backoff();
+            }
+            let wait = backoff.next().unwrap_or(Duration::from_secs(30));
+            warn!(reason = %end.reason, retry_in_ms = wait.as_millis() as u64, "schwab streamer disconnected");
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    async fn stream_session(&self, shutdown: &CancellationToken) -> SessionEnd {
+        let mut logged_in = false;
+        let reason = match self.stream_session_inner(shutdown, &mut logged_in).await {
+            Ok(()) => "closed".to_string(),
+            Err(e) => e,
+        };
+        SessionEnd { logged_in, reason }
+    }
+
+    async fn stream_session_inner(&self, shutdown: &CancellationToken, logged_in: &mut bool) -> Result<(), String> {
+        let preference = self.rest.user_preference().await.map_err(|e| e.to_string())?;
+        let mut info = preference.streamer_info.into_iter().next().ok_or("userPreference has no streamerInfo")?;
+        if let Some(url) = &self.options.streamer_url {
+            info.streamer_socket_url.clone_from(url);
+        }
+        let (mut ws, _) = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::connect_async(info.streamer_socket_url.as_str()),
+        )
+        .await
+        .map_err(|_| "streamer connect timed out".to_string())?
+        .map_err(|e| format!("cannot connect to the streamer: {e}"))?;
+        let mut request_id = 0u64;
+        let token = self.rest.access_token(false).await.map_err(|e| e.to_string())?;
+        send_json(&mut ws, &stream::login(&info, request_id, &token)).await?;
+        let mut level_one = LevelOne::default();
+        let mut subs_rx = self.quote_subs.subscribe();
+        loop {
+            let frame = tokio::select! {
+                _ = shutdown.cancelled() => {
+                    let _ = ws.close(None).await;
+                    return Ok(());
+                }
+                Ok(()) = subs_rx.changed(), if *logged_in => {
+                    let symbols: Vec<Symbol> = subs_rx.borrow_and_update().iter().cloned().collect();
+                    request_id += 1;
+                    send_json(&mut ws, &stream::subscribe_quotes(&info, request_id, &symbols)).await?;
+                    continue;
+                }
+                next = tokio::time::timeout(STREAM_SILENCE, ws.next()) => match next {
+                    Err(_) => return Err("no heartbeat from the streamer".into()),
+                    Ok(None) => return Err("the streamer closed the socket".into()),
+                    Ok(Some(Err(e))) => return Err(format!("streamer socket failed: {e}")),
+                    Ok(Some(Ok(Message::Text(text)))) => text,
+                    Ok(Some(Ok(Message::Close(_)))) => return Err("the streamer closed the socket".into()),
+                    Ok(Some(Ok(_))) => continue,
+                },
+            };
+            let incoming: Incoming = match serde_json::from_str(frame.as_str()) {
+                Ok(i) => i,
+                Err(e) => {
+                    warn!(error = %e, "unreadable streamer frame, ignored");
+                    continue;
+                }
+            };
+            for response in &incoming.response {
+                if response.service == "ADMIN" && response.command == "LOGIN" {
+                    if response.content.code != 0 {
+                        return Err(format!("streamer login refused: {}", response.content.msg));
+                    }
+                    *logged_in = true;
+                    info!("schwab streamer logged in");
+                    request_id += 1;
+                    send_json(&mut ws, &stream::subscribe_account(&info, request_id)).await?;
+                    level_one.clear();
+                    let symbols: Vec<Symbol> = subs_rx.borrow_and_update().iter().cloned().collect();
+                    if !symbols.is_empty() {
+                        request_id += 1;
+                        send_json(&mut ws, &stream::subscribe_quotes(&info, request_id, &symbols)).await?;
+                    }
+                } else if response.content.code != 0 {
+                    warn!(service = %response.service, code = response.content.code, msg = %response.content.msg, "streamer refused a request");
+                }
+            }
+            for data in &incoming.data {
+                self.on_stream_data(data, &mut level_one);
+            }
+        }
+    }
+
+    fn on_stream_data(&self, data: &stream::Data, level_one: &mut LevelOne) {
+        match data.service.as_str() {
+            "LEVELONE_EQUITIES" => {
+                let subscribed = self.quote_subs.borrow().clone();
+                for entry in &data.content {
+                    if let Some(quote) = level_one.apply(entry, Utc::now()) {
+                        if subscribed.contains(&quote.symbol) {
+                            // Market data is dropped, not queued, when the pipe is slow.
+                            let _ = self.events.try_send(ServiceEvent::Quote(quote));
+                        }
+                    }
+                }
+            }
+            "ACCT_ACTIVITY" => {
+                for activity in data.content.iter().filter_map(stream::activity) {
+                    info!(message_type = %activity.message_type, order_id = ?activity.order_id, "schwab account activity");
+                    let _ = self.poll_wake.try_send(activity.order_id);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+struct SessionEnd {
+    logged_in: bool,
+    reason: String,
+}
+
+/// Reconnects: 250 ms doubling to 30 s, with jitter, forever.
+fn stream_backoff() -> backon::ExponentialBackoff {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+async fn send_json<S, T>(ws: &mut S, value: &T) -> Result<(), String>
+where
+    S: futures_util::Sink<Message> + Unpin,
+    S::Error: std::fmt::Display,
+    T: serde::Serialize,
+{
+    let text = serde_json::to_string(value).map_err(|e| e.to_string())?;
+    ws.send(Message::text(text)).await.map_err(|e| format!("streamer send failed: {e}"))
+}
+
+/// The US exchange date at `now`. Eastern time is UTC-5 in winter and UTC-4
+/// in summer; UTC-5 gives the right date except from midnight to 1 am EDT,
+/// when the market is closed anyway (and the hours checked are absolute
+/// times, so a stale day only ever says "closed").
+fn exchange_date(now: DateTime<Utc>) -> NaiveDate {
+    (now - TimeDelta::hours(5)).date_naive()
+}
+
+impl CommandHandler for SchwabBroker {
+    async fn handle(&self, command: Command) -> Reply {
+        let result: Result<ReplyBody, ErrorDetail> = match command {
+            Command::Ping => Ok(ReplyBody::Pong),
+            Command::Stop => Ok(ReplyBody::Done),
+            Command::Instruments => Ok(ReplyBody::Instruments(self.instruments())),
+            Command::Subscribe { feed, symbol } => self.subscribe(feed, symbol).await,
+            Command::Unsubscribe { feed: _, symbol } => {
+                self.quote_subs.send_modify(|s| {
+                    s.remove(&symbol);
+                });
+                Ok(ReplyBody::Done)
+            }
+            Command::Quote { symbol } => self.quote(&symbol).await.map(ReplyBody::Quote),
+            Command::Book { .. } => Err(ErrorDetail::new(
+                "unsupported_feed",
+                "a schwab broker has no order book (Schwab's level two needs separate permissions)",
+            )),
+            Command::PlaceOrder { order } => self.place(order).await.map(ReplyBody::Order).map_err(|e| detail(&e)),
+            Command::CancelOrder { client_id, .. } => {
+                self.cancel(&client_id).await.map(ReplyBody::Order).map_err(|e| order_detail(&e))
+            }
+            Command::OrderStatus { client_id, .. } => {
+                self.status_of(&client_id).await.map(ReplyBody::Order).map_err(|e| order_detail(&e))
+            }
+            Command::OpenOrders { account } => Ok(ReplyBody::Orders(self.open_orders(&account))),
+            Command::Balances { .. } => self.balances().await.map(ReplyBody::Balances).map_err(|e| detail(&e)),
+            Command::Positions { .. } => self.positions().await.map(ReplyBody::Positions).map_err(|e| detail(&e)),
+        };
+        match result {
+            Ok(body) => Reply::Ok(body),
+            Err(e) => Reply::Err(e),
+        }
+    }
+}
+
+impl SchwabBroker {
+    /// The last known report of every open order `account` placed here.
+    fn open_orders(&self, account: &str) -> Vec<VenueOrderReport> {
+        self.book()
+            .by_client
+            .values()
+            .filter(|t| t.account == account)
+            .filter_map(|t| t.last.clone())
+            .filter(|r| r.status.is_open())
+            .collect()
+    }
+}
+
+fn detail(e: &SchwabError) -> ErrorDetail {
+    ErrorDetail::new(e.code(), e.to_string())
+}
+
+/// As [`detail`], with Schwab's 404 as the pipe's `unknown_order`.
+fn order_detail(e: &SchwabError) -> ErrorDetail {
+    match e {
+        SchwabError::NotFound { message } => ErrorDetail::new("unknown_order", message.clone()),
+        other => detail(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parse_and_refuse_bad_values() {
+        let mut o = BTreeMap::new();
+        o.insert("symbols".to_string(), "aapl, msft".to_string());
+        o.insert("api_url".to_string(), "http://127.0.0.1:9/".to_string());
+        o.insert("extended_hours".to_string(), "true".to_string());
+        let p = SchwabOptions::parse("s1", &o).unwrap();
+        assert_eq!(p.symbols, vec![Symbol::parse("AAPL").unwrap(), Symbol::parse("MSFT").unwrap()]);
+        assert_eq!(p.api_url, "http://127.0.0.1:9");
+        assert!(p.extended_hours);
+        assert!(p.token_file.ends_with(".config/lido/schwab-s1.json"));
+        o.insert("symbols".to_string(), "BTC/USD".to_string());
+        assert!(SchwabOptions::parse("s1", &o).unwrap_err().contains("not an equity ticker"));
+        let unknown: BTreeMap<_, _> = [("app_key".to_string(), "x".to_string())].into();
+        assert!(SchwabOptions::parse("s1", &unknown).unwrap_err().contains("unknown option \"app_key\""));
+        let bad_url: BTreeMap<_, _> = [("auth_url".to_string(), "nope".to_string())].into();
+        assert!(SchwabOptions::parse("s1", &bad_url).is_err());
+    }
+
+    #[test]
+    fn missing_app_key_names_the_variable_not_a_value() {
+        let mut o = SchwabOptions::defaults("s1");
+        o.app_key_env = "LIDO_TEST_SURELY_UNSET_KEY".into();
+        let e = o.app_credentials().unwrap_err();
+        assert!(e.contains("export LIDO_TEST_SURELY_UNSET_KEY"), "{e}");
+    }
+
+    #[test]
+    fn exchange_date_is_new_york_s() {
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(exchange_date(at("2026-12-02T01:30:00Z")).to_string(), "2026-12-01");
+        assert_eq!(exchange_date(at("2026-12-02T14:30:00Z")).to_string(), "2026-12-02");
+    }
+}

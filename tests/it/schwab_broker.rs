@@ -1,0 +1,273 @@
+//! The `schwab` broker (and its `tdameritrade` alias) as a real lidod child
+//! process against the fake Schwab (`lido_tests::schwab_fake`): quotes,
+//! order placement and cancel, a fill announced on the streamer, token
+//! refresh mid-session, market hours, streamer reconnect, no secret in logs.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lido_shared::api::{Channel, PlaceOrder};
+use lido_shared::client::{LidoClient, Stream};
+use lido_shared::model::{Fill, Order, OrderStatus, OrderType, Quote, Side, TimeInForce};
+use lido_tests::schwab_fake::{FakeConfig, FakeSchwab};
+use lido_tests::{eventually, TestDaemon};
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+
+const WITHIN: Duration = Duration::from_secs(20);
+const MARKET: &str = "us-equities";
+
+struct Setup {
+    fake: FakeSchwab,
+    daemon: TestDaemon,
+    token_file: PathBuf,
+    dir: PathBuf,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A fake Schwab, a token file from its login, and lidod running broker
+/// `s1` of `broker_type` in market `us-equities`.
+async fn start(broker_type: &str, poll_ms: u64) -> Setup {
+    let fake = FakeSchwab::start(FakeConfig::default()).await;
+    let dir = std::env::temp_dir().join(format!("lido-schwab-it-{}-{broker_type}-{poll_ms}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token_file = dir.join("s1-token.json");
+    std::fs::write(&token_file, serde_json::to_vec(&fake.issue_tokens()).unwrap()).unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = format!(
+        r#"
+[[broker]]
+name = "s1"
+type = "{broker_type}"
+[broker.options]
+api_url = "{url}"
+auth_url = "{url}"
+token_file = "{token}"
+symbols = "AAPL,MSFT"
+app_key_env = "LIDO_IT_SCHWAB_KEY"
+app_secret_env = "LIDO_IT_SCHWAB_SECRET"
+poll_ms = "{poll_ms}"
+
+[[market]]
+name = "{MARKET}"
+brokers = ["s1"]
+"#,
+        url = fake.url,
+        token = token_file.display()
+    );
+    let config_path = dir.join("lido.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let (key, secret) = (fake.config().app_key.clone(), fake.config().app_secret.clone());
+    let daemon = TestDaemon::spawn_with_env(
+        &["--config", config_path.to_str().unwrap()],
+        &[("LIDO_IT_SCHWAB_KEY", &key), ("LIDO_IT_SCHWAB_SECRET", &secret)],
+    );
+    Setup { fake, daemon, token_file, dir }
+}
+
+async fn algo(setup: &Setup) -> LidoClient {
+    let session = setup.daemon.client().open_session("acme").await.unwrap();
+    LidoClient::new(session.market_manager_url).unwrap().with_token(&session.session_id)
+}
+
+async fn first_quote(c: &LidoClient, symbol: &str) -> Quote {
+    eventually(WITHIN, "a quote through the schwab broker", || async { c.quote(MARKET, symbol).await.ok() }).await
+}
+
+fn limit(side: Side, quantity: Decimal, price: Decimal, coid: &str) -> PlaceOrder {
+    PlaceOrder {
+        market: MARKET.into(),
+        symbol: "AAPL".into(),
+        side,
+        order_type: OrderType::Limit,
+        quantity,
+        limit_price: Some(price),
+        time_in_force: TimeInForce::Day,
+        client_order_id: Some(coid.into()),
+    }
+}
+
+/// The app secret, the app key and every token the fake issued are absent from lidod's log
+/// (which includes the broker child's output).
+fn assert_no_secrets(setup: &Setup) {
+    let log = setup.daemon.log_text();
+    let (access, refresh) = setup.fake.tokens();
+    for secret in [&setup.fake.config().app_secret, &setup.fake.config().app_key, &access, &refresh] {
+        assert!(!log.contains(secret.as_str()), "a secret is in the log");
+    }
+    assert!(!log.contains("fake-access-") && !log.contains("fake-refresh-"), "a token is in the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotes_place_and_cancel_with_schwabs_order_json() {
+    let setup = start("schwab", 60_000).await;
+    let c = algo(&setup).await;
+    let q = first_quote(&c, "AAPL").await;
+    assert_eq!((q.bid, q.ask, q.bid_size, q.ask_size), (dec!(190.25), dec!(190.27), dec!(300), dec!(200)));
+
+    let placed = c.place_order(&limit(Side::Buy, dec!(10), dec!(150), "sb-1")).await.unwrap();
+    assert_eq!(placed.order.status, OrderStatus::Accepted, "{:?}", placed.order);
+    let venue_id = placed.order.venue_order_id.clone().expect("Schwab's order id from the Location header");
+    assert!(setup.fake.orders().contains_key(&venue_id.parse::<i64>().unwrap()));
+    assert_eq!(
+        setup.fake.order_posts(),
+        vec![serde_json::json!({"orderType":"LIMIT","session":"NORMAL","duration":"DAY","orderStrategyType":"SINGLE",
+            "price":150.0,"orderLegCollection":[{"instruction":"BUY","quantity":10.0,
+            "instrument":{"symbol":"AAPL","assetType":"EQUITY"}}]})]
+    );
+
+    let again = c.place_order(&limit(Side::Buy, dec!(10), dec!(150), "sb-1")).await.unwrap();
+    assert!(!again.created);
+    assert_eq!(setup.fake.order_posts().len(), 1, "the same client order id never reaches Schwab twice");
+
+    let canceled = c.cancel_order(&placed.order.order_id).await.unwrap();
+    assert_eq!(canceled.status, OrderStatus::Canceled);
+    let at_schwab = &setup.fake.orders()[&venue_id.parse::<i64>().unwrap()];
+    assert_eq!(at_schwab.status, "CANCELED");
+
+    let balances = c.balances(Some(MARKET)).await.unwrap();
+    assert_eq!(balances[0].asset, "USD");
+    assert_eq!(balances[0].total, dec!(100000));
+    assert_no_secrets(&setup);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_arrives_via_the_streamer_account_activity() {
+    // Polling once a ten minutes: the fill can only come from ACCT_ACTIVITY.
+    let setup = start("schwab", 600_000).await;
+    let c = algo(&setup).await;
+    first_quote(&c, "AAPL").await;
+    eventually(WITHIN, "the streamer login", || async { (setup.fake.stream_logins() >= 1).then_some(()) }).await;
+    let mut stream = c.stream().await.unwrap();
+    stream.subscribe(Channel::Fills, MARKET, None).await.unwrap();
+    stream.subscribe(Channel::Orders, MARKET, None).await.unwrap();
+
+    let placed = c.place_order(&limit(Side::Buy, dec!(5), dec!(150), "sb-fill")).await.unwrap();
+    let schwab_id: i64 = placed.order.venue_order_id.clone().unwrap().parse().unwrap();
+    setup.fake.fill(schwab_id, dec!(5), dec!(149.5));
+
+    let mut fill = None;
+    let mut status = placed.order.status;
+    while fill.is_none() || status != OrderStatus::Filled {
+        let ev = stream.next_event(WITHIN).await.expect("fill and order update within 20 s");
+        match ev.channel {
+            Channel::Fills => fill = Some(ev.decode::<Fill>().unwrap()),
+            Channel::Orders => status = ev.decode::<Order>().unwrap().status,
+            _ => {}
+        }
+    }
+    let fill = fill.unwrap();
+    assert_eq!(
+        (fill.order_id.as_str(), fill.quantity, fill.price),
+        (placed.order.order_id.as_str(), dec!(5), dec!(149.5))
+    );
+    let positions = c.positions(Some(MARKET)).await.unwrap();
+    let aapl = positions.iter().find(|p| p.symbol.as_str() == "AAPL").expect("an AAPL position");
+    assert_eq!(aapl.quantity, dec!(5));
+    assert_no_secrets(&setup);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_access_token_is_refreshed_mid_session() {
+    let setup = start("schwab", 60_000).await;
+    let c = algo(&setup).await;
+    first_quote(&c, "AAPL").await;
+    let before = setup.fake.tokens().0;
+    setup.fake.expire_access_token();
+
+    let q = c.quote(MARKET, "MSFT").await.expect("the quote after a refresh");
+    assert_eq!(q.bid, dec!(412.10));
+    assert_eq!(setup.fake.refresh_grants(), 1);
+    let (access, _) = setup.fake.tokens();
+    assert_ne!(access, before);
+    let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&setup.token_file).unwrap()).unwrap();
+    assert_eq!(file["access_token"], access.as_str(), "the new token is written to the token file");
+    let mode = std::fs::metadata(&setup.token_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(setup.daemon.log_text().contains("schwab access token refreshed"));
+    assert_no_secrets(&setup);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tdameritrade_alias_streams_quotes_and_resubscribes_after_a_drop() {
+    let setup = start("tdameritrade", 60_000).await;
+    let c = algo(&setup).await;
+    first_quote(&c, "MSFT").await;
+    let mut stream = c.stream().await.unwrap();
+    stream.subscribe(Channel::Quotes, MARKET, Some("MSFT")).await.unwrap();
+    eventually(WITHIN, "the streamer login", || async { (setup.fake.stream_logins() >= 1).then_some(()) }).await;
+
+    // Pushed until seen: a push may land before the broker's SUBS reached the fake.
+    let mut seen = false;
+    for _ in 0..40 {
+        setup.fake.push_quote("MSFT", dec!(400.10), dec!(400.20));
+        if quote_with_bid(&mut stream, dec!(400.10)).await {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "a streamed LEVELONE_EQUITIES quote");
+
+    setup.fake.drop_streams();
+    eventually(WITHIN, "a second streamer login", || async { (setup.fake.stream_logins() >= 2).then_some(()) }).await;
+    let mut seen = false;
+    for _ in 0..40 {
+        setup.fake.push_quote("MSFT", dec!(401.10), dec!(401.20));
+        if quote_with_bid(&mut stream, dec!(401.10)).await {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "quotes flow again after the reconnect and resubscribe");
+    let log = setup.daemon.log_text();
+    assert!(log.contains("TD Ameritrade's API was retired"), "the alias says why it is Schwab");
+    assert_no_secrets(&setup);
+}
+
+/// Whether a quote with `bid` arrives within half a second.
+async fn quote_with_bid(stream: &mut Stream, bid: Decimal) -> bool {
+    let wait = async {
+        loop {
+            match stream.next_event(Duration::from_millis(500)).await {
+                Ok(ev) if ev.channel == Channel::Quotes && ev.decode::<Quote>().unwrap().bid == bid => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_millis(500), wait).await.unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_outside_market_hours_never_leave() {
+    let setup = start("schwab", 60_000).await;
+    let c = algo(&setup).await;
+    first_quote(&c, "AAPL").await;
+    setup.fake.close_market();
+    let placed = c.place_order(&limit(Side::Buy, dec!(1), dec!(150), "sb-closed")).await.unwrap();
+    assert_eq!(placed.order.status, OrderStatus::Rejected);
+    let reason = placed.order.reason.unwrap_or_default();
+    assert!(reason.contains("market_closed") && reason.contains("not sent"), "{reason}");
+    assert!(setup.fake.order_posts().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_whose_answer_was_lost_is_found_not_sent_again() {
+    let setup = start("schwab", 60_000).await;
+    let c = algo(&setup).await;
+    first_quote(&c, "AAPL").await;
+    setup.fake.fail_next_order_after_effect();
+    let placed = c.place_order(&limit(Side::Sell, dec!(2), dec!(250), "sb-lost")).await.unwrap();
+    assert_eq!(placed.order.status, OrderStatus::Accepted, "{:?}", placed.order);
+    let orders = setup.fake.orders();
+    assert_eq!(orders.len(), 1);
+    assert_eq!(placed.order.venue_order_id, orders.keys().next().map(|id| id.to_string()));
+    assert_eq!(setup.fake.order_posts().len(), 1, "looked up among recent orders, never sent twice");
+    assert!(setup.daemon.log_text().contains("looking it up"));
+}
