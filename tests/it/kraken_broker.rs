@@ -34,6 +34,12 @@ impl Drop for Setup {
 /// The fake, and lidod with broker `k1` (kraken, pointed at the fake) and
 /// market `crypto` on it; keys in `KRAKEN_API_KEY` / `KRAKEN_API_SECRET`.
 async fn setup(config: FakeConfig) -> Setup {
+    setup_with(config, true).await
+}
+
+/// [`setup`], with the broker's private socket pointed at the fake or, when
+/// `private_ws` is false, at a port where nothing listens.
+async fn setup_with(config: FakeConfig, private_ws: bool) -> Setup {
     let fake = FakeKraken::start(config.clone()).await;
     let dir = std::env::temp_dir().join(format!("lido-kraken-it-{}-{}", std::process::id(), unique()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -55,7 +61,7 @@ brokers = ["k1"]
 "#,
         rest = fake.url,
         ws = fake.ws_url(),
-        ws_auth = fake.ws_auth_url(),
+        ws_auth = if private_ws { fake.ws_auth_url() } else { unreachable_ws_url() },
         nonce = dir.join("k1.nonce").display(),
     );
     let path = dir.join("lido.toml");
@@ -69,13 +75,21 @@ brokers = ["k1"]
     // Ready when the broker answers from Kraken and its executions feed is up.
     eventually(WITHIN, "a quote through the kraken broker", || async { algo.quote("crypto", "BTC/USD").await.ok() })
         .await;
-    let d = daemon.client();
-    eventually(WITHIN, "the executions feed", || async {
-        let k1 = d.describe("k1").await.ok()?;
-        (k1.service.metrics.get("executions_connected") == Some(&1.0)).then_some(())
-    })
-    .await;
+    if private_ws {
+        let d = daemon.client();
+        eventually(WITHIN, "the executions feed", || async {
+            let k1 = d.describe("k1").await.ok()?;
+            (k1.service.metrics.get("executions_connected") == Some(&1.0)).then_some(())
+        })
+        .await;
+    }
     Setup { fake, daemon, algo, dir }
+}
+
+/// A WebSocket URL on a port that was just free (refused connections).
+fn unreachable_ws_url() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    format!("ws://127.0.0.1:{port}/auth/v2")
 }
 
 fn limit(side: Side, quantity: Decimal, price: Decimal, client_order_id: &str) -> PlaceOrder {
@@ -264,6 +278,52 @@ async fn a_rate_limit_answer_or_a_stalled_add_order_still_makes_exactly_one_orde
     assert_eq!(settled.order_id, stalled.order_id);
     // Let any late resend land before counting.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_orders_match(&s).await;
+    assert!(s.daemon.log_text().contains("not resending"), "the broker looked the order up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_go_over_the_private_websocket_when_it_is_up() {
+    let s = setup(FakeConfig::default()).await;
+    let resting = s.algo.place_order(&limit(Side::Buy, dec!(0.01), dec!(60000.0), "ws-1")).await.unwrap().order;
+    assert_eq!(resting.status, OrderStatus::Accepted, "{resting:?}");
+    let canceled = s.algo.cancel_order(&resting.order_id).await.unwrap();
+    assert_eq!(canceled.status, OrderStatus::Canceled, "{canceled:?}");
+    // A marketable one fills, its fill reported by the executions feed.
+    let taker = s.algo.place_order(&limit(Side::Buy, dec!(0.01), dec!(90000.0), "ws-2")).await.unwrap().order;
+    until_status(&s.algo, &taker.order_id, OrderStatus::Filled).await;
+    // Kraken's refusal over the socket reaches the algo in Kraken's words.
+    let poor = s.algo.place_order(&limit(Side::Buy, dec!(5), dec!(60000.0), "ws-3")).await.unwrap().order;
+    assert_eq!(poor.status, OrderStatus::Rejected, "{poor:?}");
+    assert_eq!(poor.reason.as_deref(), Some("insufficient_funds: EOrder:Insufficient funds"));
+
+    assert_eq!(s.fake.add_orders_by_transport(), (0, 3), "(rest, websocket) add orders");
+    assert_orders_match(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_private_websocket_orders_go_by_rest() {
+    let s = setup_with(FakeConfig::default(), false).await;
+    let resting = s.algo.place_order(&limit(Side::Buy, dec!(0.01), dec!(60000.0), "rest-only")).await.unwrap().order;
+    assert_eq!(resting.status, OrderStatus::Accepted, "{resting:?}");
+    let canceled = s.algo.cancel_order(&resting.order_id).await.unwrap();
+    assert_eq!(canceled.status, OrderStatus::Canceled, "{canceled:?}");
+    assert_eq!(s.fake.add_orders_by_transport(), (1, 0), "(rest, websocket) add orders");
+    assert_orders_match(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_dropped_right_after_add_order_still_makes_exactly_one_order() {
+    let s = setup(FakeConfig::default()).await;
+    // Kraken places the order, then the socket closes before the answer:
+    // the broker looks it up by cl_ord_id and does not send it again.
+    s.fake.drop_after_next_add_order();
+    let placed = s.algo.place_order(&limit(Side::Buy, dec!(0.01), dec!(60000.0), "dropped")).await.unwrap().order;
+    let settled = until_status(&s.algo, &placed.order_id, OrderStatus::Accepted).await;
+    assert_eq!(settled.order_id, placed.order_id);
+    // Let any late resend land before counting.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(s.fake.add_orders_by_transport(), (0, 1), "(rest, websocket) add orders");
     assert_orders_match(&s).await;
     assert!(s.daemon.log_text().contains("not resending"), "the broker looked the order up");
 }
