@@ -19,11 +19,13 @@
 //!   ([`private_ws`]), when keys are configured. Without keys the broker
 //!   still streams public data; private commands fail with `no_credentials`.
 //! - Status: the REST call counter level and current wait, connections and
-//!   subscriptions, once a second (the service state's detail and a
+//!   subscriptions per connection, once a second (the service state's detail and a
 //!   `Metrics` event).
-//!
-//! Not built yet: more public connections opened on demand near Kraken's
-//! subscription limits (`connections` fixes the count).
+//! - Public connections: `connections` always open, more opened while the
+//!   open ones carry `max_subscriptions_per_connection` each, and idle
+//!   extras closed ([`public_ws`]). Orders and their state belong to the
+//!   account, not to a socket: any connection or REST can query or cancel
+//!   an order placed through another.
 
 pub mod options;
 pub mod private_ws;
@@ -48,7 +50,7 @@ use tracing::{info, warn};
 
 pub use options::KrakenOptions;
 use private_ws::{OrderCall, OrderIndex, OrderMeta, SocketOrders};
-use public_ws::PublicFeeds;
+use public_ws::{PublicConfig, PublicFeeds};
 
 use super::kraken::envelope::{ErrorCode, KrakenError, RequestKind, RetryAdvice};
 use super::kraken::messages::{
@@ -115,9 +117,12 @@ pub async fn run(
         rest: rest.clone(),
         pairs: OnceCell::new(),
         public: PublicFeeds::start(
-            &options.ws_url,
-            options.connections,
-            options.book_depth,
+            PublicConfig {
+                url: options.ws_url.clone(),
+                connections: options.connections,
+                max_subscriptions_per_connection: options.max_subscriptions_per_connection,
+                book_depth: options.book_depth,
+            },
             events_tx.clone(),
             shutdown.clone(),
         ),
@@ -154,6 +159,7 @@ impl KrakenBroker {
                 _ = tick.tick() => {}
             }
             let live = self.public.live();
+            let loads = self.public.loads();
             let level = self.rest.rate_limit_level();
             let wait_ms = self.rest.rate_limit_wait().as_millis() as f64;
             let connected = live.connected.load(Ordering::Relaxed);
@@ -163,6 +169,7 @@ impl KrakenBroker {
                 ("rest_wait_ms", wait_ms),
                 ("ws_connected", connected as f64),
                 ("ws_subscriptions", self.public.subscriptions() as f64),
+                ("ws_connections_open", loads.len() as f64),
                 ("ws_reconnects", live.reconnects.load(Ordering::Relaxed) as f64),
                 ("book_resyncs", live.book_resyncs.load(Ordering::Relaxed) as f64),
                 ("executions_connected", f64::from(u8::from(executions))),
@@ -174,7 +181,8 @@ impl KrakenBroker {
             // Public data and REST orders work without the executions feed, so
             // the broker stays routable; the detail says what is missing.
             let detail = format!(
-                "rest counter {level:.2}, wait {wait_ms} ms; public ws {connected} up, {} subscriptions, {} book resyncs; executions {}",
+                "rest counter {level:.2}, wait {wait_ms} ms; public ws {connected} of {} up, {} subscriptions {loads:?} by connection, {} book resyncs; executions {}",
+                loads.len(),
                 self.public.subscriptions(),
                 live.book_resyncs.load(Ordering::Relaxed),
                 match (has_keys, executions) {
