@@ -145,6 +145,9 @@ struct FakeState {
     /// AddOrder requests over REST, and `add_order` calls over the socket.
     rest_add_orders: u64,
     ws_add_orders: u64,
+    /// CancelOrder requests over REST, and `cancel_order` calls over the socket.
+    rest_cancels: u64,
+    ws_cancels: u64,
     drop_after_add_order: bool,
 }
 
@@ -239,6 +242,12 @@ impl FakeKraken {
     pub fn add_orders_by_transport(&self) -> (u64, u64) {
         let s = self.state.lock();
         (s.rest_add_orders, s.ws_add_orders)
+    }
+
+    /// Cancels asked for so far: (REST CancelOrder, socket `cancel_order`).
+    pub fn cancels_by_transport(&self) -> (u64, u64) {
+        let s = self.state.lock();
+        (s.rest_cancels, s.ws_cancels)
     }
 
     /// Every order the fake holds, by txid.
@@ -495,6 +504,7 @@ impl Shared {
                 self.add_order(&mut state, &fields)
             }
             "CancelOrder" => {
+                state.rest_cancels += 1;
                 self.cancel_order(&mut state, field(&fields, "txid"), field(&fields, "cl_ord_id"))?;
                 Ok(json!(CancelResult { count: 1, pending: false }))
             }

@@ -315,6 +315,29 @@ async fn without_the_private_websocket_orders_go_by_rest() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_placed_over_the_socket_is_queried_and_canceled_over_rest() {
+    let s = setup(FakeConfig::default()).await;
+    let placed = s.algo.place_order(&limit(Side::Buy, dec!(0.01), dec!(60000.0), "cross")).await.unwrap().order;
+    assert!(placed.status == OrderStatus::Accepted && placed.venue_order_id.is_some(), "{placed:?}");
+    assert_eq!(s.fake.add_orders_by_transport(), (0, 1), "(rest, websocket) add orders");
+    // The private socket goes down and stays down (reconnects get no
+    // subscription answer) while the order is canceled.
+    s.fake.stall_websockets(Duration::from_secs(6));
+    s.fake.drop_websockets();
+    let d = s.daemon.client();
+    eventually(WITHIN, "the executions feed down", || async {
+        let k1 = d.describe("k1").await.ok()?;
+        (k1.service.metrics.get("executions_connected") == Some(&0.0)).then_some(())
+    })
+    .await;
+    let canceled = s.algo.cancel_order(&placed.order_id).await.unwrap();
+    assert_eq!(canceled.status, OrderStatus::Canceled, "{canceled:?}");
+    assert_eq!(canceled.venue_order_id, placed.venue_order_id, "the same kraken order");
+    assert_eq!(s.fake.cancels_by_transport(), (1, 0), "(rest, websocket) cancels");
+    assert_orders_match(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_socket_dropped_right_after_add_order_still_makes_exactly_one_order() {
     let s = setup(FakeConfig::default()).await;
     // Kraken places the order, then the socket closes before the answer:

@@ -320,6 +320,7 @@ fn order_method(fake: &Shared, method: &str, params: Value) -> (Result<Value, St
     let invalid = |e: serde_json::Error| format!("EGeneral:Invalid arguments:{e}");
     let mut state = fake.lock();
     if method == "cancel_order" {
+        state.ws_cancels += 1;
         let result = serde_json::from_value::<CancelOrderParams>(params).map_err(invalid).and_then(|p| {
             if !state.tokens.contains(&p.token.0) {
                 return Err("EAccount:Invalid token".into());
