@@ -220,14 +220,15 @@ impl FakeKraken {
         Some((m.bids().first()?.0, m.asks().first()?.0))
     }
 
-    /// Answers the next request (public or private) with this Kraken
-    /// error string, without acting on it.
+    /// Answers the next request (REST public or private, or a socket
+    /// `add_order` / `cancel_order`) with this Kraken error string, without
+    /// acting on it.
     pub fn fail_next_with(&self, error: &str) {
         self.state.lock().fail_next = Some(error.to_string());
     }
 
-    /// Holds the next answer back for `delay`, after the request took
-    /// effect.
+    /// Holds the next answer (REST, or a socket order method) back for
+    /// `delay`, after the request took effect.
     pub fn stall(&self, delay: Duration) {
         self.state.lock().stall_next = Some(delay);
     }
