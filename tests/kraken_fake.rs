@@ -7,19 +7,23 @@
 //! parser the protocol core documents ([`AddOrderRequest::from_form`]);
 //! orders the balances cannot cover refused. Public Time, AssetPairs,
 //! Ticker, Depth; private Balance, OpenOrders, ClosedOrders, QueryOrders,
-//! AddOrder, CancelOrder, GetWebSocketsToken.
+//! AddOrder, CancelOrder, CancelAll, GetWebSocketsToken.
 //!
 //! WebSocket v2 ([`ws`]): public `ticker` / `book` / `trade` at
-//! [`FakeKraken::ws_url`] and private `executions` at
-//! [`FakeKraken::ws_auth_url`]. Each pair has a ten-level book
+//! [`FakeKraken::ws_url`] and, at [`FakeKraken::ws_auth_url`], private
+//! `executions` and the `add_order` / `cancel_order` methods (token
+//! checked, then the same checks and matching as REST AddOrder /
+//! CancelOrder). Each pair has a ten-level book
 //! ([`market`]) that changes every 100 ms; a marketable order takes
 //! liquidity from it, and its fills go out as executions (with trade ids
 //! and fees), public trades and book updates.
 //!
 //! Switches for fault tests: [`FakeKraken::fail_next_with`] answers the
-//! next REST request with a given error string; [`FakeKraken::stall`] holds
-//! the next REST answer back (after the request took effect, as a slow
-//! Kraken does); [`FakeKraken::drop_websockets`] closes every socket;
+//! next REST request or socket order method with a given error string;
+//! [`FakeKraken::stall`] holds the next such answer back (after the request
+//! took effect, as a slow Kraken does); [`FakeKraken::drop_websockets`]
+//! closes every socket; [`FakeKraken::drop_after_next_add_order`] closes
+//! the private socket right after it placed an `add_order`, unanswered;
 //! [`FakeKraken::stall_websockets`] stops sending on them for a while;
 //! [`FakeKraken::corrupt_next_checksum`] sends one book update with a wrong
 //! checksum.
@@ -138,6 +142,13 @@ struct FakeState {
     corrupt_next_checksum: bool,
     ws_stalled_until: Option<Instant>,
     ws_opened: u64,
+    /// AddOrder requests over REST, and `add_order` calls over the socket.
+    rest_add_orders: u64,
+    ws_add_orders: u64,
+    /// CancelOrder requests over REST, and `cancel_order` calls over the socket.
+    rest_cancels: u64,
+    ws_cancels: u64,
+    drop_after_add_order: bool,
 }
 
 impl FakeKraken {
@@ -209,16 +220,35 @@ impl FakeKraken {
         Some((m.bids().first()?.0, m.asks().first()?.0))
     }
 
-    /// Answers the next request (public or private) with this Kraken
-    /// error string, without acting on it.
+    /// Answers the next request (REST public or private, or a socket
+    /// `add_order` / `cancel_order`) with this Kraken error string, without
+    /// acting on it.
     pub fn fail_next_with(&self, error: &str) {
         self.state.lock().fail_next = Some(error.to_string());
     }
 
-    /// Holds the next answer back for `delay`, after the request took
-    /// effect.
+    /// Holds the next answer (REST, or a socket order method) back for
+    /// `delay`, after the request took effect.
     pub fn stall(&self, delay: Duration) {
         self.state.lock().stall_next = Some(delay);
+    }
+
+    /// Closes the private socket that receives the next `add_order` right
+    /// after placing the order, before answering it.
+    pub fn drop_after_next_add_order(&self) {
+        self.state.lock().drop_after_add_order = true;
+    }
+
+    /// Orders asked for so far: (REST AddOrder, socket `add_order`).
+    pub fn add_orders_by_transport(&self) -> (u64, u64) {
+        let s = self.state.lock();
+        (s.rest_add_orders, s.ws_add_orders)
+    }
+
+    /// Cancels asked for so far: (REST CancelOrder, socket `cancel_order`).
+    pub fn cancels_by_transport(&self) -> (u64, u64) {
+        let s = self.state.lock();
+        (s.rest_cancels, s.ws_cancels)
     }
 
     /// Every order the fake holds, by txid.
@@ -470,31 +500,58 @@ impl Shared {
                     ids.iter().filter_map(|id| state.orders.get(*id).map(|o| (*id, o))).collect();
                 Ok(json!(found))
             }
-            "AddOrder" => self.add_order(&mut state, &fields),
+            "AddOrder" => {
+                state.rest_add_orders += 1;
+                self.add_order(&mut state, &fields)
+            }
             "CancelOrder" => {
-                let by_txid = field(&fields, "txid");
-                let by_client = field(&fields, "cl_ord_id");
-                let target =
-                    state.orders.iter_mut().filter(|(_, o)| o.status == RestOrderStatus::Open).find(|(id, o)| {
-                        match (by_txid, by_client) {
-                            (Some(t), _) => id.as_str() == t || o.cl_ord_id.as_deref() == Some(t),
-                            (None, Some(c)) => o.cl_ord_id.as_deref() == Some(c),
-                            (None, None) => false,
-                        }
-                    });
-                if by_txid.is_none() && by_client.is_none() {
-                    return Err("EGeneral:Invalid arguments:txid".into());
-                }
-                let Some((txid, order)) = target else { return Err("EOrder:Unknown order".into()) };
-                order.status = RestOrderStatus::Canceled;
-                order.closetm = Some(now_secs());
-                order.reason = Some("User requested".into());
-                let entry = execution(&self.pairs, txid, order, ExecType::Canceled, WsOrderStatus::Canceled);
-                self.emit_execution(&mut state, entry);
+                state.rest_cancels += 1;
+                self.cancel_order(&mut state, field(&fields, "txid"), field(&fields, "cl_ord_id"))?;
                 Ok(json!(CancelResult { count: 1, pending: false }))
+            }
+            "CancelAll" => {
+                let open: Vec<String> = state
+                    .orders
+                    .iter()
+                    .filter(|(_, o)| o.status == RestOrderStatus::Open)
+                    .map(|(t, _)| t.clone())
+                    .collect();
+                for txid in &open {
+                    self.cancel_order(&mut state, Some(txid), None)?;
+                }
+                Ok(json!(CancelResult { count: open.len() as u32, pending: false }))
             }
             _ => Err("EGeneral:Unknown method".into()),
         }
+    }
+
+    /// Cancels one open order by Kraken id (or client id given as `txid`,
+    /// as Kraken allows) or by `cl_ord_id`; returns its txid.
+    fn cancel_order(
+        &self,
+        state: &mut FakeState,
+        by_txid: Option<&str>,
+        by_client: Option<&str>,
+    ) -> Result<String, String> {
+        if by_txid.is_none() && by_client.is_none() {
+            return Err("EGeneral:Invalid arguments:txid".into());
+        }
+        let target =
+            state.orders.iter_mut().filter(|(_, o)| o.status == RestOrderStatus::Open).find(|(id, o)| {
+                match (by_txid, by_client) {
+                    (Some(t), _) => id.as_str() == t || o.cl_ord_id.as_deref() == Some(t),
+                    (None, Some(c)) => o.cl_ord_id.as_deref() == Some(c),
+                    (None, None) => false,
+                }
+            });
+        let Some((txid, order)) = target else { return Err("EOrder:Unknown order".into()) };
+        order.status = RestOrderStatus::Canceled;
+        order.closetm = Some(now_secs());
+        order.reason = Some("User requested".into());
+        let entry = execution(&self.pairs, txid, order, ExecType::Canceled, WsOrderStatus::Canceled);
+        let txid = txid.clone();
+        self.emit_execution(state, entry);
+        Ok(txid)
     }
 
     fn add_order(&self, state: &mut FakeState, fields: &[(String, String)]) -> Answer {

@@ -34,6 +34,13 @@ impl Drop for Setup {
 /// The fake, and lidod with broker `k1` (kraken, pointed at the fake) and
 /// market `crypto` on it; keys in `KRAKEN_API_KEY` / `KRAKEN_API_SECRET`.
 async fn setup(config: FakeConfig) -> Setup {
+    setup_with(config, true, "").await
+}
+
+/// [`setup`], with the broker's private socket pointed at the fake or, when
+/// `private_ws` is false, at a port where nothing listens; `extra_options`
+/// are more `key = "value"` lines for the broker.
+async fn setup_with(config: FakeConfig, private_ws: bool, extra_options: &str) -> Setup {
     let fake = FakeKraken::start(config.clone()).await;
     let dir = std::env::temp_dir().join(format!("lido-kraken-it-{}-{}", std::process::id(), unique()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -48,6 +55,7 @@ ws_url = "{ws}"
 ws_auth_url = "{ws_auth}"
 nonce_file = "{nonce}"
 rest_timeout_ms = "1500"
+{extra_options}
 
 [[market]]
 name = "crypto"
@@ -55,7 +63,7 @@ brokers = ["k1"]
 "#,
         rest = fake.url,
         ws = fake.ws_url(),
-        ws_auth = fake.ws_auth_url(),
+        ws_auth = if private_ws { fake.ws_auth_url() } else { unreachable_ws_url() },
         nonce = dir.join("k1.nonce").display(),
     );
     let path = dir.join("lido.toml");
@@ -69,13 +77,21 @@ brokers = ["k1"]
     // Ready when the broker answers from Kraken and its executions feed is up.
     eventually(WITHIN, "a quote through the kraken broker", || async { algo.quote("crypto", "BTC/USD").await.ok() })
         .await;
-    let d = daemon.client();
-    eventually(WITHIN, "the executions feed", || async {
-        let k1 = d.describe("k1").await.ok()?;
-        (k1.service.metrics.get("executions_connected") == Some(&1.0)).then_some(())
-    })
-    .await;
+    if private_ws {
+        let d = daemon.client();
+        eventually(WITHIN, "the executions feed", || async {
+            let k1 = d.describe("k1").await.ok()?;
+            (k1.service.metrics.get("executions_connected") == Some(&1.0)).then_some(())
+        })
+        .await;
+    }
     Setup { fake, daemon, algo, dir }
+}
+
+/// A WebSocket URL on a port that was just free (refused connections).
+fn unreachable_ws_url() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    format!("ws://127.0.0.1:{port}/auth/v2")
 }
 
 fn limit(side: Side, quantity: Decimal, price: Decimal, client_order_id: &str) -> PlaceOrder {
@@ -266,6 +282,124 @@ async fn a_rate_limit_answer_or_a_stalled_add_order_still_makes_exactly_one_orde
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_orders_match(&s).await;
     assert!(s.daemon.log_text().contains("not resending"), "the broker looked the order up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_go_over_the_private_websocket_when_it_is_up() {
+    let s = setup(FakeConfig::default()).await;
+    let resting = s.algo.place_order(&limit(Side::Buy, dec!(0.01), dec!(60000.0), "ws-1")).await.unwrap().order;
+    assert_eq!(resting.status, OrderStatus::Accepted, "{resting:?}");
+    let canceled = s.algo.cancel_order(&resting.order_id).await.unwrap();
+    assert_eq!(canceled.status, OrderStatus::Canceled, "{canceled:?}");
+    // A marketable one fills, its fill reported by the executions feed.
+    let taker = s.algo.place_order(&limit(Side::Buy, dec!(0.01), dec!(90000.0), "ws-2")).await.unwrap().order;
+    until_status(&s.algo, &taker.order_id, OrderStatus::Filled).await;
+    // Kraken's refusal over the socket reaches the algo in Kraken's words.
+    let poor = s.algo.place_order(&limit(Side::Buy, dec!(5), dec!(60000.0), "ws-3")).await.unwrap().order;
+    assert_eq!(poor.status, OrderStatus::Rejected, "{poor:?}");
+    assert_eq!(poor.reason.as_deref(), Some("insufficient_funds: EOrder:Insufficient funds"));
+
+    assert_eq!(s.fake.add_orders_by_transport(), (0, 3), "(rest, websocket) add orders");
+    assert_orders_match(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_private_websocket_orders_go_by_rest() {
+    let s = setup_with(FakeConfig::default(), false, "").await;
+    let resting = s.algo.place_order(&limit(Side::Buy, dec!(0.01), dec!(60000.0), "rest-only")).await.unwrap().order;
+    assert_eq!(resting.status, OrderStatus::Accepted, "{resting:?}");
+    let canceled = s.algo.cancel_order(&resting.order_id).await.unwrap();
+    assert_eq!(canceled.status, OrderStatus::Canceled, "{canceled:?}");
+    assert_eq!(s.fake.add_orders_by_transport(), (1, 0), "(rest, websocket) add orders");
+    assert_orders_match(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_placed_over_the_socket_is_queried_and_canceled_over_rest() {
+    let s = setup(FakeConfig::default()).await;
+    let placed = s.algo.place_order(&limit(Side::Buy, dec!(0.01), dec!(60000.0), "cross")).await.unwrap().order;
+    assert!(placed.status == OrderStatus::Accepted && placed.venue_order_id.is_some(), "{placed:?}");
+    assert_eq!(s.fake.add_orders_by_transport(), (0, 1), "(rest, websocket) add orders");
+    // The private socket goes down and stays down (reconnects get no
+    // subscription answer) while the order is canceled.
+    s.fake.stall_websockets(Duration::from_secs(6));
+    s.fake.drop_websockets();
+    let d = s.daemon.client();
+    eventually(WITHIN, "the executions feed down", || async {
+        let k1 = d.describe("k1").await.ok()?;
+        (k1.service.metrics.get("executions_connected") == Some(&0.0)).then_some(())
+    })
+    .await;
+    let canceled = s.algo.cancel_order(&placed.order_id).await.unwrap();
+    assert_eq!(canceled.status, OrderStatus::Canceled, "{canceled:?}");
+    assert_eq!(canceled.venue_order_id, placed.venue_order_id, "the same kraken order");
+    assert_eq!(s.fake.cancels_by_transport(), (1, 0), "(rest, websocket) cancels");
+    assert_orders_match(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_dropped_right_after_add_order_still_makes_exactly_one_order() {
+    let s = setup(FakeConfig::default()).await;
+    // Kraken places the order, then the socket closes before the answer:
+    // the broker looks it up by cl_ord_id and does not send it again.
+    s.fake.drop_after_next_add_order();
+    let placed = s.algo.place_order(&limit(Side::Buy, dec!(0.01), dec!(60000.0), "dropped")).await.unwrap().order;
+    let settled = until_status(&s.algo, &placed.order_id, OrderStatus::Accepted).await;
+    assert_eq!(settled.order_id, placed.order_id);
+    // Let any late resend land before counting.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(s.fake.add_orders_by_transport(), (0, 1), "(rest, websocket) add orders");
+    assert_orders_match(&s).await;
+    assert!(s.daemon.log_text().contains("not resending"), "the broker looked the order up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_past_the_per_connection_limit_open_more_connections() {
+    let s = setup_with(FakeConfig::default(), true, r#"max_subscriptions_per_connection = "2""#).await;
+    let opened_before = s.fake.websockets_opened();
+    let wanted = [
+        (Channel::Quotes, "BTC/USD"),
+        (Channel::Book, "BTC/USD"),
+        (Channel::Quotes, "ETH/USD"),
+        (Channel::Book, "ETH/USD"),
+        (Channel::Trades, "BTC/USD"),
+    ];
+    let mut stream = s.algo.stream().await.unwrap();
+    for (channel, symbol) in wanted {
+        stream.subscribe(channel, "crypto", Some(symbol)).await.unwrap();
+    }
+    // Trades come from fills: take liquidity once the subscriptions are in.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let taker = s.algo.place_order(&limit(Side::Buy, dec!(0.01), dec!(90000.0), "taker")).await.unwrap().order;
+    until_status(&s.algo, &taker.order_id, OrderStatus::Filled).await;
+    // Every stream flows, whichever connection carries it.
+    let mut seen = std::collections::HashSet::new();
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    while seen.len() < wanted.len() {
+        assert!(tokio::time::Instant::now() < deadline, "only {seen:?} flowed within {WITHIN:?}");
+        let event = stream.next_event(WITHIN).await.unwrap();
+        if event.gap.is_none() {
+            seen.insert((event.channel, event.symbol.unwrap_or_default()));
+        }
+    }
+    // One public connection was open; five subscriptions at two each need
+    // three, the status says so.
+    assert_eq!(s.fake.websockets_opened() - opened_before, 2, "two more public connections");
+    let d = s.daemon.client();
+    eventually(WITHIN, "status shows three public connections", || async {
+        let k1 = d.describe("k1").await.ok()?;
+        (k1.service.metrics.get("ws_connections_open") == Some(&3.0)).then_some(())
+    })
+    .await;
+
+    // A resting order placed over the private socket is listed by REST
+    // OpenOrders and canceled by cl_ord_id: the broker's order view belongs
+    // to the account, not to a connection.
+    let resting = s.algo.place_order(&limit(Side::Buy, dec!(0.01), dec!(60000.0), "cross-1")).await.unwrap().order;
+    assert_eq!(s.fake.add_orders_by_transport(), (0, 2), "(rest, websocket) add orders");
+    let canceled = s.algo.cancel_order(&resting.order_id).await.unwrap();
+    assert_eq!(canceled.status, OrderStatus::Canceled, "{canceled:?}");
+    assert_orders_match(&s).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

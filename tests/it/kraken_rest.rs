@@ -116,6 +116,21 @@ async fn a_signed_order_rests_is_found_and_cancels_by_client_id() {
 }
 
 #[tokio::test]
+async fn cancel_all_cancels_every_open_order_and_counts_them() {
+    let fake = FakeKraken::start(FakeConfig::default()).await;
+    let rest = client(&fake);
+    for id in ["all-1", "all-2", "all-3"] {
+        bounded(rest.add_order(&limit_buy(dec!(0.01), dec!(60000.0), id))).await.unwrap();
+    }
+    let canceled = bounded(rest.cancel_all()).await.unwrap();
+    assert_eq!(canceled.count, 3);
+    assert!(bounded(rest.open_orders(&OpenOrdersRequest::default())).await.unwrap().open.is_empty());
+    assert!(fake.orders().values().all(|o| o.lido_status() == OrderStatus::Canceled), "{:?}", fake.orders());
+    // Nothing left: Kraken answers a count of zero, not an error.
+    assert_eq!(bounded(rest.cancel_all()).await.unwrap().count, 0);
+}
+
+#[tokio::test]
 async fn a_wrong_secret_is_an_invalid_signature() {
     let fake = FakeKraken::start(FakeConfig::default()).await;
     let rest = client_with(&fake, "c2VjcmV0LWJ1dC13cm9uZw==", NonceSource::in_memory(), WITHIN);

@@ -1,7 +1,9 @@
 //! The fake's WebSocket v2 endpoints: public (`/v2`: status on connect,
 //! heartbeats, `ticker`, `book` snapshot + updates with checksums, `trade`,
 //! `ping`) and private (`/auth/v2`: `executions` behind a token from
-//! GetWebSocketsToken, with a snapshot of open orders and recent fills).
+//! GetWebSocketsToken, with a snapshot of open orders and recent fills;
+//! `add_order` / `cancel_order` behind the same token, checked and matched
+//! as REST AddOrder / CancelOrder are).
 //! Answers use Kraken's shapes (`{"method","success","result"|"error",
 //! "req_id","time_in","time_out"}`).
 
@@ -14,10 +16,12 @@ use axum::extract::State;
 use axum::response::Response;
 use chrono::Utc;
 use lido_shared::model::Symbol;
+use lido_shared::model::{OrderType, TimeInForce};
 use lidod::venue::kraken::messages::{
-    Channel, MessageType, MethodResponse, StatusData, SubscriptionParams, WsMessage, WsRequest,
+    AddOrderParams, AddOrderRequest, CancelOrderParams, Channel, KrakenOrderType, KrakenTimeInForce, MessageType,
+    MethodResponse, StatusData, SubscriptionParams, WsMessage, WsRequest,
 };
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
 use super::Shared;
@@ -189,9 +193,15 @@ async fn private_socket(mut socket: WebSocket, fake: Arc<Shared>) {
                     if matches!(incoming, Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Binary(_)))) { continue; }
                     return;
                 };
-                let (frames, now_subscribed) = private_request(&fake, text.as_str(), subscribed);
-                subscribed = now_subscribed;
-                for out in frames {
+                let answer = private_request(&fake, text.as_str(), subscribed);
+                subscribed = answer.subscribed;
+                if answer.hang_up {
+                    return;
+                }
+                if let Some(delay) = answer.stall {
+                    tokio::time::sleep(delay).await;
+                }
+                for out in answer.frames {
                     if !fake.stalled() && send(&mut socket, &out).await.is_err() {
                         return;
                     }
@@ -219,15 +229,47 @@ async fn private_socket(mut socket: WebSocket, fake: Arc<Shared>) {
     }
 }
 
-/// Answers one private request; returns the frames and whether the socket
-/// is now subscribed to `executions`.
-fn private_request(fake: &Shared, text: &str, subscribed: bool) -> (Vec<WsMessage>, bool) {
+/// What one private request comes to.
+struct PrivateAnswer {
+    frames: Vec<WsMessage>,
+    /// Whether the socket is now subscribed to `executions`.
+    subscribed: bool,
+    /// Hold the frames back this long first.
+    stall: Option<Duration>,
+    /// Close the socket instead of answering.
+    hang_up: bool,
+}
+
+fn private_request(fake: &Shared, text: &str, subscribed: bool) -> PrivateAnswer {
     let time_in = now_text();
-    let Ok(request) = serde_json::from_str::<WsRequest<SubscriptionParams>>(text) else {
-        return (vec![refusal("unknown", None, "EGeneral:Invalid arguments", &time_in)], subscribed);
+    let answer = |frames| PrivateAnswer { frames, subscribed, stall: None, hang_up: false };
+    let Ok(request) = serde_json::from_str::<WsRequest<Value>>(text) else {
+        return answer(vec![refusal("unknown", None, "EGeneral:Invalid arguments", &time_in)]);
     };
     let req_id = request.req_id;
-    match (request.method.as_str(), request.params) {
+    if matches!(request.method.as_str(), "add_order" | "cancel_order") {
+        let (fail, stall) = fake.take_switches();
+        if let Some(error) = fail {
+            return PrivateAnswer { stall, ..answer(vec![refusal(&request.method, req_id, &error, &time_in)]) };
+        }
+        let (result, hang_up) = order_method(fake, &request.method, request.params.unwrap_or(Value::Null));
+        let frame = match result {
+            Ok(ack) => WsMessage::Response(MethodResponse {
+                method: request.method.clone(),
+                success: true,
+                result: Some(ack),
+                error: None,
+                req_id,
+                symbol: None,
+                time_in: Some(time_in),
+                time_out: Some(now_text()),
+            }),
+            Err(error) => refusal(&request.method, req_id, &error, &time_in),
+        };
+        return PrivateAnswer { stall, hang_up, ..answer(vec![frame]) };
+    }
+    let params = request.params.map(serde_json::from_value::<SubscriptionParams>);
+    let (frames, subscribed) = match (request.method.as_str(), params) {
         ("ping", _) => {
             let pong = MethodResponse {
                 method: "pong".into(),
@@ -241,14 +283,14 @@ fn private_request(fake: &Shared, text: &str, subscribed: bool) -> (Vec<WsMessag
             };
             (vec![WsMessage::Response(pong)], subscribed)
         }
-        ("subscribe", Some(params)) if params.channel == Channel::Executions => {
+        ("subscribe", Some(Ok(params))) if params.channel == Channel::Executions => {
             let state = fake.lock();
             let valid = params.token.as_ref().is_some_and(|t| state.tokens.contains(&t.0));
             if !valid {
-                return (vec![refusal("subscribe", req_id, "EAccount:Invalid token", &time_in)], subscribed);
+                return answer(vec![refusal("subscribe", req_id, "EAccount:Invalid token", &time_in)]);
             }
             if subscribed {
-                return (vec![refusal("subscribe", req_id, "Already subscribed", &time_in)], subscribed);
+                return answer(vec![refusal("subscribe", req_id, "Already subscribed", &time_in)]);
             }
             let ack = WsMessage::Response(MethodResponse {
                 method: "subscribe".into(),
@@ -268,7 +310,67 @@ fn private_request(fake: &Shared, text: &str, subscribed: bool) -> (Vec<WsMessag
             (vec![ack, snapshot], true)
         }
         (method, _) => (vec![refusal(method, req_id, "EGeneral:Invalid arguments", &time_in)], subscribed),
+    };
+    PrivateAnswer { frames, subscribed, stall: None, hang_up: false }
+}
+
+/// `add_order` or `cancel_order`: the token checked, then the REST core.
+/// Returns the `result` (or Kraken's error) and whether to hang up unanswered.
+fn order_method(fake: &Shared, method: &str, params: Value) -> (Result<Value, String>, bool) {
+    let invalid = |e: serde_json::Error| format!("EGeneral:Invalid arguments:{e}");
+    let mut state = fake.lock();
+    if method == "cancel_order" {
+        state.ws_cancels += 1;
+        let result = serde_json::from_value::<CancelOrderParams>(params).map_err(invalid).and_then(|p| {
+            if !state.tokens.contains(&p.token.0) {
+                return Err("EAccount:Invalid token".into());
+            }
+            let by_txid = p.order_id.as_ref().and_then(|ids| ids.first()).map(String::as_str);
+            let by_client = p.cl_ord_id.as_ref().and_then(|ids| ids.first()).map(String::as_str);
+            let txid = fake.cancel_order(&mut state, by_txid, by_client)?;
+            Ok(json!({ "order_id": txid }))
+        });
+        return (result, false);
     }
+    let params = match serde_json::from_value::<AddOrderParams>(params) {
+        Ok(p) if state.tokens.contains(&p.token.0) => p,
+        Ok(_) => return (Err("EAccount:Invalid token".into()), false),
+        Err(e) => return (Err(invalid(e)), false),
+    };
+    state.ws_add_orders += 1;
+    let hang_up = std::mem::take(&mut state.drop_after_add_order);
+    let result = rest_form(&params).and_then(|fields| {
+        let placed = fake.add_order(&mut state, &fields)?;
+        let txid = placed["txid"][0].as_str().unwrap_or_default().to_string();
+        Ok(json!({ "order_id": txid, "cl_ord_id": params.cl_ord_id }))
+    });
+    (result, hang_up)
+}
+
+/// An `add_order`'s params as the AddOrder form the REST core checks.
+fn rest_form(p: &AddOrderParams) -> Result<Vec<(String, String)>, String> {
+    let time_in_force = match p.time_in_force {
+        None | Some(KrakenTimeInForce::Gtc) => TimeInForce::Gtc,
+        Some(KrakenTimeInForce::Ioc) => TimeInForce::Ioc,
+        Some(KrakenTimeInForce::Gtd) => return Err("EGeneral:Invalid arguments:expire_time".into()),
+    };
+    let request = AddOrderRequest {
+        pair: p.symbol.clone(),
+        side: p.side,
+        order_type: match p.order_type {
+            KrakenOrderType::Market => OrderType::Market,
+            KrakenOrderType::Limit => OrderType::Limit,
+        },
+        volume: p.order_qty,
+        price: p.limit_price,
+        time_in_force,
+        post_only: p.post_only.unwrap_or(false),
+        cl_ord_id: p.cl_ord_id.clone(),
+        validate: p.validate.unwrap_or(false),
+    };
+    // No nonce on the socket; the form parser wants one.
+    let fields = request.form(1).map_err(|e| format!("EGeneral:Invalid arguments:{e}"))?;
+    Ok(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
 }
 
 fn status(connection_id: u64) -> WsMessage {

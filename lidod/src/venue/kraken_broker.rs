@@ -7,8 +7,10 @@
 //!   `trade` subscriptions ([`public_ws`]); `Quote` and `Book` answer from
 //!   those live feeds when subscribed, else from REST Ticker / Depth.
 //! - Orders: checked against the pair's tick size, lot decimals and
-//!   `ordermin` before they leave, then REST AddOrder with `cl_ord_id` =
-//!   Lido's order id. A failure is followed up as
+//!   `ordermin` before they leave, then sent with `cl_ord_id` = Lido's
+//!   order id: over the private socket's `add_order` / `cancel_order` when
+//!   it is up (no HTTP round trip, no nonce), else REST AddOrder /
+//!   CancelOrder. Either way a failure is followed up as
 //!   [`KrakenError::retry_advice`] says: an outcome left unknown is looked
 //!   up by `cl_ord_id` (OpenOrders, then ClosedOrders) before any resend,
 //!   so a retry can never create a second order. Kraken's refusals reach
@@ -17,12 +19,13 @@
 //!   ([`private_ws`]), when keys are configured. Without keys the broker
 //!   still streams public data; private commands fail with `no_credentials`.
 //! - Status: the REST call counter level and current wait, connections and
-//!   subscriptions, once a second (the service state's detail and a
+//!   subscriptions per connection, once a second (the service state's detail and a
 //!   `Metrics` event).
-//!
-//! Not built yet: `add_order` / `cancel_order` over the private socket
-//! (orders go by REST), and more public connections opened on demand near
-//! Kraken's subscription limits (`connections` fixes the count).
+//! - Public connections: `connections` always open, more opened while the
+//!   open ones carry `max_subscriptions_per_connection` each, and idle
+//!   extras closed ([`public_ws`]). Orders and their state belong to the
+//!   account, not to a socket: any connection or REST can query or cancel
+//!   an order placed through another.
 
 pub mod options;
 pub mod private_ws;
@@ -46,16 +49,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use options::KrakenOptions;
-use private_ws::{OrderIndex, OrderMeta};
-use public_ws::PublicFeeds;
+use private_ws::{OrderCall, OrderIndex, OrderMeta, SocketOrders};
+use public_ws::{PublicConfig, PublicFeeds};
 
 use super::kraken::envelope::{ErrorCode, KrakenError, RequestKind, RetryAdvice};
 use super::kraken::messages::{
-    lido_balances, unix_seconds, AddOrderRequest, CancelOrderRequest, OpenOrdersRequest, OrderInfo,
+    lido_balances, unix_seconds, AddOrderRequest, CancelOrderParams, CancelOrderRequest, OpenOrdersRequest, OrderInfo,
+    Token,
 };
 use super::kraken::pairs::{PairInfo, PairMap};
 use super::kraken::ratelimit::{TradeAction, TradingCounters};
-use super::kraken::rest::{KrakenRest, RestConfig};
+use super::kraken::rest::{local_refusal, KrakenRest, RestConfig};
 use super::kraken::sign::NonceSource;
 use crate::markets::OUTCOME_UNKNOWN;
 
@@ -71,6 +75,8 @@ struct KrakenBroker {
     index: Arc<OrderIndex>,
     trading: Mutex<TradingCounters>,
     executions_connected: Arc<AtomicBool>,
+    /// Order calls over the private socket; `None` without keys.
+    socket: Option<SocketOrders>,
 }
 
 /// Runs a Kraken broker until `shutdown` or a `Stop` from its manager.
@@ -94,30 +100,37 @@ pub async fn run(
     };
     let rest = Arc::new(KrakenRest::new(rest_config, credentials, nonces)?);
     let (events_tx, events_rx) = mpsc::channel(65_536);
+    let index = Arc::new(OrderIndex::default());
+    let executions_connected = Arc::new(AtomicBool::new(false));
+    let socket = has_keys.then(|| {
+        private_ws::start(
+            options.ws_auth_url.clone(),
+            rest.clone(),
+            index.clone(),
+            events_tx.clone(),
+            executions_connected.clone(),
+            options.rest_timeout,
+            shutdown.clone(),
+        )
+    });
     let broker = Arc::new(KrakenBroker {
         rest: rest.clone(),
         pairs: OnceCell::new(),
         public: PublicFeeds::start(
-            &options.ws_url,
-            options.connections,
-            options.book_depth,
+            PublicConfig {
+                url: options.ws_url.clone(),
+                connections: options.connections,
+                max_subscriptions_per_connection: options.max_subscriptions_per_connection,
+                book_depth: options.book_depth,
+            },
             events_tx.clone(),
             shutdown.clone(),
         ),
-        index: Arc::new(OrderIndex::default()),
+        index,
         trading: Mutex::new(TradingCounters::new(options.tier.trading_limits())),
-        executions_connected: Arc::new(AtomicBool::new(false)),
+        executions_connected,
+        socket,
     });
-    if has_keys {
-        tokio::spawn(private_ws::run(
-            options.ws_auth_url.clone(),
-            rest,
-            broker.index.clone(),
-            events_tx.clone(),
-            broker.executions_connected.clone(),
-            shutdown.clone(),
-        ));
-    }
     let mut agent_config = AgentConfig::new(name.clone(), ServiceKind::Broker, "kraken", manager_url);
     agent_config.pid = pid;
     let agent = Agent::start(agent_config, broker.clone(), events_rx, shutdown.clone()).await?;
@@ -146,6 +159,7 @@ impl KrakenBroker {
                 _ = tick.tick() => {}
             }
             let live = self.public.live();
+            let loads = self.public.loads();
             let level = self.rest.rate_limit_level();
             let wait_ms = self.rest.rate_limit_wait().as_millis() as f64;
             let connected = live.connected.load(Ordering::Relaxed);
@@ -155,6 +169,7 @@ impl KrakenBroker {
                 ("rest_wait_ms", wait_ms),
                 ("ws_connected", connected as f64),
                 ("ws_subscriptions", self.public.subscriptions() as f64),
+                ("ws_connections_open", loads.len() as f64),
                 ("ws_reconnects", live.reconnects.load(Ordering::Relaxed) as f64),
                 ("book_resyncs", live.book_resyncs.load(Ordering::Relaxed) as f64),
                 ("executions_connected", f64::from(u8::from(executions))),
@@ -166,7 +181,8 @@ impl KrakenBroker {
             // Public data and REST orders work without the executions feed, so
             // the broker stays routable; the detail says what is missing.
             let detail = format!(
-                "rest counter {level:.2}, wait {wait_ms} ms; public ws {connected} up, {} subscriptions, {} book resyncs; executions {}",
+                "rest counter {level:.2}, wait {wait_ms} ms; public ws {connected} of {} up, {} subscriptions {loads:?} by connection, {} book resyncs; executions {}",
+                loads.len(),
                 self.public.subscriptions(),
                 live.book_resyncs.load(Ordering::Relaxed),
                 match (has_keys, executions) {
@@ -233,11 +249,10 @@ impl KrakenBroker {
         let mut maybe_sent = false;
         for attempt in 1..=ORDER_ATTEMPTS {
             self.wait_trading(&pair.altname, TradeAction::Add).await;
-            let err = match self.rest.add_order(&request).await {
-                Ok(result) => {
-                    let txid = result.txid.first().cloned().unwrap_or_default();
+            let err = match self.send_add(&request, &pair).await {
+                Ok((txid, via)) => {
                     self.remember(&txid, &order.client_id, &pair, order.side);
-                    info!(order_id = %order.client_id, %txid, "kraken accepted the order");
+                    info!(order_id = %order.client_id, %txid, via, "kraken accepted the order");
                     return Ok(ReplyBody::Order(report(&order.client_id, &txid, OrderStatus::Accepted)));
                 }
                 Err(e) => e,
@@ -274,8 +289,8 @@ impl KrakenBroker {
         let request = CancelOrderRequest::ClOrdId(client_id.to_string());
         let mut delays = retry_delays();
         for attempt in 1..=ORDER_ATTEMPTS {
-            let err = match self.rest.cancel_order(&request).await {
-                Ok(_) => break,
+            let err = match self.send_cancel(&request).await {
+                Ok(()) => break,
                 Err(e) => e,
             };
             if err.code() == Some(ErrorCode::UnknownOrder) {
@@ -294,6 +309,44 @@ impl KrakenBroker {
             tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(1))).await;
         }
         self.status_of(client_id).await
+    }
+
+    /// The private socket, when it can take order calls now.
+    fn live_socket(&self) -> Option<&SocketOrders> {
+        self.socket.as_ref().filter(|s| s.is_up())
+    }
+
+    /// One AddOrder attempt, over the private socket when it is up, else
+    /// REST; the Kraken id and the way it went.
+    async fn send_add(
+        &self,
+        request: &AddOrderRequest,
+        pair: &PairInfo,
+    ) -> Result<(String, &'static str), KrakenError> {
+        let Some(socket) = self.live_socket() else {
+            let result = self.rest.add_order(request).await?;
+            return Ok((result.txid.first().cloned().unwrap_or_default(), "rest"));
+        };
+        // The socket session puts its own token in.
+        let params = request
+            .ws_params(pair.ws_symbol(), Token(String::new()))
+            .map_err(|why| local_refusal(ErrorCode::InvalidArguments, "EGeneral:Invalid arguments", &why))?;
+        let ack = socket.call(OrderCall::Add(params)).await?;
+        Ok((ack.order_id, "websocket"))
+    }
+
+    /// One CancelOrder attempt, over the private socket when it is up, else
+    /// REST.
+    async fn send_cancel(&self, request: &CancelOrderRequest) -> Result<(), KrakenError> {
+        let Some(socket) = self.live_socket() else {
+            return self.rest.cancel_order(request).await.map(|_| ());
+        };
+        let (order_id, cl_ord_id) = match request {
+            CancelOrderRequest::Txid(t) => (Some(vec![t.clone()]), None),
+            CancelOrderRequest::ClOrdId(c) => (None, Some(vec![c.clone()])),
+        };
+        let params = CancelOrderParams { order_id, cl_ord_id, token: Token(String::new()) };
+        socket.call(OrderCall::Cancel(params)).await.map(|_| ())
     }
 
     /// The order's state at Kraken, by Lido's id.

@@ -931,6 +931,27 @@ impl AddOrderRequest {
         Ok(f)
     }
 
+    /// The same order as private WebSocket v2 `add_order` params, for the
+    /// pair's v2 `symbol` (`BTC/USD`), with the socket's `token`.
+    pub fn ws_params(&self, symbol: &str, token: Token) -> Result<AddOrderParams, String> {
+        let tif = KrakenTimeInForce::from_lido(self.time_in_force)?;
+        if (self.order_type == OrderType::Limit) != self.price.is_some() {
+            return Err("a limit order needs a price and a market order takes none".into());
+        }
+        Ok(AddOrderParams {
+            order_type: self.order_type.into(),
+            side: self.side,
+            order_qty: self.volume,
+            symbol: symbol.to_string(),
+            limit_price: self.price,
+            time_in_force: (tif != KrakenTimeInForce::Gtc).then_some(tif),
+            post_only: self.post_only.then_some(true),
+            cl_ord_id: self.cl_ord_id.clone(),
+            validate: self.validate.then_some(true),
+            token,
+        })
+    }
+
     /// The form-encoded body to sign and send.
     pub fn post_data(&self, nonce: u64) -> Result<String, String> {
         Ok(super::sign::form_encode(&self.form(nonce)?))

@@ -192,6 +192,11 @@ impl KrakenRest {
         self.private("CancelOrder", |nonce| Ok(request.form(nonce))).await
     }
 
+    /// Cancels every open order of the account; `count` says how many.
+    pub async fn cancel_all(&self) -> Result<CancelResult, KrakenError> {
+        self.private("CancelAll", |nonce| Ok(vec![("nonce", nonce.to_string())])).await
+    }
+
     // ── plumbing ──
 
     async fn public<T: DeserializeOwned>(&self, method: &str, query: &[(&str, &str)]) -> Result<T, KrakenError> {
@@ -271,7 +276,7 @@ impl KrakenRest {
 }
 
 /// A request refused here, before it left; it never reached Kraken.
-fn local_refusal(code: ErrorCode, kraken_words: &str, why: &str) -> KrakenError {
+pub fn local_refusal(code: ErrorCode, kraken_words: &str, why: &str) -> KrakenError {
     KrakenError::Api { code, reason: format!("{kraken_words}: {why} (refused before sending)") }
 }
 

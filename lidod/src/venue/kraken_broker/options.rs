@@ -15,8 +15,12 @@ use crate::venue::kraken::sign::Signer;
 pub const PUBLIC_WS_URL: &str = "wss://ws.kraken.com/v2";
 /// Kraken's private (authenticated) WebSocket v2 endpoint.
 pub const PRIVATE_WS_URL: &str = "wss://ws-auth.kraken.com/v2";
-/// Most public connections one broker opens.
-const MAX_CONNECTIONS: usize = 16;
+/// Most public connections one broker opens, on demand included.
+pub const MAX_CONNECTIONS: usize = 16;
+/// Default for `max_subscriptions_per_connection`: a conservative figure
+/// (Kraken documents connection and request rate limits, not a fixed cap
+/// on subscriptions per v2 connection), counted per (channel, symbol).
+const DEFAULT_MAX_SUBSCRIPTIONS: usize = 50;
 
 /// A parsed, checked option set.
 #[derive(Clone, Debug, PartialEq)]
@@ -28,8 +32,11 @@ pub struct KrakenOptions {
     pub api_key_env: String,
     pub api_secret_env: String,
     pub tier: Tier,
-    /// Public WebSocket connections to spread subscriptions over.
+    /// Public WebSocket connections always open; more are opened when
+    /// these carry `max_subscriptions_per_connection` each.
     pub connections: usize,
+    /// (channel, symbol) subscriptions one public connection carries at most.
+    pub max_subscriptions_per_connection: usize,
     /// Where the last nonce is kept, so nonces increase across restarts.
     pub nonce_file: PathBuf,
     /// Depth of the WebSocket `book` subscriptions.
@@ -47,6 +54,7 @@ impl KrakenOptions {
         "api_secret_env",
         "tier",
         "connections",
+        "max_subscriptions_per_connection",
         "nonce_file",
         "book_depth",
         "rest_timeout_ms",
@@ -63,6 +71,7 @@ impl KrakenOptions {
             api_secret_env: "KRAKEN_API_SECRET".to_string(),
             tier: Tier::Starter,
             connections: 1,
+            max_subscriptions_per_connection: DEFAULT_MAX_SUBSCRIPTIONS,
             nonce_file: default_state_dir().join(format!("kraken-{name}.nonce")),
             book_depth: 10,
             rest_timeout: Duration::from_secs(10),
@@ -89,6 +98,12 @@ impl KrakenOptions {
                         .ok()
                         .filter(|n| (1..=MAX_CONNECTIONS).contains(n))
                         .ok_or_else(|| format!("option connections must be 1 to {MAX_CONNECTIONS}, got {v:?}"))?
+                }
+                "max_subscriptions_per_connection" => {
+                    out.max_subscriptions_per_connection =
+                        v.parse().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| {
+                            format!("option max_subscriptions_per_connection must be 1 to 1000, got {v:?}")
+                        })?
                 }
                 "nonce_file" if !v.trim().is_empty() => out.nonce_file = PathBuf::from(v),
                 "nonce_file" => return Err("option nonce_file must be a file path, got an empty value".into()),

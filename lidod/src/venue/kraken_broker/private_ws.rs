@@ -1,5 +1,7 @@
-//! Order updates and fills from Kraken's private WebSocket v2
-//! (`wss://ws-auth.kraken.com/v2`), channel `executions`.
+//! Kraken's private WebSocket v2 (`wss://ws-auth.kraken.com/v2`): order
+//! updates and fills from channel `executions`, and the `add_order` /
+//! `cancel_order` methods ([`SocketOrders`]), which skip REST's HTTP round
+//! trip and nonce.
 //!
 //! A token comes from REST GetWebSocketsToken; the subscription asks for
 //! open orders and recent fills in its snapshot, so after every reconnect
@@ -7,24 +9,34 @@
 //! fill ids it has seen). Entries become the pipe's `OrderUpdate` and
 //! `Fill` events, keyed by Lido's id (`cl_ord_id`); orders placed outside
 //! Lido (no `cl_ord_id`) are left alone.
+//!
+//! An order call is written to the socket with the session's token and a
+//! fresh `req_id`, and answered by the response carrying that `req_id`. A
+//! call whose caller gave up is never sent late; a call sent on a socket
+//! that drops before its answer is an unknown outcome (`maybe_sent`), which
+//! the broker settles by `cl_ord_id` before any resend.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures_util::{SinkExt, StreamExt};
 use lido_shared::model::{Fill, Side, Symbol};
 use lido_shared::pipe::{ServiceEvent, VenueOrderReport};
 use rust_decimal::Decimal;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::ws::{self, Ws, DEAD_AFTER, IDLE_CHECK, PING_AFTER};
-use crate::venue::kraken::messages::{parse_ws, ExecutionData, SubscriptionParams, WsMessage, WsRequest};
+use crate::venue::kraken::envelope::KrakenError;
+use crate::venue::kraken::messages::{
+    parse_ws, AddOrderParams, CancelOrderParams, ExecutionData, MethodResponse, OrderAck, SubscriptionParams, Token,
+    WsMessage, WsRequest,
+};
 use crate::venue::kraken::rest::KrakenRest;
 
 /// What is known about an order from earlier entries or from placing it:
@@ -60,18 +72,84 @@ impl OrderIndex {
     }
 }
 
-/// Runs the executions feed until `shutdown`, reconnecting with backoff.
-pub async fn run(
+/// A private WebSocket method call; the session puts its token in.
+pub enum OrderCall {
+    Add(AddOrderParams),
+    Cancel(CancelOrderParams),
+}
+
+type Answer = Result<MethodResponse, KrakenError>;
+
+struct Pending {
+    call: OrderCall,
+    answer: oneshot::Sender<Answer>,
+}
+
+/// The broker's side of the socket's order methods.
+pub struct SocketOrders {
+    calls: mpsc::Sender<Pending>,
+    /// True while a session is subscribed to `executions`.
+    up: Arc<AtomicBool>,
+    /// How long an answer may take before the outcome counts as unknown.
+    timeout: Duration,
+}
+
+impl SocketOrders {
+    /// Whether order calls can go over the socket now.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Sends `call` and waits for Kraken's answer: the `order_id` (and
+    /// `cl_ord_id`) it acted on, or its error typed like REST's.
+    pub async fn call(&self, call: OrderCall) -> Result<OrderAck, KrakenError> {
+        let (answer, answered) = oneshot::channel();
+        let not_sent = |why: &str| KrakenError::Transport { message: why.to_string(), maybe_sent: false };
+        self.calls.send(Pending { call, answer }).await.map_err(|_| not_sent("the private websocket is stopped"))?;
+        match tokio::time::timeout(self.timeout, answered).await {
+            Ok(Ok(answer)) => answer?.into_result(),
+            Ok(Err(_)) => Err(KrakenError::Transport {
+                message: "the private websocket dropped before kraken answered".into(),
+                maybe_sent: true,
+            }),
+            Err(_) => Err(KrakenError::Transport {
+                message: format!("no answer on the private websocket within {:?}", self.timeout),
+                maybe_sent: true,
+            }),
+        }
+    }
+}
+
+/// Starts the private socket (executions feed and order methods) and
+/// returns its order side; `up` is true while it is subscribed.
+pub fn start(
+    url: String,
+    rest: Arc<KrakenRest>,
+    index: Arc<OrderIndex>,
+    events: mpsc::Sender<ServiceEvent>,
+    up: Arc<AtomicBool>,
+    timeout: Duration,
+    shutdown: CancellationToken,
+) -> SocketOrders {
+    let (calls, queue) = mpsc::channel(1024);
+    tokio::spawn(run(url, rest, index, events, up.clone(), queue, shutdown));
+    SocketOrders { calls, up, timeout }
+}
+
+/// Runs the socket until `shutdown`, reconnecting with backoff.
+async fn run(
     url: String,
     rest: Arc<KrakenRest>,
     index: Arc<OrderIndex>,
     events: mpsc::Sender<ServiceEvent>,
     connected: Arc<AtomicBool>,
+    mut queue: mpsc::Receiver<Pending>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = ws::reconnect_backoff();
     while !shutdown.is_cancelled() {
-        match session(&url, &rest, &index, &events, &connected, &shutdown).await {
+        let link = Link { index: &index, events: &events, connected: &connected };
+        match session(&url, &rest, link, &mut queue, &shutdown).await {
             Ok(()) => return,
             Err(e) => warn!(error = %e, "kraken executions feed lost; reconnecting"),
         }
@@ -84,21 +162,30 @@ pub async fn run(
     }
 }
 
-/// One connection; `Ok` only on shutdown.
+/// Where a session delivers what it reads.
+#[derive(Clone, Copy)]
+struct Link<'a> {
+    index: &'a OrderIndex,
+    events: &'a mpsc::Sender<ServiceEvent>,
+    connected: &'a AtomicBool,
+}
+
+/// One connection; `Ok` only on shutdown. Calls sent and not yet answered
+/// are dropped with it (their callers see an unknown outcome).
 async fn session(
     url: &str,
     rest: &KrakenRest,
-    index: &OrderIndex,
-    events: &mpsc::Sender<ServiceEvent>,
-    connected: &AtomicBool,
+    link: Link<'_>,
+    queue: &mut mpsc::Receiver<Pending>,
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
     let token = rest.websockets_token().await.map_err(|e| format!("cannot get a websocket token: {e}"))?.token;
     let socket: Ws = ws::connect(url).await?;
     let (mut sink, mut stream) = socket.split();
-    ws::send(&mut sink, &WsRequest::subscribe(SubscriptionParams::executions(token), 1)).await?;
+    ws::send(&mut sink, &WsRequest::subscribe(SubscriptionParams::executions(token.clone()), 1)).await?;
     info!(%url, "kraken executions feed connected");
     let mut req_id = 1;
+    let mut waiting: HashMap<u64, oneshot::Sender<Answer>> = HashMap::new();
     let mut last_heard = Instant::now();
     let mut idle = tokio::time::interval(IDLE_CHECK);
     loop {
@@ -110,11 +197,25 @@ async fn session(
             frame = stream.next() => {
                 last_heard = Instant::now();
                 match frame {
-                    Some(Ok(Message::Text(text))) => on_text(&text, index, events, connected).await?,
+                    Some(Ok(Message::Text(text))) => on_text(&text, link, &mut waiting).await?,
                     Some(Ok(Message::Close(frame))) => return Err(format!("kraken closed the connection: {frame:?}")),
                     Some(Ok(_)) => {}
                     Some(Err(e)) => return Err(format!("read failed: {e}")),
                     None => return Err("connection closed".into()),
+                }
+            }
+            Some(pending) = queue.recv() => {
+                // A caller that gave up has settled the order another way.
+                if pending.answer.is_closed() {
+                    continue;
+                }
+                req_id += 1;
+                match send_call(&mut sink, pending.call, &token, req_id).await {
+                    Ok(()) => { waiting.insert(req_id, pending.answer); }
+                    Err(e) => {
+                        let _ = pending.answer.send(Err(KrakenError::Transport { message: e.clone(), maybe_sent: false }));
+                        return Err(e);
+                    }
                 }
             }
             _ = idle.tick() => {
@@ -131,17 +232,31 @@ async fn session(
     }
 }
 
+/// Writes one order call with the session's token.
+async fn send_call<S>(sink: &mut S, call: OrderCall, token: &Token, req_id: u64) -> Result<(), String>
+where
+    S: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+{
+    match call {
+        OrderCall::Add(params) => {
+            ws::send(sink, &WsRequest::add_order(AddOrderParams { token: token.clone(), ..params }, req_id)).await
+        }
+        OrderCall::Cancel(params) => {
+            ws::send(sink, &WsRequest::cancel_order(CancelOrderParams { token: token.clone(), ..params }, req_id)).await
+        }
+    }
+}
+
 async fn on_text(
     text: &str,
-    index: &OrderIndex,
-    events: &mpsc::Sender<ServiceEvent>,
-    connected: &AtomicBool,
+    link: Link<'_>,
+    waiting: &mut HashMap<u64, oneshot::Sender<Answer>>,
 ) -> Result<(), String> {
     match parse_ws(text) {
         Ok(WsMessage::Executions { data, .. }) => {
             for entry in &data {
-                for event in to_events(entry, index) {
-                    events.send(event).await.map_err(|_| "the service is stopping".to_string())?;
+                for event in to_events(entry, link.index) {
+                    link.events.send(event).await.map_err(|_| "the service is stopping".to_string())?;
                 }
             }
         }
@@ -149,7 +264,12 @@ async fn on_text(
             if !r.success {
                 return Err(format!("kraken refused the executions subscription: {}", r.error.unwrap_or_default()));
             }
-            connected.store(true, Ordering::Relaxed);
+            link.connected.store(true, Ordering::Relaxed);
+        }
+        Ok(WsMessage::Response(r)) if r.req_id.is_some_and(|id| waiting.contains_key(&id)) => {
+            if let Some(answer) = r.req_id.and_then(|id| waiting.remove(&id)) {
+                let _ = answer.send(Ok(r));
+            }
         }
         Ok(_) => {}
         Err(e) => warn!(error = %e, "unreadable kraken frame ignored"),

@@ -1,13 +1,16 @@
 //! Public market data over Kraken's WebSocket v2 (`wss://ws.kraken.com/v2`):
 //! `ticker` (quotes), `book` (kept from snapshot + updates and verified by
-//! CRC32) and `trade`, over `connections` sockets.
+//! CRC32) and `trade`, over as many sockets as the subscriptions need.
 //!
 //! [`PublicFeeds`] counts subscribers per (feed, symbol), so however many
-//! markets ask, Kraken sees one subscription; each symbol lives on the
-//! connection that carries the fewest. Each connection task keeps its own
-//! list of subscriptions and subscribes to all of them again after every
-//! reconnect (capped exponential backoff); a book whose checksum does not
-//! match is reset and resubscribed, so a fresh snapshot replaces it.
+//! markets ask, Kraken sees one subscription. Each subscription goes to the
+//! least loaded connection under `max_subscriptions_per_connection`; when
+//! all are full another connection is opened (up to
+//! [`MAX_CONNECTIONS`]), and an extra connection left with no subscription
+//! is closed. `connections` are always open. Each connection task keeps its
+//! own list of subscriptions and subscribes to all of them again after
+//! every reconnect (capped exponential backoff); a book whose checksum does
+//! not match is reset and resubscribed, so a fresh snapshot replaces it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -24,15 +27,27 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::options::MAX_CONNECTIONS;
 use super::ws::{self, Ws, DEAD_AFTER, IDLE_CHECK, PING_AFTER};
 use crate::venue::kraken::book::L2Book;
 use crate::venue::kraken::messages::{parse_ws, BookData, MessageType, SubscriptionParams, WsMessage, WsRequest};
 use crate::venue::kraken::pairs::PairInfo;
 
+/// How the public connections are opened and filled.
+pub struct PublicConfig {
+    pub url: String,
+    /// Connections always open.
+    pub connections: usize,
+    pub max_subscriptions_per_connection: usize,
+    pub book_depth: u32,
+}
+
 /// The public feeds of one broker.
 pub struct PublicFeeds {
-    connections: Vec<mpsc::Sender<Control>>,
-    /// Subscribers per (feed, symbol), and which connection carries a symbol.
+    config: PublicConfig,
+    events: mpsc::Sender<ServiceEvent>,
+    shutdown: CancellationToken,
+    /// Subscribers per (feed, symbol), and the connections carrying them.
     placement: Mutex<Placement>,
     live: Arc<LiveData>,
 }
@@ -40,7 +55,20 @@ pub struct PublicFeeds {
 #[derive(Default)]
 struct Placement {
     subscribers: BTreeMap<(Feed, Symbol), usize>,
-    connection_of: HashMap<Symbol, usize>,
+    connection_of: HashMap<(Feed, Symbol), usize>,
+    /// Open connections by index; a closed extra leaves `None` for reuse.
+    slots: Vec<Option<Slot>>,
+}
+
+struct Slot {
+    control: mpsc::Sender<Control>,
+    stop: CancellationToken,
+}
+
+impl Placement {
+    fn load(&self, index: usize) -> usize {
+        self.connection_of.values().filter(|c| **c == index).count()
+    }
 }
 
 /// The latest data the sockets brought, read by `Quote` / `Book` commands
@@ -54,38 +82,39 @@ pub struct LiveData {
     pub book_resyncs: AtomicU64,
 }
 
+impl LiveData {
+    /// Drops what an ended subscription left behind.
+    fn forget(&self, feed: Feed, symbol: &Symbol) {
+        match feed {
+            Feed::Book => lock(&self.books).remove(symbol).map(|_| ()),
+            Feed::Quotes => lock(&self.quotes).remove(symbol).map(|_| ()),
+            Feed::Trades => None,
+        };
+    }
+}
+
 enum Control {
     Subscribe(Feed, Box<PairInfo>),
     Unsubscribe(Feed, Symbol),
 }
 
 impl PublicFeeds {
-    /// Starts `connections` connection tasks to `url`.
-    pub fn start(
-        url: &str,
-        connections: usize,
-        book_depth: u32,
-        events: mpsc::Sender<ServiceEvent>,
-        shutdown: CancellationToken,
-    ) -> Self {
-        let live = Arc::new(LiveData::default());
-        let connections = (0..connections.max(1))
-            .map(|index| {
-                let (tx, rx) = mpsc::channel(256);
-                let conn = Connection {
-                    index,
-                    url: url.to_string(),
-                    book_depth,
-                    events: events.clone(),
-                    live: live.clone(),
-                    subs: BTreeMap::new(),
-                    req_id: 0,
-                };
-                tokio::spawn(conn.run(rx, shutdown.clone()));
-                tx
-            })
-            .collect();
-        Self { connections, placement: Mutex::new(Placement::default()), live }
+    /// Opens the `connections` that are always open.
+    pub fn start(config: PublicConfig, events: mpsc::Sender<ServiceEvent>, shutdown: CancellationToken) -> Self {
+        let feeds = Self {
+            config,
+            events,
+            shutdown,
+            placement: Mutex::new(Placement::default()),
+            live: Arc::new(LiveData::default()),
+        };
+        {
+            let mut p = feeds.lock();
+            for _ in 0..feeds.config.connections.clamp(1, MAX_CONNECTIONS) {
+                feeds.open(&mut p);
+            }
+        }
+        feeds
     }
 
     pub fn live(&self) -> &LiveData {
@@ -97,25 +126,35 @@ impl PublicFeeds {
         self.lock().subscribers.len()
     }
 
+    /// Subscriptions carried by each open connection, by index.
+    pub fn loads(&self) -> Vec<usize> {
+        let p = self.lock();
+        (0..p.slots.len()).filter(|i| p.slots[*i].is_some()).map(|i| p.load(i)).collect()
+    }
+
     /// Adds a subscriber; the first one subscribes at Kraken.
     pub async fn subscribe(&self, feed: Feed, pair: &PairInfo) {
-        let target = {
+        let control = {
             let mut p = self.lock();
-            let count = p.subscribers.entry((feed, pair.symbol.clone())).or_insert(0);
+            let key = (feed, pair.symbol.clone());
+            let count = p.subscribers.entry(key.clone()).or_insert(0);
             *count += 1;
             if *count > 1 {
                 return;
             }
-            let n = self.connections.len();
-            let least_loaded = (0..n).min_by_key(|i| p.connection_of.values().filter(|c| *c == i).count()).unwrap_or(0);
-            *p.connection_of.entry(pair.symbol.clone()).or_insert(least_loaded)
+            let target = self.place(&mut p);
+            p.connection_of.insert(key, target);
+            p.slots[target].as_ref().map(|s| s.control.clone())
         };
-        let _ = self.connections[target].send(Control::Subscribe(feed, Box::new(pair.clone()))).await;
+        if let Some(control) = control {
+            let _ = control.send(Control::Subscribe(feed, Box::new(pair.clone()))).await;
+        }
     }
 
-    /// Removes a subscriber; the last one unsubscribes at Kraken.
+    /// Removes a subscriber; the last one unsubscribes at Kraken, and an
+    /// extra connection left empty is closed.
     pub async fn unsubscribe(&self, feed: Feed, symbol: &Symbol) {
-        let target = {
+        let control = {
             let mut p = self.lock();
             let key = (feed, symbol.clone());
             match p.subscribers.get_mut(&key) {
@@ -128,13 +167,60 @@ impl PublicFeeds {
                 }
                 None => return,
             }
-            let target = p.connection_of.get(symbol).copied().unwrap_or(0);
-            if !p.subscribers.keys().any(|(_, s)| s == symbol) {
-                p.connection_of.remove(symbol);
+            let Some(target) = p.connection_of.remove(&key) else { return };
+            if target >= self.config.connections && p.load(target) == 0 {
+                if let Some(slot) = p.slots[target].take() {
+                    info!(connection = target, "closing an idle extra kraken public websocket");
+                    slot.stop.cancel();
+                }
+                self.live.forget(feed, symbol);
+                None
+            } else {
+                p.slots[target].as_ref().map(|s| s.control.clone())
             }
-            target
         };
-        let _ = self.connections[target].send(Control::Unsubscribe(feed, symbol.clone())).await;
+        if let Some(control) = control {
+            let _ = control.send(Control::Unsubscribe(feed, symbol.clone())).await;
+        }
+    }
+
+    /// The connection for a new subscription: the least loaded one under
+    /// the limit, else a new one (else, at [`MAX_CONNECTIONS`], the least
+    /// loaded, over the limit, with a warning).
+    fn place(&self, p: &mut Placement) -> usize {
+        let open = (0..p.slots.len()).filter(|i| p.slots[*i].is_some());
+        let least = open.min_by_key(|i| p.load(*i)).unwrap_or(0);
+        if p.load(least) < self.config.max_subscriptions_per_connection {
+            return least;
+        }
+        if p.slots.iter().flatten().count() < MAX_CONNECTIONS {
+            return self.open(p);
+        }
+        warn!(connection = least, "every kraken public websocket is full; subscribing over the limit");
+        least
+    }
+
+    /// Opens a connection in the first free slot; returns its index.
+    fn open(&self, p: &mut Placement) -> usize {
+        let index = p.slots.iter().position(Option::is_none).unwrap_or(p.slots.len());
+        let (control, rx) = mpsc::channel(256);
+        let stop = self.shutdown.child_token();
+        let conn = Connection {
+            index,
+            url: self.config.url.clone(),
+            book_depth: self.config.book_depth,
+            events: self.events.clone(),
+            live: self.live.clone(),
+            subs: BTreeMap::new(),
+            req_id: 0,
+        };
+        tokio::spawn(conn.run(rx, stop.clone()));
+        let slot = Some(Slot { control, stop });
+        match p.slots.get_mut(index) {
+            Some(free) => *free = slot,
+            None => p.slots.push(slot),
+        }
+        index
     }
 
     /// The latest quote from the ticker channel, if subscribed.
@@ -214,8 +300,10 @@ impl Connection {
         shutdown: &CancellationToken,
     ) -> String {
         let (mut sink, mut stream) = socket.split();
-        for pair in self.subs.values() {
-            if let Some(book) = lock(&self.live.books).get_mut(&pair.symbol) {
+        // Only the books this connection carries: a symbol's other feeds
+        // may live on other connections.
+        for (_, symbol) in self.subs.keys().filter(|(feed, _)| *feed == Feed::Book) {
+            if let Some(book) = lock(&self.live.books).get_mut(symbol) {
                 book.reset();
             }
         }
@@ -291,11 +379,7 @@ impl Connection {
             }
             Control::Unsubscribe(feed, symbol) => {
                 let pair = self.subs.remove(&(feed, symbol.clone()))?;
-                match feed {
-                    Feed::Book => lock(&self.live.books).remove(&symbol).map(|_| ()),
-                    Feed::Quotes => lock(&self.live.quotes).remove(&symbol).map(|_| ()),
-                    Feed::Trades => None,
-                };
+                self.live.forget(feed, &symbol);
                 Some((feed, pair, false))
             }
         }
@@ -397,5 +481,56 @@ impl Connection {
     fn subscribed(&self, feed: Feed, ws_symbol: &str) -> Option<Symbol> {
         let symbol = Symbol::parse(ws_symbol).ok()?;
         self.subs.contains_key(&(feed, symbol.clone())).then_some(symbol)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::venue::kraken::pairs::PairMap;
+
+    const PAIRS: &str = r#"{"error":[],"result":{
+      "XXBTZUSD":{"altname":"XBTUSD","wsname":"XBT/USD","base":"XXBT","quote":"ZUSD","pair_decimals":1,"lot_decimals":8,"ordermin":"0.0001","tick_size":"0.1","status":"online"},
+      "XETHZUSD":{"altname":"ETHUSD","wsname":"ETH/USD","base":"XETH","quote":"ZUSD","pair_decimals":2,"lot_decimals":8,"ordermin":"0.002","tick_size":"0.01","status":"online"}
+    }}"#;
+
+    #[tokio::test]
+    async fn full_connections_get_a_new_one_and_an_idle_extra_is_closed() {
+        let pairs = PairMap::from_body(PAIRS).unwrap();
+        let btc = pairs.resolve("XBTUSD").unwrap().clone();
+        let eth = pairs.resolve("ETHUSD").unwrap().clone();
+        // Nothing listens there: the connections keep retrying, which is
+        // enough for placement.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = PublicConfig {
+            url: format!("ws://127.0.0.1:{port}/v2"),
+            connections: 1,
+            max_subscriptions_per_connection: 2,
+            book_depth: 10,
+        };
+        let shutdown = CancellationToken::new();
+        let feeds = PublicFeeds::start(config, mpsc::channel(16).0, shutdown.clone());
+        assert_eq!(feeds.loads(), [0]);
+        for (feed, pair) in
+            [(Feed::Quotes, &btc), (Feed::Book, &btc), (Feed::Quotes, &eth), (Feed::Book, &eth), (Feed::Trades, &btc)]
+        {
+            feeds.subscribe(feed, pair).await;
+        }
+        // A second subscriber to the same feed costs Kraken nothing.
+        feeds.subscribe(Feed::Quotes, &btc).await;
+        assert_eq!(feeds.loads(), [2, 2, 1]);
+        assert_eq!(feeds.subscriptions(), 5);
+
+        feeds.unsubscribe(Feed::Trades, &btc.symbol).await;
+        assert_eq!(feeds.loads(), [2, 2], "the idle extra connection is closed");
+        // Its slot is reused by the next connection opened.
+        feeds.subscribe(Feed::Trades, &eth).await;
+        assert_eq!(feeds.loads(), [2, 2, 1]);
+        // The connections always open stay, empty or not.
+        feeds.unsubscribe(Feed::Quotes, &btc.symbol).await;
+        feeds.unsubscribe(Feed::Quotes, &btc.symbol).await;
+        feeds.unsubscribe(Feed::Book, &btc.symbol).await;
+        assert_eq!(feeds.loads(), [0, 2, 1]);
+        shutdown.cancel();
     }
 }
