@@ -9,6 +9,9 @@ use anyhow::Context;
 use lido_shared::cluster::RunMode;
 use serde::Deserialize;
 
+use crate::auth::AuthMode;
+use crate::limits::{LimitsConfig, RiskConfig};
+
 /// The whole configuration. Every field has a default; see `lido.example.toml`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -25,6 +28,17 @@ pub struct Config {
     pub supervisor: SupervisorConfig,
     /// Program used to start service processes; defaults to this `lidod`.
     pub service_exe: Option<PathBuf>,
+    /// `open` (loopback only, no token needed) or `tokens`.
+    pub auth: AuthMode,
+    /// File holding the cluster secret; default `<data_dir>/cluster-secret`.
+    pub cluster_secret_file: Option<PathBuf>,
+    /// PEM certificate chain and private key: with both, the listener serves HTTPS/WSS only.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle services trust when the manager's URL is `https://`.
+    pub tls_ca: Option<PathBuf>,
+    pub limits: LimitsConfig,
+    pub risk: RiskConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -32,6 +46,8 @@ pub struct Config {
 pub struct NodeConfig {
     pub id: String,
     pub location: String,
+    /// Where durable state lives (tokens, audit log, cluster secret); in memory when unset.
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -82,13 +98,20 @@ impl Default for Config {
             markets: vec![MarketConfig { name: "paper".into(), brokers: vec!["paper-1".into()] }],
             supervisor: SupervisorConfig::default(),
             service_exe: None,
+            auth: AuthMode::default(),
+            cluster_secret_file: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            limits: LimitsConfig::default(),
+            risk: RiskConfig::default(),
         }
     }
 }
 
 impl Default for NodeConfig {
     fn default() -> Self {
-        Self { id: "n1".into(), location: "local".into() }
+        Self { id: "n1".into(), location: "local".into(), data_dir: None }
     }
 }
 
@@ -117,6 +140,15 @@ impl Config {
 
     /// Checks cross-references (markets name existing brokers, names unique).
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.limits.validate()?;
+        anyhow::ensure!(
+            self.tls_cert.is_some() == self.tls_key.is_some(),
+            "tls_cert and tls_key go together: set both to serve HTTPS, or neither"
+        );
+        anyhow::ensure!(
+            self.auth == AuthMode::Open || self.node.data_dir.is_some(),
+            "auth = \"tokens\" needs a data dir to keep tokens in: set [node] data_dir or --data-dir"
+        );
         let mut names = std::collections::BTreeSet::new();
         for b in &self.brokers {
             anyhow::ensure!(names.insert(b.name.as_str()), "broker name {:?} is used twice", b.name);

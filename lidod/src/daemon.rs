@@ -10,10 +10,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::auth::Access;
 use crate::brokers::BrokerManager;
 use crate::config::Config;
 use crate::events::EventBus;
 use crate::infra::{Infra, InfraParts};
+use crate::limits::Limits;
 use crate::markets::MarketManager;
 use crate::sessions::Sessions;
 use crate::supervisor::Supervisor;
@@ -44,6 +46,16 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
     crate::metrics::install();
     let addr = listener.local_addr()?;
     let api_url = format!("http://{addr}");
+    crate::auth::check_mode(config.auth, addr)?;
+    let data_dir = config.node.data_dir.as_deref();
+    if let Some(dir) = data_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create data dir {}", dir.display()))?;
+    }
+    let access = Access::open(config.auth, data_dir)?;
+    if let Some(path) = data_dir.map(|dir| access.bootstrap(dir)).transpose()?.flatten() {
+        warn!(path = %path.display(), "no operator token existed: created a bootstrap operator token in this file (0600); create your own with `lidoctl token create --operator` and revoke it");
+    }
+    let cluster_secret = crate::auth::secret::load(config.cluster_secret_file.as_deref(), data_dir)?;
     let exe = match &config.service_exe {
         Some(p) => p.clone(),
         None => std::env::current_exe().context("cannot find the lidod executable to start services")?,
@@ -63,6 +75,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         bus.clone(),
         broker_events,
         Some(broker_signals),
+        cluster_secret.clone(),
         managers.child_token(),
     );
     let brokers = BrokerManager::new(broker_sup, exe, api_url.clone());
@@ -85,6 +98,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         bus.clone(),
         trader_events,
         None,
+        cluster_secret.clone(),
         managers.child_token(),
     );
     let sessions = Sessions::default();
@@ -99,6 +113,9 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         traders: traders.clone(),
         sessions,
         bus,
+        access,
+        limits: Limits::new(config.limits.clone(), config.risk.clone()),
+        cluster_secret,
         closing: shutdown.clone(),
     });
 

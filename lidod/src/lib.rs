@@ -5,11 +5,14 @@
 //!   traders are supervised services ([`supervisor`]) reached over the
 //!   service pipe ([`pipe`]); markets live inside the MarketManager.
 //! - [`venue`]: venue adapters, today the paper venue and its broker service.
+//! - [`auth`]: tokens, rights, the cluster secret and the audit log;
+//!   [`limits`]: per-customer limits and pre-trade risk checks.
 //! - [`http`]: the one listener (algo API, operator API, check-ins, OpenAPI,
 //!   Prometheus [`metrics`]).
 //! - [`daemon::run`]: wires a node on a listener and runs it until shutdown;
 //!   [`service`]: `lidod service …`, a service in its own process.
 
+pub mod auth;
 pub mod brokers;
 pub mod config;
 pub mod daemon;
@@ -17,6 +20,7 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod infra;
+pub mod limits;
 pub mod logbuf;
 pub mod markets;
 pub mod metrics;

@@ -23,6 +23,12 @@ struct Cli {
     /// TOML configuration file (see lido.example.toml).
     #[arg(long, env = "LIDO_CONFIG")]
     config: Option<PathBuf>,
+    /// Where tokens, the audit log and the cluster secret live (default: in memory).
+    #[arg(long, env = "LIDO_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// `open` (loopback only, no token needed; the default) or `tokens`.
+    #[arg(long, env = "LIDO_AUTH", value_enum)]
+    auth: Option<lidod::auth::AuthMode>,
     /// Log filter, e.g. `info` or `lidod=debug`.
     #[arg(long, env = "LIDO_LOG", default_value = "info")]
     log: String,
@@ -114,6 +120,13 @@ fn main() -> anyhow::Result<()> {
                 if let Some(listen) = cli.listen {
                     config.listen = listen;
                 }
+                if let Some(dir) = cli.data_dir {
+                    config.node.data_dir = Some(dir);
+                }
+                if let Some(auth) = cli.auth {
+                    config.auth = auth;
+                }
+                config.validate()?;
                 let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
                     format!(
                         "cannot listen on {}; is another lidod running? use --listen to pick another address",

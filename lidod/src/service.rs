@@ -27,8 +27,9 @@ pub async fn run_broker(args: BrokerArgs, shutdown: CancellationToken) -> anyhow
         BROKER_TYPES.join(", ")
     );
     let options = PaperOptions::parse(&args.options).map_err(anyhow::Error::msg)?;
+    let secret = crate::auth::secret::from_env()?;
     if args.exit_with_parent {
         lido_shared::client::agent::exit_with_parent(shutdown.clone());
     }
-    paper_broker::run(args.name, args.manager_url, options, Some(std::process::id()), shutdown).await
+    paper_broker::run(args.name, args.manager_url, secret, options, Some(std::process::id()), shutdown).await
 }
