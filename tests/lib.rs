@@ -65,6 +65,11 @@ pub struct TestDaemon {
 impl TestDaemon {
     /// `lidod --listen 127.0.0.1:0` plus `args`; waits until it listens.
     pub fn spawn(args: &[&str]) -> Self {
+        Self::spawn_with_env(args, &[])
+    }
+
+    /// Like [`Self::spawn`], with extra environment variables.
+    pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let log = std::env::temp_dir().join(format!("lidod-test-{}-{}.log", std::process::id(), unique()));
         let log_file = std::fs::File::create(&log).expect("create log file");
         let mut child = Command::new(lidod_path())
@@ -72,6 +77,7 @@ impl TestDaemon {
             .args(args)
             .env("LIDO_LOG", "info,lidod=debug")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log_file)

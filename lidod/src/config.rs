@@ -32,11 +32,6 @@ pub struct Config {
     pub auth: AuthMode,
     /// File holding the cluster secret; default `<data_dir>/cluster-secret`.
     pub cluster_secret_file: Option<PathBuf>,
-    /// PEM certificate chain and private key: with both, the listener serves HTTPS/WSS only.
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    /// PEM CA bundle services trust when the manager's URL is `https://`.
-    pub tls_ca: Option<PathBuf>,
     pub limits: LimitsConfig,
     pub risk: RiskConfig,
 }
@@ -100,9 +95,6 @@ impl Default for Config {
             service_exe: None,
             auth: AuthMode::default(),
             cluster_secret_file: None,
-            tls_cert: None,
-            tls_key: None,
-            tls_ca: None,
             limits: LimitsConfig::default(),
             risk: RiskConfig::default(),
         }
@@ -141,10 +133,6 @@ impl Config {
     /// Checks cross-references (markets name existing brokers, names unique).
     pub fn validate(&self) -> anyhow::Result<()> {
         self.limits.validate()?;
-        anyhow::ensure!(
-            self.tls_cert.is_some() == self.tls_key.is_some(),
-            "tls_cert and tls_key go together: set both to serve HTTPS, or neither"
-        );
         anyhow::ensure!(
             self.auth == AuthMode::Open || self.node.data_dir.is_some(),
             "auth = \"tokens\" needs a data dir to keep tokens in: set [node] data_dir or --data-dir"
