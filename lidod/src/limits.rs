@@ -282,6 +282,13 @@ mod tests {
     }
 
     #[test]
+    fn risk_values_read_as_strings_or_numbers() {
+        let r: RiskConfig = toml::from_str("max_order_notional = \"250000.5\"\nmax_position = 0.25").unwrap();
+        assert_eq!(r.max_order_notional, Some(Decimal::new(2_500_005, 1)));
+        assert_eq!(r.max_position, Some(Decimal::new(25, 2)));
+    }
+
+    #[test]
     fn zero_rate_is_refused_in_config() {
         let c: LimitsConfig = toml::from_str("orders_per_second = 0").unwrap();
         assert!(c.validate().is_err());
