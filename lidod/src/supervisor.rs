@@ -85,6 +85,7 @@ const LOG_LINES: usize = 2_000;
 impl Supervisor {
     /// `events` receives every service event; pipe signals are handled here
     /// and forwarded to `signals_out` after the state is updated.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         kind: ServiceKind,
         node: String,
