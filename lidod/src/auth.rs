@@ -263,15 +263,21 @@ impl Access {
     }
 }
 
-/// Refuses open mode on a non-loopback address, and says loudly that it is on.
+/// Refuses open mode on a non-loopback address.
+pub fn refuse_open_public(mode: AuthMode, listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        mode == AuthMode::Tokens || listen.ip().is_loopback(),
+        "auth mode `open` is local-only and refuses to listen on {listen}; set `auth = \"tokens\"` (or --auth tokens) to serve other hosts"
+    );
+    Ok(())
+}
+
+/// [`refuse_open_public`], and says loudly when open mode is on.
 pub fn check_mode(mode: AuthMode, listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    refuse_open_public(mode, listen)?;
     if mode == AuthMode::Tokens {
         return Ok(());
     }
-    anyhow::ensure!(
-        listen.ip().is_loopback(),
-        "auth mode `open` is local-only and refuses to listen on {listen}; set `auth = \"tokens\"` (or --auth tokens) to serve other hosts"
-    );
     warn!(%listen, "auth mode OPEN: requests without a token act as the local operator and customer `default`; use --auth tokens to require tokens");
     Ok(())
 }

@@ -127,6 +127,7 @@ fn main() -> anyhow::Result<()> {
                     config.auth = auth;
                 }
                 config.validate()?;
+                lidod::auth::refuse_open_public(config.auth, config.listen)?;
                 let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
                     format!(
                         "cannot listen on {}; is another lidod running? use --listen to pick another address",
