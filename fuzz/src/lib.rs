@@ -25,8 +25,11 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 
+/// A fuzz target's body.
+pub type Target = fn(&[u8]);
+
 /// Every target, by the name of its binary and regression folder.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("algo_request", algo_request),
     ("pipe_frame", pipe_frame),
     ("kraken_rest", kraken_rest),

@@ -100,6 +100,14 @@ pub enum Command {
         after_help = "Examples:\n  lidoctl watch\n  lidoctl watch --orders\n  lidoctl watch --metrics -o json | jq -c 'select(.event.event == \"metrics\")'\n  lidoctl watch -o json | jq -c 'select(.type == \"event\")'"
     )]
     Watch(WatchArgs),
+    /// Create, list and revoke API tokens (operators only)
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Show the audit log of operator actions (who, what, when, result)
+    #[command(
+        after_help = "Examples:\n  lidoctl audit\n  lidoctl audit --limit 20\n  lidoctl audit --since 2026-12-01T00:00:00Z -o json"
+    )]
+    Audit(AuditArgs),
     /// Show or switch the named contexts of the config file
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -313,6 +321,54 @@ pub struct StopArgs {
     /// Do not ask for confirmation
     #[arg(short, long)]
     pub yes: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; its secret is printed once and never again
+    #[command(
+        after_help = "Examples:\n  lidoctl token create --customer acme\n  lidoctl token create --operator --name alice\n  lidoctl token create --customer acme -o json | jq -r .token"
+    )]
+    Create(TokenCreateArgs),
+    /// List tokens (never their secrets)
+    #[command(visible_alias = "ls", after_help = "Examples:\n  lidoctl token list\n  lidoctl token list -o json")]
+    List,
+    /// Revoke a token at once; the sessions it opened end
+    #[command(after_help = "Example:\n  lidoctl token revoke t-3f9a1c2b7d4e --yes")]
+    Revoke(TokenRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+#[group(id = "role", required = true, multiple = false)]
+pub struct TokenCreateArgs {
+    /// A customer token: trades for this customer only
+    #[arg(long, group = "role")]
+    pub customer: Option<String>,
+    /// An operator token: runs the cluster
+    #[arg(long, group = "role")]
+    pub operator: bool,
+    /// A name for the audit log (e.g. the person or the bot)
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenRevokeArgs {
+    /// The token's id (from `lidoctl token list`)
+    pub id: String,
+    /// Do not ask for confirmation
+    #[arg(short, long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only records at or after this time (RFC 3339, e.g. 2026-12-01T00:00:00Z)
+    #[arg(long)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// The newest N records
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
 }
 
 #[derive(Debug, Args)]

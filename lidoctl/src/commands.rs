@@ -1,5 +1,6 @@
 //! One function per verb; [`execute`] matches the command line to it.
 
+mod audit;
 mod broker_auth;
 mod config;
 mod describe;
@@ -9,6 +10,7 @@ mod node;
 mod service;
 mod spawn;
 mod status;
+mod token;
 mod watch;
 
 use clap::CommandFactory;
@@ -38,6 +40,8 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Drain(args) => node::drain(&endpoints()?, out, &args).await,
         Command::Undrain(args) => node::undrain(&endpoints()?, out, &args).await,
         Command::Watch(args) => watch::run(&endpoints()?, out, &args).await,
+        Command::Token(command) => token::run(&endpoints()?, out, command).await,
+        Command::Audit(args) => audit::run(&endpoints()?, out, &args).await,
         Command::Config(command) => config::run(&cli.global, out, &command),
         Command::Broker(BrokerCommand::Auth(args)) => broker_auth::run(&args).await,
         Command::Version => write_stdout(&format!("lidoctl {}\n", env!("CARGO_PKG_VERSION"))),

@@ -189,9 +189,20 @@ fn help_lists_the_verbs_and_exit_codes() {
 
 #[test]
 fn every_verb_has_an_example() {
-    for verb in
-        ["status", "get", "describe", "logs", "stop", "restart", "drain", "undrain", "watch", "version", "completions"]
-    {
+    for verb in [
+        "status",
+        "get",
+        "describe",
+        "logs",
+        "stop",
+        "restart",
+        "drain",
+        "undrain",
+        "watch",
+        "audit",
+        "version",
+        "completions",
+    ] {
         lidoctl().args([verb, "--help"]).assert().success().stdout(predicate::str::contains("lidoctl "));
     }
     for kind in ["broker", "market", "trader"] {
@@ -226,6 +237,24 @@ fn usage_errors_exit_2() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("KEY=VALUE"));
+}
+
+#[test]
+fn token_verbs_check_their_arguments() {
+    for sub in ["create", "list", "revoke"] {
+        lidoctl().args(["token", sub, "--help"]).assert().success().stdout(predicate::str::contains("lidoctl token"));
+    }
+    // Exactly one role.
+    lidoctl().args(["token", "create"]).assert().code(2);
+    lidoctl().args(["token", "create", "--operator", "--customer", "acme"]).assert().code(2);
+    lidoctl().args(["audit", "--since", "yesterday"]).assert().code(2);
+    // Revoking is destructive: refused without --yes before any network call.
+    lidoctl()
+        .args(["--url", &dead_url(), "token", "revoke", "t-1"])
+        .write_stdin("")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--yes"));
 }
 
 #[test]

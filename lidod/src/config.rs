@@ -9,7 +9,9 @@ use anyhow::Context;
 use lido_shared::cluster::RunMode;
 use serde::Deserialize;
 
+use crate::auth::AuthMode;
 use crate::journal::Synchronous;
+use crate::limits::{LimitsConfig, RiskConfig};
 
 /// The whole configuration. Every field has a default; see `lido.example.toml`.
 #[derive(Clone, Debug, Deserialize)]
@@ -27,6 +29,12 @@ pub struct Config {
     pub supervisor: SupervisorConfig,
     /// Program used to start service processes; defaults to this `lidod`.
     pub service_exe: Option<PathBuf>,
+    /// `open` (loopback only, no token needed) or `tokens`.
+    pub auth: AuthMode,
+    /// File holding the cluster secret; default `<data_dir>/cluster-secret`.
+    pub cluster_secret_file: Option<PathBuf>,
+    pub limits: LimitsConfig,
+    pub risk: RiskConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -34,8 +42,9 @@ pub struct Config {
 pub struct NodeConfig {
     pub id: String,
     pub location: String,
-    /// Where the node keeps its state: the order journal (`journal.sqlite`)
-    /// and the paper brokers' venue state (`paper/<name>.json`).
+    /// Where the node keeps its durable state: the order journal
+    /// (`journal.sqlite`), the paper brokers' venue state (`paper/<name>.json`),
+    /// tokens and the audit log (`auth.sqlite`) and the cluster secret.
     pub data_dir: PathBuf,
     /// `full` (default: every journal commit fsynced, survives power loss)
     /// or `normal` (survives a crash of lidod, not of the machine).
@@ -90,6 +99,10 @@ impl Default for Config {
             markets: vec![MarketConfig { name: "paper".into(), brokers: vec!["paper-1".into()] }],
             supervisor: SupervisorConfig::default(),
             service_exe: None,
+            auth: AuthMode::default(),
+            cluster_secret_file: None,
+            limits: LimitsConfig::default(),
+            risk: RiskConfig::default(),
         }
     }
 }
@@ -142,6 +155,7 @@ impl Config {
 
     /// Checks cross-references (markets name existing brokers, names unique).
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.limits.validate()?;
         let mut names = std::collections::BTreeSet::new();
         for b in &self.brokers {
             anyhow::ensure!(names.insert(b.name.as_str()), "broker name {:?} is used twice", b.name);

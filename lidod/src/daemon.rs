@@ -10,11 +10,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::auth::{Access, AuthMode};
 use crate::brokers::BrokerManager;
 use crate::config::Config;
 use crate::events::EventBus;
 use crate::infra::{Infra, InfraParts};
 use crate::journal::Journal;
+use crate::limits::Limits;
 use crate::markets::{MarketManager, OrderStore};
 use crate::sessions::Sessions;
 use crate::supervisor::Supervisor;
@@ -45,6 +47,18 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
     crate::metrics::install();
     let addr = listener.local_addr()?;
     let api_url = format!("http://{addr}");
+    crate::auth::check_mode(config.auth, addr)?;
+    let data_dir = config.node.data_dir.as_path();
+    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let access = Access::open(config.auth, Some(data_dir))?;
+    let bootstrap = match config.auth {
+        AuthMode::Tokens => access.bootstrap(data_dir)?,
+        AuthMode::Open => None,
+    };
+    if let Some(path) = bootstrap {
+        warn!(path = %path.display(), "no operator token existed: created a bootstrap operator token in this file (0600); create your own with `lidoctl token create --operator` and revoke it");
+    }
+    let cluster_secret = crate::auth::secret::load(config.cluster_secret_file.as_deref(), Some(data_dir))?;
     let exe = match &config.service_exe {
         Some(p) => p.clone(),
         None => std::env::current_exe().context("cannot find the lidod executable to start services")?,
@@ -64,6 +78,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         bus.clone(),
         broker_events,
         Some(broker_signals),
+        cluster_secret.clone(),
         managers.child_token(),
     );
     let brokers = BrokerManager::new(broker_sup, exe, api_url.clone(), config.node.data_dir.clone());
@@ -91,6 +106,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         bus.clone(),
         trader_events,
         None,
+        cluster_secret.clone(),
         managers.child_token(),
     );
     let sessions = Sessions::default();
@@ -105,6 +121,9 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         traders: traders.clone(),
         sessions,
         bus,
+        access,
+        limits: Limits::new(config.limits.clone(), config.risk.clone()),
+        cluster_secret,
         closing: shutdown.clone(),
     });
 

@@ -2,6 +2,7 @@
 //! the operator API (InfrastructureManager), service check-ins, health and
 //! the OpenAPI document.
 
+mod access;
 mod algo;
 mod openapi;
 mod operator;
@@ -9,12 +10,14 @@ mod stream;
 
 use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use lido_shared::api::MAX_BODY_BYTES;
 use lido_shared::pipe::{CheckIn, CheckInReply, CHECKIN_PATH};
 use tower_http::trace::TraceLayer;
 
+use crate::auth::{AuthMode, Caller};
 use crate::error::{ApiError, ApiJson};
 use crate::infra::Infra;
 
@@ -23,6 +26,7 @@ pub fn router(infra: Infra) -> Router {
     Router::new()
         .merge(algo::routes())
         .merge(operator::routes())
+        .merge(access::routes())
         .route("/v1/stream", get(stream::upgrade))
         .route(CHECKIN_PATH, post(checkin))
         .route("/v1/openapi.json", get(openapi::document))
@@ -56,30 +60,72 @@ async fn not_found() -> ApiError {
     ApiError::not_found("not_found", "no such endpoint; GET /v1/openapi.json lists the API")
 }
 
-async fn checkin(State(infra): State<Infra>, ApiJson(body): ApiJson<CheckIn>) -> Result<Json<CheckInReply>, ApiError> {
+/// A service checks in; it must prove the cluster secret.
+async fn checkin(
+    State(infra): State<Infra>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CheckIn>,
+) -> Result<Json<CheckInReply>, ApiError> {
+    if let Err(e) = crate::auth::secret::check(&headers, infra.cluster_secret()) {
+        tracing::warn!(service = %body.name, reason = %e.message, "check-in refused");
+        return Err(e);
+    }
     infra.checkin(body)?;
     Ok(Json(CheckInReply { accepted: true, node: infra.node_id().to_string() }))
 }
 
-/// The customer acting: named by the session token in
-/// `Authorization: Bearer …`. Without a token, the local `default` customer.
+/// Who is calling, from `Authorization: Bearer …`: an API token, or a
+/// session id from `POST /v1/sessions`. Without a header: the local operator
+/// in open mode, 401 in tokens mode.
+impl FromRequestParts<Infra> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, infra: &Infra) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
+            return match infra.access().mode() {
+                AuthMode::Open => Ok(Caller::Local),
+                AuthMode::Tokens => Err(ApiError::unauthorized(
+                    "this node requires a token: send `Authorization: Bearer <token>`; an operator creates one with `lidoctl token create`",
+                )),
+            };
+        };
+        let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim).ok_or_else(|| {
+            ApiError::unauthorized("use `Authorization: Bearer <token>` with an API token or a session id")
+        })?;
+        if let Some(verified) = infra.access().verify(token) {
+            return verified;
+        }
+        let (customer, token_id) = infra.sessions().customer_of(token).ok_or_else(|| {
+            ApiError::unauthorized(
+                "unknown token or session; open a session with POST /v1/sessions or ask an operator for a token",
+            )
+        })?;
+        Ok(Caller::Customer { customer, token_id })
+    }
+}
+
+/// The customer acting: a customer token or session, or `default` for the
+/// local caller in open mode. Operator tokens get 403: they have no account.
 pub struct Customer(pub String);
 
 impl FromRequestParts<Infra> for Customer {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, infra: &Infra) -> Result<Self, Self::Rejection> {
-        let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
-            return Ok(Self("default".to_string()));
-        };
-        let token =
-            value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).ok_or_else(|| {
-                ApiError::unauthorized("use `Authorization: Bearer <session_id>` from POST /v1/sessions")
-            })?;
-        infra
-            .sessions()
-            .customer_of(token.trim())
-            .map(Self)
-            .ok_or_else(|| ApiError::unauthorized("unknown or expired session; open one with POST /v1/sessions"))
+        let caller = Caller::from_request_parts(parts, infra).await?;
+        caller.customer().map(|c| Self(c.to_string()))
+    }
+}
+
+/// An operator: 403 for customers.
+pub struct Operator(pub Caller);
+
+impl FromRequestParts<Infra> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, infra: &Infra) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, infra).await?;
+        caller.require_operator()?;
+        Ok(Self(caller))
     }
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use chrono::Utc;
+use lido_shared::access::Secret;
 use lido_shared::api::{Session, SessionRequest};
 use lido_shared::cluster::{
     ClusterEvent, ClusterSnapshot, EventRecord, ManagerInfo, NodeInfo, NodeLoad, RunMode, ServiceDetail, ServiceInfo,
@@ -17,9 +18,11 @@ use lido_shared::pipe::CheckIn;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::auth::Access;
 use crate::brokers::BrokerManager;
 use crate::error::ApiError;
 use crate::events::EventBus;
+use crate::limits::Limits;
 use crate::logbuf::LogBuffer;
 use crate::markets::MarketManager;
 use crate::sessions::{validate_customer, Sessions};
@@ -40,6 +43,11 @@ pub struct InfraParts {
     pub traders: TraderManager,
     pub sessions: Sessions,
     pub bus: EventBus,
+    /// Tokens, audit log and auth mode.
+    pub access: Access,
+    pub limits: Limits,
+    /// Check-ins must prove it.
+    pub cluster_secret: Secret,
     /// Cancelled when the node starts shutting down: streams close.
     pub closing: CancellationToken,
 }
@@ -54,12 +62,28 @@ struct Inner {
     traders: TraderManager,
     sessions: Sessions,
     bus: EventBus,
+    access: Access,
+    limits: Limits,
+    cluster_secret: Secret,
     closing: CancellationToken,
 }
 
 impl Infra {
     pub fn new(parts: InfraParts) -> Self {
-        let InfraParts { node_id, location, api_url, brokers, markets, traders, sessions, bus, closing } = parts;
+        let InfraParts {
+            node_id,
+            location,
+            api_url,
+            brokers,
+            markets,
+            traders,
+            sessions,
+            bus,
+            access,
+            limits,
+            cluster_secret,
+            closing,
+        } = parts;
         Self {
             inner: Arc::new(Inner {
                 node_id,
@@ -71,6 +95,9 @@ impl Infra {
                 traders,
                 sessions,
                 bus,
+                access,
+                limits,
+                cluster_secret,
                 closing,
             }),
         }
@@ -90,6 +117,18 @@ impl Infra {
 
     pub fn sessions(&self) -> &Sessions {
         &self.inner.sessions
+    }
+
+    pub fn access(&self) -> &Access {
+        &self.inner.access
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    pub fn cluster_secret(&self) -> &Secret {
+        &self.inner.cluster_secret
     }
 
     pub fn bus(&self) -> &EventBus {
@@ -145,7 +184,8 @@ impl Infra {
     }
 
     /// `POST /v1/sessions`: the customer's MarketManager and TraderManager.
-    pub fn open_session(&self, req: &SessionRequest) -> Result<Session, ApiError> {
+    /// `opened_by` is the token that asked, so revoking it ends the session.
+    pub fn open_session(&self, req: &SessionRequest, opened_by: Option<&str>) -> Result<Session, ApiError> {
         validate_customer(&req.customer)?;
         if self.is_draining() {
             return Err(ApiError::unavailable(
@@ -153,7 +193,8 @@ impl Infra {
                 "every node is draining; no new sessions until one is undrained",
             ));
         }
-        let session = self.inner.sessions.open(&req.customer, &self.inner.node_id, &self.inner.api_url);
+        self.inner.limits.check_sessions(&req.customer, self.inner.sessions.count_for(&req.customer))?;
+        let session = self.inner.sessions.open_by(&req.customer, &self.inner.node_id, &self.inner.api_url, opened_by);
         info!(customer = %req.customer, node = %session.node, "session opened");
         Ok(session)
     }

@@ -7,11 +7,14 @@
 //! - [`journal`]: the durable order journal (SQLite) the order store writes
 //!   before it acknowledges or sends anything.
 //! - [`venue`]: venue adapters, today the paper venue and its broker service.
+//! - [`auth`]: tokens, rights, the cluster secret and the audit log;
+//!   [`limits`]: per-customer limits and pre-trade risk checks.
 //! - [`http`]: the one listener (algo API, operator API, check-ins, OpenAPI,
 //!   Prometheus [`metrics`]).
 //! - [`daemon::run`]: wires a node on a listener and runs it until shutdown;
 //!   [`service`]: `lidod service …`, a service in its own process.
 
+pub mod auth;
 pub mod brokers;
 pub mod config;
 pub mod daemon;
@@ -20,6 +23,7 @@ pub mod events;
 pub mod http;
 pub mod infra;
 pub mod journal;
+pub mod limits;
 pub mod logbuf;
 pub mod markets;
 pub mod metrics;

@@ -23,10 +23,14 @@ struct Cli {
     /// TOML configuration file (see lido.example.toml).
     #[arg(long, env = "LIDO_CONFIG")]
     config: Option<PathBuf>,
-    /// Directory for the order journal and paper venue state
-    /// (default `$XDG_STATE_HOME/lido`, else `~/.local/state/lido`).
+    /// Directory for the node's durable state: the order journal, paper
+    /// venue state, tokens, the audit log and the cluster secret (default
+    /// `$XDG_STATE_HOME/lido`, else `~/.local/state/lido`).
     #[arg(long, env = "LIDO_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// `open` (loopback only, no token needed; the default) or `tokens`.
+    #[arg(long, env = "LIDO_AUTH", value_enum)]
+    auth: Option<lidod::auth::AuthMode>,
     /// Log filter, e.g. `info` or `lidod=debug`.
     #[arg(long, env = "LIDO_LOG", default_value = "info")]
     log: String,
@@ -121,6 +125,11 @@ fn main() -> anyhow::Result<()> {
                 if let Some(dir) = cli.data_dir {
                     config.node.data_dir = dir;
                 }
+                if let Some(auth) = cli.auth {
+                    config.auth = auth;
+                }
+                config.validate()?;
+                lidod::auth::refuse_open_public(config.auth, config.listen)?;
                 let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
                     format!(
                         "cannot listen on {}; is another lidod running? use --listen to pick another address",

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
 use futures_util::{SinkExt, StreamExt};
+use lido_shared::access::{Secret, CLUSTER_SECRET_HEADER};
 use lido_shared::cluster::ServiceState;
 use lido_shared::pipe::{
     Command, ManagerFrame, Reply, ReplyBody, ServiceEvent, ServiceFrame, HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS,
@@ -17,6 +18,9 @@ use lido_shared::pipe::{
 };
 use lido_shared::ErrorDetail;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::error::UrlError;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
@@ -82,6 +86,8 @@ struct Inner {
     requests: mpsc::Sender<Request>,
     state: watch::Sender<PipeState>,
     next_id: AtomicU64,
+    /// Proven to the service on every dial.
+    cluster_secret: Secret,
     cancel: CancellationToken,
     /// Last measured heartbeat latency (service clock to ours), microseconds.
     rtt_us: AtomicU64,
@@ -103,6 +109,7 @@ impl PipeHandle {
         url: String,
         events: mpsc::Sender<(String, ServiceEvent)>,
         signals: mpsc::UnboundedSender<(String, PipeSignal)>,
+        cluster_secret: Secret,
         cancel: CancellationToken,
     ) -> Self {
         let (req_tx, req_rx) = mpsc::channel(1024);
@@ -112,6 +119,7 @@ impl PipeHandle {
             requests: req_tx,
             state: watch::channel(PipeState::Connecting).0,
             next_id: AtomicU64::new(1),
+            cluster_secret,
             cancel,
             rtt_us: AtomicU64::new(0),
             received: AtomicU64::new(0),
@@ -190,16 +198,13 @@ async fn dial_loop(
         WebSocketConfig::default().max_message_size(Some(MAX_FRAME_BYTES)).max_frame_size(Some(MAX_FRAME_BYTES));
     loop {
         let url = url_rx.borrow_and_update().clone();
-        let dial = tokio::time::timeout(
-            Duration::from_secs(3),
-            tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true),
-        );
+        let dial = tokio::time::timeout(Duration::from_secs(3), dial(&url, &inner.cluster_secret, config));
         let connected = tokio::select! {
             _ = inner.cancel.cancelled() => break,
             r = dial => r,
         };
         match connected {
-            Ok(Ok((ws, _))) => {
+            Ok(Ok(ws)) => {
                 backoff = new_backoff();
                 generation += 1;
                 inner.state.send_replace(PipeState::Up);
@@ -231,6 +236,21 @@ async fn dial_loop(
     inner.state.send_replace(PipeState::Closed);
     fail_queued(&name, &mut requests);
     debug!(service = %name, "pipe closed");
+}
+
+/// Opens the pipe WebSocket, proving the cluster secret in a header.
+async fn dial(
+    url: &str,
+    secret: &Secret,
+    config: WebSocketConfig,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let mut request = url.into_client_request()?;
+    let value = HeaderValue::from_str(secret.expose()).map_err(|_| {
+        tokio_tungstenite::tungstenite::Error::Url(UrlError::UnableToConnect("bad cluster secret".into()))
+    })?;
+    request.headers_mut().insert(CLUSTER_SECRET_HEADER, value);
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
+    Ok(ws)
 }
 
 fn new_backoff() -> backon::ExponentialBackoff {

@@ -20,8 +20,9 @@ pub struct BrokerArgs {
 
 pub async fn run_broker(args: BrokerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let options = BrokerOptions::parse(&args.broker_type, &args.name, &args.options)?;
+    let secret = crate::auth::secret::from_env()?;
     if args.exit_with_parent {
         lido_shared::client::agent::exit_with_parent(shutdown.clone());
     }
-    options.run(args.name, args.manager_url, Some(std::process::id()), shutdown).await
+    options.run(args.name, args.manager_url, secret, Some(std::process::id()), shutdown).await
 }

@@ -1,7 +1,8 @@
 //! Algo sessions: a bearer token that names the customer.
 //!
-//! Tokens are random and live in memory; durable, hashed customer and
-//! operator tokens come with the security work (see DESIGN.md, Safety).
+//! Session ids are random and live in memory; they last while the node runs
+//! and end when the API token that opened them is revoked. The durable,
+//! hashed customer and operator tokens are in [`crate::auth`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,8 +13,12 @@ use lido_shared::cluster::SessionInfo;
 
 use crate::error::ApiError;
 
-/// A session and when it was opened.
-type Entry = (Session, DateTime<Utc>);
+/// A session, when it was opened, and by which API token (if any).
+struct Entry {
+    session: Session,
+    at: DateTime<Utc>,
+    opened_by: Option<String>,
+}
 
 #[derive(Clone, Default)]
 pub struct Sessions {
@@ -22,6 +27,11 @@ pub struct Sessions {
 
 impl Sessions {
     pub fn open(&self, customer: &str, node: &str, api_url: &str) -> Session {
+        self.open_by(customer, node, api_url, None)
+    }
+
+    /// Opens a session that ends when the token `opened_by` is revoked.
+    pub fn open_by(&self, customer: &str, node: &str, api_url: &str, opened_by: Option<&str>) -> Session {
         let session = Session {
             session_id: format!("s-{}", uuid::Uuid::new_v4().simple()),
             customer: customer.to_string(),
@@ -29,12 +39,26 @@ impl Sessions {
             market_manager_url: api_url.to_string(),
             trader_manager_url: api_url.to_string(),
         };
-        self.lock().insert(session.session_id.clone(), (session.clone(), Utc::now()));
+        let entry = Entry { session: session.clone(), at: Utc::now(), opened_by: opened_by.map(str::to_string) };
+        self.lock().insert(session.session_id.clone(), entry);
         session
     }
 
-    pub fn customer_of(&self, token: &str) -> Option<String> {
-        self.lock().get(token).map(|(s, _)| s.customer.clone())
+    /// The session's customer and the token that opened it.
+    pub fn customer_of(&self, token: &str) -> Option<(String, Option<String>)> {
+        self.lock().get(token).map(|e| (e.session.customer.clone(), e.opened_by.clone()))
+    }
+
+    pub fn count_for(&self, customer: &str) -> usize {
+        self.lock().values().filter(|e| e.session.customer == customer).count()
+    }
+
+    /// Ends every session opened by `token_id`; returns how many.
+    pub fn close_opened_by(&self, token_id: &str) -> usize {
+        let mut map = self.lock();
+        let before = map.len();
+        map.retain(|_, e| e.opened_by.as_deref() != Some(token_id));
+        before - map.len()
     }
 
     /// Every session, oldest first, tokens shortened to 10 characters.
@@ -42,11 +66,11 @@ impl Sessions {
         let mut out: Vec<SessionInfo> = self
             .lock()
             .values()
-            .map(|(s, at)| SessionInfo {
-                id: s.session_id.chars().take(10).collect(),
-                customer: s.customer.clone(),
-                node: s.node.clone(),
-                created_at: *at,
+            .map(|e| SessionInfo {
+                id: e.session.session_id.chars().take(10).collect(),
+                customer: e.session.customer.clone(),
+                node: e.session.node.clone(),
+                created_at: e.at,
             })
             .collect();
         out.sort_by_key(|s| s.created_at);

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures_util::future::BoxFuture;
+use lido_shared::access::{Secret, CLUSTER_SECRET_ENV};
 use lido_shared::cluster::{ClusterEvent, RunMode, ServiceInfo, ServiceKind, ServiceState};
 use lido_shared::pipe::{CheckIn, Command, ServiceEvent};
 use tokio::sync::mpsc;
@@ -57,6 +58,8 @@ struct Inner {
     services: Mutex<BTreeMap<String, Entry>>,
     events: mpsc::Sender<(String, ServiceEvent)>,
     signals: mpsc::UnboundedSender<(String, PipeSignal)>,
+    /// Given to child processes in their environment and proven on every pipe dial.
+    cluster_secret: Secret,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -82,6 +85,7 @@ const LOG_LINES: usize = 2_000;
 impl Supervisor {
     /// `events` receives every service event; pipe signals are handled here
     /// and forwarded to `signals_out` after the state is updated.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         kind: ServiceKind,
         node: String,
@@ -89,6 +93,7 @@ impl Supervisor {
         bus: EventBus,
         events: mpsc::Sender<(String, ServiceEvent)>,
         signals_out: Option<mpsc::UnboundedSender<(String, PipeSignal)>>,
+        cluster_secret: Secret,
         cancel: CancellationToken,
     ) -> Self {
         let (signals, signals_rx) = mpsc::unbounded_channel();
@@ -100,6 +105,7 @@ impl Supervisor {
             services: Mutex::new(BTreeMap::new()),
             events,
             signals,
+            cluster_secret,
             cancel,
             tracker: TaskTracker::new(),
         });
@@ -110,6 +116,11 @@ impl Supervisor {
 
     pub fn kind(&self) -> ServiceKind {
         self.inner.kind
+    }
+
+    /// The secret services of this node prove on check-in (tasks get it from here).
+    pub fn cluster_secret(&self) -> &Secret {
+        &self.inner.cluster_secret
     }
 
     pub fn list(&self) -> Vec<ServiceInfo> {
@@ -240,6 +251,7 @@ impl Supervisor {
                         checkin.ws_url.clone(),
                         self.inner.events.clone(),
                         self.inner.signals.clone(),
+                        self.inner.cluster_secret.clone(),
                         entry.stop.child_token(),
                     ))
                 }
@@ -487,6 +499,7 @@ impl Supervisor {
         cmd.args(args)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("NO_COLOR", "1")
+            .env(CLUSTER_SECRET_ENV, self.inner.cluster_secret.expose())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

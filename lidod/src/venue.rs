@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 
+use lido_shared::access::Secret;
 use tokio_util::sync::CancellationToken;
 
 pub mod kraken;
@@ -35,7 +36,10 @@ pub enum BrokerOptions {
     Paper(paper_broker::PaperOptions),
     Kraken(kraken_broker::KrakenOptions),
     /// `schwab`, or its alias `tdameritrade` (kept to say so in the log).
-    Schwab { options: schwab_broker::SchwabOptions, alias: bool },
+    Schwab {
+        options: schwab_broker::SchwabOptions,
+        alias: bool,
+    },
 }
 
 impl BrokerOptions {
@@ -66,15 +70,17 @@ impl BrokerOptions {
         self,
         name: String,
         manager_url: String,
+        cluster_secret: Secret,
         pid: Option<u32>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         match self {
-            Self::Paper(o) => paper_broker::run(name, manager_url, o, pid, shutdown).await,
-            Self::Kraken(o) => kraken_broker::run(name, manager_url, o, pid, shutdown).await,
+            Self::Paper(o) => paper_broker::run(name, manager_url, cluster_secret, o, pid, shutdown).await,
+            Self::Kraken(o) => kraken_broker::run(name, manager_url, cluster_secret, o, pid, shutdown).await,
             Self::Schwab { options, alias } => {
                 let broker_type = if alias { "tdameritrade" } else { "schwab" };
-                schwab_broker::run(name, broker_type.to_string(), manager_url, options, pid, shutdown).await
+                schwab_broker::run(name, broker_type.to_string(), manager_url, cluster_secret, options, pid, shutdown)
+                    .await
             }
         }
     }

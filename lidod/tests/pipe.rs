@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use lido_shared::access::{Secret, CLUSTER_SECRET_HEADER};
 use lido_shared::client::agent::{Agent, AgentConfig, CommandHandler};
 use lido_shared::cluster::ServiceKind;
 use lido_shared::model::{Fill, Quote, Side, Symbol};
@@ -37,6 +38,8 @@ const WAIT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// The service's name, as the manager tags events and signals.
 const NAME: &str = "svc";
+/// The cluster secret both ends share.
+const CLUSTER_SECRET: &str = "test-cluster-secret";
 /// Error code the test service answers unknown commands with.
 const UNSUPPORTED: &str = "unsupported";
 
@@ -118,7 +121,8 @@ impl Service {
         let (manager_url, manager) = stub_manager().await;
         let (events, events_rx) = mpsc::channel(1024);
         let shutdown = CancellationToken::new();
-        let config = AgentConfig::new(NAME, ServiceKind::Broker, "test", manager_url);
+        let mut config = AgentConfig::new(NAME, ServiceKind::Broker, "test", manager_url);
+        config.cluster_secret = Some(Secret::new(CLUSTER_SECRET));
         let handler = Arc::new(TestHandler { price: Decimal::from(price) });
         let agent = Agent::start(config, handler, events_rx, shutdown.clone()).await.expect("agent starts");
         Self { agent, events, shutdown, manager }
@@ -285,7 +289,8 @@ impl Harness {
         let (events_tx, events) = mpsc::channel(1024);
         let (signals_tx, signals) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
-        let pipe = PipeHandle::start(NAME.into(), proxy.url.clone(), events_tx, signals_tx, cancel.clone());
+        let secret = Secret::new(CLUSTER_SECRET);
+        let pipe = PipeHandle::start(NAME.into(), proxy.url.clone(), events_tx, signals_tx, secret, cancel.clone());
         let mut harness = Self { service, proxy, pipe, events, signals, cancel };
         harness.expect_up(1).await;
         harness
@@ -370,6 +375,27 @@ impl Harness {
 // ---------------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipe_dial_without_the_cluster_secret_is_refused() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Error;
+    let service = Service::start(100).await;
+    let url = service.agent.ws_url().to_string();
+    let refused_status = |r: Result<_, Error>| match r {
+        Err(Error::Http(resp)) => Some(resp.status().as_u16()),
+        _ => None,
+    };
+    let bare = tokio_tungstenite::connect_async(url.as_str()).await.map(|_| ());
+    assert_eq!(refused_status(bare), Some(401), "a dial without the secret is refused");
+    let mut wrong = url.as_str().into_client_request().unwrap();
+    wrong.headers_mut().insert(CLUSTER_SECRET_HEADER, "not-the-secret".parse().unwrap());
+    let wrong = tokio_tungstenite::connect_async(wrong).await.map(|_| ());
+    assert_eq!(refused_status(wrong), Some(401), "a dial with a wrong secret is refused");
+    let mut right = url.as_str().into_client_request().unwrap();
+    right.headers_mut().insert(CLUSTER_SECRET_HEADER, CLUSTER_SECRET.parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(right).await.is_ok(), "the right secret is let in");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_gets_its_reply() {

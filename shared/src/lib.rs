@@ -9,12 +9,15 @@
 //!   watch stream, spawn/stop/drain requests).
 //! - [`pipe`]: the service protocol between a manager and the services it
 //!   supervises (check-in body and the frames on the pipe WebSocket).
+//! - [`access`]: API tokens, the audit log, the cluster-secret header and
+//!   [`access::Secret`], a string that never prints.
 //! - [`client`]: a typed Rust client for all of the above, plus
 //!   [`client::agent`], the service side of the pipe that brokers and hosted
 //!   traders embed.
 //!
 //! Wire types know nothing of axum; the daemon converts at its edge.
 
+pub mod access;
 pub mod api;
 pub mod client;
 pub mod cluster;

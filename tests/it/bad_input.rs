@@ -25,7 +25,9 @@ fn with(field: &str, value: serde_json::Value) -> String {
 
 #[tokio::test]
 async fn rest_edges_refuse_bad_input_and_change_nothing() {
-    let d = TestDaemon::spawn(&[]);
+    // Check-ins prove the cluster secret first; these cases test what comes after.
+    const SECRET: &str = "bad-input-cluster-secret";
+    let d = TestDaemon::spawn_with_env(&[], &[(lido_shared::access::CLUSTER_SECRET_ENV, SECRET)]);
     let c = d.client();
     eventually(Duration::from_secs(10), "the market", || async { c.quote("paper", "BTC/USD").await.ok() }).await;
     // No connection reuse: after a 413 the server closes the connection it
@@ -187,6 +189,9 @@ async fn rest_edges_refuse_bad_input_and_change_nothing() {
         }
         if what == "bad bearer token" {
             req = req.bearer_auth("s-forged");
+        }
+        if path == lido_shared::pipe::CHECKIN_PATH {
+            req = req.header(lido_shared::access::CLUSTER_SECRET_HEADER, SECRET);
         }
         let resp = req.send().await.unwrap_or_else(|e| panic!("{what}: {e}"));
         assert_eq!(resp.status().as_u16(), status, "{what}: status");

@@ -2,6 +2,7 @@
 //! drives them only through their public APIs (REST, WebSockets, signals).
 
 mod algo;
+mod auth;
 mod bad_input;
 mod kraken_broker;
 mod kraken_rest;

@@ -1,4 +1,6 @@
-//! Algo REST API, served by the MarketManager.
+//! Algo REST API, served by the MarketManager. Market data is open to any
+//! caller (operators too); orders, fills and accounts are the customer's
+//! own; orders pass [`crate::limits`] before they reach the MarketManager.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -11,6 +13,7 @@ use lido_shared::model::{Balance, Book, Fill, Instrument, Order, Position, Quote
 use lido_shared::ErrorBody;
 
 use super::Customer;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiQuery};
 use crate::infra::Infra;
 
@@ -33,14 +36,30 @@ pub fn routes() -> Router<Infra> {
     responses((status = 201, body = Session), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn open_session(
     State(infra): State<Infra>,
-    ApiJson(req): ApiJson<SessionRequest>,
+    caller: Caller,
+    ApiJson(mut req): ApiJson<SessionRequest>,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
-    Ok((StatusCode::CREATED, Json(infra.open_session(&req)?)))
+    let opened_by = match &caller {
+        Caller::Local => None,
+        Caller::Operator { token_id, .. } => Some(token_id.clone()),
+        Caller::Customer { customer, token_id } => {
+            if req.customer.is_empty() {
+                req.customer = customer.clone();
+            } else if &req.customer != customer {
+                return Err(ApiError::forbidden(format!(
+                    "this token is for customer {customer}; it cannot open a session for {}",
+                    req.customer
+                )));
+            }
+            token_id.clone()
+        }
+    };
+    Ok((StatusCode::CREATED, Json(infra.open_session(&req, opened_by.as_deref())?)))
 }
 
 /// Markets of this node, with symbols and broker pools.
 #[utoipa::path(get, path = "/v1/markets", tag = "market data", responses((status = 200, body = Vec<MarketInfo>)))]
-pub async fn markets(State(infra): State<Infra>) -> Json<Vec<MarketInfo>> {
+pub async fn markets(State(infra): State<Infra>, _caller: Caller) -> Json<Vec<MarketInfo>> {
     Json(infra.markets().markets())
 }
 
@@ -49,6 +68,7 @@ pub async fn markets(State(infra): State<Infra>) -> Json<Vec<MarketInfo>> {
     responses((status = 200, body = Vec<Instrument>), (status = 404, body = ErrorBody)))]
 pub async fn instruments(
     State(infra): State<Infra>,
+    _caller: Caller,
     ApiQuery(q): ApiQuery<MarketQuery>,
 ) -> Result<Json<Vec<Instrument>>, ApiError> {
     Ok(Json(infra.markets().instruments(&q.market).await?))
@@ -57,14 +77,22 @@ pub async fn instruments(
 /// Quote snapshot.
 #[utoipa::path(get, path = "/v1/quotes", tag = "market data", params(SymbolQuery),
     responses((status = 200, body = Quote), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn quote(State(infra): State<Infra>, ApiQuery(q): ApiQuery<SymbolQuery>) -> Result<Json<Quote>, ApiError> {
+pub async fn quote(
+    State(infra): State<Infra>,
+    _caller: Caller,
+    ApiQuery(q): ApiQuery<SymbolQuery>,
+) -> Result<Json<Quote>, ApiError> {
     Ok(Json(infra.markets().quote(&q.market, &q.symbol).await?))
 }
 
 /// Order book snapshot.
 #[utoipa::path(get, path = "/v1/book", tag = "market data", params(SymbolQuery),
     responses((status = 200, body = Book), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn book(State(infra): State<Infra>, ApiQuery(q): ApiQuery<SymbolQuery>) -> Result<Json<Book>, ApiError> {
+pub async fn book(
+    State(infra): State<Infra>,
+    _caller: Caller,
+    ApiQuery(q): ApiQuery<SymbolQuery>,
+) -> Result<Json<Book>, ApiError> {
     let depth = q.depth.unwrap_or(10);
     if !(1..=100).contains(&depth) {
         return Err(ApiError::bad_request("invalid_query", format!("depth must be between 1 and 100, got {depth}")));
@@ -75,12 +103,15 @@ pub async fn book(State(infra): State<Infra>, ApiQuery(q): ApiQuery<SymbolQuery>
 /// Places an order. The same `client_order_id` again answers 200 with the first order.
 #[utoipa::path(post, path = "/v1/orders", tag = "orders", request_body = PlaceOrder,
     responses((status = 201, description = "placed", body = Order), (status = 200, description = "client_order_id seen before: the first order", body = Order),
-        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "open_orders_per_customer reached", body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 422, description = "a pre-trade risk check failed", body = ErrorBody), (status = 429, description = "orders_per_second reached", body = ErrorBody)))]
 pub async fn place_order(
     State(infra): State<Infra>,
     Customer(customer): Customer,
     ApiJson(req): ApiJson<PlaceOrder>,
 ) -> Result<(StatusCode, Json<Order>), ApiError> {
+    infra.limits().check_order(infra.markets(), &customer, &req).await?;
     let (order, created) = infra.markets().place(&customer, req).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(order)))

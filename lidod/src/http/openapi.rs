@@ -3,7 +3,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{algo, operator};
+use super::{access, algo, operator};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -11,7 +11,9 @@ use super::{algo, operator};
         title = "Lido",
         description = "Algo API (MarketManager) and operator API (InfrastructureManager) of a Lido node. \
         Errors are `{\"error\":{\"code\",\"message\"}}`; prices and quantities are decimal strings. \
-        The WebSocket streams are /v1/stream (algo) and /v1/cluster/watch (operator)."
+        The WebSocket streams are /v1/stream (algo) and /v1/cluster/watch (operator). \
+        Authenticate with `Authorization: Bearer <token>` (an API token or a session id); \
+        in open mode (loopback only) a request without one acts as the local operator."
     ),
     paths(
         algo::open_session,
@@ -32,6 +34,10 @@ use super::{algo, operator};
         operator::restart,
         operator::drain,
         operator::undrain,
+        access::create_token,
+        access::list_tokens,
+        access::revoke_token,
+        access::audit,
     ),
     components(schemas(
         lido_shared::api::ClientMessage,

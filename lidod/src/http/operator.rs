@@ -1,5 +1,6 @@
 //! Operator API of the InfrastructureManager: snapshot, watch stream with
-//! commands, spawn/stop/restart, drain/undrain.
+//! commands, spawn/stop/restart, drain/undrain. Operators only; every action
+//! is written to the audit log with who asked and how it ended.
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
@@ -17,6 +18,8 @@ use lido_shared::{ErrorBody, ErrorDetail};
 use tokio::sync::{broadcast, mpsc};
 use tracing::debug;
 
+use super::Operator;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiJson, ApiQuery};
 use crate::infra::Infra;
 use crate::markets::OrderMsg;
@@ -35,20 +38,24 @@ pub fn routes() -> Router<Infra> {
 
 /// The cluster: nodes, managers, services, load.
 #[utoipa::path(get, path = "/v1/cluster", tag = "operator", responses((status = 200, body = ClusterSnapshot)))]
-pub async fn cluster(State(infra): State<Infra>) -> Json<ClusterSnapshot> {
+pub async fn cluster(State(infra): State<Infra>, _operator: Operator) -> Json<ClusterSnapshot> {
     Json(infra.snapshot())
 }
 
 /// Sessions on this IM's nodes; tokens are shortened.
 #[utoipa::path(get, path = "/v1/sessions", tag = "operator", responses((status = 200, body = Vec<SessionInfo>)))]
-pub async fn sessions(State(infra): State<Infra>) -> Json<Vec<SessionInfo>> {
+pub async fn sessions(State(infra): State<Infra>, _operator: Operator) -> Json<Vec<SessionInfo>> {
     Json(infra.sessions().list())
 }
 
 /// A service and its recent events.
 #[utoipa::path(get, path = "/v1/services/{name}", tag = "operator", params(("name" = String, Path)),
     responses((status = 200, body = ServiceDetail), (status = 404, body = ErrorBody)))]
-pub async fn describe(State(infra): State<Infra>, Path(name): Path<String>) -> Result<Json<ServiceDetail>, ApiError> {
+pub async fn describe(
+    State(infra): State<Infra>,
+    _operator: Operator,
+    Path(name): Path<String>,
+) -> Result<Json<ServiceDetail>, ApiError> {
     Ok(Json(infra.describe(&name)?))
 }
 
@@ -58,6 +65,7 @@ pub async fn describe(State(infra): State<Infra>, Path(name): Path<String>) -> R
     responses((status = 200, content_type = "text/plain", body = String), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn logs(
     State(infra): State<Infra>,
+    _operator: Operator,
     Path(name): Path<String>,
     ApiQuery(q): ApiQuery<LogsQuery>,
 ) -> Result<Response, ApiError> {
@@ -108,45 +116,83 @@ pub struct LogsQuery {
     responses((status = 201, body = ServiceInfo), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn spawn(
     State(infra): State<Infra>,
+    Operator(caller): Operator,
     ApiJson(req): ApiJson<SpawnRequest>,
 ) -> Result<(StatusCode, Json<ServiceInfo>), ApiError> {
-    Ok((StatusCode::CREATED, Json(infra.spawn(req)?)))
+    Ok((StatusCode::CREATED, Json(spawn_audited(&infra, &caller, req)?)))
 }
 
 /// Stops a service and forgets it.
 #[utoipa::path(delete, path = "/v1/services/{name}", tag = "operator", params(("name" = String, Path)),
     responses((status = 200, body = ServiceInfo), (status = 404, body = ErrorBody)))]
-pub async fn stop(State(infra): State<Infra>, Path(name): Path<String>) -> Result<Json<ServiceInfo>, ApiError> {
-    Ok(Json(infra.stop(&name).await?))
+pub async fn stop(
+    State(infra): State<Infra>,
+    Operator(caller): Operator,
+    Path(name): Path<String>,
+) -> Result<Json<ServiceInfo>, ApiError> {
+    Ok(Json(audited(&infra, &caller, "stop", &name, infra.stop(&name).await)?))
 }
 
 /// Restarts a service's process or task.
 #[utoipa::path(post, path = "/v1/services/{name}/restart", tag = "operator", params(("name" = String, Path)),
     responses((status = 200, body = ServiceInfo), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn restart(State(infra): State<Infra>, Path(name): Path<String>) -> Result<Json<ServiceInfo>, ApiError> {
-    Ok(Json(infra.restart(&name)?))
+pub async fn restart(
+    State(infra): State<Infra>,
+    Operator(caller): Operator,
+    Path(name): Path<String>,
+) -> Result<Json<ServiceInfo>, ApiError> {
+    Ok(Json(audited(&infra, &caller, "restart", &name, infra.restart(&name))?))
 }
 
 /// Drains a node: no new sessions or spawns there.
 #[utoipa::path(post, path = "/v1/nodes/{id}/drain", tag = "operator", params(("id" = String, Path)),
     responses((status = 200, body = NodeInfo), (status = 404, body = ErrorBody)))]
-pub async fn drain(State(infra): State<Infra>, Path(id): Path<String>) -> Result<Json<NodeInfo>, ApiError> {
-    Ok(Json(infra.set_draining(&id, true)?))
+pub async fn drain(
+    State(infra): State<Infra>,
+    Operator(caller): Operator,
+    Path(id): Path<String>,
+) -> Result<Json<NodeInfo>, ApiError> {
+    Ok(Json(audited(&infra, &caller, "drain", &id, infra.set_draining(&id, true))?))
 }
 
 /// Undrains a node.
 #[utoipa::path(post, path = "/v1/nodes/{id}/undrain", tag = "operator", params(("id" = String, Path)),
     responses((status = 200, body = NodeInfo), (status = 404, body = ErrorBody)))]
-pub async fn undrain(State(infra): State<Infra>, Path(id): Path<String>) -> Result<Json<NodeInfo>, ApiError> {
-    Ok(Json(infra.set_draining(&id, false)?))
+pub async fn undrain(
+    State(infra): State<Infra>,
+    Operator(caller): Operator,
+    Path(id): Path<String>,
+) -> Result<Json<NodeInfo>, ApiError> {
+    Ok(Json(audited(&infra, &caller, "undrain", &id, infra.set_draining(&id, false))?))
+}
+
+/// Records an operator action's outcome in the audit log and passes it on.
+fn audited<T>(
+    infra: &Infra,
+    caller: &Caller,
+    action: &str,
+    target: &str,
+    result: Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    infra.access().audit(&caller.actor(), action, target, &result, None);
+    result
+}
+
+fn spawn_audited(infra: &Infra, caller: &Caller, req: SpawnRequest) -> Result<ServiceInfo, ApiError> {
+    let asked = format!("{} {}", req.kind, req.name.as_deref().unwrap_or("(unnamed)"));
+    let result = infra.spawn(req);
+    let target = result.as_ref().map_or(asked, |s| format!("{} {}", s.kind, s.name));
+    audited(infra, caller, "spawn", &target, result)
 }
 
 /// Snapshot first, then numbered events; takes commands with correlated replies.
-pub async fn watch(State(infra): State<Infra>, ws: WebSocketUpgrade) -> Response {
-    ws.max_message_size(64 * 1024).on_upgrade(move |socket| watch_session(infra, socket))
+pub async fn watch(State(infra): State<Infra>, Operator(caller): Operator, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(64 * 1024)
+        .max_frame_size(64 * 1024)
+        .on_upgrade(move |socket| watch_session(infra, caller, socket))
 }
 
-async fn watch_session(infra: Infra, socket: WebSocket) {
+async fn watch_session(infra: Infra, caller: Caller, socket: WebSocket) {
     let (mut sink, mut source) = socket.split();
     let (out_tx, mut out_rx) = mpsc::channel::<WatchMessage>(1024);
     let (mut events, mut seq) = infra.bus().subscribe();
@@ -206,9 +252,9 @@ async fn watch_session(infra: Infra, socket: WebSocket) {
                         false
                     }
                     Ok(cmd) => {
-                        let (infra, out) = (infra.clone(), out_tx.clone());
+                        let (infra, caller, out) = (infra.clone(), caller.clone(), out_tx.clone());
                         tokio::spawn(async move {
-                            let reply = execute(&infra, cmd).await;
+                            let reply = execute(&infra, &caller, cmd).await;
                             let _ = out.send(reply).await;
                         });
                         false
@@ -249,13 +295,21 @@ async fn next_order(orders: &mut Option<broadcast::Receiver<OrderMsg>>) -> Optio
     }
 }
 
-async fn execute(infra: &Infra, cmd: WatchCommand) -> WatchMessage {
+async fn execute(infra: &Infra, caller: &Caller, cmd: WatchCommand) -> WatchMessage {
     let (id, result) = match cmd {
-        WatchCommand::Spawn { id, request } => (id, infra.spawn(request).map(Some)),
-        WatchCommand::Stop { id, name } => (id, infra.stop(&name).await.map(Some)),
-        WatchCommand::Restart { id, name } => (id, infra.restart(&name).map(Some)),
-        WatchCommand::Drain { id, node } => (id, infra.set_draining(&node, true).map(|_| None)),
-        WatchCommand::Undrain { id, node } => (id, infra.set_draining(&node, false).map(|_| None)),
+        WatchCommand::Spawn { id, request } => (id, spawn_audited(infra, caller, request).map(Some)),
+        WatchCommand::Stop { id, name } => {
+            (id, audited(infra, caller, "stop", &name, infra.stop(&name).await).map(Some))
+        }
+        WatchCommand::Restart { id, name } => {
+            (id, audited(infra, caller, "restart", &name, infra.restart(&name)).map(Some))
+        }
+        WatchCommand::Drain { id, node } => {
+            (id, audited(infra, caller, "drain", &node, infra.set_draining(&node, true)).map(|_| None))
+        }
+        WatchCommand::Undrain { id, node } => {
+            (id, audited(infra, caller, "undrain", &node, infra.set_draining(&node, false)).map(|_| None))
+        }
         // Answered by the session itself.
         WatchCommand::Snapshot { id } | WatchCommand::Follow { id, .. } => (id, Ok(None)),
     };

@@ -2,6 +2,7 @@
 //! orders and fills. Each subscription is a stream with its own sequence
 //! numbers starting at 1; market data starts with a snapshot; data Lido
 //! could not carry (broker restart, slow consumer) becomes a gap marker.
+//! Operators may stream market data; orders and fills need a customer.
 
 use std::collections::HashMap;
 
@@ -11,7 +12,6 @@ use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use lido_shared::api::{
     Channel, ClientMessage, ServerMessage, StreamAck, StreamEvent, StreamKey, MAX_STREAM_FRAME_BYTES,
-    MAX_SUBSCRIPTIONS_PER_STREAM,
 };
 use lido_shared::model::Symbol;
 use lido_shared::ErrorDetail;
@@ -19,15 +19,16 @@ use serde_json::value::RawValue;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
-use super::Customer;
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::infra::Infra;
 use crate::markets::{feed_of, MdMsg, OrderMsg};
 
-pub async fn upgrade(State(infra): State<Infra>, Customer(customer): Customer, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(State(infra): State<Infra>, caller: Caller, ws: WebSocketUpgrade) -> Response {
+    let customer = caller.customer().ok().map(str::to_string);
     // Frames up to 64 KiB are read and answered with an error when over the
     // protocol limit; anything larger closes the socket.
-    ws.max_message_size(64 * 1024).on_upgrade(move |socket| session(infra, customer, socket))
+    ws.max_message_size(64 * 1024).max_frame_size(64 * 1024).on_upgrade(move |socket| session(infra, customer, socket))
 }
 
 /// What the writer sends: a message, or a market-data frame already
@@ -60,7 +61,7 @@ struct Sub {
     feed: Option<(lido_shared::pipe::Feed, Symbol)>,
 }
 
-async fn session(infra: Infra, customer: String, socket: WebSocket) {
+async fn session(infra: Infra, customer: Option<String>, socket: WebSocket) {
     let (mut sink, mut source) = socket.split();
     let (out, mut out_rx) = mpsc::channel::<Outgoing>(1024);
     let writer = tokio::spawn(async move {
@@ -112,7 +113,7 @@ async fn session(infra: Infra, customer: String, socket: WebSocket) {
             Err(e) => error("invalid_message", format!("cannot read message: {e}; expected {{\"op\":\"subscribe\",\"channel\":…,\"market\":…,\"symbol\":…}}")),
             Ok(ClientMessage::Ping) => ServerMessage::Ack(StreamAck { op: "pong".into(), channel: None, market: None, symbol: None }),
             Ok(ClientMessage::Subscribe { channel, market, symbol }) => {
-                match subscribe(&infra, &customer, &mut subs, &out, channel, market, symbol).await {
+                match subscribe(&infra, customer.as_deref(), &mut subs, &out, channel, market, symbol).await {
                     Ok(Some(ack)) => ack,
                     Ok(None) => continue,
                     Err(e) => ServerMessage::Error { error: ErrorDetail::new(e.code, e.message) },
@@ -157,7 +158,7 @@ fn drop_sub(infra: &Infra, key: &StreamKey, sub: Sub) {
 
 async fn subscribe(
     infra: &Infra,
-    customer: &str,
+    customer: Option<&str>,
     subs: &mut HashMap<StreamKey, Sub>,
     out: &mpsc::Sender<Outgoing>,
     channel: Channel,
@@ -186,12 +187,18 @@ async fn subscribe(
     if subs.contains_key(&key) {
         return Ok(Some(ack));
     }
-    if subs.len() >= MAX_SUBSCRIPTIONS_PER_STREAM {
-        return Err(ApiError::bad_request(
-            "too_many_subscriptions",
-            format!("a connection may hold {MAX_SUBSCRIPTIONS_PER_STREAM} subscriptions; open another or unsubscribe"),
-        ));
-    }
+    let private = feed_of(channel).is_none();
+    let customer = match customer {
+        Some(c) => c,
+        None if private => {
+            return Err(ApiError::forbidden(format!(
+                "channel {} needs a customer; an operator token has no orders or fills",
+                channel.as_str()
+            )))
+        }
+        None => "",
+    };
+    infra.limits().check_subscriptions(customer, subs.len())?;
     // The ack goes out before the forwarder starts, so it precedes any data.
     let sub = match (feed_of(channel), symbol) {
         (Some(feed), Some(symbol)) => {

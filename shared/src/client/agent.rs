@@ -18,15 +18,19 @@ use std::time::{Duration, Instant};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
 use futures_util::{SinkExt, StreamExt};
+use subtle::ConstantTimeEq;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::ClientError;
+use crate::access::{Secret, CLUSTER_SECRET_ENV, CLUSTER_SECRET_HEADER};
 use crate::cluster::{ServiceKind, ServiceState};
 use crate::pipe::{
     CheckIn, CheckInReply, Command, ManagerFrame, Reply, ReplyBody, ServiceEvent, ServiceFrame, CHECKIN_PATH,
@@ -56,6 +60,9 @@ pub struct AgentConfig {
     pub bind: IpAddr,
     /// The OS process id to report, if the service is its own process.
     pub pid: Option<u32>,
+    /// The cluster secret, proven on check-in and required of the manager
+    /// that dials the pipe. Defaults to `LIDO_CLUSTER_SECRET`.
+    pub cluster_secret: Option<Secret>,
 }
 
 impl AgentConfig {
@@ -72,6 +79,7 @@ impl AgentConfig {
             manager_url: manager_url.into().trim_end_matches('/').to_string(),
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             pid: Some(std::process::id()),
+            cluster_secret: std::env::var(CLUSTER_SECRET_ENV).ok().filter(|s| !s.is_empty()).map(Secret::new),
         }
     }
 }
@@ -123,6 +131,9 @@ impl Agent {
         events: mpsc::Receiver<ServiceEvent>,
         shutdown: CancellationToken,
     ) -> Result<Self, ClientError> {
+        let secret = config.cluster_secret.clone().ok_or_else(|| {
+            ClientError::Protocol(format!("no cluster secret: set {CLUSTER_SECRET_ENV} to the cluster's secret"))
+        })?;
         let listener = TcpListener::bind(SocketAddr::new(config.bind, 0))
             .await
             .map_err(|e| ClientError::Protocol(format!("cannot bind the pipe listener: {e}")))?;
@@ -148,8 +159,18 @@ impl Agent {
             instance,
         };
         info!(name = %config.name, kind = %config.kind, %ws_url, "service pipe listening");
-        let task =
-            tokio::spawn(run(config.manager_url, checkin, listener, shared, handler, events, cmd_tx, cmd_rx, shutdown));
+        let task = tokio::spawn(run(
+            config.manager_url,
+            checkin,
+            secret,
+            listener,
+            shared,
+            handler,
+            events,
+            cmd_tx,
+            cmd_rx,
+            shutdown,
+        ));
         Ok(Self { ws_url, status, task })
     }
 
@@ -214,6 +235,7 @@ impl Shared {
 async fn run<H: CommandHandler>(
     manager_url: String,
     checkin: CheckIn,
+    secret: Secret,
     listener: TcpListener,
     shared: Arc<Shared>,
     handler: Arc<H>,
@@ -224,8 +246,8 @@ async fn run<H: CommandHandler>(
 ) -> Result<(), ClientError> {
     let worker = tokio::spawn(command_worker(handler, cmd_rx, shutdown.clone()));
     let pump = tokio::spawn(event_pump(events, shared.clone(), shutdown.clone()));
-    let accept = tokio::spawn(accept_loop(listener, shared.clone(), cmd_tx, shutdown.clone()));
-    let result = checkin_loop(&manager_url, &checkin, &shared, &shutdown).await;
+    let accept = tokio::spawn(accept_loop(listener, secret.clone(), shared.clone(), cmd_tx, shutdown.clone()));
+    let result = checkin_loop(&manager_url, &checkin, &secret, &shared, &shutdown).await;
     if result.is_err() {
         shutdown.cancel();
     }
@@ -240,6 +262,7 @@ async fn run<H: CommandHandler>(
 async fn checkin_loop(
     manager_url: &str,
     checkin: &CheckIn,
+    secret: &Secret,
     shared: &Shared,
     shutdown: &CancellationToken,
 ) -> Result<(), ClientError> {
@@ -253,7 +276,7 @@ async fn checkin_loop(
         let due = !checked_in || (!attached && detached_for >= RECHECKIN_AFTER);
         let mut wait = Duration::from_millis(500);
         if due {
-            match http.post(&url).json(checkin).send().await {
+            match http.post(&url).header(CLUSTER_SECRET_HEADER, secret.expose()).json(checkin).send().await {
                 Ok(resp) if resp.status().is_success() => {
                     let reply: Option<CheckInReply> = resp.json().await.ok();
                     info!(name = %checkin.name, node = ?reply.map(|r| r.node), "checked in with manager");
@@ -302,6 +325,7 @@ fn backoff() -> backon::ExponentialBackoff {
 
 async fn accept_loop(
     listener: TcpListener,
+    secret: Secret,
     shared: Arc<Shared>,
     cmd_tx: mpsc::Sender<(u64, Command, Outbox)>,
     shutdown: CancellationToken,
@@ -317,13 +341,7 @@ async fn accept_loop(
                 }
             },
         };
-        let session_token = shutdown.child_token();
-        if let Ok(mut slot) = shared.session.lock() {
-            if let Some(old) = slot.replace(session_token.clone()) {
-                old.cancel();
-            }
-        }
-        tokio::spawn(pipe_session(stream, shared.clone(), cmd_tx.clone(), session_token));
+        tokio::spawn(pipe_session(stream, secret.clone(), shared.clone(), cmd_tx.clone(), shutdown.child_token()));
     }
     if let Ok(mut slot) = shared.session.lock() {
         if let Some(old) = slot.take() {
@@ -332,21 +350,42 @@ async fn accept_loop(
     }
 }
 
+/// Accepts a manager's dial if it proves the cluster secret; the new
+/// session then replaces the attached one.
 async fn pipe_session(
     stream: TcpStream,
+    secret: Secret,
     shared: Arc<Shared>,
     cmd_tx: mpsc::Sender<(u64, Command, Outbox)>,
     token: CancellationToken,
 ) {
     let config =
         WebSocketConfig::default().max_message_size(Some(MAX_FRAME_BYTES)).max_frame_size(Some(MAX_FRAME_BYTES));
-    let mut ws = match tokio_tungstenite::accept_async_with_config(stream, Some(config)).await {
+    // The callback's types are tungstenite's; its error is an HTTP response.
+    #[allow(clippy::result_large_err)]
+    let check = |req: &Request, resp: Response| {
+        let given = req.headers().get(CLUSTER_SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+        if bool::from(given.ct_eq(secret.expose().as_bytes())) {
+            return Ok(resp);
+        }
+        let mut refusal = ErrorResponse::new(Some(format!(
+            "the pipe needs the cluster secret in the {CLUSTER_SECRET_HEADER} header"
+        )));
+        *refusal.status_mut() = StatusCode::UNAUTHORIZED;
+        Err(refusal)
+    };
+    let mut ws = match tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config)).await {
         Ok(ws) => ws,
         Err(e) => {
-            warn!(error = %e, "pipe handshake failed");
+            warn!(error = %e, "pipe handshake refused or failed");
             return;
         }
     };
+    if let Ok(mut slot) = shared.session.lock() {
+        if let Some(old) = slot.replace(token.clone()) {
+            old.cancel();
+        }
+    }
     let (out_tx, mut out_rx) = mpsc::channel::<ServiceFrame>(8192);
     shared.current.send_replace(Some(out_tx.clone()));
     // Who we are, then everything not yet acknowledged, oldest first. Events

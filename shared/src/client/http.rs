@@ -5,6 +5,7 @@ use serde::de::DeserializeOwned;
 
 use super::stream::{ws_url, ClusterWatch, Stream};
 use super::ClientError;
+use crate::access::{AuditQuery, AuditRecord, CreateToken, CreatedToken, TokenInfo};
 use crate::api::{MarketInfo, OrdersQuery, PlaceOrder, Session, SessionRequest};
 use crate::cluster::{ClusterSnapshot, NodeInfo, ServiceDetail, ServiceInfo, SessionInfo, SpawnRequest};
 use crate::model::{Balance, Book, Fill, Instrument, Order, Position, Quote};
@@ -107,6 +108,26 @@ impl LidoClient {
 
     pub async fn undrain_node(&self, node: &str) -> Result<NodeInfo, ClientError> {
         self.send(self.req(Method::POST, &format!("/v1/nodes/{}/undrain", enc(node)))).await
+    }
+
+    // ---- Access control ----------------------------------------------------
+
+    /// Creates a token (operators only); the answer holds its secret, shown once.
+    pub async fn create_token(&self, request: &CreateToken) -> Result<CreatedToken, ClientError> {
+        self.send(self.req(Method::POST, "/v1/tokens").json(request)).await
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<TokenInfo>, ClientError> {
+        self.get("/v1/tokens").await
+    }
+
+    pub async fn revoke_token(&self, id: &str) -> Result<TokenInfo, ClientError> {
+        self.send(self.req(Method::DELETE, &format!("/v1/tokens/{}", enc(id)))).await
+    }
+
+    /// Operator actions, oldest first: the newest `limit`, at or after `since`.
+    pub async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, ClientError> {
+        self.send(self.req(Method::GET, "/v1/audit").query(query)).await
     }
 
     /// The live cluster stream (snapshot first, then events; accepts commands).
