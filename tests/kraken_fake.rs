@@ -45,11 +45,13 @@ use lido_shared::model::{OrderType, Side};
 use lidod::venue::kraken::envelope::{error_body, success_body};
 use lidod::venue::kraken::messages::{
     AddOrderDescr, AddOrderRequest, AddOrderResult, CancelResult, Channel, ClosedOrdersResult, DepthBook, DepthLevel,
-    ExecType, ExecutionData, FeeData, LastTrade, MessageType, OpenOrdersResult, OrderDescr, OrderInfo, RestOrderStatus,
-    ServerTime, TickerInfo, TickerLevel, TodayAnd24h, Token, WebSocketsToken, WsMessage, WsOrderStatus,
+    ExecType, ExecutionData, FeeData, LastTrade, MessageType, OhlcResult, OpenOrdersResult, OrderDescr, OrderInfo,
+    PublicTrade, RestOrderStatus, ServerTime, TickerInfo, TickerLevel, TodayAnd24h, Token, TradesResult,
+    WebSocketsToken, WsMessage, WsOrderStatus,
 };
 use lidod::venue::kraken::pairs::{AssetPair, PairInfo, PairMap};
 use lidod::venue::kraken::sign::{form_decode, Signer};
+use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use serde_json::json;
 use tokio::sync::{broadcast, watch};
@@ -431,6 +433,39 @@ impl Shared {
                 };
                 let book = DepthBook { asks: levels(m.asks()), bids: levels(m.bids()) };
                 Ok(json!({ pair.key.clone(): book }))
+            }
+            "Trades" => {
+                // `since` and `last` are nanosecond timestamps, as Kraken's are.
+                let pair = self.pair(fields)?;
+                let since: i128 = match field(fields, "since") {
+                    None => 0,
+                    Some(v) => v.parse().map_err(|_| "EGeneral:Invalid arguments:since".to_string())?,
+                };
+                let state = self.lock();
+                let m = state.markets.get(pair.ws_symbol()).ok_or("EQuery:Unknown asset pair")?;
+                let nanos = |t: &PublicTrade| (t.time * Decimal::from(1_000_000_000)).trunc().to_i128().unwrap_or(0);
+                let trades: Vec<PublicTrade> = m.history.iter().filter(|t| nanos(t) > since).cloned().collect();
+                let last = trades.last().map_or(since, nanos).to_string();
+                Ok(json!(TradesResult { pair: pair.key.clone(), trades, last }))
+            }
+            "OHLC" => {
+                let pair = self.pair(fields)?;
+                let interval: u32 = match field(fields, "interval") {
+                    None => 1,
+                    Some(v) => v.parse().map_err(|_| "EGeneral:Invalid arguments:interval".to_string())?,
+                };
+                if ![1, 5, 15, 30, 60, 240, 1440, 10080, 21600].contains(&interval) {
+                    return Err("EGeneral:Invalid arguments:interval".into());
+                }
+                let since: i64 = match field(fields, "since") {
+                    None => 0,
+                    Some(v) => v.parse().map_err(|_| "EGeneral:Invalid arguments:since".to_string())?,
+                };
+                let state = self.lock();
+                let m = state.markets.get(pair.ws_symbol()).ok_or("EQuery:Unknown asset pair")?;
+                let candles = m.candles(interval, since);
+                let last = candles.last().map_or(since, |c| c.0);
+                Ok(json!(OhlcResult { pair: pair.key.clone(), candles, last }))
             }
             _ => Err("EGeneral:Unknown method".into()),
         }

@@ -16,7 +16,7 @@ use rust_decimal_macros::dec;
 
 /// A node that requires tokens, with its data dir.
 fn tokens_node(dir: &Path, env: &[(&str, &str)]) -> TestDaemon {
-    TestDaemon::spawn_with_env(&["--auth", "tokens", "--data-dir", dir.to_str().unwrap()], env)
+    TestDaemon::spawn_with(dir, &["--auth", "tokens"], env)
 }
 
 /// The bootstrap operator token, once the node has written it.

@@ -229,3 +229,36 @@ async fn a_closed_port_is_a_transport_error_that_was_not_sent() {
     assert!(matches!(err, KrakenError::Transport { maybe_sent: false, .. }), "{err:?}");
     assert_eq!(err.retry_advice(RequestKind::AddOrder { client_order_id: false }), RetryAdvice::Retry);
 }
+
+#[tokio::test]
+async fn trades_and_ohlc_show_what_traded() {
+    let fake = FakeKraken::start(FakeConfig::default()).await;
+    let rest = client(&fake);
+    let (_, before) = bounded(rest.ticker("XBTUSD")).await.unwrap();
+    let ask = before.a.0;
+    // A market buy of 0.15 takes the first ask level (0.1) and part of the next.
+    let mut buy = limit_buy(dec!(0.15), ask, "taker");
+    buy.order_type = OrderType::Market;
+    buy.price = None;
+    buy.post_only = false;
+    bounded(rest.add_order(&buy)).await.unwrap();
+
+    let trades = bounded(rest.trades("XBTUSD", None)).await.unwrap();
+    assert_eq!(trades.pair, "XXBTZUSD");
+    assert_eq!(trades.trades.len(), 2, "{trades:?}");
+    assert_eq!(trades.trades.iter().map(|t| t.volume).sum::<rust_decimal::Decimal>(), dec!(0.15));
+    assert!(trades.trades.iter().all(|t| t.side == Side::Buy && t.market));
+    assert_eq!(trades.trades[0].price, ask);
+    // The cursor returns nothing new.
+    let again = bounded(rest.trades("XBTUSD", Some(&trades.last))).await.unwrap();
+    assert!(again.trades.is_empty(), "{again:?}");
+
+    let ohlc = bounded(rest.ohlc("XBTUSD", 1, None)).await.unwrap();
+    assert_eq!(ohlc.pair, "XXBTZUSD");
+    assert_eq!(ohlc.candles.len(), 1, "{ohlc:?}");
+    let candle = &ohlc.candles[0];
+    assert_eq!((candle.1, candle.4, candle.6, candle.7), (ask, trades.trades[1].price, dec!(0.15), 2));
+    assert_eq!(ohlc.last, candle.0);
+    let bad = bounded(rest.ohlc("XBTUSD", 7, None)).await.unwrap_err();
+    assert_eq!(bad.reason(), "EGeneral:Invalid arguments:interval");
+}

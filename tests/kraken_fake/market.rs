@@ -6,7 +6,7 @@
 use chrono::Utc;
 use lido_shared::model::Side;
 use lidod::venue::kraken::book::L2Book;
-use lidod::venue::kraken::messages::{BookData, BookLevelMsg, MessageType, TickerData, TradeData};
+use lidod::venue::kraken::messages::{BookData, BookLevelMsg, Candle, MessageType, PublicTrade, TickerData, TradeData};
 use lidod::venue::kraken::pairs::PairInfo;
 use rust_decimal::Decimal;
 
@@ -23,6 +23,8 @@ pub struct FakeMarket {
     last: Decimal,
     ticks: u64,
     next_trade: u64,
+    /// Every trade so far, for the REST `Trades` and `OHLC` calls.
+    pub history: Vec<PublicTrade>,
 }
 
 /// One execution against the book.
@@ -43,7 +45,7 @@ impl FakeMarket {
         let bids: Vec<_> = (0..LEVELS).map(|i| level(i, -1)).collect();
         let asks: Vec<_> = (0..LEVELS).map(|i| level(i, 1)).collect();
         book.apply_snapshot(&bids, &asks, None, Some(Utc::now())).expect("a fresh book");
-        Self { pair, book, seq: 0, last: mid, ticks: 0, next_trade: 1 }
+        Self { pair, book, seq: 0, last: mid, ticks: 0, next_trade: 1, history: Vec::new() }
     }
 
     /// The whole book as a `book` snapshot entry.
@@ -126,6 +128,16 @@ impl FakeMarket {
             let taken = qty.min(available);
             qty -= taken;
             fills.push(Execution { price, qty: taken, trade_id: self.next_trade });
+            self.history.push(PublicTrade {
+                price,
+                volume: taken,
+                // Kraken writes seconds with four decimals.
+                time: Decimal::new(Utc::now().timestamp_millis() * 10, 4),
+                side,
+                market: limit.is_none(),
+                misc: String::new(),
+                trade_id: Some(self.next_trade),
+            });
             self.next_trade += 1;
             changes.push(BookLevelMsg { price, qty: available - taken });
         }
@@ -152,6 +164,34 @@ impl FakeMarket {
             Side::Sell => self.update(changes, vec![]),
         };
         (fills, Some(update))
+    }
+
+    /// `OHLC` candles of `interval` minutes over the trade history, from
+    /// the candle holding `since` (seconds) on: `[time, open, high, low,
+    /// close, vwap, volume, count]`, as Kraken builds them.
+    pub fn candles(&self, interval: u32, since: i64) -> Vec<Candle> {
+        let width = i64::from(interval) * 60;
+        let mut out: Vec<Candle> = Vec::new();
+        for t in &self.history {
+            let secs = t.time.trunc().try_into().unwrap_or(0i64);
+            let start = secs - secs.rem_euclid(width);
+            if start + width <= since {
+                continue;
+            }
+            match out.last_mut().filter(|c| c.0 == start) {
+                Some(c) => {
+                    let notional = c.5 * c.6 + t.price * t.volume;
+                    c.2 = c.2.max(t.price);
+                    c.3 = c.3.min(t.price);
+                    c.4 = t.price;
+                    c.6 += t.volume;
+                    c.5 = (notional / c.6).round_dp(self.pair.price_decimals + 1);
+                    c.7 += 1;
+                }
+                None => out.push(Candle(start, t.price, t.price, t.price, t.price, t.price, t.volume, 1)),
+            }
+        }
+        out
     }
 
     /// The public trade messages for `fills` by a taker on `side`.

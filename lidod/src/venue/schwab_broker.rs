@@ -44,6 +44,7 @@ use super::schwab::rest::{AppCredentials, RestConfig, SchwabRest, DEFAULT_REQUES
 use super::schwab::stream::{self, Incoming, LevelOne};
 use super::schwab::token::{TokenFile, PRODUCTION_AUTH_URL};
 use super::schwab::wire::{self, MarketHours, OrderRequest};
+use crate::markets::OUTCOME_UNKNOWN;
 
 /// Options a Schwab broker takes (`--set k=v`).
 #[derive(Clone, Debug, PartialEq)]
@@ -217,6 +218,16 @@ struct Tracked {
 struct Book {
     by_client: HashMap<String, Tracked>,
     by_schwab: HashMap<i64, String>,
+    /// Sends whose outcome is unknown and whose lookup failed: each is looked
+    /// up again (never re-sent) until Schwab surely has it or surely not.
+    unsettled: HashMap<String, Unsettled>,
+}
+
+/// An order that may be at Schwab: what was sent, and when.
+struct Unsettled {
+    order: VenueOrder,
+    request: OrderRequest,
+    sent_at: DateTime<Utc>,
 }
 
 struct SchwabBroker {
@@ -354,6 +365,14 @@ impl SchwabBroker {
         if self.book().by_client.contains_key(&order.client_id) {
             return self.status_of(&order.client_id).await;
         }
+        if self.book().unsettled.contains_key(&order.client_id) {
+            // Sent before with no known outcome: send again only once Schwab
+            // surely does not have it.
+            match self.status_of(&order.client_id).await {
+                Err(SchwabError::NotFound { .. }) => {}
+                other => return other,
+            }
+        }
         let request = orders::request(&order, self.session())?;
         self.check_hours().await?;
         let sent_at = Utc::now();
@@ -366,17 +385,21 @@ impl SchwabBroker {
                     Ok(Some(id)) => id,
                     Ok(None) => {
                         return Err(SchwabError::Transport {
-                            message: format!("{e}; the order is not among the account's recent orders, so it was not placed"),
+                            message: format!(
+                                "{e}; the order is not among the account's recent orders, so it was not placed"
+                            ),
                             maybe_sent: false,
                         })
                     }
                     Err(lookup) => {
+                        let unsettled = Unsettled { order: order.clone(), request: request.clone(), sent_at };
+                        self.book().unsettled.insert(order.client_id.clone(), unsettled);
                         return Err(SchwabError::Transport {
                             message: format!(
                                 "{e}; the order may be at Schwab and could not be looked up ({lookup}): check the account before sending it again"
                             ),
                             maybe_sent: true,
-                        })
+                        });
                     }
                 }
             }
@@ -419,6 +442,23 @@ impl SchwabBroker {
             }
         }
         Err(last_error.unwrap_or_else(|| SchwabError::Decode("order lookup did not run".into())))
+    }
+
+    /// Looks an unsettled send up again: tracks it if Schwab has it, forgets
+    /// it if Schwab surely does not (the caller then sees `NotFound`).
+    async fn settle_unsettled(&self, client_id: &str) -> Result<(), SchwabError> {
+        let pending = self.book().unsettled.get(client_id).map(|u| (u.request.clone(), u.sent_at));
+        let Some((request, sent_at)) = pending else { return Ok(()) };
+        let found = self.find_sent(&request, sent_at).await?;
+        let Some(unsettled) = self.book().unsettled.remove(client_id) else { return Ok(()) };
+        match found {
+            Some(order_id) => {
+                info!(%client_id, order_id, "unsettled order found at schwab");
+                self.track(&unsettled.order, order_id);
+            }
+            None => info!(%client_id, "unsettled order is not at schwab: it was not placed"),
+        }
+        Ok(())
     }
 
     fn track(&self, order: &VenueOrder, order_id: i64) {
@@ -469,6 +509,7 @@ impl SchwabBroker {
 
     /// Asks Schwab for the order and emits what changed.
     async fn status_of(&self, client_id: &str) -> Result<VenueOrderReport, SchwabError> {
+        self.settle_unsettled(client_id).await?;
         let order_id = self.order_id(client_id)?;
         let order = self.rest.order(&self.account_hash, order_id).await?;
         Ok(self.observe(client_id, &order).await)
@@ -775,7 +816,12 @@ impl CommandHandler for SchwabBroker {
                 "unsupported_feed",
                 "a schwab broker has no order book (Schwab's level two needs separate permissions)",
             )),
-            Command::PlaceOrder { order } => self.place(order).await.map(ReplyBody::Order).map_err(|e| detail(&e)),
+            // A send that may have reached Schwab is the manager's to settle
+            // (it asks OrderStatus, which looks the order up again here).
+            Command::PlaceOrder { order } => self.place(order).await.map(ReplyBody::Order).map_err(|e| match e {
+                e if e.maybe_sent() => ErrorDetail::new(OUTCOME_UNKNOWN, e.to_string()),
+                e => detail(&e),
+            }),
             Command::CancelOrder { client_id, .. } => {
                 self.cancel(&client_id).await.map(ReplyBody::Order).map_err(|e| order_detail(&e))
             }

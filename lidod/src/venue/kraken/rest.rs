@@ -27,8 +27,8 @@ use tokio::sync::Mutex as AsyncMutex;
 use super::envelope::{self, ErrorCode, KrakenError};
 use super::messages::{
     AddOrderRequest, AddOrderResult, BalanceResult, CancelOrderRequest, CancelResult, ClosedOrdersResult, DepthBook,
-    OpenOrdersRequest, OpenOrdersResult, QueryOrdersRequest, QueryOrdersResult, ServerTime, TickerInfo,
-    WebSocketsToken,
+    OhlcResult, OpenOrdersRequest, OpenOrdersResult, QueryOrdersRequest, QueryOrdersResult, ServerTime, TickerInfo,
+    TradesResult, WebSocketsToken,
 };
 use super::pairs::PairMap;
 use super::ratelimit::{rest_cost, CallCounter, Limits, Tier};
@@ -152,6 +152,23 @@ impl KrakenRest {
         let result: std::collections::BTreeMap<String, DepthBook> =
             self.public("Depth", &[("pair", pair), ("count", &count)]).await?;
         result.into_iter().next().ok_or(KrakenError::EmptyResult)
+    }
+
+    /// Public trades of one pair since `since` (the `last` cursor of the
+    /// previous answer, a nanosecond timestamp; `None`: the most recent).
+    pub async fn trades(&self, pair: &str, since: Option<&str>) -> Result<TradesResult, KrakenError> {
+        let mut query = vec![("pair", pair)];
+        query.extend(since.map(|s| ("since", s)));
+        self.public("Trades", &query).await
+    }
+
+    /// OHLC candles of one pair, `interval` minutes wide (1, 5, 15, 30, 60,
+    /// 240, 1440, 10080, 21600), from the candle holding `since` (seconds).
+    pub async fn ohlc(&self, pair: &str, interval: u32, since: Option<i64>) -> Result<OhlcResult, KrakenError> {
+        let (interval, since) = (interval.to_string(), since.map(|s| s.to_string()));
+        let mut query = vec![("pair", pair), ("interval", interval.as_str())];
+        query.extend(since.as_deref().map(|s| ("since", s)));
+        self.public("OHLC", &query).await
     }
 
     // ── private ──
