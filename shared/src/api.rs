@@ -73,6 +73,7 @@ pub struct PlaceOrder {
 
 /// Query of `GET /v1/quotes` and `GET /v1/book`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SymbolQuery {
     pub market: String,
     pub symbol: String,
@@ -83,12 +84,14 @@ pub struct SymbolQuery {
 
 /// Query of `GET /v1/instruments`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct MarketQuery {
     pub market: String,
 }
 
 /// Query of `GET /v1/orders`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct OrdersQuery {
     /// `open` for every non-terminal order, or one status.
     #[serde(default)]
@@ -99,6 +102,7 @@ pub struct OrdersQuery {
 
 /// Query of `/v1/balances` and `/v1/positions`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AccountQuery {
     /// Defaults to the node's first market.
     #[serde(default)]

@@ -102,6 +102,7 @@ pub async fn logs(
 
 /// Query of the logs endpoint.
 #[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
     /// Lines of history (default 100, at most 10000).
     #[serde(default)]

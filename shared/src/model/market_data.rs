@@ -56,7 +56,7 @@ pub struct Bar {
 
 /// One L2 price level, on the wire as `["price","size"]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[schema(value_type = Vec<String>, example = json!(["50000.1", "0.25"]))]
+#[schema(value_type = String, example = json!(["50000.1", "0.25"]))]
 pub struct BookLevel(pub Decimal, pub Decimal);
 
 impl BookLevel {
