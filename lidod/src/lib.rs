@@ -18,6 +18,7 @@ pub mod events;
 pub mod http;
 pub mod infra;
 pub mod logbuf;
+pub mod loglevel;
 pub mod markets;
 pub mod metrics;
 pub mod pipe;

@@ -32,6 +32,7 @@ use super::{algo, operator};
         operator::restart,
         operator::drain,
         operator::undrain,
+        operator::log_level,
     ),
     components(schemas(
         lido_shared::api::ClientMessage,

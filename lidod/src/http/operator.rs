@@ -5,7 +5,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures_util::{SinkExt, StreamExt};
 use lido_shared::cluster::{
@@ -31,6 +31,7 @@ pub fn routes() -> Router<Infra> {
         .route("/v1/services/{name}/restart", post(restart))
         .route("/v1/nodes/{id}/drain", post(drain))
         .route("/v1/nodes/{id}/undrain", post(undrain))
+        .route("/v1/log-level", put(log_level))
 }
 
 /// The cluster: nodes, managers, services, load.
@@ -125,6 +126,21 @@ pub async fn stop(State(infra): State<Infra>, Path(name): Path<String>) -> Resul
     responses((status = 200, body = ServiceInfo), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn restart(State(infra): State<Infra>, Path(name): Path<String>) -> Result<Json<ServiceInfo>, ApiError> {
     Ok(Json(infra.restart(&name)?))
+}
+
+/// The new log filter of this node, `tracing_subscriber::EnvFilter` syntax.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct LogLevel {
+    /// e.g. `info,lidod=debug`
+    pub filter: String,
+}
+
+/// Sets this node's log filter at run time (brokers keep theirs).
+#[utoipa::path(put, path = "/v1/log-level", tag = "operator", request_body = LogLevel,
+    responses((status = 200, body = LogLevel), (status = 400, body = ErrorBody)))]
+pub async fn log_level(ApiJson(body): ApiJson<LogLevel>) -> Result<Json<LogLevel>, ApiError> {
+    crate::loglevel::set(&body.filter)?;
+    Ok(Json(body))
 }
 
 /// Drains a node: no new sessions or spawns there.
