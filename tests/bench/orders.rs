@@ -58,8 +58,9 @@ pub async fn run(lidod: &crate::Lidod, n: usize, warmup: usize) -> anyhow::Resul
 
     let fake = FakeKraken::start(rich_fake_config()).await;
     let proxy = Proxy::start(&fake.url).await?;
-    let direct_client = DirectClient::new(&fake.url, &rich_fake_config())?;
-    let proxied_client = DirectClient { base: proxy.url.clone(), ..direct_client.clone() };
+    let direct_client = DirectClient::new(&fake.url, &rich_fake_config(), "d")?;
+    // Same key and nonce counter, its own client order ids.
+    let proxied_client = DirectClient { base: proxy.url.clone(), tag: "p", ..direct_client.clone() };
     // Interleaved, so drift in the machine's load hits both alike.
     let mut direct = Vec::with_capacity(n);
     let mut proxied = Vec::with_capacity(n);
@@ -121,10 +122,12 @@ pub struct DirectClient {
     signer: Arc<Signer>,
     http: reqwest::Client,
     nonce: Arc<AtomicU64>,
+    /// Prefix of the `cl_ord_id`s, unique per client.
+    tag: &'static str,
 }
 
 impl DirectClient {
-    pub fn new(base: &str, config: &FakeConfig) -> anyhow::Result<Self> {
+    pub fn new(base: &str, config: &FakeConfig, tag: &'static str) -> anyhow::Result<Self> {
         let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros() as u64;
         Ok(Self {
             base: base.to_string(),
@@ -132,6 +135,7 @@ impl DirectClient {
             signer: Arc::new(Signer::new(&config.api_secret).context("the fake's secret")?),
             http: reqwest::Client::new(),
             nonce: Arc::new(AtomicU64::new(start)),
+            tag,
         })
     }
 
@@ -145,7 +149,7 @@ impl DirectClient {
             price: Some(Decimal::from(PRICE)),
             time_in_force: TimeInForce::Gtc,
             post_only: false,
-            cl_ord_id: Some(format!("d-{i}")),
+            cl_ord_id: Some(format!("{}-{i}", self.tag)),
             validate: false,
         };
         let nonce = self.nonce.fetch_add(1, Ordering::Relaxed);
