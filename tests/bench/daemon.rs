@@ -30,7 +30,9 @@ impl Lidod {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--manifest-path", manifest, "-p", "lidod", "-p", "lidoctl", "--bins"]);
+        // The same package selection as the documented command, so features
+        // resolve alike and this is a no-op after it.
+        cmd.args(["build", "--manifest-path", manifest, "-p", "lidod", "-p", "lidoctl", "-p", "lido-tests", "--bins"]);
         if !cfg!(debug_assertions) {
             cmd.arg("--release");
         }
