@@ -29,9 +29,9 @@ pub fn set(filter: &str) -> Result<(), ApiError> {
             format!("cannot read the log filter {filter:?}: {e}; expected e.g. \"info,lidod=debug\""),
         )
     })?;
-    handle
-        .reload(new)
-        .map_err(|e| ApiError::unavailable("log_level_unavailable", format!("the log filter could not be swapped: {e}")))?;
+    handle.reload(new).map_err(|e| {
+        ApiError::unavailable("log_level_unavailable", format!("the log filter could not be swapped: {e}"))
+    })?;
     tracing::info!(filter, "log filter changed");
     Ok(())
 }

@@ -69,7 +69,8 @@ async fn start_to_serving(lidod: &crate::Lidod) -> anyhow::Result<Duration> {
 async fn spawn_to_streaming(lidod: &crate::Lidod) -> anyhow::Result<Duration> {
     let config = FakeConfig::default();
     let fake = FakeKraken::start(config.clone()).await;
-    let env = [LOG_LEVEL, ("KRAKEN_API_KEY", config.api_key.as_str()), ("KRAKEN_API_SECRET", config.api_secret.as_str())];
+    let env =
+        [LOG_LEVEL, ("KRAKEN_API_KEY", config.api_key.as_str()), ("KRAKEN_API_SECRET", config.api_secret.as_str())];
     let daemon = TestDaemon::spawn_from(&lidod.lidod, &[], &env);
     let nonce = std::env::temp_dir().join(format!("lido-bench-{}-k2.nonce", std::process::id()));
     let _ = std::fs::remove_file(&nonce);

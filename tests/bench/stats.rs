@@ -51,7 +51,10 @@ mod tests {
     #[test]
     fn nearest_rank_percentiles() {
         let p = Percentiles::of((1..=1000).map(Duration::from_micros).collect());
-        assert_eq!((p.p50, p.p99, p.p999), (Duration::from_micros(500), Duration::from_micros(990), Duration::from_micros(999)));
+        assert_eq!(
+            (p.p50, p.p99, p.p999),
+            (Duration::from_micros(500), Duration::from_micros(990), Duration::from_micros(999))
+        );
         assert_eq!(Percentiles::of(vec![]).p99, Duration::ZERO);
     }
 }

@@ -56,7 +56,8 @@ impl Report {
         row(out, "algo → Kraken fake direct (floor)", &o.direct, None);
         row(out, "algo → bare proxy → fake", &o.proxy, Some(&o.direct));
         row(out, "algo → lidod REST → kraken broker → fake", &o.lidod_rest, Some(&o.direct));
-        let _ = writeln!(out, "| algo → lidod WebSocket | – | not offered: lidod takes orders over REST only | | | | |");
+        let _ =
+            writeln!(out, "| algo → lidod WebSocket | – | not offered: lidod takes orders over REST only | | | | |");
         match &self.peer {
             Some(peer) => {
                 row(out, &format!("ccxt {} create_order → fake (peer)", peer.version), &peer.order, Some(&o.direct));
@@ -83,7 +84,10 @@ impl Report {
             "### Market-data fan-out: BTC/USD ticker offered at {} msgs/s, subscribers in another process\n",
             self.rate
         );
-        let _ = writeln!(out, "| subscribers | server | delivered msgs/s | p50 µs | p99 µs | drops | lidod RSS per subscription |");
+        let _ = writeln!(
+            out,
+            "| subscribers | server | delivered msgs/s | p50 µs | p99 µs | drops | lidod RSS per subscription |"
+        );
         let _ = writeln!(out, "|---:|---|---:|---:|---:|---:|---:|");
         for f in &self.fanout {
             let rss = f.rss_per_subscription.map_or("–".into(), |b| format!("{:.1} KiB", b as f64 / 1024.0));
