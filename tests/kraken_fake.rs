@@ -82,6 +82,8 @@ pub struct FakeConfig {
     pub api_secret: String,
     /// Balances by Kraken asset code (`ZUSD`, `XXBT`, `XETH`).
     pub balances: BTreeMap<String, Decimal>,
+    /// How often one level of each book changes (and the ticker goes out).
+    pub tick: Duration,
 }
 
 impl Default for FakeConfig {
@@ -97,6 +99,7 @@ impl Default for FakeConfig {
                 ("XETH".to_string(), Decimal::from(10)),
             ]
             .into(),
+            tick: Duration::from_millis(100),
         }
     }
 }
@@ -299,10 +302,11 @@ impl Shared {
         WsMessage::Book { kind: MessageType::Update, data }
     }
 
-    /// Every 100 ms one level of each book changes; sockets get the book
-    /// update and the new ticker.
+    /// Every tick (100 ms by default) one level of each book changes;
+    /// sockets get the book update and the new ticker.
     async fn activity(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut tick = tokio::time::interval(self.config.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tick.tick().await;
             let mut s = self.lock();

@@ -18,8 +18,10 @@ pub mod schwab_fake;
 /// The workspace's target directory for this build profile.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/it-<hash> → target/<profile>
-    exe.parent().and_then(|p| p.parent()).expect("target dir").to_path_buf()
+    // target/<profile>/deps/it-<hash> → target/<profile>; a binary of this
+    // crate (lido-bench) sits in target/<profile> itself.
+    let dir = exe.parent().expect("target dir");
+    if dir.ends_with("deps") { dir.parent().expect("target dir") } else { dir }.to_path_buf()
 }
 
 /// Builds the binaries the tests run, once per test process, so they are
@@ -77,8 +79,14 @@ impl TestDaemon {
     /// Like [`TestDaemon::spawn`], with extra environment variables (which
     /// the broker processes it starts inherit).
     pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn_from(&lidod_path(), args, env)
+    }
+
+    /// Like [`TestDaemon::spawn_with_env`], running the `lidod` at `lidod`
+    /// (the benchmark's release build), on a fresh temporary data dir.
+    pub fn spawn_from(lidod: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = temp_data_dir();
-        let mut daemon = Self::spawn_with(&dir, args, env);
+        let mut daemon = Self::launch(lidod, &dir, args, env);
         daemon.owns_data_dir = true;
         daemon
     }
@@ -86,9 +94,13 @@ impl TestDaemon {
     /// Like [`Self::spawn`] on a data dir the caller keeps (to restart a node
     /// on the same journal), with extra environment variables.
     pub fn spawn_with(data_dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::launch(&lidod_path(), data_dir, args, env)
+    }
+
+    fn launch(lidod: &std::path::Path, data_dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let log = std::env::temp_dir().join(format!("lidod-test-{}-{}.log", std::process::id(), unique()));
         let log_file = std::fs::File::create(&log).expect("create log file");
-        let mut child = Command::new(lidod_path())
+        let mut child = Command::new(lidod)
             .args(["--listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(data_dir)

@@ -25,6 +25,7 @@ pub mod infra;
 pub mod journal;
 pub mod limits;
 pub mod logbuf;
+pub mod loglevel;
 pub mod markets;
 pub mod metrics;
 pub mod pipe;

@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 use lidod::service::{self, BrokerArgs};
 use lidod::Config;
 use tokio_util::sync::CancellationToken;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// The Lido daemon. With no arguments: one node on 127.0.0.1:7700 with an
 /// InfrastructureManager, the three managers, a paper broker and a paper market.
@@ -92,11 +94,18 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).context("invalid --log filter")?)
-        .with_writer(|| LossyStderr)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).context("invalid --log filter")?;
+    // Reloadable, so `PUT /v1/log-level` changes it at run time.
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(|| LossyStderr)
+                .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()),
+        )
         .init();
+    lidod::loglevel::install(handle);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();

@@ -235,3 +235,21 @@ async fn operators_see_sessions_events_logs_metrics_and_order_flow() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_log_filter_changes_at_run_time_and_a_bad_one_changes_nothing() {
+    let d = TestDaemon::spawn(&[]);
+    let c = d.client();
+    let put =
+        |filter: &str| c.req(reqwest::Method::PUT, "/v1/log-level").json(&serde_json::json!({ "filter": filter }));
+    let bad = c.send::<serde_json::Value>(put("lidod=loud")).await.unwrap_err();
+    assert_eq!(bad.code(), Some("invalid_filter"), "{bad:?}");
+    assert!(!d.log_text().contains("log filter changed"), "a refused filter is not applied");
+
+    let ok: serde_json::Value = c.send(put("info,lidod=trace")).await.unwrap();
+    assert_eq!(ok["filter"], "info,lidod=trace");
+    eventually(Duration::from_secs(5), "the change in lidod's log", || async {
+        d.log_text().contains("log filter changed").then_some(())
+    })
+    .await;
+}

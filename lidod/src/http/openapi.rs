@@ -38,6 +38,7 @@ use super::{access, algo, operator};
         access::list_tokens,
         access::revoke_token,
         access::audit,
+        operator::log_level,
     ),
     components(schemas(
         lido_shared::api::ClientMessage,

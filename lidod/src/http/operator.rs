@@ -6,7 +6,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures_util::{SinkExt, StreamExt};
 use lido_shared::cluster::{
@@ -34,6 +34,7 @@ pub fn routes() -> Router<Infra> {
         .route("/v1/services/{name}/restart", post(restart))
         .route("/v1/nodes/{id}/drain", post(drain))
         .route("/v1/nodes/{id}/undrain", post(undrain))
+        .route("/v1/log-level", put(log_level))
 }
 
 /// The cluster: nodes, managers, services, load.
@@ -143,6 +144,21 @@ pub async fn restart(
     Path(name): Path<String>,
 ) -> Result<Json<ServiceInfo>, ApiError> {
     Ok(Json(audited(&infra, &caller, "restart", &name, infra.restart(&name))?))
+}
+
+/// The new log filter of this node, `tracing_subscriber::EnvFilter` syntax.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct LogLevel {
+    /// e.g. `info,lidod=debug`
+    pub filter: String,
+}
+
+/// Sets this node's log filter at run time (brokers keep theirs).
+#[utoipa::path(put, path = "/v1/log-level", tag = "operator", request_body = LogLevel,
+    responses((status = 200, body = LogLevel), (status = 400, body = ErrorBody)))]
+pub async fn log_level(ApiJson(body): ApiJson<LogLevel>) -> Result<Json<LogLevel>, ApiError> {
+    crate::loglevel::set(&body.filter)?;
+    Ok(Json(body))
 }
 
 /// Drains a node: no new sessions or spawns there.

@@ -1,0 +1,131 @@
+//! The lidod under test: the release binaries next to the bench, and a
+//! daemon whose market `crypto` routes to a kraken broker pointed at a
+//! Kraken fake (as the integration tests set it up).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use lido_shared::client::LidoClient;
+use lido_tests::kraken_fake::FakeKraken;
+use lido_tests::TestDaemon;
+
+/// How long a daemon may take to get its broker streaming.
+const READY_WITHIN: Duration = Duration::from_secs(30);
+
+/// The daemons' log level: debug lines would be measured too.
+pub const LOG_LEVEL: (&str, &str) = ("LIDO_LOG", "info");
+
+pub struct Lidod {
+    pub lidod: PathBuf,
+    pub lidoctl: PathBuf,
+}
+
+impl Lidod {
+    /// Builds `lidod` and `lidoctl` in this profile (a no-op when fresh),
+    /// so the figures are never of a stale binary.
+    pub fn build() -> anyhow::Result<Self> {
+        let dir = lido_tests::bin_dir();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
+        let mut cmd = Command::new(cargo);
+        // The same package selection as the documented command, so features
+        // resolve alike and this is a no-op after it.
+        cmd.args(["build", "--manifest-path", manifest, "-p", "lidod", "-p", "lidoctl", "-p", "lido-tests", "--bins"]);
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        if !cmd.status().context("running cargo build")?.success() {
+            bail!("building lidod and lidoctl failed (see cargo's output above)");
+        }
+        Ok(Self { lidod: dir.join("lidod"), lidoctl: dir.join("lidoctl") })
+    }
+
+    /// A daemon with broker `k1` on `fake` and market `crypto` on `k1`.
+    pub fn with_kraken(&self, fake: &FakeKraken, env: &[(&str, &str)]) -> anyhow::Result<KrakenDaemon> {
+        let dir = std::env::temp_dir().join(format!("lido-bench-{}-{}", std::process::id(), unique()));
+        std::fs::create_dir_all(&dir)?;
+        let toml = format!(
+            r#"
+[[broker]]
+name = "k1"
+type = "kraken"
+[broker.options]
+rest_url = "{rest}"
+ws_url = "{ws}"
+ws_auth_url = "{ws_auth}"
+nonce_file = "{nonce}"
+
+[[market]]
+name = "crypto"
+brokers = ["k1"]
+"#,
+            rest = fake.url,
+            ws = fake.ws_url(),
+            ws_auth = fake.ws_auth_url(),
+            nonce = dir.join("k1.nonce").display(),
+        );
+        let path = dir.join("lido.toml");
+        std::fs::write(&path, toml)?;
+        let config = lido_tests::kraken_fake::FakeConfig::default();
+        let mut all_env =
+            vec![LOG_LEVEL, ("KRAKEN_API_KEY", config.api_key.as_str()), ("KRAKEN_API_SECRET", &config.api_secret)];
+        all_env.extend_from_slice(env);
+        let daemon = TestDaemon::spawn_from(&self.lidod, &["--config", path.to_str().context("utf-8 path")?], &all_env);
+        Ok(KrakenDaemon { daemon, dir })
+    }
+}
+
+pub struct KrakenDaemon {
+    pub daemon: TestDaemon,
+    dir: PathBuf,
+}
+
+impl KrakenDaemon {
+    /// A new algo session, once the broker answers quotes and its
+    /// executions feed is up.
+    pub async fn algo(&self) -> anyhow::Result<LidoClient> {
+        let session = self.daemon.client().open_session("bench").await?;
+        let algo = LidoClient::new(session.market_manager_url)?.with_token(&session.session_id);
+        let operator = self.daemon.client();
+        let deadline = Instant::now() + READY_WITHIN;
+        loop {
+            let quoting = algo.quote("crypto", "BTC/USD").await.is_ok();
+            let executions = operator
+                .describe("k1")
+                .await
+                .is_ok_and(|k1| k1.service.metrics.get("executions_connected") == Some(&1.0));
+            if quoting && executions {
+                return Ok(algo);
+            }
+            if Instant::now() > deadline {
+                bail!("the kraken broker was not ready within {READY_WITHIN:?}; log at {}", self.daemon.log.display());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for KrakenDaemon {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Resident set size of a process, from `/proc/<pid>/status`.
+pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .context("no VmRSS in /proc status")?;
+    Ok(kb * 1024)
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}

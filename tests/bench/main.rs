@@ -1,0 +1,83 @@
+//! `lido-bench`: Lido measured against the floor (the same algo talking to
+//! the venue directly, a bare proxy, a bare broadcast server) and a peer
+//! (Python ccxt), all on 127.0.0.1 against the Kraken fake, printed as one
+//! table. See BENCHMARKS.md for the command and a run's figures.
+//!
+//! `lido-bench subscribe …` is the subscriber process the fan-out
+//! measurement spawns (subscribers live in another process than lidod
+//! and the bench).
+
+mod control;
+mod daemon;
+mod fanout;
+mod orders;
+mod peer;
+mod stats;
+mod table;
+
+use clap::{Parser, Subcommand};
+
+pub use daemon::Lidod;
+
+#[derive(Parser)]
+#[command(about = "Benchmarks lidod against the floor and a peer; prints one table")]
+struct Cli {
+    /// A short run (fewer samples, shorter windows) to check the harness.
+    #[arg(long)]
+    quick: bool,
+    /// Offered market-data rate, ticker messages per second.
+    #[arg(long, default_value_t = 100)]
+    rate: u32,
+    #[command(subcommand)]
+    command: Option<Sub>,
+}
+
+#[derive(Subcommand)]
+enum Sub {
+    /// The fan-out subscriber process (spawned by the bench itself).
+    Subscribe(fanout::SubscribeArgs),
+}
+
+/// How much each measurement samples.
+pub struct Plan {
+    pub orders: usize,
+    pub warmup: usize,
+    pub fanout_seconds: f64,
+    pub starts: usize,
+    pub sessions: usize,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Self { orders: 200, warmup: 20, fanout_seconds: 2.0, starts: 3, sessions: 50 }
+        } else {
+            Self { orders: 2000, warmup: 200, fanout_seconds: 5.0, starts: 10, sessions: 200 }
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Some(Sub::Subscribe(args)) => runtime.block_on(fanout::subscribe(args)),
+        None => runtime.block_on(bench(cli.quick, cli.rate)),
+    }
+}
+
+async fn bench(quick: bool, rate: u32) -> anyhow::Result<()> {
+    let lidod = Lidod::build()?;
+    let plan = Plan::new(quick);
+    eprintln!("lido-bench: order round trips ({} per path)…", plan.orders);
+    let orders = orders::run(&lidod, plan.orders, plan.warmup).await?;
+    eprintln!("lido-bench: fan-out at {rate} msgs/s…");
+    let fanout = fanout::run(&lidod, rate, &[10, 100, 1000], plan.fanout_seconds).await?;
+    eprintln!("lido-bench: control plane…");
+    let control = control::run(&lidod, plan.starts, plan.sessions).await?;
+    eprintln!("lido-bench: peer (ccxt)…");
+    let peer = peer::run(plan.orders.min(500), plan.warmup).await?;
+    let report = table::Report { quick, rate, orders, fanout, control, peer };
+    println!("{}", report.render());
+    Ok(())
+}
