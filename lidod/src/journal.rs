@@ -254,7 +254,7 @@ fn insert_event(tx: &rusqlite::Transaction<'_>, order: &Order) -> rusqlite::Resu
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use chrono::Utc;
     use lido_shared::model::{OrderStatus, OrderType, Side, Symbol, TimeInForce};
     use rust_decimal::Decimal;

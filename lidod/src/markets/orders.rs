@@ -255,28 +255,14 @@ mod tests {
 
     use super::*;
 
+    /// The journal tests' order, as a market IOC order with no broker yet.
     fn order(id: &str, client: &str) -> Order {
-        let now = Utc::now();
         Order {
-            order_id: id.into(),
-            client_order_id: client.into(),
-            customer: "acme".into(),
-            market: "paper".into(),
-            symbol: Symbol::parse("BTC/USD").unwrap(),
-            side: Side::Buy,
             order_type: OrderType::Market,
             time_in_force: TimeInForce::Ioc,
-            quantity: dec!(1),
             limit_price: None,
-            filled_quantity: Decimal::ZERO,
-            average_price: None,
-            status: OrderStatus::New,
-            reason: None,
             broker: None,
-            venue_order_id: None,
-            adopted: false,
-            created_at: now,
-            updated_at: now,
+            ..crate::journal::tests::order(id, client)
         }
     }
 
