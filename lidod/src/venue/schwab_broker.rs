@@ -243,8 +243,7 @@ impl Book {
     /// The book of a (re)started broker: every mapped order with a Schwab
     /// id is tracked, every one without is unsettled.
     fn from_map(map: OrderMap) -> Self {
-        let mut book =
-            Self { map, by_client: HashMap::new(), by_schwab: HashMap::new(), unsettled: HashSet::new() };
+        let mut book = Self { map, by_client: HashMap::new(), by_schwab: HashMap::new(), unsettled: HashSet::new() };
         let entries: Vec<_> = book.map.iter().map(|m| (m.order.client_id.clone(), m.schwab_id)).collect();
         for (client_id, schwab_id) in entries {
             match schwab_id {

@@ -302,7 +302,10 @@ mod tests {
         short.order_leg_collection[0].instruction = "SELL_SHORT".into();
         (short.order_type, short.price, short.duration) = ("MARKET".into(), None, "GOOD_TILL_CANCEL".into());
         let o = super::venue_order("o-1", "acme", &short).unwrap();
-        assert_eq!((o.side, o.order_type, o.time_in_force, o.limit_price), (Side::Sell, OrderType::Market, TimeInForce::Gtc, None));
+        assert_eq!(
+            (o.side, o.order_type, o.time_in_force, o.limit_price),
+            (Side::Sell, OrderType::Market, TimeInForce::Gtc, None)
+        );
         let mut stop = working.clone();
         stop.order_type = "STOP".into();
         assert_eq!(super::venue_order("o-1", "acme", &stop), None, "Lido has no stop orders");
