@@ -379,6 +379,32 @@ async fn a_node_killed_between_schwabs_answer_and_its_record_finds_the_order_onc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_killed_between_schwabs_answer_and_its_record_is_settled_not_resent() {
+    let setup = start_with("schwab", 60_000, &[("LIDO_TEST_PAUSE_AT", "schwab_after_post")]).await;
+    let c = algo(&setup).await;
+    first_quote(&c, "AAPL").await;
+    setup.reconciled(1).await;
+    let broker = setup.broker_pid().await;
+    let pending = tokio::spawn({
+        let c = c.clone();
+        async move { c.place_order(&limit(Side::Buy, dec!(10), dec!(150), "sb-settle")).await }
+    });
+    setup.daemon.wait_for_pause("schwab_after_post", WITHIN).await;
+    sigkill(broker);
+    // The node saw the pipe drop mid-send: the order awaits confirmation and
+    // is settled by asking the restarted broker, which finds it at Schwab.
+    let placed = pending.await.unwrap().expect("the order is taken, its outcome unknown").order;
+    assert_eq!(placed.status, OrderStatus::New, "{placed:?}");
+    let settled = eventually(WITHIN, "the order settled with Schwab", || async {
+        c.order(&placed.order_id).await.ok().filter(|o| o.status != OrderStatus::New)
+    })
+    .await;
+    let venue_id = setup.fake.orders().keys().next().unwrap().to_string();
+    assert_eq!(settled.venue_order_id.as_deref(), Some(venue_id.as_str()));
+    assert_kept_once_and_cancel(&setup, &c, &settled, &venue_id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schwab_order_the_journal_lacks_is_adopted() {
     let mut setup = start("schwab", 60_000).await;
     let backup = setup.dir.join("backup");
