@@ -340,6 +340,8 @@ async fn a_resting_order_outlives_its_broker_killed_with_sigkill() {
     let placed = c.place_order(&limit(Side::Buy, dec!(10), dec!(150), "sb-keep")).await.unwrap().order;
     assert_eq!(placed.status, OrderStatus::Accepted, "{placed:?}");
     let venue_id = placed.venue_order_id.clone().expect("Schwab's order id");
+    let map = setup.dir.join("data").join("schwab").join("s1.orders.json");
+    assert!(map.exists(), "the order map is in the node's data dir by default");
 
     let pid = setup.broker_pid().await;
     sigkill(pid);

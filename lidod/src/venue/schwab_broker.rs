@@ -986,6 +986,9 @@ mod tests {
         assert_eq!(p.api_url, "http://127.0.0.1:9");
         assert!(p.extended_hours);
         assert!(p.token_file.ends_with(".config/lido/schwab-s1.json"));
+        assert!(p.orders_file.ends_with(".config/lido/schwab-s1.orders.json"));
+        o.insert("orders_file".to_string(), "/data/schwab/s1.orders.json".to_string());
+        assert_eq!(SchwabOptions::parse("s1", &o).unwrap().orders_file, PathBuf::from("/data/schwab/s1.orders.json"));
         o.insert("symbols".to_string(), "BTC/USD".to_string());
         assert!(SchwabOptions::parse("s1", &o).unwrap_err().contains("not an equity ticker"));
         let unknown: BTreeMap<_, _> = [("app_key".to_string(), "x".to_string())].into();
