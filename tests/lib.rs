@@ -162,6 +162,18 @@ impl TestDaemon {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Waits until the log shows an order held at `point` by the debug-only
+    /// test hook `LIDO_TEST_PAUSE_AT` (see `lidod/src/markets.rs`).
+    pub async fn wait_for_pause(&self, point: &str, within: Duration) {
+        let needle = format!("point=\"{point}\"");
+        let alt = format!("point={point}");
+        eventually(within, "the order held at the pause point", || async {
+            let log = self.log_text();
+            (log.contains("test pause") && (log.contains(&needle) || log.contains(&alt))).then_some(())
+        })
+        .await;
+    }
 }
 
 impl Drop for TestDaemon {
@@ -228,6 +240,18 @@ where
         }
         assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Copies a node's journal files (database, WAL, shared memory) from one
+/// data dir to another, as restoring a backup would.
+pub fn copy_journal(from: &std::path::Path, to: &std::path::Path) {
+    for name in ["journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm"] {
+        let target = to.join(name);
+        let _ = std::fs::remove_file(&target);
+        if from.join(name).exists() {
+            std::fs::copy(from.join(name), &target).unwrap();
+        }
     }
 }
 

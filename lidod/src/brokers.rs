@@ -21,7 +21,8 @@ pub struct BrokerManager {
     exe: PathBuf,
     /// Where services check in (this node's listener).
     manager_url: String,
-    /// The node's data dir: paper brokers keep their venue state under it.
+    /// The node's data dir: brokers keep what must outlive their process
+    /// under it (paper venue state, Kraken nonces, Schwab order maps).
     data_dir: PathBuf,
 }
 
@@ -51,6 +52,9 @@ impl BrokerManager {
         let default_file = match broker_type {
             "paper" => Some(("state_file", self.data_dir.join("paper").join(format!("{name}.json")))),
             "kraken" => Some(("nonce_file", self.data_dir.join("kraken").join(format!("{name}.nonce")))),
+            "schwab" | "tdameritrade" => {
+                Some(("orders_file", self.data_dir.join("schwab").join(format!("{name}.orders.json"))))
+            }
             _ => None,
         };
         if let Some((key, path)) = default_file {

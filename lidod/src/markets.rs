@@ -722,8 +722,10 @@ fn unexpected(body: ReplyBody) -> ApiError {
 /// Test hook, honored in debug builds only: `LIDO_TEST_PAUSE_AT=after_journal`
 /// (the order is journaled, not yet sent) or `after_send` (the venue has it,
 /// its answer is not yet applied) holds each new order there for a minute and
-/// logs it, so a test can kill the node at exactly that point.
-async fn test_pause(point: &str, order_id: &str) {
+/// logs it, so a test can kill the node at exactly that point. The Schwab
+/// broker has `schwab_after_post` (Schwab answered the order, its id is not
+/// yet in the orders file), to kill the broker process there.
+pub(crate) async fn test_pause(point: &str, order_id: &str) {
     if !cfg!(debug_assertions) || std::env::var("LIDO_TEST_PAUSE_AT").ok().as_deref() != Some(point) {
         return;
     }

@@ -11,6 +11,7 @@
 //!   order JSON, market hours, streamer messages, the REST client);
 //!   [`schwab_broker`]: the `schwab` broker service (alias `tdameritrade`,
 //!   whose API Schwab's replaced).
+//! - [`file`]: the atomic file replacement their crash-surviving state uses.
 //!
 //! [`BrokerOptions`] is the one place that knows which types exist and
 //! how each parses its options and runs.
@@ -20,6 +21,7 @@ use std::collections::BTreeMap;
 use lido_shared::access::Secret;
 use tokio_util::sync::CancellationToken;
 
+pub mod file;
 pub mod kraken;
 pub mod kraken_broker;
 pub mod paper;

@@ -1,17 +1,20 @@
 //! The `schwab` broker (and its `tdameritrade` alias) as a real lidod child
 //! process against the fake Schwab (`lido_tests::schwab_fake`): quotes,
 //! order placement and cancel, a fill announced on the streamer, token
-//! refresh mid-session, market hours, streamer reconnect, no secret in logs.
+//! refresh mid-session, market hours, streamer reconnect, no secret in logs;
+//! and the order map that survives a broker or node killed with SIGKILL
+//! (orders still known, found once, never sent twice, adopted when the
+//! journal lacks them).
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lido_shared::api::{Channel, PlaceOrder};
 use lido_shared::client::{LidoClient, Stream};
 use lido_shared::model::{Fill, Order, OrderStatus, OrderType, Quote, Side, TimeInForce};
 use lido_tests::schwab_fake::{FakeConfig, FakeSchwab};
-use lido_tests::{eventually, TestDaemon};
+use lido_tests::{copy_journal, eventually, process_alive, sigkill, temp_data_dir, TestDaemon};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 
@@ -22,21 +25,59 @@ struct Setup {
     fake: FakeSchwab,
     daemon: TestDaemon,
     token_file: PathBuf,
+    /// The test's folder: token file, config, and the node's data dir (`data/`).
     dir: PathBuf,
+    config_path: PathBuf,
 }
 
 impl Drop for Setup {
     fn drop(&mut self) {
+        self.daemon.kill9();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+impl Setup {
+    /// Starts lidod on the setup's config and data dir, with `extra` environment.
+    fn spawn_daemon(&self, extra: &[(&str, &str)]) -> TestDaemon {
+        spawn_daemon(&self.fake, &self.dir, &self.config_path, extra)
+    }
+
+    /// The broker's process id, once it runs.
+    async fn broker_pid(&self) -> u32 {
+        let c = self.daemon.client();
+        eventually(WITHIN, "the broker's pid", || async { c.cluster().await.ok()?.service("s1")?.pid }).await
+    }
+
+    /// Waits until the node has reconciled broker `s1` `times` times since it
+    /// started (once per pipe connection), so its orders are settled.
+    async fn reconciled(&self, times: usize) {
+        eventually(WITHIN, "the broker reconciled", || async {
+            let log = self.daemon.log_text();
+            let done = log.matches("orders reconciled with the venue").count();
+            (done >= times).then_some(())
+        })
+        .await;
+    }
+}
+
+fn spawn_daemon(fake: &FakeSchwab, dir: &Path, config_path: &Path, extra: &[(&str, &str)]) -> TestDaemon {
+    let (key, secret) = (fake.config().app_key.clone(), fake.config().app_secret.clone());
+    let mut env = vec![("LIDO_IT_SCHWAB_KEY", key.as_str()), ("LIDO_IT_SCHWAB_SECRET", secret.as_str())];
+    env.extend_from_slice(extra);
+    TestDaemon::spawn_with(&dir.join("data"), &["--config", config_path.to_str().unwrap()], &env)
 }
 
 /// A fake Schwab, a token file from its login, and lidod running broker
 /// `s1` of `broker_type` in market `us-equities`.
 async fn start(broker_type: &str, poll_ms: u64) -> Setup {
+    start_with(broker_type, poll_ms, &[]).await
+}
+
+/// As [`start`], with extra environment for lidod (and so its broker).
+async fn start_with(broker_type: &str, poll_ms: u64, env: &[(&str, &str)]) -> Setup {
     let fake = FakeSchwab::start(FakeConfig::default()).await;
-    let dir = std::env::temp_dir().join(format!("lido-schwab-it-{}-{broker_type}-{poll_ms}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_data_dir();
     let token_file = dir.join("s1-token.json");
     std::fs::write(&token_file, serde_json::to_vec(&fake.issue_tokens()).unwrap()).unwrap();
     std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -63,12 +104,8 @@ brokers = ["s1"]
     );
     let config_path = dir.join("lido.toml");
     std::fs::write(&config_path, config).unwrap();
-    let (key, secret) = (fake.config().app_key.clone(), fake.config().app_secret.clone());
-    let daemon = TestDaemon::spawn_with_env(
-        &["--config", config_path.to_str().unwrap()],
-        &[("LIDO_IT_SCHWAB_KEY", &key), ("LIDO_IT_SCHWAB_SECRET", &secret)],
-    );
-    Setup { fake, daemon, token_file, dir }
+    let daemon = spawn_daemon(&fake, &dir, &config_path, env);
+    Setup { fake, daemon, token_file, dir, config_path }
 }
 
 async fn algo(setup: &Setup) -> LidoClient {
@@ -270,4 +307,144 @@ async fn an_order_whose_answer_was_lost_is_found_not_sent_again() {
     assert_eq!(placed.order.venue_order_id, orders.keys().next().map(|id| id.to_string()));
     assert_eq!(setup.fake.order_posts().len(), 1, "looked up among recent orders, never sent twice");
     assert!(setup.daemon.log_text().contains("looking it up"));
+}
+
+// ── the order map across restarts ──
+
+/// The order as the algo sees it among its open orders.
+async fn open_order(c: &LidoClient, order_id: &str) -> Option<Order> {
+    c.open_orders().await.unwrap().into_iter().find(|o| o.order_id == order_id)
+}
+
+/// The order is open with its client and Schwab ids, cancels through lidod,
+/// and the fake holds it as its one and only order, posted once.
+async fn assert_kept_once_and_cancel(setup: &Setup, c: &LidoClient, placed: &Order, venue_id: &str) {
+    let open = open_order(c, &placed.order_id).await.expect("the order is still open after the restart");
+    assert_eq!(open.client_order_id, placed.client_order_id);
+    assert_eq!(open.venue_order_id.as_deref(), Some(venue_id));
+    assert_eq!(open.status, OrderStatus::Accepted, "{open:?}");
+    assert!(!open.adopted);
+    assert_eq!(c.cancel_order(&placed.order_id).await.unwrap().status, OrderStatus::Canceled);
+    let at_schwab = setup.fake.orders();
+    assert_eq!(at_schwab.keys().map(|id| id.to_string()).collect::<Vec<_>>(), [venue_id], "one order, none lost");
+    assert_eq!(at_schwab.values().next().unwrap().status, "CANCELED");
+    assert_eq!(setup.fake.order_posts().len(), 1, "never sent twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resting_order_outlives_its_broker_killed_with_sigkill() {
+    let setup = start("schwab", 60_000).await;
+    let c = algo(&setup).await;
+    first_quote(&c, "AAPL").await;
+    setup.reconciled(1).await;
+    let placed = c.place_order(&limit(Side::Buy, dec!(10), dec!(150), "sb-keep")).await.unwrap().order;
+    assert_eq!(placed.status, OrderStatus::Accepted, "{placed:?}");
+    let venue_id = placed.venue_order_id.clone().expect("Schwab's order id");
+    let map = setup.dir.join("data").join("schwab").join("s1.orders.json");
+    assert!(map.exists(), "the order map is in the node's data dir by default");
+
+    let pid = setup.broker_pid().await;
+    sigkill(pid);
+    eventually(WITHIN, "a new broker process", || async { (setup.broker_pid().await != pid).then_some(()) }).await;
+    // Reconciliation asks the new broker for the order: without the order
+    // map it would not know it, and the order would be closed as lost.
+    setup.reconciled(2).await;
+    assert_kept_once_and_cancel(&setup, &c, &placed, &venue_id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_between_schwabs_answer_and_its_record_finds_the_order_once() {
+    let mut setup = start_with("schwab", 60_000, &[("LIDO_TEST_PAUSE_AT", "schwab_after_post")]).await;
+    let c = algo(&setup).await;
+    first_quote(&c, "AAPL").await;
+    setup.reconciled(1).await;
+    let broker = setup.broker_pid().await;
+    let pending = tokio::spawn({
+        let c = c.clone();
+        async move { c.place_order(&limit(Side::Buy, dec!(10), dec!(150), "sb-crash")).await }
+    });
+    // Schwab has the order; the broker has not noted its id yet.
+    setup.daemon.wait_for_pause("schwab_after_post", WITHIN).await;
+    setup.daemon.kill9();
+    pending.abort();
+    eventually(WITHIN, "the old broker gone", || async { (!process_alive(broker)).then_some(()) }).await;
+    assert_eq!(setup.fake.orders().len(), 1);
+
+    setup.daemon = setup.spawn_daemon(&[]);
+    let c = algo(&setup).await;
+    setup.reconciled(1).await;
+    let all = c.orders(&lido_shared::api::OrdersQuery { status: Some("all".into()), market: None }).await.unwrap();
+    let [placed] = all.as_slice() else { panic!("one order after the restart: {all:?}") };
+    assert_eq!(placed.client_order_id, "sb-crash");
+    let venue_id = setup.fake.orders().keys().next().unwrap().to_string();
+    assert_kept_once_and_cancel(&setup, &c, placed, &venue_id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_killed_between_schwabs_answer_and_its_record_is_settled_not_resent() {
+    let setup = start_with("schwab", 60_000, &[("LIDO_TEST_PAUSE_AT", "schwab_after_post")]).await;
+    let c = algo(&setup).await;
+    first_quote(&c, "AAPL").await;
+    setup.reconciled(1).await;
+    let broker = setup.broker_pid().await;
+    let pending = tokio::spawn({
+        let c = c.clone();
+        async move { c.place_order(&limit(Side::Buy, dec!(10), dec!(150), "sb-settle")).await }
+    });
+    setup.daemon.wait_for_pause("schwab_after_post", WITHIN).await;
+    sigkill(broker);
+    // The node saw the pipe drop mid-send: the order awaits confirmation and
+    // is settled by asking the restarted broker, which finds it at Schwab.
+    let placed = pending.await.unwrap().expect("the order is taken, its outcome unknown").order;
+    assert_eq!(placed.status, OrderStatus::New, "{placed:?}");
+    let settled = eventually(WITHIN, "the order settled with Schwab", || async {
+        c.order(&placed.order_id).await.ok().filter(|o| o.status != OrderStatus::New)
+    })
+    .await;
+    let venue_id = setup.fake.orders().keys().next().unwrap().to_string();
+    assert_eq!(settled.venue_order_id.as_deref(), Some(venue_id.as_str()));
+    assert_kept_once_and_cancel(&setup, &c, &settled, &venue_id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schwab_order_the_journal_lacks_is_adopted() {
+    let mut setup = start("schwab", 60_000).await;
+    let backup = setup.dir.join("backup");
+    std::fs::create_dir_all(&backup).unwrap();
+    let data = setup.dir.join("data");
+    let c = algo(&setup).await;
+    first_quote(&c, "AAPL").await;
+    setup.reconciled(1).await;
+    let first = c.place_order(&limit(Side::Buy, dec!(1), dec!(150), "sb-journaled")).await.unwrap().order;
+    setup.daemon.terminate(WITHIN).expect("a clean stop");
+    copy_journal(&data, &backup);
+
+    setup.daemon = setup.spawn_daemon(&[]);
+    let c = algo(&setup).await;
+    setup.reconciled(1).await;
+    let lost = c.place_order(&limit(Side::Buy, dec!(3), dec!(140), "sb-lost")).await.unwrap().order;
+    assert_eq!(lost.status, OrderStatus::Accepted, "{lost:?}");
+    let broker = setup.broker_pid().await;
+    setup.daemon.kill9();
+    eventually(WITHIN, "the old broker gone", || async { (!process_alive(broker)).then_some(()) }).await;
+    // The journal goes back to the backup, which never saw the second order.
+    copy_journal(&backup, &data);
+
+    setup.daemon = setup.spawn_daemon(&[]);
+    let c = algo(&setup).await;
+    setup.reconciled(1).await;
+    let adopted = c.order(&lost.order_id).await.expect("the order Schwab has is adopted");
+    assert!(adopted.adopted, "{adopted:?}");
+    assert!(adopted.reason.as_deref().unwrap_or_default().starts_with("adopted"), "{adopted:?}");
+    assert_eq!(adopted.status, OrderStatus::Accepted);
+    assert_eq!((adopted.symbol.as_str(), adopted.side), ("AAPL", Side::Buy));
+    assert_eq!((adopted.quantity, adopted.limit_price), (dec!(3), Some(dec!(140))));
+    assert_eq!(adopted.venue_order_id, lost.venue_order_id);
+    let open: Vec<_> = c.open_orders().await.unwrap().into_iter().map(|o| o.order_id).collect();
+    assert_eq!(open, [first.order_id.clone(), lost.order_id.clone()], "both resting orders, once each");
+    assert_eq!(c.cancel_order(&lost.order_id).await.unwrap().status, OrderStatus::Canceled);
+    let schwab_id: i64 = lost.venue_order_id.unwrap().parse().unwrap();
+    assert_eq!(setup.fake.orders()[&schwab_id].status, "CANCELED");
+    assert_eq!(setup.fake.orders().len(), 2);
+    assert_eq!(setup.fake.order_posts().len(), 2, "never sent twice");
 }

@@ -4,13 +4,12 @@
 //! With a `state_file` (the BrokerManager gives each paper broker
 //! `<data_dir>/paper/<name>.json`) the venue's accounts and orders outlive
 //! the process, as a real exchange's do: the state is rewritten atomically
-//! (temporary file, fsync, rename) after every change and before the change
+//! ([`super::file::replace`]) after every change and before the change
 //! is answered or reported, and read back at start. So a broker killed with
 //! `kill -9` comes back with its resting orders and balances, and a
 //! restarted node can reconcile its journal against it.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -28,6 +27,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+use super::file;
 use super::paper::{PaperConfig, PaperError, PaperState, PaperVenue};
 
 /// Options a paper broker takes (`--set k=v`).
@@ -298,14 +298,8 @@ fn load_state(path: &Path) -> anyhow::Result<Option<PaperState>> {
 /// Replaces the state file atomically: a crash leaves the old or the new
 /// file, never half of one.
 fn save_state(path: &Path, state: &PaperState) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("json.tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(&serde_json::to_vec(state).map_err(std::io::Error::other)?)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
+    let bytes = serde_json::to_vec(state).map_err(std::io::Error::other)?;
+    file::replace(path, &bytes, file::Access::Default)
 }
 
 fn detail(e: &PaperError) -> ErrorDetail {
@@ -339,7 +333,6 @@ mod tests {
         let venue = PaperVenue::new(PaperConfig::default(), Utc::now());
         save_state(&path, &venue.state()).unwrap();
         assert!(load_state(&path).unwrap().is_some());
-        assert!(!path.with_extension("json.tmp").exists());
         std::fs::write(&path, "{").unwrap();
         assert!(load_state(&path).unwrap_err().to_string().contains("move it away"));
         std::fs::remove_dir_all(&dir).unwrap();

@@ -12,7 +12,10 @@
 //!   candles (→ Lido bars), market hours, accounts, orders, user preferences).
 //! - [`orders`]: Lido orders ↔ Schwab's order JSON, statuses, fills from
 //!   execution legs, and the matching that finds a maybe-sent order again.
-//! - [`hours`]: the equity market's sessions and whether an order may leave.
+//! - [`order_map`]: Lido's order ids ↔ Schwab's, kept in a file written
+//!   before each send, so a restarted broker still knows its orders.
+//! - [`hours`]: the exchange date in New York time, the equity market's
+//!   sessions and whether an order may leave.
 //! - [`stream`]: the streamer's requests (LOGIN, SUBS) and responses, with
 //!   LEVELONE_EQUITIES' numbered fields merged into Lido quotes.
 //! - [`rest`]: the HTTP client: bearer tokens refreshed before expiry (and
@@ -24,6 +27,7 @@
 
 pub mod error;
 pub mod hours;
+pub mod order_map;
 pub mod orders;
 pub mod rest;
 pub mod stream;

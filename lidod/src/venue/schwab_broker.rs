@@ -5,9 +5,13 @@
 //! - Commands go to Schwab's REST API through [`SchwabRest`]: quotes,
 //!   orders (market hours checked first), cancel, order status, balances and
 //!   positions. Schwab orders carry no client id, so the broker keeps Lido's
-//!   id ↔ Schwab's order id in memory; an order whose send failed in a way
-//!   that may have reached Schwab is looked up among the recent orders
-//!   before anything else happens, never sent twice.
+//!   id ↔ Schwab's order id in its orders file ([`OrderMap`]), recording
+//!   each order before it is sent: a restarted broker still knows its
+//!   orders, reports them to reconciliation and lists them (with what they
+//!   ask for) as open orders, so a node whose journal lacks one adopts it.
+//!   An order whose send failed in a way that may have reached Schwab, or
+//!   whose answer a crash lost, is looked up among the recent orders before
+//!   anything else happens, never sent twice.
 //! - The streamer task logs in to the socket named by `userPreference`,
 //!   subscribes ACCT_ACTIVITY and the quote symbols Lido asked for, and
 //!   reconnects with capped backoff, logging in and subscribing again.
@@ -23,28 +27,29 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::{SinkExt, StreamExt};
 use lido_shared::access::Secret;
 use lido_shared::client::agent::{Agent, AgentConfig, CommandHandler};
 use lido_shared::cluster::{ServiceKind, ServiceState};
-use lido_shared::model::{AssetClass, Balance, Instrument, Position, Quote, Side, Symbol};
+use lido_shared::model::{AssetClass, Balance, Instrument, Position, Quote, Symbol};
 use lido_shared::pipe::{Command, Feed, Reply, ReplyBody, ServiceEvent, VenueOrder, VenueOrderReport};
 use lido_shared::ErrorDetail;
 use rust_decimal::Decimal;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::schwab::error::SchwabError;
 use super::schwab::hours::{self, Session};
+use super::schwab::order_map::{MappedOrder, OrderMap};
 use super::schwab::orders;
 use super::schwab::rest::{AppCredentials, RestConfig, SchwabRest, DEFAULT_REQUESTS_PER_MINUTE};
 use super::schwab::stream::{self, Incoming, LevelOne};
 use super::schwab::token::{TokenFile, PRODUCTION_AUTH_URL};
 use super::schwab::wire::{self, MarketHours, OrderRequest};
-use crate::markets::OUTCOME_UNKNOWN;
+use crate::markets::{test_pause, OUTCOME_UNKNOWN};
 
 /// Options a Schwab broker takes (`--set k=v`).
 #[derive(Clone, Debug, PartialEq)]
@@ -53,6 +58,8 @@ pub struct SchwabOptions {
     pub app_key_env: String,
     pub app_secret_env: String,
     pub token_file: PathBuf,
+    /// Lido's order ids ↔ Schwab's (the BrokerManager puts it in the node's data dir).
+    pub orders_file: PathBuf,
     pub api_url: String,
     pub auth_url: String,
     /// Overrides the streamer URL from `userPreference`.
@@ -75,6 +82,7 @@ impl SchwabOptions {
         "app_key_env",
         "app_secret_env",
         "token_file",
+        "orders_file",
         "api_url",
         "auth_url",
         "streamer_url",
@@ -92,6 +100,7 @@ impl SchwabOptions {
             app_key_env: "SCHWAB_APP_KEY".into(),
             app_secret_env: "SCHWAB_APP_SECRET".into(),
             token_file: default_token_file(name),
+            orders_file: default_file(name, "orders.json"),
             api_url: super::schwab::rest::PRODUCTION_API_URL.into(),
             auth_url: PRODUCTION_AUTH_URL.into(),
             streamer_url: None,
@@ -112,6 +121,7 @@ impl SchwabOptions {
                 "app_key_env" => out.app_key_env = non_empty(k, v)?,
                 "app_secret_env" => out.app_secret_env = non_empty(k, v)?,
                 "token_file" => out.token_file = PathBuf::from(non_empty(k, v)?),
+                "orders_file" => out.orders_file = PathBuf::from(non_empty(k, v)?),
                 "api_url" => out.api_url = url(k, v)?,
                 "auth_url" => out.auth_url = url(k, v)?,
                 "streamer_url" => out.streamer_url = Some(url(k, v)?),
@@ -175,8 +185,13 @@ impl SchwabOptions {
 
 /// `$HOME/.config/lido/schwab-NAME.json`, where the login writes the tokens.
 pub fn default_token_file(name: &str) -> PathBuf {
+    default_file(name, "json")
+}
+
+/// `$HOME/.config/lido/schwab-NAME.EXTENSION`.
+fn default_file(name: &str, extension: &str) -> PathBuf {
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-    home.join(".config").join("lido").join(format!("schwab-{name}.json"))
+    home.join(".config").join("lido").join(format!("schwab-{name}.{extension}"))
 }
 
 fn non_empty(key: &str, v: &str) -> Result<String, String> {
@@ -204,30 +219,50 @@ const STREAM_SILENCE: Duration = Duration::from_secs(60);
 /// How often tokens are checked.
 const TOKEN_CHECK: Duration = Duration::from_secs(30);
 
-/// A Lido order at Schwab.
+/// What the broker knows of a Lido order at Schwab besides its map entry.
+#[derive(Default)]
 struct Tracked {
-    account: String,
     order_id: i64,
-    symbol: Symbol,
-    side: Side,
     last: Option<VenueOrderReport>,
     fills_seen: HashSet<String>,
 }
 
-#[derive(Default)]
+/// The broker's orders: the map (on disk) and what is derived from it.
 struct Book {
+    map: OrderMap,
+    /// Orders with a Schwab id, by Lido's id.
     by_client: HashMap<String, Tracked>,
     by_schwab: HashMap<i64, String>,
-    /// Sends whose outcome is unknown and whose lookup failed: each is looked
-    /// up again (never re-sent) until Schwab surely has it or surely not.
-    unsettled: HashMap<String, Unsettled>,
+    /// Sends whose outcome is unknown and whose lookup failed (or that a
+    /// restart interrupted): each is looked up again (never re-sent) until
+    /// Schwab surely has it or surely not.
+    unsettled: HashSet<String>,
 }
 
-/// An order that may be at Schwab: what was sent, and when.
-struct Unsettled {
-    order: VenueOrder,
-    request: OrderRequest,
-    sent_at: DateTime<Utc>,
+impl Book {
+    /// The book of a (re)started broker: every mapped order with a Schwab
+    /// id is tracked, every one without is unsettled.
+    fn from_map(map: OrderMap) -> Self {
+        let mut book = Self { map, by_client: HashMap::new(), by_schwab: HashMap::new(), unsettled: HashSet::new() };
+        let entries: Vec<_> = book.map.iter().map(|m| (m.order.client_id.clone(), m.schwab_id)).collect();
+        for (client_id, schwab_id) in entries {
+            match schwab_id {
+                Some(order_id) => book.track(&client_id, order_id),
+                None => _ = book.unsettled.insert(client_id),
+            }
+        }
+        book
+    }
+
+    fn track(&mut self, client_id: &str, order_id: i64) {
+        self.by_schwab.insert(order_id, client_id.to_string());
+        self.by_client.insert(client_id.to_string(), Tracked { order_id, ..Tracked::default() });
+    }
+
+    /// Whether Schwab reported the order ended (it is then not polled).
+    fn closed(&self, client_id: &str) -> bool {
+        self.map.get(client_id).is_some_and(|m| m.closed_at.is_some())
+    }
 }
 
 struct SchwabBroker {
@@ -265,6 +300,10 @@ pub async fn run(
         requests_per_minute: options.requests_per_minute,
         ..RestConfig::default()
     };
+    let map = OrderMap::load(&options.orders_file)?;
+    let book = Book::from_map(map);
+    info!(%name, orders_file = %options.orders_file.display(), tracked = book.by_client.len(),
+        unsettled = book.unsettled.len(), "schwab order map loaded");
     let rest = SchwabRest::new(config, app, TokenFile::new(&options.token_file))?;
     let account_hash = resolve_account(&rest, options.account.as_deref()).await?;
     let (events_tx, events_rx) = mpsc::channel(65_536);
@@ -273,7 +312,7 @@ pub async fn run(
         rest,
         options: options.clone(),
         account_hash,
-        orders: Mutex::new(Book::default()),
+        orders: Mutex::new(book),
         hours: Mutex::new(None),
         quote_subs: watch::channel(BTreeSet::new()).0,
         poll_wake: poll_tx,
@@ -362,38 +401,44 @@ impl SchwabBroker {
     // ── orders ──
 
     async fn place(&self, order: VenueOrder) -> Result<VenueOrderReport, SchwabError> {
-        if self.book().by_client.contains_key(&order.client_id) {
-            return self.status_of(&order.client_id).await;
+        let client_id = order.client_id.clone();
+        if self.book().by_client.contains_key(&client_id) {
+            return self.status_of(&client_id).await;
         }
-        if self.book().unsettled.contains_key(&order.client_id) {
+        if self.book().unsettled.contains(&client_id) {
             // Sent before with no known outcome: send again only once Schwab
             // surely does not have it.
-            match self.status_of(&order.client_id).await {
+            match self.status_of(&client_id).await {
                 Err(SchwabError::NotFound { .. }) => {}
                 other => return other,
             }
         }
+        if self.book().map.get(&client_id).is_some() {
+            return Err(in_flight(&client_id));
+        }
         let request = orders::request(&order, self.session())?;
         self.check_hours().await?;
         let sent_at = Utc::now();
+        self.record(&order, &request, sent_at)?;
         let result = self.rest.place_order(&self.account_hash, &request).await;
+        test_pause("schwab_after_post", &client_id).await;
         let order_id = match result {
             Ok(id) => id,
             Err(e) if e.maybe_sent() => {
-                warn!(client_id = %order.client_id, error = %e, "order send may have reached Schwab; looking it up");
+                warn!(%client_id, error = %e, "order send may have reached Schwab; looking it up");
                 match self.find_sent(&request, sent_at).await {
                     Ok(Some(id)) => id,
                     Ok(None) => {
+                        self.forget(&client_id);
                         return Err(SchwabError::Transport {
                             message: format!(
                                 "{e}; the order is not among the account's recent orders, so it was not placed"
                             ),
                             maybe_sent: false,
-                        })
+                        });
                     }
                     Err(lookup) => {
-                        let unsettled = Unsettled { order: order.clone(), request: request.clone(), sent_at };
-                        self.book().unsettled.insert(order.client_id.clone(), unsettled);
+                        self.book().unsettled.insert(client_id);
                         return Err(SchwabError::Transport {
                             message: format!(
                                 "{e}; the order may be at Schwab and could not be looked up ({lookup}): check the account before sending it again"
@@ -403,21 +448,39 @@ impl SchwabBroker {
                     }
                 }
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                self.forget(&client_id);
+                return Err(e);
+            }
         };
-        info!(client_id = %order.client_id, order_id, symbol = %order.symbol, "order placed at schwab");
-        self.track(&order, order_id);
-        let report = self.status_of(&order.client_id).await.unwrap_or_else(|_| VenueOrderReport {
-            client_id: order.client_id.clone(),
+        info!(%client_id, order_id, symbol = %order.symbol, "order placed at schwab");
+        self.track(&client_id, order_id);
+        let report = self.status_of(&client_id).await.unwrap_or_else(|_| VenueOrderReport {
+            client_id: client_id.clone(),
             venue_order_id: order_id.to_string(),
             status: lido_shared::model::OrderStatus::Accepted,
             filled_quantity: Decimal::ZERO,
             average_price: None,
             reason: None,
             ts: Utc::now(),
-            order: None,
+            order: Some(order),
         });
         Ok(report)
+    }
+
+    /// Records an order in the orders file before it is sent; if that
+    /// fails, the order is not sent.
+    fn record(&self, order: &VenueOrder, request: &OrderRequest, sent_at: DateTime<Utc>) -> Result<(), SchwabError> {
+        let entry =
+            MappedOrder { order: order.clone(), request: request.clone(), sent_at, schwab_id: None, closed_at: None };
+        let mut book = self.book();
+        book.map.record(entry).map_err(|e| {
+            SchwabError::Storage(format!(
+                "cannot record the order in the Schwab orders file {} ({e}), so it was not sent; \
+                 check the disk and the broker option orders_file",
+                book.map.path().display()
+            ))
+        })
     }
 
     /// After a send with unknown outcome: the id of the order `request`
@@ -447,34 +510,44 @@ impl SchwabBroker {
     /// Looks an unsettled send up again: tracks it if Schwab has it, forgets
     /// it if Schwab surely does not (the caller then sees `NotFound`).
     async fn settle_unsettled(&self, client_id: &str) -> Result<(), SchwabError> {
-        let pending = self.book().unsettled.get(client_id).map(|u| (u.request.clone(), u.sent_at));
+        let pending = {
+            let book = self.book();
+            let sent = book.map.get(client_id).filter(|_| book.unsettled.contains(client_id));
+            sent.map(|m| (m.request.clone(), m.sent_at))
+        };
         let Some((request, sent_at)) = pending else { return Ok(()) };
         let found = self.find_sent(&request, sent_at).await?;
-        let Some(unsettled) = self.book().unsettled.remove(client_id) else { return Ok(()) };
+        if !self.book().unsettled.remove(client_id) {
+            return Ok(());
+        }
         match found {
             Some(order_id) => {
                 info!(%client_id, order_id, "unsettled order found at schwab");
-                self.track(&unsettled.order, order_id);
+                self.track(client_id, order_id);
             }
-            None => info!(%client_id, "unsettled order is not at schwab: it was not placed"),
+            None => {
+                info!(%client_id, "unsettled order is not at schwab: it was not placed");
+                self.forget(client_id);
+            }
         }
         Ok(())
     }
 
-    fn track(&self, order: &VenueOrder, order_id: i64) {
+    /// Tracks an order Schwab has, noting its id in the orders file.
+    fn track(&self, client_id: &str, order_id: i64) {
         let mut book = self.book();
-        book.by_schwab.insert(order_id, order.client_id.clone());
-        book.by_client.insert(
-            order.client_id.clone(),
-            Tracked {
-                account: order.account.clone(),
-                order_id,
-                symbol: order.symbol.clone(),
-                side: order.side,
-                last: None,
-                fills_seen: HashSet::new(),
-            },
-        );
+        if let Err(e) = book.map.set_schwab_id(client_id, order_id) {
+            // Still recoverable after a restart: the entry without an id is looked up.
+            error!(%client_id, order_id, error = %e, "cannot note schwab's order id in the orders file");
+        }
+        book.track(client_id, order_id);
+    }
+
+    /// Drops an order Schwab surely does not have from the orders file.
+    fn forget(&self, client_id: &str) {
+        if let Err(e) = self.book().map.remove(client_id) {
+            error!(%client_id, error = %e, "cannot remove an unsent order from the orders file");
+        }
     }
 
     /// Refuses an order outside the session it asks for.
@@ -484,7 +557,7 @@ impl SchwabBroker {
         let hours = match cached {
             Some((_, h)) => h,
             None => {
-                let h = self.rest.equity_hours(exchange_date(now)).await?;
+                let h = self.rest.equity_hours(hours::exchange_date(now)).await?;
                 if let Ok(mut slot) = self.hours.lock() {
                     *slot = Some((now, h.clone()));
                 }
@@ -501,10 +574,17 @@ impl SchwabBroker {
         self.status_of(client_id).await
     }
 
+    /// Schwab's id for an order; an order recorded but not yet answered is
+    /// still being sent, which is not `NotFound` (that would invite a resend).
     fn order_id(&self, client_id: &str) -> Result<i64, SchwabError> {
-        self.book().by_client.get(client_id).map(|t| t.order_id).ok_or_else(|| SchwabError::NotFound {
-            message: format!("no order {client_id} was placed through this broker"),
-        })
+        let book = self.book();
+        match (book.by_client.get(client_id), book.map.get(client_id)) {
+            (Some(t), _) => Ok(t.order_id),
+            (None, Some(_)) => Err(in_flight(client_id)),
+            (None, None) => {
+                Err(SchwabError::NotFound { message: format!("no order {client_id} was placed through this broker") })
+            }
+        }
     }
 
     /// Asks Schwab for the order and emits what changed.
@@ -512,24 +592,33 @@ impl SchwabBroker {
         self.settle_unsettled(client_id).await?;
         let order_id = self.order_id(client_id)?;
         let order = self.rest.order(&self.account_hash, order_id).await?;
-        Ok(self.observe(client_id, &order).await)
+        self.observe(client_id, &order).await
     }
 
-    /// Emits new fills, then the order update if status or filled quantity moved.
-    async fn observe(&self, client_id: &str, order: &wire::Order) -> VenueOrderReport {
+    /// Emits new fills, then the order update if status or filled quantity
+    /// moved; an ended order is marked closed in the orders file first.
+    async fn observe(&self, client_id: &str, order: &wire::Order) -> Result<VenueOrderReport, SchwabError> {
         let now = Utc::now();
-        let report = orders::report(client_id, order, now);
-        let (new_fills, changed) = {
+        let (report, new_fills, changed) = {
             let mut book = self.book();
-            let Some(t) = book.by_client.get_mut(client_id) else { return report };
-            let fills = orders::fills(client_id, &t.symbol, t.side, order, now);
+            let Some(mapped) = book.map.get(client_id).map(|m| m.order.clone()) else {
+                return Err(SchwabError::NotFound { message: format!("order {client_id} is not in the orders file") });
+            };
+            let report = orders::report(client_id, &mapped.account, order, now);
+            if report.status.is_terminal() && !book.closed(client_id) {
+                if let Err(e) = book.map.close(client_id, now) {
+                    error!(%client_id, error = %e, "cannot mark an ended order in the orders file");
+                }
+            }
+            let Some(t) = book.by_client.get_mut(client_id) else { return Ok(report) };
+            let fills = orders::fills(client_id, &mapped.symbol, mapped.side, order, now);
             let new: Vec<_> = fills.into_iter().filter(|f| t.fills_seen.insert(f.fill_id.clone())).collect();
             let changed = t
                 .last
                 .as_ref()
                 .is_none_or(|l| l.status != report.status || l.filled_quantity != report.filled_quantity);
             t.last = Some(report.clone());
-            (new, changed)
+            (report, new, changed)
         };
         for fill in new_fills {
             let _ = self.events.send(ServiceEvent::Fill(fill)).await;
@@ -537,7 +626,7 @@ impl SchwabBroker {
         if changed {
             let _ = self.events.send(ServiceEvent::OrderUpdate(report.clone())).await;
         }
-        report
+        Ok(report)
     }
 
     /// Polls open orders: all of them on the timer, the named one on activity.
@@ -557,7 +646,7 @@ impl SchwabBroker {
                     None => book
                         .by_client
                         .iter()
-                        .filter(|(_, t)| t.last.as_ref().is_none_or(|l| l.status.is_open()))
+                        .filter(|(c, t)| !book.closed(c) && t.last.as_ref().is_none_or(|l| l.status.is_open()))
                         .map(|(c, _)| c.clone())
                         .collect(),
                 }
@@ -790,14 +879,6 @@ where
     ws.send(Message::text(text)).await.map_err(|e| format!("streamer send failed: {e}"))
 }
 
-/// The US exchange date at `now`. Eastern time is UTC-5 in winter and UTC-4
-/// in summer; UTC-5 gives the right date except from midnight to 1 am EDT,
-/// when the market is closed anyway (and the hours checked are absolute
-/// times, so a stale day only ever says "closed").
-fn exchange_date(now: DateTime<Utc>) -> NaiveDate {
-    (now - TimeDelta::hours(5)).date_naive()
-}
-
 impl CommandHandler for SchwabBroker {
     async fn handle(&self, command: Command) -> Reply {
         let result: Result<ReplyBody, ErrorDetail> = match command {
@@ -828,7 +909,9 @@ impl CommandHandler for SchwabBroker {
             Command::OrderStatus { client_id, .. } => {
                 self.status_of(&client_id).await.map(ReplyBody::Order).map_err(|e| order_detail(&e))
             }
-            Command::OpenOrders { account } => Ok(ReplyBody::Orders(self.open_orders(&account))),
+            Command::OpenOrders { account } => {
+                self.open_orders(&account).await.map(ReplyBody::Orders).map_err(|e| detail(&e))
+            }
             Command::Balances { .. } => self.balances().await.map(ReplyBody::Balances).map_err(|e| detail(&e)),
             Command::Positions { .. } => self.positions().await.map(ReplyBody::Positions).map_err(|e| detail(&e)),
         };
@@ -840,15 +923,39 @@ impl CommandHandler for SchwabBroker {
 }
 
 impl SchwabBroker {
-    /// The last known report of every open order `account` placed here.
-    fn open_orders(&self, account: &str) -> Vec<VenueOrderReport> {
-        self.book()
-            .by_client
-            .values()
-            .filter(|t| t.account == account)
-            .filter_map(|t| t.last.clone())
-            .filter(|r| r.status.is_open())
-            .collect()
+    /// Every open order `account` placed here, with what it asks for: the
+    /// last report, or Schwab's answer for an order not seen since a
+    /// restart (unsettled sends are looked up first).
+    async fn open_orders(&self, account: &str) -> Result<Vec<VenueOrderReport>, SchwabError> {
+        let (mut open, unseen) = {
+            let book = self.book();
+            let mut open = Vec::new();
+            let mut unseen = Vec::new();
+            for m in book.map.iter().filter(|m| m.order.account == account && m.closed_at.is_none()) {
+                let id = &m.order.client_id;
+                match book.by_client.get(id).and_then(|t| t.last.clone()) {
+                    Some(last) => open.extend(last.status.is_open().then_some(last)),
+                    None => unseen.push(id.clone()),
+                }
+            }
+            (open, unseen)
+        };
+        for client_id in unseen {
+            match self.status_of(&client_id).await {
+                Ok(report) if report.status.is_open() => open.push(report),
+                Ok(_) | Err(SchwabError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(open)
+    }
+}
+
+/// An order whose send has not been answered yet: its outcome is unknown.
+fn in_flight(client_id: &str) -> SchwabError {
+    SchwabError::Transport {
+        message: format!("order {client_id} is still being sent to Schwab; ask again shortly"),
+        maybe_sent: true,
     }
 }
 
@@ -879,6 +986,9 @@ mod tests {
         assert_eq!(p.api_url, "http://127.0.0.1:9");
         assert!(p.extended_hours);
         assert!(p.token_file.ends_with(".config/lido/schwab-s1.json"));
+        assert!(p.orders_file.ends_with(".config/lido/schwab-s1.orders.json"));
+        o.insert("orders_file".to_string(), "/data/schwab/s1.orders.json".to_string());
+        assert_eq!(SchwabOptions::parse("s1", &o).unwrap().orders_file, PathBuf::from("/data/schwab/s1.orders.json"));
         o.insert("symbols".to_string(), "BTC/USD".to_string());
         assert!(SchwabOptions::parse("s1", &o).unwrap_err().contains("not an equity ticker"));
         let unknown: BTreeMap<_, _> = [("app_key".to_string(), "x".to_string())].into();
@@ -893,12 +1003,5 @@ mod tests {
         o.app_key_env = "LIDO_TEST_SURELY_UNSET_KEY".into();
         let e = o.app_credentials().unwrap_err();
         assert!(e.contains("export LIDO_TEST_SURELY_UNSET_KEY"), "{e}");
-    }
-
-    #[test]
-    fn exchange_date_is_new_york_s() {
-        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
-        assert_eq!(exchange_date(at("2026-12-02T01:30:00Z")).to_string(), "2026-12-01");
-        assert_eq!(exchange_date(at("2026-12-02T14:30:00Z")).to_string(), "2026-12-02");
     }
 }

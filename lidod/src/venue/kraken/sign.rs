@@ -19,7 +19,7 @@
 
 use std::fmt;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -27,6 +27,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256, Sha512};
+
+use crate::venue::file;
 
 /// Why a secret cannot be used. Never contains the secret itself.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -200,21 +202,9 @@ impl NonceSource {
     }
 }
 
-/// Writes `nonce` to `path` atomically: a temporary file beside it, synced,
-/// then renamed over the old one.
+/// Writes `nonce` to `path` atomically.
 fn persist(path: &Path, nonce: u64) -> io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir)?;
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    {
-        let mut f = fs::File::create(&tmp)?;
-        writeln!(f, "{nonce}")?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)
+    file::replace(path, format!("{nonce}\n").as_bytes(), file::Access::Default)
 }
 
 #[cfg(test)]

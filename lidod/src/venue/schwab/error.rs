@@ -20,6 +20,9 @@ pub enum SchwabError {
     /// Bad options or a missing/invalid token file; nothing was sent.
     #[error("{0}")]
     Config(String),
+    /// The broker's own files failed (the orders file); nothing was sent.
+    #[error("{0}")]
+    Storage(String),
     /// Refused before sending: the order cannot be expressed or is outside the session.
     #[error("{0}")]
     Invalid(String),
@@ -72,6 +75,7 @@ impl SchwabError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Config(_) => "venue_config",
+            Self::Storage(_) => "broker_storage",
             Self::Invalid(_) => "invalid_order",
             Self::MarketClosed(_) => "market_closed",
             Self::Unauthorized { .. } => "venue_unauthorized",

@@ -5,8 +5,13 @@
 //! `SEAMLESS` one (the broker's `extended_hours=true`) also during the pre-
 //! and post-market sessions. Anything else is refused before it is sent,
 //! with the next opening in the message when Schwab gave one.
+//!
+//! Which day's hours to ask for is the exchange's date, in New York time
+//! ([`exchange_date`]), daylight saving time included; the sessions Schwab
+//! returns carry their own UTC offsets, so the boundaries are exact.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::America::New_York;
 
 use super::error::SchwabError;
 use super::wire::{Interval, MarketHours};
@@ -27,6 +32,12 @@ impl Session {
             Self::Seamless => "SEAMLESS",
         }
     }
+}
+
+/// The US equity exchanges' date at `now` (their clocks run on New York
+/// time: UTC-5 in winter, UTC-4 in summer).
+pub fn exchange_date(now: DateTime<Utc>) -> NaiveDate {
+    now.with_timezone(&New_York).date_naive()
 }
 
 /// `Ok` when an order for `session` may be sent at `now`.
@@ -96,6 +107,38 @@ mod tests {
         assert!(check(&h, Session::Seamless, at("2026-12-02T13:00:00Z")).is_ok());
         assert!(check(&h, Session::Seamless, at("2026-12-02T22:00:00Z")).is_ok());
         assert!(check(&h, Session::Seamless, at("2026-12-03T01:00:00Z")).is_err());
+    }
+
+    #[test]
+    fn exchange_date_follows_new_york_across_daylight_saving_changes() {
+        let date = |s: &str| exchange_date(at(s)).to_string();
+        // Winter (EST, UTC-5) before 2026-03-08 02:00 local.
+        assert_eq!(date("2026-03-08T04:59:59Z"), "2026-03-07");
+        assert_eq!(date("2026-03-08T05:00:00Z"), "2026-03-08");
+        // Summer (EDT, UTC-4) from then: the day starts at 04:00 UTC.
+        assert_eq!(date("2026-03-09T03:59:59Z"), "2026-03-08");
+        assert_eq!(date("2026-03-09T04:30:00Z"), "2026-03-09");
+        assert_eq!(date("2026-10-31T04:30:00Z"), "2026-10-31");
+        // Back to EST after 2026-11-01 02:00 local (06:00 UTC).
+        assert_eq!(date("2026-11-01T03:59:59Z"), "2026-10-31");
+        assert_eq!(date("2026-11-01T04:00:00Z"), "2026-11-01");
+        assert_eq!(date("2026-11-02T04:30:00Z"), "2026-11-01");
+        assert_eq!(date("2026-11-02T05:00:00Z"), "2026-11-02");
+    }
+
+    #[test]
+    fn the_first_summer_session_opens_at_0930_new_york_time() {
+        let monday: MarketHours = serde_json::from_str(
+            r#"{"date":"2026-03-09","marketType":"EQUITY","product":"EQ","isOpen":true,"sessionHours":{
+            "regularMarket":[{"start":"2026-03-09T09:30:00-04:00","end":"2026-03-09T16:00:00-04:00"}]}}"#,
+        )
+        .unwrap();
+        let open = at("2026-03-09T13:30:00Z");
+        assert_eq!(exchange_date(open).to_string(), monday.date);
+        assert!(check(&monday, Session::Normal, at("2026-03-09T13:29:59Z")).is_err());
+        assert!(check(&monday, Session::Normal, open).is_ok());
+        assert!(check(&monday, Session::Normal, at("2026-03-09T19:59:59Z")).is_ok());
+        assert!(check(&monday, Session::Normal, at("2026-03-09T20:00:00Z")).is_err());
     }
 
     #[test]

@@ -7,7 +7,10 @@
 //! - [`order_id_from_location`]: the new order's id, from the `Location`
 //!   header of the `201 Created` (the body is empty).
 //! - [`report`] and [`fills`]: Schwab's order (status, `filledQuantity`,
-//!   `orderActivityCollection` executions) as Lido's report and fills.
+//!   `orderActivityCollection` executions) as Lido's report and fills;
+//!   [`venue_order`]: what the order asks for (instrument, instruction,
+//!   quantity, type, price, duration) in Lido's terms, which the report
+//!   carries so that a restarted node can adopt an order it never journaled.
 //! - [`same_order`]: Schwab has no client order id field, so after a send
 //!   whose outcome is unknown the broker finds its order again among the
 //!   recent ones by what it asked for (symbol, instruction, quantity, type,
@@ -88,8 +91,8 @@ pub fn status(schwab: &str, filled: Decimal) -> OrderStatus {
     }
 }
 
-/// Lido's report of a Schwab order.
-pub fn report(client_id: &str, order: &wire::Order, now: DateTime<Utc>) -> VenueOrderReport {
+/// Lido's report of a Schwab order, placed for Lido's order `client_id` of `account`.
+pub fn report(client_id: &str, account: &str, order: &wire::Order, now: DateTime<Utc>) -> VenueOrderReport {
     let legs = executions(order);
     let executed: Decimal = legs.iter().map(|l| l.quantity).sum();
     let average_price = (!executed.is_zero())
@@ -110,8 +113,41 @@ pub fn report(client_id: &str, order: &wire::Order, now: DateTime<Utc>) -> Venue
         average_price,
         reason,
         ts,
-        order: None,
+        order: venue_order(client_id, account, order),
     }
+}
+
+/// What Schwab's `order` asks for, as Lido's order `client_id` of
+/// `account`; `None` for what Lido cannot express (several legs, options
+/// instructions, stop orders, fill-or-kill).
+pub fn venue_order(client_id: &str, account: &str, order: &wire::Order) -> Option<VenueOrder> {
+    let [leg] = order.order_leg_collection.as_slice() else { return None };
+    let side = match leg.instruction.as_str() {
+        "BUY" | "BUY_TO_COVER" => Side::Buy,
+        "SELL" | "SELL_SHORT" | "SELL_SHORT_EXEMPT" => Side::Sell,
+        _ => return None,
+    };
+    let (order_type, limit_price) = match order.order_type.as_str() {
+        "MARKET" => (OrderType::Market, None),
+        "LIMIT" => (OrderType::Limit, Some(order.price?.normalize())),
+        _ => return None,
+    };
+    let time_in_force = match order.duration.as_str() {
+        "DAY" => TimeInForce::Day,
+        "GOOD_TILL_CANCEL" => TimeInForce::Gtc,
+        "IMMEDIATE_OR_CANCEL" => TimeInForce::Ioc,
+        _ => return None,
+    };
+    Some(VenueOrder {
+        client_id: client_id.to_string(),
+        account: account.to_string(),
+        symbol: Symbol::parse(&leg.instrument.symbol).ok()?,
+        side,
+        order_type,
+        time_in_force,
+        quantity: leg.quantity,
+        limit_price,
+    })
 }
 
 /// Every execution leg of `order` as a Lido fill (id `{orderId}-{activityId}-{legId}`,
@@ -242,9 +278,9 @@ mod tests {
         ]);
         let now = Utc::now();
         let working = schwab_order("WORKING", dec!(0), serde_json::json!([]));
-        assert_eq!(report("o-1", &working, now).status, OrderStatus::Accepted);
+        assert_eq!(report("o-1", "acme", &working, now).status, OrderStatus::Accepted);
         let filled = schwab_order("FILLED", dec!(10), exec);
-        let r = report("o-1", &filled, now);
+        let r = report("o-1", "acme", &filled, now);
         assert_eq!((r.status, r.filled_quantity, r.average_price), (OrderStatus::Filled, dec!(10), Some(dec!(190.4))));
         assert_eq!(r.venue_order_id, "1000123");
         let f = fills("o-1", &Symbol::parse("AAPL").unwrap(), Side::Buy, &filled, now);
@@ -254,7 +290,28 @@ mod tests {
         assert_eq!(status("PENDING_CANCEL", dec!(0)), OrderStatus::Accepted);
         let mut rejected = schwab_order("REJECTED", dec!(0), serde_json::json!([]));
         rejected.status_description = Some("Insufficient buying power".into());
-        assert_eq!(report("o-1", &rejected, now).reason.as_deref(), Some("Insufficient buying power"));
+        assert_eq!(report("o-1", "acme", &rejected, now).reason.as_deref(), Some("Insufficient buying power"));
+    }
+
+    #[test]
+    fn the_report_carries_what_schwab_holds_in_lidos_terms() {
+        let working = schwab_order("WORKING", dec!(0), serde_json::json!([]));
+        let r = report("o-1", "acme", &working, Utc::now());
+        assert_eq!(r.order, Some(venue_order(OrderType::Limit, TimeInForce::Day, dec!(10), Some(dec!(190.5)))));
+        let mut short = working.clone();
+        short.order_leg_collection[0].instruction = "SELL_SHORT".into();
+        (short.order_type, short.price, short.duration) = ("MARKET".into(), None, "GOOD_TILL_CANCEL".into());
+        let o = super::venue_order("o-1", "acme", &short).unwrap();
+        assert_eq!(
+            (o.side, o.order_type, o.time_in_force, o.limit_price),
+            (Side::Sell, OrderType::Market, TimeInForce::Gtc, None)
+        );
+        let mut stop = working.clone();
+        stop.order_type = "STOP".into();
+        assert_eq!(super::venue_order("o-1", "acme", &stop), None, "Lido has no stop orders");
+        let mut option = working;
+        option.order_leg_collection[0].instruction = "BUY_TO_OPEN".into();
+        assert_eq!(super::venue_order("o-1", "acme", &option), None);
     }
 
     #[test]

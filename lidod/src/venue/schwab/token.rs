@@ -17,13 +17,11 @@
 //!   access token expires); [`Tokens::refresh_warning`] when the refresh
 //!   token is close enough to its end that a person must log in again.
 //! - [`TokenFile`] keeps [`Tokens`] as JSON, owner-only (0600), replaced
-//!   atomically (temporary file, then rename).
+//!   atomically ([`file::replace`]).
 //!
 //! No token ever reaches a log or an error: [`Tokens`]' `Debug` is redacted.
 
 use std::fmt;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -31,6 +29,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::error::SchwabError;
+use crate::venue::file;
 
 /// Schwab's OAuth host (authorize and token endpoints live under `/v1/oauth`).
 pub const PRODUCTION_AUTH_URL: &str = "https://api.schwabapi.com";
@@ -179,33 +178,20 @@ impl TokenFile {
         })
     }
 
-    /// Replaces the file atomically: a temporary file created 0600 beside
-    /// it, synced, then renamed over it.
+    /// Replaces the file atomically and owner-only ([`file::replace`]).
     pub fn save(&self, tokens: &Tokens) -> Result<(), SchwabError> {
         let fail = |what: &str, e: std::io::Error| {
             SchwabError::Config(format!("cannot {what} the Schwab token file {}: {e}", self.path.display()))
         };
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| fail("create the folder of", e))?;
-        }
-        let tmp = self.path.with_extension(format!("tmp-{}", std::process::id()));
         let text = serde_json::to_vec_pretty(tokens).map_err(|e| fail("encode", e.into()))?;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| fail("write", e))?;
-        // `mode` applies only when the file is created; make sure either way.
-        file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(|e| fail("protect", e))?;
-        file.write_all(&text).and_then(|()| file.sync_all()).map_err(|e| fail("write", e))?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| fail("replace", e))
+        file::replace(&self.path, &text, file::Access::OwnerOnly).map_err(|e| fail("write", e))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     fn response(access: &str, refresh: &str) -> TokenResponse {
