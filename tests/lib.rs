@@ -13,6 +13,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 pub mod kraken_fake;
+pub mod kraken_node;
 pub mod schwab_fake;
 
 /// The workspace's target directory for this build profile.
@@ -162,6 +163,18 @@ impl TestDaemon {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Waits until the log shows an order held at the debug-only test hook
+    /// `LIDO_TEST_PAUSE_AT=point` (see `lidod/src/markets.rs`).
+    pub async fn wait_for_pause(&self, point: &str) {
+        let needle = format!("point=\"{point}\"");
+        let alt = format!("point={point}");
+        eventually(Duration::from_secs(20), "the order held at the pause point", || async {
+            let log = self.log_text();
+            (log.contains("test pause") && (log.contains(&needle) || log.contains(&alt))).then_some(())
+        })
+        .await;
+    }
 }
 
 impl Drop for TestDaemon {
@@ -239,7 +252,7 @@ pub fn temp_data_dir() -> PathBuf {
     dir
 }
 
-fn unique() -> u64 {
+pub(crate) fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)

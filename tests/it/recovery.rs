@@ -71,17 +71,6 @@ async fn place(c: &LidoClient, order: &PlaceOrder) -> (Order, bool) {
     .await
 }
 
-/// Blocks until the daemon's log shows the test pause for an order.
-async fn wait_for_pause(d: &TestDaemon, point: &str) {
-    let needle = format!("point=\"{point}\"");
-    let alt = format!("point={point}");
-    eventually(WAIT, "the order held at the pause point", || async {
-        let log = d.log_text();
-        (log.contains("test pause") && (log.contains(&needle) || log.contains(&alt))).then_some(())
-    })
-    .await;
-}
-
 /// Every order with this client order id, as the algo sees them.
 async fn by_client_id(c: &LidoClient, coid: &str) -> Vec<Order> {
     let all = c.orders(&lido_shared::api::OrdersQuery { status: Some("all".into()), market: None }).await.unwrap();
@@ -132,7 +121,7 @@ async fn killed_after_journaling_before_send_the_order_is_rejected_and_kept() {
         let (c, order) = (c.clone(), order.clone());
         async move { c.place_order(&order).await }
     });
-    wait_for_pause(&d, "after_journal").await;
+    d.wait_for_pause("after_journal").await;
     d.kill9();
     pending.abort();
 
@@ -170,7 +159,7 @@ async fn killed_after_send_before_the_answer_the_venue_fill_is_recovered() {
         let (c, order) = (c.clone(), order.clone());
         async move { c.place_order(&order).await }
     });
-    wait_for_pause(&d, "after_send").await;
+    d.wait_for_pause("after_send").await;
     d.kill9();
     pending.abort();
 
