@@ -56,22 +56,25 @@ impl utoipa::ToSchema for CreateToken {}
 impl utoipa::PartialSchema for CreateToken {
     /// One of `{"role":"customer","customer":"acme"}` (customer: 1-64 of
     /// `A-Z a-z 0-9 - _ .`) and `{"role":"operator"}`, each with an
-    /// optional `name` of 1-64 printable characters, nothing else.
+    /// optional `name` of 1-64 printable characters (or null), nothing else.
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Type};
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, SchemaType, Type};
         let string = |pattern: &str| ObjectBuilder::new().schema_type(Type::String).pattern(Some(pattern));
         let shape = |role: &str| {
+            let name = ObjectBuilder::new()
+                .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+                .pattern(Some(r"^[^\u0000-\u001f\u007f-\u009f]{1,64}$"));
             ObjectBuilder::new()
                 .property("role", ObjectBuilder::new().schema_type(Type::String).enum_values(Some([role])))
                 .required("role")
-                .property("name", string("^[ -~]{1,64}$"))
+                .property("name", name)
                 .additional_properties(Some(AdditionalProperties::FreeForm(false)))
         };
         let customer = shape("customer").property("customer", string("^[A-Za-z0-9._-]{1,64}$")).required("customer");
         OneOfBuilder::new()
             .description(Some("A customer token names its customer; an operator token has none."))
             .item(customer)
-            .item(shape("operator"))
+            .item(shape("operator").property("customer", ObjectBuilder::new().schema_type(Type::Null)))
             .into()
     }
 }

@@ -19,9 +19,9 @@ pub const MAX_SUBSCRIPTIONS_PER_STREAM: usize = 256;
 /// `POST /v1/sessions`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SessionRequest {
-    /// 1-64 of `A-Z a-z 0-9 - _ .`; a customer's session may leave it empty
-    /// (its own name is taken).
-    #[schema(example = "acme", pattern = r"^[A-Za-z0-9._-]{0,64}$")]
+    /// 1-64 of `A-Z a-z 0-9 - _ .` (a customer token may send it empty
+    /// for its own name).
+    #[schema(example = "acme", pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub customer: String,
     /// Prefer a node at this location, if one is available.
     #[serde(default)]
@@ -61,11 +61,14 @@ pub struct PlaceOrder {
     pub side: Side,
     #[serde(rename = "type")]
     pub order_type: OrderType,
-    /// A positive decimal; the instrument's lot size and minimum apply.
+    /// A positive decimal string (never a JSON number: money is exact);
+    /// the instrument's lot size and minimum apply.
+    #[serde(with = "rust_decimal::serde::str")]
     #[schema(value_type = String, example = "0.01", pattern = r"^([1-9][0-9]{0,15}(\.[0-9]{1,12})?|0\.[0-9]{0,11}[1-9])$")]
     pub quantity: Decimal,
-    /// Required for limit orders: a positive decimal on the instrument's tick.
-    #[serde(default)]
+    /// Required for limit orders, absent for market orders: a positive
+    /// decimal string on the instrument's tick.
+    #[serde(default, with = "rust_decimal::serde::str_option")]
     #[schema(value_type = Option<String>, example = "50000", pattern = r"^([1-9][0-9]{0,15}(\.[0-9]{1,12})?|0\.[0-9]{0,11}[1-9])$")]
     pub limit_price: Option<Decimal>,
     #[serde(default)]
