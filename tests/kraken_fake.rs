@@ -18,6 +18,10 @@
 //! liquidity from it, and its fills go out as executions (with trade ids
 //! and fees), public trades and book updates.
 //!
+//! For recovery tests, [`FakeKraken::place_elsewhere`] places an order as
+//! another app on the account would, and [`FakeKraken::trade_against`]
+//! fills a resting order as another trader would, whoever is listening.
+//!
 //! Switches for fault tests: [`FakeKraken::fail_next_with`] answers the
 //! next REST request or socket order method with a given error string;
 //! [`FakeKraken::stall`] holds the next such answer back (after the request
@@ -254,6 +258,39 @@ impl FakeKraken {
     pub fn cancels_by_transport(&self) -> (u64, u64) {
         let s = self.state.lock();
         (s.rest_cancels, s.ws_cancels)
+    }
+
+    /// Places an order at "Kraken" directly, as another app on the same
+    /// account would (not through lidod): the AddOrder form fields, without
+    /// the nonce. Returns the txid.
+    pub fn place_elsewhere(&self, fields: &[(&str, &str)]) -> Result<String, String> {
+        let mut fields: Vec<(String, String)> = fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        fields.push(("nonce".into(), "0".into()));
+        let mut state = self.state.lock();
+        let answer = self.state.add_order(&mut state, &fields)?;
+        let result: AddOrderResult = serde_json::from_value(answer).map_err(|e| e.to_string())?;
+        result.txid.into_iter().next().ok_or_else(|| "no txid".to_string())
+    }
+
+    /// Another trader takes `quantity` of the open order `txid` at its
+    /// limit price: a fill as Kraken books it (executions `trade`, balances),
+    /// made whether or not anyone listens (e.g. while lidod is down).
+    pub fn trade_against(&self, txid: &str, quantity: Decimal) -> Result<(), String> {
+        let mut state = self.state.lock();
+        let mut info = state.orders.get(txid).cloned().ok_or("EOrder:Unknown order")?;
+        if info.status != RestOrderStatus::Open || quantity <= Decimal::ZERO || quantity > info.remaining() {
+            return Err(format!("order {txid} cannot fill {quantity} more"));
+        }
+        let pair = self.state.pairs.resolve(&info.descr.pair).ok_or("EQuery:Unknown asset pair")?.clone();
+        let trade_id = state.markets.get_mut(pair.ws_symbol()).ok_or("EQuery:Unknown asset pair")?.next_trade_id();
+        let execution = Execution { price: info.descr.price, qty: quantity, trade_id };
+        self.state.fill(&mut state, txid, &mut info, &pair, &execution);
+        if info.remaining().is_zero() {
+            info.status = RestOrderStatus::Closed;
+            info.closetm = Some(now_secs());
+        }
+        state.orders.insert(txid.to_string(), info);
+        Ok(())
     }
 
     /// Every order the fake holds, by txid.

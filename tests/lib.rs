@@ -13,6 +13,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 pub mod kraken_fake;
+pub mod kraken_node;
 pub mod schwab_fake;
 
 /// The workspace's target directory for this build profile.
@@ -263,7 +264,7 @@ pub fn temp_data_dir() -> PathBuf {
     dir
 }
 
-fn unique() -> u64 {
+pub(crate) fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)

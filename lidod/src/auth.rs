@@ -175,7 +175,7 @@ impl Access {
             (Role::Operator, None) => None,
         };
         if let Some(name) = &req.name {
-            if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+            if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
                 return Err(ApiError::bad_request("invalid_request", "a token name is 1-64 printable characters"));
             }
         }

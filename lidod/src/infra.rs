@@ -245,7 +245,7 @@ impl Infra {
                 self.inner.brokers.spawn_broker(broker_type, &name, mode, options)?
             }
             ServiceKind::Market => {
-                if let Some(t) = req.service_type.as_deref().filter(|t| !t.is_empty()) {
+                if let Some(t) = req.service_type.as_deref() {
                     return Err(ApiError::bad_request(
                         "invalid_request",
                         format!("a market has no type (got {t:?}); give its brokers with options.brokers"),

@@ -23,6 +23,12 @@ pub fn set(filter: &str) -> Result<(), ApiError> {
     let handle = HANDLE.get().ok_or_else(|| {
         ApiError::unavailable("log_level_unavailable", "this process was started without a reloadable log filter")
     })?;
+    if filter.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_filter",
+            "the log filter is empty (it would silence every log line); send e.g. \"info,lidod=debug\"",
+        ));
+    }
     let new = EnvFilter::try_new(filter).map_err(|e| {
         ApiError::bad_request(
             "invalid_filter",

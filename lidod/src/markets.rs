@@ -322,7 +322,11 @@ impl MarketManager {
     /// order id was used before and the first order is returned.
     pub async fn place(&self, customer: &str, req: PlaceOrder) -> Result<(Order, bool), ApiError> {
         // A known client order id answers from the journal, even while the
-        // venue is away or being reconciled.
+        // venue is away or being reconciled; a malformed request never does.
+        Symbol::parse(&req.symbol).map_err(|e| ApiError::bad_request("invalid_symbol", e.to_string()))?;
+        if let Some(id) = &req.client_order_id {
+            validate_client_id(id)?;
+        }
         if let Some(existing) = req.client_order_id.as_deref().and_then(|id| self.inner.orders.find(customer, id)) {
             return Ok((existing, false));
         }
@@ -342,10 +346,7 @@ impl MarketManager {
             (OrderType::Market, None) => {}
         }
         let client_order_id = match req.client_order_id {
-            Some(id) => {
-                validate_client_id(&id)?;
-                id
-            }
+            Some(id) => id,
             None => format!("auto-{}", uuid::Uuid::new_v4().simple()),
         };
         let active = self.active_broker(&m);

@@ -39,8 +39,9 @@ impl fmt::Display for Role {
 }
 
 /// `POST /v1/tokens`: a customer token names its customer; an operator token
-/// may carry a name for the audit log.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+/// has none. Either may carry a name for the audit log. Its schema says
+/// so (one of the two shapes), see [`CreateToken::schema`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     pub role: Role,
@@ -48,6 +49,34 @@ pub struct CreateToken {
     pub customer: Option<String>,
     #[serde(default)]
     pub name: Option<String>,
+}
+
+impl utoipa::ToSchema for CreateToken {}
+
+impl utoipa::PartialSchema for CreateToken {
+    /// One of `{"role":"customer","customer":"acme"}` (customer: 1-64 of
+    /// `A-Z a-z 0-9 - _ .`) and `{"role":"operator"}`, each with an
+    /// optional `name` of 1-64 printable characters (or null), nothing else.
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, SchemaType, Type};
+        let string = |pattern: &str| ObjectBuilder::new().schema_type(Type::String).pattern(Some(pattern));
+        let shape = |role: &str| {
+            let name = ObjectBuilder::new()
+                .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+                .pattern(Some(r"^[^\u0000-\u001f\u007f-\u009f]{1,64}$"));
+            ObjectBuilder::new()
+                .property("role", ObjectBuilder::new().schema_type(Type::String).enum_values(Some([role])))
+                .required("role")
+                .property("name", name)
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        };
+        let customer = shape("customer").property("customer", string("^[A-Za-z0-9._-]{1,64}$")).required("customer");
+        OneOfBuilder::new()
+            .description(Some("A customer token names its customer; an operator token has none."))
+            .item(customer)
+            .item(shape("operator").property("customer", ObjectBuilder::new().schema_type(Type::Null)))
+            .into()
+    }
 }
 
 /// A token as listed: never the secret itself.
@@ -95,6 +124,7 @@ pub struct AuditRecord {
 
 /// `GET /v1/audit` query.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Only records at or after this time (RFC 3339).
@@ -102,6 +132,7 @@ pub struct AuditQuery {
     pub since: Option<DateTime<Utc>>,
     /// Newest N records (default 100, at most 10000), oldest first.
     #[serde(default)]
+    #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<usize>,
 }
 

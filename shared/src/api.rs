@@ -19,7 +19,9 @@ pub const MAX_SUBSCRIPTIONS_PER_STREAM: usize = 256;
 /// `POST /v1/sessions`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SessionRequest {
-    #[schema(example = "acme")]
+    /// 1-64 of `A-Z a-z 0-9 - _ .` (a customer token may send it empty
+    /// for its own name).
+    #[schema(example = "acme", pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub customer: String,
     /// Prefer a node at this location, if one is available.
     #[serde(default)]
@@ -53,21 +55,28 @@ pub struct MarketInfo {
 pub struct PlaceOrder {
     #[schema(example = "paper")]
     pub market: String,
-    #[schema(example = "BTC/USD")]
+    /// `BASE/QUOTE` (each 1-12 letters or digits) or a ticker.
+    #[schema(example = "BTC/USD", pattern = r"^([A-Za-z0-9]{1,12}/[A-Za-z0-9]{1,12}|[A-Za-z][A-Za-z0-9.]{0,11})$")]
     pub symbol: String,
     pub side: Side,
     #[serde(rename = "type")]
     pub order_type: OrderType,
-    #[schema(value_type = String, example = "0.01")]
+    /// A positive decimal string (never a JSON number: money is exact);
+    /// the instrument's lot size and minimum apply.
+    #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = String, example = "0.01", pattern = r"^([1-9][0-9]{0,15}(\.[0-9]{1,12})?|0\.[0-9]{0,11}[1-9])$")]
     pub quantity: Decimal,
-    #[serde(default)]
-    #[schema(value_type = Option<String>, example = "50000")]
+    /// Required for limit orders, absent for market orders: a positive
+    /// decimal string on the instrument's tick.
+    #[serde(default, with = "rust_decimal::serde::str_option")]
+    #[schema(value_type = Option<String>, example = "50000", pattern = r"^([1-9][0-9]{0,15}(\.[0-9]{1,12})?|0\.[0-9]{0,11}[1-9])$")]
     pub limit_price: Option<Decimal>,
     #[serde(default)]
     pub time_in_force: TimeInForce,
     /// Unique per customer; the same id again returns the first order.
+    /// 1-64 of `A-Z a-z 0-9 - _ . :`.
     #[serde(default)]
-    #[schema(example = "c-1")]
+    #[schema(example = "c-1", pattern = r"^[A-Za-z0-9._:-]{1,64}$")]
     pub client_order_id: Option<String>,
 }
 
@@ -76,9 +85,12 @@ pub struct PlaceOrder {
 #[into_params(parameter_in = Query)]
 pub struct SymbolQuery {
     pub market: String,
+    /// `BASE/QUOTE` (each 1-12 letters or digits) or a ticker.
+    #[param(pattern = r"^([A-Za-z0-9]{1,12}/[A-Za-z0-9]{1,12}|[A-Za-z][A-Za-z0-9.]{0,11})$")]
     pub symbol: String,
     /// Book levels per side (`/v1/book` only; default 10, at most 100).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 100)]
     pub depth: Option<usize>,
 }
 
@@ -93,8 +105,9 @@ pub struct MarketQuery {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct OrdersQuery {
-    /// `open` for every non-terminal order, or one status.
+    /// `open` for every non-terminal order, `all`, or one status.
     #[serde(default)]
+    #[param(pattern = "^(open|all|new|accepted|partially_filled|filled|canceled|rejected|expired)$")]
     pub status: Option<String>,
     #[serde(default)]
     pub market: Option<String>,

@@ -192,10 +192,14 @@ pub enum ClusterEvent {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SpawnRequest {
     pub kind: ServiceKind,
-    /// The implementation (`paper`, `kraken`); markets have none.
+    /// The implementation of a broker (`paper`, `kraken`, `schwab`,
+    /// `tdameritrade`); markets and traders have none.
     #[serde(rename = "type", default)]
+    #[schema(pattern = "^(paper|kraken|schwab|tdameritrade)$")]
     pub service_type: Option<String>,
+    /// 1-32 of `a-z 0-9 - _`, starting with a letter; required for a market.
     #[serde(default)]
+    #[schema(pattern = "^[a-z][a-z0-9_-]{0,31}$")]
     pub name: Option<String>,
     /// A node id; `null` picks the least-loaded non-draining node.
     #[serde(default)]

@@ -79,6 +79,9 @@ async fn tokens_rights_matrix_and_revocation() {
     assert!(bob.fills().await.unwrap().is_empty());
 
     // Customers get 403 on every operator action.
+    let log_level = |c: &LidoClient| {
+        c.req(reqwest::Method::PUT, "/v1/log-level").json(&serde_json::json!({ "filter": "info,lidod=debug" }))
+    };
     let spawn = SpawnRequest {
         kind: ServiceKind::Broker,
         service_type: Some("paper".into()),
@@ -95,12 +98,18 @@ async fn tokens_rights_matrix_and_revocation() {
         acme.revoke_token(&acme_id).await.map(|_| ()),
         acme.audit(&AuditQuery::default()).await.map(|_| ()),
         acme.watch().await.map(|_| ()),
+        acme.send::<serde_json::Value>(log_level(&acme)).await.map(|_| ()),
     ];
     for (n, r) in refusals.into_iter().enumerate() {
         let e = r.expect_err("a customer is refused");
         assert!(matches!(code(&e).0, Some(403)) || matches!(e, ClientError::WebSocket(_)), "#{n}: {e}");
     }
     assert!(op.cluster().await.unwrap().service("p9").is_none(), "nothing was spawned");
+    assert!(!d.log_text().contains("log filter changed"), "a customer cannot change the log level");
+    let changed: serde_json::Value = op.send(log_level(&op)).await.expect("an operator can");
+    assert_eq!(changed["filter"], "info,lidod=debug");
+    let audit = op.audit(&AuditQuery::default()).await.unwrap();
+    assert!(audit.iter().any(|r| r.action == "log_level" && r.target == "info,lidod=debug"), "audited: {audit:?}");
 
     // Sessions: for the token's own customer only, and they act as it.
     assert_eq!(acme.open_session("bob").await.unwrap_err().status(), Some(403));

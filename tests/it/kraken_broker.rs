@@ -4,136 +4,21 @@
 //! algo drives it through the Rust client; after each fault the algo's
 //! orders are compared with the fake's, one to one.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use lido_shared::api::{Channel, PlaceOrder};
+use lido_shared::api::Channel;
 use lido_shared::client::LidoClient;
-use lido_shared::model::{Order, OrderStatus, OrderType, Side, TimeInForce};
+use lido_shared::model::{OrderStatus, Side};
 use lido_tests::kraken_fake::{FakeConfig, FakeKraken};
+use lido_tests::kraken_node::{btc_limit, until_status, KrakenNode, NodeOptions, WITHIN};
 use lido_tests::{eventually, TestDaemon};
 use lidod::venue::kraken::messages::RestOrderStatus;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 
-const WITHIN: Duration = Duration::from_secs(20);
-
-struct Setup {
-    fake: FakeKraken,
-    daemon: TestDaemon,
-    algo: LidoClient,
-    dir: PathBuf,
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// The fake, and lidod with broker `k1` (kraken, pointed at the fake) and
-/// market `crypto` on it; keys in `KRAKEN_API_KEY` / `KRAKEN_API_SECRET`.
-async fn setup(config: FakeConfig) -> Setup {
-    setup_with(config, true, "").await
-}
-
-/// [`setup`], with the broker's private socket pointed at the fake or, when
-/// `private_ws` is false, at a port where nothing listens; `extra_options`
-/// are more `key = "value"` lines for the broker.
-async fn setup_with(config: FakeConfig, private_ws: bool, extra_options: &str) -> Setup {
-    let fake = FakeKraken::start(config.clone()).await;
-    let dir = std::env::temp_dir().join(format!("lido-kraken-it-{}-{}", std::process::id(), unique()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let toml = format!(
-        r#"
-[[broker]]
-name = "k1"
-type = "kraken"
-[broker.options]
-rest_url = "{rest}"
-ws_url = "{ws}"
-ws_auth_url = "{ws_auth}"
-nonce_file = "{nonce}"
-rest_timeout_ms = "1500"
-{extra_options}
-
-[[market]]
-name = "crypto"
-brokers = ["k1"]
-"#,
-        rest = fake.url,
-        ws = fake.ws_url(),
-        ws_auth = if private_ws { fake.ws_auth_url() } else { unreachable_ws_url() },
-        nonce = dir.join("k1.nonce").display(),
-    );
-    let path = dir.join("lido.toml");
-    std::fs::write(&path, toml).unwrap();
-    let daemon = TestDaemon::spawn_with_env(
-        &["--config", path.to_str().unwrap()],
-        &[("KRAKEN_API_KEY", &config.api_key), ("KRAKEN_API_SECRET", &config.api_secret)],
-    );
-    let session = daemon.client().open_session("acme").await.unwrap();
-    let algo = LidoClient::new(session.market_manager_url).unwrap().with_token(&session.session_id);
-    // Ready when the broker answers from Kraken and its executions feed is up.
-    eventually(WITHIN, "a quote through the kraken broker", || async { algo.quote("crypto", "BTC/USD").await.ok() })
-        .await;
-    if private_ws {
-        let d = daemon.client();
-        eventually(WITHIN, "the executions feed", || async {
-            let k1 = d.describe("k1").await.ok()?;
-            (k1.service.metrics.get("executions_connected") == Some(&1.0)).then_some(())
-        })
-        .await;
-    }
-    Setup { fake, daemon, algo, dir }
-}
-
-/// A WebSocket URL on a port that was just free (refused connections).
-fn unreachable_ws_url() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    format!("ws://127.0.0.1:{port}/auth/v2")
-}
-
-fn limit(side: Side, quantity: Decimal, price: Decimal, client_order_id: &str) -> PlaceOrder {
-    PlaceOrder {
-        market: "crypto".into(),
-        symbol: "BTC/USD".into(),
-        side,
-        order_type: OrderType::Limit,
-        quantity,
-        limit_price: Some(price),
-        time_in_force: TimeInForce::Gtc,
-        client_order_id: Some(client_order_id.into()),
-    }
-}
-
-/// Waits until the algo sees `order_id` in `status`.
-async fn until_status(algo: &LidoClient, order_id: &str, status: OrderStatus) -> Order {
-    eventually(WITHIN, &format!("order {order_id} {status}"), || async {
-        algo.order(order_id).await.ok().filter(|o| o.status == status)
-    })
-    .await
-}
-
-/// No lost and no duplicated order: every order the algo holds that is
-/// not rejected is exactly one fake order with `cl_ord_id` = Lido's order
-/// id, with the same status and filled quantity, and the fake has no other.
-async fn assert_orders_match(s: &Setup) {
-    let orders = s.algo.orders(&Default::default()).await.unwrap();
-    let fake = s.fake.orders();
-    let placed: Vec<&Order> = orders.iter().filter(|o| o.status != OrderStatus::Rejected).collect();
-    assert_eq!(placed.len(), fake.len(), "algo {orders:#?}\nfake {fake:#?}");
-    for o in placed {
-        let at_kraken: Vec<_> = fake.values().filter(|f| f.cl_ord_id.as_deref() == Some(o.order_id.as_str())).collect();
-        assert_eq!(at_kraken.len(), 1, "order {} is at kraken {} times", o.order_id, at_kraken.len());
-        assert_eq!(at_kraken[0].lido_status(), o.status, "{o:?} vs {:?}", at_kraken[0]);
-        assert_eq!(at_kraken[0].vol_exec, o.filled_quantity, "{o:?} vs {:?}", at_kraken[0]);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_algo_streams_quotes_places_cancels_and_gets_fills() {
-    let s = setup(FakeConfig::default()).await;
+    let s = KrakenNode::start(FakeConfig::default()).await;
     let instruments = s.algo.instruments("crypto").await.unwrap();
     let btc = instruments.iter().find(|i| i.symbol.as_str() == "BTC/USD").expect("BTC/USD from AssetPairs");
     assert_eq!((btc.tick_size, btc.min_quantity), (dec!(0.1), dec!(0.0001)));
@@ -147,7 +32,7 @@ async fn an_algo_streams_quotes_places_cancels_and_gets_fills() {
     assert_eq!(Some((bid, ask)), s.fake.top_of_book("BTC/USD"));
 
     // Resting, then canceled by client id at Kraken.
-    let resting = s.algo.place_order(&limit(Side::Buy, dec!(0.01), dec!(60000.0), "rest-1")).await.unwrap().order;
+    let resting = s.algo.place_order(&btc_limit(Side::Buy, dec!(0.01), dec!(60000.0), "rest-1")).await.unwrap().order;
     assert_eq!(resting.status, OrderStatus::Accepted, "{resting:?}");
     let canceled = s.algo.cancel_order(&resting.order_id).await.unwrap();
     assert_eq!(canceled.status, OrderStatus::Canceled, "{canceled:?}");
@@ -155,19 +40,19 @@ async fn an_algo_streams_quotes_places_cancels_and_gets_fills() {
     // Checked against the pair (from AssetPairs) before it leaves: off-tick
     // price, below ordermin.
     let before = s.fake.requests();
-    let off_tick = s.algo.place_order(&limit(Side::Buy, dec!(0.01), dec!(60000.05), "tick")).await;
+    let off_tick = s.algo.place_order(&btc_limit(Side::Buy, dec!(0.01), dec!(60000.05), "tick")).await;
     assert!(off_tick.is_err(), "{off_tick:?}");
-    let tiny = s.algo.place_order(&limit(Side::Buy, dec!(0.00001), dec!(60000.0), "tiny")).await;
+    let tiny = s.algo.place_order(&btc_limit(Side::Buy, dec!(0.00001), dec!(60000.0), "tiny")).await;
     assert!(tiny.is_err(), "{tiny:?}");
     assert_eq!(s.fake.requests(), before, "invalid orders never reach kraken");
 
     // Kraken's own refusal reaches the algo with Kraken's words.
-    let broke = s.algo.place_order(&limit(Side::Buy, dec!(0.5), dec!(60000.0), "broke")).await.unwrap().order;
+    let broke = s.algo.place_order(&btc_limit(Side::Buy, dec!(0.5), dec!(60000.0), "broke")).await.unwrap().order;
     assert_eq!(broke.status, OrderStatus::Rejected);
     assert!(broke.reason.as_deref().unwrap_or("").contains("EOrder:Insufficient funds"), "{broke:?}");
 
     // Marketable: fills come from the executions feed, with fees.
-    let taker = s.algo.place_order(&limit(Side::Buy, dec!(0.15), ask + dec!(1), "take-1")).await.unwrap().order;
+    let taker = s.algo.place_order(&btc_limit(Side::Buy, dec!(0.15), ask + dec!(1), "take-1")).await.unwrap().order;
     let filled = until_status(&s.algo, &taker.order_id, OrderStatus::Filled).await;
     assert_eq!(filled.filled_quantity, dec!(0.15));
     let mut got = Decimal::ZERO;
@@ -181,12 +66,12 @@ async fn an_algo_streams_quotes_places_cancels_and_gets_fills() {
     let fake = s.fake.orders();
     let at_kraken = fake.values().find(|o| o.cl_ord_id.as_deref() == Some(taker.order_id.as_str())).unwrap();
     assert_eq!(at_kraken.status, RestOrderStatus::Closed);
-    assert_orders_match(&s).await;
+    s.assert_agree().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_websocket_drop_quotes_and_fills_resume() {
-    let s = setup(FakeConfig::default()).await;
+    let s = KrakenNode::start(FakeConfig::default()).await;
     let mut stream = s.algo.stream().await.unwrap();
     stream.subscribe(Channel::Quotes, "crypto", Some("BTC/USD")).await.unwrap();
     stream.subscribe(Channel::Fills, "crypto", None).await.unwrap();
@@ -208,16 +93,16 @@ async fn after_a_websocket_drop_quotes_and_fills_resume() {
     // Quotes flow again on the resubscribed ticker.
     let quote = next_on(&mut stream, Channel::Quotes).await;
     let ask = dec_of(&quote.data["ask"]);
-    let taker = s.algo.place_order(&limit(Side::Buy, dec!(0.05), ask + dec!(1), "after-drop")).await.unwrap().order;
+    let taker = s.algo.place_order(&btc_limit(Side::Buy, dec!(0.05), ask + dec!(1), "after-drop")).await.unwrap().order;
     until_status(&s.algo, &taker.order_id, OrderStatus::Filled).await;
     let fill = next_on(&mut stream, Channel::Fills).await;
     assert_eq!(fill.data["order_id"], taker.order_id.as_str());
-    assert_orders_match(&s).await;
+    s.assert_agree().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_websocket_is_dropped_and_dialed_again() {
-    let s = setup(FakeConfig::default()).await;
+    let s = KrakenNode::start(FakeConfig::default()).await;
     let mut stream = s.algo.stream().await.unwrap();
     stream.subscribe(Channel::Quotes, "crypto", Some("BTC/USD")).await.unwrap();
     next_on(&mut stream, Channel::Quotes).await;
@@ -239,7 +124,7 @@ async fn a_silent_websocket_is_dropped_and_dialed_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_checksum_resyncs_the_book() {
-    let s = setup(FakeConfig::default()).await;
+    let s = KrakenNode::start(FakeConfig::default()).await;
     let mut stream = s.algo.stream().await.unwrap();
     stream.subscribe(Channel::Book, "crypto", Some("BTC/USD")).await.unwrap();
     next_on(&mut stream, Channel::Book).await;
@@ -264,60 +149,63 @@ async fn a_bad_checksum_resyncs_the_book() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limit_answer_or_a_stalled_add_order_still_makes_exactly_one_order() {
-    let s = setup(FakeConfig::default()).await;
+    let s = KrakenNode::start(FakeConfig::default()).await;
 
     // Kraken refuses the first AddOrder with its rate-limit error: the
     // broker waits for its counter and sends it again.
     s.fake.fail_next_with("EAPI:Rate limit exceeded");
-    let limited = s.algo.place_order(&limit(Side::Buy, dec!(0.01), dec!(60000.0), "limited")).await.unwrap().order;
+    let limited = s.algo.place_order(&btc_limit(Side::Buy, dec!(0.01), dec!(60000.0), "limited")).await.unwrap().order;
     assert_eq!(limited.status, OrderStatus::Accepted, "{limited:?}");
 
     // Kraken takes the order but its answer comes after the broker's
     // timeout: the broker finds it by cl_ord_id instead of resending.
     s.fake.stall(Duration::from_secs(3));
-    let stalled = s.algo.place_order(&limit(Side::Buy, dec!(0.01), dec!(60000.0), "stalled")).await.unwrap().order;
+    let stalled = s.algo.place_order(&btc_limit(Side::Buy, dec!(0.01), dec!(60000.0), "stalled")).await.unwrap().order;
     let settled = until_status(&s.algo, &stalled.order_id, OrderStatus::Accepted).await;
     assert_eq!(settled.order_id, stalled.order_id);
     // Let any late resend land before counting.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_orders_match(&s).await;
+    s.assert_agree().await;
     assert!(s.daemon.log_text().contains("not resending"), "the broker looked the order up");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_go_over_the_private_websocket_when_it_is_up() {
-    let s = setup(FakeConfig::default()).await;
-    let resting = s.algo.place_order(&limit(Side::Buy, dec!(0.01), dec!(60000.0), "ws-1")).await.unwrap().order;
+    let s = KrakenNode::start(FakeConfig::default()).await;
+    let resting = s.algo.place_order(&btc_limit(Side::Buy, dec!(0.01), dec!(60000.0), "ws-1")).await.unwrap().order;
     assert_eq!(resting.status, OrderStatus::Accepted, "{resting:?}");
     let canceled = s.algo.cancel_order(&resting.order_id).await.unwrap();
     assert_eq!(canceled.status, OrderStatus::Canceled, "{canceled:?}");
     // A marketable one fills, its fill reported by the executions feed.
-    let taker = s.algo.place_order(&limit(Side::Buy, dec!(0.01), dec!(90000.0), "ws-2")).await.unwrap().order;
+    let taker = s.algo.place_order(&btc_limit(Side::Buy, dec!(0.01), dec!(90000.0), "ws-2")).await.unwrap().order;
     until_status(&s.algo, &taker.order_id, OrderStatus::Filled).await;
     // Kraken's refusal over the socket reaches the algo in Kraken's words.
-    let poor = s.algo.place_order(&limit(Side::Buy, dec!(5), dec!(60000.0), "ws-3")).await.unwrap().order;
+    let poor = s.algo.place_order(&btc_limit(Side::Buy, dec!(5), dec!(60000.0), "ws-3")).await.unwrap().order;
     assert_eq!(poor.status, OrderStatus::Rejected, "{poor:?}");
     assert_eq!(poor.reason.as_deref(), Some("insufficient_funds: EOrder:Insufficient funds"));
 
     assert_eq!(s.fake.add_orders_by_transport(), (0, 3), "(rest, websocket) add orders");
-    assert_orders_match(&s).await;
+    s.assert_agree().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_private_websocket_orders_go_by_rest() {
-    let s = setup_with(FakeConfig::default(), false, "").await;
-    let resting = s.algo.place_order(&limit(Side::Buy, dec!(0.01), dec!(60000.0), "rest-only")).await.unwrap().order;
+    let s =
+        KrakenNode::start_with(FakeConfig::default(), NodeOptions { no_private_ws: true, ..Default::default() }, &[])
+            .await;
+    let resting =
+        s.algo.place_order(&btc_limit(Side::Buy, dec!(0.01), dec!(60000.0), "rest-only")).await.unwrap().order;
     assert_eq!(resting.status, OrderStatus::Accepted, "{resting:?}");
     let canceled = s.algo.cancel_order(&resting.order_id).await.unwrap();
     assert_eq!(canceled.status, OrderStatus::Canceled, "{canceled:?}");
     assert_eq!(s.fake.add_orders_by_transport(), (1, 0), "(rest, websocket) add orders");
-    assert_orders_match(&s).await;
+    s.assert_agree().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_placed_over_the_socket_is_queried_and_canceled_over_rest() {
-    let s = setup(FakeConfig::default()).await;
-    let placed = s.algo.place_order(&limit(Side::Buy, dec!(0.01), dec!(60000.0), "cross")).await.unwrap().order;
+    let s = KrakenNode::start(FakeConfig::default()).await;
+    let placed = s.algo.place_order(&btc_limit(Side::Buy, dec!(0.01), dec!(60000.0), "cross")).await.unwrap().order;
     assert!(placed.status == OrderStatus::Accepted && placed.venue_order_id.is_some(), "{placed:?}");
     assert_eq!(s.fake.add_orders_by_transport(), (0, 1), "(rest, websocket) add orders");
     // The private socket goes down and stays down (reconnects get no
@@ -334,28 +222,33 @@ async fn an_order_placed_over_the_socket_is_queried_and_canceled_over_rest() {
     assert_eq!(canceled.status, OrderStatus::Canceled, "{canceled:?}");
     assert_eq!(canceled.venue_order_id, placed.venue_order_id, "the same kraken order");
     assert_eq!(s.fake.cancels_by_transport(), (1, 0), "(rest, websocket) cancels");
-    assert_orders_match(&s).await;
+    s.assert_agree().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_socket_dropped_right_after_add_order_still_makes_exactly_one_order() {
-    let s = setup(FakeConfig::default()).await;
+    let s = KrakenNode::start(FakeConfig::default()).await;
     // Kraken places the order, then the socket closes before the answer:
     // the broker looks it up by cl_ord_id and does not send it again.
     s.fake.drop_after_next_add_order();
-    let placed = s.algo.place_order(&limit(Side::Buy, dec!(0.01), dec!(60000.0), "dropped")).await.unwrap().order;
+    let placed = s.algo.place_order(&btc_limit(Side::Buy, dec!(0.01), dec!(60000.0), "dropped")).await.unwrap().order;
     let settled = until_status(&s.algo, &placed.order_id, OrderStatus::Accepted).await;
     assert_eq!(settled.order_id, placed.order_id);
     // Let any late resend land before counting.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(s.fake.add_orders_by_transport(), (0, 1), "(rest, websocket) add orders");
-    assert_orders_match(&s).await;
+    s.assert_agree().await;
     assert!(s.daemon.log_text().contains("not resending"), "the broker looked the order up");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_past_the_per_connection_limit_open_more_connections() {
-    let s = setup_with(FakeConfig::default(), true, r#"max_subscriptions_per_connection = "2""#).await;
+    let s = KrakenNode::start_with(
+        FakeConfig::default(),
+        NodeOptions { extra_options: r#"max_subscriptions_per_connection = "2""#.into(), ..Default::default() },
+        &[],
+    )
+    .await;
     let opened_before = s.fake.websockets_opened();
     let wanted = [
         (Channel::Quotes, "BTC/USD"),
@@ -370,7 +263,7 @@ async fn subscriptions_past_the_per_connection_limit_open_more_connections() {
     }
     // Trades come from fills: take liquidity once the subscriptions are in.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let taker = s.algo.place_order(&limit(Side::Buy, dec!(0.01), dec!(90000.0), "taker")).await.unwrap().order;
+    let taker = s.algo.place_order(&btc_limit(Side::Buy, dec!(0.01), dec!(90000.0), "taker")).await.unwrap().order;
     until_status(&s.algo, &taker.order_id, OrderStatus::Filled).await;
     // Every stream flows, whichever connection carries it.
     let mut seen = std::collections::HashSet::new();
@@ -395,11 +288,11 @@ async fn subscriptions_past_the_per_connection_limit_open_more_connections() {
     // A resting order placed over the private socket is listed by REST
     // OpenOrders and canceled by cl_ord_id: the broker's order view belongs
     // to the account, not to a connection.
-    let resting = s.algo.place_order(&limit(Side::Buy, dec!(0.01), dec!(60000.0), "cross-1")).await.unwrap().order;
+    let resting = s.algo.place_order(&btc_limit(Side::Buy, dec!(0.01), dec!(60000.0), "cross-1")).await.unwrap().order;
     assert_eq!(s.fake.add_orders_by_transport(), (0, 2), "(rest, websocket) add orders");
     let canceled = s.algo.cancel_order(&resting.order_id).await.unwrap();
     assert_eq!(canceled.status, OrderStatus::Canceled, "{canceled:?}");
-    assert_orders_match(&s).await;
+    s.assert_agree().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -410,8 +303,8 @@ async fn a_planted_secret_never_appears_in_logs_or_status() {
         api_secret: "UExBTlRFRC1TRUNSRVQtZTk4MDA5OThlY2Y4NDI3ZS1kby1ub3QtcHJpbnQ=".into(),
         ..FakeConfig::default()
     };
-    let s = setup(config.clone()).await;
-    let placed = s.algo.place_order(&limit(Side::Buy, dec!(0.01), dec!(60000.0), "secret-1")).await.unwrap().order;
+    let s = KrakenNode::start(config.clone()).await;
+    let placed = s.algo.place_order(&btc_limit(Side::Buy, dec!(0.01), dec!(60000.0), "secret-1")).await.unwrap().order;
     assert_eq!(placed.status, OrderStatus::Accepted);
     let balances = s.algo.balances(Some("crypto")).await.unwrap();
     assert!(balances.iter().any(|b| b.asset == "USD"), "{balances:?}");
@@ -479,10 +372,4 @@ async fn next_on(stream: &mut lido_shared::client::Stream, channel: Channel) -> 
 
 fn dec_of(v: &serde_json::Value) -> Decimal {
     v.as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("not a decimal string: {v}"))
-}
-
-fn unique() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
 }

@@ -5,6 +5,7 @@ mod algo;
 mod auth;
 mod bad_input;
 mod kraken_broker;
+mod kraken_recovery;
 mod kraken_rest;
 mod lidoctl_verbs;
 mod operator;

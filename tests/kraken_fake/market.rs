@@ -35,6 +35,13 @@ pub struct Execution {
 }
 
 impl FakeMarket {
+    /// A trade id for a trade made outside the book (another trader taking
+    /// a resting order), numbered with the book's own trades.
+    pub fn next_trade_id(&mut self) -> u64 {
+        self.next_trade += 1;
+        self.next_trade - 1
+    }
+
     /// A book around `mid`: ten levels a side, one tick apart.
     pub fn new(pair: PairInfo, mid: Decimal) -> Self {
         let mut book = L2Book::new(pair.symbol.clone(), 1000, pair.price_decimals, pair.lot_decimals);

@@ -105,7 +105,8 @@ pub async fn book(
     responses((status = 201, description = "placed", body = Order), (status = 200, description = "client_order_id seen before: the first order", body = Order),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, description = "open_orders_per_customer reached", body = ErrorBody), (status = 413, body = ErrorBody),
-        (status = 422, description = "a pre-trade risk check failed", body = ErrorBody), (status = 429, description = "orders_per_second reached", body = ErrorBody)))]
+        (status = 422, description = "a pre-trade risk check failed", body = ErrorBody), (status = 429, description = "orders_per_second reached", body = ErrorBody),
+        (status = 503, description = "the market is reconciling with its venue, or no broker is up", body = ErrorBody)))]
 pub async fn place_order(
     State(infra): State<Infra>,
     Customer(customer): Customer,
@@ -118,7 +119,8 @@ pub async fn place_order(
 }
 
 /// The customer's orders; `status=open` for working ones.
-#[utoipa::path(get, path = "/v1/orders", tag = "orders", params(OrdersQuery), responses((status = 200, body = Vec<Order>), (status = 400, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/orders", tag = "orders", params(OrdersQuery),
+    responses((status = 200, body = Vec<Order>), (status = 400, body = ErrorBody), (status = 404, description = "no such market", body = ErrorBody)))]
 pub async fn list_orders(
     State(infra): State<Infra>,
     Customer(customer): Customer,

@@ -115,7 +115,8 @@ pub struct LogsQuery {
 
 /// Spawns a broker, market or trader.
 #[utoipa::path(post, path = "/v1/services", tag = "operator", request_body = SpawnRequest,
-    responses((status = 201, body = ServiceInfo), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 201, body = ServiceInfo), (status = 400, body = ErrorBody), (status = 404, description = "no such node", body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 503, description = "no node takes spawns (all draining)", body = ErrorBody)))]
 pub async fn spawn(
     State(infra): State<Infra>,
     Operator(caller): Operator,
@@ -149,15 +150,23 @@ pub async fn restart(
 /// The new log filter of this node, `tracing_subscriber::EnvFilter` syntax.
 #[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct LogLevel {
-    /// e.g. `info,lidod=debug`
+    /// e.g. `info,lidod=debug`: levels and `target=level` directives,
+    /// comma-separated.
+    #[schema(
+        pattern = "^((trace|debug|info|warn|error|off)|[A-Za-z_][A-Za-z0-9_]*(::[A-Za-z_][A-Za-z0-9_]*)*(=(trace|debug|info|warn|error|off))?)(,((trace|debug|info|warn|error|off)|[A-Za-z_][A-Za-z0-9_]*(::[A-Za-z_][A-Za-z0-9_]*)*(=(trace|debug|info|warn|error|off))?))*$"
+    )]
     pub filter: String,
 }
 
 /// Sets this node's log filter at run time (brokers keep theirs).
 #[utoipa::path(put, path = "/v1/log-level", tag = "operator", request_body = LogLevel,
     responses((status = 200, body = LogLevel), (status = 400, body = ErrorBody)))]
-pub async fn log_level(ApiJson(body): ApiJson<LogLevel>) -> Result<Json<LogLevel>, ApiError> {
-    crate::loglevel::set(&body.filter)?;
+pub async fn log_level(
+    State(infra): State<Infra>,
+    Operator(caller): Operator,
+    ApiJson(body): ApiJson<LogLevel>,
+) -> Result<Json<LogLevel>, ApiError> {
+    audited(&infra, &caller, "log_level", &body.filter, crate::loglevel::set(&body.filter))?;
     Ok(Json(body))
 }
 

@@ -42,7 +42,7 @@ use chrono::Utc;
 use lido_shared::access::Secret;
 use lido_shared::client::agent::{Agent, AgentConfig, CommandHandler};
 use lido_shared::cluster::{ServiceKind, ServiceState};
-use lido_shared::model::{OrderStatus, OrderType, Symbol};
+use lido_shared::model::{OrderStatus, OrderType, Symbol, TimeInForce};
 use lido_shared::pipe::{Command, Reply, ReplyBody, ServiceEvent, VenueOrder, VenueOrderReport};
 use lido_shared::ErrorDetail;
 use tokio::sync::{mpsc, OnceCell};
@@ -289,7 +289,11 @@ impl KrakenBroker {
     }
 
     async fn cancel(&self, client_id: &str) -> Result<ReplyBody, ErrorDetail> {
-        let request = CancelOrderRequest::ClOrdId(client_id.to_string());
+        let request = if is_txid(client_id) {
+            CancelOrderRequest::Txid(client_id.to_string())
+        } else {
+            CancelOrderRequest::ClOrdId(client_id.to_string())
+        };
         let mut delays = retry_delays();
         for attempt in 1..=ORDER_ATTEMPTS {
             let err = match self.send_cancel(&request).await {
@@ -355,15 +359,17 @@ impl KrakenBroker {
     /// The order's state at Kraken, by Lido's id.
     async fn status_of(&self, client_id: &str) -> Result<ReplyBody, ErrorDetail> {
         match self.find(client_id).await? {
-            Some((txid, info)) => Ok(ReplyBody::Order(order_report(client_id, &txid, &info))),
+            Some((txid, info)) => Ok(ReplyBody::Order(self.described_report(client_id, &txid, &info, "").await)),
             None => Err(ErrorDetail::new("unknown_order", format!("kraken has no order with cl_ord_id {client_id}"))),
         }
     }
 
     /// Looks an order up by `cl_ord_id`: QueryOrders when its txid is
-    /// known, else OpenOrders, then ClosedOrders.
+    /// known (or is the id itself: an order placed outside Lido, known by
+    /// its txid), else OpenOrders, then ClosedOrders.
     async fn find(&self, client_id: &str) -> Result<Option<(String, OrderInfo)>, ErrorDetail> {
-        if let Some(txid) = self.index.txid_of(client_id) {
+        let known = self.index.txid_of(client_id).or_else(|| is_txid(client_id).then(|| client_id.to_string()));
+        if let Some(txid) = known {
             let mut found = self.rest.query_orders(&[txid]).await.map_err(|e| venue_error(&e))?;
             if let Some(entry) = found.pop_first() {
                 return Ok(Some(entry));
@@ -389,14 +395,29 @@ impl KrakenBroker {
         })
     }
 
-    async fn open_orders(&self) -> Result<ReplyBody, ErrorDetail> {
+    /// Every open order of the account, with its details (for adoption).
+    /// One placed outside Lido, without a `cl_ord_id`, goes by its txid.
+    async fn open_orders(&self, account: &str) -> Result<ReplyBody, ErrorDetail> {
         let open = self.rest.open_orders(&OpenOrdersRequest::default()).await.map_err(|e| venue_error(&e))?;
-        let reports = open
-            .open
-            .iter()
-            .filter_map(|(txid, info)| Some(order_report(info.cl_ord_id.as_deref()?, txid, info)))
-            .collect();
+        let mut reports = Vec::with_capacity(open.open.len());
+        for (txid, info) in &open.open {
+            let client_id = info.cl_ord_id.as_deref().unwrap_or(txid);
+            reports.push(self.described_report(client_id, txid, info, account).await);
+        }
         Ok(ReplyBody::Orders(reports))
+    }
+
+    /// The report of an order with the order itself, its pair mapped back
+    /// to Lido's symbol; the order is remembered for the executions feed.
+    /// Without the order when its pair or order type is not one Lido
+    /// trades (it is then reported, never adopted).
+    async fn described_report(&self, client_id: &str, txid: &str, info: &OrderInfo, account: &str) -> VenueOrderReport {
+        let pair = self.pairs().await.ok().and_then(|p| p.resolve(&info.descr.pair)).cloned();
+        let order = pair.as_ref().and_then(|p| venue_order(client_id, account, p, info));
+        if let Some(order) = &order {
+            self.remember(txid, client_id, pair.as_ref().expect("the order has a pair"), order.side);
+        }
+        VenueOrderReport { order, ..order_report(client_id, txid, info) }
     }
 
     fn remember(&self, txid: &str, client_id: &str, pair: &PairInfo, side: lido_shared::model::Side) {
@@ -443,7 +464,7 @@ impl CommandHandler for KrakenBroker {
             Command::PlaceOrder { order } => self.place(order).await,
             Command::CancelOrder { client_id, .. } => self.cancel(&client_id).await,
             Command::OrderStatus { client_id, .. } => self.status_of(&client_id).await,
-            Command::OpenOrders { .. } => self.open_orders().await,
+            Command::OpenOrders { account } => self.open_orders(&account).await,
             Command::Balances { .. } => {
                 self.rest.balance().await.map(|b| ReplyBody::Balances(lido_balances(&b))).map_err(|e| venue_error(&e))
             }
@@ -505,8 +526,93 @@ fn order_report(client_id: &str, txid: &str, info: &OrderInfo) -> VenueOrderRepo
         average_price: Some(info.price).filter(|p| !p.is_zero() && !info.vol_exec.is_zero()),
         reason: info.reason.clone(),
         ts: info.closetm.or(Some(info.opentm)).and_then(unix_seconds).unwrap_or_else(Utc::now),
-        // Kraken's order info names the pair, not Lido's symbol; orders the
-        // journal lacks are not adopted from Kraken (see reconcile.rs).
         order: None,
+    }
+}
+
+/// The order as Kraken holds it (`descr`, `vol`), in Lido's words; `None`
+/// for order types Lido does not place (stop-loss, take-profit, …).
+/// Kraken's order info does not echo the time in force; an order still
+/// open is taken as good till canceled.
+fn venue_order(client_id: &str, account: &str, pair: &PairInfo, info: &OrderInfo) -> Option<VenueOrder> {
+    let order_type = match info.descr.ordertype.as_str() {
+        "limit" => OrderType::Limit,
+        "market" => OrderType::Market,
+        _ => return None,
+    };
+    Some(VenueOrder {
+        client_id: client_id.to_string(),
+        account: account.to_string(),
+        symbol: pair.symbol.clone(),
+        side: info.descr.side,
+        order_type,
+        time_in_force: TimeInForce::Gtc,
+        quantity: info.vol,
+        limit_price: (order_type == OrderType::Limit).then_some(info.descr.price),
+    })
+}
+
+/// Whether `id` has the shape of a Kraken order id (`OQCLML-BW3P3-BUCMWZ`),
+/// which Lido's own ids (UUIDs) never have.
+fn is_txid(id: &str) -> bool {
+    let parts: Vec<&str> = id.split('-').collect();
+    parts.iter().map(|p| p.len()).eq([6, 5, 6])
+        && parts.iter().all(|p| p.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use lido_shared::model::Side;
+    use rust_decimal_macros::dec;
+
+    use super::*;
+    use crate::venue::kraken::pairs::AssetPair;
+
+    /// An OpenOrders entry as Kraken documents it ("Get Open Orders").
+    const OPEN_ORDER: &str = r#"{"refid":null,"userref":0,"status":"open","opentm":1688666559.8974,
+        "starttm":0,"expiretm":0,"descr":{"pair":"XBTUSD","type":"buy","ordertype":"limit","price":"30010.0",
+        "price2":"0","leverage":"none","order":"buy 1.25000000 XBTUSD @ limit 30010.0","close":""},
+        "vol":"1.25000000","vol_exec":"0.37500000","cost":"11253.7","fee":"0.00000","price":"30010.0",
+        "stopprice":"0.00000","limitprice":"0.00000","misc":"","oflags":"fciq","trades":["TCCCTY-WE2O6-P3NB37"]}"#;
+
+    fn btc_usd() -> PairInfo {
+        let pair: AssetPair = serde_json::from_str(
+            r#"{"altname":"XBTUSD","wsname":"XBT/USD","base":"XXBT","quote":"ZUSD","pair_decimals":1,
+                "lot_decimals":8,"ordermin":"0.0001","tick_size":"0.1","status":"online"}"#,
+        )
+        .unwrap();
+        let map = PairMap::from_asset_pairs(&BTreeMap::from([("XXBTZUSD".to_string(), pair)]));
+        map.resolve("XBTUSD").expect("the pair").clone()
+    }
+
+    #[test]
+    fn an_open_kraken_order_reads_as_the_lido_order_it_is() {
+        let info: OrderInfo = serde_json::from_str(OPEN_ORDER).unwrap();
+        let order = venue_order("OQCLML-BW3P3-BUCMWZ", "acme", &btc_usd(), &info).expect("a limit order");
+        assert_eq!(order.symbol.as_str(), "BTC/USD");
+        assert_eq!(
+            (order.side, order.order_type, order.time_in_force),
+            (Side::Buy, OrderType::Limit, TimeInForce::Gtc)
+        );
+        assert_eq!((order.quantity, order.limit_price), (dec!(1.25), Some(dec!(30010.0))));
+        let report = order_report("OQCLML-BW3P3-BUCMWZ", "OQCLML-BW3P3-BUCMWZ", &info);
+        assert_eq!((report.status, report.filled_quantity), (OrderStatus::PartiallyFilled, dec!(0.375)));
+    }
+
+    #[test]
+    fn orders_lido_does_not_place_are_not_described() {
+        let mut info: OrderInfo = serde_json::from_str(OPEN_ORDER).unwrap();
+        info.descr.ordertype = "stop-loss".into();
+        assert_eq!(venue_order("c-1", "acme", &btc_usd(), &info), None);
+    }
+
+    #[test]
+    fn kraken_order_ids_are_told_from_lido_ids() {
+        assert!(is_txid("OQCLML-BW3P3-BUCMWZ"));
+        assert!(!is_txid("6f1c2b1e-4c1d-4f7a-9a51-2d8e0f3b7c11"));
+        assert!(!is_txid("oqclml-bw3p3-bucmwz"));
+        assert!(!is_txid("OQCLML-BW3P3"));
     }
 }

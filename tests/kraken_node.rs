@@ -1,0 +1,247 @@
+//! A node trading at the fake Kraken: [`FakeKraken`] plus a real `lidod`
+//! whose market `crypto` routes to broker `k1` (type `kraken`, pointed at
+//! the fake, keys in `KRAKEN_API_KEY` / `KRAKEN_API_SECRET`), and an algo
+//! session of customer `acme`. The node can be killed and restarted on the
+//! same data dir (journal, nonce file) against the same fake, which keeps
+//! its orders meanwhile: what the Kraken broker and recovery tests share.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lido_shared::api::{OrdersQuery, PlaceOrder};
+use lido_shared::client::LidoClient;
+use lido_shared::model::{Order, OrderStatus, OrderType, Side, TimeInForce};
+use lidod::journal::Journal;
+use rust_decimal::Decimal;
+
+use crate::kraken_fake::{FakeConfig, FakeKraken};
+use crate::{eventually, TestDaemon};
+
+/// How long a test waits for anything the node does.
+pub const WITHIN: Duration = Duration::from_secs(20);
+
+/// How the node is started.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    /// Point the broker's private socket at a port where nothing listens
+    /// (orders then go over REST and no executions arrive).
+    pub no_private_ws: bool,
+    /// More `key = "value"` lines for the broker's options.
+    pub extra_options: String,
+}
+
+/// The fake, the node and its algo; the node's files are removed on drop.
+pub struct KrakenNode {
+    pub fake: FakeKraken,
+    pub daemon: TestDaemon,
+    pub algo: LidoClient,
+    /// Holds `lido.toml`, the nonce file and `data/` (the node's data dir).
+    pub dir: PathBuf,
+    config: FakeConfig,
+    options: NodeOptions,
+}
+
+impl Drop for KrakenNode {
+    fn drop(&mut self) {
+        self.daemon.kill9();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl KrakenNode {
+    /// A fake with `config` and a node on it, ready: the broker answers
+    /// from the fake and its executions feed is up.
+    pub async fn start(config: FakeConfig) -> Self {
+        Self::start_with(config, NodeOptions::default(), &[]).await
+    }
+
+    /// [`Self::start`] with options and extra environment variables for
+    /// lidod (e.g. `LIDO_TEST_PAUSE_AT`).
+    pub async fn start_with(config: FakeConfig, options: NodeOptions, env: &[(&str, &str)]) -> Self {
+        let fake = FakeKraken::start(config.clone()).await;
+        let dir = std::env::temp_dir().join(format!("lido-kraken-it-{}-{}", std::process::id(), crate::unique()));
+        std::fs::create_dir_all(dir.join("data")).expect("create the node's dir");
+        let ws_auth = if options.no_private_ws { unreachable_ws_url() } else { fake.ws_auth_url() };
+        let toml = format!(
+            r#"
+[[broker]]
+name = "k1"
+type = "kraken"
+[broker.options]
+rest_url = "{rest}"
+ws_url = "{ws}"
+ws_auth_url = "{ws_auth}"
+nonce_file = "{nonce}"
+rest_timeout_ms = "1500"
+{extra}
+
+[[market]]
+name = "crypto"
+brokers = ["k1"]
+"#,
+            rest = fake.url,
+            ws = fake.ws_url(),
+            nonce = dir.join("k1.nonce").display(),
+            extra = options.extra_options,
+        );
+        std::fs::write(dir.join("lido.toml"), toml).expect("write lido.toml");
+        let daemon = launch(&dir, &config, env);
+        let algo = ready(&daemon, &options).await;
+        Self { fake, daemon, algo, dir, config, options }
+    }
+
+    /// SIGKILL of lidod (its broker process follows); files and fake stay.
+    pub fn kill9(&mut self) {
+        self.daemon.kill9();
+    }
+
+    /// Starts lidod again on the same data dir and fake (after
+    /// [`Self::kill9`]), with `env`; ready as after [`Self::start`], and
+    /// with a new algo session of the same customer.
+    pub async fn restart(&mut self, env: &[(&str, &str)]) {
+        self.daemon.kill9();
+        self.daemon = launch(&self.dir, &self.config, env);
+        self.algo = ready(&self.daemon, &self.options).await;
+    }
+
+    /// Places an order, retrying while the node answers `503 reconciling`;
+    /// any other refusal fails the test.
+    pub async fn place(&self, order: &PlaceOrder) -> (Order, bool) {
+        eventually(WITHIN, "the order taken by the node", || async {
+            match self.algo.place_order(order).await {
+                Ok(p) => Some((p.order, p.created)),
+                Err(e) if e.code() == Some("reconciling") => None,
+                Err(e) => panic!("placing {:?} failed: {e}", order.client_order_id),
+            }
+        })
+        .await
+    }
+
+    /// Every order of the algo, open or not.
+    pub async fn all_orders(&self) -> Vec<Order> {
+        let all = OrdersQuery { status: Some("all".into()), market: None };
+        self.algo.orders(&all).await.expect("the algo's orders")
+    }
+
+    /// The algo's view, the journal and Kraken agree, once fills on their
+    /// way have arrived (awaited, bounded): see [`Self::disagreement`].
+    pub async fn assert_agree(&self) {
+        let mut last = String::new();
+        let deadline = std::time::Instant::now() + WITHIN;
+        while std::time::Instant::now() < deadline {
+            match self.disagreement().await {
+                None => return,
+                Some(why) => last = why,
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the algo, the journal and kraken still disagree after {WITHIN:?}: {last}");
+    }
+
+    /// What the three views disagree on, if anything. No order lost or
+    /// doubled: every order the algo holds that is not rejected is exactly
+    /// one fake order (`cl_ord_id` = Lido's order id, or its txid for an
+    /// order placed outside Lido) with the same status and filled quantity,
+    /// and the fake has no other; each order's fills (distinct ids) add up
+    /// to its filled quantity; the journal holds the same orders, states
+    /// and fills.
+    pub async fn disagreement(&self) -> Option<String> {
+        let orders = self.all_orders().await;
+        let fills = self.algo.fills().await.expect("the algo's fills");
+        let fake = self.fake.orders();
+        let placed: Vec<&Order> = orders.iter().filter(|o| o.status != OrderStatus::Rejected).collect();
+        if placed.len() != fake.len() {
+            return Some(format!(
+                "{} orders at the algo, {} at kraken: {orders:#?}\n{fake:#?}",
+                placed.len(),
+                fake.len()
+            ));
+        }
+        for o in placed {
+            let id = o.order_id.as_str();
+            let at_kraken: Vec<_> =
+                fake.iter().filter(|(txid, f)| f.cl_ord_id.as_deref() == Some(id) || txid.as_str() == id).collect();
+            let [(_, f)] = at_kraken.as_slice() else {
+                return Some(format!("order {id} is at kraken {} times", at_kraken.len()));
+            };
+            if (f.lido_status(), f.vol_exec) != (o.status, o.filled_quantity) {
+                return Some(format!("algo {o:?}\nkraken {f:?}"));
+            }
+        }
+        let journal = Journal::open(&self.dir.join("data")).expect("open the journal").replay().expect("replay");
+        for o in &orders {
+            let mine: Vec<_> = fills.iter().filter(|f| f.order_id == o.order_id).collect();
+            let ids: HashSet<_> = mine.iter().map(|f| f.fill_id.as_str()).collect();
+            let filled: Decimal = mine.iter().map(|f| f.quantity).sum();
+            if ids.len() != mine.len() || filled != o.filled_quantity {
+                return Some(format!("fills {mine:#?} do not make up {o:?}"));
+            }
+            let Some(j) = journal.orders.iter().find(|j| j.order_id == o.order_id) else {
+                return Some(format!("order {} is not journaled", o.order_id));
+            };
+            let journaled: Decimal =
+                journal.fills.iter().filter(|(_, f)| f.order_id == o.order_id).map(|(_, f)| f.quantity).sum();
+            if (j.status, j.filled_quantity, journaled) != (o.status, o.filled_quantity, filled) {
+                return Some(format!("journal {j:?} with fills of {journaled} vs algo {o:?}"));
+            }
+        }
+        (journal.orders.len() != orders.len())
+            .then(|| format!("{} orders journaled, {} at the algo", journal.orders.len(), orders.len()))
+    }
+}
+
+/// A GTC limit order for BTC/USD on market `crypto`.
+pub fn btc_limit(side: Side, quantity: Decimal, price: Decimal, client_order_id: &str) -> PlaceOrder {
+    PlaceOrder {
+        market: "crypto".into(),
+        symbol: "BTC/USD".into(),
+        side,
+        order_type: OrderType::Limit,
+        quantity,
+        limit_price: Some(price),
+        time_in_force: TimeInForce::Gtc,
+        client_order_id: Some(client_order_id.into()),
+    }
+}
+
+/// Waits until the algo sees `order_id` in `status`.
+pub async fn until_status(algo: &LidoClient, order_id: &str, status: OrderStatus) -> Order {
+    eventually(WITHIN, &format!("order {order_id} {status}"), || async {
+        algo.order(order_id).await.ok().filter(|o| o.status == status)
+    })
+    .await
+}
+
+fn launch(dir: &std::path::Path, config: &FakeConfig, env: &[(&str, &str)]) -> TestDaemon {
+    let keys = [("KRAKEN_API_KEY", config.api_key.as_str()), ("KRAKEN_API_SECRET", config.api_secret.as_str())];
+    let env: Vec<(&str, &str)> = keys.into_iter().chain(env.iter().copied()).collect();
+    let toml = dir.join("lido.toml");
+    TestDaemon::spawn_with(&dir.join("data"), &["--config", toml.to_str().expect("utf-8 path")], &env)
+}
+
+/// A session of `acme` once the broker answers from Kraken and, unless
+/// switched off, its executions feed is up.
+async fn ready(daemon: &TestDaemon, options: &NodeOptions) -> LidoClient {
+    let session = daemon.client().open_session("acme").await.expect("a session");
+    let algo = LidoClient::new(session.market_manager_url).expect("client").with_token(&session.session_id);
+    eventually(WITHIN, "a quote through the kraken broker", || async { algo.quote("crypto", "BTC/USD").await.ok() })
+        .await;
+    if !options.no_private_ws {
+        let d = daemon.client();
+        eventually(WITHIN, "the executions feed", || async {
+            let k1 = d.describe("k1").await.ok()?;
+            (k1.service.metrics.get("executions_connected") == Some(&1.0)).then_some(())
+        })
+        .await;
+    }
+    algo
+}
+
+/// A WebSocket URL on a port that was just free (refused connections).
+fn unreachable_ws_url() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    format!("ws://127.0.0.1:{port}/auth/v2")
+}
