@@ -2,12 +2,13 @@
 //! service (child process or in-process task), accept its check-in, hold its
 //! pipe, restart it when it dies, stop it on request, report its state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::http::StatusCode;
 use chrono::Utc;
 use futures_util::future::BoxFuture;
 use lido_shared::access::{Secret, CLUSTER_SECRET_ENV};
@@ -56,6 +57,10 @@ struct Inner {
     config: SupervisorConfig,
     bus: EventBus,
     services: Mutex<BTreeMap<String, Entry>>,
+    /// Services stopped by an operator, with the pid of the incarnation
+    /// stopped and when: that process may still check in while it exits,
+    /// and must not come back as an adopted external service.
+    stopped: Mutex<HashMap<String, (Option<u32>, Instant)>>,
     events: mpsc::Sender<(String, ServiceEvent)>,
     signals: mpsc::UnboundedSender<(String, PipeSignal)>,
     /// Given to child processes in their environment and proven on every pipe dial.
@@ -78,6 +83,10 @@ struct Entry {
     /// The process's recent output, across restarts.
     logs: Arc<LogBuffer>,
 }
+
+/// How long a stopped service's name refuses check-ins from a process
+/// whose pid is not known to differ (longer than a stop takes).
+const STOPPED_MEMORY: Duration = Duration::from_secs(60);
 
 /// Lines of output kept per service.
 const LOG_LINES: usize = 2_000;
@@ -103,6 +112,7 @@ impl Supervisor {
             config,
             bus,
             services: Mutex::new(BTreeMap::new()),
+            stopped: Mutex::new(HashMap::new()),
             events,
             signals,
             cluster_secret,
@@ -172,6 +182,7 @@ impl Supervisor {
                     format!("a service named {:?} already exists; pick another --name", spec.name),
                 ));
             }
+            self.forget_stopped(&spec.name);
             services.insert(
                 spec.name.clone(),
                 Entry {
@@ -200,6 +211,7 @@ impl Supervisor {
             let mut services = self.lock();
             let adopted = !services.contains_key(&checkin.name);
             if adopted {
+                self.refuse_if_stopped(&checkin)?;
                 let stop = self.inner.cancel.child_token();
                 let info = ServiceInfo {
                     name: checkin.name.clone(),
@@ -265,6 +277,31 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Refuses the check-in of a process an operator stopped (410: its agent
+    /// then exits). A new process of that name, with another pid, is taken.
+    fn refuse_if_stopped(&self, checkin: &CheckIn) -> Result<(), ApiError> {
+        let mut stopped = self.inner.stopped.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(&(pid, at)) = stopped.get(&checkin.name) else { return Ok(()) };
+        let another_process = pid.is_some() && checkin.pid.is_some() && pid != checkin.pid;
+        if another_process || at.elapsed() > STOPPED_MEMORY {
+            stopped.remove(&checkin.name);
+            return Ok(());
+        }
+        Err(ApiError::new(
+            StatusCode::GONE,
+            "service_stopped",
+            format!(
+                "service {:?} was stopped by an operator; this process should exit (start it again with \
+                 `lidoctl spawn`, or as a new process)",
+                checkin.name
+            ),
+        ))
+    }
+
+    fn forget_stopped(&self, name: &str) {
+        self.inner.stopped.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+    }
+
     /// A service's output buffer and how it runs (only processes have output
     /// of their own; tasks log into lidod's log).
     pub fn logs(&self, name: &str) -> Option<(Arc<LogBuffer>, RunMode)> {
@@ -290,6 +327,11 @@ impl Supervisor {
         }
         let removed = self.lock().remove(name);
         let mut info = removed.map(|e| e.info).ok_or_else(|| not_found(name))?;
+        self.inner
+            .stopped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), (info.pid, Instant::now()));
         info.state = ServiceState::Stopped;
         self.inner.bus.publish(ClusterEvent::ServiceRemoved { name: name.to_string(), node: self.inner.node.clone() });
         info!(name, "service stopped");
@@ -560,4 +602,50 @@ async fn capture(name: String, from: impl tokio::io::AsyncRead + Unpin, logs: Ar
 
 fn not_found(name: &str) -> ApiError {
     ApiError::not_found("unknown_service", format!("no service named {name:?}; `lidoctl status` lists them"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn supervisor() -> Supervisor {
+        let (events, _) = mpsc::channel(16);
+        Supervisor::new(
+            ServiceKind::Broker,
+            "n1".into(),
+            SupervisorConfig { stop_grace_ms: 10, ..SupervisorConfig::default() },
+            EventBus::new(),
+            events,
+            None,
+            Secret::new("s"),
+            CancellationToken::new(),
+        )
+    }
+
+    fn checkin(pid: u32) -> CheckIn {
+        CheckIn {
+            name: "b1".into(),
+            kind: ServiceKind::Broker,
+            service_type: "paper".into(),
+            // Nothing listens there: the pipe just keeps re-dialing.
+            ws_url: "ws://127.0.0.1:9/pipe".into(),
+            pid: Some(pid),
+            instance: format!("i-{pid}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stopped_process_checking_in_again_is_refused_not_adopted() {
+        let sup = supervisor();
+        sup.checkin(checkin(4242)).unwrap();
+        sup.stop("b1").await.unwrap();
+
+        let refused = sup.checkin(checkin(4242)).unwrap_err();
+        assert_eq!(refused.status, StatusCode::GONE);
+        assert_eq!(refused.code, "service_stopped");
+        assert!(sup.get("b1").is_none(), "the stopped service stays gone");
+
+        sup.checkin(checkin(4343)).expect("a new process of that name is adopted");
+        assert_eq!(sup.get("b1").map(|s| s.pid), Some(Some(4343)));
+    }
 }
