@@ -68,7 +68,11 @@ pub struct PlaceOrder {
     pub quantity: Decimal,
     /// Required for limit orders, absent for market orders: a positive
     /// decimal string on the instrument's tick.
-    #[serde(default, with = "rust_decimal::serde::str_option")]
+    #[serde(
+        default,
+        serialize_with = "rust_decimal::serde::str_option::serialize",
+        deserialize_with = "present_decimal"
+    )]
     #[schema(value_type = Option<String>, example = "50000", pattern = r"^([1-9][0-9]{0,15}(\.[0-9]{1,12})?|0\.[0-9]{0,11}[1-9])$")]
     pub limit_price: Option<Decimal>,
     #[serde(default)]
@@ -78,6 +82,15 @@ pub struct PlaceOrder {
     #[serde(default)]
     #[schema(example = "c-1", pattern = r"^[A-Za-z0-9._:-]{1,64}$")]
     pub client_order_id: Option<String>,
+}
+
+/// An optional decimal string: absent or `null` is no value, but `""` is
+/// an error (`rust_decimal`'s `str_option` would read it as no price).
+fn present_decimal<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
+    let Some(text) = Option::<String>::deserialize(d)? else { return Ok(None) };
+    text.parse()
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a decimal string ({e}), e.g. \"50000\"")))
 }
 
 /// Query of `GET /v1/quotes` and `GET /v1/book`.
@@ -248,6 +261,21 @@ mod tests {
         assert_eq!(p.order_type, OrderType::Limit);
         assert_eq!(p.quantity.to_string(), "0.01");
         assert_eq!(p.client_order_id.as_deref(), Some("c-1"));
+    }
+
+    #[test]
+    fn a_limit_price_is_absent_or_a_decimal_string_never_empty() {
+        let read = |price: &str| {
+            let body = format!(
+                r#"{{"market":"paper","symbol":"BTC/USD","side":"buy","type":"market","quantity":"1"{price}}}"#
+            );
+            serde_json::from_str::<PlaceOrder>(&body).map(|p| p.limit_price)
+        };
+        assert_eq!(read("").unwrap(), None);
+        assert_eq!(read(r#","limit_price":null"#).unwrap(), None);
+        assert_eq!(read(r#","limit_price":"50000.5""#).unwrap(), Some(Decimal::new(500005, 1)));
+        assert!(read(r#","limit_price":"""#).is_err(), "an empty price is refused, not taken as none");
+        assert!(read(r#","limit_price":50000"#).is_err(), "a JSON number is refused: money is exact");
     }
 
     #[test]
