@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures_util::future::BoxFuture;
-use lido_shared::access::{Secret, CLUSTER_SECRET_ENV};
+use lido_shared::client::agent::ServiceLink;
 use lido_shared::cluster::{ClusterEvent, RunMode, ServiceInfo, ServiceKind, ServiceState};
 use lido_shared::pipe::{CheckIn, Command, ServiceEvent};
 use tokio::sync::mpsc;
@@ -58,8 +58,11 @@ struct Inner {
     services: Mutex<BTreeMap<String, Entry>>,
     events: mpsc::Sender<(String, ServiceEvent)>,
     signals: mpsc::UnboundedSender<(String, PipeSignal)>,
-    /// Given to child processes in their environment and proven on every pipe dial.
-    cluster_secret: Secret,
+    /// Given to services (child processes in their environment); its secret
+    /// is proven on every pipe dial.
+    link: ServiceLink,
+    /// The trust `wss://` pipes are dialed with (TLS nodes).
+    dial_tls: Option<Arc<rustls::ClientConfig>>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -93,7 +96,8 @@ impl Supervisor {
         bus: EventBus,
         events: mpsc::Sender<(String, ServiceEvent)>,
         signals_out: Option<mpsc::UnboundedSender<(String, PipeSignal)>>,
-        cluster_secret: Secret,
+        link: ServiceLink,
+        dial_tls: Option<Arc<rustls::ClientConfig>>,
         cancel: CancellationToken,
     ) -> Self {
         let (signals, signals_rx) = mpsc::unbounded_channel();
@@ -105,7 +109,8 @@ impl Supervisor {
             services: Mutex::new(BTreeMap::new()),
             events,
             signals,
-            cluster_secret,
+            link,
+            dial_tls,
             cancel,
             tracker: TaskTracker::new(),
         });
@@ -118,9 +123,17 @@ impl Supervisor {
         self.inner.kind
     }
 
-    /// The secret services of this node prove on check-in (tasks get it from here).
-    pub fn cluster_secret(&self) -> &Secret {
-        &self.inner.cluster_secret
+    /// What services of this node are given: the secret they prove on
+    /// check-in and the TLS set-up (tasks get it from here, processes in
+    /// their environment). Hosted traders are customers' code: they get the
+    /// CA to trust, never the node's key, so their pipe stays plain (on
+    /// loopback).
+    pub fn link(&self) -> ServiceLink {
+        let mut link = self.inner.link.clone();
+        if self.inner.kind == ServiceKind::Trader {
+            link.tls = None;
+        }
+        link
     }
 
     pub fn list(&self) -> Vec<ServiceInfo> {
@@ -251,7 +264,8 @@ impl Supervisor {
                         checkin.ws_url.clone(),
                         self.inner.events.clone(),
                         self.inner.signals.clone(),
-                        self.inner.cluster_secret.clone(),
+                        self.inner.link.cluster_secret.clone(),
+                        self.inner.dial_tls.clone(),
                         entry.stop.child_token(),
                     ))
                 }
@@ -499,7 +513,7 @@ impl Supervisor {
         cmd.args(args)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("NO_COLOR", "1")
-            .env(CLUSTER_SECRET_ENV, self.inner.cluster_secret.expose())
+            .envs(self.link().env())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
