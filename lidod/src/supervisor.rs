@@ -513,11 +513,16 @@ impl Supervisor {
         cmd.args(args)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("NO_COLOR", "1")
-            .envs(self.link().env())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        for (var, value) in self.link().env() {
+            match value {
+                Some(value) => cmd.env(var, value),
+                None => cmd.env_remove(var),
+            };
+        }
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => return Err(format!("cannot start {}: {e}", program.display())),

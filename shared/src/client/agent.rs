@@ -128,12 +128,13 @@ impl ServiceLink {
         Ok(Self { cluster_secret, tls: Identity::from_env()?, manager_ca: crate::tls::ca_from_env() })
     }
 
-    /// The environment that carries it to a child process. Unset parts are
-    /// empty, so a child never inherits another node's TLS set-up.
-    pub fn env(&self) -> Vec<(&'static str, String)> {
-        let path = |p: Option<&std::path::Path>| p.map(|p| p.display().to_string()).unwrap_or_default();
+    /// The environment that carries it to a child process: each variable
+    /// with its value, or `None` for one to remove, so that a child never
+    /// inherits another set-up from its parent's environment.
+    pub fn env(&self) -> Vec<(&'static str, Option<String>)> {
+        let path = |p: Option<&std::path::Path>| p.map(|p| p.display().to_string());
         vec![
-            (CLUSTER_SECRET_ENV, self.cluster_secret.expose().to_string()),
+            (CLUSTER_SECRET_ENV, Some(self.cluster_secret.expose().to_string())),
             (TLS_CERT_ENV, path(self.tls.as_ref().map(|t| t.cert.as_path()))),
             (TLS_KEY_ENV, path(self.tls.as_ref().map(|t| t.key.as_path()))),
             (TLS_CA_ENV, path(self.manager_ca.as_deref())),
