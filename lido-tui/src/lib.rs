@@ -53,7 +53,7 @@ use crate::effect::Effect;
 pub async fn run(args: cli::Args) -> anyhow::Result<()> {
     let mut clients = Vec::new();
     for url in args.url.iter().map(|u| u.trim()).filter(|u| !u.is_empty()) {
-        let client = LidoClient::new(url).with_context(|| format!("bad --url {url:?}"))?;
+        let client = LidoClient::with_ca(url, args.ca.as_deref()).with_context(|| format!("bad --url {url:?}"))?;
         clients.push(match &args.token {
             Some(token) => client.with_token(token),
             None => client,
@@ -91,7 +91,7 @@ pub async fn run(args: cli::Args) -> anyhow::Result<()> {
                             app.update(Action::CommandFailed { id, error: "too many commands in flight".into() });
                         }
                     }
-                    Effect::LoadMarkets { api_url } => match algo_client(&api_url, args.token.as_deref()) {
+                    Effect::LoadMarkets { api_url } => match algo_client(&api_url, &args) {
                         Ok(client) => {
                             tracker.spawn(feed::load_markets(client, action_tx.clone()));
                         }
@@ -104,7 +104,7 @@ pub async fn run(args: cli::Args) -> anyhow::Result<()> {
                             previous.cancel();
                         }
                         let Some(target) = target else { continue };
-                        match algo_client(&target.api_url, args.token.as_deref()) {
+                        match algo_client(&target.api_url, &args) {
                             Ok(client) => {
                                 let token = cancel.child_token();
                                 tracker.spawn(feed::run(client, target, action_tx.clone(), token.clone()));
@@ -131,10 +131,10 @@ pub async fn run(args: cli::Args) -> anyhow::Result<()> {
     result
 }
 
-/// A client for a node's algo API (market data), with the same token.
-fn algo_client(url: &str, token: Option<&str>) -> Result<LidoClient, String> {
-    let client = LidoClient::new(url).map_err(|e| format!("bad algo API url {url:?}: {e}"))?;
-    Ok(match token {
+/// A client for a node's algo API (market data), with the same token and CA.
+fn algo_client(url: &str, args: &cli::Args) -> Result<LidoClient, String> {
+    let client = LidoClient::with_ca(url, args.ca.as_deref()).map_err(|e| format!("bad algo API url {url:?}: {e}"))?;
+    Ok(match args.token.as_deref() {
         Some(token) => client.with_token(token),
         None => client,
     })

@@ -33,6 +33,10 @@ pub struct GlobalArgs {
     /// ~/.config/lido/config.toml]
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<std::path::PathBuf>,
+    /// CA certificate (PEM) to trust for an https:// URL whose certificate is
+    /// private (for a self-signed one, the certificate itself)
+    #[arg(long, env = "LIDO_CA", global = true, value_name = "PEM")]
+    pub ca: Option<std::path::PathBuf>,
     /// Output format
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Table, global = true)]
     pub output: OutputFormat,

@@ -27,7 +27,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
     let endpoints = || -> anyhow::Result<Endpoints> {
         let config = Config::load(&crate::config::path(cli.global.config.as_deref(), &process_env))?;
         let resolved = config.resolve(&cli.global, &process_env)?;
-        Endpoints::new(&resolved.urls, resolved.token.as_deref())
+        Endpoints::new(&resolved.urls, resolved.token.as_deref(), cli.global.ca.as_deref())
     };
     match cli.command {
         Command::Status => status::run(&endpoints()?, out).await,

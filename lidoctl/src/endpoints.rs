@@ -2,6 +2,7 @@
 //! that finds one unreachable goes on to the next.
 
 use std::future::Future;
+use std::path::Path;
 
 use anyhow::Context;
 use lido_shared::client::{ClientError, LidoClient};
@@ -15,11 +16,14 @@ pub struct Endpoints {
 }
 
 impl Endpoints {
-    pub fn new(urls: &[String], token: Option<&str>) -> anyhow::Result<Self> {
+    /// `ca`: a private CA certificate to trust on https:// URLs.
+    pub fn new(urls: &[String], token: Option<&str>, ca: Option<&Path>) -> anyhow::Result<Self> {
         let mut clients = Vec::new();
         for url in urls.iter().map(|u| u.trim()).filter(|u| !u.is_empty()) {
-            let client = LidoClient::new(url)
-                .map_err(|e| UsageError(format!("bad URL {url:?}: {e} (expected http://host:port)")))?;
+            let client = LidoClient::with_ca(url, ca).map_err(|e| match e {
+                ClientError::Tls(e) => UsageError(format!("bad --ca: {e}")),
+                e => UsageError(format!("bad URL {url:?}: {e} (expected http://host:port or https://host:port)")),
+            })?;
             clients.push(match token {
                 Some(token) => client.with_token(token),
                 None => client,

@@ -17,6 +17,7 @@ Exit codes:
 Environment:
   LIDO_URL      default for --url (comma-separated list allowed)
   LIDO_TOKEN    default for --token
+  LIDO_CA       default for --ca
   LIDO_CONTEXT  default for --context
   LIDO_CONFIG   default for --config
   NO_COLOR      disables colour

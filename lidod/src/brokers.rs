@@ -85,11 +85,11 @@ impl BrokerManager {
             RunMode::Task => {
                 let name = name.to_string();
                 let url = self.manager_url.clone();
-                let secret = self.sup.cluster_secret().clone();
+                let link = self.sup.link();
                 Launch::Task(Arc::new(move |token: CancellationToken| {
-                    let (name, url, parsed, secret) = (name.clone(), url.clone(), parsed.clone(), secret.clone());
+                    let (name, url, parsed, link) = (name.clone(), url.clone(), parsed.clone(), link.clone());
                     Box::pin(async move {
-                        if let Err(e) = parsed.run(name.clone(), url, secret, None, token).await {
+                        if let Err(e) = parsed.run(name.clone(), url, link, None, token).await {
                             tracing::error!(%name, error = %e, "broker task failed");
                         }
                     })

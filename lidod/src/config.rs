@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use lido_shared::cluster::RunMode;
+use lido_shared::tls::Identity;
 use serde::Deserialize;
 
 use crate::auth::AuthMode;
@@ -49,6 +50,14 @@ pub struct NodeConfig {
     /// `full` (default: every journal commit fsynced, survives power loss)
     /// or `normal` (survives a crash of lidod, not of the machine).
     pub journal_synchronous: Synchronous,
+    /// Certificate chain (PEM) to serve HTTPS/WSS with, on the listener and
+    /// the broker pipes; needs `tls_key`. Unset: plain HTTP.
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// The CA (PEM) managers and services trust on the pipes and check-ins;
+    /// default: `tls_cert` itself (a self-signed certificate).
+    pub tls_ca: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -114,6 +123,9 @@ impl Default for NodeConfig {
             location: "local".into(),
             data_dir: default_data_dir(),
             journal_synchronous: Synchronous::Full,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
         }
     }
 }
@@ -142,6 +154,13 @@ pub fn default_data_dir() -> PathBuf {
     }
 }
 
+impl NodeConfig {
+    /// The certificate and key to serve with, if TLS is on; an error if only one is set.
+    pub fn tls_identity(&self) -> Result<Option<Identity>, lido_shared::tls::TlsError> {
+        Identity::pair(self.tls_cert.clone(), self.tls_key.clone())
+    }
+}
+
 impl Config {
     /// Reads a TOML file; missing fields keep their defaults.
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
@@ -153,9 +172,15 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks cross-references (markets name existing brokers, names unique).
+    /// Checks cross-references (markets name existing brokers, names unique)
+    /// and that TLS is set up whole.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.limits.validate()?;
+        let identity = self.node.tls_identity()?;
+        anyhow::ensure!(
+            identity.is_some() || self.node.tls_ca.is_none(),
+            "tls_ca is set but tls_cert and tls_key are not: the CA is for a node that serves TLS; set all three or drop tls_ca"
+        );
         let mut names = std::collections::BTreeSet::new();
         for b in &self.brokers {
             anyhow::ensure!(names.insert(b.name.as_str()), "broker name {:?} is used twice", b.name);
@@ -198,6 +223,20 @@ mod tests {
         assert_eq!(config.node.journal_synchronous, Synchronous::Normal);
         assert_eq!(Config::default().node.journal_synchronous, Synchronous::Full);
         assert!(toml::from_str::<Config>("[node]\njournal_synchronous = \"off\"").is_err());
+    }
+
+    #[test]
+    fn tls_needs_both_certificate_and_key() {
+        let cert_only: Config = toml::from_str("[node]\ntls_cert = \"c.pem\"").unwrap();
+        let err = cert_only.validate().unwrap_err().to_string();
+        assert!(err.contains("without its key") && err.contains("--tls-key"), "{err}");
+        let key_only: Config = toml::from_str("[node]\ntls_key = \"k.pem\"").unwrap();
+        assert!(key_only.validate().is_err());
+        let ca_only: Config = toml::from_str("[node]\ntls_ca = \"ca.pem\"").unwrap();
+        assert!(ca_only.validate().unwrap_err().to_string().contains("tls_ca is set"));
+        let both: Config = toml::from_str("[node]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"").unwrap();
+        both.validate().unwrap();
+        assert!(Config::default().node.tls_identity().unwrap().is_none());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use lido_shared::client::agent::ServiceLink;
 use lido_shared::cluster::ServiceKind;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -20,6 +21,7 @@ use crate::limits::Limits;
 use crate::markets::{MarketManager, OrderStore};
 use crate::sessions::Sessions;
 use crate::supervisor::Supervisor;
+use crate::tls::{NodeTls, TlsListener};
 use crate::traders::TraderManager;
 
 /// Once a second, every service's figures go out on the watch stream.
@@ -46,7 +48,16 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
     let started = Instant::now();
     crate::metrics::install();
     let addr = listener.local_addr()?;
-    let api_url = format!("http://{addr}");
+    let tls = match config.node.tls_identity()? {
+        Some(identity) => Some(NodeTls::load(identity, config.node.tls_ca.clone())?),
+        None => None,
+    };
+    let api_url = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
+    match &tls {
+        Some(t) => info!(cert = %t.identity.cert.display(), ca = %t.ca.display(),
+            "TLS on: serving HTTPS/WSS only; broker pipes are wss:// and verified against the CA"),
+        None => info!("TLS off: serving plain HTTP/WS (set [node] tls_cert and tls_key, or --tls-cert and --tls-key)"),
+    }
     crate::auth::check_mode(config.auth, addr)?;
     let data_dir = config.node.data_dir.as_path();
     std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
@@ -59,6 +70,12 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         warn!(path = %path.display(), "no operator token existed: created a bootstrap operator token in this file (0600); create your own with `lidoctl token create --operator` and revoke it");
     }
     let cluster_secret = crate::auth::secret::load(config.cluster_secret_file.as_deref(), Some(data_dir))?;
+    let link = ServiceLink {
+        cluster_secret: cluster_secret.clone(),
+        tls: tls.as_ref().map(|t| t.identity.clone()),
+        manager_ca: tls.as_ref().map(|t| t.ca.clone()),
+    };
+    let dial_tls = tls.as_ref().map(|t| t.dial.clone());
     let exe = match &config.service_exe {
         Some(p) => p.clone(),
         None => std::env::current_exe().context("cannot find the lidod executable to start services")?,
@@ -78,7 +95,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         bus.clone(),
         broker_events,
         Some(broker_signals),
-        cluster_secret.clone(),
+        link.clone(),
+        dial_tls.clone(),
         managers.child_token(),
     );
     let brokers = BrokerManager::new(broker_sup, exe, api_url.clone(), config.node.data_dir.clone());
@@ -106,7 +124,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         bus.clone(),
         trader_events,
         None,
-        cluster_secret.clone(),
+        link,
+        dial_tls,
         managers.child_token(),
     );
     let sessions = Sessions::default();
@@ -140,8 +159,17 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
 
     tokio::spawn(publish_metrics(infra.clone(), managers.clone()));
     let app = crate::http::router(infra);
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let mut server = tokio::spawn(async move { server.await });
+    let closing = shutdown.clone().cancelled_owned();
+    let mut server = match tls {
+        Some(t) => {
+            let server = axum::serve(TlsListener::new(listener, t.server), app).with_graceful_shutdown(closing);
+            tokio::spawn(async move { server.await })
+        }
+        None => {
+            let server = axum::serve(listener, app).with_graceful_shutdown(closing);
+            tokio::spawn(async move { server.await })
+        }
+    };
     info!(%api_url, node = %node, startup_ms = started.elapsed().as_millis() as u64, "lidod ready");
 
     tokio::select! {

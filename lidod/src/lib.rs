@@ -10,7 +10,7 @@
 //! - [`auth`]: tokens, rights, the cluster secret and the audit log;
 //!   [`limits`]: per-customer limits and pre-trade risk checks.
 //! - [`http`]: the one listener (algo API, operator API, check-ins, OpenAPI,
-//!   Prometheus [`metrics`]).
+//!   Prometheus [`metrics`]); [`tls`]: HTTPS/WSS on it and on the pipes.
 //! - [`daemon::run`]: wires a node on a listener and runs it until shutdown;
 //!   [`service`]: `lidod service …`, a service in its own process.
 
@@ -32,6 +32,7 @@ pub mod pipe;
 pub mod service;
 pub mod sessions;
 pub mod supervisor;
+pub mod tls;
 pub mod traders;
 pub mod venue;
 

@@ -16,7 +16,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 #[command(
     name = "lidod",
     version,
-    after_help = "Examples:\n  lidod\n  lidod --listen 127.0.0.1:0\n  lidod --config lido.toml\n  lidod --data-dir /var/lib/lido\n  lidod service broker paper --name p9 --manager-url http://127.0.0.1:7700"
+    after_help = "Examples:\n  lidod\n  lidod --listen 127.0.0.1:0\n  lidod --config lido.toml\n  lidod --data-dir /var/lib/lido\n  lidod --tls-cert cert.pem --tls-key key.pem\n  lidod service broker paper --name p9 --manager-url http://127.0.0.1:7700"
 )]
 struct Cli {
     /// Address to listen on (default 127.0.0.1:7700; port 0 picks a free one).
@@ -33,6 +33,15 @@ struct Cli {
     /// `open` (loopback only, no token needed; the default) or `tokens`.
     #[arg(long, env = "LIDO_AUTH", value_enum)]
     auth: Option<lidod::auth::AuthMode>,
+    /// Serve HTTPS/WSS only, with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "LIDO_TLS_CERT", value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "LIDO_TLS_KEY", value_name = "PEM")]
+    tls_key: Option<PathBuf>,
+    /// The CA (PEM) to trust on the pipes to this node's services (default: --tls-cert itself).
+    #[arg(long, env = "LIDO_TLS_CA", value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
     /// Log filter, e.g. `info` or `lidod=debug`.
     #[arg(long, env = "LIDO_LOG", default_value = "info")]
     log: String,
@@ -137,6 +146,9 @@ fn main() -> anyhow::Result<()> {
                 if let Some(auth) = cli.auth {
                     config.auth = auth;
                 }
+                config.node.tls_cert = cli.tls_cert.or(config.node.tls_cert);
+                config.node.tls_key = cli.tls_key.or(config.node.tls_key);
+                config.node.tls_ca = cli.tls_ca.or(config.node.tls_ca);
                 config.validate()?;
                 lidod::auth::refuse_open_public(config.auth, config.listen)?;
                 let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
@@ -147,7 +159,8 @@ fn main() -> anyhow::Result<()> {
                 })?;
                 let addr = listener.local_addr()?;
                 // Machine-readable first line: tests and scripts read the address here.
-                println!("lidod listening on http://{addr}");
+                let scheme = if config.node.tls_cert.is_some() { "https" } else { "http" };
+                println!("lidod listening on {scheme}://{addr}");
                 std::io::stdout().flush()?;
                 lidod::run(listener, config, shutdown).await
             }

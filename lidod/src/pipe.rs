@@ -23,6 +23,7 @@ use tokio_tungstenite::tungstenite::error::UrlError;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::Connector;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -88,6 +89,8 @@ struct Inner {
     next_id: AtomicU64,
     /// Proven to the service on every dial.
     cluster_secret: Secret,
+    /// The trust a `wss://` pipe is verified with (the node's CA).
+    tls: Option<Arc<rustls::ClientConfig>>,
     cancel: CancellationToken,
     /// Last measured heartbeat latency (service clock to ours), microseconds.
     rtt_us: AtomicU64,
@@ -110,6 +113,7 @@ impl PipeHandle {
         events: mpsc::Sender<(String, ServiceEvent)>,
         signals: mpsc::UnboundedSender<(String, PipeSignal)>,
         cluster_secret: Secret,
+        tls: Option<Arc<rustls::ClientConfig>>,
         cancel: CancellationToken,
     ) -> Self {
         let (req_tx, req_rx) = mpsc::channel(1024);
@@ -120,6 +124,7 @@ impl PipeHandle {
             state: watch::channel(PipeState::Connecting).0,
             next_id: AtomicU64::new(1),
             cluster_secret,
+            tls,
             cancel,
             rtt_us: AtomicU64::new(0),
             received: AtomicU64::new(0),
@@ -198,7 +203,7 @@ async fn dial_loop(
         WebSocketConfig::default().max_message_size(Some(MAX_FRAME_BYTES)).max_frame_size(Some(MAX_FRAME_BYTES));
     loop {
         let url = url_rx.borrow_and_update().clone();
-        let dial = tokio::time::timeout(Duration::from_secs(3), dial(&url, &inner.cluster_secret, config));
+        let dial = tokio::time::timeout(Duration::from_secs(3), dial(&url, &inner, config));
         let connected = tokio::select! {
             _ = inner.cancel.cancelled() => break,
             r = dial => r,
@@ -220,7 +225,11 @@ async fn dial_loop(
                 }
                 let _ = signals.send((name.clone(), PipeSignal::Down { reason }));
             }
-            Ok(Err(e)) => debug!(service = %name, %url, error = %e, "pipe dial failed"),
+            Ok(Err(e)) => match lido_shared::tls::untrusted(&e) {
+                Some(reason) => warn!(service = %name, %url, %reason,
+                    "the service's pipe certificate is not signed by the node's CA (tls_ca); re-dialing"),
+                None => debug!(service = %name, %url, error = %e, "pipe dial failed"),
+            },
             Err(_) => debug!(service = %name, %url, "pipe dial timed out"),
         }
         if inner.cancel.is_cancelled() {
@@ -238,18 +247,16 @@ async fn dial_loop(
     debug!(service = %name, "pipe closed");
 }
 
-/// Opens the pipe WebSocket, proving the cluster secret in a header.
-async fn dial(
-    url: &str,
-    secret: &Secret,
-    config: WebSocketConfig,
-) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+/// Opens the pipe WebSocket, proving the cluster secret in a header; a
+/// `wss://` pipe must show a certificate the node's CA signed.
+async fn dial(url: &str, inner: &Inner, config: WebSocketConfig) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
     let mut request = url.into_client_request()?;
-    let value = HeaderValue::from_str(secret.expose()).map_err(|_| {
+    let value = HeaderValue::from_str(inner.cluster_secret.expose()).map_err(|_| {
         tokio_tungstenite::tungstenite::Error::Url(UrlError::UnableToConnect("bad cluster secret".into()))
     })?;
     request.headers_mut().insert(CLUSTER_SECRET_HEADER, value);
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
+    let connector = inner.tls.clone().map(Connector::Rustls);
+    let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, connector).await?;
     Ok(ws)
 }
 

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use lido_shared::client::agent::ServiceLink;
 use tokio_util::sync::CancellationToken;
 
 use crate::venue::BrokerOptions;
@@ -20,9 +21,9 @@ pub struct BrokerArgs {
 
 pub async fn run_broker(args: BrokerArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let options = BrokerOptions::parse(&args.broker_type, &args.name, &args.options)?;
-    let secret = crate::auth::secret::from_env()?;
+    let link = ServiceLink::from_env(crate::auth::secret::from_env()?)?;
     if args.exit_with_parent {
         lido_shared::client::agent::exit_with_parent(shutdown.clone());
     }
-    options.run(args.name, args.manager_url, secret, Some(std::process::id()), shutdown).await
+    options.run(args.name, args.manager_url, link, Some(std::process::id()), shutdown).await
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use chrono::Utc;
 use futures_util::future::BoxFuture;
-use lido_shared::access::{Secret, CLUSTER_SECRET_ENV};
+use lido_shared::client::agent::ServiceLink;
 use lido_shared::cluster::{ClusterEvent, RunMode, ServiceInfo, ServiceKind, ServiceState};
 use lido_shared::pipe::{CheckIn, Command, ServiceEvent};
 use tokio::sync::mpsc;
@@ -63,8 +63,11 @@ struct Inner {
     stopped: Mutex<HashMap<String, (Option<u32>, Instant)>>,
     events: mpsc::Sender<(String, ServiceEvent)>,
     signals: mpsc::UnboundedSender<(String, PipeSignal)>,
-    /// Given to child processes in their environment and proven on every pipe dial.
-    cluster_secret: Secret,
+    /// Given to services (child processes in their environment); its secret
+    /// is proven on every pipe dial.
+    link: ServiceLink,
+    /// The trust `wss://` pipes are dialed with (TLS nodes).
+    dial_tls: Option<Arc<rustls::ClientConfig>>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -102,7 +105,8 @@ impl Supervisor {
         bus: EventBus,
         events: mpsc::Sender<(String, ServiceEvent)>,
         signals_out: Option<mpsc::UnboundedSender<(String, PipeSignal)>>,
-        cluster_secret: Secret,
+        link: ServiceLink,
+        dial_tls: Option<Arc<rustls::ClientConfig>>,
         cancel: CancellationToken,
     ) -> Self {
         let (signals, signals_rx) = mpsc::unbounded_channel();
@@ -115,7 +119,8 @@ impl Supervisor {
             stopped: Mutex::new(HashMap::new()),
             events,
             signals,
-            cluster_secret,
+            link,
+            dial_tls,
             cancel,
             tracker: TaskTracker::new(),
         });
@@ -128,9 +133,17 @@ impl Supervisor {
         self.inner.kind
     }
 
-    /// The secret services of this node prove on check-in (tasks get it from here).
-    pub fn cluster_secret(&self) -> &Secret {
-        &self.inner.cluster_secret
+    /// What services of this node are given: the secret they prove on
+    /// check-in and the TLS set-up (tasks get it from here, processes in
+    /// their environment). Hosted traders are customers' code: they get the
+    /// CA to trust, never the node's key, so their pipe stays plain (on
+    /// loopback).
+    pub fn link(&self) -> ServiceLink {
+        let mut link = self.inner.link.clone();
+        if self.inner.kind == ServiceKind::Trader {
+            link.tls = None;
+        }
+        link
     }
 
     pub fn list(&self) -> Vec<ServiceInfo> {
@@ -263,7 +276,8 @@ impl Supervisor {
                         checkin.ws_url.clone(),
                         self.inner.events.clone(),
                         self.inner.signals.clone(),
-                        self.inner.cluster_secret.clone(),
+                        self.inner.link.cluster_secret.clone(),
+                        self.inner.dial_tls.clone(),
                         entry.stop.child_token(),
                     ))
                 }
@@ -541,11 +555,16 @@ impl Supervisor {
         cmd.args(args)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("NO_COLOR", "1")
-            .env(CLUSTER_SECRET_ENV, self.inner.cluster_secret.expose())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        for (var, value) in self.link().env() {
+            match value {
+                Some(value) => cmd.env(var, value),
+                None => cmd.env_remove(var),
+            };
+        }
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => return Err(format!("cannot start {}: {e}", program.display())),
@@ -606,6 +625,8 @@ fn not_found(name: &str) -> ApiError {
 
 #[cfg(test)]
 mod tests {
+    use lido_shared::access::Secret;
+
     use super::*;
 
     fn supervisor() -> Supervisor {
@@ -617,7 +638,8 @@ mod tests {
             EventBus::new(),
             events,
             None,
-            Secret::new("s"),
+            ServiceLink { cluster_secret: Secret::new("s"), tls: None, manager_ca: None },
+            None,
             CancellationToken::new(),
         )
     }

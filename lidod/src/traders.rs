@@ -61,6 +61,10 @@ impl TraderManager {
             ("LIDO_TOKEN".to_string(), session.session_id),
             ("LIDO_EXIT_WITH_PARENT".to_string(), "1".to_string()),
         ];
+        // The algo's own client trusts the node's CA (lido_shared::tls::CA_ENV).
+        if let Some(ca) = self.sup.link().manager_ca {
+            env.push((lido_shared::tls::CA_ENV.to_string(), ca.display().to_string()));
+        }
         for (k, v) in &options {
             if !TRADER_KEYS.contains(&k.as_str()) {
                 env.push((format!("LIDO_OPT_{}", k.to_ascii_uppercase()), v.clone()));

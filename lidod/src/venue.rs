@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 
-use lido_shared::access::Secret;
+use lido_shared::client::agent::ServiceLink;
 use tokio_util::sync::CancellationToken;
 
 pub mod file;
@@ -72,17 +72,16 @@ impl BrokerOptions {
         self,
         name: String,
         manager_url: String,
-        cluster_secret: Secret,
+        link: ServiceLink,
         pid: Option<u32>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         match self {
-            Self::Paper(o) => paper_broker::run(name, manager_url, cluster_secret, o, pid, shutdown).await,
-            Self::Kraken(o) => kraken_broker::run(name, manager_url, cluster_secret, o, pid, shutdown).await,
+            Self::Paper(o) => paper_broker::run(name, manager_url, link, o, pid, shutdown).await,
+            Self::Kraken(o) => kraken_broker::run(name, manager_url, link, o, pid, shutdown).await,
             Self::Schwab { options, alias } => {
                 let broker_type = if alias { "tdameritrade" } else { "schwab" };
-                schwab_broker::run(name, broker_type.to_string(), manager_url, cluster_secret, options, pid, shutdown)
-                    .await
+                schwab_broker::run(name, broker_type.to_string(), manager_url, link, options, pid, shutdown).await
             }
         }
     }

@@ -290,7 +290,8 @@ impl Harness {
         let (signals_tx, signals) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
         let secret = Secret::new(CLUSTER_SECRET);
-        let pipe = PipeHandle::start(NAME.into(), proxy.url.clone(), events_tx, signals_tx, secret, cancel.clone());
+        let pipe =
+            PipeHandle::start(NAME.into(), proxy.url.clone(), events_tx, signals_tx, secret, None, cancel.clone());
         let mut harness = Self { service, proxy, pipe, events, signals, cancel };
         harness.expect_up(1).await;
         harness

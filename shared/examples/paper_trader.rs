@@ -32,6 +32,8 @@ use tokio_util::sync::CancellationToken;
 struct Settings {
     api_url: String,
     token: Option<String>,
+    /// A private CA to trust on an https:// API (a TLS node hands its own).
+    ca: Option<std::path::PathBuf>,
     market: String,
     symbol: String,
     quantity: Decimal,
@@ -44,6 +46,7 @@ impl Settings {
         Ok(Self {
             api_url: var("LIDO_API_URL").unwrap_or_else(|| "http://127.0.0.1:7700".into()),
             token: var("LIDO_TOKEN"),
+            ca: var(lido_shared::tls::CA_ENV).map(Into::into),
             market: var("LIDO_OPT_MARKET").unwrap_or_else(|| "paper".into()),
             symbol: var("LIDO_OPT_SYMBOL").unwrap_or_else(|| "BTC/USD".into()),
             quantity: var("LIDO_OPT_QTY").unwrap_or_else(|| "0.001".into()).parse()?,
@@ -90,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
         _ => None,
     };
 
-    let mut client = LidoClient::new(settings.api_url.clone())?;
+    let mut client = LidoClient::with_ca(settings.api_url.clone(), settings.ca.as_deref())?;
     if let Some(token) = &settings.token {
         client = client.with_token(token.clone());
     }

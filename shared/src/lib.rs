@@ -14,6 +14,8 @@
 //! - [`client`]: a typed Rust client for all of the above, plus
 //!   [`client::agent`], the service side of the pipe that brokers and hosted
 //!   traders embed.
+//! - [`tls`]: rustls set-up shared by every listener and dialer (PEM files,
+//!   trusted CAs, telling a refused certificate apart).
 //!
 //! Wire types know nothing of axum; the daemon converts at its edge.
 
@@ -24,5 +26,6 @@ pub mod cluster;
 pub mod error;
 pub mod model;
 pub mod pipe;
+pub mod tls;
 
 pub use error::{ErrorBody, ErrorDetail};

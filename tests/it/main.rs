@@ -14,5 +14,6 @@ mod schwab_broker;
 mod schwab_rest;
 mod shutdown;
 mod supervision;
+mod tls;
 mod trader;
 mod tui_tmux;

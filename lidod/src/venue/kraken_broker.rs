@@ -39,8 +39,7 @@ use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
-use lido_shared::access::Secret;
-use lido_shared::client::agent::{Agent, AgentConfig, CommandHandler};
+use lido_shared::client::agent::{Agent, AgentConfig, CommandHandler, ServiceLink};
 use lido_shared::cluster::{ServiceKind, ServiceState};
 use lido_shared::model::{OrderStatus, OrderType, Symbol, TimeInForce};
 use lido_shared::pipe::{Command, Reply, ReplyBody, ServiceEvent, VenueOrder, VenueOrderReport};
@@ -84,7 +83,7 @@ struct KrakenBroker {
 pub async fn run(
     name: String,
     manager_url: String,
-    cluster_secret: Secret,
+    link: ServiceLink,
     options: KrakenOptions,
     pid: Option<u32>,
     shutdown: CancellationToken,
@@ -135,7 +134,7 @@ pub async fn run(
     });
     let mut agent_config = AgentConfig::new(name.clone(), ServiceKind::Broker, "kraken", manager_url);
     agent_config.pid = pid;
-    agent_config.cluster_secret = Some(cluster_secret);
+    agent_config.link(link);
     let agent = Agent::start(agent_config, broker.clone(), events_rx, shutdown.clone()).await?;
     info!(%name, rest_url = %options.rest_url, ws_url = %options.ws_url, keys = has_keys, "kraken broker started");
     let status = tokio::spawn(broker.clone().status_loop(agent.status_sender(), events_tx, has_keys, shutdown.clone()));

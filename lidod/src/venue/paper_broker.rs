@@ -16,8 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use lido_shared::access::Secret;
-use lido_shared::client::agent::{Agent, AgentConfig, CommandHandler};
+use lido_shared::client::agent::{Agent, AgentConfig, CommandHandler, ServiceLink};
 use lido_shared::cluster::ServiceKind;
 use lido_shared::model::Symbol;
 use lido_shared::pipe::{Command, Feed, Reply, ReplyBody, ServiceEvent};
@@ -105,7 +104,7 @@ struct PaperBroker {
 pub async fn run(
     name: String,
     manager_url: String,
-    cluster_secret: Secret,
+    link: ServiceLink,
     options: PaperOptions,
     pid: Option<u32>,
     shutdown: CancellationToken,
@@ -132,7 +131,7 @@ pub async fn run(
     });
     let mut agent_config = AgentConfig::new(name.clone(), ServiceKind::Broker, "paper", manager_url);
     agent_config.pid = pid;
-    agent_config.cluster_secret = Some(cluster_secret);
+    agent_config.link(link);
     let agent = Agent::start(agent_config, broker.clone(), events_rx, shutdown.clone()).await?;
     info!(%name, seed = options.seed, tick_ms = options.tick.as_millis() as u64, "paper broker started");
     let ticker = tokio::spawn(broker.clone().tick_loop(options.tick, shutdown.clone()));

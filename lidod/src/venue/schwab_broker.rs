@@ -29,8 +29,7 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::{SinkExt, StreamExt};
-use lido_shared::access::Secret;
-use lido_shared::client::agent::{Agent, AgentConfig, CommandHandler};
+use lido_shared::client::agent::{Agent, AgentConfig, CommandHandler, ServiceLink};
 use lido_shared::cluster::{ServiceKind, ServiceState};
 use lido_shared::model::{AssetClass, Balance, Instrument, Position, Quote, Symbol};
 use lido_shared::pipe::{Command, Feed, Reply, ReplyBody, ServiceEvent, VenueOrder, VenueOrderReport};
@@ -285,7 +284,7 @@ pub async fn run(
     name: String,
     broker_type: String,
     manager_url: String,
-    cluster_secret: Secret,
+    link: ServiceLink,
     options: SchwabOptions,
     pid: Option<u32>,
     shutdown: CancellationToken,
@@ -320,7 +319,7 @@ pub async fn run(
     });
     let mut agent_config = AgentConfig::new(name.clone(), ServiceKind::Broker, broker_type, manager_url);
     agent_config.pid = pid;
-    agent_config.cluster_secret = Some(cluster_secret);
+    agent_config.link(link);
     let agent = Agent::start(agent_config, broker.clone(), events_rx, shutdown.clone()).await?;
     info!(%name, api_url = %options.api_url, extended_hours = options.extended_hours, "schwab broker started");
     let streamer = tokio::spawn(broker.clone().stream_loop(shutdown.clone()));

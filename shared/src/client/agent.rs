@@ -8,10 +8,14 @@
 //! updates, fills) are numbered and kept until the manager acknowledges
 //! them; every new pipe starts by replaying the unacknowledged ones, in
 //! order (see [`crate::pipe`]).
+//!
+//! On a TLS node the pipe listener speaks TLS with the node's certificate
+//! (`wss://`), and check-ins trust the node's CA (see [`crate::tls`]).
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,9 +23,11 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
 use futures_util::{SinkExt, StreamExt};
 use subtle::ConstantTimeEq;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -36,12 +42,15 @@ use crate::pipe::{
     CheckIn, CheckInReply, Command, ManagerFrame, Reply, ReplyBody, ServiceEvent, ServiceFrame, CHECKIN_PATH,
     HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, MAX_FRAME_BYTES,
 };
+use crate::tls::{Identity, TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV};
 use crate::ErrorBody;
 
 /// Most unacknowledged must-deliver events kept for replay.
 const BACKLOG_LIMIT: usize = 100_000;
 /// Check in again after this long without an attached pipe.
 const RECHECKIN_AFTER: Duration = Duration::from_secs(10);
+/// A manager that opens the pipe must finish its TLS handshake within this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a service does with a command. Called one command at a time.
 pub trait CommandHandler: Send + Sync + 'static {
@@ -63,6 +72,13 @@ pub struct AgentConfig {
     /// The cluster secret, proven on check-in and required of the manager
     /// that dials the pipe. Defaults to `LIDO_CLUSTER_SECRET`.
     pub cluster_secret: Option<Secret>,
+    /// Serve the pipe over TLS with this certificate and key. Defaults to
+    /// `LIDO_TLS_CERT` and `LIDO_TLS_KEY`.
+    pub tls: Option<Identity>,
+    /// The CA to trust when checking in over `https://` (the node's own
+    /// certificate for a self-signed one); without it, the public CAs.
+    /// Defaults to `LIDO_TLS_CA`.
+    pub manager_ca: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -80,7 +96,49 @@ impl AgentConfig {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             pid: Some(std::process::id()),
             cluster_secret: std::env::var(CLUSTER_SECRET_ENV).ok().filter(|s| !s.is_empty()).map(Secret::new),
+            tls: Identity::from_env().unwrap_or_else(|e| {
+                warn!(error = %e, "the pipe is served without TLS");
+                None
+            }),
+            manager_ca: crate::tls::ca_from_env(),
         }
+    }
+
+    /// Takes the secret and TLS set-up its manager handed down.
+    pub fn link(&mut self, link: ServiceLink) {
+        self.cluster_secret = Some(link.cluster_secret);
+        self.tls = link.tls;
+        self.manager_ca = link.manager_ca;
+    }
+}
+
+/// What a node hands a service it starts: the cluster secret and, on a TLS
+/// node, the certificate and key of the pipe listener and the CA to trust
+/// on check-in.
+#[derive(Clone, Debug)]
+pub struct ServiceLink {
+    pub cluster_secret: Secret,
+    pub tls: Option<Identity>,
+    pub manager_ca: Option<PathBuf>,
+}
+
+impl ServiceLink {
+    /// The TLS half from the environment a manager set (see [`Self::env`]).
+    pub fn from_env(cluster_secret: Secret) -> Result<Self, crate::tls::TlsError> {
+        Ok(Self { cluster_secret, tls: Identity::from_env()?, manager_ca: crate::tls::ca_from_env() })
+    }
+
+    /// The environment that carries it to a child process: each variable
+    /// with its value, or `None` for one to remove, so that a child never
+    /// inherits another set-up from its parent's environment.
+    pub fn env(&self) -> Vec<(&'static str, Option<String>)> {
+        let path = |p: Option<&std::path::Path>| p.map(|p| p.display().to_string());
+        vec![
+            (CLUSTER_SECRET_ENV, Some(self.cluster_secret.expose().to_string())),
+            (TLS_CERT_ENV, path(self.tls.as_ref().map(|t| t.cert.as_path()))),
+            (TLS_KEY_ENV, path(self.tls.as_ref().map(|t| t.key.as_path()))),
+            (TLS_CA_ENV, path(self.manager_ca.as_deref())),
+        ]
     }
 }
 
@@ -138,7 +196,10 @@ impl Agent {
             .await
             .map_err(|e| ClientError::Protocol(format!("cannot bind the pipe listener: {e}")))?;
         let addr = listener.local_addr().map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let ws_url = format!("ws://{addr}/pipe");
+        let acceptor = config.tls.as_ref().map(|id| id.server_config().map(TlsAcceptor::from)).transpose()?;
+        let scheme = if acceptor.is_some() { "wss" } else { "ws" };
+        let ws_url = format!("{scheme}://{addr}/pipe");
+        let http = checkin_client(config.manager_ca.as_deref())?;
         let (status, _) = watch::channel((ServiceState::Running, None));
         let instance = format!("{}-{}", std::process::id(), Utc::now().timestamp_nanos_opt().unwrap_or_default());
         let shared = Arc::new(Shared {
@@ -161,9 +222,10 @@ impl Agent {
         info!(name = %config.name, kind = %config.kind, %ws_url, "service pipe listening");
         let task = tokio::spawn(run(
             config.manager_url,
+            http,
             checkin,
             secret,
-            listener,
+            (listener, acceptor),
             shared,
             handler,
             events,
@@ -231,12 +293,22 @@ impl Shared {
     }
 }
 
+/// The REST client of check-ins: trusts `ca` only if given, else the public CAs.
+fn checkin_client(ca: Option<&std::path::Path>) -> Result<reqwest::Client, ClientError> {
+    let trust = match ca {
+        Some(ca) => crate::tls::private_client_config(ca)?,
+        None => crate::tls::client_config(None)?,
+    };
+    Ok(reqwest::Client::builder().timeout(Duration::from_secs(5)).use_preconfigured_tls((*trust).clone()).build()?)
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run<H: CommandHandler>(
     manager_url: String,
+    http: reqwest::Client,
     checkin: CheckIn,
     secret: Secret,
-    listener: TcpListener,
+    (listener, acceptor): (TcpListener, Option<TlsAcceptor>),
     shared: Arc<Shared>,
     handler: Arc<H>,
     events: mpsc::Receiver<ServiceEvent>,
@@ -246,8 +318,9 @@ async fn run<H: CommandHandler>(
 ) -> Result<(), ClientError> {
     let worker = tokio::spawn(command_worker(handler, cmd_rx, shutdown.clone()));
     let pump = tokio::spawn(event_pump(events, shared.clone(), shutdown.clone()));
-    let accept = tokio::spawn(accept_loop(listener, secret.clone(), shared.clone(), cmd_tx, shutdown.clone()));
-    let result = checkin_loop(&manager_url, &checkin, &secret, &shared, &shutdown).await;
+    let accept =
+        tokio::spawn(accept_loop(listener, acceptor, secret.clone(), shared.clone(), cmd_tx, shutdown.clone()));
+    let result = checkin_loop(&http, &manager_url, &checkin, &secret, &shared, &shutdown).await;
     if result.is_err() {
         shutdown.cancel();
     }
@@ -260,13 +333,13 @@ async fn run<H: CommandHandler>(
 
 /// Checks in, then again whenever no manager has attached for a while.
 async fn checkin_loop(
+    http: &reqwest::Client,
     manager_url: &str,
     checkin: &CheckIn,
     secret: &Secret,
     shared: &Shared,
     shutdown: &CancellationToken,
 ) -> Result<(), ClientError> {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
     let url = format!("{manager_url}{CHECKIN_PATH}");
     let mut backoff = backoff();
     let mut checked_in = false;
@@ -301,7 +374,11 @@ async fn checkin_loop(
                 }
                 Err(e) => {
                     checked_in = false;
-                    debug!(name = %checkin.name, error = %e, "manager unreachable, retrying check-in");
+                    match crate::tls::untrusted(&e) {
+                        Some(reason) => warn!(name = %checkin.name, %reason, %url,
+                            "manager's certificate not trusted (set LIDO_TLS_CA to the CA that signed it); retrying"),
+                        None => debug!(name = %checkin.name, error = %e, "manager unreachable, retrying check-in"),
+                    }
                     wait = backoff.next().unwrap_or(Duration::from_secs(5));
                 }
             }
@@ -325,6 +402,7 @@ fn backoff() -> backon::ExponentialBackoff {
 
 async fn accept_loop(
     listener: TcpListener,
+    acceptor: Option<TlsAcceptor>,
     secret: Secret,
     shared: Arc<Shared>,
     cmd_tx: mpsc::Sender<(u64, Command, Outbox)>,
@@ -341,7 +419,18 @@ async fn accept_loop(
                 }
             },
         };
-        tokio::spawn(pipe_session(stream, secret.clone(), shared.clone(), cmd_tx.clone(), shutdown.child_token()));
+        let (secret, shared, cmd_tx, token) = (secret.clone(), shared.clone(), cmd_tx.clone(), shutdown.child_token());
+        let Some(acceptor) = acceptor.clone() else {
+            tokio::spawn(pipe_session(stream, secret, shared, cmd_tx, token));
+            continue;
+        };
+        tokio::spawn(async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => pipe_session(tls, secret, shared, cmd_tx, token).await,
+                Ok(Err(e)) => warn!(error = %e, "pipe TLS handshake failed"),
+                Err(_) => warn!("pipe TLS handshake timed out"),
+            }
+        });
     }
     if let Ok(mut slot) = shared.session.lock() {
         if let Some(old) = slot.take() {
@@ -352,8 +441,8 @@ async fn accept_loop(
 
 /// Accepts a manager's dial if it proves the cluster secret; the new
 /// session then replaces the attached one.
-async fn pipe_session(
-    stream: TcpStream,
+async fn pipe_session<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
     secret: Secret,
     shared: Arc<Shared>,
     cmd_tx: mpsc::Sender<(u64, Command, Outbox)>,

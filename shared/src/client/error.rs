@@ -26,6 +26,15 @@ pub enum ClientError {
     Timeout(String),
     #[error("invalid url {0:?}")]
     InvalidUrl(String),
+    /// The server's certificate is not signed by a CA this client trusts.
+    #[error(
+        "certificate of {url} not trusted ({reason}): pass --ca <file> (or set LIDO_CA) with the CA certificate \
+         that signed lidod's certificate (for a self-signed one, the certificate itself)"
+    )]
+    Untrusted { url: String, reason: String },
+    /// The TLS set-up (a CA file) is unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl From<tokio_tungstenite::tungstenite::Error> for ClientError {
@@ -35,6 +44,15 @@ impl From<tokio_tungstenite::tungstenite::Error> for ClientError {
 }
 
 impl ClientError {
+    /// `err` as [`ClientError::Untrusted`] when the server's certificate was
+    /// refused, else as it is.
+    pub fn classify(url: &str, err: impl Into<ClientError> + std::error::Error + 'static) -> Self {
+        match crate::tls::untrusted(&err) {
+            Some(reason) => Self::Untrusted { url: url.to_string(), reason },
+            None => err.into(),
+        }
+    }
+
     pub fn from_detail(status: u16, detail: ErrorDetail) -> Self {
         Self::Api { status, code: detail.code, message: detail.message }
     }

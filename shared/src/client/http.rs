@@ -1,3 +1,5 @@
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Method, RequestBuilder, StatusCode};
@@ -17,20 +19,32 @@ pub struct LidoClient {
     base: String,
     token: Option<String>,
     http: reqwest::Client,
+    /// The trust of both the REST calls and the WebSockets.
+    tls: Arc<rustls::ClientConfig>,
 }
 
 impl LidoClient {
-    /// `base` like `http://127.0.0.1:7700`.
+    /// `base` like `http://127.0.0.1:7700` or `https://lido.example:7700`
+    /// (a certificate from a public CA).
     pub fn new(base: impl Into<String>) -> Result<Self, ClientError> {
+        Self::with_ca(base, None)
+    }
+
+    /// Like [`Self::new`], also trusting the private CA certificate (PEM) in
+    /// `ca`: the one that signed lidod's certificate, or a self-signed
+    /// certificate itself.
+    pub fn with_ca(base: impl Into<String>, ca: Option<&Path>) -> Result<Self, ClientError> {
         let base = base.into().trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(ClientError::InvalidUrl(base));
         }
+        let tls = crate::tls::client_config(ca)?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(15))
+            .use_preconfigured_tls((*tls).clone())
             .build()?;
-        Ok(Self { base, token: None, http })
+        Ok(Self { base, token: None, http, tls })
     }
 
     /// Sends `Authorization: Bearer <token>` (a session id or an API token).
@@ -132,7 +146,7 @@ impl LidoClient {
 
     /// The live cluster stream (snapshot first, then events; accepts commands).
     pub async fn watch(&self) -> Result<ClusterWatch, ClientError> {
-        ClusterWatch::connect(&ws_url(&self.base, "/v1/cluster/watch")?, self.token.as_deref()).await
+        ClusterWatch::connect(&ws_url(&self.base, "/v1/cluster/watch")?, self.token.as_deref(), &self.tls).await
     }
 
     // ---- Algo API ----------------------------------------------------------
@@ -192,7 +206,7 @@ impl LidoClient {
 
     /// The algo stream (`/v1/stream`).
     pub async fn stream(&self) -> Result<Stream, ClientError> {
-        Stream::connect(&ws_url(&self.base, "/v1/stream")?, self.token.as_deref()).await
+        Stream::connect(&ws_url(&self.base, "/v1/stream")?, self.token.as_deref(), &self.tls).await
     }
 
     pub async fn health(&self) -> Result<serde_json::Value, ClientError> {
@@ -221,7 +235,9 @@ impl LidoClient {
 
     async fn execute(&self, req: RequestBuilder) -> Result<reqwest::Response, ClientError> {
         req.send().await.map_err(|e| {
-            if e.is_connect() {
+            if let Some(reason) = crate::tls::untrusted(&e) {
+                ClientError::Untrusted { url: self.base.clone(), reason }
+            } else if e.is_connect() {
                 ClientError::Unreachable { url: self.base.clone(), source: e }
             } else {
                 ClientError::Http(e)

@@ -1,3 +1,4 @@
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -5,7 +6,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use super::ClientError;
 use crate::api::{Channel, ClientMessage, ServerMessage, StreamEvent};
@@ -25,21 +26,23 @@ pub(crate) fn ws_url(base: &str, path: &str) -> Result<String, ClientError> {
     Ok(format!("{rest}{path}"))
 }
 
-async fn connect(url: &str, token: Option<&str>) -> Result<Ws, ClientError> {
+/// Opens `url`; a `wss://` one is verified against `tls`'s CAs.
+async fn connect(url: &str, token: Option<&str>, tls: &Arc<rustls::ClientConfig>) -> Result<Ws, ClientError> {
     let mut request = url.into_client_request()?;
     if let Some(token) = token {
         let value = HeaderValue::from_str(&format!("Bearer {token}"))
             .map_err(|_| ClientError::Protocol("token is not a valid header value".into()))?;
         request.headers_mut().insert("authorization", value);
     }
-    match tokio_tungstenite::connect_async(request).await {
+    let connector = Some(Connector::Rustls(tls.clone()));
+    match tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector).await {
         Ok((ws, _)) => Ok(ws),
         // Lido refused the upgrade with an HTTP error: surface its body.
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
             let body = resp.body().as_deref().unwrap_or_default();
             Err(ClientError::from_response(resp.status().as_u16(), body))
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(ClientError::classify(url, e)),
     }
 }
 
@@ -66,8 +69,9 @@ pub struct Stream {
 }
 
 impl Stream {
-    pub async fn connect(url: &str, token: Option<&str>) -> Result<Self, ClientError> {
-        Ok(Self { ws: connect(url, token).await? })
+    /// Connects, trusting the CAs of `tls` (see [`crate::tls::client_config`]).
+    pub async fn connect(url: &str, token: Option<&str>, tls: &Arc<rustls::ClientConfig>) -> Result<Self, ClientError> {
+        Ok(Self { ws: connect(url, token, tls).await? })
     }
 
     pub async fn send(&mut self, msg: &ClientMessage) -> Result<(), ClientError> {
@@ -127,8 +131,9 @@ pub struct ClusterWatch {
 }
 
 impl ClusterWatch {
-    pub async fn connect(url: &str, token: Option<&str>) -> Result<Self, ClientError> {
-        Ok(Self { ws: connect(url, token).await? })
+    /// Connects, trusting the CAs of `tls` (see [`crate::tls::client_config`]).
+    pub async fn connect(url: &str, token: Option<&str>, tls: &Arc<rustls::ClientConfig>) -> Result<Self, ClientError> {
+        Ok(Self { ws: connect(url, token, tls).await? })
     }
 
     pub async fn next(&mut self) -> Result<WatchMessage, ClientError> {
