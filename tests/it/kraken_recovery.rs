@@ -6,6 +6,7 @@
 //! doubled, and the same client order id still returns the original order.
 //! The paper venue's counterparts are in `recovery.rs`.
 
+use lido_shared::cluster::ServiceState;
 use lido_shared::model::{OrderStatus, Side};
 use lido_tests::kraken_fake::FakeConfig;
 use lido_tests::kraken_node::{btc_limit, until_status, KrakenNode, NodeOptions, WITHIN};
@@ -108,12 +109,14 @@ async fn a_killed_kraken_broker_comes_back_with_the_resting_order_which_cancels(
     let broker_pid = d.cluster().await.unwrap().service("k1").and_then(|b| b.pid).expect("broker pid");
     sigkill(broker_pid);
 
-    eventually(WITHIN, "a new broker process", || async {
-        let pid = d.cluster().await.ok()?.service("k1")?.pid?;
-        (pid != broker_pid).then_some(())
+    // A new process whose pipe is up: until then the market has no broker
+    // and would reject the probe; after it, `place` waits out `reconciling`.
+    eventually(WITHIN, "a new broker process, running", || async {
+        let cluster = d.cluster().await.ok()?;
+        let k1 = cluster.service("k1")?;
+        (k1.pid? != broker_pid && k1.state == ServiceState::Running).then_some(())
     })
     .await;
-    // Taken only once the new broker is reconciled.
     let (probe, _) = node.place(&btc_limit(Side::Buy, dec!(0.01), dec!(50000.0), "k-probe")).await;
     assert_eq!(probe.status, OrderStatus::Accepted);
     let still = node.algo.order(&resting.order_id).await.unwrap();
