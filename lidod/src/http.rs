@@ -47,6 +47,9 @@ async fn metrics(State(infra): State<Infra>) -> Result<String, ApiError> {
     let node = infra.node_info();
     metrics::gauge!("lido_sessions").set(node.load.sessions as f64);
     metrics::gauge!("lido_streams_open").set(node.load.streams as f64);
+    let (queued, deepest) = infra.markets().stream_queues();
+    metrics::gauge!("lido_stream_queue_depth").set(queued as f64);
+    metrics::gauge!("lido_stream_queue_depth_max").set(deepest as f64);
     metrics::gauge!("lido_orders_open").set(node.load.open_orders as f64);
     for s in &node.services {
         let up = f64::from(u8::from(s.state == lido_shared::cluster::ServiceState::Running));

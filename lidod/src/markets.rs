@@ -12,8 +12,8 @@ mod market;
 mod orders;
 mod reconcile;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -33,17 +33,18 @@ use self::reconcile::Reconciled;
 use crate::brokers::BrokerManager;
 use crate::error::ApiError;
 use crate::events::EventBus;
-use crate::pipe::{PipeError, PipeHandle, PipeSignal};
+use crate::pipe::{PipeError, PipeEvent, PipeHandle, PipeSignal};
 
 /// How long a broker may take to answer a command.
 /// The error code a broker answers when it cannot tell whether the venue
 /// took an order: the order is settled like a timed-out send.
 pub const OUTCOME_UNKNOWN: &str = "outcome_unknown";
 const VENUE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long an acknowledgement waits for fills the venue made at once.
-const FILL_WAIT: Duration = Duration::from_millis(500);
 /// How long to keep settling an order whose send had no clear outcome.
 const SETTLE_ATTEMPTS: u32 = 60;
+
+/// Tells how many messages wait in one algo stream's outbound queue.
+pub type QueueProbe = Box<dyn Fn() -> usize + Send + Sync>;
 
 #[derive(Clone)]
 pub struct MarketManager {
@@ -56,7 +57,9 @@ struct Inner {
     markets: RwLock<BTreeMap<String, Arc<Market>>>,
     orders: OrderStore,
     bus: EventBus,
-    streams: AtomicUsize,
+    /// Open algo streams, each with a probe of its outbound queue.
+    streams: std::sync::Mutex<HashMap<u64, QueueProbe>>,
+    next_stream: AtomicU64,
     /// Which brokers' orders are reconciled with their venue.
     reconciled: std::sync::Mutex<Reconciled>,
 }
@@ -68,7 +71,7 @@ impl MarketManager {
         brokers: BrokerManager,
         orders: OrderStore,
         bus: EventBus,
-        events: mpsc::Receiver<(String, ServiceEvent)>,
+        events: mpsc::Receiver<(String, PipeEvent)>,
         signals: mpsc::UnboundedReceiver<(String, PipeSignal)>,
         cancel: CancellationToken,
     ) -> Self {
@@ -79,7 +82,8 @@ impl MarketManager {
                 markets: RwLock::new(BTreeMap::new()),
                 orders,
                 bus,
-                streams: AtomicUsize::new(0),
+                streams: std::sync::Mutex::new(HashMap::new()),
+                next_stream: AtomicU64::new(1),
                 reconciled: std::sync::Mutex::new(Reconciled::default()),
             }),
         };
@@ -296,16 +300,30 @@ impl MarketManager {
         }
     }
 
-    pub fn stream_opened(&self) {
-        self.inner.streams.fetch_add(1, Ordering::Relaxed);
+    /// Counts an open algo stream; `queued` tells how many messages wait in
+    /// its outbound queue (read when metrics are). Returns its id for
+    /// [`Self::stream_closed`].
+    pub fn stream_opened(&self, queued: QueueProbe) -> u64 {
+        let id = self.inner.next_stream.fetch_add(1, Ordering::Relaxed);
+        self.streams().insert(id, queued);
+        id
     }
 
-    pub fn stream_closed(&self) {
-        self.inner.streams.fetch_sub(1, Ordering::Relaxed);
+    pub fn stream_closed(&self, id: u64) {
+        self.streams().remove(&id);
     }
 
     pub fn stream_count(&self) -> usize {
-        self.inner.streams.load(Ordering::Relaxed)
+        self.streams().len()
+    }
+
+    /// Messages waiting in all streams' outbound queues, and in the fullest one.
+    pub fn stream_queues(&self) -> (usize, usize) {
+        self.streams().values().map(|probe| probe()).fold((0, 0), |(sum, max), n| (sum + n, max.max(n)))
+    }
+
+    fn streams(&self) -> std::sync::MutexGuard<'_, HashMap<u64, QueueProbe>> {
+        self.inner.streams.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     // ---- orders --------------------------------------------------------------
@@ -409,27 +427,12 @@ impl MarketManager {
 
     async fn send_order(&self, broker: &str, pipe: &PipeHandle, venue_order: VenueOrder, order: Order) -> Order {
         let id = order.order_id.clone();
-        let mut updates = self.inner.orders.subscribe();
         let reply = pipe.request(Command::PlaceOrder { order: venue_order.clone() }, VENUE_TIMEOUT).await;
         test_pause("after_send", &id).await;
         match reply {
-            Ok(ReplyBody::Order(report)) => {
-                let mut current = self.inner.orders.apply_report(&report, broker).unwrap_or(order);
-                // Fills made at once travel as events beside the reply: wait
-                // briefly so the acknowledgement shows them.
-                let deadline = tokio::time::Instant::now() + FILL_WAIT;
-                while current.filled_quantity < report.filled_quantity {
-                    match tokio::time::timeout_at(deadline, updates.recv()).await {
-                        Ok(Ok(OrderMsg::Order(o))) if o.order_id == id => current = o,
-                        Ok(Ok(_)) => {}
-                        Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
-                            current = self.inner.orders.get(&id).unwrap_or(current);
-                        }
-                        _ => break,
-                    }
-                }
-                current
-            }
+            // The fills the venue made at once were applied before this reply
+            // was handed over (see `pipe.rs`), so the acknowledgement shows them.
+            Ok(ReplyBody::Order(report)) => self.inner.orders.apply_report(&report, broker).unwrap_or(order),
             Ok(other) => {
                 warn!(order_id = %id, reply = ?other, "unexpected reply to an order");
                 order
@@ -586,10 +589,11 @@ impl MarketManager {
         })
     }
 
-    /// Takes every broker event and pipe signal, in order.
+    /// Takes every broker event and pipe signal, in order, and hands each
+    /// reply on once the events before it are applied.
     async fn route(
         self,
-        mut events: mpsc::Receiver<(String, ServiceEvent)>,
+        mut events: mpsc::Receiver<(String, PipeEvent)>,
         mut signals: mpsc::UnboundedReceiver<(String, PipeSignal)>,
         cancel: CancellationToken,
     ) {
@@ -597,7 +601,8 @@ impl MarketManager {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 ev = events.recv() => match ev {
-                    Some((broker, event)) => self.on_event(&broker, event),
+                    Some((broker, PipeEvent::Event(event))) => self.on_event(&broker, event),
+                    Some((_, PipeEvent::Reply(reply))) => reply.deliver(),
                     None => return,
                 },
                 sig = signals.recv() => match sig {

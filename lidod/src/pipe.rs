@@ -1,6 +1,11 @@
 //! The manager side of the service pipe: dial the service's WebSocket, send
 //! commands and match replies by id, pass events on, heartbeat, and re-dial
 //! with backoff when the socket drops (DESIGN.md, service protocol rule 3).
+//!
+//! Events and replies leave the pipe on one ordered channel ([`PipeEvent`]):
+//! the owner hands a reply to its caller after applying every event the
+//! service sent before it, so an order's acknowledgement never overtakes the
+//! fills its venue call made.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,6 +54,32 @@ impl PipeError {
         matches!(self, Self::Timeout(_) | Self::Dropped(_))
     }
 }
+
+/// What a pipe passes to its owner, in the order the service sent it.
+#[derive(Debug)]
+pub enum PipeEvent {
+    Event(ServiceEvent),
+    /// A command's answer. The owner calls [`PendingReply::deliver`] once the
+    /// events before it are applied.
+    Reply(PendingReply),
+}
+
+/// A reply on its way to the caller of [`PipeHandle::request`].
+#[derive(Debug)]
+pub struct PendingReply {
+    caller: oneshot::Sender<Result<ReplyBody, PipeError>>,
+    result: Result<ReplyBody, PipeError>,
+}
+
+impl PendingReply {
+    /// Hands the reply to the waiting caller (a caller that gave up is fine).
+    pub fn deliver(self) {
+        let _ = self.caller.send(self.result);
+    }
+}
+
+/// The channel a pipe passes its events and replies on, tagged with the service name.
+pub type PipeEvents = mpsc::Sender<(String, PipeEvent)>;
 
 /// What the pipe tells its owner besides events.
 #[derive(Debug, Clone)]
@@ -102,12 +133,12 @@ struct Request {
 }
 
 impl PipeHandle {
-    /// Starts dialing `url`. Events go to `events`, signals to `signals`,
-    /// both tagged with the service name.
+    /// Starts dialing `url`. Events and replies go to `events`, signals to
+    /// `signals`, both tagged with the service name.
     pub fn start(
         name: String,
         url: String,
-        events: mpsc::Sender<(String, ServiceEvent)>,
+        events: PipeEvents,
         signals: mpsc::UnboundedSender<(String, PipeSignal)>,
         cluster_secret: Secret,
         cancel: CancellationToken,
@@ -186,7 +217,7 @@ impl PipeHandle {
 async fn dial_loop(
     inner: Arc<Inner>,
     mut requests: mpsc::Receiver<Request>,
-    events: mpsc::Sender<(String, ServiceEvent)>,
+    events: PipeEvents,
     signals: mpsc::UnboundedSender<(String, PipeSignal)>,
 ) {
     let name = inner.name.clone();
@@ -293,7 +324,7 @@ async fn session(
     inner: &Inner,
     mut ws: Ws,
     requests: &mut mpsc::Receiver<Request>,
-    events: &mpsc::Sender<(String, ServiceEvent)>,
+    events: &PipeEvents,
     signals: &mpsc::UnboundedSender<(String, PipeSignal)>,
     url_rx: &mut watch::Receiver<String>,
     delivered: &mut Delivered,
@@ -351,11 +382,14 @@ async fn session(
                 };
                 match frame {
                     ServiceFrame::Reply { id, result } => {
-                        if let Some((_, tx)) = pending.remove(&id) {
-                            let _ = tx.send(match result {
-                                Reply::Ok(body) => Ok(body),
-                                Reply::Err(detail) => Err(PipeError::Remote(detail)),
-                            });
+                        let Some((_, caller)) = pending.remove(&id) else { continue };
+                        let result = match result {
+                            Reply::Ok(body) => Ok(body),
+                            Reply::Err(detail) => Err(PipeError::Remote(detail)),
+                        };
+                        // Behind the events already passed on, never beside them.
+                        if events.send((name.clone(), PipeEvent::Reply(PendingReply { caller, result }))).await.is_err() {
+                            break "manager gone".to_string();
                         }
                     }
                     ServiceFrame::Hello { instance } => {
@@ -365,14 +399,14 @@ async fn session(
                         }
                     }
                     ServiceFrame::Event { seq: None, event } => {
-                        if events.send((name.clone(), event)).await.is_err() {
+                        if events.send((name.clone(), PipeEvent::Event(event))).await.is_err() {
                             break "manager gone".to_string();
                         }
                     }
                     ServiceFrame::Event { seq: Some(seq), event } => {
                         // Replays repeat what was passed on already: drop those.
                         if seq > delivered.last_seq {
-                            if events.send((name.clone(), event)).await.is_err() {
+                            if events.send((name.clone(), PipeEvent::Event(event))).await.is_err() {
                                 break "manager gone".to_string();
                             }
                             delivered.last_seq = seq;

@@ -12,7 +12,7 @@ use chrono::Utc;
 use futures_util::future::BoxFuture;
 use lido_shared::access::{Secret, CLUSTER_SECRET_ENV};
 use lido_shared::cluster::{ClusterEvent, RunMode, ServiceInfo, ServiceKind, ServiceState};
-use lido_shared::pipe::{CheckIn, Command, ServiceEvent};
+use lido_shared::pipe::{CheckIn, Command};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -22,7 +22,7 @@ use crate::config::SupervisorConfig;
 use crate::error::ApiError;
 use crate::events::EventBus;
 use crate::logbuf::LogBuffer;
-use crate::pipe::{PipeHandle, PipeSignal};
+use crate::pipe::{PipeEvents, PipeHandle, PipeSignal};
 
 /// How to start a service.
 #[derive(Clone)]
@@ -56,7 +56,7 @@ struct Inner {
     config: SupervisorConfig,
     bus: EventBus,
     services: Mutex<BTreeMap<String, Entry>>,
-    events: mpsc::Sender<(String, ServiceEvent)>,
+    events: PipeEvents,
     signals: mpsc::UnboundedSender<(String, PipeSignal)>,
     /// Given to child processes in their environment and proven on every pipe dial.
     cluster_secret: Secret,
@@ -91,7 +91,7 @@ impl Supervisor {
         node: String,
         config: SupervisorConfig,
         bus: EventBus,
-        events: mpsc::Sender<(String, ServiceEvent)>,
+        events: PipeEvents,
         signals_out: Option<mpsc::UnboundedSender<(String, PipeSignal)>>,
         cluster_secret: Secret,
         cancel: CancellationToken,

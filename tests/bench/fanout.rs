@@ -223,6 +223,7 @@ impl Reference {
                         seq,
                         data: serde_json::to_value(ticker.to_quote(symbol.clone(), Utc::now())).unwrap_or_default(),
                         gap: None,
+                        conflated: None,
                     };
                     let _ = feed_tx.send(serde_json::to_string(&event).unwrap_or_default().into());
                 }

@@ -12,6 +12,7 @@ mod recovery;
 mod schwab_broker;
 mod schwab_rest;
 mod shutdown;
+mod slow_consumer;
 mod supervision;
 mod trader;
 mod tui_tmux;

@@ -4,7 +4,9 @@
 //! manager (retrying with backoff, and again whenever no manager has been
 //! attached for a while), serves the pipe the manager dials, hands each
 //! [`Command`] to the service's [`CommandHandler`] in arrival order, and
-//! forwards the service's events. Events that must not be lost (order
+//! forwards the service's events. A command's reply leaves after every event
+//! its handler emitted (one task, the event pump, sends both), so an order's
+//! acknowledgement never overtakes its fills. Events that must not be lost (order
 //! updates, fills) are numbered and kept until the manager acknowledges
 //! them; every new pipe starts by replaying the unacknowledged ones, in
 //! order (see [`crate::pipe`]).
@@ -244,8 +246,9 @@ async fn run<H: CommandHandler>(
     cmd_rx: mpsc::Receiver<(u64, Command, Outbox)>,
     shutdown: CancellationToken,
 ) -> Result<(), ClientError> {
-    let worker = tokio::spawn(command_worker(handler, cmd_rx, shutdown.clone()));
-    let pump = tokio::spawn(event_pump(events, shared.clone(), shutdown.clone()));
+    let (reply_tx, reply_rx) = mpsc::channel(1024);
+    let worker = tokio::spawn(command_worker(handler, cmd_rx, reply_tx, shutdown.clone()));
+    let pump = tokio::spawn(event_pump(events, reply_rx, shared.clone(), shutdown.clone()));
     let accept = tokio::spawn(accept_loop(listener, secret.clone(), shared.clone(), cmd_tx, shutdown.clone()));
     let result = checkin_loop(&manager_url, &checkin, &secret, &shared, &shutdown).await;
     if result.is_err() {
@@ -473,9 +476,13 @@ where
     }
 }
 
+/// A command's reply and the pipe session the command came on.
+type ReplyOut = (ServiceFrame, Outbox);
+
 async fn command_worker<H: CommandHandler>(
     handler: Arc<H>,
     mut rx: mpsc::Receiver<(u64, Command, Outbox)>,
+    replies: mpsc::Sender<ReplyOut>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -488,7 +495,8 @@ async fn command_worker<H: CommandHandler>(
             Command::Ping => Reply::Ok(ReplyBody::Pong),
             command => handler.handle(command).await,
         };
-        let _ = out.send(ServiceFrame::Reply { id, result }).await;
+        // Through the pump, behind the events the handler emitted.
+        let _ = replies.send((ServiceFrame::Reply { id, result }, out)).await;
         if stop {
             info!("stop requested by manager");
             // Let the session flush the reply before everything closes.
@@ -499,35 +507,61 @@ async fn command_worker<H: CommandHandler>(
     }
 }
 
-/// Forwards events to the attached pipe. Must-deliver events are numbered
-/// and kept until acknowledged; market data is sent if a pipe can take it
-/// now, and dropped otherwise.
-async fn event_pump(mut events: mpsc::Receiver<ServiceEvent>, shared: Arc<Shared>, shutdown: CancellationToken) {
-    let mut next_seq = 1u64;
+/// Forwards events to the attached pipe, and replies to the session their
+/// command came on. Before a reply it forwards every event queued when the
+/// reply was taken: those include all its handler emitted. Must-deliver
+/// events are numbered and kept until acknowledged; market data is sent if
+/// a pipe can take it now, and dropped otherwise.
+async fn event_pump(
+    mut events: mpsc::Receiver<ServiceEvent>,
+    mut replies: mpsc::Receiver<ReplyOut>,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let mut pump = Pump { shared, next_seq: 1 };
     loop {
-        let event = tokio::select! {
+        tokio::select! {
             _ = shutdown.cancelled() => break,
             ev = events.recv() => match ev {
-                Some(ev) => ev,
+                Some(ev) => pump.forward(ev, &shutdown).await,
                 None => break,
             },
-        };
-        let out = shared.current.borrow().clone();
+            reply = replies.recv() => {
+                let Some((frame, out)) = reply else { break };
+                for _ in 0..events.len() {
+                    let Ok(ev) = events.try_recv() else { break };
+                    pump.forward(ev, &shutdown).await;
+                }
+                let _ = out.send(frame).await;
+            }
+        }
+    }
+}
+
+/// The event pump's numbering of must-deliver events.
+struct Pump {
+    shared: Arc<Shared>,
+    next_seq: u64,
+}
+
+impl Pump {
+    async fn forward(&mut self, event: ServiceEvent, shutdown: &CancellationToken) {
+        let out = self.shared.current.borrow().clone();
         if !event.must_deliver() {
             if let Some(tx) = out {
                 let _ = tx.try_send(ServiceFrame::Event { seq: None, event });
             }
-            continue;
+            return;
         }
-        let seq = next_seq;
-        next_seq += 1;
-        push_unacked(&mut shared.unacked(), seq, event.clone());
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        push_unacked(&mut self.shared.unacked(), seq, event.clone());
         if let Some(tx) = out {
             // Waits for room rather than skipping: a skipped event would only
             // be replayed on the next pipe. A closed session is fine: the next
             // one replays it.
             tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled() => {}
                 _ = tx.send(ServiceFrame::Event { seq: Some(seq), event }) => {}
             }
         }
