@@ -21,7 +21,7 @@ use chrono::Utc;
 use lido_shared::api::{Channel, MarketInfo, OrdersQuery, PlaceOrder};
 use lido_shared::cluster::{ClusterEvent, RunMode, ServiceInfo, ServiceKind, ServiceState};
 use lido_shared::model::{Balance, Book, Fill, Instrument, Order, OrderStatus, OrderType, Position, Quote, Symbol};
-use lido_shared::pipe::{Command, Feed, ReplyBody, ServiceEvent, VenueOrder};
+use lido_shared::pipe::{Command, Feed, OrderTrace, ReplyBody, ServiceEvent, VenueOrder};
 use rust_decimal::Decimal;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -112,6 +112,9 @@ impl MarketManager {
             }
             markets.insert(name.to_string(), Arc::new(Market::new(name.to_string(), pool)));
         }
+        // Failover between a market's brokers is to come (issue #6); the
+        // series exists from the start so dashboards and alerts can use it.
+        metrics::counter!("lido_failovers_total", "market" => name.to_string()).absolute(0);
         let info = self.market_info(name).expect("just inserted");
         self.inner.bus.publish(ClusterEvent::ServiceChanged { service: info.clone() });
         info!(market = name, "market created");
@@ -337,8 +340,27 @@ impl MarketManager {
     }
 
     /// Validates and places an order. `false` in the answer means the client
-    /// order id was used before and the first order is returned.
+    /// order id was used before and the first order is returned. Runs in an
+    /// `order` span with the customer, market and order ids, which the
+    /// broker's span for the same order repeats (see [`OrderTrace`]).
     pub async fn place(&self, customer: &str, req: PlaceOrder) -> Result<(Order, bool), ApiError> {
+        let span = tracing::info_span!(
+            "order",
+            %customer,
+            market = %req.market,
+            client_order_id = tracing::field::Empty,
+            order_id = tracing::field::Empty,
+        );
+        let started = std::time::Instant::now();
+        tracing::Instrument::instrument(self.place_in_span(customer, req, started), span).await
+    }
+
+    async fn place_in_span(
+        &self,
+        customer: &str,
+        req: PlaceOrder,
+        started: std::time::Instant,
+    ) -> Result<(Order, bool), ApiError> {
         // A known client order id answers from the journal, even while the
         // venue is away or being reconciled.
         if let Some(existing) = req.client_order_id.as_deref().and_then(|id| self.inner.orders.find(customer, id)) {
@@ -401,8 +423,12 @@ impl MarketManager {
         if !created {
             return Ok((order, false));
         }
+        let span = tracing::Span::current();
+        span.record("client_order_id", order.client_order_id.as_str());
+        span.record("order_id", order.order_id.as_str());
+        info!(symbol = %order.symbol, side = ?order.side, quantity = %order.quantity, "order journaled");
+        metrics::counter!("lido_orders_placed_total", "market" => m.name.clone()).increment(1);
         let Some((broker, pipe)) = active else {
-            metrics::counter!("lido_orders_total", "market" => m.name.clone(), "status" => "rejected").increment(1);
             let reason = format!("no broker of market {} is up; retry shortly", m.name);
             return Ok((self.inner.orders.reject(&order.order_id, reason).unwrap_or(order), true));
         };
@@ -417,17 +443,17 @@ impl MarketManager {
             quantity: order.quantity,
             limit_price: order.limit_price,
         };
-        let sent = std::time::Instant::now();
         let order = self.send_order(&broker, &pipe, venue_order, order).await;
-        metrics::histogram!("lido_order_ack_seconds", "broker" => broker.clone()).record(sent.elapsed().as_secs_f64());
-        metrics::counter!("lido_orders_total", "market" => order.market.clone(), "status" => order.status.as_str())
-            .increment(1);
+        metrics::histogram!("lido_order_round_trip_seconds", "market" => order.market.clone(), "broker" => broker)
+            .record(started.elapsed().as_secs_f64());
+        info!(status = %order.status, filled = %order.filled_quantity, "order answered by the venue");
         Ok((order, true))
     }
 
     async fn send_order(&self, broker: &str, pipe: &PipeHandle, venue_order: VenueOrder, order: Order) -> Order {
         let id = order.order_id.clone();
-        let reply = pipe.request(Command::PlaceOrder { order: venue_order.clone() }, VENUE_TIMEOUT).await;
+        let trace = Some(order_trace(&order));
+        let reply = pipe.request_traced(Command::PlaceOrder { order: venue_order.clone() }, trace, VENUE_TIMEOUT).await;
         test_pause("after_send", &id).await;
         match reply {
             // The fills the venue made at once were applied before this reply
@@ -508,7 +534,8 @@ impl MarketManager {
             })?;
         let broker = broker.unwrap_or_default();
         let cmd = Command::CancelOrder { account: customer.to_string(), client_id: order.order_id.clone() };
-        match pipe.request(cmd, VENUE_TIMEOUT).await {
+        info!(order_id = %order.order_id, client_order_id = %order.client_order_id, %customer, "cancel requested");
+        match pipe.request_traced(cmd, Some(order_trace(&order)), VENUE_TIMEOUT).await {
             Ok(ReplyBody::Order(report)) => Ok(self.inner.orders.apply_report(&report, &broker).unwrap_or(order)),
             Ok(other) => Err(unexpected(other)),
             Err(PipeError::Remote(d)) if d.code == "order_not_open" => {
@@ -713,6 +740,16 @@ pub fn feed_of(channel: Channel) -> Option<Feed> {
         Channel::Trades => Some(Feed::Trades),
         Channel::Book => Some(Feed::Book),
         Channel::Orders | Channel::Fills => None,
+    }
+}
+
+/// The ids a broker's log lines about `order` carry.
+fn order_trace(order: &Order) -> OrderTrace {
+    OrderTrace {
+        order_id: order.order_id.clone(),
+        client_order_id: order.client_order_id.clone(),
+        customer: order.customer.clone(),
+        market: order.market.clone(),
     }
 }
 

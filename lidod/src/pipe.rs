@@ -18,8 +18,8 @@ use futures_util::{SinkExt, StreamExt};
 use lido_shared::access::{Secret, CLUSTER_SECRET_HEADER};
 use lido_shared::cluster::ServiceState;
 use lido_shared::pipe::{
-    Command, ManagerFrame, Reply, ReplyBody, ServiceEvent, ServiceFrame, HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS,
-    MAX_FRAME_BYTES,
+    Command, ManagerFrame, OrderTrace, Reply, ReplyBody, ServiceEvent, ServiceFrame, HEARTBEAT_INTERVAL_MS,
+    HEARTBEAT_TIMEOUT_MS, MAX_FRAME_BYTES,
 };
 use lido_shared::ErrorDetail;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -128,6 +128,7 @@ struct Inner {
 
 struct Request {
     command: Command,
+    trace: Option<OrderTrace>,
     deadline: Instant,
     reply: oneshot::Sender<Result<ReplyBody, PipeError>>,
 }
@@ -198,19 +199,39 @@ impl PipeHandle {
 
     /// Sends `command` and waits for the reply.
     pub async fn request(&self, command: Command, timeout: Duration) -> Result<ReplyBody, PipeError> {
+        self.request_traced(command, None, timeout).await
+    }
+
+    /// Sends a command about an order, with the order's ids for the
+    /// service's log lines, and waits for the reply. The time to an answer
+    /// (the service's venue call and the pipe both ways) is recorded in
+    /// `lido_broker_request_seconds`.
+    pub async fn request_traced(
+        &self,
+        command: Command,
+        trace: Option<OrderTrace>,
+        timeout: Duration,
+    ) -> Result<ReplyBody, PipeError> {
         if !self.is_up() {
             return Err(PipeError::NotConnected(self.inner.name.clone()));
         }
+        let name = command.name();
+        let started = Instant::now();
         let (tx, rx) = oneshot::channel();
-        let req = Request { command, deadline: Instant::now() + timeout, reply: tx };
+        let req = Request { command, trace, deadline: started + timeout, reply: tx };
         if self.inner.requests.send(req).await.is_err() {
             return Err(PipeError::NotConnected(self.inner.name.clone()));
         }
-        match tokio::time::timeout(timeout, rx).await {
+        let result = match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(PipeError::Dropped(self.inner.name.clone())),
             Err(_) => Err(PipeError::Timeout(self.inner.name.clone())),
+        };
+        if matches!(result, Ok(_) | Err(PipeError::Remote(_))) {
+            metrics::histogram!("lido_broker_request_seconds", "broker" => self.inner.name.clone(), "command" => name)
+                .record(started.elapsed().as_secs_f64());
         }
+        result
     }
 }
 
@@ -347,7 +368,7 @@ async fn session(
                     continue;
                 }
                 let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
-                let frame = ManagerFrame::Command { id, command: req.command };
+                let frame = ManagerFrame::Command { id, command: req.command, trace: req.trace };
                 if send_text(&mut ws, &frame).await.is_err() {
                     let _ = req.reply.send(Err(PipeError::Dropped(name.clone())));
                     break "send failed".to_string();

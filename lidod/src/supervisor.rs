@@ -469,7 +469,8 @@ impl Supervisor {
                 return;
             }
             recent.push(Instant::now());
-            metrics::counter!("lido_service_restarts_total", "service" => name.clone()).increment(1);
+            metrics::counter!("lido_service_restarts_total", "service" => name.clone(), "kind" => self.inner.kind.as_str())
+                .increment(1);
             warn!(%name, reason = %why, delay_ms = delay.as_millis() as u64, "service exited, restarting");
             self.update(&name, |i| {
                 i.state = ServiceState::Starting;

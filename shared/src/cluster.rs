@@ -188,6 +188,13 @@ pub enum ClusterEvent {
     },
 }
 
+/// `PUT /v1/log-level` body and answer: the node's new log filter.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LogLevel {
+    /// A level (`debug`) or a filter (`info,lidod=debug`), as `RUST_LOG` takes.
+    pub filter: String,
+}
+
 /// `POST /v1/services` body.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SpawnRequest {

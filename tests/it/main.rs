@@ -7,6 +7,7 @@ mod bad_input;
 mod kraken_broker;
 mod kraken_rest;
 mod lidoctl_verbs;
+mod observability;
 mod operator;
 mod recovery;
 mod schwab_broker;

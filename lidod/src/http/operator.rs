@@ -10,7 +10,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures_util::{SinkExt, StreamExt};
 use lido_shared::cluster::{
-    ClusterSnapshot, NodeInfo, RunMode, ServiceDetail, ServiceInfo, SessionInfo, SpawnRequest, WatchCommand,
+    ClusterSnapshot, LogLevel, NodeInfo, RunMode, ServiceDetail, ServiceInfo, SessionInfo, SpawnRequest, WatchCommand,
     WatchMessage,
 };
 use lido_shared::model::Order;
@@ -147,17 +147,15 @@ pub async fn restart(
 }
 
 /// The new log filter of this node, `tracing_subscriber::EnvFilter` syntax.
-#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct LogLevel {
-    /// e.g. `info,lidod=debug`
-    pub filter: String,
-}
-
-/// Sets this node's log filter at run time (brokers keep theirs).
+/// Sets this node's log filter at run time (brokers keep theirs). Operators only; audited.
 #[utoipa::path(put, path = "/v1/log-level", tag = "operator", request_body = LogLevel,
-    responses((status = 200, body = LogLevel), (status = 400, body = ErrorBody)))]
-pub async fn log_level(ApiJson(body): ApiJson<LogLevel>) -> Result<Json<LogLevel>, ApiError> {
-    crate::loglevel::set(&body.filter)?;
+    responses((status = 200, body = LogLevel), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn log_level(
+    State(infra): State<Infra>,
+    Operator(caller): Operator,
+    ApiJson(body): ApiJson<LogLevel>,
+) -> Result<Json<LogLevel>, ApiError> {
+    audited(&infra, &caller, "log-level", &body.filter, crate::loglevel::set(&body.filter))?;
     Ok(Json(body))
 }
 

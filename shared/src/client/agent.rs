@@ -29,14 +29,14 @@ use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use super::ClientError;
 use crate::access::{Secret, CLUSTER_SECRET_ENV, CLUSTER_SECRET_HEADER};
 use crate::cluster::{ServiceKind, ServiceState};
 use crate::pipe::{
-    CheckIn, CheckInReply, Command, ManagerFrame, Reply, ReplyBody, ServiceEvent, ServiceFrame, CHECKIN_PATH,
-    HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, MAX_FRAME_BYTES,
+    CheckIn, CheckInReply, Command, ManagerFrame, OrderTrace, Reply, ReplyBody, ServiceEvent, ServiceFrame,
+    CHECKIN_PATH, HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, MAX_FRAME_BYTES,
 };
 use crate::ErrorBody;
 
@@ -242,8 +242,8 @@ async fn run<H: CommandHandler>(
     shared: Arc<Shared>,
     handler: Arc<H>,
     events: mpsc::Receiver<ServiceEvent>,
-    cmd_tx: mpsc::Sender<(u64, Command, Outbox)>,
-    cmd_rx: mpsc::Receiver<(u64, Command, Outbox)>,
+    cmd_tx: mpsc::Sender<Received>,
+    cmd_rx: mpsc::Receiver<Received>,
     shutdown: CancellationToken,
 ) -> Result<(), ClientError> {
     let (reply_tx, reply_rx) = mpsc::channel(1024);
@@ -330,7 +330,7 @@ async fn accept_loop(
     listener: TcpListener,
     secret: Secret,
     shared: Arc<Shared>,
-    cmd_tx: mpsc::Sender<(u64, Command, Outbox)>,
+    cmd_tx: mpsc::Sender<Received>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -359,7 +359,7 @@ async fn pipe_session(
     stream: TcpStream,
     secret: Secret,
     shared: Arc<Shared>,
-    cmd_tx: mpsc::Sender<(u64, Command, Outbox)>,
+    cmd_tx: mpsc::Sender<Received>,
     token: CancellationToken,
 ) {
     let config =
@@ -441,8 +441,8 @@ async fn pipe_session(
                             unacked.pop_front();
                         }
                     }
-                    Ok(ManagerFrame::Command { id, command }) => {
-                        if cmd_tx.send((id, command, out_tx.clone())).await.is_err() { break "service stopping"; }
+                    Ok(ManagerFrame::Command { id, command, trace }) => {
+                        if cmd_tx.send(Received { id, command, trace, out: out_tx.clone() }).await.is_err() { break "service stopping"; }
                     }
                     Err(e) => warn!(error = %e, "malformed frame on pipe, ignored"),
                 }
@@ -479,22 +479,49 @@ where
 /// A command's reply and the pipe session the command came on.
 type ReplyOut = (ServiceFrame, Outbox);
 
+/// A command as it came off a pipe session.
+struct Received {
+    id: u64,
+    command: Command,
+    trace: Option<OrderTrace>,
+    out: Outbox,
+}
+
 async fn command_worker<H: CommandHandler>(
     handler: Arc<H>,
-    mut rx: mpsc::Receiver<(u64, Command, Outbox)>,
+    mut rx: mpsc::Receiver<Received>,
     replies: mpsc::Sender<ReplyOut>,
     shutdown: CancellationToken,
 ) {
     loop {
-        let (id, command, out) = tokio::select! {
+        let Received { id, command, trace, out } = tokio::select! {
             _ = shutdown.cancelled() => return,
             next = rx.recv() => match next { Some(n) => n, None => return },
         };
         let stop = command == Command::Stop;
-        let result = match command {
-            Command::Ping => Reply::Ok(ReplyBody::Pong),
-            command => handler.handle(command).await,
-        };
+        let span = command_span(id, &command, trace.as_ref());
+        let result = async {
+            // Commands about an order are logged (they matter one by one);
+            // the rest only when debugging.
+            if trace.is_some() {
+                info!("order command received");
+            } else {
+                debug!("command received");
+            }
+            let result = match command {
+                Command::Ping => Reply::Ok(ReplyBody::Pong),
+                command => handler.handle(command).await,
+            };
+            let ok = matches!(result, Reply::Ok(_));
+            if trace.is_some() {
+                info!(ok, "order command answered");
+            } else {
+                debug!(ok, "command answered");
+            }
+            result
+        }
+        .instrument(span)
+        .await;
         // Through the pump, behind the events the handler emitted.
         let _ = replies.send((ServiceFrame::Reply { id, result }, out)).await;
         if stop {
@@ -504,6 +531,23 @@ async fn command_worker<H: CommandHandler>(
             shutdown.cancel();
             return;
         }
+    }
+}
+
+/// The span a command is handled in: its id and name, and for a command
+/// about an order, the order's ids, customer and market as the manager sent them.
+fn command_span(id: u64, command: &Command, trace: Option<&OrderTrace>) -> tracing::Span {
+    match trace {
+        Some(t) => tracing::info_span!(
+            "command",
+            id,
+            cmd = command.name(),
+            order_id = %t.order_id,
+            client_order_id = %t.client_order_id,
+            customer = %t.customer,
+            market = %t.market,
+        ),
+        None => tracing::debug_span!("command", id, cmd = command.name()),
     }
 }
 
