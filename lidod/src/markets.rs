@@ -424,8 +424,8 @@ impl MarketManager {
             return Ok((order, false));
         }
         let span = tracing::Span::current();
-        span.record("client_order_id", order.client_order_id.as_str());
-        span.record("order_id", order.order_id.as_str());
+        span.record("client_order_id", tracing::field::display(&order.client_order_id));
+        span.record("order_id", tracing::field::display(&order.order_id));
         info!(symbol = %order.symbol, side = ?order.side, quantity = %order.quantity, "order journaled");
         metrics::counter!("lido_orders_placed_total", "market" => m.name.clone()).increment(1);
         let Some((broker, pipe)) = active else {
