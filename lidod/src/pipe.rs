@@ -368,7 +368,7 @@ async fn session(
                     continue;
                 }
                 let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
-                let frame = ManagerFrame::Command { id, command: req.command, trace: req.trace };
+                let frame = ManagerFrame::Command { id, command: req.command, trace: req.trace.map(Box::new) };
                 if send_text(&mut ws, &frame).await.is_err() {
                     let _ = req.reply.send(Err(PipeError::Dropped(name.clone())));
                     break "send failed".to_string();

@@ -369,10 +369,10 @@ impl Harness {
             let mut seen = Vec::new();
             loop {
                 let Seen::Event(event) = self.seen.recv().await.expect("event channel open") else { continue };
-                if event == marker {
+                if *event == marker {
                     return seen;
                 }
-                seen.push(event);
+                seen.push(*event);
             }
         };
         within("the marker event", collect).await
@@ -388,7 +388,7 @@ impl Harness {
 /// One thing the pipe handed its owner.
 #[derive(Debug, PartialEq)]
 enum Seen {
-    Event(ServiceEvent),
+    Event(Box<ServiceEvent>),
     Reply,
 }
 
@@ -400,7 +400,7 @@ fn own_pipe_events(mut events: mpsc::Receiver<(String, PipeEvent)>) -> mpsc::Unb
         while let Some((name, event)) = events.recv().await {
             assert_eq!(name, NAME);
             let seen = match event {
-                PipeEvent::Event(event) => Seen::Event(event),
+                PipeEvent::Event(event) => Seen::Event(Box::new(event)),
                 PipeEvent::Reply(reply) => {
                     // Recorded before the caller can see it.
                     let _ = seen_tx.send(Seen::Reply);
@@ -462,7 +462,7 @@ async fn a_reply_comes_after_the_events_its_command_emitted() {
         let mut fills = 0;
         loop {
             match h.seen.try_recv().expect("the reply and every fill before it were handed over") {
-                Seen::Event(ServiceEvent::Fill(_)) => fills += 1,
+                Seen::Event(event) if matches!(*event, ServiceEvent::Fill(_)) => fills += 1,
                 Seen::Event(other) => panic!("unexpected event {other:?}"),
                 Seen::Reply => break,
             }

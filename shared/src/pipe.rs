@@ -74,7 +74,7 @@ pub enum ManagerFrame {
         /// The order the command is about, so the service's log lines carry
         /// the same ids as the manager's.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        trace: Option<OrderTrace>,
+        trace: Option<Box<OrderTrace>>,
     },
     Heartbeat {
         ts: DateTime<Utc>,

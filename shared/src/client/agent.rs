@@ -483,7 +483,7 @@ type ReplyOut = (ServiceFrame, Outbox);
 struct Received {
     id: u64,
     command: Command,
-    trace: Option<OrderTrace>,
+    trace: Option<Box<OrderTrace>>,
     out: Outbox,
 }
 
@@ -499,7 +499,7 @@ async fn command_worker<H: CommandHandler>(
             next = rx.recv() => match next { Some(n) => n, None => return },
         };
         let stop = command == Command::Stop;
-        let span = command_span(id, &command, trace.as_ref());
+        let span = command_span(id, &command, trace.as_deref());
         let result = async {
             // Commands about an order are logged (they matter one by one);
             // the rest only when debugging.
