@@ -269,3 +269,105 @@ pub(crate) fn unique() -> u64 {
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
 }
+
+/// One sample of a Prometheus text exposition: `name{label="value",…} value`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub value: f64,
+}
+
+impl Sample {
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels.get(name).map(String::as_str)
+    }
+}
+
+/// The samples of a Prometheus text exposition (version 0.0.4): comment and
+/// blank lines skipped, label values unescaped. A line it cannot read fails
+/// the test, with the line.
+pub fn parse_metrics(text: &str) -> Vec<Sample> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|line| parse_sample(line).unwrap_or_else(|| panic!("not a Prometheus sample line: {line:?}")))
+        .collect()
+}
+
+fn parse_sample(line: &str) -> Option<Sample> {
+    let name_end = line.find(|c: char| c == '{' || c.is_whitespace())?;
+    let name = line[..name_end].to_string();
+    let mut rest = &line[name_end..];
+    let mut labels = std::collections::BTreeMap::new();
+    if let Some(body) = rest.strip_prefix('{') {
+        let mut chars = body.char_indices();
+        loop {
+            let (start, c) = chars.next()?;
+            if c == '}' {
+                rest = &body[start + 1..];
+                break;
+            }
+            if c == ',' {
+                continue;
+            }
+            let eq = body[start..].find("=\"")? + start;
+            let key = body[start..eq].to_string();
+            while chars.next().is_some_and(|(i, _)| i < eq + 1) {}
+            let mut value = String::new();
+            loop {
+                match chars.next()?.1 {
+                    '\\' => match chars.next()?.1 {
+                        'n' => value.push('\n'),
+                        other => value.push(other),
+                    },
+                    '"' => break,
+                    other => value.push(other),
+                }
+            }
+            labels.insert(key, value);
+        }
+    }
+    let value = rest.split_whitespace().next()?;
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v.parse().ok()?,
+    };
+    Some(Sample { name, labels, value })
+}
+
+/// `GET /metrics` of the node at `url`, parsed.
+pub async fn scrape(url: &str) -> Vec<Sample> {
+    let text = reqwest::get(format!("{url}/metrics")).await.expect("GET /metrics").text().await.expect("metrics body");
+    parse_metrics(&text)
+}
+
+/// The sum of every sample named `name` whose labels include `labels`.
+pub fn metric_sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.name == name && labels.iter().all(|(k, v)| s.label(k) == Some(v)))
+        .map(|s| s.value)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_lines_are_read_with_their_labels() {
+        let text = "# HELP x a counter\n# TYPE x counter\nx 3\n\
+                    lido_orders_total{market=\"paper\",status=\"filled\"} 2\n\
+                    h_bucket{broker=\"a \\\"b\\\"\",le=\"+Inf\"} 5\nh_sum{broker=\"p\"} 0.25\n";
+        let samples = parse_metrics(text);
+        assert_eq!(samples.len(), 4);
+        assert_eq!(samples[0], Sample { name: "x".into(), labels: Default::default(), value: 3.0 });
+        assert_eq!(samples[1].label("market"), Some("paper"));
+        assert_eq!(samples[1].label("status"), Some("filled"));
+        assert_eq!(samples[2].label("broker"), Some("a \"b\""));
+        assert_eq!(samples[2].label("le"), Some("+Inf"));
+        assert_eq!(metric_sum(&samples, "h_sum", &[("broker", "p")]), 0.25);
+    }
+}

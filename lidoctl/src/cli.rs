@@ -99,6 +99,12 @@ pub enum Command {
         after_help = "Examples:\n  lidoctl undrain node n1\n  lidoctl undrain n1"
     )]
     Undrain(UndrainArgs),
+    /// Set the node's log level or filter at run time (operators only)
+    #[command(
+        name = "log-level",
+        after_help = "Examples:\n  lidoctl log-level debug\n  lidoctl log-level 'info,lidod=debug'\n  lidoctl log-level info -o json"
+    )]
+    LogLevel(LogLevelArgs),
     /// Stream cluster changes until Ctrl-C, reconnecting when the connection drops
     #[command(
         after_help = "Examples:\n  lidoctl watch\n  lidoctl watch --orders\n  lidoctl watch --metrics -o json | jq -c 'select(.event.event == \"metrics\")'\n  lidoctl watch -o json | jq -c 'select(.type == \"event\")'"
@@ -388,6 +394,13 @@ pub struct DrainArgs {
     /// Do not ask for confirmation
     #[arg(short, long)]
     pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogLevelArgs {
+    /// A level (`error`, `warn`, `info`, `debug`, `trace`) or a filter as
+    /// RUST_LOG takes it (`info,lidod=debug`)
+    pub filter: String,
 }
 
 #[derive(Debug, Args)]

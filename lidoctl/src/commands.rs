@@ -5,6 +5,7 @@ mod broker_auth;
 mod config;
 mod describe;
 mod get;
+mod log_level;
 mod logs;
 mod node;
 mod service;
@@ -39,6 +40,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Restart(args) => service::restart(&endpoints()?, out, &args).await,
         Command::Drain(args) => node::drain(&endpoints()?, out, &args).await,
         Command::Undrain(args) => node::undrain(&endpoints()?, out, &args).await,
+        Command::LogLevel(args) => log_level::run(&endpoints()?, out, &args).await,
         Command::Watch(args) => watch::run(&endpoints()?, out, &args).await,
         Command::Token(command) => token::run(&endpoints()?, out, command).await,
         Command::Audit(args) => audit::run(&endpoints()?, out, &args).await,

@@ -19,6 +19,7 @@ use crate::infra::{Infra, InfraParts};
 use crate::journal::Journal;
 use crate::limits::Limits;
 use crate::markets::{MarketManager, OrderStore};
+use crate::pipe::PipeEvent;
 use crate::sessions::Sessions;
 use crate::supervisor::Supervisor;
 use crate::tls::{NodeTls, TlsListener};
@@ -114,9 +115,16 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         managers.child_token(),
     );
 
-    // Hosted traders report nothing the node acts on yet; their events are read and dropped.
+    // Hosted traders report nothing the node acts on yet: their events are
+    // dropped and their replies handed on.
     let (trader_events, mut trader_events_rx) = mpsc::channel(1024);
-    tokio::spawn(async move { while trader_events_rx.recv().await.is_some() {} });
+    tokio::spawn(async move {
+        while let Some((_, event)) = trader_events_rx.recv().await {
+            if let PipeEvent::Reply(reply) = event {
+                reply.deliver();
+            }
+        }
+    });
     let trader_sup = Supervisor::new(
         ServiceKind::Trader,
         node.clone(),

@@ -47,13 +47,45 @@ async fn metrics(State(infra): State<Infra>) -> Result<String, ApiError> {
     let node = infra.node_info();
     metrics::gauge!("lido_sessions").set(node.load.sessions as f64);
     metrics::gauge!("lido_streams_open").set(node.load.streams as f64);
+    let (queued, deepest) = infra.markets().stream_queues();
+    metrics::gauge!("lido_stream_queue_depth").set(queued as f64);
+    metrics::gauge!("lido_stream_queue_depth_max").set(deepest as f64);
     metrics::gauge!("lido_orders_open").set(node.load.open_orders as f64);
     for s in &node.services {
         let up = f64::from(u8::from(s.state == lido_shared::cluster::ServiceState::Running));
         metrics::gauge!("lido_service_up", "service" => s.name.clone(), "kind" => s.kind.as_str()).set(up);
+        record_service_figures(s);
     }
     crate::metrics::render()
         .ok_or_else(|| ApiError::unavailable("metrics_unavailable", "no metrics recorder in this process"))
+}
+
+/// The figures a service reports that have a series of their own: a
+/// broker's venue connections and subscriptions (from its `Metrics` event),
+/// a market's feed listeners.
+fn record_service_figures(s: &lido_shared::cluster::ServiceInfo) {
+    use lido_shared::cluster::ServiceKind;
+    let figure = |name: &str| s.metrics.get(name).copied();
+    match s.kind {
+        ServiceKind::Broker => {
+            let sockets = [figure("ws_connections_open"), figure("executions_connected")];
+            if sockets.iter().any(Option::is_some) {
+                let open = sockets.iter().flatten().sum::<f64>();
+                metrics::gauge!("lido_venue_connections", "broker" => s.name.clone(), "venue" => s.service_type.clone())
+                    .set(open);
+            }
+            if let Some(n) = figure("ws_subscriptions") {
+                metrics::gauge!("lido_venue_subscriptions", "broker" => s.name.clone(), "venue" => s.service_type.clone())
+                    .set(n);
+            }
+        }
+        ServiceKind::Market => {
+            if let Some(n) = figure("listeners") {
+                metrics::gauge!("lido_market_listeners", "market" => s.name.clone()).set(n);
+            }
+        }
+        ServiceKind::Trader => {}
+    }
 }
 
 async fn not_found() -> ApiError {

@@ -12,8 +12,8 @@ mod market;
 mod orders;
 mod reconcile;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use chrono::Utc;
 use lido_shared::api::{Channel, MarketInfo, OrdersQuery, PlaceOrder};
 use lido_shared::cluster::{ClusterEvent, RunMode, ServiceInfo, ServiceKind, ServiceState};
 use lido_shared::model::{Balance, Book, Fill, Instrument, Order, OrderStatus, OrderType, Position, Quote, Symbol};
-use lido_shared::pipe::{Command, Feed, ReplyBody, ServiceEvent, VenueOrder};
+use lido_shared::pipe::{Command, Feed, OrderTrace, ReplyBody, ServiceEvent, VenueOrder};
 use rust_decimal::Decimal;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -33,17 +33,18 @@ use self::reconcile::Reconciled;
 use crate::brokers::BrokerManager;
 use crate::error::ApiError;
 use crate::events::EventBus;
-use crate::pipe::{PipeError, PipeHandle, PipeSignal};
+use crate::pipe::{PipeError, PipeEvent, PipeHandle, PipeSignal};
 
 /// How long a broker may take to answer a command.
 /// The error code a broker answers when it cannot tell whether the venue
 /// took an order: the order is settled like a timed-out send.
 pub const OUTCOME_UNKNOWN: &str = "outcome_unknown";
 const VENUE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long an acknowledgement waits for fills the venue made at once.
-const FILL_WAIT: Duration = Duration::from_millis(500);
 /// How long to keep settling an order whose send had no clear outcome.
 const SETTLE_ATTEMPTS: u32 = 60;
+
+/// Tells how many messages wait in one algo stream's outbound queue.
+pub type QueueProbe = Box<dyn Fn() -> usize + Send + Sync>;
 
 #[derive(Clone)]
 pub struct MarketManager {
@@ -56,7 +57,9 @@ struct Inner {
     markets: RwLock<BTreeMap<String, Arc<Market>>>,
     orders: OrderStore,
     bus: EventBus,
-    streams: AtomicUsize,
+    /// Open algo streams, each with a probe of its outbound queue.
+    streams: std::sync::Mutex<HashMap<u64, QueueProbe>>,
+    next_stream: AtomicU64,
     /// Which brokers' orders are reconciled with their venue.
     reconciled: std::sync::Mutex<Reconciled>,
 }
@@ -68,7 +71,7 @@ impl MarketManager {
         brokers: BrokerManager,
         orders: OrderStore,
         bus: EventBus,
-        events: mpsc::Receiver<(String, ServiceEvent)>,
+        events: mpsc::Receiver<(String, PipeEvent)>,
         signals: mpsc::UnboundedReceiver<(String, PipeSignal)>,
         cancel: CancellationToken,
     ) -> Self {
@@ -79,7 +82,8 @@ impl MarketManager {
                 markets: RwLock::new(BTreeMap::new()),
                 orders,
                 bus,
-                streams: AtomicUsize::new(0),
+                streams: std::sync::Mutex::new(HashMap::new()),
+                next_stream: AtomicU64::new(1),
                 reconciled: std::sync::Mutex::new(Reconciled::default()),
             }),
         };
@@ -108,6 +112,9 @@ impl MarketManager {
             }
             markets.insert(name.to_string(), Arc::new(Market::new(name.to_string(), pool)));
         }
+        // Failover between a market's brokers is to come (issue #6); the
+        // series exists from the start so dashboards and alerts can use it.
+        metrics::counter!("lido_failovers_total", "market" => name.to_string()).absolute(0);
         let info = self.market_info(name).expect("just inserted");
         self.inner.bus.publish(ClusterEvent::ServiceChanged { service: info.clone() });
         info!(market = name, "market created");
@@ -296,16 +303,30 @@ impl MarketManager {
         }
     }
 
-    pub fn stream_opened(&self) {
-        self.inner.streams.fetch_add(1, Ordering::Relaxed);
+    /// Counts an open algo stream; `queued` tells how many messages wait in
+    /// its outbound queue (read when metrics are). Returns its id for
+    /// [`Self::stream_closed`].
+    pub fn stream_opened(&self, queued: QueueProbe) -> u64 {
+        let id = self.inner.next_stream.fetch_add(1, Ordering::Relaxed);
+        self.streams().insert(id, queued);
+        id
     }
 
-    pub fn stream_closed(&self) {
-        self.inner.streams.fetch_sub(1, Ordering::Relaxed);
+    pub fn stream_closed(&self, id: u64) {
+        self.streams().remove(&id);
     }
 
     pub fn stream_count(&self) -> usize {
-        self.inner.streams.load(Ordering::Relaxed)
+        self.streams().len()
+    }
+
+    /// Messages waiting in all streams' outbound queues, and in the fullest one.
+    pub fn stream_queues(&self) -> (usize, usize) {
+        self.streams().values().map(|probe| probe()).fold((0, 0), |(sum, max), n| (sum + n, max.max(n)))
+    }
+
+    fn streams(&self) -> std::sync::MutexGuard<'_, HashMap<u64, QueueProbe>> {
+        self.inner.streams.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     // ---- orders --------------------------------------------------------------
@@ -319,8 +340,27 @@ impl MarketManager {
     }
 
     /// Validates and places an order. `false` in the answer means the client
-    /// order id was used before and the first order is returned.
+    /// order id was used before and the first order is returned. Runs in an
+    /// `order` span with the customer, market and order ids, which the
+    /// broker's span for the same order repeats (see [`OrderTrace`]).
     pub async fn place(&self, customer: &str, req: PlaceOrder) -> Result<(Order, bool), ApiError> {
+        let span = tracing::info_span!(
+            "order",
+            %customer,
+            market = %req.market,
+            client_order_id = tracing::field::Empty,
+            order_id = tracing::field::Empty,
+        );
+        let started = std::time::Instant::now();
+        tracing::Instrument::instrument(self.place_in_span(customer, req, started), span).await
+    }
+
+    async fn place_in_span(
+        &self,
+        customer: &str,
+        req: PlaceOrder,
+        started: std::time::Instant,
+    ) -> Result<(Order, bool), ApiError> {
         // A known client order id answers from the journal, even while the
         // venue is away or being reconciled; a malformed request never does.
         Symbol::parse(&req.symbol).map_err(|e| ApiError::bad_request("invalid_symbol", e.to_string()))?;
@@ -384,8 +424,12 @@ impl MarketManager {
         if !created {
             return Ok((order, false));
         }
+        let span = tracing::Span::current();
+        span.record("client_order_id", tracing::field::display(&order.client_order_id));
+        span.record("order_id", tracing::field::display(&order.order_id));
+        info!(symbol = %order.symbol, side = ?order.side, quantity = %order.quantity, "order journaled");
+        metrics::counter!("lido_orders_placed_total", "market" => m.name.clone()).increment(1);
         let Some((broker, pipe)) = active else {
-            metrics::counter!("lido_orders_total", "market" => m.name.clone(), "status" => "rejected").increment(1);
             let reason = format!("no broker of market {} is up; retry shortly", m.name);
             return Ok((self.inner.orders.reject(&order.order_id, reason).unwrap_or(order), true));
         };
@@ -400,37 +444,22 @@ impl MarketManager {
             quantity: order.quantity,
             limit_price: order.limit_price,
         };
-        let sent = std::time::Instant::now();
         let order = self.send_order(&broker, &pipe, venue_order, order).await;
-        metrics::histogram!("lido_order_ack_seconds", "broker" => broker.clone()).record(sent.elapsed().as_secs_f64());
-        metrics::counter!("lido_orders_total", "market" => order.market.clone(), "status" => order.status.as_str())
-            .increment(1);
+        metrics::histogram!("lido_order_round_trip_seconds", "market" => order.market.clone(), "broker" => broker)
+            .record(started.elapsed().as_secs_f64());
+        info!(status = %order.status, filled = %order.filled_quantity, "order answered by the venue");
         Ok((order, true))
     }
 
     async fn send_order(&self, broker: &str, pipe: &PipeHandle, venue_order: VenueOrder, order: Order) -> Order {
         let id = order.order_id.clone();
-        let mut updates = self.inner.orders.subscribe();
-        let reply = pipe.request(Command::PlaceOrder { order: venue_order.clone() }, VENUE_TIMEOUT).await;
+        let trace = Some(order_trace(&order));
+        let reply = pipe.request_traced(Command::PlaceOrder { order: venue_order.clone() }, trace, VENUE_TIMEOUT).await;
         test_pause("after_send", &id).await;
         match reply {
-            Ok(ReplyBody::Order(report)) => {
-                let mut current = self.inner.orders.apply_report(&report, broker).unwrap_or(order);
-                // Fills made at once travel as events beside the reply: wait
-                // briefly so the acknowledgement shows them.
-                let deadline = tokio::time::Instant::now() + FILL_WAIT;
-                while current.filled_quantity < report.filled_quantity {
-                    match tokio::time::timeout_at(deadline, updates.recv()).await {
-                        Ok(Ok(OrderMsg::Order(o))) if o.order_id == id => current = o,
-                        Ok(Ok(_)) => {}
-                        Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
-                            current = self.inner.orders.get(&id).unwrap_or(current);
-                        }
-                        _ => break,
-                    }
-                }
-                current
-            }
+            // The fills the venue made at once were applied before this reply
+            // was handed over (see `pipe.rs`), so the acknowledgement shows them.
+            Ok(ReplyBody::Order(report)) => self.inner.orders.apply_report(&report, broker).unwrap_or(order),
             Ok(other) => {
                 warn!(order_id = %id, reply = ?other, "unexpected reply to an order");
                 order
@@ -506,7 +535,8 @@ impl MarketManager {
             })?;
         let broker = broker.unwrap_or_default();
         let cmd = Command::CancelOrder { account: customer.to_string(), client_id: order.order_id.clone() };
-        match pipe.request(cmd, VENUE_TIMEOUT).await {
+        info!(order_id = %order.order_id, client_order_id = %order.client_order_id, %customer, "cancel requested");
+        match pipe.request_traced(cmd, Some(order_trace(&order)), VENUE_TIMEOUT).await {
             Ok(ReplyBody::Order(report)) => Ok(self.inner.orders.apply_report(&report, &broker).unwrap_or(order)),
             Ok(other) => Err(unexpected(other)),
             Err(PipeError::Remote(d)) if d.code == "order_not_open" => {
@@ -587,10 +617,11 @@ impl MarketManager {
         })
     }
 
-    /// Takes every broker event and pipe signal, in order.
+    /// Takes every broker event and pipe signal, in order, and hands each
+    /// reply on once the events before it are applied.
     async fn route(
         self,
-        mut events: mpsc::Receiver<(String, ServiceEvent)>,
+        mut events: mpsc::Receiver<(String, PipeEvent)>,
         mut signals: mpsc::UnboundedReceiver<(String, PipeSignal)>,
         cancel: CancellationToken,
     ) {
@@ -598,7 +629,8 @@ impl MarketManager {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 ev = events.recv() => match ev {
-                    Some((broker, event)) => self.on_event(&broker, event),
+                    Some((broker, PipeEvent::Event(event))) => self.on_event(&broker, event),
+                    Some((_, PipeEvent::Reply(reply))) => reply.deliver(),
                     None => return,
                 },
                 sig = signals.recv() => match sig {
@@ -709,6 +741,16 @@ pub fn feed_of(channel: Channel) -> Option<Feed> {
         Channel::Trades => Some(Feed::Trades),
         Channel::Book => Some(Feed::Book),
         Channel::Orders | Channel::Fills => None,
+    }
+}
+
+/// The ids a broker's log lines about `order` carry.
+fn order_trace(order: &Order) -> OrderTrace {
+    OrderTrace {
+        order_id: order.order_id.clone(),
+        client_order_id: order.client_order_id.clone(),
+        customer: order.customer.clone(),
+        market: order.market.clone(),
     }
 }
 

@@ -1,6 +1,11 @@
 //! The manager side of the service pipe: dial the service's WebSocket, send
 //! commands and match replies by id, pass events on, heartbeat, and re-dial
 //! with backoff when the socket drops (DESIGN.md, service protocol rule 3).
+//!
+//! Events and replies leave the pipe on one ordered channel ([`PipeEvent`]):
+//! the owner hands a reply to its caller after applying every event the
+//! service sent before it, so an order's acknowledgement never overtakes the
+//! fills its venue call made.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,8 +18,8 @@ use futures_util::{SinkExt, StreamExt};
 use lido_shared::access::{Secret, CLUSTER_SECRET_HEADER};
 use lido_shared::cluster::ServiceState;
 use lido_shared::pipe::{
-    Command, ManagerFrame, Reply, ReplyBody, ServiceEvent, ServiceFrame, HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS,
-    MAX_FRAME_BYTES,
+    Command, ManagerFrame, OrderTrace, Reply, ReplyBody, ServiceEvent, ServiceFrame, HEARTBEAT_INTERVAL_MS,
+    HEARTBEAT_TIMEOUT_MS, MAX_FRAME_BYTES,
 };
 use lido_shared::ErrorDetail;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -50,6 +55,32 @@ impl PipeError {
         matches!(self, Self::Timeout(_) | Self::Dropped(_))
     }
 }
+
+/// What a pipe passes to its owner, in the order the service sent it.
+#[derive(Debug)]
+pub enum PipeEvent {
+    Event(ServiceEvent),
+    /// A command's answer. The owner calls [`PendingReply::deliver`] once the
+    /// events before it are applied.
+    Reply(PendingReply),
+}
+
+/// A reply on its way to the caller of [`PipeHandle::request`].
+#[derive(Debug)]
+pub struct PendingReply {
+    caller: oneshot::Sender<Result<ReplyBody, PipeError>>,
+    result: Result<ReplyBody, PipeError>,
+}
+
+impl PendingReply {
+    /// Hands the reply to the waiting caller (a caller that gave up is fine).
+    pub fn deliver(self) {
+        let _ = self.caller.send(self.result);
+    }
+}
+
+/// The channel a pipe passes its events and replies on, tagged with the service name.
+pub type PipeEvents = mpsc::Sender<(String, PipeEvent)>;
 
 /// What the pipe tells its owner besides events.
 #[derive(Debug, Clone)]
@@ -100,17 +131,18 @@ struct Inner {
 
 struct Request {
     command: Command,
+    trace: Option<OrderTrace>,
     deadline: Instant,
     reply: oneshot::Sender<Result<ReplyBody, PipeError>>,
 }
 
 impl PipeHandle {
-    /// Starts dialing `url`. Events go to `events`, signals to `signals`,
-    /// both tagged with the service name.
+    /// Starts dialing `url`. Events and replies go to `events`, signals to
+    /// `signals`, both tagged with the service name.
     pub fn start(
         name: String,
         url: String,
-        events: mpsc::Sender<(String, ServiceEvent)>,
+        events: PipeEvents,
         signals: mpsc::UnboundedSender<(String, PipeSignal)>,
         cluster_secret: Secret,
         tls: Option<Arc<rustls::ClientConfig>>,
@@ -172,26 +204,46 @@ impl PipeHandle {
 
     /// Sends `command` and waits for the reply.
     pub async fn request(&self, command: Command, timeout: Duration) -> Result<ReplyBody, PipeError> {
+        self.request_traced(command, None, timeout).await
+    }
+
+    /// Sends a command about an order, with the order's ids for the
+    /// service's log lines, and waits for the reply. The time to an answer
+    /// (the service's venue call and the pipe both ways) is recorded in
+    /// `lido_broker_request_seconds`.
+    pub async fn request_traced(
+        &self,
+        command: Command,
+        trace: Option<OrderTrace>,
+        timeout: Duration,
+    ) -> Result<ReplyBody, PipeError> {
         if !self.is_up() {
             return Err(PipeError::NotConnected(self.inner.name.clone()));
         }
+        let name = command.name();
+        let started = Instant::now();
         let (tx, rx) = oneshot::channel();
-        let req = Request { command, deadline: Instant::now() + timeout, reply: tx };
+        let req = Request { command, trace, deadline: started + timeout, reply: tx };
         if self.inner.requests.send(req).await.is_err() {
             return Err(PipeError::NotConnected(self.inner.name.clone()));
         }
-        match tokio::time::timeout(timeout, rx).await {
+        let result = match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(PipeError::Dropped(self.inner.name.clone())),
             Err(_) => Err(PipeError::Timeout(self.inner.name.clone())),
+        };
+        if matches!(result, Ok(_) | Err(PipeError::Remote(_))) {
+            metrics::histogram!("lido_broker_request_seconds", "broker" => self.inner.name.clone(), "command" => name)
+                .record(started.elapsed().as_secs_f64());
         }
+        result
     }
 }
 
 async fn dial_loop(
     inner: Arc<Inner>,
     mut requests: mpsc::Receiver<Request>,
-    events: mpsc::Sender<(String, ServiceEvent)>,
+    events: PipeEvents,
     signals: mpsc::UnboundedSender<(String, PipeSignal)>,
 ) {
     let name = inner.name.clone();
@@ -300,7 +352,7 @@ async fn session(
     inner: &Inner,
     mut ws: Ws,
     requests: &mut mpsc::Receiver<Request>,
-    events: &mpsc::Sender<(String, ServiceEvent)>,
+    events: &PipeEvents,
     signals: &mpsc::UnboundedSender<(String, PipeSignal)>,
     url_rx: &mut watch::Receiver<String>,
     delivered: &mut Delivered,
@@ -323,7 +375,7 @@ async fn session(
                     continue;
                 }
                 let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
-                let frame = ManagerFrame::Command { id, command: req.command };
+                let frame = ManagerFrame::Command { id, command: req.command, trace: req.trace.map(Box::new) };
                 if send_text(&mut ws, &frame).await.is_err() {
                     let _ = req.reply.send(Err(PipeError::Dropped(name.clone())));
                     break "send failed".to_string();
@@ -358,11 +410,14 @@ async fn session(
                 };
                 match frame {
                     ServiceFrame::Reply { id, result } => {
-                        if let Some((_, tx)) = pending.remove(&id) {
-                            let _ = tx.send(match result {
-                                Reply::Ok(body) => Ok(body),
-                                Reply::Err(detail) => Err(PipeError::Remote(detail)),
-                            });
+                        let Some((_, caller)) = pending.remove(&id) else { continue };
+                        let result = match result {
+                            Reply::Ok(body) => Ok(body),
+                            Reply::Err(detail) => Err(PipeError::Remote(detail)),
+                        };
+                        // Behind the events already passed on, never beside them.
+                        if events.send((name.clone(), PipeEvent::Reply(PendingReply { caller, result }))).await.is_err() {
+                            break "manager gone".to_string();
                         }
                     }
                     ServiceFrame::Hello { instance } => {
@@ -372,14 +427,14 @@ async fn session(
                         }
                     }
                     ServiceFrame::Event { seq: None, event } => {
-                        if events.send((name.clone(), event)).await.is_err() {
+                        if events.send((name.clone(), PipeEvent::Event(event))).await.is_err() {
                             break "manager gone".to_string();
                         }
                     }
                     ServiceFrame::Event { seq: Some(seq), event } => {
                         // Replays repeat what was passed on already: drop those.
                         if seq > delivered.last_seq {
-                            if events.send((name.clone(), event)).await.is_err() {
+                            if events.send((name.clone(), PipeEvent::Event(event))).await.is_err() {
                                 break "manager gone".to_string();
                             }
                             delivered.last_seq = seq;

@@ -13,7 +13,7 @@ use chrono::Utc;
 use futures_util::future::BoxFuture;
 use lido_shared::client::agent::ServiceLink;
 use lido_shared::cluster::{ClusterEvent, RunMode, ServiceInfo, ServiceKind, ServiceState};
-use lido_shared::pipe::{CheckIn, Command, ServiceEvent};
+use lido_shared::pipe::{CheckIn, Command};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,7 +23,7 @@ use crate::config::SupervisorConfig;
 use crate::error::ApiError;
 use crate::events::EventBus;
 use crate::logbuf::LogBuffer;
-use crate::pipe::{PipeHandle, PipeSignal};
+use crate::pipe::{PipeEvents, PipeHandle, PipeSignal};
 
 /// How to start a service.
 #[derive(Clone)]
@@ -61,7 +61,7 @@ struct Inner {
     /// stopped and when: that process may still check in while it exits,
     /// and must not come back as an adopted external service.
     stopped: Mutex<HashMap<String, (Option<u32>, Instant)>>,
-    events: mpsc::Sender<(String, ServiceEvent)>,
+    events: PipeEvents,
     signals: mpsc::UnboundedSender<(String, PipeSignal)>,
     /// Given to services (child processes in their environment); its secret
     /// is proven on every pipe dial.
@@ -103,7 +103,7 @@ impl Supervisor {
         node: String,
         config: SupervisorConfig,
         bus: EventBus,
-        events: mpsc::Sender<(String, ServiceEvent)>,
+        events: PipeEvents,
         signals_out: Option<mpsc::UnboundedSender<(String, PipeSignal)>>,
         link: ServiceLink,
         dial_tls: Option<Arc<rustls::ClientConfig>>,
@@ -525,7 +525,8 @@ impl Supervisor {
                 return;
             }
             recent.push(Instant::now());
-            metrics::counter!("lido_service_restarts_total", "service" => name.clone()).increment(1);
+            metrics::counter!("lido_service_restarts_total", "service" => name.clone(), "kind" => self.inner.kind.as_str())
+                .increment(1);
             warn!(%name, reason = %why, delay_ms = delay.as_millis() as u64, "service exited, restarting");
             self.update(&name, |i| {
                 i.state = ServiceState::Starting;

@@ -23,7 +23,7 @@ use lido_shared::pipe::{
     CheckInReply, Command, Reply, ReplyBody, ServiceEvent, CHECKIN_PATH, HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS,
 };
 use lido_shared::ErrorDetail;
-use lidod::pipe::{PipeError, PipeHandle, PipeSignal};
+use lidod::pipe::{PipeError, PipeEvent, PipeHandle, PipeSignal};
 use rust_decimal::Decimal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -81,16 +81,28 @@ fn fill(n: usize) -> ServiceEvent {
 // The service side: a handler, a stub check-in endpoint, an agent.
 // ---------------------------------------------------------------------------
 
-/// Answers `Quote` with its own price (so two services can be told apart)
-/// and everything else with an error. The agent itself answers `Ping`.
+/// Answers `Quote` with its own price (so two services can be told apart),
+/// `OpenOrders` after emitting [`FILLS_PER_COMMAND`] fills (as a venue call
+/// that fills at once does), and everything else with an error. The agent
+/// itself answers `Ping`.
 struct TestHandler {
     price: Decimal,
+    events: mpsc::Sender<ServiceEvent>,
 }
+
+/// How many fills the handler emits before answering `OpenOrders`.
+const FILLS_PER_COMMAND: usize = 50;
 
 impl CommandHandler for TestHandler {
     async fn handle(&self, command: Command) -> Reply {
         match command {
             Command::Quote { .. } => Reply::Ok(ReplyBody::Quote(quote(self.price))),
+            Command::OpenOrders { .. } => {
+                for n in 0..FILLS_PER_COMMAND {
+                    self.events.send(fill(n)).await.expect("agent takes events");
+                }
+                Reply::Ok(ReplyBody::Orders(Vec::new()))
+            }
             other => Reply::Err(ErrorDetail::new(UNSUPPORTED, format!("cannot {other:?}"))),
         }
     }
@@ -123,7 +135,7 @@ impl Service {
         let shutdown = CancellationToken::new();
         let mut config = AgentConfig::new(NAME, ServiceKind::Broker, "test", manager_url);
         config.cluster_secret = Some(Secret::new(CLUSTER_SECRET));
-        let handler = Arc::new(TestHandler { price: Decimal::from(price) });
+        let handler = Arc::new(TestHandler { price: Decimal::from(price), events: events.clone() });
         let agent = Agent::start(config, handler, events_rx, shutdown.clone()).await.expect("agent starts");
         Self { agent, events, shutdown, manager }
     }
@@ -276,7 +288,8 @@ struct Harness {
     service: Service,
     proxy: Proxy,
     pipe: PipeHandle,
-    events: mpsc::Receiver<(String, ServiceEvent)>,
+    /// What the manager's owner saw, in the order the pipe handed it over.
+    seen: mpsc::UnboundedReceiver<Seen>,
     signals: mpsc::UnboundedReceiver<(String, PipeSignal)>,
     cancel: CancellationToken,
 }
@@ -292,7 +305,8 @@ impl Harness {
         let secret = Secret::new(CLUSTER_SECRET);
         let pipe =
             PipeHandle::start(NAME.into(), proxy.url.clone(), events_tx, signals_tx, secret, None, cancel.clone());
-        let mut harness = Self { service, proxy, pipe, events, signals, cancel };
+        let seen = own_pipe_events(events);
+        let mut harness = Self { service, proxy, pipe, seen, signals, cancel };
         harness.expect_up(1).await;
         harness
     }
@@ -355,12 +369,11 @@ impl Harness {
         let collect = async {
             let mut seen = Vec::new();
             loop {
-                let (name, event) = self.events.recv().await.expect("event channel open");
-                assert_eq!(name, NAME);
-                if event == marker {
+                let Seen::Event(event) = self.seen.recv().await.expect("event channel open") else { continue };
+                if *event == marker {
                     return seen;
                 }
-                seen.push(event);
+                seen.push(*event);
             }
         };
         within("the marker event", collect).await
@@ -371,6 +384,37 @@ impl Harness {
         self.service.stop().await;
         self.proxy.stop();
     }
+}
+
+/// One thing the pipe handed its owner.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    Event(Box<ServiceEvent>),
+    Reply,
+}
+
+/// Plays the pipe's owner (the MarketManager's router in lidod): records
+/// events and replies in the order they come, and delivers each reply.
+fn own_pipe_events(mut events: mpsc::Receiver<(String, PipeEvent)>) -> mpsc::UnboundedReceiver<Seen> {
+    let (seen_tx, seen) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some((name, event)) = events.recv().await {
+            assert_eq!(name, NAME);
+            let seen = match event {
+                PipeEvent::Event(event) => Seen::Event(Box::new(event)),
+                PipeEvent::Reply(reply) => {
+                    // Recorded before the caller can see it.
+                    let _ = seen_tx.send(Seen::Reply);
+                    reply.deliver();
+                    continue;
+                }
+            };
+            if seen_tx.send(seen).is_err() {
+                return;
+            }
+        }
+    });
+    seen
 }
 
 // ---------------------------------------------------------------------------
@@ -406,6 +450,25 @@ async fn request_gets_its_reply() {
     match h.request(Command::Balances { account: "a1".into() }).await {
         Err(PipeError::Remote(detail)) => assert_eq!(detail.code, UNSUPPORTED),
         other => panic!("expected a remote error, got {other:?}"),
+    }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_comes_after_the_events_its_command_emitted() {
+    let mut h = Harness::start().await;
+    for _ in 0..5 {
+        let reply = h.request(Command::OpenOrders { account: "a1".into() }).await;
+        assert!(matches!(reply, Ok(ReplyBody::Orders(_))), "open orders answered {reply:?}");
+        let mut fills = 0;
+        loop {
+            match h.seen.try_recv().expect("the reply and every fill before it were handed over") {
+                Seen::Event(event) if matches!(*event, ServiceEvent::Fill(_)) => fills += 1,
+                Seen::Event(other) => panic!("unexpected event {other:?}"),
+                Seen::Reply => break,
+            }
+        }
+        assert_eq!(fills, FILLS_PER_COMMAND, "every fill the command made came before its reply");
     }
     h.stop().await;
 }

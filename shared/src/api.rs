@@ -195,8 +195,10 @@ pub struct StreamKey {
 /// Server → client on `/v1/stream`: `{"channel","market","symbol","seq","data"}`.
 ///
 /// `seq` starts at 1 per stream and has no holes. When Lido could not carry
-/// data across (a broker restarted, a slow consumer was skipped), it sends a
-/// gap marker: `data` is null and `gap` says why.
+/// data across (a broker restarted, trades or order updates a slow consumer
+/// could not take), it sends a gap marker: `data` is null and `gap` says why.
+/// A slow consumer of quotes or book gets the newest update instead of a
+/// backlog: `conflated` says how many older ones it replaced.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StreamEvent {
     pub channel: Channel,
@@ -206,6 +208,10 @@ pub struct StreamEvent {
     pub data: serde_json::Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gap: Option<String>,
+    /// How many older updates of this stream this one replaced, because the
+    /// algo read slower than they came (quotes and book only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflated: Option<u64>,
 }
 
 impl StreamEvent {

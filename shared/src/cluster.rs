@@ -188,6 +188,17 @@ pub enum ClusterEvent {
     },
 }
 
+/// `PUT /v1/log-level` body and answer: the node's new log filter.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LogLevel {
+    /// A level (`debug`) or a filter (`info,lidod=debug`): levels and
+    /// `target=level` directives, comma-separated.
+    #[schema(
+        pattern = "^((trace|debug|info|warn|error|off)|[A-Za-z_][A-Za-z0-9_]*(::[A-Za-z_][A-Za-z0-9_]*)*(=(trace|debug|info|warn|error|off))?)(,((trace|debug|info|warn|error|off)|[A-Za-z_][A-Za-z0-9_]*(::[A-Za-z_][A-Za-z0-9_]*)*(=(trace|debug|info|warn|error|off))?))*$"
+    )]
+    pub filter: String,
+}
+
 /// `POST /v1/services` body.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SpawnRequest {

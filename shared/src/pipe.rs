@@ -71,6 +71,10 @@ pub enum ManagerFrame {
     Command {
         id: u64,
         command: Command,
+        /// The order the command is about, so the service's log lines carry
+        /// the same ids as the manager's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace: Option<Box<OrderTrace>>,
     },
     Heartbeat {
         ts: DateTime<Utc>,
@@ -115,6 +119,18 @@ pub enum Feed {
     Quotes,
     Trades,
     Book,
+}
+
+/// Who and what an order is, carried with the commands about it so that
+/// the algo side and the broker side log the same ids.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OrderTrace {
+    /// Lido's order id (the venue's client id).
+    pub order_id: String,
+    /// The algo's client order id.
+    pub client_order_id: String,
+    pub customer: String,
+    pub market: String,
 }
 
 /// What a manager asks a service to do. Brokers answer all of these; a
@@ -162,6 +178,27 @@ pub enum Command {
     Positions {
         account: String,
     },
+}
+
+impl Command {
+    /// The command's name on the wire (`place_order`), for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Ping => "ping",
+            Self::Stop => "stop",
+            Self::Instruments => "instruments",
+            Self::Subscribe { .. } => "subscribe",
+            Self::Unsubscribe { .. } => "unsubscribe",
+            Self::Quote { .. } => "quote",
+            Self::Book { .. } => "book",
+            Self::PlaceOrder { .. } => "place_order",
+            Self::CancelOrder { .. } => "cancel_order",
+            Self::OrderStatus { .. } => "order_status",
+            Self::OpenOrders { .. } => "open_orders",
+            Self::Balances { .. } => "balances",
+            Self::Positions { .. } => "positions",
+        }
+    }
 }
 
 /// A command's outcome.
@@ -247,10 +284,15 @@ mod tests {
         let f = ManagerFrame::Command {
             id: 7,
             command: Command::Subscribe { feed: Feed::Quotes, symbol: Symbol::parse("BTC/USD").unwrap() },
+            trace: None,
         };
         let s = serde_json::to_string(&f).unwrap();
         assert_eq!(s, r#"{"type":"command","id":7,"command":{"cmd":"subscribe","feed":"quotes","symbol":"BTC/USD"}}"#);
         assert_eq!(serde_json::from_str::<ManagerFrame>(&s).unwrap(), f);
+        for command in [Command::Ping, Command::OpenOrders { account: "a".into() }] {
+            let wire = serde_json::to_value(&command).unwrap();
+            assert_eq!(wire["cmd"], command.name(), "name() is the wire name");
+        }
         let r = ServiceFrame::Reply { id: 7, result: Reply::Err(ErrorDetail::new("unknown_symbol", "no")) };
         let s = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<ServiceFrame>(&s).unwrap(), r);

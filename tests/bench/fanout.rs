@@ -32,7 +32,8 @@ pub struct Delivery {
     pub connections: usize,
     pub messages: u64,
     pub seconds: f64,
-    /// Gap markers plus sequence holes: messages a subscriber never got.
+    /// Gap markers, sequence holes and conflated quotes: messages a
+    /// subscriber never got one by one.
     pub drops: u64,
     pub latency: Percentiles,
 }
@@ -183,8 +184,8 @@ async fn count(mut ws: Socket, from: Instant, until: Instant) -> (u64, u64, Vec<
         let measured = Instant::now() >= from;
         let hole = last_seq.is_some_and(|s| event.seq != s + 1);
         last_seq = Some(event.seq);
-        if measured && (hole || event.gap.is_some()) {
-            drops += 1;
+        if measured {
+            drops += u64::from(hole || event.gap.is_some()) + event.conflated.unwrap_or(0);
         }
         let ts = event.data.get("ts").and_then(|t| t.as_str()).and_then(|t| t.parse::<DateTime<Utc>>().ok());
         if let (true, Some(ts)) = (measured, ts) {
@@ -223,6 +224,7 @@ impl Reference {
                         seq,
                         data: serde_json::to_value(ticker.to_quote(symbol.clone(), Utc::now())).unwrap_or_default(),
                         gap: None,
+                        conflated: None,
                     };
                     let _ = feed_tx.send(serde_json::to_string(&event).unwrap_or_default().into());
                 }

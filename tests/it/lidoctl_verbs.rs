@@ -656,3 +656,23 @@ async fn lidoctl_contexts_against_a_real_daemon() {
     assert_eq!(code(with_config(&["config", "use-context", "nope"])), Some(2));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn lidoctl_log_level_changes_the_filter_at_run_time() {
+    let d = TestDaemon::spawn(&[]);
+    let said = ok(&d, &["log-level", "warn,lidod=trace"]);
+    assert_eq!(said.trim(), "log filter is now warn,lidod=trace");
+    eventually(Duration::from_secs(10), "lidod to log the new filter", || async {
+        d.log_text().contains("log filter changed").then_some(())
+    })
+    .await;
+
+    let set: lido_shared::cluster::LogLevel =
+        serde_json::from_value(json_value(&d, &["log-level", "info"])).expect("a LogLevel");
+    assert_eq!(set.filter, "info");
+
+    // A filter lidod cannot read is refused, and changes nothing.
+    let out = run(&d, &["log-level", "lidod=loud"]);
+    assert_eq!(out.status.code(), Some(5), "a bad filter is refused: {}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("invalid_filter"), "stderr names the error: {}", text(&out.stderr));
+}

@@ -10,7 +10,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures_util::{SinkExt, StreamExt};
 use lido_shared::cluster::{
-    ClusterSnapshot, NodeInfo, RunMode, ServiceDetail, ServiceInfo, SessionInfo, SpawnRequest, WatchCommand,
+    ClusterSnapshot, LogLevel, NodeInfo, RunMode, ServiceDetail, ServiceInfo, SessionInfo, SpawnRequest, WatchCommand,
     WatchMessage,
 };
 use lido_shared::model::Order;
@@ -147,20 +147,9 @@ pub async fn restart(
     Ok(Json(audited(&infra, &caller, "restart", &name, infra.restart(&name))?))
 }
 
-/// The new log filter of this node, `tracing_subscriber::EnvFilter` syntax.
-#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct LogLevel {
-    /// e.g. `info,lidod=debug`: levels and `target=level` directives,
-    /// comma-separated.
-    #[schema(
-        pattern = "^((trace|debug|info|warn|error|off)|[A-Za-z_][A-Za-z0-9_]*(::[A-Za-z_][A-Za-z0-9_]*)*(=(trace|debug|info|warn|error|off))?)(,((trace|debug|info|warn|error|off)|[A-Za-z_][A-Za-z0-9_]*(::[A-Za-z_][A-Za-z0-9_]*)*(=(trace|debug|info|warn|error|off))?))*$"
-    )]
-    pub filter: String,
-}
-
-/// Sets this node's log filter at run time (brokers keep theirs).
+/// Sets this node's log filter at run time (brokers keep theirs). Operators only; audited.
 #[utoipa::path(put, path = "/v1/log-level", tag = "operator", request_body = LogLevel,
-    responses((status = 200, body = LogLevel), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = LogLevel), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn log_level(
     State(infra): State<Infra>,
     Operator(caller): Operator,

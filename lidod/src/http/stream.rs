@@ -5,6 +5,7 @@
 //! Operators may stream market data; orders and fills need a customer.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -31,9 +32,35 @@ pub async fn upgrade(State(infra): State<Infra>, caller: Caller, ws: WebSocketUp
     ws.max_message_size(64 * 1024).max_frame_size(64 * 1024).on_upgrade(move |socket| session(infra, customer, socket))
 }
 
-/// What the writer sends: a message, or a market-data frame already
-/// serialized by its forwarder (the venue data inside is serialized once
-/// for all subscribers).
+/// The most messages queued for one algo connection. A subscription whose
+/// messages find it full follows its channel's [`SlowPolicy`].
+const SESSION_QUEUE: usize = 1024;
+
+/// What happens to a subscription's updates while its algo reads slower
+/// than they come. Either way the slow algo alone pays: the feeds and the
+/// other algos' queues never wait for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SlowPolicy {
+    /// Each update is the whole state (a quote, a book): only the newest one
+    /// waits for room, and it says how many older ones it replaced.
+    Conflate,
+    /// Each update counts (a trade, an order change, a fill): they wait for
+    /// room in order; what the feed cannot hold meanwhile is skipped and a
+    /// gap marker says how many, and how to re-sync.
+    Gap,
+}
+
+impl SlowPolicy {
+    fn of(channel: Channel) -> Self {
+        match channel {
+            Channel::Quotes | Channel::Book => Self::Conflate,
+            Channel::Trades | Channel::Orders | Channel::Fills => Self::Gap,
+        }
+    }
+}
+
+/// What the writer sends: a message, or an event frame already serialized
+/// by its forwarder.
 enum Outgoing {
     Message(ServerMessage),
     Text(String),
@@ -45,25 +72,69 @@ impl From<ServerMessage> for Outgoing {
     }
 }
 
-/// `StreamEvent` as written, borrowing its data as raw JSON.
-#[derive(serde::Serialize)]
-struct RawEvent<'a> {
-    channel: Channel,
-    market: &'a str,
-    symbol: Option<&'a str>,
-    seq: u64,
-    data: &'a RawValue,
+/// One subscription's event frames: the part before `seq` is the same for
+/// every event, so it is serialized once, and each event only appends its
+/// number and its data (already JSON, serialized once for all subscribers).
+struct Envelope {
+    /// `{"channel":…,"market":…,"symbol":…,"seq":`
+    prefix: String,
+}
+
+impl Envelope {
+    fn new(key: &StreamKey) -> Self {
+        #[derive(serde::Serialize)]
+        struct Head<'a> {
+            channel: Channel,
+            market: &'a str,
+            symbol: Option<&'a str>,
+        }
+        let head = Head { channel: key.channel, market: &key.market, symbol: key.symbol.as_deref() };
+        let mut prefix = serde_json::to_string(&head).unwrap_or_else(|_| "{".into());
+        prefix.pop(); // the closing brace
+        prefix.push_str(if prefix.len() > 1 { ",\"seq\":" } else { "\"seq\":" });
+        Self { prefix }
+    }
+
+    /// The event frame: `{…,"seq":N,"data":DATA}`, plus `"conflated":K` when K > 0.
+    fn frame(&self, seq: u64, data: &RawValue, conflated: u64) -> Outgoing {
+        use std::fmt::Write;
+        let mut text = String::with_capacity(self.prefix.len() + data.get().len() + 48);
+        text.push_str(&self.prefix);
+        let _ = write!(text, "{seq},\"data\":{}", data.get());
+        if conflated > 0 {
+            let _ = write!(text, ",\"conflated\":{conflated}");
+        }
+        text.push('}');
+        Outgoing::Text(text)
+    }
+}
+
+/// A subscription's counters of updates a slow algo did not get one by one.
+struct SlowCounters {
+    conflated: metrics::Counter,
+    dropped: metrics::Counter,
+}
+
+impl SlowCounters {
+    fn new(key: &StreamKey) -> Self {
+        let labels = [("market", key.market.clone()), ("channel", key.channel.as_str().to_string())];
+        Self {
+            conflated: metrics::counter!("lido_stream_conflated_total", &labels),
+            dropped: metrics::counter!("lido_stream_dropped_total", &labels),
+        }
+    }
 }
 
 struct Sub {
     task: JoinHandle<()>,
     /// Market-data feed to leave on unsubscribe.
     feed: Option<(lido_shared::pipe::Feed, Symbol)>,
+    subscriptions: metrics::Gauge,
 }
 
 async fn session(infra: Infra, customer: Option<String>, socket: WebSocket) {
     let (mut sink, mut source) = socket.split();
-    let (out, mut out_rx) = mpsc::channel::<Outgoing>(1024);
+    let (out, mut out_rx) = mpsc::channel::<Outgoing>(SESSION_QUEUE);
     let writer = tokio::spawn(async move {
         let delivered = metrics::counter!("lido_stream_messages_total");
         while let Some(msg) = out_rx.recv().await {
@@ -83,7 +154,10 @@ async fn session(infra: Infra, customer: Option<String>, socket: WebSocket) {
         }
         let _ = sink.close().await;
     });
-    infra.markets().stream_opened();
+    let probe = out.downgrade();
+    let stream_id = infra
+        .markets()
+        .stream_opened(Box::new(move || probe.upgrade().map_or(0, |tx| tx.max_capacity() - tx.capacity())));
     let mut subs: HashMap<StreamKey, Sub> = HashMap::new();
     let closing = infra.closing().clone();
     loop {
@@ -144,13 +218,14 @@ async fn session(infra: Infra, customer: Option<String>, socket: WebSocket) {
     for (key, sub) in subs.drain() {
         drop_sub(&infra, &key, sub);
     }
-    infra.markets().stream_closed();
+    infra.markets().stream_closed(stream_id);
     drop(out);
     let _ = writer.await;
 }
 
 fn drop_sub(infra: &Infra, key: &StreamKey, sub: Sub) {
     sub.task.abort();
+    sub.subscriptions.decrement(1.0);
     if let Some((feed, symbol)) = sub.feed {
         infra.markets().unlisten(&key.market, feed, &symbol);
     }
@@ -200,20 +275,16 @@ async fn subscribe(
     };
     infra.limits().check_subscriptions(customer, subs.len())?;
     // The ack goes out before the forwarder starts, so it precedes any data.
-    let sub = match (feed_of(channel), symbol) {
+    let (task, feed) = match (feed_of(channel), symbol) {
         (Some(feed), Some(symbol)) => {
             let rx = markets.listen(&market, feed, &symbol).await?;
             let snapshot = match channel {
-                Channel::Quotes => {
-                    markets.quote(&market, symbol.as_str()).await.ok().and_then(|q| serde_json::to_value(q).ok())
-                }
-                Channel::Book => {
-                    markets.book(&market, symbol.as_str(), 20).await.ok().and_then(|b| serde_json::to_value(b).ok())
-                }
+                Channel::Quotes => markets.quote(&market, symbol.as_str()).await.ok().and_then(|q| to_raw(&q)),
+                Channel::Book => markets.book(&market, symbol.as_str(), 20).await.ok().and_then(|b| to_raw(&b)),
                 _ => None,
             };
             let _ = out.send(ack.into()).await;
-            Sub { task: tokio::spawn(forward_md(key.clone(), snapshot, rx, out.clone())), feed: Some((feed, symbol)) }
+            (tokio::spawn(forward_md(key.clone(), snapshot, rx, out.clone())), Some((feed, symbol)))
         }
         _ => {
             let rx = markets.order_updates();
@@ -227,86 +298,152 @@ async fn subscribe(
             } else {
                 Vec::new()
             };
-            let snapshot = open.into_iter().filter_map(|o| serde_json::to_value(o).ok()).collect();
+            let snapshot = open.iter().filter_map(to_raw).collect();
             let _ = out.send(ack.into()).await;
-            Sub {
-                task: tokio::spawn(forward_private(key.clone(), customer.to_string(), snapshot, rx, out.clone())),
-                feed: None,
-            }
+            (tokio::spawn(forward_private(key.clone(), customer.to_string(), snapshot, rx, out.clone())), None)
         }
     };
-    subs.insert(key, sub);
+    let subscriptions =
+        metrics::gauge!("lido_stream_subscriptions", "market" => key.market.clone(), "channel" => channel.as_str());
+    subscriptions.increment(1.0);
+    subs.insert(key, Sub { task, feed, subscriptions });
     Ok(None)
 }
 
-fn event(key: &StreamKey, seq: u64, data: serde_json::Value, gap: Option<String>) -> ServerMessage {
+fn to_raw<T: serde::Serialize>(value: &T) -> Option<Box<RawValue>> {
+    serde_json::value::to_raw_value(value).ok()
+}
+
+/// A gap marker: nothing in `data`, and why in `gap`.
+fn gap(key: &StreamKey, seq: u64, reason: String) -> Outgoing {
     ServerMessage::Event(StreamEvent {
         channel: key.channel,
         market: key.market.clone(),
         symbol: key.symbol.clone(),
         seq,
-        data,
-        gap,
+        data: serde_json::Value::Null,
+        gap: Some(reason),
+        conflated: None,
     })
+    .into()
 }
 
+/// Carries a market-data feed to one subscriber, by its channel's
+/// [`SlowPolicy`]: conflated quotes and book, trades with gap markers.
 async fn forward_md(
     key: StreamKey,
-    snapshot: Option<serde_json::Value>,
+    snapshot: Option<Box<RawValue>>,
     mut rx: broadcast::Receiver<MdMsg>,
     out: mpsc::Sender<Outgoing>,
 ) {
+    let envelope = Envelope::new(&key);
+    let slow = SlowCounters::new(&key);
+    let conflate = SlowPolicy::of(key.channel) == SlowPolicy::Conflate;
     let mut seq = 0u64;
     if let Some(snap) = snapshot {
         seq += 1;
-        if out.send(event(&key, seq, snap, None).into()).await.is_err() {
+        if out.send(envelope.frame(seq, &snap, 0)).await.is_err() {
             return;
         }
     }
+    // The newest update not yet queued (conflating), and how many it replaced.
+    let mut pending: Option<Arc<RawValue>> = None;
+    let mut replaced = 0u64;
     loop {
-        let msg = match rx.recv().await {
-            Ok(MdMsg::Data(data)) => {
-                let frame = RawEvent {
-                    channel: key.channel,
-                    market: &key.market,
-                    symbol: key.symbol.as_deref(),
-                    seq: seq + 1,
-                    data: &data,
-                };
-                match serde_json::to_string(&frame) {
-                    Ok(text) => Outgoing::Text(text),
-                    Err(_) => continue,
+        let msg = match pending.take() {
+            None => rx.recv().await,
+            // Queue it as soon as there is room; meanwhile keep taking updates.
+            Some(data) => match room_or_update(&out, &mut rx).await {
+                Room::Free(permit) => {
+                    seq += 1;
+                    permit.send(envelope.frame(seq, &data, std::mem::take(&mut replaced)));
+                    continue;
                 }
+                Room::Closed => return,
+                Room::Update(msg) => {
+                    pending = Some(data);
+                    msg
+                }
+            },
+        };
+        let outgoing = match msg {
+            Ok(MdMsg::Data(data)) if conflate => {
+                if pending.replace(data).is_some() {
+                    replaced += 1;
+                    slow.conflated.increment(1);
+                }
+                continue;
             }
-            Ok(MdMsg::Gap(reason)) => event(&key, seq + 1, serde_json::Value::Null, Some(reason)).into(),
+            Ok(MdMsg::Data(data)) => envelope.frame(seq + 1, &data, 0),
+            Ok(MdMsg::Gap(reason)) => {
+                // What was waiting predates the gap: it goes first.
+                if let Some(data) = pending.take() {
+                    seq += 1;
+                    if out.send(envelope.frame(seq, &data, std::mem::take(&mut replaced))).await.is_err() {
+                        return;
+                    }
+                }
+                gap(&key, seq + 1, reason)
+            }
+            // Conflating, the feed's own buffer overflowing is more of the
+            // same: newer updates follow.
+            Err(broadcast::error::RecvError::Lagged(n)) if conflate => {
+                replaced += n;
+                slow.conflated.increment(n);
+                continue;
+            }
             Err(broadcast::error::RecvError::Lagged(n)) => {
-                event(&key, seq + 1, serde_json::Value::Null, Some(format!("slow consumer: {n} updates skipped")))
-                    .into()
+                slow.dropped.increment(n);
+                gap(&key, seq + 1, format!("slow consumer: {n} updates skipped"))
             }
             Err(broadcast::error::RecvError::Closed) => {
-                let gap = event(&key, seq + 1, serde_json::Value::Null, Some("market closed".into()));
-                let _ = out.send(gap.into()).await;
+                let _ = out.send(gap(&key, seq + 1, "market closed".into())).await;
                 return;
             }
         };
         seq += 1;
-        if out.send(msg).await.is_err() {
+        if out.send(outgoing).await.is_err() {
             return;
         }
     }
 }
 
+/// What came first for a conflating forwarder with an update waiting.
+enum Room<'a> {
+    Free(mpsc::Permit<'a, Outgoing>),
+    Closed,
+    Update(Result<MdMsg, broadcast::error::RecvError>),
+}
+
+async fn room_or_update<'a>(out: &'a mpsc::Sender<Outgoing>, rx: &mut broadcast::Receiver<MdMsg>) -> Room<'a> {
+    match out.try_reserve() {
+        Ok(permit) => return Room::Free(permit),
+        Err(mpsc::error::TrySendError::Closed(())) => return Room::Closed,
+        Err(mpsc::error::TrySendError::Full(())) => {}
+    }
+    tokio::select! {
+        biased;
+        permit = out.reserve() => permit.map_or(Room::Closed, Room::Free),
+        msg = rx.recv() => Room::Update(msg),
+    }
+}
+
+/// Carries one customer's order updates or fills, never conflated: they
+/// wait for room in order, and what the update stream cannot hold meanwhile
+/// becomes a gap marker that says how to re-sync.
 async fn forward_private(
     key: StreamKey,
     customer: String,
-    snapshot: Vec<serde_json::Value>,
+    snapshot: Vec<Box<RawValue>>,
     mut rx: broadcast::Receiver<OrderMsg>,
     out: mpsc::Sender<Outgoing>,
 ) {
+    let envelope = Envelope::new(&key);
+    let slow = SlowCounters::new(&key);
     let mut seq = 0u64;
     for data in snapshot {
         seq += 1;
-        if out.send(event(&key, seq, data, None).into()).await.is_err() {
+        if out.send(envelope.frame(seq, &data, 0)).await.is_err() {
             return;
         }
     }
@@ -319,7 +456,7 @@ async fn forward_private(
                 if !mine {
                     continue;
                 }
-                serde_json::to_value(&o).ok()
+                to_raw(&o)
             }
             Ok(OrderMsg::Fill { customer: c, market, fill }) if key.channel == Channel::Fills => {
                 let mine = c == customer
@@ -328,13 +465,14 @@ async fn forward_private(
                 if !mine {
                     continue;
                 }
-                serde_json::to_value(&fill).ok()
+                to_raw(&fill)
             }
             Ok(_) => continue,
             Err(broadcast::error::RecvError::Lagged(n)) => {
+                slow.dropped.increment(n);
                 seq += 1;
-                let gap = format!("slow consumer: {n} updates skipped; GET /v1/orders and /v1/fills to re-sync");
-                if out.send(event(&key, seq, serde_json::Value::Null, Some(gap)).into()).await.is_err() {
+                let reason = format!("slow consumer: {n} updates skipped; GET /v1/orders and /v1/fills to re-sync");
+                if out.send(gap(&key, seq, reason)).await.is_err() {
                     return;
                 }
                 continue;
@@ -343,7 +481,7 @@ async fn forward_private(
         };
         let Some(data) = data else { continue };
         seq += 1;
-        if out.send(event(&key, seq, data, None).into()).await.is_err() {
+        if out.send(envelope.frame(seq, &data, 0)).await.is_err() {
             return;
         }
     }

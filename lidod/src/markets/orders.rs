@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use lido_shared::model::{Fill, Order, OrderStatus};
 use lido_shared::pipe::VenueOrderReport;
 use tokio::sync::broadcast;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use crate::journal::{Journal, JournalError};
 
@@ -231,6 +231,7 @@ impl OrderStore {
     /// is logged loudly: the venue's answer already happened, so the view
     /// still follows it.
     fn save(&self, st: &mut State, order: Order, fill: Option<&Fill>) {
+        count_change(st.orders.get(&order.order_id).map(|o| o.status), &order, fill);
         if let Err(e) = self.journal.update_order(&order, fill) {
             error!(order_id = %order.order_id, error = %e, "journal write failed; this change is in memory only");
             metrics::counter!("lido_journal_errors_total").increment(1);
@@ -244,6 +245,28 @@ impl OrderStore {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Counts what an order's change means in `/metrics`: acknowledged (it
+/// left `new` for anything but a rejection), rejected, canceled, a fill.
+fn count_change(before: Option<OrderStatus>, order: &Order, fill: Option<&Fill>) {
+    let market = || order.market.clone();
+    if let Some(fill) = fill {
+        metrics::counter!("lido_fills_total", "market" => market()).increment(1);
+        info!(order_id = %order.order_id, client_order_id = %order.client_order_id, customer = %order.customer,
+            fill_id = %fill.fill_id, quantity = %fill.quantity, price = %fill.price, "fill booked");
+    }
+    if before == Some(order.status) {
+        return;
+    }
+    if before == Some(OrderStatus::New) && order.status != OrderStatus::Rejected {
+        metrics::counter!("lido_orders_acked_total", "market" => market()).increment(1);
+    }
+    match order.status {
+        OrderStatus::Rejected => metrics::counter!("lido_orders_rejected_total", "market" => market()).increment(1),
+        OrderStatus::Canceled => metrics::counter!("lido_orders_canceled_total", "market" => market()).increment(1),
+        _ => {}
     }
 }
 

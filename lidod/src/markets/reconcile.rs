@@ -26,7 +26,7 @@ use lido_shared::pipe::{Command, ReplyBody, VenueOrderReport};
 use rust_decimal::Decimal;
 use tracing::{info, warn};
 
-use super::{Market, MarketManager, FILL_WAIT, VENUE_TIMEOUT};
+use super::{Market, MarketManager, VENUE_TIMEOUT};
 use crate::error::ApiError;
 use crate::pipe::{PipeError, PipeHandle};
 
@@ -34,6 +34,12 @@ use crate::pipe::{PipeError, PipeHandle};
 pub const NOT_FOUND: &str = "not found at venue after restart";
 /// Why an adopted order is in the journal.
 const ADOPTED: &str = "adopted: open at the venue after a restart but missing from the journal";
+/// How long a venue's order report may be ahead of the fills it streams.
+/// The pipe delivers a reply after the events sent before it, but a venue
+/// can answer a status query (Kraken's REST) before its fill stream (the
+/// `executions` socket) carries the fill, so reconciliation waits this long
+/// before booking a difference itself.
+const LATE_FILL_WAIT: Duration = Duration::from_millis(500);
 /// How often a failed reconciliation is retried while the pipe stays up.
 const ATTEMPTS: u32 = 30;
 
@@ -215,7 +221,7 @@ impl MarketManager {
     /// balances stay the reference for fees. Returns the fills booked.
     async fn catch_up_fills(&self, order: &Order, report: &VenueOrderReport) -> usize {
         let id = &order.order_id;
-        let deadline = tokio::time::Instant::now() + FILL_WAIT;
+        let deadline = tokio::time::Instant::now() + LATE_FILL_WAIT;
         let mut current = order.clone();
         while current.filled_quantity < report.filled_quantity && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;

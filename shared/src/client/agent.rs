@@ -4,7 +4,9 @@
 //! manager (retrying with backoff, and again whenever no manager has been
 //! attached for a while), serves the pipe the manager dials, hands each
 //! [`Command`] to the service's [`CommandHandler`] in arrival order, and
-//! forwards the service's events. Events that must not be lost (order
+//! forwards the service's events. A command's reply leaves after every event
+//! its handler emitted (one task, the event pump, sends both), so an order's
+//! acknowledgement never overtakes its fills. Events that must not be lost (order
 //! updates, fills) are numbered and kept until the manager acknowledges
 //! them; every new pipe starts by replaying the unacknowledged ones, in
 //! order (see [`crate::pipe`]).
@@ -33,14 +35,14 @@ use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use super::ClientError;
 use crate::access::{Secret, CLUSTER_SECRET_ENV, CLUSTER_SECRET_HEADER};
 use crate::cluster::{ServiceKind, ServiceState};
 use crate::pipe::{
-    CheckIn, CheckInReply, Command, ManagerFrame, Reply, ReplyBody, ServiceEvent, ServiceFrame, CHECKIN_PATH,
-    HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, MAX_FRAME_BYTES,
+    CheckIn, CheckInReply, Command, ManagerFrame, OrderTrace, Reply, ReplyBody, ServiceEvent, ServiceFrame,
+    CHECKIN_PATH, HEARTBEAT_INTERVAL_MS, HEARTBEAT_TIMEOUT_MS, MAX_FRAME_BYTES,
 };
 use crate::tls::{Identity, TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV};
 use crate::ErrorBody;
@@ -312,12 +314,13 @@ async fn run<H: CommandHandler>(
     shared: Arc<Shared>,
     handler: Arc<H>,
     events: mpsc::Receiver<ServiceEvent>,
-    cmd_tx: mpsc::Sender<(u64, Command, Outbox)>,
-    cmd_rx: mpsc::Receiver<(u64, Command, Outbox)>,
+    cmd_tx: mpsc::Sender<Received>,
+    cmd_rx: mpsc::Receiver<Received>,
     shutdown: CancellationToken,
 ) -> Result<(), ClientError> {
-    let worker = tokio::spawn(command_worker(handler, cmd_rx, shutdown.clone()));
-    let pump = tokio::spawn(event_pump(events, shared.clone(), shutdown.clone()));
+    let (reply_tx, reply_rx) = mpsc::channel(1024);
+    let worker = tokio::spawn(command_worker(handler, cmd_rx, reply_tx, shutdown.clone()));
+    let pump = tokio::spawn(event_pump(events, reply_rx, shared.clone(), shutdown.clone()));
     let accept =
         tokio::spawn(accept_loop(listener, acceptor, secret.clone(), shared.clone(), cmd_tx, shutdown.clone()));
     let result = checkin_loop(&http, &manager_url, &checkin, &secret, &shared, &shutdown).await;
@@ -405,7 +408,7 @@ async fn accept_loop(
     acceptor: Option<TlsAcceptor>,
     secret: Secret,
     shared: Arc<Shared>,
-    cmd_tx: mpsc::Sender<(u64, Command, Outbox)>,
+    cmd_tx: mpsc::Sender<Received>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -445,7 +448,7 @@ async fn pipe_session<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     secret: Secret,
     shared: Arc<Shared>,
-    cmd_tx: mpsc::Sender<(u64, Command, Outbox)>,
+    cmd_tx: mpsc::Sender<Received>,
     token: CancellationToken,
 ) {
     let config =
@@ -527,8 +530,8 @@ async fn pipe_session<S: AsyncRead + AsyncWrite + Unpin>(
                             unacked.pop_front();
                         }
                     }
-                    Ok(ManagerFrame::Command { id, command }) => {
-                        if cmd_tx.send((id, command, out_tx.clone())).await.is_err() { break "service stopping"; }
+                    Ok(ManagerFrame::Command { id, command, trace }) => {
+                        if cmd_tx.send(Received { id, command, trace, out: out_tx.clone() }).await.is_err() { break "service stopping"; }
                     }
                     Err(e) => warn!(error = %e, "malformed frame on pipe, ignored"),
                 }
@@ -562,22 +565,54 @@ where
     }
 }
 
+/// A command's reply and the pipe session the command came on.
+type ReplyOut = (ServiceFrame, Outbox);
+
+/// A command as it came off a pipe session.
+struct Received {
+    id: u64,
+    command: Command,
+    trace: Option<Box<OrderTrace>>,
+    out: Outbox,
+}
+
 async fn command_worker<H: CommandHandler>(
     handler: Arc<H>,
-    mut rx: mpsc::Receiver<(u64, Command, Outbox)>,
+    mut rx: mpsc::Receiver<Received>,
+    replies: mpsc::Sender<ReplyOut>,
     shutdown: CancellationToken,
 ) {
     loop {
-        let (id, command, out) = tokio::select! {
+        let Received { id, command, trace, out } = tokio::select! {
             _ = shutdown.cancelled() => return,
             next = rx.recv() => match next { Some(n) => n, None => return },
         };
         let stop = command == Command::Stop;
-        let result = match command {
-            Command::Ping => Reply::Ok(ReplyBody::Pong),
-            command => handler.handle(command).await,
-        };
-        let _ = out.send(ServiceFrame::Reply { id, result }).await;
+        let span = command_span(id, &command, trace.as_deref());
+        let result = async {
+            // Commands about an order are logged (they matter one by one);
+            // the rest only when debugging.
+            if trace.is_some() {
+                info!("order command received");
+            } else {
+                debug!("command received");
+            }
+            let result = match command {
+                Command::Ping => Reply::Ok(ReplyBody::Pong),
+                command => handler.handle(command).await,
+            };
+            let ok = matches!(result, Reply::Ok(_));
+            if trace.is_some() {
+                info!(ok, "order command answered");
+            } else {
+                debug!(ok, "command answered");
+            }
+            result
+        }
+        .instrument(span)
+        .await;
+        // Through the pump, behind the events the handler emitted.
+        let _ = replies.send((ServiceFrame::Reply { id, result }, out)).await;
         if stop {
             info!("stop requested by manager");
             // Let the session flush the reply before everything closes.
@@ -588,35 +623,78 @@ async fn command_worker<H: CommandHandler>(
     }
 }
 
-/// Forwards events to the attached pipe. Must-deliver events are numbered
-/// and kept until acknowledged; market data is sent if a pipe can take it
-/// now, and dropped otherwise.
-async fn event_pump(mut events: mpsc::Receiver<ServiceEvent>, shared: Arc<Shared>, shutdown: CancellationToken) {
-    let mut next_seq = 1u64;
+/// The span a command is handled in: its id and name, and for a command
+/// about an order, the order's ids, customer and market as the manager sent them.
+fn command_span(id: u64, command: &Command, trace: Option<&OrderTrace>) -> tracing::Span {
+    match trace {
+        Some(t) => tracing::info_span!(
+            "command",
+            id,
+            cmd = command.name(),
+            order_id = %t.order_id,
+            client_order_id = %t.client_order_id,
+            customer = %t.customer,
+            market = %t.market,
+        ),
+        None => tracing::debug_span!("command", id, cmd = command.name()),
+    }
+}
+
+/// Forwards events to the attached pipe, and replies to the session their
+/// command came on. Before a reply it forwards every event queued when the
+/// reply was taken: those include all its handler emitted. Must-deliver
+/// events are numbered and kept until acknowledged; market data is sent if
+/// a pipe can take it now, and dropped otherwise.
+async fn event_pump(
+    mut events: mpsc::Receiver<ServiceEvent>,
+    mut replies: mpsc::Receiver<ReplyOut>,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let mut pump = Pump { shared, next_seq: 1 };
     loop {
-        let event = tokio::select! {
+        tokio::select! {
             _ = shutdown.cancelled() => break,
             ev = events.recv() => match ev {
-                Some(ev) => ev,
+                Some(ev) => pump.forward(ev, &shutdown).await,
                 None => break,
             },
-        };
-        let out = shared.current.borrow().clone();
+            reply = replies.recv() => {
+                let Some((frame, out)) = reply else { break };
+                for _ in 0..events.len() {
+                    let Ok(ev) = events.try_recv() else { break };
+                    pump.forward(ev, &shutdown).await;
+                }
+                let _ = out.send(frame).await;
+            }
+        }
+    }
+}
+
+/// The event pump's numbering of must-deliver events.
+struct Pump {
+    shared: Arc<Shared>,
+    next_seq: u64,
+}
+
+impl Pump {
+    async fn forward(&mut self, event: ServiceEvent, shutdown: &CancellationToken) {
+        let out = self.shared.current.borrow().clone();
         if !event.must_deliver() {
             if let Some(tx) = out {
                 let _ = tx.try_send(ServiceFrame::Event { seq: None, event });
             }
-            continue;
+            return;
         }
-        let seq = next_seq;
-        next_seq += 1;
-        push_unacked(&mut shared.unacked(), seq, event.clone());
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        push_unacked(&mut self.shared.unacked(), seq, event.clone());
         if let Some(tx) = out {
             // Waits for room rather than skipping: a skipped event would only
             // be replayed on the next pipe. A closed session is fine: the next
             // one replays it.
             tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled() => {}
                 _ = tx.send(ServiceFrame::Event { seq: Some(seq), event }) => {}
             }
         }

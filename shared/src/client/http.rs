@@ -9,7 +9,7 @@ use super::stream::{ws_url, ClusterWatch, Stream};
 use super::ClientError;
 use crate::access::{AuditQuery, AuditRecord, CreateToken, CreatedToken, TokenInfo};
 use crate::api::{MarketInfo, OrdersQuery, PlaceOrder, Session, SessionRequest};
-use crate::cluster::{ClusterSnapshot, NodeInfo, ServiceDetail, ServiceInfo, SessionInfo, SpawnRequest};
+use crate::cluster::{ClusterSnapshot, LogLevel, NodeInfo, ServiceDetail, ServiceInfo, SessionInfo, SpawnRequest};
 use crate::model::{Balance, Book, Fill, Instrument, Order, Position, Quote};
 
 /// REST client for one Lido endpoint (an IM, a node's algo API, or both: the
@@ -122,6 +122,12 @@ impl LidoClient {
 
     pub async fn undrain_node(&self, node: &str) -> Result<NodeInfo, ClientError> {
         self.send(self.req(Method::POST, &format!("/v1/nodes/{}/undrain", enc(node)))).await
+    }
+
+    /// Sets the node's log filter (`debug`, `info,lidod=debug`) at run time.
+    pub async fn set_log_level(&self, filter: &str) -> Result<LogLevel, ClientError> {
+        let body = LogLevel { filter: filter.to_string() };
+        self.send(self.req(Method::PUT, "/v1/log-level").json(&body)).await
     }
 
     // ---- Access control ----------------------------------------------------
