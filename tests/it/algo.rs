@@ -112,7 +112,7 @@ async fn resting_order_is_open_until_canceled() {
     assert_eq!(again.code(), Some("order_not_open"));
 
     let metrics = reqwest::get(format!("{}/metrics", d.url)).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("lido_orders_total{market=\"paper\",status=\"accepted\"} 1"), "{metrics}");
+    assert!(metrics.contains("lido_orders_acked_total{market=\"paper\"} 1"), "{metrics}");
     assert!(metrics.contains("lido_orders_open 0"), "{metrics}");
 }
 
