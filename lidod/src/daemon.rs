@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use lido_shared::client::agent::ServiceLink;
 use lido_shared::cluster::ServiceKind;
 use tokio::net::TcpListener;
@@ -174,6 +175,11 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
             tokio::spawn(async move { server.await })
         }
         None => {
+            // Small frames (acks, quotes) go out at once: Nagle's algorithm
+            // with delayed ACKs would hold them up to 40 ms.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let server = axum::serve(listener, app).with_graceful_shutdown(closing);
             tokio::spawn(async move { server.await })
         }

@@ -75,6 +75,8 @@ impl axum::serve::Listener for TlsListener {
             tokio::select! {
                 accepted = self.tcp.accept(), if self.handshakes.len() < MAX_HANDSHAKES => match accepted {
                     Ok((stream, addr)) => {
+                        // As for plain connections: no Nagle delay on small frames.
+                        let _ = stream.set_nodelay(true);
                         self.handshakes.spawn(handshake(self.acceptor.clone(), stream, addr));
                     }
                     Err(e) => {

@@ -42,7 +42,8 @@ impl Lidod {
         Ok(Self { lidod: dir.join("lidod"), lidoctl: dir.join("lidoctl") })
     }
 
-    /// A daemon with broker `k1` on `fake` and market `crypto` on `k1`.
+    /// A daemon with broker `k1` (a Kraken Pro account) on `fake` and market
+    /// `crypto` on `k1`.
     pub fn with_kraken(&self, fake: &FakeKraken, env: &[(&str, &str)]) -> anyhow::Result<KrakenDaemon> {
         let dir = std::env::temp_dir().join(format!("lido-bench-{}-{}", std::process::id(), unique()));
         std::fs::create_dir_all(&dir)?;
@@ -56,6 +57,8 @@ rest_url = "{rest}"
 ws_url = "{ws}"
 ws_auth_url = "{ws_auth}"
 nonce_file = "{nonce}"
+# The trading budget the order bench paces itself within (see orders.rs).
+tier = "pro"
 
 [[market]]
 name = "crypto"

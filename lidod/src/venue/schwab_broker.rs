@@ -766,7 +766,7 @@ impl SchwabBroker {
         }
         let (mut ws, _) = tokio::time::timeout(
             Duration::from_secs(10),
-            tokio_tungstenite::connect_async(info.streamer_socket_url.as_str()),
+            tokio_tungstenite::connect_async_with_config(info.streamer_socket_url.as_str(), None, true),
         )
         .await
         .map_err(|_| "streamer connect timed out".to_string())?

@@ -415,7 +415,12 @@ async fn accept_loop(
         let stream = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok((stream, _)) => {
+                    // Replies and events are small frames: send each at once
+                    // (Nagle with delayed ACKs would hold them up to 40 ms).
+                    let _ = stream.set_nodelay(true);
+                    stream
+                }
                 Err(e) => {
                     warn!(error = %e, "pipe accept failed");
                     continue;

@@ -35,7 +35,8 @@ async fn connect(url: &str, token: Option<&str>, tls: &Arc<rustls::ClientConfig>
         request.headers_mut().insert("authorization", value);
     }
     let connector = Some(Connector::Rustls(tls.clone()));
-    match tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector).await {
+    // `true`: no Nagle delay on small frames (subscribes, pings).
+    match tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector).await {
         Ok((ws, _)) => Ok(ws),
         // Lido refused the upgrade with an HTTP error: surface its body.
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {

@@ -27,9 +27,11 @@ pub const DEAD_AFTER: Duration = Duration::from_secs(8);
 /// How often the idle check runs.
 pub const IDLE_CHECK: Duration = Duration::from_secs(1);
 
-/// Dials `url` (ws:// or wss://).
+/// Dials `url` (ws:// or wss://), with Nagle's algorithm off: an order is
+/// one small frame that must leave at once.
 pub async fn connect(url: &str) -> Result<Ws, String> {
-    match tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(url)).await {
+    let dial = tokio_tungstenite::connect_async_with_config(url, None, true);
+    match tokio::time::timeout(CONNECT_TIMEOUT, dial).await {
         Ok(Ok((ws, _))) => Ok(ws),
         Ok(Err(e)) => Err(format!("cannot connect to {url}: {e}")),
         Err(_) => Err(format!("cannot connect to {url}: no handshake within {CONNECT_TIMEOUT:?}")),
