@@ -6,7 +6,7 @@
 //! its orders meanwhile: what the Kraken broker and recovery tests share.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lido_shared::api::{OrdersQuery, PlaceOrder};
@@ -51,6 +51,32 @@ impl Drop for KrakenNode {
     }
 }
 
+/// The `lido.toml` of a node with broker `k1` on `fake` (its private feed
+/// at `ws_auth`) and market `crypto` on `k1`; `extra` is more broker
+/// options, as TOML lines.
+pub fn node_toml(fake: &FakeKraken, ws_auth: &str, nonce_file: &Path, extra: &str) -> String {
+    format!(
+        r#"
+[[broker]]
+name = "k1"
+type = "kraken"
+[broker.options]
+rest_url = "{rest}"
+ws_url = "{ws}"
+ws_auth_url = "{ws_auth}"
+nonce_file = "{nonce}"
+{extra}
+
+[[market]]
+name = "crypto"
+brokers = ["k1"]
+"#,
+        rest = fake.url,
+        ws = fake.ws_url(),
+        nonce = nonce_file.display(),
+    )
+}
+
 impl KrakenNode {
     /// A fake with `config` and a node on it, ready: the broker answers
     /// from the fake and its executions feed is up.
@@ -65,28 +91,8 @@ impl KrakenNode {
         let dir = std::env::temp_dir().join(format!("lido-kraken-it-{}-{}", std::process::id(), crate::unique()));
         std::fs::create_dir_all(dir.join("data")).expect("create the node's dir");
         let ws_auth = if options.no_private_ws { unreachable_ws_url() } else { fake.ws_auth_url() };
-        let toml = format!(
-            r#"
-[[broker]]
-name = "k1"
-type = "kraken"
-[broker.options]
-rest_url = "{rest}"
-ws_url = "{ws}"
-ws_auth_url = "{ws_auth}"
-nonce_file = "{nonce}"
-rest_timeout_ms = "1500"
-{extra}
-
-[[market]]
-name = "crypto"
-brokers = ["k1"]
-"#,
-            rest = fake.url,
-            ws = fake.ws_url(),
-            nonce = dir.join("k1.nonce").display(),
-            extra = options.extra_options,
-        );
+        let extra = format!("rest_timeout_ms = \"1500\"\n{}", options.extra_options);
+        let toml = node_toml(&fake, &ws_auth, &dir.join("k1.nonce"), &extra);
         std::fs::write(dir.join("lido.toml"), toml).expect("write lido.toml");
         let daemon = launch(&dir, &config, env);
         let algo = ready(&daemon, &options).await;

@@ -47,28 +47,9 @@ impl Lidod {
     pub fn with_kraken(&self, fake: &FakeKraken, env: &[(&str, &str)]) -> anyhow::Result<KrakenDaemon> {
         let dir = std::env::temp_dir().join(format!("lido-bench-{}-{}", std::process::id(), unique()));
         std::fs::create_dir_all(&dir)?;
-        let toml = format!(
-            r#"
-[[broker]]
-name = "k1"
-type = "kraken"
-[broker.options]
-rest_url = "{rest}"
-ws_url = "{ws}"
-ws_auth_url = "{ws_auth}"
-nonce_file = "{nonce}"
-# The trading budget the order bench paces itself within (see orders.rs).
-tier = "pro"
-
-[[market]]
-name = "crypto"
-brokers = ["k1"]
-"#,
-            rest = fake.url,
-            ws = fake.ws_url(),
-            ws_auth = fake.ws_auth_url(),
-            nonce = dir.join("k1.nonce").display(),
-        );
+        // The trading budget the order bench paces itself within (see orders.rs).
+        let toml =
+            lido_tests::kraken_node::node_toml(fake, &fake.ws_auth_url(), &dir.join("k1.nonce"), "tier = \"pro\"");
         let path = dir.join("lido.toml");
         std::fs::write(&path, toml)?;
         let config = lido_tests::kraken_fake::FakeConfig::default();
