@@ -113,6 +113,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         bus.clone(),
         broker_events_rx,
         broker_signals_rx,
+        config.autoscale.clone(),
         managers.child_token(),
     );
 
