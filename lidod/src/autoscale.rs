@@ -170,7 +170,7 @@ mod tests {
     fn latency_past_the_bound_adds_an_instance_once() {
         let r = rules();
         let hot = InstanceLoad { p99_ms: Some(35.0), ..load(1, 2) };
-        let Some(Action::Add { reason }) = on_tick(&r, &[hot.clone()]) else { panic!("expected an add") };
+        let Some(Action::Add { reason }) = on_tick(&r, std::slice::from_ref(&hot)) else { panic!("expected an add") };
         assert!(reason.contains("35.0 ms"), "{reason}");
         // An empty instance is already there for new clients: no second one.
         assert_eq!(on_tick(&r, &[hot.clone(), load(2, 0)]), None);

@@ -72,15 +72,18 @@ struct Inner {
     instances: Instances,
 }
 
+/// What the router takes: every broker's events, and its pipes' signals.
+pub type BrokerFeed = (mpsc::Receiver<(String, PipeEvent)>, mpsc::UnboundedReceiver<(String, PipeSignal)>);
+
 impl MarketManager {
-    /// Starts the router that takes broker events and pipe signals.
+    /// Starts the router that takes broker events and pipe signals, and
+    /// the instances with their autoscaling rules.
     pub fn new(
         node: String,
         brokers: BrokerManager,
         orders: OrderStore,
         bus: EventBus,
-        events: mpsc::Receiver<(String, PipeEvent)>,
-        signals: mpsc::UnboundedReceiver<(String, PipeSignal)>,
+        (events, signals): BrokerFeed,
         autoscale: AutoscaleConfig,
         cancel: CancellationToken,
     ) -> Self {

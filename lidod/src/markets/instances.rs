@@ -187,7 +187,9 @@ impl Instances {
     /// Assigns a new session the least loaded instance (adding one first
     /// when all are full); its stream joins it later.
     pub fn assign(&self, session_id: &str) -> u32 {
-        let instance = self.place();
+        // Under the state lock, so the instance cannot be released meanwhile.
+        let mut state = self.state();
+        let instance = self.place(&mut state);
         lock(&instance.reserved).insert(session_id.to_string(), Instant::now());
         instance.update_idle();
         instance.id
@@ -196,12 +198,13 @@ impl Instances {
     /// A stream joins its session's instance, or (no session, or its
     /// instance was released) the least loaded one.
     pub fn join(&self, session: Option<(&str, u32)>) -> Client {
+        let mut state = self.state();
         let assigned = session.and_then(|(sid, id)| {
-            let instance = self.state().list.iter().find(|i| i.id == id).cloned()?;
+            let instance = state.list.iter().find(|i| i.id == id).cloned()?;
             lock(&instance.reserved).remove(sid);
             Some(instance)
         });
-        let instance = assigned.unwrap_or_else(|| self.place());
+        let instance = assigned.unwrap_or_else(|| self.place(&mut state));
         instance.streams.fetch_add(1, Ordering::Relaxed);
         instance.update_idle();
         Client { instance }
@@ -232,14 +235,13 @@ impl Instances {
     }
 
     /// The least loaded instance after the new-client rule had its say.
-    fn place(&self) -> Arc<Instance> {
-        let mut state = self.state();
+    fn place(&self, state: &mut State) -> Arc<Instance> {
         let loads: Vec<InstanceLoad> = state.list.iter().map(|i| i.load()).collect();
         if let Some(Action::Add { reason }) = autoscale::on_new_client(&self.inner.rules, &loads) {
-            return self.add(&mut state, Some(&reason));
+            return self.add(state, Some(&reason));
         }
         let id = autoscale::least_loaded(&loads);
-        state.list.iter().find(|i| Some(i.id) == id).cloned().unwrap_or_else(|| self.add(&mut state, None))
+        state.list.iter().find(|i| Some(i.id) == id).cloned().unwrap_or_else(|| self.add(state, None))
     }
 
     /// Adds an instance; `reason` is `None` for the ones started at boot.
