@@ -179,6 +179,31 @@ mod tests {
     }
 
     #[test]
+    fn a_brokers_connection_figures_are_read_in_connection_order() {
+        let mut info: ServiceInfo = serde_json::from_value(serde_json::json!({
+            "name": "k1", "kind": "broker", "type": "kraken", "state": "running", "node": "n1", "mode": "process",
+            "restarts": 0, "options": {}
+        }))
+        .unwrap();
+        assert_eq!(broker_scale(&info), None, "a broker without venue connections is not listed");
+        for (k, v) in [
+            ("venue_connections", 3.0),
+            ("subscriptions_conn_10", 1.0),
+            ("subscriptions_conn_2", 3.0),
+            ("subscriptions_conn_0", 2.0),
+            ("max_subscriptions_per_connection", 3.0),
+            ("subscription_headroom", 1.0),
+            ("rest_budget_used", 0.25),
+        ] {
+            info.metrics.insert(k.into(), v);
+        }
+        let scale = broker_scale(&info).unwrap();
+        assert_eq!(scale.subscriptions_per_connection, [2, 3, 1], "by index, not by name");
+        assert_eq!((scale.venue_connections, scale.max_subscriptions_per_connection), (3, 3));
+        assert_eq!((scale.subscription_headroom, scale.rest_budget_used, scale.trading_budget_used), (1, 0.25, 0.0));
+    }
+
+    #[test]
     fn an_idle_extra_is_released_newest_first_never_below_min() {
         let r = rules();
         let idle = |id| InstanceLoad { idle_for: Some(Duration::from_secs(12)), ..load(id, 0) };

@@ -79,6 +79,12 @@ async fn load_adds_instances_and_venue_connections_and_idle_ones_are_released() 
     for (n, stream) in streams.iter_mut().enumerate() {
         gets_data_in_order(n, stream).await;
     }
+    // The fan-out time of those frames is measured, per instance.
+    eventually(WITHIN, "a fan-out p99 in status", || async {
+        let status = autoscale(&d).await;
+        status.instances.iter().any(|i| i.frames > 0 && i.fanout_p99_ms.is_some_and(|p| p > 0.0)).then_some(())
+    })
+    .await;
 
     // lidoctl shows the same picture.
     let out = Command::new(lidoctl_path())
