@@ -29,6 +29,8 @@ pub struct NodeOptions {
     pub no_private_ws: bool,
     /// More `key = "value"` lines for the broker's options.
     pub extra_options: String,
+    /// More TOML for `lido.toml` itself, after the market (e.g. `[autoscale]`).
+    pub extra_toml: String,
 }
 
 /// The fake, the node and its algo; the node's files are removed on drop.
@@ -92,7 +94,7 @@ impl KrakenNode {
         std::fs::create_dir_all(dir.join("data")).expect("create the node's dir");
         let ws_auth = if options.no_private_ws { unreachable_ws_url() } else { fake.ws_auth_url() };
         let extra = format!("rest_timeout_ms = \"1500\"\n{}", options.extra_options);
-        let toml = node_toml(&fake, &ws_auth, &dir.join("k1.nonce"), &extra);
+        let toml = node_toml(&fake, &ws_auth, &dir.join("k1.nonce"), &extra) + &options.extra_toml;
         std::fs::write(dir.join("lido.toml"), toml).expect("write lido.toml");
         let daemon = launch(&dir, &config, env);
         let algo = ready(&daemon, &options).await;

@@ -189,6 +189,9 @@ pub enum Resource {
     /// Algo sessions (tokens shortened)
     #[value(alias = "session", alias = "sess")]
     Sessions,
+    /// The autoscaler: rules, market instances, venue connections, decisions
+    #[value(alias = "as")]
+    Autoscale,
 }
 
 #[derive(Debug, Args)]

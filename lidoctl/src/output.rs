@@ -6,6 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use lido_shared::autoscale::AutoscaleStatus;
 use lido_shared::cluster::{ClusterEvent, NodeInfo, ServiceInfo, ServiceState, SessionInfo};
 use lido_shared::model::{Order, OrderType, Side};
 use serde::Serialize;
@@ -290,6 +291,63 @@ pub fn sessions_table<'a>(
         table.row(row);
     }
     table
+}
+
+/// `get autoscale`: the rules, then tables of instances, brokers' venue
+/// connections and recent decisions (newest last).
+pub fn autoscale_fields(s: &AutoscaleStatus, now: DateTime<Utc>) -> Fields {
+    let r = &s.rules;
+    let mut f = Fields::default();
+    f.section(
+        "Rules",
+        [
+            ("instances", format!("{} to {}", r.min_instances, r.max_instances)),
+            ("max_clients_per_instance", r.max_clients_per_instance.to_string()),
+            ("max_fanout_latency_ms", figure(r.max_fanout_latency_ms)),
+            ("idle_release_s", r.idle_release_s.to_string()),
+            ("latency_window_s", r.latency_window_s.to_string()),
+        ],
+    );
+    let mut instances = Table::new(["ID", "STREAMS", "RESERVED", "FANOUT_P99_MS", "FRAMES", "AGE", "IDLE"]);
+    for i in &s.instances {
+        instances.row(vec![
+            i.id.to_string().into(),
+            i.streams.to_string().into(),
+            i.reserved.to_string().into(),
+            i.fanout_p99_ms.map_or_else(|| "-".to_string(), figure).into(),
+            i.frames.to_string().into(),
+            age(Some(i.created_at), now).into(),
+            i.idle_since.map_or_else(|| "-".to_string(), |t| age(Some(t), now)).into(),
+        ]);
+    }
+    f.table("Instances", &instances, "<none>");
+    let mut brokers =
+        Table::new(["BROKER", "CONNECTIONS", "SUBSCRIPTIONS", "LIMIT", "HEADROOM", "REST_USED", "TRADING_USED"]);
+    for b in &s.brokers {
+        let per: Vec<String> = b.subscriptions_per_connection.iter().map(ToString::to_string).collect();
+        brokers.row(vec![
+            b.broker.as_str().into(),
+            b.venue_connections.to_string().into(),
+            per.join(",").into(),
+            b.max_subscriptions_per_connection.to_string().into(),
+            b.subscription_headroom.to_string().into(),
+            format!("{:.0}%", b.rest_budget_used * 100.0).into(),
+            format!("{:.0}%", b.trading_budget_used * 100.0).into(),
+        ]);
+    }
+    f.table("Venue connections", &brokers, "<no broker reports venue connections>");
+    let mut decisions = Table::new(["TIME", "AGE", "SCOPE", "ACTION", "REASON"]);
+    for d in &s.decisions {
+        decisions.row(vec![
+            time(d.at).into(),
+            age(Some(d.at), now).into(),
+            d.scope.as_str().into(),
+            d.action.as_str().into(),
+            d.reason.as_str().into(),
+        ]);
+    }
+    f.table("Decisions", &decisions, "<none yet>");
+    f
 }
 
 /// `2024-05-01T12:00:01.000Z`: UTC with milliseconds, as in `watch` and `describe`.

@@ -36,6 +36,7 @@ pub struct Config {
     pub cluster_secret_file: Option<PathBuf>,
     pub limits: LimitsConfig,
     pub risk: RiskConfig,
+    pub autoscale: AutoscaleConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -94,6 +95,62 @@ pub struct SupervisorConfig {
     pub stop_grace_ms: u64,
 }
 
+/// When the MarketManager adds and releases instances (fan-out shards of
+/// the algo streams); see `markets/instances.rs`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AutoscaleConfig {
+    /// Instances always running (at least 1).
+    pub min_instances: usize,
+    /// Instances at most; past that, new clients share the least loaded.
+    pub max_instances: usize,
+    /// Add an instance when every one carries this many clients.
+    pub max_clients_per_instance: usize,
+    /// Add an instance when an instance's fan-out p99 (router publish →
+    /// frame handed to the socket) passes this, in milliseconds.
+    pub max_fanout_latency_ms: f64,
+    /// Release an extra instance once it has had no client for this long.
+    pub idle_release_s: u64,
+    /// The window the fan-out p99 is taken over, and how often the rules run.
+    pub latency_window_s: u64,
+}
+
+impl Default for AutoscaleConfig {
+    fn default() -> Self {
+        Self {
+            min_instances: 1,
+            max_instances: 8,
+            max_clients_per_instance: 500,
+            max_fanout_latency_ms: 50.0,
+            idle_release_s: 60,
+            latency_window_s: 5,
+        }
+    }
+}
+
+impl AutoscaleConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (1..=64).contains(&self.min_instances)
+                && self.min_instances <= self.max_instances
+                && self.max_instances <= 64,
+            "[autoscale] needs 1 <= min_instances <= max_instances <= 64, got {} and {}",
+            self.min_instances,
+            self.max_instances
+        );
+        anyhow::ensure!(self.max_clients_per_instance >= 1, "[autoscale] max_clients_per_instance must be at least 1");
+        anyhow::ensure!(
+            self.max_fanout_latency_ms.is_finite() && self.max_fanout_latency_ms > 0.0,
+            "[autoscale] max_fanout_latency_ms must be a positive number of milliseconds"
+        );
+        anyhow::ensure!(
+            (1..=3600).contains(&self.latency_window_s),
+            "[autoscale] latency_window_s must be 1 to 3600 seconds"
+        );
+        Ok(())
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -112,6 +169,7 @@ impl Default for Config {
             cluster_secret_file: None,
             limits: LimitsConfig::default(),
             risk: RiskConfig::default(),
+            autoscale: AutoscaleConfig::default(),
         }
     }
 }
@@ -176,6 +234,7 @@ impl Config {
     /// and that TLS is set up whole.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.limits.validate()?;
+        self.autoscale.validate()?;
         let identity = self.node.tls_identity()?;
         anyhow::ensure!(
             identity.is_some() || self.node.tls_ca.is_none(),
@@ -242,6 +301,16 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused() {
         assert!(toml::from_str::<Config>("lisen = \"127.0.0.1:1\"").is_err());
+    }
+
+    #[test]
+    fn autoscale_bounds_are_checked() {
+        let config: Config = toml::from_str("[autoscale]\nmin_instances = 3\nmax_instances = 2").unwrap();
+        assert!(config.validate().unwrap_err().to_string().contains("min_instances"));
+        let config: Config = toml::from_str("[autoscale]\nmax_clients_per_instance = 5").unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.autoscale.max_clients_per_instance, 5);
+        assert_eq!(config.autoscale.min_instances, 1);
     }
 
     #[test]

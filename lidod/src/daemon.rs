@@ -111,8 +111,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         brokers.clone(),
         orders,
         bus.clone(),
-        broker_events_rx,
-        broker_signals_rx,
+        (broker_events_rx, broker_signals_rx),
+        config.autoscale.clone(),
         managers.child_token(),
     );
 

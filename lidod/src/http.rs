@@ -68,7 +68,7 @@ fn record_service_figures(s: &lido_shared::cluster::ServiceInfo) {
     let figure = |name: &str| s.metrics.get(name).copied();
     match s.kind {
         ServiceKind::Broker => {
-            let sockets = [figure("ws_connections_open"), figure("executions_connected")];
+            let sockets = [figure("venue_connections"), figure("executions_connected")];
             if sockets.iter().any(Option::is_some) {
                 let open = sockets.iter().flatten().sum::<f64>();
                 metrics::gauge!("lido_venue_connections", "broker" => s.name.clone(), "venue" => s.service_type.clone())

@@ -195,7 +195,9 @@ impl Infra {
         }
         self.inner.limits.check_sessions(&req.customer, self.inner.sessions.count_for(&req.customer))?;
         let session = self.inner.sessions.open_by(&req.customer, &self.inner.node_id, &self.inner.api_url, opened_by);
-        info!(customer = %req.customer, node = %session.node, "session opened");
+        let instance = self.inner.markets.instances().assign(&session.session_id);
+        self.inner.sessions.set_instance(&session.session_id, instance);
+        info!(customer = %req.customer, node = %session.node, instance, "session opened");
         Ok(session)
     }
 

@@ -15,6 +15,7 @@
 //!   [`service`]: `lidod service …`, a service in its own process.
 
 pub mod auth;
+pub mod autoscale;
 pub mod brokers;
 pub mod config;
 pub mod daemon;

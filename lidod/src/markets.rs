@@ -7,7 +7,11 @@
 //! reconnect, a restarted broker) its orders are reconciled with the venue
 //! (`reconcile.rs`); until that is done, a market routed to that broker
 //! answers new orders with `503 reconciling`.
+//!
+//! Market data fans out through instances (`instances.rs`): shards that
+//! the autoscaler adds and releases with load, each stream on one of them.
 
+mod instances;
 mod market;
 mod orders;
 mod reconcile;
@@ -27,10 +31,12 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+pub use self::instances::{Client, Instance, Instances};
 pub use self::market::{Market, MdMsg};
 pub use self::orders::{OrderMsg, OrderStore};
 use self::reconcile::Reconciled;
 use crate::brokers::BrokerManager;
+use crate::config::AutoscaleConfig;
 use crate::error::ApiError;
 use crate::events::EventBus;
 use crate::pipe::{PipeError, PipeEvent, PipeHandle, PipeSignal};
@@ -62,19 +68,26 @@ struct Inner {
     next_stream: AtomicU64,
     /// Which brokers' orders are reconciled with their venue.
     reconciled: std::sync::Mutex<Reconciled>,
+    /// The fan-out instances and the autoscaler's decisions.
+    instances: Instances,
 }
 
+/// What the router takes: every broker's events, and its pipes' signals.
+pub type BrokerFeed = (mpsc::Receiver<(String, PipeEvent)>, mpsc::UnboundedReceiver<(String, PipeSignal)>);
+
 impl MarketManager {
-    /// Starts the router that takes broker events and pipe signals.
+    /// Starts the router that takes broker events and pipe signals, and
+    /// the instances with their autoscaling rules.
     pub fn new(
         node: String,
         brokers: BrokerManager,
         orders: OrderStore,
         bus: EventBus,
-        events: mpsc::Receiver<(String, PipeEvent)>,
-        signals: mpsc::UnboundedReceiver<(String, PipeSignal)>,
+        (events, signals): BrokerFeed,
+        autoscale: AutoscaleConfig,
         cancel: CancellationToken,
     ) -> Self {
+        let instances = Instances::start(autoscale, bus.clone(), cancel.clone());
         let mm = Self {
             inner: Arc::new(Inner {
                 node,
@@ -85,6 +98,7 @@ impl MarketManager {
                 streams: std::sync::Mutex::new(HashMap::new()),
                 next_stream: AtomicU64::new(1),
                 reconciled: std::sync::Mutex::new(Reconciled::default()),
+                instances,
             }),
         };
         tokio::spawn(mm.clone().route(events, signals, cancel));
@@ -273,28 +287,29 @@ impl MarketManager {
         }
     }
 
-    /// Joins a feed; the first listener subscribes the venue.
+    /// Joins a feed on `instance`; the first listener subscribes the venue.
     pub async fn listen(
         &self,
         market: &str,
         feed: Feed,
         symbol: &Symbol,
+        instance: &Arc<Instance>,
     ) -> Result<broadcast::Receiver<MdMsg>, ApiError> {
         let m = self.market(market)?;
-        let (rx, first) = m.listen(feed, symbol);
+        let (rx, first) = m.listen(feed, symbol, instance);
         if first {
             if let Err(e) = self.ask(&m, Command::Subscribe { feed, symbol: symbol.clone() }).await {
-                m.unlisten(feed, symbol);
+                m.unlisten(feed, symbol, instance.id);
                 return Err(e);
             }
         }
         Ok(rx)
     }
 
-    /// Leaves a feed; the last listener unsubscribes the venue.
-    pub fn unlisten(&self, market: &str, feed: Feed, symbol: &Symbol) {
+    /// Leaves a feed on instance `instance`; the last listener unsubscribes the venue.
+    pub fn unlisten(&self, market: &str, feed: Feed, symbol: &Symbol, instance: u32) {
         let Ok(m) = self.market(market) else { return };
-        if m.unlisten(feed, symbol) {
+        if m.unlisten(feed, symbol, instance) {
             let mm = self.clone();
             let symbol = symbol.clone();
             tokio::spawn(async move {
@@ -323,6 +338,11 @@ impl MarketManager {
     /// Messages waiting in all streams' outbound queues, and in the fullest one.
     pub fn stream_queues(&self) -> (usize, usize) {
         self.streams().values().map(|probe| probe()).fold((0, 0), |(sum, max), n| (sum + n, max.max(n)))
+    }
+
+    /// The fan-out instances (sessions are assigned one, streams join one).
+    pub fn instances(&self) -> &Instances {
+        &self.inner.instances
     }
 
     fn streams(&self) -> std::sync::MutexGuard<'_, HashMap<u64, QueueProbe>> {
@@ -653,6 +673,10 @@ impl MarketManager {
             }
             ServiceEvent::Metrics(figures) => {
                 self.inner.brokers.record_metrics(broker, figures);
+                return;
+            }
+            ServiceEvent::Scaled { action, reason } => {
+                self.inner.instances.record(broker, action, reason);
                 return;
             }
             ServiceEvent::Quote(q) => (Feed::Quotes, q.symbol.clone(), serde_json::value::to_raw_value(q)),

@@ -3,6 +3,9 @@
 //! Session ids are random and live in memory; they last while the node runs
 //! and end when the API token that opened them is revoked. The durable,
 //! hashed customer and operator tokens are in [`crate::auth`].
+//!
+//! Each session remembers the market instance it was assigned when opened
+//! (see `markets/instances.rs`): its algo streams join that instance.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,6 +21,8 @@ struct Entry {
     session: Session,
     at: DateTime<Utc>,
     opened_by: Option<String>,
+    /// The market instance its streams join.
+    instance: Option<u32>,
 }
 
 #[derive(Clone, Default)]
@@ -39,7 +44,12 @@ impl Sessions {
             market_manager_url: api_url.to_string(),
             trader_manager_url: api_url.to_string(),
         };
-        let entry = Entry { session: session.clone(), at: Utc::now(), opened_by: opened_by.map(str::to_string) };
+        let entry = Entry {
+            session: session.clone(),
+            at: Utc::now(),
+            opened_by: opened_by.map(str::to_string),
+            instance: None,
+        };
         self.lock().insert(session.session_id.clone(), entry);
         session
     }
@@ -47,6 +57,18 @@ impl Sessions {
     /// The session's customer and the token that opened it.
     pub fn customer_of(&self, token: &str) -> Option<(String, Option<String>)> {
         self.lock().get(token).map(|e| (e.session.customer.clone(), e.opened_by.clone()))
+    }
+
+    /// Records the market instance the session was assigned.
+    pub fn set_instance(&self, token: &str, instance: u32) {
+        if let Some(e) = self.lock().get_mut(token) {
+            e.instance = Some(instance);
+        }
+    }
+
+    /// The market instance of the session `token`, if it is one and has one.
+    pub fn instance_of(&self, token: &str) -> Option<u32> {
+        self.lock().get(token)?.instance
     }
 
     pub fn count_for(&self, customer: &str) -> usize {

@@ -7,6 +7,7 @@
 //!   `/v1/stream` WebSocket messages.
 //! - [`cluster`]: the operator API of the InfrastructureManager (snapshot,
 //!   watch stream, spawn/stop/drain requests).
+//! - [`autoscale`]: the autoscaler's rules, figures and decisions (`GET /v1/autoscale`).
 //! - [`pipe`]: the service protocol between a manager and the services it
 //!   supervises (check-in body and the frames on the pipe WebSocket).
 //! - [`access`]: API tokens, the audit log, the cluster-secret header and
@@ -21,6 +22,7 @@
 
 pub mod access;
 pub mod api;
+pub mod autoscale;
 pub mod client;
 pub mod cluster;
 pub mod error;

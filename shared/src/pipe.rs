@@ -266,6 +266,12 @@ pub enum ServiceEvent {
     Fill(Fill),
     /// Load and health figures, for status.
     Metrics(BTreeMap<String, f64>),
+    /// The service scaled its venue connections (`action`: `open_connection`
+    /// or `close_connection`), and why: for status and the cluster log.
+    Scaled {
+        action: String,
+        reason: String,
+    },
 }
 
 impl ServiceEvent {

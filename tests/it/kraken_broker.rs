@@ -281,7 +281,7 @@ async fn subscriptions_past_the_per_connection_limit_open_more_connections() {
     let d = s.daemon.client();
     eventually(WITHIN, "status shows three public connections", || async {
         let k1 = d.describe("k1").await.ok()?;
-        (k1.service.metrics.get("ws_connections_open") == Some(&3.0)).then_some(())
+        (k1.service.metrics.get("venue_connections") == Some(&3.0)).then_some(())
     })
     .await;
 

@@ -3,6 +3,7 @@
 
 mod algo;
 mod auth;
+mod autoscale;
 mod bad_input;
 mod kraken_broker;
 mod kraken_recovery;

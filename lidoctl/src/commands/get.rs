@@ -1,4 +1,4 @@
-//! `lidoctl get nodes|services|brokers|markets|traders|sessions [NAME…]`.
+//! `lidoctl get nodes|services|brokers|markets|traders|sessions [NAME…]`, `lidoctl get autoscale`.
 
 use chrono::Utc;
 use lido_shared::cluster::{ServiceInfo, ServiceKind};
@@ -6,11 +6,13 @@ use lido_shared::cluster::{ServiceInfo, ServiceKind};
 use crate::cli::{GetArgs, Resource};
 use crate::endpoints::Endpoints;
 use crate::exit::NotFound;
-use crate::output::{nodes_table, services_table, sessions_table, Output};
+use crate::output::{autoscale_fields, nodes_table, services_table, sessions_table, write_stdout, Output};
 
 pub async fn run(endpoints: &Endpoints, out: Output, args: &GetArgs) -> anyhow::Result<()> {
-    if args.resource == Resource::Sessions {
-        return sessions(endpoints, out, args).await;
+    match args.resource {
+        Resource::Sessions => return sessions(endpoints, out, args).await,
+        Resource::Autoscale => return autoscale(endpoints, out, args).await,
+        _ => {}
     }
     let snapshot = endpoints.run("cannot get the cluster", |c| async move { c.cluster().await }).await?;
     let single = args.names.len() == 1;
@@ -41,13 +43,23 @@ async fn sessions(endpoints: &Endpoints, out: Output, args: &GetArgs) -> anyhow:
     print(out, &sessions, args.names.len() == 1, table, "sessions")
 }
 
+/// `get autoscale`: from `GET /v1/autoscale`; it takes no names.
+async fn autoscale(endpoints: &Endpoints, out: Output, args: &GetArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.names.is_empty(), "get autoscale takes no names; it shows the whole node's autoscaler");
+    let status = endpoints.run("cannot get the autoscaler's status", |c| async move { c.autoscale().await }).await?;
+    if out.data(&status)? {
+        return Ok(());
+    }
+    write_stdout(&autoscale_fields(&status, Utc::now()).render())
+}
+
 /// The service kind a noun lists; `None` for all services.
 fn kind_of(resource: Resource) -> Option<ServiceKind> {
     match resource {
         Resource::Brokers => Some(ServiceKind::Broker),
         Resource::Markets => Some(ServiceKind::Market),
         Resource::Traders => Some(ServiceKind::Trader),
-        Resource::Services | Resource::Nodes | Resource::Sessions => None,
+        Resource::Services | Resource::Nodes | Resource::Sessions | Resource::Autoscale => None,
     }
 }
 

@@ -50,6 +50,7 @@ use super::{access, algo, operator};
         access::revoke_token,
         access::audit,
         operator::log_level,
+        operator::autoscale,
     ),
     modifiers(&CommonErrors),
     components(schemas(

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures_util::{SinkExt, StreamExt};
+use lido_shared::autoscale::AutoscaleStatus;
 use lido_shared::cluster::{
     ClusterSnapshot, LogLevel, NodeInfo, RunMode, ServiceDetail, ServiceInfo, SessionInfo, SpawnRequest, WatchCommand,
     WatchMessage,
@@ -35,6 +36,14 @@ pub fn routes() -> Router<Infra> {
         .route("/v1/nodes/{id}/drain", post(drain))
         .route("/v1/nodes/{id}/undrain", post(undrain))
         .route("/v1/log-level", put(log_level))
+        .route("/v1/autoscale", get(autoscale))
+}
+
+/// The autoscaler: its rules, the market instances and brokers' venue
+/// connections with their current figures, and its recent decisions.
+#[utoipa::path(get, path = "/v1/autoscale", tag = "operator", responses((status = 200, body = AutoscaleStatus)))]
+pub async fn autoscale(State(infra): State<Infra>, _operator: Operator) -> Json<AutoscaleStatus> {
+    Json(crate::autoscale::status(infra.markets().instances(), &infra.brokers().list()))
 }
 
 /// The cluster: nodes, managers, services, load.

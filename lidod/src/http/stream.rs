@@ -3,12 +3,17 @@
 //! numbers starting at 1; market data starts with a snapshot; data Lido
 //! could not carry (broker restart, slow consumer) becomes a gap marker.
 //! Operators may stream market data; orders and fills need a customer.
+//! A connection joins its session's market instance (the least loaded one
+//! without a session) and its writer measures each market-data frame's
+//! fan-out time for that instance's autoscaling rules.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use lido_shared::api::{
@@ -23,13 +28,25 @@ use tokio::task::JoinHandle;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::infra::Infra;
-use crate::markets::{feed_of, MdMsg, OrderMsg};
+use crate::markets::{feed_of, Client, MdMsg, OrderMsg};
 
-pub async fn upgrade(State(infra): State<Infra>, caller: Caller, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(State(infra): State<Infra>, caller: Caller, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
     let customer = caller.customer().ok().map(str::to_string);
+    let client =
+        infra.markets().instances().join(session_instance(&infra, &headers).as_ref().map(|(s, i)| (s.as_str(), *i)));
     // Frames up to 64 KiB are read and answered with an error when over the
     // protocol limit; anything larger closes the socket.
-    ws.max_message_size(64 * 1024).max_frame_size(64 * 1024).on_upgrade(move |socket| session(infra, customer, socket))
+    ws.max_message_size(64 * 1024)
+        .max_frame_size(64 * 1024)
+        .on_upgrade(move |socket| session(infra, customer, client, socket))
+}
+
+/// The caller's session and the instance it was assigned, when the bearer
+/// token is a session id.
+fn session_instance(infra: &Infra, headers: &HeaderMap) -> Option<(String, u32)> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value.strip_prefix("Bearer ")?.trim();
+    Some((token.to_string(), infra.sessions().instance_of(token)?))
 }
 
 /// The most messages queued for one algo connection. A subscription whose
@@ -60,10 +77,10 @@ impl SlowPolicy {
 }
 
 /// What the writer sends: a message, or an event frame already serialized
-/// by its forwarder.
+/// by its forwarder, with when the router published its market data.
 enum Outgoing {
     Message(ServerMessage),
-    Text(String),
+    Text(String, Option<Instant>),
 }
 
 impl From<ServerMessage> for Outgoing {
@@ -95,8 +112,9 @@ impl Envelope {
         Self { prefix }
     }
 
-    /// The event frame: `{…,"seq":N,"data":DATA}`, plus `"conflated":K` when K > 0.
-    fn frame(&self, seq: u64, data: &RawValue, conflated: u64) -> Outgoing {
+    /// The event frame: `{…,"seq":N,"data":DATA}`, plus `"conflated":K` when
+    /// K > 0; `published` is when the router published market data.
+    fn frame(&self, seq: u64, data: &RawValue, conflated: u64, published: Option<Instant>) -> Outgoing {
         use std::fmt::Write;
         let mut text = String::with_capacity(self.prefix.len() + data.get().len() + 48);
         text.push_str(&self.prefix);
@@ -105,7 +123,7 @@ impl Envelope {
             let _ = write!(text, ",\"conflated\":{conflated}");
         }
         text.push('}');
-        Outgoing::Text(text)
+        Outgoing::Text(text, published)
     }
 }
 
@@ -132,23 +150,27 @@ struct Sub {
     subscriptions: metrics::Gauge,
 }
 
-async fn session(infra: Infra, customer: Option<String>, socket: WebSocket) {
+async fn session(infra: Infra, customer: Option<String>, client: Client, socket: WebSocket) {
     let (mut sink, mut source) = socket.split();
     let (out, mut out_rx) = mpsc::channel::<Outgoing>(SESSION_QUEUE);
+    let instance = client.instance.clone();
     let writer = tokio::spawn(async move {
         let delivered = metrics::counter!("lido_stream_messages_total");
         while let Some(msg) = out_rx.recv().await {
-            let text = match msg {
-                Outgoing::Text(text) => text,
+            let (text, published) = match msg {
+                Outgoing::Text(text, published) => (text, published),
                 Outgoing::Message(msg) => {
                     let Ok(text) = serde_json::to_string(&msg) else {
                         continue;
                     };
-                    text
+                    (text, None)
                 }
             };
             if sink.send(Message::Text(text.into())).await.is_err() {
                 break;
+            }
+            if let Some(published) = published {
+                instance.record_latency(published.elapsed());
             }
             delivered.increment(1);
         }
@@ -187,7 +209,8 @@ async fn session(infra: Infra, customer: Option<String>, socket: WebSocket) {
             Err(e) => error("invalid_message", format!("cannot read message: {e}; expected {{\"op\":\"subscribe\",\"channel\":…,\"market\":…,\"symbol\":…}}")),
             Ok(ClientMessage::Ping) => ServerMessage::Ack(StreamAck { op: "pong".into(), channel: None, market: None, symbol: None }),
             Ok(ClientMessage::Subscribe { channel, market, symbol }) => {
-                match subscribe(&infra, customer.as_deref(), &mut subs, &out, channel, market, symbol).await {
+                let at = Place { client: &client, subs: &mut subs, out: &out };
+                match subscribe(&infra, customer.as_deref(), at, channel, market, symbol).await {
                     Ok(Some(ack)) => ack,
                     Ok(None) => continue,
                     Err(e) => ServerMessage::Error { error: ErrorDetail::new(e.code, e.message) },
@@ -204,7 +227,7 @@ async fn session(infra: Infra, customer: Option<String>, socket: WebSocket) {
                 let key = StreamKey { channel, market: market.clone(), symbol: symbol.clone() };
                 match subs.remove(&key) {
                     Some(sub) => {
-                        drop_sub(&infra, &key, sub);
+                        drop_sub(&infra, &client, &key, sub);
                         ServerMessage::Ack(StreamAck { op: "unsubscribed".into(), channel: Some(channel), market: Some(market), symbol })
                     }
                     None => error("not_subscribed", "no such subscription on this connection"),
@@ -216,26 +239,35 @@ async fn session(infra: Infra, customer: Option<String>, socket: WebSocket) {
         }
     }
     for (key, sub) in subs.drain() {
-        drop_sub(&infra, &key, sub);
+        drop_sub(&infra, &client, &key, sub);
     }
     infra.markets().stream_closed(stream_id);
     drop(out);
     let _ = writer.await;
+    // Leaves the instance only once nothing of the stream is left.
+    drop(client);
 }
 
-fn drop_sub(infra: &Infra, key: &StreamKey, sub: Sub) {
+fn drop_sub(infra: &Infra, client: &Client, key: &StreamKey, sub: Sub) {
     sub.task.abort();
     sub.subscriptions.decrement(1.0);
     if let Some((feed, symbol)) = sub.feed {
-        infra.markets().unlisten(&key.market, feed, &symbol);
+        infra.markets().unlisten(&key.market, feed, &symbol, client.instance.id);
     }
+}
+
+/// Where a new subscription goes: the connection's instance, its
+/// subscriptions and its outbound queue.
+struct Place<'a> {
+    client: &'a Client,
+    subs: &'a mut HashMap<StreamKey, Sub>,
+    out: &'a mpsc::Sender<Outgoing>,
 }
 
 async fn subscribe(
     infra: &Infra,
     customer: Option<&str>,
-    subs: &mut HashMap<StreamKey, Sub>,
-    out: &mpsc::Sender<Outgoing>,
+    Place { client, subs, out }: Place<'_>,
     channel: Channel,
     market: String,
     symbol: Option<String>,
@@ -277,7 +309,7 @@ async fn subscribe(
     // The ack goes out before the forwarder starts, so it precedes any data.
     let (task, feed) = match (feed_of(channel), symbol) {
         (Some(feed), Some(symbol)) => {
-            let rx = markets.listen(&market, feed, &symbol).await?;
+            let rx = markets.listen(&market, feed, &symbol, &client.instance).await?;
             let snapshot = match channel {
                 Channel::Quotes => markets.quote(&market, symbol.as_str()).await.ok().and_then(|q| to_raw(&q)),
                 Channel::Book => markets.book(&market, symbol.as_str(), 20).await.ok().and_then(|b| to_raw(&b)),
@@ -342,44 +374,45 @@ async fn forward_md(
     let mut seq = 0u64;
     if let Some(snap) = snapshot {
         seq += 1;
-        if out.send(envelope.frame(seq, &snap, 0)).await.is_err() {
+        if out.send(envelope.frame(seq, &snap, 0, None)).await.is_err() {
             return;
         }
     }
-    // The newest update not yet queued (conflating), and how many it replaced.
-    let mut pending: Option<Arc<RawValue>> = None;
+    // The newest update not yet queued (conflating), when it was published,
+    // and how many it replaced.
+    let mut pending: Option<(Arc<RawValue>, Instant)> = None;
     let mut replaced = 0u64;
     loop {
         let msg = match pending.take() {
             None => rx.recv().await,
             // Queue it as soon as there is room; meanwhile keep taking updates.
-            Some(data) => match room_or_update(&out, &mut rx).await {
+            Some((data, at)) => match room_or_update(&out, &mut rx).await {
                 Room::Free(permit) => {
                     seq += 1;
-                    permit.send(envelope.frame(seq, &data, std::mem::take(&mut replaced)));
+                    permit.send(envelope.frame(seq, &data, std::mem::take(&mut replaced), Some(at)));
                     continue;
                 }
                 Room::Closed => return,
                 Room::Update(msg) => {
-                    pending = Some(data);
+                    pending = Some((data, at));
                     msg
                 }
             },
         };
         let outgoing = match msg {
-            Ok(MdMsg::Data(data)) if conflate => {
-                if pending.replace(data).is_some() {
+            Ok(MdMsg::Data(data, at)) if conflate => {
+                if pending.replace((data, at)).is_some() {
                     replaced += 1;
                     slow.conflated.increment(1);
                 }
                 continue;
             }
-            Ok(MdMsg::Data(data)) => envelope.frame(seq + 1, &data, 0),
+            Ok(MdMsg::Data(data, at)) => envelope.frame(seq + 1, &data, 0, Some(at)),
             Ok(MdMsg::Gap(reason)) => {
                 // What was waiting predates the gap: it goes first.
-                if let Some(data) = pending.take() {
+                if let Some((data, at)) = pending.take() {
                     seq += 1;
-                    if out.send(envelope.frame(seq, &data, std::mem::take(&mut replaced))).await.is_err() {
+                    if out.send(envelope.frame(seq, &data, std::mem::take(&mut replaced), Some(at))).await.is_err() {
                         return;
                     }
                 }
@@ -443,7 +476,7 @@ async fn forward_private(
     let mut seq = 0u64;
     for data in snapshot {
         seq += 1;
-        if out.send(envelope.frame(seq, &data, 0)).await.is_err() {
+        if out.send(envelope.frame(seq, &data, 0, None)).await.is_err() {
             return;
         }
     }
@@ -481,7 +514,7 @@ async fn forward_private(
         };
         let Some(data) = data else { continue };
         seq += 1;
-        if out.send(envelope.frame(seq, &data, 0)).await.is_err() {
+        if out.send(envelope.frame(seq, &data, 0, None)).await.is_err() {
             return;
         }
     }

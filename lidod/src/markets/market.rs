@@ -1,21 +1,26 @@
 //! One market: a name, a broker pool in priority order, its instruments and
 //! its market-data feeds, each fed by one venue subscription however many
-//! algos listen.
+//! algos listen. A feed has one broadcast per instance its listeners are
+//! on (see `instances.rs`); an update goes once to each such instance.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use lido_shared::model::{Instrument, Symbol};
 use lido_shared::pipe::Feed;
 use serde_json::value::RawValue;
 use tokio::sync::broadcast;
 
+use super::instances::Instance;
+
 /// What a feed carries to the algo streams.
 #[derive(Clone, Debug)]
 pub enum MdMsg {
-    /// Serialized once by the router, shared by every listener.
-    Data(Arc<RawValue>),
+    /// Serialized once by the router, shared by every listener, with when
+    /// the router published it (for the fan-out latency).
+    Data(Arc<RawValue>, Instant),
     /// Data could not be carried across (why); the stream sends a gap marker.
     Gap(String),
 }
@@ -32,8 +37,34 @@ pub struct Market {
 }
 
 struct FeedEntry {
+    listeners: usize,
+    shards: Vec<Shard>,
+}
+
+/// A feed's listeners on one instance.
+struct Shard {
+    instance: Arc<Instance>,
     tx: broadcast::Sender<MdMsg>,
     listeners: usize,
+    /// Updates the instance could not take; its listeners get a gap marker
+    /// before the next one.
+    skipped: u64,
+}
+
+impl Shard {
+    fn deliver(&mut self, msg: MdMsg) {
+        if self.skipped > 0 {
+            let reason = format!("fan-out instance {} overloaded: {} updates skipped", self.instance.id, self.skipped);
+            if !self.instance.deliver(&self.tx, MdMsg::Gap(reason)) {
+                self.skipped += 1;
+                return;
+            }
+            self.skipped = 0;
+        }
+        if !self.instance.deliver(&self.tx, msg) {
+            self.skipped += 1;
+        }
+    }
 }
 
 /// Capacity of each feed's fan-out buffer; a consumer further behind skips
@@ -66,23 +97,40 @@ impl Market {
         self.instruments.lock().ok()?.iter().find(|i| &i.symbol == symbol).cloned()
     }
 
-    /// Adds a listener; `true` in the answer means the venue must now be
-    /// subscribed (first listener).
-    pub fn listen(&self, feed: Feed, symbol: &Symbol) -> (broadcast::Receiver<MdMsg>, bool) {
+    /// Adds a listener on `instance`; `true` in the answer means the venue
+    /// must now be subscribed (first listener on any instance).
+    pub fn listen(&self, feed: Feed, symbol: &Symbol, instance: &Arc<Instance>) -> (broadcast::Receiver<MdMsg>, bool) {
         let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = feeds
-            .entry((feed, symbol.clone()))
-            .or_insert_with(|| FeedEntry { tx: broadcast::channel(FEED_BUFFER).0, listeners: 0 });
+        let entry =
+            feeds.entry((feed, symbol.clone())).or_insert_with(|| FeedEntry { listeners: 0, shards: Vec::new() });
         entry.listeners += 1;
-        (entry.tx.subscribe(), entry.listeners == 1)
+        let at = match entry.shards.iter().position(|s| s.instance.id == instance.id) {
+            Some(at) => at,
+            None => {
+                let tx = broadcast::channel(FEED_BUFFER).0;
+                entry.shards.push(Shard { instance: instance.clone(), tx, listeners: 0, skipped: 0 });
+                entry.shards.len() - 1
+            }
+        };
+        let shard = &mut entry.shards[at];
+        shard.listeners += 1;
+        (shard.tx.subscribe(), entry.listeners == 1)
     }
 
-    /// Removes a listener; `true` means the last one left (unsubscribe the venue).
-    pub fn unlisten(&self, feed: Feed, symbol: &Symbol) -> bool {
+    /// Removes a listener of instance `instance`; `true` means the last one
+    /// left (unsubscribe the venue).
+    pub fn unlisten(&self, feed: Feed, symbol: &Symbol, instance: u32) -> bool {
         let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
         let Some(entry) = feeds.get_mut(&(feed, symbol.clone())) else {
             return false;
         };
+        let Some(at) = entry.shards.iter().position(|s| s.instance.id == instance) else {
+            return false;
+        };
+        entry.shards[at].listeners -= 1;
+        if entry.shards[at].listeners == 0 {
+            entry.shards.swap_remove(at);
+        }
         entry.listeners = entry.listeners.saturating_sub(1);
         if entry.listeners == 0 {
             feeds.remove(&(feed, symbol.clone()));
@@ -91,20 +139,23 @@ impl Market {
         false
     }
 
-    /// Passes venue data to the feed's listeners, if any.
+    /// Passes venue data to the feed's instances, if any listen.
     pub fn publish(&self, feed: Feed, symbol: &Symbol, data: &Arc<RawValue>) {
-        let feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(entry) = feeds.get(&(feed, symbol.clone())) {
-            let _ = entry.tx.send(MdMsg::Data(data.clone()));
+        let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = feeds.get_mut(&(feed, symbol.clone())) {
+            let now = Instant::now();
+            for shard in &mut entry.shards {
+                shard.deliver(MdMsg::Data(data.clone(), now));
+            }
             self.published.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Tells every listener that data was lost, and why.
     pub fn gap_all(&self, reason: &str) {
-        let feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
-        for entry in feeds.values() {
-            let _ = entry.tx.send(MdMsg::Gap(reason.to_string()));
+        let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        for shard in feeds.values_mut().flat_map(|e| e.shards.iter_mut()) {
+            shard.deliver(MdMsg::Gap(reason.to_string()));
         }
     }
 
@@ -131,18 +182,25 @@ impl Market {
 mod tests {
     use super::*;
 
-    #[test]
-    fn one_venue_subscription_for_many_listeners() {
+    #[tokio::test]
+    async fn one_venue_subscription_for_many_listeners_on_several_instances() {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let (one, two) = (Instance::spawn(1, &cancel), Instance::spawn(2, &cancel));
         let m = Market::new("paper".into(), vec!["paper".into()]);
         let s = Symbol::parse("BTC/USD").unwrap();
-        let (mut a, first_a) = m.listen(Feed::Quotes, &s);
-        let (mut b, first_b) = m.listen(Feed::Quotes, &s);
-        assert!(first_a && !first_b);
+        let (mut a, first_a) = m.listen(Feed::Quotes, &s, &one);
+        let (mut b, first_b) = m.listen(Feed::Quotes, &s, &one);
+        let (mut c, first_c) = m.listen(Feed::Quotes, &s, &two);
+        assert!(first_a && !first_b && !first_c, "one venue subscription across instances");
         m.publish(Feed::Quotes, &s, &Arc::from(serde_json::value::to_raw_value(&serde_json::json!({"x": 1})).unwrap()));
-        assert!(matches!(a.try_recv(), Ok(MdMsg::Data(_))));
-        assert!(matches!(b.try_recv(), Ok(MdMsg::Data(_))));
-        assert!(!m.unlisten(Feed::Quotes, &s));
-        assert!(m.unlisten(Feed::Quotes, &s), "last listener leaving unsubscribes");
+        for rx in [&mut a, &mut b, &mut c] {
+            let got = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await;
+            assert!(matches!(got, Ok(Ok(MdMsg::Data(..)))), "{got:?}");
+        }
+        assert!(!m.unlisten(Feed::Quotes, &s, 1));
+        assert!(!m.unlisten(Feed::Quotes, &s, 2));
+        assert!(m.unlisten(Feed::Quotes, &s, 1), "last listener leaving unsubscribes");
         assert!(m.active_feeds().is_empty());
+        cancel.cancel();
     }
 }

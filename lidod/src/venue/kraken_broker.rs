@@ -21,9 +21,13 @@
 //! - Status: the REST call counter level and current wait, connections and
 //!   subscriptions per connection, once a second (the service state's detail and a
 //!   `Metrics` event).
-//! - Public connections: `connections` always open, more opened while the
-//!   open ones carry `max_subscriptions_per_connection` each, and idle
-//!   extras closed ([`public_ws`]). Orders and their state belong to the
+//! - Public connections: `connections` always open, another opened when
+//!   every open one is within `subscription_headroom` of
+//!   `max_subscriptions_per_connection`, and idle extras closed, each
+//!   decision reported with its reason ([`public_ws`]). More sockets do not
+//!   raise the order rate: Kraken counts REST calls per API key and orders
+//!   per pair and account; the broker reports how much of those budgets is
+//!   used (`rest_budget_used`, `trading_budget_used`). Orders and their state belong to the
 //!   account, not to a socket: any connection or REST can query or cancel
 //!   an order placed through another.
 
@@ -61,6 +65,7 @@ use super::kraken::pairs::{PairInfo, PairMap};
 use super::kraken::ratelimit::{TradeAction, TradingCounters};
 use super::kraken::rest::{local_refusal, KrakenRest, RestConfig};
 use super::kraken::sign::NonceSource;
+use crate::autoscale::figures;
 use crate::markets::OUTCOME_UNKNOWN;
 
 /// Attempts at one AddOrder or CancelOrder, the first included.
@@ -122,6 +127,7 @@ pub async fn run(
                 url: options.ws_url.clone(),
                 connections: options.connections,
                 max_subscriptions_per_connection: options.max_subscriptions_per_connection,
+                subscription_headroom: options.headroom(),
                 book_depth: options.book_depth,
             },
             events_tx.clone(),
@@ -166,12 +172,18 @@ impl KrakenBroker {
             let wait_ms = self.rest.rate_limit_wait().as_millis() as f64;
             let connected = live.connected.load(Ordering::Relaxed);
             let executions = self.executions_connected.load(Ordering::Relaxed);
-            let figures: BTreeMap<String, f64> = [
+            let public = self.public.config();
+            let trading_used = self.lock_trading().busiest_share(Instant::now());
+            let mut report: BTreeMap<String, f64> = [
                 ("rest_counter", level),
                 ("rest_wait_ms", wait_ms),
+                (figures::REST_BUDGET_USED, self.rest.rate_limit_share()),
+                (figures::TRADING_BUDGET_USED, trading_used),
                 ("ws_connected", connected as f64),
                 ("ws_subscriptions", self.public.subscriptions() as f64),
-                ("ws_connections_open", loads.len() as f64),
+                (figures::VENUE_CONNECTIONS, loads.len() as f64),
+                (figures::MAX_SUBSCRIPTIONS, public.max_subscriptions_per_connection as f64),
+                (figures::HEADROOM, public.subscription_headroom as f64),
                 ("ws_reconnects", live.reconnects.load(Ordering::Relaxed) as f64),
                 ("book_resyncs", live.book_resyncs.load(Ordering::Relaxed) as f64),
                 ("executions_connected", f64::from(u8::from(executions))),
@@ -179,7 +191,10 @@ impl KrakenBroker {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect();
-            let _ = events.try_send(ServiceEvent::Metrics(figures));
+            for (index, load) in loads.iter().enumerate() {
+                report.insert(format!("{}{index}", figures::PER_CONNECTION), *load as f64);
+            }
+            let _ = events.try_send(ServiceEvent::Metrics(report));
             // Public data and REST orders work without the executions feed, so
             // the broker stays routable; the detail says what is missing.
             let detail = format!(

@@ -90,6 +90,11 @@ impl LidoClient {
         self.get("/v1/sessions").await
     }
 
+    /// The autoscaler's rules, current figures and recent decisions (operator).
+    pub async fn autoscale(&self) -> Result<crate::autoscale::AutoscaleStatus, ClientError> {
+        self.get("/v1/autoscale").await
+    }
+
     /// A service with its recent events.
     pub async fn describe(&self, name: &str) -> Result<ServiceDetail, ClientError> {
         self.get(&format!("/v1/services/{}", enc(name))).await

@@ -246,6 +246,12 @@ impl TradingCounters {
         self.pairs.get(pair).map_or(0.0, |c| c.level(now))
     }
 
+    /// The busiest pair's counter as a share of the threshold (0 to 1), for status.
+    pub fn busiest_share(&self, now: Instant) -> f64 {
+        let busiest = self.pairs.values().map(|c| c.level(now)).fold(0.0, f64::max);
+        busiest / f64::from(self.limits.max.max(1))
+    }
+
     /// Kraken answered `EOrder:Rate limit exceeded` for `pair`.
     pub fn saturate(&mut self, pair: &str, now: Instant) {
         let limits = self.limits;

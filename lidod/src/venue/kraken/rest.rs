@@ -121,6 +121,12 @@ impl KrakenRest {
         self.lock_counter().cost_wait(1, Instant::now())
     }
 
+    /// The call counter's level as a share of its maximum (0 to 1), for status.
+    pub fn rate_limit_share(&self) -> f64 {
+        let counter = self.lock_counter();
+        counter.level(Instant::now()) / f64::from(counter.limits().max.max(1))
+    }
+
     /// The call counter's level now, in points, for status.
     pub fn rate_limit_level(&self) -> f64 {
         self.lock_counter().level(Instant::now())

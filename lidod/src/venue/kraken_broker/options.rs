@@ -37,6 +37,10 @@ pub struct KrakenOptions {
     pub connections: usize,
     /// (channel, symbol) subscriptions one public connection carries at most.
     pub max_subscriptions_per_connection: usize,
+    /// A connection counts as full this many subscriptions before the
+    /// limit, so the next one opens while there is room; `None`: a tenth of
+    /// the limit (see [`Self::headroom`]).
+    pub subscription_headroom: Option<usize>,
     /// Where the last nonce is kept, so nonces increase across restarts.
     pub nonce_file: PathBuf,
     /// Depth of the WebSocket `book` subscriptions.
@@ -55,6 +59,7 @@ impl KrakenOptions {
         "tier",
         "connections",
         "max_subscriptions_per_connection",
+        "subscription_headroom",
         "nonce_file",
         "book_depth",
         "rest_timeout_ms",
@@ -72,6 +77,7 @@ impl KrakenOptions {
             tier: Tier::Starter,
             connections: 1,
             max_subscriptions_per_connection: DEFAULT_MAX_SUBSCRIPTIONS,
+            subscription_headroom: None,
             nonce_file: default_state_dir().join(format!("kraken-{name}.nonce")),
             book_depth: 10,
             rest_timeout: Duration::from_secs(10),
@@ -105,6 +111,11 @@ impl KrakenOptions {
                             format!("option max_subscriptions_per_connection must be 1 to 1000, got {v:?}")
                         })?
                 }
+                "subscription_headroom" => {
+                    out.subscription_headroom = Some(v.parse().ok().filter(|n| *n < 1000).ok_or_else(|| {
+                        format!("option subscription_headroom must be 0 to 999 subscriptions, got {v:?}")
+                    })?)
+                }
                 "nonce_file" if !v.trim().is_empty() => out.nonce_file = PathBuf::from(v),
                 "nonce_file" => return Err("option nonce_file must be a file path, got an empty value".into()),
                 "book_depth" => {
@@ -129,6 +140,11 @@ impl KrakenOptions {
             }
         }
         Ok(out)
+    }
+
+    /// The headroom in force: as set, else a tenth of the limit.
+    pub fn headroom(&self) -> usize {
+        self.subscription_headroom.unwrap_or(self.max_subscriptions_per_connection / 10)
     }
 
     /// The API key and secret from the environment, `None` when neither
@@ -216,5 +232,15 @@ mod tests {
         }
         let err = KrakenOptions::parse("k1", &opts(&[("api_sekret_env", "X")])).unwrap_err();
         assert!(err.contains("unknown option \"api_sekret_env\""), "{err}");
+    }
+
+    #[test]
+    fn headroom_defaults_to_a_tenth_of_the_limit() {
+        assert_eq!(KrakenOptions::parse("k1", &BTreeMap::new()).unwrap().headroom(), 5);
+        let small = KrakenOptions::parse("k1", &opts(&[("max_subscriptions_per_connection", "3")])).unwrap();
+        assert_eq!(small.headroom(), 0);
+        let set = KrakenOptions::parse("k1", &opts(&[("subscription_headroom", "2")])).unwrap();
+        assert_eq!(set.headroom(), 2);
+        assert!(KrakenOptions::parse("k1", &opts(&[("subscription_headroom", "-1")])).is_err());
     }
 }

@@ -3,11 +3,22 @@
 //! CRC32) and `trade`, over as many sockets as the subscriptions need.
 //!
 //! [`PublicFeeds`] counts subscribers per (feed, symbol), so however many
-//! markets ask, Kraken sees one subscription. Each subscription goes to the
-//! least loaded connection under `max_subscriptions_per_connection`; when
-//! all are full another connection is opened (up to
-//! [`MAX_CONNECTIONS`]), and an extra connection left with no subscription
-//! is closed. `connections` are always open. Each connection task keeps its
+//! markets ask, Kraken sees one subscription. Where a new one goes is
+//! [`choose`]'s rule: the least loaded connection below
+//! `max_subscriptions_per_connection − subscription_headroom`; when every
+//! one is that near the limit another connection is opened (up to
+//! [`MAX_CONNECTIONS`]); an extra connection left with no subscription is
+//! closed. `connections` are always open. Each open and close is one log
+//! line and a `ServiceEvent::Scaled` with its reason (the MarketManager
+//! makes it a cluster `Log` event and keeps it for `GET /v1/autoscale`).
+//!
+//! What more sockets buy: Kraken limits the subscribe / unsubscribe
+//! messages of each connection, so spreading subscriptions spreads that
+//! budget. They buy no order-rate headroom: the REST call counter is per
+//! API key and the trading rate counter per pair and account, shared by
+//! REST, WebSocket and FIX, whatever the socket (see `kraken/ratelimit.rs`);
+//! the broker waits on those counters and reports their use instead.
+//! Each connection task keeps its
 //! own list of subscriptions and subscribes to all of them again after
 //! every reconnect (capped exponential backoff); a book whose checksum does
 //! not match is reset and resubscribed, so a fresh snapshot replaces it.
@@ -39,7 +50,45 @@ pub struct PublicConfig {
     /// Connections always open.
     pub connections: usize,
     pub max_subscriptions_per_connection: usize,
+    /// A connection counts as full this many subscriptions before the limit.
+    pub subscription_headroom: usize,
     pub book_depth: u32,
+}
+
+/// Where a new subscription goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Choice {
+    /// The open connection with this index.
+    Existing(usize),
+    /// A new connection, for this reason.
+    Open(String),
+    /// Every connection is at the limit and no more may open: the least
+    /// loaded one, over the limit.
+    Over(usize),
+}
+
+/// The placement rule. `loads` are the open connections' (index,
+/// subscriptions). The least loaded below `limit − headroom` takes it;
+/// when none is, a connection is opened unless `open_max` are; at that
+/// cap the headroom is used, and past the limit the least loaded goes over.
+pub fn choose(loads: &[(usize, usize)], limit: usize, headroom: usize, open_max: usize) -> Choice {
+    let target = limit.saturating_sub(headroom).max(1);
+    let Some(&(least, load)) = loads.iter().min_by_key(|(i, load)| (*load, *i)) else {
+        return Choice::Open("no connection is open".into());
+    };
+    if load < target {
+        return Choice::Existing(least);
+    }
+    if loads.len() < open_max {
+        return Choice::Open(format!(
+            "every connection carries {load} or more subscriptions (limit {limit}, headroom {headroom})"
+        ));
+    }
+    if load < limit {
+        Choice::Existing(least)
+    } else {
+        Choice::Over(least)
+    }
 }
 
 /// The public feeds of one broker.
@@ -68,6 +117,11 @@ struct Slot {
 impl Placement {
     fn load(&self, index: usize) -> usize {
         self.connection_of.values().filter(|c| **c == index).count()
+    }
+
+    /// (index, subscriptions) of each open connection.
+    fn open_loads(&self) -> Vec<(usize, usize)> {
+        (0..self.slots.len()).filter(|i| self.slots[*i].is_some()).map(|i| (i, self.load(i))).collect()
     }
 }
 
@@ -128,8 +182,11 @@ impl PublicFeeds {
 
     /// Subscriptions carried by each open connection, by index.
     pub fn loads(&self) -> Vec<usize> {
-        let p = self.lock();
-        (0..p.slots.len()).filter(|i| p.slots[*i].is_some()).map(|i| p.load(i)).collect()
+        self.lock().open_loads().into_iter().map(|(_, load)| load).collect()
+    }
+
+    pub fn config(&self) -> &PublicConfig {
+        &self.config
     }
 
     /// Adds a subscriber; the first one subscribes at Kraken.
@@ -170,7 +227,11 @@ impl PublicFeeds {
             let Some(target) = p.connection_of.remove(&key) else { return };
             if target >= self.config.connections && p.load(target) == 0 {
                 if let Some(slot) = p.slots[target].take() {
-                    info!(connection = target, "closing an idle extra kraken public websocket");
+                    let reason = format!(
+                        "connection {target} is an extra one and carries no subscription (connections = {} always open)",
+                        self.config.connections
+                    );
+                    self.decided("close_connection", &reason);
                     slot.stop.cancel();
                 }
                 self.live.forget(feed, symbol);
@@ -184,20 +245,30 @@ impl PublicFeeds {
         }
     }
 
-    /// The connection for a new subscription: the least loaded one under
-    /// the limit, else a new one (else, at [`MAX_CONNECTIONS`], the least
-    /// loaded, over the limit, with a warning).
+    /// The connection for a new subscription, by [`choose`].
     fn place(&self, p: &mut Placement) -> usize {
-        let open = (0..p.slots.len()).filter(|i| p.slots[*i].is_some());
-        let least = open.min_by_key(|i| p.load(*i)).unwrap_or(0);
-        if p.load(least) < self.config.max_subscriptions_per_connection {
-            return least;
+        let limit = self.config.max_subscriptions_per_connection;
+        match choose(&p.open_loads(), limit, self.config.subscription_headroom, MAX_CONNECTIONS) {
+            Choice::Existing(index) => index,
+            Choice::Open(reason) => {
+                let index = self.open(p);
+                self.decided("open_connection", &format!("connection {index} opened: {reason}"));
+                index
+            }
+            Choice::Over(index) => {
+                warn!(connection = index, limit, "every kraken public websocket is full; subscribing over the limit");
+                index
+            }
         }
-        if p.slots.iter().flatten().count() < MAX_CONNECTIONS {
-            return self.open(p);
+    }
+
+    /// One log line and a `Scaled` event for an open or close decision.
+    fn decided(&self, action: &str, reason: &str) {
+        info!(action, reason, "kraken public websockets scaled");
+        let event = ServiceEvent::Scaled { action: action.into(), reason: reason.into() };
+        if self.events.try_send(event).is_err() {
+            warn!(action, "scaling event not reported: the event queue is full");
         }
-        warn!(connection = least, "every kraken public websocket is full; subscribing over the limit");
-        least
     }
 
     /// Opens a connection in the first free slot; returns its index.
@@ -506,10 +577,12 @@ mod tests {
             url: format!("ws://127.0.0.1:{port}/v2"),
             connections: 1,
             max_subscriptions_per_connection: 2,
+            subscription_headroom: 0,
             book_depth: 10,
         };
         let shutdown = CancellationToken::new();
-        let feeds = PublicFeeds::start(config, mpsc::channel(16).0, shutdown.clone());
+        let (events, mut decisions) = mpsc::channel(16);
+        let feeds = PublicFeeds::start(config, events, shutdown.clone());
         assert_eq!(feeds.loads(), [0]);
         for (feed, pair) in
             [(Feed::Quotes, &btc), (Feed::Book, &btc), (Feed::Quotes, &eth), (Feed::Book, &eth), (Feed::Trades, &btc)]
@@ -531,6 +604,29 @@ mod tests {
         feeds.unsubscribe(Feed::Quotes, &btc.symbol).await;
         feeds.unsubscribe(Feed::Book, &btc.symbol).await;
         assert_eq!(feeds.loads(), [0, 2, 1]);
+        let mut actions = Vec::new();
+        while let Ok(ServiceEvent::Scaled { action, reason }) = decisions.try_recv() {
+            assert!(reason.contains("connection"), "{reason}");
+            actions.push(action);
+        }
+        assert_eq!(actions, ["open_connection", "open_connection", "close_connection", "open_connection"]);
         shutdown.cancel();
+    }
+
+    #[test]
+    fn a_connection_near_the_limit_makes_room_on_a_new_one() {
+        // Below limit − headroom: the least loaded, the oldest on a tie.
+        assert_eq!(choose(&[(0, 1), (1, 1)], 5, 2, 4), Choice::Existing(0));
+        assert_eq!(choose(&[(0, 3), (1, 2)], 5, 2, 4), Choice::Existing(1));
+        // Every one within the headroom of the limit: open another.
+        let Choice::Open(reason) = choose(&[(0, 3), (2, 4)], 5, 2, 4) else { panic!("expected an open") };
+        assert!(reason.contains("limit 5, headroom 2"), "{reason}");
+        // At the cap the headroom is used, then the limit is passed.
+        assert_eq!(choose(&[(0, 3), (1, 4)], 5, 2, 2), Choice::Existing(0));
+        assert_eq!(choose(&[(0, 5), (1, 6)], 5, 2, 2), Choice::Over(0));
+        // A headroom as large as the limit still leaves one per connection.
+        assert_eq!(choose(&[(0, 0)], 3, 9, 4), Choice::Existing(0));
+        assert!(matches!(choose(&[(0, 1)], 3, 9, 4), Choice::Open(_)));
+        assert!(matches!(choose(&[], 3, 0, 4), Choice::Open(_)));
     }
 }

@@ -98,6 +98,7 @@ fn kinds(events: &[ServiceEvent]) -> Vec<&'static str> {
             ServiceEvent::OrderUpdate(_) => "order_update",
             ServiceEvent::Fill(_) => "fill",
             ServiceEvent::Metrics(_) => "metrics",
+            ServiceEvent::Scaled { .. } => "scaled",
         })
         .collect()
 }
