@@ -24,7 +24,7 @@ use crate::error::ApiError;
 use crate::events::EventBus;
 use crate::limits::Limits;
 use crate::logbuf::LogBuffer;
-use crate::markets::MarketManager;
+use crate::markets::{MarketManager, PoolSpec};
 use crate::sessions::{validate_customer, Sessions};
 use crate::traders::TraderManager;
 
@@ -251,20 +251,8 @@ impl Infra {
                         format!("a market has no type (got {t:?}); give its brokers with options.brokers"),
                     ));
                 }
-                let mut pool = Vec::new();
-                for (k, v) in &req.options {
-                    match k.as_str() {
-                        "brokers" => {
-                            pool = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
-                        }
-                        other => {
-                            return Err(ApiError::bad_request(
-                                "invalid_option",
-                                format!("unknown option {other:?} for a market; known: brokers"),
-                            ))
-                        }
-                    }
-                }
+                let pool = PoolSpec::from_options(&req.options)
+                    .map_err(|e| ApiError::bad_request("invalid_option", format!("{e} (e.g. --set brokers=k1,k2)")))?;
                 self.inner.markets.create_market(&name, pool)?
             }
             ServiceKind::Trader => self.inner.traders.spawn_trader(&name, &self.inner.node_id, req.options.clone())?,

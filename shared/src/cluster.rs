@@ -181,6 +181,22 @@ pub enum ClusterEvent {
         node: String,
         services: BTreeMap<String, BTreeMap<String, f64>>,
     },
+    /// A market moved symbols from one broker to another: after a failure
+    /// (`planned: false`, the algo streams got a gap marker per feed) or a
+    /// drain or failback (`planned: true`, make-before-break, no gap).
+    Failover {
+        market: String,
+        symbols: Vec<String>,
+        /// The feeds moved (`quotes BTC/USD`); orders-only routes have none.
+        feeds: Vec<String>,
+        from: String,
+        to: String,
+        reason: String,
+        planned: bool,
+        /// From the failure seen (or the move begun) to the new broker carrying it.
+        duration_ms: u64,
+        at: DateTime<Utc>,
+    },
     /// Something an operator should see (restart, failure, drain, …).
     Log {
         level: String,

@@ -1,4 +1,5 @@
-//! One market: a name, a broker pool in priority order, its instruments and
+//! One market: a name, a broker pool in priority order (and fallback
+//! brokers, and its symbol universe), its instruments and
 //! its market-data feeds, each fed by one venue subscription however many
 //! algos listen.
 
@@ -10,6 +11,8 @@ use lido_shared::model::{Instrument, Symbol};
 use lido_shared::pipe::Feed;
 use serde_json::value::RawValue;
 use tokio::sync::broadcast;
+
+use super::routing::PoolSpec;
 
 /// What a feed carries to the algo streams.
 #[derive(Clone, Debug)]
@@ -29,6 +32,10 @@ pub struct Market {
     /// Venue updates fanned out, and the count at the last rate sample.
     published: AtomicU64,
     sampled: AtomicU64,
+    /// Brokers used only when none of `pool` can carry a symbol.
+    pub fallback: Vec<String>,
+    /// The symbol universe; empty: what the pool offers.
+    pub universe: Vec<Symbol>,
 }
 
 struct FeedEntry {
@@ -49,7 +56,24 @@ impl Market {
             feeds: Mutex::new(HashMap::new()),
             published: AtomicU64::new(0),
             sampled: AtomicU64::new(0),
+            fallback: Vec::new(),
+            universe: Vec::new(),
         }
+    }
+
+    /// A market over a whole validated pool: priority brokers, fallback, universe.
+    pub fn with_spec(name: String, spec: PoolSpec) -> Self {
+        Self { fallback: spec.fallback, universe: spec.symbols, ..Self::new(name, spec.brokers) }
+    }
+
+    /// The pool as routing reads it.
+    pub fn spec(&self) -> PoolSpec {
+        PoolSpec { brokers: self.pool.clone(), fallback: self.fallback.clone(), symbols: self.universe.clone() }
+    }
+
+    /// Whether `broker` is in the pool or its fallback.
+    pub fn uses(&self, broker: &str) -> bool {
+        self.pool.iter().chain(&self.fallback).any(|b| b == broker)
     }
 
     pub fn instruments(&self) -> Vec<Instrument> {
@@ -104,6 +128,14 @@ impl Market {
     pub fn gap_all(&self, reason: &str) {
         let feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
         for entry in feeds.values() {
+            let _ = entry.tx.send(MdMsg::Gap(reason.to_string()));
+        }
+    }
+
+    /// Tells the listeners of one feed that data was lost, and why.
+    pub fn gap(&self, feed: Feed, symbol: &Symbol, reason: &str) {
+        let feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = feeds.get(&(feed, symbol.clone())) {
             let _ = entry.tx.send(MdMsg::Gap(reason.to_string()));
         }
     }

@@ -170,6 +170,8 @@ impl KrakenBroker {
                 ("rest_counter", level),
                 ("rest_wait_ms", wait_ms),
                 ("ws_connected", connected as f64),
+                // Every public socket the broker keeps is connected (routing reads this).
+                ("venue_connected", f64::from(u8::from(connected >= loads.len()))),
                 ("ws_subscriptions", self.public.subscriptions() as f64),
                 ("ws_connections_open", loads.len() as f64),
                 ("ws_reconnects", live.reconnects.load(Ordering::Relaxed) as f64),
