@@ -4,6 +4,7 @@
 mod algo;
 mod auth;
 mod bad_input;
+mod failover;
 mod kraken_broker;
 mod kraken_recovery;
 mod kraken_rest;
