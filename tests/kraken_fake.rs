@@ -145,6 +145,10 @@ struct FakeState {
     orders: BTreeMap<String, OrderInfo>,
     next_order: u64,
     fail_next: Option<String>,
+    /// API keys whose private requests fail, with the error.
+    failing_keys: BTreeMap<String, String>,
+    /// The API key each WebSocket token was issued to.
+    token_keys: BTreeMap<String, String>,
     stall_next: Option<Duration>,
     requests: u64,
     balances: BTreeMap<String, Decimal>,
@@ -170,7 +174,8 @@ impl FakeKraken {
     /// Starts the fake on 127.0.0.1, on a free port.
     pub async fn start(config: FakeConfig) -> Self {
         let keys = std::iter::once((config.api_key.clone(), config.api_secret.clone())).chain(config.more_keys.clone());
-        let signers = keys.map(|(k, secret)| (k, Signer::new(&secret).expect("the fake's secrets are base64"))).collect();
+        let signers =
+            keys.map(|(k, secret)| (k, Signer::new(&secret).expect("the fake's secrets are base64"))).collect();
         let raw: BTreeMap<String, AssetPair> = serde_json::from_str(ASSET_PAIRS).expect("asset pairs");
         let pairs = PairMap::from_asset_pairs(&raw);
         let markets = pairs.iter().map(|p| (p.ws_symbol().to_string(), FakeMarket::new(p.clone(), mid(p)))).collect();
@@ -241,6 +246,18 @@ impl FakeKraken {
     /// acting on it.
     pub fn fail_next_with(&self, error: &str) {
         self.state.lock().fail_next = Some(error.to_string());
+    }
+
+    /// While `error` is set, answers every private request made with API
+    /// key `key` (REST, or a socket `add_order` / `cancel_order` behind a
+    /// token issued to it) with this Kraken error string, without acting
+    /// on it; other keys and public requests are served. `None` heals it.
+    pub fn fail_key(&self, key: &str, error: Option<&str>) {
+        let mut state = self.state.lock();
+        match error {
+            Some(e) => state.failing_keys.insert(key.to_string(), e.to_string()),
+            None => state.failing_keys.remove(key),
+        };
     }
 
     /// Holds the next answer (REST, or a socket order method) back for
@@ -325,6 +342,12 @@ impl Drop for FakeKraken {
 }
 
 impl Shared {
+    /// The error a private request behind `token` gets while its key fails.
+    fn key_failure_for_token(&self, token: &str) -> Option<String> {
+        let state = self.lock();
+        state.token_keys.get(token).and_then(|key| state.failing_keys.get(key)).cloned()
+    }
+
     fn lock(&self) -> MutexGuard<'_, FakeState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -538,6 +561,9 @@ impl Shared {
             return Err("EAPI:Invalid nonce".into());
         }
         state.nonces.insert(key.to_string(), nonce);
+        if let Some(error) = state.failing_keys.get(key) {
+            return Err(error.clone());
+        }
         match method {
             "Balance" => {
                 let balances: BTreeMap<&String, String> =
@@ -547,6 +573,7 @@ impl Shared {
             "GetWebSocketsToken" => {
                 let token = format!("fake-ws-token-{}-{}", state.tokens.len() + 1, Utc::now().timestamp_micros());
                 state.tokens.insert(token.clone());
+                state.token_keys.insert(token.clone(), key.to_string());
                 Ok(json!(WebSocketsToken { token: Token(token), expires: 900 }))
             }
             "ClosedOrders" => {

@@ -263,7 +263,7 @@ async fn ready(daemon: &TestDaemon, options: &NodeOptions) -> LidoClient {
 }
 
 /// A WebSocket URL on a port that was just free (refused connections).
-fn unreachable_ws_url() -> String {
+pub fn unreachable_ws_url() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     format!("ws://127.0.0.1:{port}/auth/v2")
 }

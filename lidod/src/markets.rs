@@ -35,13 +35,13 @@ use tokio::sync::{broadcast, mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use self::market::{Market, MdMsg};
 pub use self::failover::account_of;
-pub use self::orders::{OrderMsg, OrderStore};
-pub use self::routing::PoolSpec;
 use self::failover::Routes;
 use self::health::HealthBook;
+pub use self::market::{Market, MdMsg};
+pub use self::orders::{OrderMsg, OrderStore};
 use self::reconcile::Reconciled;
+pub use self::routing::PoolSpec;
 use crate::brokers::BrokerManager;
 use crate::config::FailoverConfig;
 use crate::error::ApiError;
@@ -226,7 +226,8 @@ impl MarketManager {
             options.insert("fallback".to_string(), m.fallback.join(","));
         }
         if !m.universe.is_empty() {
-            options.insert("symbols".to_string(), m.universe.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(","));
+            options
+                .insert("symbols".to_string(), m.universe.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(","));
         }
         let mut metrics = BTreeMap::new();
         metrics.insert("listeners".to_string(), m.listener_count() as f64);
@@ -788,11 +789,8 @@ impl MarketManager {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let _ = self.load_instruments(m).await;
-        let feeds: Vec<(Feed, Symbol)> = m
-            .active_feeds()
-            .into_iter()
-            .filter(|(_, s)| self.routed(&m.name, s).as_deref() == Some(broker))
-            .collect();
+        let feeds: Vec<(Feed, Symbol)> =
+            m.active_feeds().into_iter().filter(|(_, s)| self.routed(&m.name, s).as_deref() == Some(broker)).collect();
         for (feed, symbol) in &feeds {
             if reconnect {
                 m.gap(*feed, symbol, &format!("broker {broker} reconnected; updates while it was away are missing"));

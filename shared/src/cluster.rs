@@ -260,6 +260,15 @@ pub enum WatchCommand {
         id: u64,
         node: String,
     },
+    /// Drain a broker: its markets move its work away without a gap.
+    DrainService {
+        id: u64,
+        name: String,
+    },
+    UndrainService {
+        id: u64,
+        name: String,
+    },
     Snapshot {
         id: u64,
     },
@@ -279,6 +288,8 @@ impl WatchCommand {
             | Self::Restart { id, .. }
             | Self::Drain { id, .. }
             | Self::Undrain { id, .. }
+            | Self::DrainService { id, .. }
+            | Self::UndrainService { id, .. }
             | Self::Snapshot { id }
             | Self::Follow { id, .. } => *id,
         }

@@ -139,6 +139,12 @@ impl Recorder {
         .await;
     }
 
+    /// Waits for `n` more stream events than seen so far.
+    async fn more(&self, n: usize, what: &str) {
+        let target = self.seen.lock().unwrap().events.len() + n;
+        eventually(WITHIN, what, || async { (self.seen.lock().unwrap().events.len() >= target).then_some(()) }).await;
+    }
+
     /// Waits for a failover event that `matches`, and returns it.
     async fn failover(&self, what: &str, matches: impl Fn(&Failover) -> bool) -> Failover {
         eventually(WITHIN, what, || async {
@@ -193,6 +199,16 @@ async fn route(n: &KrakenNode) -> Option<String> {
     markets.into_iter().find(|m| m.name == "crypto")?.routes.get("BTC/USD").cloned()
 }
 
+/// The Kraken broker BTC/USD is first routed to (whichever came up first),
+/// and its sibling.
+async fn first_route(n: &KrakenNode) -> (String, String) {
+    let first =
+        eventually(WITHIN, "BTC/USD routed to kraken", || async { route(n).await.filter(|b| b.starts_with('k')) })
+            .await;
+    let other = if first == "k1" { "k2" } else { "k1" };
+    (first, other.to_string())
+}
+
 async fn wait_route(n: &KrakenNode, broker: &str) {
     eventually(WITHIN, &format!("BTC/USD routed to {broker}"), || async {
         (route(n).await.as_deref() == Some(broker)).then_some(())
@@ -215,25 +231,25 @@ async fn pid(n: &KrakenNode, broker: &str) -> u32 {
 async fn a_killed_broker_fails_over_with_one_gap_and_its_orders_move_to_the_sibling() {
     let n = start(600_000).await;
     let rec = Recorder::start(&n).await;
-    wait_route(&n, "k1").await;
+    let (first, other) = first_route(&n).await;
     let (a, _) = n.place(&btc_limit(Side::Buy, dec!(0.01), dec!(60000.0), "rest-1")).await;
     let (b, _) = n.place(&btc_limit(Side::Buy, dec!(0.01), dec!(59990.0), "rest-2")).await;
-    assert_eq!((a.broker.as_deref(), a.status), (Some("k1"), OrderStatus::Accepted), "{a:?}");
+    assert_eq!((a.broker.as_ref(), a.status), (Some(&first), OrderStatus::Accepted), "{a:?}");
 
-    sigkill(pid(&n, "k1").await);
+    sigkill(pid(&n, &first).await);
 
-    let f = rec.failover("k1 → k2", |f| f.from == "k1").await;
-    assert_eq!((f.to.as_str(), f.planned), ("k2", false), "{f:?}");
-    wait_route(&n, "k2").await;
-    rec.data_after(5, "quotes from k2").await;
+    let f = rec.failover("a failover to the sibling", |f| f.from == first).await;
+    assert_eq!((&f.to, f.planned), (&other, false), "{f:?}");
+    wait_route(&n, &other).await;
+    rec.data_after(5, "quotes from the sibling").await;
     let gaps = rec.assert_stream();
-    assert!(gaps[0].contains("k1") && gaps[0].contains("k2"), "the gap says from where to where: {gaps:?}");
+    assert!(gaps[0].contains(&first) && gaps[0].contains(&other), "the gap says from where to where: {gaps:?}");
 
     // The open orders are tracked through the sibling on the same account
-    // (k1 is held down by the restart delay), and canceled through it.
-    eventually(WITHIN, "open orders tracked through k2", || async {
+    // (the killed broker is held down by the restart delay), and canceled through it.
+    eventually(WITHIN, "open orders tracked through the sibling", || async {
         let orders = n.all_orders().await;
-        orders.iter().all(|o| o.broker.as_deref() == Some("k2")).then_some(())
+        orders.iter().all(|o| o.broker.as_ref() == Some(&other)).then_some(())
     })
     .await;
     for o in [&a, &b] {
@@ -242,9 +258,9 @@ async fn a_killed_broker_fails_over_with_one_gap_and_its_orders_move_to_the_sibl
     }
     n.assert_agree().await;
 
-    // k1 comes back; the route stays on k2 for the hold time, with no new gap.
-    pid(&n, "k1").await;
-    rec.data_after(10, "quotes after k1 restarted").await;
+    // The killed broker comes back; the route stays for the hold time, with no new gap.
+    pid(&n, &first).await;
+    rec.data_after(10, "quotes after the restart").await;
     rec.assert_stream();
     assert_eq!(rec.failovers().len(), 1);
 }
@@ -253,11 +269,11 @@ async fn a_killed_broker_fails_over_with_one_gap_and_its_orders_move_to_the_sibl
 async fn a_stalled_feed_fails_over() {
     let n = start(600_000).await;
     let rec = Recorder::start(&n).await;
-    wait_route(&n, "k1").await;
+    let (first, _) = first_route(&n).await;
     // Both Kraken brokers share the fake: both go silent, so the feed
     // moves on to the paper fallback.
     n.fake.stall_websockets(Duration::from_secs(8));
-    let f = rec.failover("a failover for the stall", |f| f.from == "k1").await;
+    let f = rec.failover("a failover for the stall", |f| f.from == first).await;
     assert!(f.reason.contains("silent"), "{f:?}");
     assert!(!f.planned);
     rec.failover("on to the fallback", |f| f.to == "paper-1").await;
@@ -269,19 +285,22 @@ async fn a_stalled_feed_fails_over() {
 async fn venue_errors_fail_over_after_the_threshold() {
     let n = start(600_000).await;
     let rec = Recorder::start(&n).await;
-    wait_route(&n, "k1").await;
+    let (first, other) = first_route(&n).await;
+    // Kraken answers the routed broker's key with "temporary lockout";
+    // the broker retries each order, then gives up. Two such orders in a
+    // row (the configured threshold) and the market moves.
+    let key = if first == "k1" { FakeConfig::default().api_key } else { K2_KEY.to_string() };
+    n.fake.fail_key(&key, Some("EGeneral:Temporary lockout"));
     for i in 0..2 {
-        n.fake.fail_next_with("EService:Unavailable");
-        let (o, _) = n.place(&btc_limit(Side::Buy, dec!(0.01), dec!(60000.0), &format!("fail-{i}"))).await;
+        let (o, _) = n.place(&btc_limit(Side::Buy, dec!(0.01), dec!(60000.0), &format!("refused-{i}"))).await;
         assert_eq!(o.status, OrderStatus::Rejected, "{o:?}");
     }
-    let f = rec.failover("a failover for venue errors", |f| f.from == "k1").await;
-    assert!(f.reason.contains("errors in a row") && f.to == "k2" && !f.planned, "{f:?}");
+    let f = rec.failover("a failover for venue errors", |f| f.from == first).await;
+    assert!(f.reason.contains("errors in a row") && f.to == other && !f.planned, "{f:?}");
     let (o, _) = n.place(&btc_limit(Side::Buy, dec!(0.01), dec!(60000.0), "after")).await;
-    assert_eq!((o.broker.as_deref(), o.status), (Some("k2"), OrderStatus::Accepted), "{o:?}");
-    rec.data_after(5, "quotes from k2").await;
+    assert_eq!((o.broker.as_ref(), o.status), (Some(&other), OrderStatus::Accepted), "{o:?}");
+    rec.data_after(5, "quotes from the sibling").await;
     rec.assert_stream();
-    n.algo.cancel_order(&o.order_id).await.expect("cancel");
     n.assert_agree().await;
 }
 
@@ -289,7 +308,7 @@ async fn venue_errors_fail_over_after_the_threshold() {
 async fn the_fallback_serves_only_while_every_primary_is_down_then_fails_back() {
     let n = start(1_000).await;
     let rec = Recorder::start(&n).await;
-    wait_route(&n, "k1").await;
+    first_route(&n).await;
     let (k1, k2) = (pid(&n, "k1").await, pid(&n, "k2").await);
     sigkill(k1);
     sigkill(k2);
@@ -305,4 +324,34 @@ async fn the_fallback_serves_only_while_every_primary_is_down_then_fails_back() 
     let paper_first = failovers.iter().position(|f| f.to == "paper-1").expect("to paper");
     assert!(failovers[..paper_first].iter().all(|f| f.to != "paper-1"));
     rec.assert_stream();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_broker_is_stopped_without_the_algo_noticing() {
+    let n = start(600_000).await;
+    let rec = Recorder::start(&n).await;
+    let (first, other) = first_route(&n).await;
+    let (a, _) = n.place(&btc_limit(Side::Buy, dec!(0.01), dec!(60000.0), "rest-1")).await;
+    let ops = n.daemon.client();
+    let drained = ops.drain_service(&first).await.expect("drain the routed broker");
+    assert_eq!(drained.state, ServiceState::Draining);
+    let f = rec.failover("the planned move", |f| f.from == first).await;
+    assert!(f.planned && f.to == other, "{f:?}");
+    eventually(WITHIN, "the open order tracked through the sibling", || async {
+        let o = n.algo.order(&a.order_id).await.ok()?;
+        (o.broker.as_ref() == Some(&other)).then_some(())
+    })
+    .await;
+    // New orders go to the sibling.
+    let (b, _) = n.place(&btc_limit(Side::Buy, dec!(0.01), dec!(59990.0), "rest-2")).await;
+    assert_eq!(b.broker.as_ref(), Some(&other), "{b:?}");
+
+    ops.stop_service(&first).await.expect("stop the drained broker");
+    rec.more(10, "quotes after the stop").await;
+    assert!(rec.assert_stream().is_empty(), "no gap marker at all");
+    for o in [&a, &b] {
+        let canceled = n.algo.cancel_order(&o.order_id).await.expect("cancel after the stop");
+        assert_eq!(canceled.status, OrderStatus::Canceled, "{canceled:?}");
+    }
+    n.assert_agree().await;
 }

@@ -59,7 +59,10 @@ enum Delivery {
     Drop,
     /// The first update from the target of a planned move: switch, publish,
     /// then release the old broker.
-    Switch { from: String, moved: Move },
+    Switch {
+        from: String,
+        moved: Move,
+    },
 }
 
 impl MarketManager {
@@ -88,15 +91,18 @@ impl MarketManager {
     /// not yet (or its broker is not routable and another is).
     pub(super) fn route_for(&self, m: &Market, symbol: &Symbol) -> Option<(String, PipeHandle)> {
         let current = self.routes().broker(&m.name, symbol);
-        let broker = match routing::decide(&m.spec(), current.as_deref(), |b| self.candidate(b, symbol), self.hold())
-        {
+        let broker = match routing::decide(&m.spec(), current.as_deref(), |b| self.candidate(b, symbol), self.hold()) {
             Decision::Stay => current?,
-            // A failure or a better broker is the watcher's to act on, with
-            // its gap markers and events; a new route is taken here.
+            // Moving the route is the watcher's (gap markers, events); new
+            // work goes to the new broker at once when the current one is
+            // down or draining, and a new route is taken here.
             Decision::Move { to, .. } => match current {
-                Some(cur) => cur,
+                Some(cur) if self.candidate(&cur, symbol).health.routable() => cur,
+                Some(_) => to,
                 None => {
-                    self.routes().map.insert((m.name.clone(), symbol.clone()), Route { broker: to.clone(), moving: None });
+                    self.routes()
+                        .map
+                        .insert((m.name.clone(), symbol.clone()), Route { broker: to.clone(), moving: None });
                     to
                 }
             },
@@ -116,13 +122,21 @@ impl MarketManager {
         })
     }
 
-    /// Subscribes `broker` to a feed, counting the answer in its health.
+    /// Subscribes `broker` to a feed unless it carries it already (one venue
+    /// subscription per broker, feed and symbol, whatever the markets),
+    /// counting the answer in its health.
     pub(super) async fn subscribe_on(&self, broker: &str, feed: Feed, symbol: &Symbol) -> Result<(), PipeError> {
+        if self.inner.health.carries(broker, feed, symbol) {
+            return Ok(());
+        }
         let pipe = self.inner.brokers.pipe(broker).filter(|p| p.is_up());
         let pipe = pipe.ok_or_else(|| PipeError::NotConnected(broker.to_string()))?;
         self.inner.health.subscribed(broker, feed, symbol);
         let reply = pipe.request(Command::Subscribe { feed, symbol: symbol.clone() }, VENUE_TIMEOUT).await;
         self.count_reply(broker, &reply);
+        if reply.is_err() {
+            self.inner.health.unsubscribed(broker, feed, symbol);
+        }
         reply.map(|_| ())
     }
 
@@ -207,6 +221,10 @@ impl MarketManager {
         self.inner.nudge.notify_one();
     }
 
+    pub fn is_draining(&self, broker: &str) -> bool {
+        self.inner.health.draining(broker)
+    }
+
     /// Asks the watcher to look now (a pipe went down or up).
     pub(super) fn nudge(&self) {
         self.inner.nudge.notify_one();
@@ -229,10 +247,13 @@ impl MarketManager {
 
     fn assess_brokers(&self) {
         let cfg = &self.inner.failover;
-        let thresholds =
-            Thresholds { error_threshold: cfg.error_threshold, slow_latency: Duration::from_millis(cfg.slow_latency_ms) };
+        let thresholds = Thresholds {
+            error_threshold: cfg.error_threshold,
+            slow_latency: Duration::from_millis(cfg.slow_latency_ms),
+        };
         let stall_after = Duration::from_millis(cfg.stall_after_ms);
-        let mut brokers: Vec<String> = self.read().values().flat_map(|m| m.spec().all().cloned().collect::<Vec<_>>()).collect();
+        let mut brokers: Vec<String> =
+            self.read().values().flat_map(|m| m.spec().all().cloned().collect::<Vec<_>>()).collect();
         brokers.sort();
         brokers.dedup();
         for b in brokers {
@@ -244,7 +265,7 @@ impl MarketManager {
                 venue_connected: info.as_ref().and_then(|i| i.metrics.get("venue_connected")).map(|v| *v > 0.0),
                 consecutive_errors: self.inner.health.consecutive_errors(&b, self.hold()),
                 latency: pipe.as_ref().map(PipeHandle::rtt),
-                stalled: self.inner.health.check_stall(&b, stall_after),
+                stalled: self.inner.health.check_stall(&b, stall_after, self.hold().max(stall_after)),
                 draining: self.inner.health.draining(&b),
             };
             let now = health::assess(&observation, &thresholds);
@@ -307,23 +328,21 @@ impl MarketManager {
     /// A failure: gap markers, switch, subscribe the new broker, release the old.
     async fn fail_over(self, m: Arc<Market>, symbol: Symbol, from: String, mv: Move) {
         let feeds = feeds_of(&m, &symbol);
-        let note = format!(
-            "broker {from} failed ({}); moved to {}; updates in between are missing",
-            mv.reason, mv.to
-        );
+        let note = format!("broker {from} failed ({}); moved to {}; updates in between are missing", mv.reason, mv.to);
         {
             let mut routes = self.routes();
             for feed in &feeds {
                 m.gap(*feed, &symbol, &note);
             }
             routes.switch(&m.name, &symbol, &mv.to);
+            // Switched: should the new broker fail too, the next move may begin.
+            routes.finish(&m.name, &symbol);
         }
         for feed in &feeds {
             if let Err(e) = self.subscribe_on(&mv.to, *feed, &symbol).await {
                 warn!(market = %m.name, broker = %mv.to, %symbol, error = %e, "subscribe on the new broker failed");
             }
         }
-        self.routes().finish(&m.name, &symbol);
         self.moved(&m, &symbol, &from, mv).await;
     }
 
@@ -406,7 +425,9 @@ impl MarketManager {
                 Err(e) if order.status == OrderStatus::New => {
                     info!(order_id = %order.order_id, error = %e, "unsent order left to reconciliation")
                 }
-                Err(e) => warn!(order_id = %order.order_id, %sibling, error = %e, "order status through the sibling failed"),
+                Err(e) => {
+                    warn!(order_id = %order.order_id, %sibling, error = %e, "order status through the sibling failed")
+                }
             }
         }
         info!(from = %broker, to = %sibling, orders = moved, "open orders now tracked through a sibling");
@@ -489,8 +510,14 @@ fn feeds_of(m: &Market, symbol: &Symbol) -> Vec<Feed> {
 /// A request failure that is the broker's or its venue's fault (counted
 /// in its error streak), not a refusal of the request itself.
 fn broker_fault(e: &PipeError) -> bool {
-    const FAULTS: &[&str] =
-        &["deadline_elapsed", "temporary_lockout", "rate_limited", "too_many_requests", "invalid_nonce", super::OUTCOME_UNKNOWN];
+    const FAULTS: &[&str] = &[
+        "deadline_elapsed",
+        "temporary_lockout",
+        "rate_limited",
+        "too_many_requests",
+        "invalid_nonce",
+        super::OUTCOME_UNKNOWN,
+    ];
     match e {
         PipeError::Remote(d) => d.code.starts_with("venue_") || FAULTS.contains(&d.code.as_str()),
         _ => true,

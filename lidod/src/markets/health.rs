@@ -195,6 +195,11 @@ impl HealthBook {
         });
     }
 
+    /// The broker already carries this feed (for some market).
+    pub fn carries(&self, broker: &str, feed: Feed, symbol: &Symbol) -> bool {
+        self.read(broker, |r| r.feeds.contains_key(&(feed, symbol.clone()))).unwrap_or(false)
+    }
+
     pub fn unsubscribed(&self, broker: &str, feed: Feed, symbol: &Symbol) {
         self.with(broker, |r| {
             r.feeds.remove(&(feed, symbol.clone()));
@@ -214,21 +219,20 @@ impl HealthBook {
     }
 
     /// A description of the first feed of `broker` that has stalled, if
-    /// any; a stall keeps the broker down for `stall_after` more, so it
-    /// is not routed back at once to a venue socket that is still silent.
-    pub fn check_stall(&self, broker: &str, stall_after: Duration) -> Option<String> {
+    /// any; a stall keeps the broker down for `memory`, so it is not
+    /// routed back at once to a venue socket that may still be silent.
+    pub fn check_stall(&self, broker: &str, stall_after: Duration, memory: Duration) -> Option<String> {
         let now = Instant::now();
         let mut brokers = self.lock();
         let record = brokers.get_mut(broker)?;
         let found = record.feeds.iter().find_map(|((feed, symbol), clock)| {
             let silent = now - clock.last_data.unwrap_or(clock.subscribed);
-            stalled(*feed, silent, stall_after).then(|| {
-                format!("feed {} {symbol} silent for {} ms", feed_name(*feed), silent.as_millis())
-            })
+            stalled(*feed, silent, stall_after)
+                .then(|| format!("feed {} {symbol} silent for {} ms", feed_name(*feed), silent.as_millis()))
         });
         if let Some(why) = found {
             record.feeds.clear();
-            record.stall = Some((why, now + stall_after));
+            record.stall = Some((why, now + memory));
         }
         match &record.stall {
             Some((why, until)) if *until > now => Some(why.clone()),
@@ -368,13 +372,17 @@ mod tests {
         let book = HealthBook::default();
         let btc = Symbol::parse("BTC/USD").unwrap();
         book.subscribed("k1", Feed::Quotes, &btc);
-        assert_eq!(book.check_stall("k1", Duration::from_secs(60)), None);
+        let minute = Duration::from_secs(60);
+        assert_eq!(book.check_stall("k1", minute, minute), None);
         std::thread::sleep(Duration::from_millis(20));
-        let why = book.check_stall("k1", Duration::from_millis(5)).expect("stalled");
+        let why = book.check_stall("k1", Duration::from_millis(5), minute).expect("stalled");
         assert!(why.contains("quotes BTC/USD"), "{why}");
+        assert!(!book.carries("k1", Feed::Quotes, &btc), "a stalled feed is dropped");
+        assert_eq!(book.check_stall("k1", minute, minute), Some(why), "and remembered");
+        assert_eq!(book.check_stall("k1", minute, Duration::ZERO), None, "for a while");
         book.subscribed("k2", Feed::Quotes, &btc);
         book.data("k2", Feed::Quotes, &btc);
-        assert_eq!(book.check_stall("k2", Duration::from_secs(60)), None);
+        assert_eq!(book.check_stall("k2", minute, minute), None);
     }
 
     #[test]

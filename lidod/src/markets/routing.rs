@@ -58,7 +58,9 @@ impl PoolSpec {
                 "brokers" => brokers = list,
                 "fallback" => fallback = list,
                 "symbols" => symbols = list,
-                other => return Err(format!("unknown option {other:?} for a market; known: brokers, fallback, symbols")),
+                other => {
+                    return Err(format!("unknown option {other:?} for a market; known: brokers, fallback, symbols"))
+                }
             }
         }
         Self::new(brokers, fallback, &symbols)
@@ -135,10 +137,9 @@ pub fn decide(
         fit(true).or_else(|| fit(false))
     });
     match best {
-        Some(to) => Decision::Move {
-            to: to.clone(),
-            planned: current.is_some_and(|c| candidate(c).health == Health::Draining),
-        },
+        Some(to) => {
+            Decision::Move { to: to.clone(), planned: current.is_some_and(|c| candidate(c).health == Health::Draining) }
+        }
         None => Decision::NoRoute,
     }
 }

@@ -166,12 +166,15 @@ impl KrakenBroker {
             let wait_ms = self.rest.rate_limit_wait().as_millis() as f64;
             let connected = live.connected.load(Ordering::Relaxed);
             let executions = self.executions_connected.load(Ordering::Relaxed);
+            // Every public socket is connected, or the first is still on its
+            // first dial (not known to be down): routing reads this.
+            let first_dial = connected == 0 && live.reconnects.load(Ordering::Relaxed) == 0;
+            let venue_connected = connected >= loads.len() || first_dial;
             let figures: BTreeMap<String, f64> = [
                 ("rest_counter", level),
                 ("rest_wait_ms", wait_ms),
                 ("ws_connected", connected as f64),
-                // Every public socket the broker keeps is connected (routing reads this).
-                ("venue_connected", f64::from(u8::from(connected >= loads.len()))),
+                ("venue_connected", f64::from(u8::from(venue_connected))),
                 ("ws_subscriptions", self.public.subscriptions() as f64),
                 ("ws_connections_open", loads.len() as f64),
                 ("ws_reconnects", live.reconnects.load(Ordering::Relaxed) as f64),
