@@ -718,7 +718,8 @@ impl MarketManager {
     fn on_event(&self, broker: &str, event: ServiceEvent) {
         let (feed, symbol, data) = match &event {
             ServiceEvent::OrderUpdate(report) => {
-                self.inner.orders.apply_report(report, broker);
+                let owner = self.report_owner(&report.client_id, broker);
+                self.inner.orders.apply_report(report, &owner);
                 return;
             }
             ServiceEvent::Fill(fill) => {

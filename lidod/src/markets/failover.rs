@@ -184,6 +184,16 @@ impl MarketManager {
         self.siblings(broker).into_iter().find_map(|s| usable(&s, true).map(|p| (s, p)))
     }
 
+    /// The broker an order report is booked under: the order's own while it
+    /// can act for it (siblings report the account's orders too), else the
+    /// reporting one, which takes the order over.
+    pub(super) fn report_owner(&self, order_id: &str, reporting: &str) -> String {
+        match self.inner.orders.get(order_id).and_then(|o| o.broker) {
+            Some(own) if own != reporting && self.account_broker(&own).is_some_and(|(b, _)| b == own) => own,
+            _ => reporting.to_string(),
+        }
+    }
+
     /// Other brokers on the same venue account as `broker`.
     fn siblings(&self, broker: &str) -> Vec<String> {
         let account = |b: &str| self.inner.brokers.get(b).map(|i| account_of(b, &i.options));
