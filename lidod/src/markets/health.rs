@@ -379,7 +379,11 @@ mod tests {
         assert!(why.contains("quotes BTC/USD"), "{why}");
         assert!(!book.carries("k1", Feed::Quotes, &btc), "a stalled feed is dropped");
         assert_eq!(book.check_stall("k1", minute, minute), Some(why), "and remembered");
-        assert_eq!(book.check_stall("k1", minute, Duration::ZERO), None, "for a while");
+        book.subscribed("k3", Feed::Book, &btc);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(book.check_stall("k3", Duration::from_millis(5), Duration::from_millis(1)).is_some());
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(book.check_stall("k3", minute, minute), None, "remembered for a while only");
         book.subscribed("k2", Feed::Quotes, &btc);
         book.data("k2", Feed::Quotes, &btc);
         assert_eq!(book.check_stall("k2", minute, minute), None);
