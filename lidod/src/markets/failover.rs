@@ -171,7 +171,8 @@ impl MarketManager {
     }
 
     /// A broker that can act for `broker`'s venue account: itself when it is
-    /// up and not down, else a routable sibling (same `account` option).
+    /// up and not down, else a routable sibling (same `account` option),
+    /// else itself if its pipe is up.
     pub(super) fn account_broker(&self, broker: &str) -> Option<(String, PipeHandle)> {
         let usable = |b: &str, need_routable: bool| {
             let health = self.inner.health.current(b).0;
@@ -181,7 +182,9 @@ impl MarketManager {
         if let Some(pipe) = usable(broker, false) {
             return Some((broker.to_string(), pipe));
         }
-        self.siblings(broker).into_iter().find_map(|s| usable(&s, true).map(|p| (s, p)))
+        let sibling = self.siblings(broker).into_iter().find_map(|s| usable(&s, true).map(|p| (s, p)));
+        // Failing that, its own broker if its pipe is up at all (e.g. just restarted, not yet assessed).
+        sibling.or_else(|| self.inner.brokers.pipe(broker).filter(|p| p.is_up()).map(|p| (broker.to_string(), p)))
     }
 
     /// The broker an order report is booked under: the order's own while it
