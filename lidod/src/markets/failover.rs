@@ -536,3 +536,30 @@ fn broker_fault(e: &PipeError) -> bool {
         _ => true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use lido_shared::ErrorDetail;
+
+    use super::*;
+
+    #[test]
+    fn brokers_on_one_account_name_it_and_others_are_their_own() {
+        let shared: BTreeMap<String, String> = [("account".to_string(), "main".to_string())].into();
+        assert_eq!(account_of("k1", &shared), "main");
+        assert_eq!(account_of("k2", &BTreeMap::new()), "k2");
+    }
+
+    #[test]
+    fn only_the_brokers_faults_count_against_it() {
+        let remote = |code: &str| PipeError::Remote(ErrorDetail::new(code, "x"));
+        for fault in ["venue_unavailable", "venue_busy", "temporary_lockout", "rate_limited", "outcome_unknown"] {
+            assert!(broker_fault(&remote(fault)), "{fault}");
+        }
+        assert!(broker_fault(&PipeError::Timeout("k1".into())));
+        assert!(broker_fault(&PipeError::NotConnected("k1".into())));
+        for refusal in ["insufficient_funds", "invalid_price", "unknown_symbol", "order_not_open", "unknown_order"] {
+            assert!(!broker_fault(&remote(refusal)), "{refusal}");
+        }
+    }
+}
