@@ -80,10 +80,13 @@ pub const ASSET_PAIRS: &str = r#"{
 /// What the fake starts with.
 #[derive(Debug, Clone)]
 pub struct FakeConfig {
-    /// The one API key it knows.
+    /// The account's first API key (its nonces are `last_nonce`).
     pub api_key: String,
     /// Its secret, base64 as Kraken issues it.
     pub api_secret: String,
+    /// More API keys (key, base64 secret) of the same account, as Kraken
+    /// lets one account have several; each has its own nonce sequence.
+    pub more_keys: Vec<(String, String)>,
     /// Balances by Kraken asset code (`ZUSD`, `XXBT`, `XETH`).
     pub balances: BTreeMap<String, Decimal>,
     /// How often one level of each book changes (and the ticker goes out).
@@ -97,6 +100,7 @@ impl Default for FakeConfig {
             // Kraken's published example secret ("Spot REST Authentication").
             api_secret: "kQH5HW/8p1uGOVjbgWA7FunAmGO8lsSUXNsu3eow76sz84Q18fWxnyRzBHCd3pd5nE9qa99HAZtuZuj6F1huXg=="
                 .into(),
+            more_keys: Vec::new(),
             balances: [
                 ("ZUSD".to_string(), Decimal::from(10_000)),
                 ("XXBT".to_string(), Decimal::ONE),
@@ -118,7 +122,8 @@ pub struct FakeKraken {
 
 struct Shared {
     config: FakeConfig,
-    signer: Signer,
+    /// Every API key's signer.
+    signers: BTreeMap<String, Signer>,
     pairs: PairMap,
     state: Mutex<FakeState>,
     /// Bumped to close every WebSocket.
@@ -135,10 +140,15 @@ const SNAP_TRADES: usize = 50;
 
 #[derive(Default)]
 struct FakeState {
-    last_nonce: Option<u64>,
+    /// The last nonce per API key.
+    nonces: BTreeMap<String, u64>,
     orders: BTreeMap<String, OrderInfo>,
     next_order: u64,
     fail_next: Option<String>,
+    /// API keys whose private requests fail, with the error.
+    failing_keys: BTreeMap<String, String>,
+    /// The API key each WebSocket token was issued to.
+    token_keys: BTreeMap<String, String>,
     stall_next: Option<Duration>,
     requests: u64,
     balances: BTreeMap<String, Decimal>,
@@ -163,14 +173,16 @@ struct FakeState {
 impl FakeKraken {
     /// Starts the fake on 127.0.0.1, on a free port.
     pub async fn start(config: FakeConfig) -> Self {
-        let signer = Signer::new(&config.api_secret).expect("the fake's secret is base64");
+        let keys = std::iter::once((config.api_key.clone(), config.api_secret.clone())).chain(config.more_keys.clone());
+        let signers =
+            keys.map(|(k, secret)| (k, Signer::new(&secret).expect("the fake's secrets are base64"))).collect();
         let raw: BTreeMap<String, AssetPair> = serde_json::from_str(ASSET_PAIRS).expect("asset pairs");
         let pairs = PairMap::from_asset_pairs(&raw);
         let markets = pairs.iter().map(|p| (p.ws_symbol().to_string(), FakeMarket::new(p.clone(), mid(p)))).collect();
         let fake_state = FakeState { balances: config.balances.clone(), markets, ..FakeState::default() };
         let state = Arc::new(Shared {
             config,
-            signer,
+            signers,
             pairs,
             state: Mutex::new(fake_state),
             drops: watch::channel(0).0,
@@ -234,6 +246,18 @@ impl FakeKraken {
     /// acting on it.
     pub fn fail_next_with(&self, error: &str) {
         self.state.lock().fail_next = Some(error.to_string());
+    }
+
+    /// While `error` is set, answers every private request made with API
+    /// key `key` (REST, or a socket `add_order` / `cancel_order` behind a
+    /// token issued to it) with this Kraken error string, without acting
+    /// on it; other keys and public requests are served. `None` heals it.
+    pub fn fail_key(&self, key: &str, error: Option<&str>) {
+        let mut state = self.state.lock();
+        match error {
+            Some(e) => state.failing_keys.insert(key.to_string(), e.to_string()),
+            None => state.failing_keys.remove(key),
+        };
     }
 
     /// Holds the next answer (REST, or a socket order method) back for
@@ -305,7 +329,7 @@ impl FakeKraken {
 
     /// The last nonce accepted.
     pub fn last_nonce(&self) -> Option<u64> {
-        self.state.lock().last_nonce
+        self.state.lock().nonces.get(&self.state.config.api_key).copied()
     }
 }
 
@@ -318,6 +342,12 @@ impl Drop for FakeKraken {
 }
 
 impl Shared {
+    /// The error a private request behind `token` gets while its key fails.
+    fn key_failure_for_token(&self, token: &str) -> Option<String> {
+        let state = self.lock();
+        state.token_keys.get(token).and_then(|key| state.failing_keys.get(key)).cloned()
+    }
+
     fn lock(&self) -> MutexGuard<'_, FakeState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -513,24 +543,27 @@ impl Shared {
     }
 
     fn private_call(&self, method: &str, headers: &HeaderMap, body: &str) -> Answer {
-        let key = headers.get("API-Key").and_then(|v| v.to_str().ok());
-        if key != Some(self.config.api_key.as_str()) {
+        let key = headers.get("API-Key").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let Some(signer) = self.signers.get(key) else {
             return Err("EAPI:Invalid key".into());
-        }
+        };
         let fields = form_decode(body).map_err(|_| "EGeneral:Invalid arguments".to_string())?;
         let nonce_text = field(&fields, "nonce").ok_or("EAPI:Invalid nonce")?;
         let nonce = nonce_text.parse::<u64>().map_err(|_| "EAPI:Invalid nonce".to_string())?;
         let sign = headers.get("API-Sign").and_then(|v| v.to_str().ok()).ok_or("EAPI:Invalid signature")?;
         let path = format!("/0/private/{method}");
         // The signature covers the nonce as it appears in the body.
-        if nonce.to_string() != nonce_text || self.signer.sign(&path, nonce, body) != sign {
+        if nonce.to_string() != nonce_text || signer.sign(&path, nonce, body) != sign {
             return Err("EAPI:Invalid signature".into());
         }
         let mut state = self.lock();
-        if state.last_nonce.is_some_and(|last| nonce <= last) {
+        if state.nonces.get(key).is_some_and(|last| nonce <= *last) {
             return Err("EAPI:Invalid nonce".into());
         }
-        state.last_nonce = Some(nonce);
+        state.nonces.insert(key.to_string(), nonce);
+        if let Some(error) = state.failing_keys.get(key) {
+            return Err(error.clone());
+        }
         match method {
             "Balance" => {
                 let balances: BTreeMap<&String, String> =
@@ -540,6 +573,7 @@ impl Shared {
             "GetWebSocketsToken" => {
                 let token = format!("fake-ws-token-{}-{}", state.tokens.len() + 1, Utc::now().timestamp_micros());
                 state.tokens.insert(token.clone());
+                state.token_keys.insert(token.clone(), key.to_string());
                 Ok(json!(WebSocketsToken { token: Token(token), expires: 900 }))
             }
             "ClosedOrders" => {

@@ -42,6 +42,8 @@ pub struct KrakenNode {
     pub dir: PathBuf,
     config: FakeConfig,
     options: NodeOptions,
+    /// More environment for lidod (kept for restarts).
+    env: Vec<(String, String)>,
 }
 
 impl Drop for KrakenNode {
@@ -89,16 +91,31 @@ impl KrakenNode {
     /// [`Self::start`] with options and extra environment variables for
     /// lidod (e.g. `LIDO_TEST_PAUSE_AT`).
     pub async fn start_with(config: FakeConfig, options: NodeOptions, env: &[(&str, &str)]) -> Self {
+        let ws_auth = |fake: &FakeKraken| if options.no_private_ws { unreachable_ws_url() } else { fake.ws_auth_url() };
+        let extra = format!("rest_timeout_ms = \"1500\"\n{}", options.extra_options);
+        let toml = |fake: &FakeKraken, dir: &Path| {
+            node_toml(fake, &ws_auth(fake), &dir.join("k1.nonce"), &extra) + &options.extra_toml
+        };
+        Self::start_toml(config.clone(), options.clone(), toml, env).await
+    }
+
+    /// A node whose `lido.toml` is `toml(fake, dir)` (it must have broker
+    /// `k1` on the fake, and market `crypto`); `env` is more environment
+    /// for lidod, e.g. the keys of more brokers.
+    pub async fn start_toml(
+        config: FakeConfig,
+        options: NodeOptions,
+        toml: impl FnOnce(&FakeKraken, &Path) -> String,
+        env: &[(&str, &str)],
+    ) -> Self {
         let fake = FakeKraken::start(config.clone()).await;
         let dir = std::env::temp_dir().join(format!("lido-kraken-it-{}-{}", std::process::id(), crate::unique()));
         std::fs::create_dir_all(dir.join("data")).expect("create the node's dir");
-        let ws_auth = if options.no_private_ws { unreachable_ws_url() } else { fake.ws_auth_url() };
-        let extra = format!("rest_timeout_ms = \"1500\"\n{}", options.extra_options);
-        let toml = node_toml(&fake, &ws_auth, &dir.join("k1.nonce"), &extra) + &options.extra_toml;
-        std::fs::write(dir.join("lido.toml"), toml).expect("write lido.toml");
-        let daemon = launch(&dir, &config, env);
+        std::fs::write(dir.join("lido.toml"), toml(&fake, &dir)).expect("write lido.toml");
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let daemon = launch(&dir, &config, &env, &[]);
         let algo = ready(&daemon, &options).await;
-        Self { fake, daemon, algo, dir, config, options }
+        Self { fake, daemon, algo, dir, config, options, env }
     }
 
     /// SIGKILL of lidod (its broker process follows); files and fake stay.
@@ -111,7 +128,7 @@ impl KrakenNode {
     /// with a new algo session of the same customer.
     pub async fn restart(&mut self, env: &[(&str, &str)]) {
         self.daemon.kill9();
-        self.daemon = launch(&self.dir, &self.config, env);
+        self.daemon = launch(&self.dir, &self.config, &self.env, env);
         self.algo = ready(&self.daemon, &self.options).await;
     }
 
@@ -223,9 +240,10 @@ pub async fn until_status(algo: &LidoClient, order_id: &str, status: OrderStatus
     .await
 }
 
-fn launch(dir: &std::path::Path, config: &FakeConfig, env: &[(&str, &str)]) -> TestDaemon {
+fn launch(dir: &std::path::Path, config: &FakeConfig, kept: &[(String, String)], env: &[(&str, &str)]) -> TestDaemon {
     let keys = [("KRAKEN_API_KEY", config.api_key.as_str()), ("KRAKEN_API_SECRET", config.api_secret.as_str())];
-    let env: Vec<(&str, &str)> = keys.into_iter().chain(env.iter().copied()).collect();
+    let kept = kept.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let env: Vec<(&str, &str)> = keys.into_iter().chain(kept).chain(env.iter().copied()).collect();
     let toml = dir.join("lido.toml");
     TestDaemon::spawn_with(&dir.join("data"), &["--config", toml.to_str().expect("utf-8 path")], &env)
 }
@@ -249,7 +267,7 @@ async fn ready(daemon: &TestDaemon, options: &NodeOptions) -> LidoClient {
 }
 
 /// A WebSocket URL on a port that was just free (refused connections).
-fn unreachable_ws_url() -> String {
+pub fn unreachable_ws_url() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     format!("ws://127.0.0.1:{port}/auth/v2")
 }

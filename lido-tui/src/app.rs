@@ -831,6 +831,11 @@ fn describe(event: &ClusterEvent) -> (&'static str, String, Level) {
         ClusterEvent::Metrics { node, services } => {
             ("metrics", format!("{node}: figures for {} service(s)", services.len()), Level::Info)
         }
+        ClusterEvent::Failover { market, symbols, from, to, reason, planned, duration_ms, .. } => (
+            "failover",
+            format!("{market} {}: {from} → {to} in {duration_ms} ms ({reason})", symbols.join(",")),
+            if *planned { Level::Info } else { Level::Warn },
+        ),
         ClusterEvent::Log { level, message } => {
             let level = match level.as_str() {
                 "error" => Level::Error,

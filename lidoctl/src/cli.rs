@@ -87,16 +87,18 @@ pub enum Command {
     /// Restart a service
     #[command(after_help = "Example:\n  lidoctl restart k1")]
     Restart(RestartArgs),
-    /// Drain a node: no new sessions or spawns; existing ones go on (asks for confirmation)
+    /// Drain a node (no new sessions or spawns; existing ones go on) or a
+    /// broker (its feeds and open orders move away without a gap; then it
+    /// can be stopped unnoticed). Asks for confirmation
     #[command(
-        override_usage = "lidoctl drain [node] <ID> [-y]",
-        after_help = "Examples:\n  lidoctl drain node n1\n  lidoctl drain n1 --yes"
+        override_usage = "lidoctl drain [node] <ID> [-y]\n       lidoctl drain broker <NAME> [-y]",
+        after_help = "Examples:\n  lidoctl drain node n1\n  lidoctl drain n1 --yes\n  lidoctl drain broker kraken-a"
     )]
     Drain(DrainArgs),
-    /// Take a node out of draining
+    /// Take a node or a broker out of draining
     #[command(
-        override_usage = "lidoctl undrain [node] <ID>",
-        after_help = "Examples:\n  lidoctl undrain node n1\n  lidoctl undrain n1"
+        override_usage = "lidoctl undrain [node] <ID>\n       lidoctl undrain broker <NAME>",
+        after_help = "Examples:\n  lidoctl undrain node n1\n  lidoctl undrain n1\n  lidoctl undrain broker kraken-a"
     )]
     Undrain(UndrainArgs),
     /// Set the node's log level or filter at run time (operators only)
@@ -412,22 +414,30 @@ pub struct UndrainArgs {
     pub target: NodeTarget,
 }
 
-/// `node <ID>` or just `<ID>`.
+/// `node <ID>`, just `<ID>` (a node), or `broker <NAME>`.
 #[derive(Debug, Args)]
 pub struct NodeTarget {
-    /// `node` (optional), then the node id
+    /// `node` (optional) then the node id, or `broker` then its name
     #[arg(value_name = "ID", num_args = 1..=2, required = true)]
     pub words: Vec<String>,
 }
 
+/// What a drain or undrain is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drainable<'a> {
+    Node(&'a str),
+    Broker(&'a str),
+}
+
 impl NodeTarget {
-    /// The node id, accepting `node <id>`, `nodes <id>` and `<id>`.
-    pub fn id(&self) -> Result<&str, String> {
+    /// The target, accepting `node <id>`, `nodes <id>`, `<id>` and `broker <name>`.
+    pub fn target(&self) -> Result<Drainable<'_>, String> {
         match self.words.as_slice() {
-            [id] => Ok(id),
-            [noun, id] if matches!(noun.as_str(), "node" | "nodes" | "no") => Ok(id),
-            [noun, _] => Err(format!("unknown noun {noun:?}: expected `node <ID>` or `<ID>`")),
-            _ => Err("expected a node id".into()),
+            [id] => Ok(Drainable::Node(id)),
+            [noun, id] if matches!(noun.as_str(), "node" | "nodes" | "no") => Ok(Drainable::Node(id)),
+            [noun, name] if matches!(noun.as_str(), "broker" | "brokers" | "br") => Ok(Drainable::Broker(name)),
+            [noun, _] => Err(format!("unknown noun {noun:?}: expected `node <ID>`, `<ID>` or `broker <NAME>`")),
+            _ => Err("expected a node id or `broker <NAME>`".into()),
         }
     }
 }
@@ -524,11 +534,14 @@ mod tests {
         for args in [&["lidoctl", "drain", "node", "n1"][..], &["lidoctl", "drain", "n1"][..]] {
             let cli = Cli::try_parse_from(args).unwrap();
             let Command::Drain(drain) = cli.command else { panic!("not a drain") };
-            assert_eq!(drain.target.id().unwrap(), "n1");
+            assert_eq!(drain.target.target().unwrap(), Drainable::Node("n1"));
         }
+        let cli = Cli::try_parse_from(["lidoctl", "drain", "broker", "kraken-a"]).unwrap();
+        let Command::Drain(drain) = cli.command else { panic!("not a drain") };
+        assert_eq!(drain.target.target().unwrap(), Drainable::Broker("kraken-a"));
         let cli = Cli::try_parse_from(["lidoctl", "drain", "nod", "n1"]).unwrap();
         let Command::Drain(drain) = cli.command else { panic!("not a drain") };
-        assert!(drain.target.id().is_err());
+        assert!(drain.target.target().is_err());
     }
 
     #[test]

@@ -362,6 +362,7 @@ pub fn event_name(event: &ClusterEvent) -> &'static str {
         ClusterEvent::ServiceRemoved { .. } => "service_removed",
         ClusterEvent::NodeChanged { .. } => "node_changed",
         ClusterEvent::Metrics { .. } => "metrics",
+        ClusterEvent::Failover { .. } => "failover",
         ClusterEvent::Log { .. } => "log",
     }
 }
@@ -383,6 +384,11 @@ pub fn event_details(event: &ClusterEvent) -> String {
                 services.iter().map(|(name, figures)| format!("{name} {}", figures_line(figures))).collect();
             format!("{node}: {}", services.join("; "))
         }
+        ClusterEvent::Failover { market, symbols, from, to, reason, planned, duration_ms, .. } => format!(
+            "{market} {}: {from} → {to} in {duration_ms} ms, {} ({reason})",
+            symbols.join(","),
+            if *planned { "planned, no gap" } else { "failure, gap marked" }
+        ),
         ClusterEvent::Log { level, message } => format!("[{level}] {message}"),
     }
 }

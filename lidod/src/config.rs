@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::auth::AuthMode;
 use crate::journal::Synchronous;
 use crate::limits::{LimitsConfig, RiskConfig};
+use crate::markets::PoolSpec;
 
 /// The whole configuration. Every field has a default; see `lido.example.toml`.
 #[derive(Clone, Debug, Deserialize)]
@@ -37,6 +38,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub risk: RiskConfig,
     pub autoscale: AutoscaleConfig,
+    pub failover: FailoverConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -77,8 +79,38 @@ pub struct BrokerConfig {
 #[serde(deny_unknown_fields)]
 pub struct MarketConfig {
     pub name: String,
+    /// The symbol universe (`BTC/USD`, `AAPL`); empty: what the pool offers.
+    #[serde(default)]
+    pub symbols: Vec<String>,
     /// Broker pool, highest priority first.
     pub brokers: Vec<String>,
+    /// Brokers used only when none of `brokers` is healthy (e.g. `["paper-1"]`).
+    #[serde(default)]
+    pub fallback: Vec<String>,
+}
+
+impl MarketConfig {
+    /// The validated pool (brokers not yet checked to exist).
+    pub fn pool(&self) -> anyhow::Result<PoolSpec> {
+        PoolSpec::new(self.brokers.clone(), self.fallback.clone(), &self.symbols)
+            .map_err(|e| anyhow::anyhow!("market {:?}: {e}", self.name))
+    }
+}
+
+/// How markets judge broker health and move between brokers.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FailoverConfig {
+    /// A quotes or book feed silent this long counts as stalled (its broker is down).
+    pub stall_after_ms: u64,
+    /// This many venue errors in a row make a broker down.
+    pub error_threshold: u32,
+    /// A pipe heartbeat latency above this makes a broker degraded.
+    pub slow_latency_ms: u64,
+    /// A higher-priority broker must be healthy this long before routes fail back to it.
+    pub failback_hold_ms: u64,
+    /// A failover slower than this logs a warning.
+    pub failover_bound_ms: u64,
 }
 
 /// How managers restart services that die.
@@ -162,7 +194,12 @@ impl Default for Config {
                 mode: RunMode::Process,
                 options: BTreeMap::new(),
             }],
-            markets: vec![MarketConfig { name: "paper".into(), brokers: vec!["paper-1".into()] }],
+            markets: vec![MarketConfig {
+                name: "paper".into(),
+                symbols: Vec::new(),
+                brokers: vec!["paper-1".into()],
+                fallback: Vec::new(),
+            }],
             supervisor: SupervisorConfig::default(),
             service_exe: None,
             auth: AuthMode::default(),
@@ -170,6 +207,19 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             risk: RiskConfig::default(),
             autoscale: AutoscaleConfig::default(),
+            failover: FailoverConfig::default(),
+        }
+    }
+}
+
+impl Default for FailoverConfig {
+    fn default() -> Self {
+        Self {
+            stall_after_ms: 10_000,
+            error_threshold: 3,
+            slow_latency_ms: 1_000,
+            failback_hold_ms: 10_000,
+            failover_bound_ms: 2_000,
         }
     }
 }
@@ -250,7 +300,7 @@ impl Config {
                 "service name {:?} is used twice (names are unique across brokers and markets)",
                 m.name
             );
-            for b in &m.brokers {
+            for b in m.pool()?.all() {
                 anyhow::ensure!(
                     self.brokers.iter().any(|x| &x.name == b),
                     "market {:?} names broker {:?}, which is not configured",
@@ -317,5 +367,19 @@ mod tests {
     fn market_must_name_known_brokers() {
         let config: Config = toml::from_str("[[market]]\nname = \"x\"\nbrokers = [\"nope\"]").unwrap();
         assert!(config.validate().is_err());
+        let fallback = "[[market]]\nname = \"x\"\nbrokers = [\"paper-1\"]\nfallback = [\"nope\"]";
+        let err = toml::from_str::<Config>(fallback).unwrap().validate().unwrap_err().to_string();
+        assert!(err.contains("\"nope\""), "{err}");
+    }
+
+    #[test]
+    fn market_pools_are_checked() {
+        let twice = "[[market]]\nname = \"x\"\nbrokers = [\"paper-1\"]\nfallback = [\"paper-1\"]";
+        let err = toml::from_str::<Config>(twice).unwrap().validate().unwrap_err().to_string();
+        assert!(err.contains("market \"x\"") && err.contains("twice"), "{err}");
+        let empty = "[[market]]\nname = \"x\"\nbrokers = []";
+        assert!(toml::from_str::<Config>(empty).unwrap().validate().unwrap_err().to_string().contains("at least one"));
+        let symbols = "[[market]]\nname = \"x\"\nbrokers = [\"paper-1\"]\nsymbols = [\"BTC/USD\", \"ETH/USD\"]";
+        toml::from_str::<Config>(symbols).unwrap().validate().unwrap();
     }
 }

@@ -113,6 +113,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         bus.clone(),
         (broker_events_rx, broker_signals_rx),
         config.autoscale.clone(),
+        config.failover.clone(),
         managers.child_token(),
     );
 
@@ -162,7 +163,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
     }
     for m in &config.markets {
         markets
-            .create_market(&m.name, m.brokers.clone())
+            .create_market(&m.name, m.pool()?)
             .map_err(|e| anyhow::anyhow!("cannot create market {}: {e}", m.name))?;
     }
 

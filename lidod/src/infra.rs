@@ -24,7 +24,7 @@ use crate::error::ApiError;
 use crate::events::EventBus;
 use crate::limits::Limits;
 use crate::logbuf::LogBuffer;
-use crate::markets::MarketManager;
+use crate::markets::{MarketManager, PoolSpec};
 use crate::sessions::{validate_customer, Sessions};
 use crate::traders::TraderManager;
 
@@ -150,7 +150,7 @@ impl Infra {
 
     pub fn node_info(&self) -> NodeInfo {
         let i = &self.inner;
-        let brokers = i.brokers.list();
+        let brokers: Vec<ServiceInfo> = i.brokers.list().into_iter().map(|b| self.broker_view(b)).collect();
         let markets = i.markets.services();
         let traders = i.traders.list();
         let manager =
@@ -253,20 +253,8 @@ impl Infra {
                         format!("a market has no type (got {t:?}); give its brokers with options.brokers"),
                     ));
                 }
-                let mut pool = Vec::new();
-                for (k, v) in &req.options {
-                    match k.as_str() {
-                        "brokers" => {
-                            pool = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
-                        }
-                        other => {
-                            return Err(ApiError::bad_request(
-                                "invalid_option",
-                                format!("unknown option {other:?} for a market; known: brokers"),
-                            ))
-                        }
-                    }
-                }
+                let pool = PoolSpec::from_options(&req.options)
+                    .map_err(|e| ApiError::bad_request("invalid_option", format!("{e} (e.g. --set brokers=k1,k2)")))?;
                 self.inner.markets.create_market(&name, pool)?
             }
             ServiceKind::Trader => self.inner.traders.spawn_trader(&name, &self.inner.node_id, req.options.clone())?,
@@ -299,6 +287,7 @@ impl Infra {
             .history(|e| match e {
                 ClusterEvent::ServiceChanged { service } => service.name == name,
                 ClusterEvent::ServiceRemoved { name: n, .. } => n == name,
+                ClusterEvent::Failover { market, from, to, .. } => [market, from, to].contains(&&name.to_string()),
                 ClusterEvent::Log { message, .. } => message
                     .split_whitespace()
                     .any(|w| w.trim_matches(|c: char| !c.is_alphanumeric() && c != '-' && c != '_') == name),
@@ -348,6 +337,38 @@ impl Infra {
         } else {
             Err(unknown_service(name))
         }
+    }
+
+    /// Drains a broker (no new subscriptions or orders; its feeds move to
+    /// another broker without a gap, its open orders to a sibling), or
+    /// takes it out of draining.
+    pub fn set_broker_draining(&self, name: &str, draining: bool) -> Result<ServiceInfo, ApiError> {
+        let Some(info) = self.inner.brokers.get(name) else {
+            if self.exists(name) {
+                return Err(ApiError::conflict(
+                    "not_drainable",
+                    format!("{name} is not a broker; drain a broker by name, or a node with `drain node ID`"),
+                ));
+            }
+            return Err(unknown_service(name));
+        };
+        if self.inner.markets.is_draining(name) != draining {
+            self.inner.markets.set_draining(name, draining);
+            let verb = if draining { "draining" } else { "undrained" };
+            info!(broker = name, verb, "broker drain state changed");
+            self.inner.bus.log("info", format!("broker {name} {verb}"));
+        }
+        let info = self.broker_view(info);
+        self.inner.bus.publish(ClusterEvent::ServiceChanged { service: info.clone() });
+        Ok(info)
+    }
+
+    /// A broker as the cluster view shows it: `draining` while drained and up.
+    fn broker_view(&self, mut info: ServiceInfo) -> ServiceInfo {
+        if info.state == ServiceState::Running && self.inner.markets.is_draining(&info.name) {
+            info.state = ServiceState::Draining;
+        }
+        info
     }
 
     pub fn set_draining(&self, node: &str, draining: bool) -> Result<NodeInfo, ApiError> {

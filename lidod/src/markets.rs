@@ -2,6 +2,11 @@
 //! routes orders and subscriptions to a healthy broker of each market's
 //! pool, keeps the order book-keeping, and fans venue data out to streams.
 //!
+//! Each (market, symbol) is routed to one broker of the pool and moves when
+//! that broker fails or drains (`failover.rs`, with the rules in
+//! `health.rs` and `routing.rs`); only the routed broker's data reaches
+//! the market's streams.
+//!
 //! Orders are journaled before they are sent (see [`OrderStore`]). Each time
 //! a broker's pipe comes up (first connection after the node starts, a
 //! reconnect, a restarted broker) its orders are reconciled with the venue
@@ -12,9 +17,12 @@
 //! the autoscaler adds and releases with load, each stream on one of them.
 
 mod instances;
+mod failover;
+mod health;
 mod market;
 mod orders;
 mod reconcile;
+mod routing;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,16 +35,21 @@ use lido_shared::cluster::{ClusterEvent, RunMode, ServiceInfo, ServiceKind, Serv
 use lido_shared::model::{Balance, Book, Fill, Instrument, Order, OrderStatus, OrderType, Position, Quote, Symbol};
 use lido_shared::pipe::{Command, Feed, OrderTrace, ReplyBody, ServiceEvent, VenueOrder};
 use rust_decimal::Decimal;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use self::instances::{Client, Instance, Instances};
+pub use self::failover::account_of;
+use self::failover::Routes;
+use self::health::HealthBook;
 pub use self::market::{Market, MdMsg};
 pub use self::orders::{OrderMsg, OrderStore};
 use self::reconcile::Reconciled;
+pub use self::routing::PoolSpec;
 use crate::brokers::BrokerManager;
 use crate::config::AutoscaleConfig;
+use crate::config::FailoverConfig;
 use crate::error::ApiError;
 use crate::events::EventBus;
 use crate::pipe::{PipeError, PipeEvent, PipeHandle, PipeSignal};
@@ -70,6 +83,13 @@ struct Inner {
     reconciled: std::sync::Mutex<Reconciled>,
     /// The fan-out instances and the autoscaler's decisions.
     instances: Instances,
+    /// Each pool broker's health, as seen from here.
+    health: HealthBook,
+    /// The broker each (market, symbol) is routed to.
+    routes: std::sync::Mutex<Routes>,
+    failover: FailoverConfig,
+    /// Wakes the health watcher early (a pipe signal, a drain).
+    nudge: Notify,
 }
 
 /// What the router takes: every broker's events, and its pipes' signals.
@@ -77,7 +97,9 @@ pub type BrokerFeed = (mpsc::Receiver<(String, PipeEvent)>, mpsc::UnboundedRecei
 
 impl MarketManager {
     /// Starts the router that takes broker events and pipe signals, and
-    /// the instances with their autoscaling rules.
+    /// the instances with their autoscaling rules, and the health watcher
+    /// that moves routes.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         node: String,
         brokers: BrokerManager,
@@ -85,6 +107,7 @@ impl MarketManager {
         bus: EventBus,
         (events, signals): BrokerFeed,
         autoscale: AutoscaleConfig,
+        failover: FailoverConfig,
         cancel: CancellationToken,
     ) -> Self {
         let instances = Instances::start(autoscale, bus.clone(), cancel.clone());
@@ -99,19 +122,21 @@ impl MarketManager {
                 next_stream: AtomicU64::new(1),
                 reconciled: std::sync::Mutex::new(Reconciled::default()),
                 instances,
+                health: HealthBook::default(),
+                routes: std::sync::Mutex::new(Routes::default()),
+                failover,
+                nudge: Notify::new(),
             }),
         };
+        tokio::spawn(mm.clone().watch_health(cancel.clone()));
         tokio::spawn(mm.clone().route(events, signals, cancel));
         mm
     }
 
     // ---- markets -------------------------------------------------------------
 
-    pub fn create_market(&self, name: &str, pool: Vec<String>) -> Result<ServiceInfo, ApiError> {
-        if pool.is_empty() {
-            return Err(ApiError::bad_request("invalid_option", "a market needs a broker pool: --set brokers=b1,b2"));
-        }
-        for b in &pool {
+    pub fn create_market(&self, name: &str, pool: PoolSpec) -> Result<ServiceInfo, ApiError> {
+        for b in pool.all() {
             if !self.inner.brokers.contains(b) {
                 return Err(ApiError::bad_request(
                     "unknown_broker",
@@ -124,10 +149,9 @@ impl MarketManager {
             if markets.contains_key(name) {
                 return Err(ApiError::conflict("service_exists", format!("a market named {name:?} already exists")));
             }
-            markets.insert(name.to_string(), Arc::new(Market::new(name.to_string(), pool)));
+            markets.insert(name.to_string(), Arc::new(Market::with_spec(name.to_string(), pool)));
         }
-        // Failover between a market's brokers is to come (issue #6); the
-        // series exists from the start so dashboards and alerts can use it.
+        // The series exists from the start so dashboards and alerts can use it.
         metrics::counter!("lido_failovers_total", "market" => name.to_string()).absolute(0);
         let info = self.market_info(name).expect("just inserted");
         self.inner.bus.publish(ClusterEvent::ServiceChanged { service: info.clone() });
@@ -146,6 +170,7 @@ impl MarketManager {
     pub fn remove_market(&self, name: &str) -> Result<ServiceInfo, ApiError> {
         let mut info = self.market_info(name).ok_or_else(|| unknown_market(name))?;
         self.write().remove(name);
+        self.routes().forget(name);
         info.state = ServiceState::Stopped;
         self.inner.bus.publish(ClusterEvent::ServiceRemoved { name: name.to_string(), node: self.inner.node.clone() });
         Ok(info)
@@ -159,13 +184,11 @@ impl MarketManager {
         self.read().contains_key(name)
     }
 
-    /// The highest-priority broker of the pool that is up.
-    pub fn active_broker(&self, market: &Market) -> Option<(String, PipeHandle)> {
-        market.pool.iter().find_map(|b| {
-            let info = self.inner.brokers.get(b)?;
-            let pipe = self.inner.brokers.pipe(b)?;
-            (info.state == ServiceState::Running && pipe.is_up()).then(|| (b.clone(), pipe))
-        })
+    /// The broker carrying the market: its first routed symbol's, else
+    /// the first routable one of the pool.
+    fn active_broker(&self, m: &Market) -> Option<String> {
+        let routed = self.routes_of(&m.name).into_values().next();
+        routed.or_else(|| self.any_broker(m).map(|(b, _)| b))
     }
 
     pub fn markets(&self) -> Vec<MarketInfo> {
@@ -173,13 +196,16 @@ impl MarketManager {
         markets
             .iter()
             .map(|m| {
-                let active = self.active_broker(m).map(|(n, _)| n);
+                let up = self.any_broker(m).is_some();
                 MarketInfo {
                     name: m.name.clone(),
                     symbols: m.instruments().into_iter().map(|i| i.symbol).collect(),
                     brokers: m.pool.clone(),
-                    state: if active.is_some() { ServiceState::Running } else { ServiceState::Degraded },
-                    active_broker: active,
+                    state: if up { ServiceState::Running } else { ServiceState::Degraded },
+                    active_broker: self.active_broker(m),
+                    fallback: m.fallback.clone(),
+                    routes: self.routes_of(&m.name),
+                    health: self.pool_health(m),
                 }
             })
             .collect()
@@ -207,26 +233,47 @@ impl MarketManager {
 
     fn market_info(&self, name: &str) -> Option<ServiceInfo> {
         let m = self.read().get(name).cloned()?;
-        let active = self.active_broker(&m).map(|(n, _)| n);
+        let up = self.any_broker(&m).is_some();
         let mut options = BTreeMap::new();
         options.insert("brokers".to_string(), m.pool.join(","));
+        if !m.fallback.is_empty() {
+            options.insert("fallback".to_string(), m.fallback.join(","));
+        }
+        if !m.universe.is_empty() {
+            options
+                .insert("symbols".to_string(), m.universe.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(","));
+        }
         let mut metrics = BTreeMap::new();
         metrics.insert("listeners".to_string(), m.listener_count() as f64);
+        let health = self.pool_health(&m);
+        let healthy = health.iter().filter(|h| h.health == "healthy").count();
+        metrics.insert("brokers_healthy".to_string(), healthy as f64);
+        let routes = self.routes_of(name);
+        let mut detail: Vec<String> = Vec::new();
+        if !routes.is_empty() {
+            let list: Vec<String> = routes.iter().map(|(s, b)| format!("{s}→{b}")).collect();
+            detail.push(format!("routes {}", list.join(" ")));
+        }
+        let pool: Vec<String> = health
+            .iter()
+            .map(|h| match &h.reason {
+                Some(r) => format!("{} {} ({r})", h.broker, h.health),
+                None => format!("{} {}", h.broker, h.health),
+            })
+            .collect();
+        detail.push(format!("pool {}", pool.join(", ")));
         Some(ServiceInfo {
             name: m.name.clone(),
             kind: ServiceKind::Market,
             service_type: String::new(),
-            state: if active.is_some() { ServiceState::Running } else { ServiceState::Degraded },
+            state: if up { ServiceState::Running } else { ServiceState::Degraded },
             node: self.inner.node.clone(),
             mode: RunMode::Task,
             pid: None,
             ws_url: None,
             restarts: 0,
             started_at: None,
-            detail: match &active {
-                Some(b) => Some(format!("routed to {b}")),
-                None => Some("no broker of the pool is up".to_string()),
-            },
+            detail: Some(detail.join("; ")),
             options,
             metrics,
         })
@@ -243,14 +290,32 @@ impl MarketManager {
         self.load_instruments(&m).await
     }
 
+    /// The market's instruments: what its first routable broker offers,
+    /// within the market's symbol universe.
     async fn load_instruments(&self, m: &Market) -> Result<Vec<Instrument>, ApiError> {
-        match self.ask(m, Command::Instruments).await? {
+        match self.ask(m, None, Command::Instruments).await? {
             ReplyBody::Instruments(list) => {
+                let list: Vec<Instrument> = list.into_iter().filter(|i| m.spec().trades(&i.symbol)).collect();
                 m.set_instruments(list.clone());
                 Ok(list)
             }
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Learns what a broker offers, for routing (on each pipe up).
+    async fn load_offers(&self, broker: &str) {
+        for _ in 0..20 {
+            if let Some(pipe) = self.inner.brokers.pipe(broker).filter(|p| p.is_up()) {
+                if let Ok(ReplyBody::Instruments(list)) = pipe.request(Command::Instruments, VENUE_TIMEOUT).await {
+                    self.inner.health.set_offers(broker, list.into_iter().map(|i| i.symbol));
+                    self.nudge();
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        warn!(%broker, "the broker did not list its instruments; it gets no routes until it does");
     }
 
     /// Parses a symbol and checks the market trades it.
@@ -273,7 +338,7 @@ impl MarketManager {
 
     pub async fn quote(&self, market: &str, symbol: &str) -> Result<Quote, ApiError> {
         let (m, ins) = self.resolve(market, symbol).await?;
-        match self.ask(&m, Command::Quote { symbol: ins.symbol }).await? {
+        match self.ask(&m, Some(&ins.symbol), Command::Quote { symbol: ins.symbol.clone() }).await? {
             ReplyBody::Quote(q) => Ok(q),
             other => Err(unexpected(other)),
         }
@@ -281,7 +346,7 @@ impl MarketManager {
 
     pub async fn book(&self, market: &str, symbol: &str, depth: usize) -> Result<Book, ApiError> {
         let (m, ins) = self.resolve(market, symbol).await?;
-        match self.ask(&m, Command::Book { symbol: ins.symbol, depth }).await? {
+        match self.ask(&m, Some(&ins.symbol), Command::Book { symbol: ins.symbol.clone(), depth }).await? {
             ReplyBody::Book(b) => Ok(b.truncated(depth)),
             other => Err(unexpected(other)),
         }
@@ -298,7 +363,11 @@ impl MarketManager {
         let m = self.market(market)?;
         let (rx, first) = m.listen(feed, symbol, instance);
         if first {
-            if let Err(e) = self.ask(&m, Command::Subscribe { feed, symbol: symbol.clone() }).await {
+            let subscribed = match self.route_for(&m, symbol) {
+                None => Err(no_broker(&m)),
+                Some((broker, _)) => self.subscribe_on(&broker, feed, symbol).await.map_err(venue_error),
+            };
+            if let Err(e) = subscribed {
                 m.unlisten(feed, symbol, instance.id);
                 return Err(e);
             }
@@ -310,11 +379,10 @@ impl MarketManager {
     pub fn unlisten(&self, market: &str, feed: Feed, symbol: &Symbol, instance: u32) {
         let Ok(m) = self.market(market) else { return };
         if m.unlisten(feed, symbol, instance) {
+            let Some(broker) = self.routed(&m.name, symbol) else { return };
             let mm = self.clone();
             let symbol = symbol.clone();
-            tokio::spawn(async move {
-                let _ = mm.ask(&m, Command::Unsubscribe { feed, symbol }).await;
-            });
+            tokio::spawn(async move { mm.unsubscribe_on(&broker, feed, &symbol).await });
         }
     }
 
@@ -409,7 +477,7 @@ impl MarketManager {
             Some(id) => id,
             None => format!("auto-{}", uuid::Uuid::new_v4().simple()),
         };
-        let active = self.active_broker(&m);
+        let active = self.route_for(&m, &ins.symbol);
         self.check_reconciled(&m, active.as_ref().map(|(b, _)| b.as_str()))?;
         let now = Utc::now();
         let order = Order {
@@ -475,6 +543,7 @@ impl MarketManager {
         let id = order.order_id.clone();
         let trace = Some(order_trace(&order));
         let reply = pipe.request_traced(Command::PlaceOrder { order: venue_order.clone() }, trace, VENUE_TIMEOUT).await;
+        self.count_reply(broker, &reply);
         test_pause("after_send", &id).await;
         match reply {
             // The fills the venue made at once were applied before this reply
@@ -545,18 +614,22 @@ impl MarketManager {
         if order.status.is_terminal() {
             return Err(ApiError::conflict("order_not_open", format!("order {order_id} is already {}", order.status)));
         }
-        let broker = order.broker.clone().or_else(|| {
-            let m = self.market(&order.market).ok()?;
-            self.active_broker(&m).map(|(b, _)| b)
-        });
-        let pipe =
-            broker.as_deref().and_then(|b| self.inner.brokers.pipe(b)).filter(|p| p.is_up()).ok_or_else(|| {
-                ApiError::unavailable("broker_unavailable", "the order's broker is not connected; retry shortly")
-            })?;
-        let broker = broker.unwrap_or_default();
+        // Its own broker, or a sibling on the same venue account if that one is down.
+        let target = match &order.broker {
+            Some(b) => self.account_broker(b),
+            None => self.market(&order.market).ok().and_then(|m| self.route_for(&m, &order.symbol)),
+        };
+        let (broker, pipe) = target.ok_or_else(|| {
+            ApiError::unavailable(
+                "broker_unavailable",
+                "neither the order's broker nor another on its venue account is connected; retry shortly",
+            )
+        })?;
         let cmd = Command::CancelOrder { account: customer.to_string(), client_id: order.order_id.clone() };
         info!(order_id = %order.order_id, client_order_id = %order.client_order_id, %customer, "cancel requested");
-        match pipe.request_traced(cmd, Some(order_trace(&order)), VENUE_TIMEOUT).await {
+        let reply = pipe.request_traced(cmd, Some(order_trace(&order)), VENUE_TIMEOUT).await;
+        self.count_reply(&broker, &reply);
+        match reply {
             Ok(ReplyBody::Order(report)) => Ok(self.inner.orders.apply_report(&report, &broker).unwrap_or(order)),
             Ok(other) => Err(unexpected(other)),
             Err(PipeError::Remote(d)) if d.code == "order_not_open" => {
@@ -597,7 +670,7 @@ impl MarketManager {
 
     pub async fn balances(&self, customer: &str, market: Option<&str>) -> Result<Vec<Balance>, ApiError> {
         let m = self.account_market(market)?;
-        match self.ask(&m, Command::Balances { account: customer.to_string() }).await? {
+        match self.ask(&m, None, Command::Balances { account: customer.to_string() }).await? {
             ReplyBody::Balances(b) => Ok(b),
             other => Err(unexpected(other)),
         }
@@ -605,7 +678,7 @@ impl MarketManager {
 
     pub async fn positions(&self, customer: &str, market: Option<&str>) -> Result<Vec<Position>, ApiError> {
         let m = self.account_market(market)?;
-        match self.ask(&m, Command::Positions { account: customer.to_string() }).await? {
+        match self.ask(&m, None, Command::Positions { account: customer.to_string() }).await? {
             ReplyBody::Positions(p) => Ok(p),
             other => Err(unexpected(other)),
         }
@@ -625,16 +698,17 @@ impl MarketManager {
 
     // ---- plumbing ------------------------------------------------------------
 
-    /// Sends a command to the market's active broker.
-    async fn ask(&self, m: &Market, command: Command) -> Result<ReplyBody, ApiError> {
-        let (_, pipe) = self.active_broker(m).ok_or_else(|| {
-            ApiError::unavailable("no_broker", format!("no broker of market {} is up; retry shortly", m.name))
-        })?;
-        pipe.request(command, VENUE_TIMEOUT).await.map_err(|e| match e {
-            PipeError::Remote(d) if d.code == "unknown_symbol" => ApiError::not_found("unknown_symbol", d.message),
-            PipeError::Remote(d) => ApiError::bad_request("venue_error", format!("{}: {}", d.code, d.message)),
-            other => ApiError::unavailable("broker_unavailable", other.to_string()),
-        })
+    /// Sends a command to the broker carrying `symbol` on the market (for
+    /// no symbol, its first routable broker).
+    async fn ask(&self, m: &Market, symbol: Option<&Symbol>, command: Command) -> Result<ReplyBody, ApiError> {
+        let target = match symbol {
+            Some(s) => self.route_for(m, s),
+            None => self.any_broker(m),
+        };
+        let (broker, pipe) = target.ok_or_else(|| no_broker(m))?;
+        let reply = pipe.request(command, VENUE_TIMEOUT).await;
+        self.count_reply(&broker, &reply);
+        reply.map_err(venue_error)
     }
 
     /// Takes every broker event and pipe signal, in order, and hands each
@@ -664,7 +738,8 @@ impl MarketManager {
     fn on_event(&self, broker: &str, event: ServiceEvent) {
         let (feed, symbol, data) = match &event {
             ServiceEvent::OrderUpdate(report) => {
-                self.inner.orders.apply_report(report, broker);
+                let owner = self.report_owner(&report.client_id, broker);
+                self.inner.orders.apply_report(report, &owner);
                 return;
             }
             ServiceEvent::Fill(fill) => {
@@ -685,58 +760,67 @@ impl MarketManager {
         };
         let Ok(data) = data else { return };
         let data: Arc<serde_json::value::RawValue> = Arc::from(data);
-        // The hot path: no copy of the market list per update.
-        for m in self.read().values().filter(|m| m.pool.iter().any(|b| b == broker)) {
-            m.publish(feed, &symbol, &data);
-        }
+        self.publish_routed(broker, feed, &symbol, &data);
     }
 
-    /// The markets whose pool includes `broker`.
+    /// The markets whose pool or fallback includes `broker`.
     fn markets_over(&self, broker: &str) -> Vec<Arc<Market>> {
-        self.read().values().filter(|m| m.pool.iter().any(|b| b == broker)).cloned().collect()
+        self.read().values().filter(|m| m.uses(broker)).cloned().collect()
+    }
+
+    /// Tells the cluster view a market changed.
+    fn publish_market(&self, name: &str) {
+        if let Some(info) = self.market_info(name) {
+            self.inner.bus.publish(ClusterEvent::ServiceChanged { service: info });
+        }
     }
 
     fn on_signal(&self, broker: &str, signal: PipeSignal) {
         match &signal {
             PipeSignal::Up { generation } => {
                 self.set_reconciled(broker, false);
+                self.inner.health.reset_feeds(broker);
                 tokio::spawn(self.clone().reconcile(broker.to_string(), *generation == 1));
+                let mm = self.clone();
+                let b = broker.to_string();
+                tokio::spawn(async move { mm.load_offers(&b).await });
             }
-            PipeSignal::Down { .. } => self.set_reconciled(broker, false),
+            PipeSignal::Down { .. } => {
+                self.set_reconciled(broker, false);
+                self.inner.health.reset_feeds(broker);
+            }
             PipeSignal::Status { .. } => {}
         }
-        let markets = self.markets_over(broker);
-        for m in markets {
-            match &signal {
-                PipeSignal::Up { generation } => {
-                    if *generation > 1 {
-                        m.gap_all(&format!("broker {broker} reconnected; updates while it was away are missing"));
-                    }
-                    let mm = self.clone();
-                    let (m, broker) = (m.clone(), broker.to_string());
-                    tokio::spawn(async move { mm.resubscribe(&m, &broker).await });
-                }
-                PipeSignal::Down { .. } | PipeSignal::Status { .. } => {}
+        self.nudge();
+        for m in self.markets_over(broker) {
+            if let PipeSignal::Up { generation } = &signal {
+                let mm = self.clone();
+                let (m, broker, reconnect) = (m.clone(), broker.to_string(), *generation > 1);
+                tokio::spawn(async move { mm.resubscribe(&m, &broker, reconnect).await });
             }
-            if let Some(info) = self.market_info(&m.name) {
-                self.inner.bus.publish(ClusterEvent::ServiceChanged { service: info });
-            }
+            self.publish_market(&m.name);
         }
     }
 
-    /// After a (re)connect, the venue gets every feed the market carries.
-    async fn resubscribe(&self, m: &Market, broker: &str) {
+    /// After a (re)connect, the broker gets every feed the market routes to
+    /// it (none, usually, after a failure: they moved away); on a reconnect
+    /// those feeds get a gap marker.
+    async fn resubscribe(&self, m: &Market, broker: &str, reconnect: bool) {
         // The supervisor marks the broker running on the same signal; give it a moment.
         for _ in 0..20 {
-            if self.active_broker(m).is_some() {
+            if self.any_broker(m).is_some() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let _ = self.load_instruments(m).await;
-        let feeds = m.active_feeds();
+        let feeds: Vec<(Feed, Symbol)> =
+            m.active_feeds().into_iter().filter(|(_, s)| self.routed(&m.name, s).as_deref() == Some(broker)).collect();
         for (feed, symbol) in &feeds {
-            if let Err(e) = self.ask(m, Command::Subscribe { feed: *feed, symbol: symbol.clone() }).await {
+            if reconnect {
+                m.gap(*feed, symbol, &format!("broker {broker} reconnected; updates while it was away are missing"));
+            }
+            if let Err(e) = self.subscribe_on(broker, *feed, symbol).await {
                 warn!(market = %m.name, %broker, %symbol, error = %e, "re-subscribe failed");
             }
         }
@@ -744,9 +828,7 @@ impl MarketManager {
             info!(market = %m.name, %broker, feeds = feeds.len(), "feeds re-subscribed");
             self.inner.bus.log("info", format!("market {} re-subscribed {} feeds on {broker}", m.name, feeds.len()));
         }
-        if let Some(info) = self.market_info(&m.name) {
-            self.inner.bus.publish(ClusterEvent::ServiceChanged { service: info });
-        }
+        self.publish_market(&m.name);
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Market>>> {
@@ -775,6 +857,19 @@ fn order_trace(order: &Order) -> OrderTrace {
         client_order_id: order.client_order_id.clone(),
         customer: order.customer.clone(),
         market: order.market.clone(),
+    }
+}
+
+fn no_broker(m: &Market) -> ApiError {
+    ApiError::unavailable("no_broker", format!("no broker of market {} is up; retry shortly", m.name))
+}
+
+/// A broker's refusal or failure, as the API answers it.
+fn venue_error(e: PipeError) -> ApiError {
+    match e {
+        PipeError::Remote(d) if d.code == "unknown_symbol" => ApiError::not_found("unknown_symbol", d.message),
+        PipeError::Remote(d) => ApiError::bad_request("venue_error", format!("{}: {}", d.code, d.message)),
+        other => ApiError::unavailable("broker_unavailable", other.to_string()),
     }
 }
 

@@ -52,6 +52,19 @@ impl BrokerOptions {
         name: &str,
         options: &BTreeMap<String, String>,
     ) -> Result<Self, BrokerOptionsError> {
+        // `account` is the MarketManager's (brokers on one venue account are
+        // siblings for orders); no broker type reads it.
+        let mut options = options.clone();
+        if let Some(account) = options.remove("account") {
+            let ok = !account.is_empty() && account.len() <= 64;
+            let ok = ok && account.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if !ok {
+                return Err(BrokerOptionsError::Option(format!(
+                    "option account must be 1-64 of A-Z a-z 0-9 - _ . (the venue account this broker trades), got {account:?}"
+                )));
+            }
+        }
+        let options = &options;
         match broker_type {
             "paper" => paper_broker::PaperOptions::parse(options).map(Self::Paper).map_err(BrokerOptionsError::Option),
             "kraken" => {

@@ -1,5 +1,7 @@
 //! The algo API: REST bodies and the `/v1/stream` WebSocket messages.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -45,9 +47,30 @@ pub struct MarketInfo {
     pub symbols: Vec<Symbol>,
     /// The broker pool, in priority order.
     pub brokers: Vec<String>,
-    /// The broker currently carrying the market.
+    /// The broker currently carrying the market (its first routed symbol's).
     pub active_broker: Option<String>,
     pub state: ServiceState,
+    /// Brokers used only when none of `brokers` is healthy.
+    #[serde(default)]
+    pub fallback: Vec<String>,
+    /// The broker each routed symbol is on (`BTC/USD` → `kraken-a`).
+    #[serde(default)]
+    pub routes: BTreeMap<String, String>,
+    /// Each broker of the pool and fallback, in priority order, with its health.
+    #[serde(default)]
+    pub health: Vec<BrokerHealth>,
+}
+
+/// One broker's health as a market sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BrokerHealth {
+    pub broker: String,
+    /// `healthy`, `degraded`, `draining` or `down`.
+    #[schema(pattern = "^(healthy|degraded|draining|down)$")]
+    pub health: String,
+    /// Why it is not healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// `POST /v1/orders`

@@ -181,6 +181,22 @@ pub enum ClusterEvent {
         node: String,
         services: BTreeMap<String, BTreeMap<String, f64>>,
     },
+    /// A market moved symbols from one broker to another: after a failure
+    /// (`planned: false`, the algo streams got a gap marker per feed) or a
+    /// drain or failback (`planned: true`, make-before-break, no gap).
+    Failover {
+        market: String,
+        symbols: Vec<String>,
+        /// The feeds moved (`quotes BTC/USD`); orders-only routes have none.
+        feeds: Vec<String>,
+        from: String,
+        to: String,
+        reason: String,
+        planned: bool,
+        /// From the failure seen (or the move begun) to the new broker carrying it.
+        duration_ms: u64,
+        at: DateTime<Utc>,
+    },
     /// Something an operator should see (restart, failure, drain, …).
     Log {
         level: String,
@@ -244,6 +260,15 @@ pub enum WatchCommand {
         id: u64,
         node: String,
     },
+    /// Drain a broker: its markets move its work away without a gap.
+    DrainService {
+        id: u64,
+        name: String,
+    },
+    UndrainService {
+        id: u64,
+        name: String,
+    },
     Snapshot {
         id: u64,
     },
@@ -263,6 +288,8 @@ impl WatchCommand {
             | Self::Restart { id, .. }
             | Self::Drain { id, .. }
             | Self::Undrain { id, .. }
+            | Self::DrainService { id, .. }
+            | Self::UndrainService { id, .. }
             | Self::Snapshot { id }
             | Self::Follow { id, .. } => *id,
         }

@@ -248,6 +248,10 @@ fn private_request(fake: &Shared, text: &str, subscribed: bool) -> PrivateAnswer
     };
     let req_id = request.req_id;
     if matches!(request.method.as_str(), "add_order" | "cancel_order") {
+        let token = request.params.as_ref().and_then(|p| p.get("token")).and_then(Value::as_str);
+        if let Some(error) = token.and_then(|t| fake.key_failure_for_token(t)) {
+            return answer(vec![refusal(&request.method, req_id, &error, &time_in)]);
+        }
         let (fail, stall) = fake.take_switches();
         if let Some(error) = fail {
             return PrivateAnswer { stall, ..answer(vec![refusal(&request.method, req_id, &error, &time_in)]) };

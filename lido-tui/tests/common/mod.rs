@@ -162,6 +162,9 @@ pub fn markets() -> Vec<MarketInfo> {
             brokers: vec!["paper-1".into()],
             active_broker: Some("paper-1".into()),
             state: ServiceState::Running,
+            fallback: Vec::new(),
+            routes: Default::default(),
+            health: Vec::new(),
         },
         MarketInfo {
             name: "crypto".into(),
@@ -169,6 +172,9 @@ pub fn markets() -> Vec<MarketInfo> {
             brokers: vec!["k1".into()],
             active_broker: None,
             state: ServiceState::Degraded,
+            fallback: Vec::new(),
+            routes: Default::default(),
+            health: Vec::new(),
         },
     ]
 }

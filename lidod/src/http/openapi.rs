@@ -45,6 +45,8 @@ use super::{access, algo, operator};
         operator::restart,
         operator::drain,
         operator::undrain,
+        operator::drain_service,
+        operator::undrain_service,
         access::create_token,
         access::list_tokens,
         access::revoke_token,

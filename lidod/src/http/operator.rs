@@ -33,6 +33,8 @@ pub fn routes() -> Router<Infra> {
         .route("/v1/services/{name}", get(describe).delete(stop))
         .route("/v1/services/{name}/logs", get(logs))
         .route("/v1/services/{name}/restart", post(restart))
+        .route("/v1/services/{name}/drain", post(drain_service))
+        .route("/v1/services/{name}/undrain", post(undrain_service))
         .route("/v1/nodes/{id}/drain", post(drain))
         .route("/v1/nodes/{id}/undrain", post(undrain))
         .route("/v1/log-level", put(log_level))
@@ -190,6 +192,30 @@ pub async fn undrain(
     Ok(Json(audited(&infra, &caller, "undrain", &id, infra.set_draining(&id, false))?))
 }
 
+/// Drains a broker: no new subscriptions or orders; its feeds move to
+/// another broker of each market without a gap, its open orders to a
+/// sibling on the same venue account. Then it can be stopped unnoticed.
+#[utoipa::path(post, path = "/v1/services/{name}/drain", tag = "operator", params(("name" = String, Path)),
+    responses((status = 200, body = ServiceInfo), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn drain_service(
+    State(infra): State<Infra>,
+    Operator(caller): Operator,
+    Path(name): Path<String>,
+) -> Result<Json<ServiceInfo>, ApiError> {
+    Ok(Json(audited(&infra, &caller, "drain", &name, infra.set_broker_draining(&name, true))?))
+}
+
+/// Takes a broker out of draining: it is routable again (routes fail back after the hold time).
+#[utoipa::path(post, path = "/v1/services/{name}/undrain", tag = "operator", params(("name" = String, Path)),
+    responses((status = 200, body = ServiceInfo), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn undrain_service(
+    State(infra): State<Infra>,
+    Operator(caller): Operator,
+    Path(name): Path<String>,
+) -> Result<Json<ServiceInfo>, ApiError> {
+    Ok(Json(audited(&infra, &caller, "undrain", &name, infra.set_broker_draining(&name, false))?))
+}
+
 /// Records an operator action's outcome in the audit log and passes it on.
 fn audited<T>(
     infra: &Infra,
@@ -333,6 +359,12 @@ async fn execute(infra: &Infra, caller: &Caller, cmd: WatchCommand) -> WatchMess
         }
         WatchCommand::Undrain { id, node } => {
             (id, audited(infra, caller, "undrain", &node, infra.set_draining(&node, false)).map(|_| None))
+        }
+        WatchCommand::DrainService { id, name } => {
+            (id, audited(infra, caller, "drain", &name, infra.set_broker_draining(&name, true)).map(Some))
+        }
+        WatchCommand::UndrainService { id, name } => {
+            (id, audited(infra, caller, "undrain", &name, infra.set_broker_draining(&name, false)).map(Some))
         }
         // Answered by the session itself.
         WatchCommand::Snapshot { id } | WatchCommand::Follow { id, .. } => (id, Ok(None)),

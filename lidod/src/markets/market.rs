@@ -1,4 +1,5 @@
-//! One market: a name, a broker pool in priority order, its instruments and
+//! One market: a name, a broker pool in priority order (and fallback
+//! brokers, and its symbol universe), its instruments and
 //! its market-data feeds, each fed by one venue subscription however many
 //! algos listen. A feed has one broadcast per instance its listeners are
 //! on (see `instances.rs`); an update goes once to each such instance.
@@ -14,6 +15,7 @@ use serde_json::value::RawValue;
 use tokio::sync::broadcast;
 
 use super::instances::Instance;
+use super::routing::PoolSpec;
 
 /// What a feed carries to the algo streams.
 #[derive(Clone, Debug)]
@@ -34,6 +36,10 @@ pub struct Market {
     /// Venue updates fanned out, and the count at the last rate sample.
     published: AtomicU64,
     sampled: AtomicU64,
+    /// Brokers used only when none of `pool` can carry a symbol.
+    pub fallback: Vec<String>,
+    /// The symbol universe; empty: what the pool offers.
+    pub universe: Vec<Symbol>,
 }
 
 struct FeedEntry {
@@ -80,7 +86,24 @@ impl Market {
             feeds: Mutex::new(HashMap::new()),
             published: AtomicU64::new(0),
             sampled: AtomicU64::new(0),
+            fallback: Vec::new(),
+            universe: Vec::new(),
         }
+    }
+
+    /// A market over a whole validated pool: priority brokers, fallback, universe.
+    pub fn with_spec(name: String, spec: PoolSpec) -> Self {
+        Self { fallback: spec.fallback, universe: spec.symbols, ..Self::new(name, spec.brokers) }
+    }
+
+    /// The pool as routing reads it.
+    pub fn spec(&self) -> PoolSpec {
+        PoolSpec { brokers: self.pool.clone(), fallback: self.fallback.clone(), symbols: self.universe.clone() }
+    }
+
+    /// Whether `broker` is in the pool or its fallback.
+    pub fn uses(&self, broker: &str) -> bool {
+        self.pool.iter().chain(&self.fallback).any(|b| b == broker)
     }
 
     pub fn instruments(&self) -> Vec<Instrument> {
@@ -156,6 +179,16 @@ impl Market {
         let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
         for shard in feeds.values_mut().flat_map(|e| e.shards.iter_mut()) {
             shard.deliver(MdMsg::Gap(reason.to_string()));
+        }
+    }
+
+    /// Tells the listeners of one feed that data was lost, and why.
+    pub fn gap(&self, feed: Feed, symbol: &Symbol, reason: &str) {
+        let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = feeds.get_mut(&(feed, symbol.clone())) {
+            for shard in &mut entry.shards {
+                shard.deliver(MdMsg::Gap(reason.to_string()));
+            }
         }
     }
 

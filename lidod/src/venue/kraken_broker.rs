@@ -174,12 +174,17 @@ impl KrakenBroker {
             let executions = self.executions_connected.load(Ordering::Relaxed);
             let public = self.public.config();
             let trading_used = self.lock_trading().busiest_share(Instant::now());
+            // Every public socket is connected, or the first is still on its
+            // first dial (not known to be down): routing reads this.
+            let first_dial = connected == 0 && live.reconnects.load(Ordering::Relaxed) == 0;
+            let venue_connected = connected >= loads.len() || first_dial;
             let mut report: BTreeMap<String, f64> = [
                 ("rest_counter", level),
                 ("rest_wait_ms", wait_ms),
                 (figures::REST_BUDGET_USED, self.rest.rate_limit_share()),
                 (figures::TRADING_BUDGET_USED, trading_used),
                 ("ws_connected", connected as f64),
+                ("venue_connected", f64::from(u8::from(venue_connected))),
                 ("ws_subscriptions", self.public.subscriptions() as f64),
                 (figures::VENUE_CONNECTIONS, loads.len() as f64),
                 (figures::MAX_SUBSCRIPTIONS, public.max_subscriptions_per_connection as f64),

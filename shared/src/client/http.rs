@@ -129,6 +129,15 @@ impl LidoClient {
         self.send(self.req(Method::POST, &format!("/v1/nodes/{}/undrain", enc(node)))).await
     }
 
+    /// Drains a broker: its markets move its feeds and open orders away without a gap.
+    pub async fn drain_service(&self, name: &str) -> Result<ServiceInfo, ClientError> {
+        self.send(self.req(Method::POST, &format!("/v1/services/{}/drain", enc(name)))).await
+    }
+
+    pub async fn undrain_service(&self, name: &str) -> Result<ServiceInfo, ClientError> {
+        self.send(self.req(Method::POST, &format!("/v1/services/{}/undrain", enc(name)))).await
+    }
+
     /// Sets the node's log filter (`debug`, `info,lidod=debug`) at run time.
     pub async fn set_log_level(&self, filter: &str) -> Result<LogLevel, ClientError> {
         let body = LogLevel { filter: filter.to_string() };
