@@ -142,7 +142,8 @@ pub async fn get_order(
 
 /// Cancels an open order.
 #[utoipa::path(delete, path = "/v1/orders/{order_id}", tag = "orders", params(("order_id" = String, Path)),
-    responses((status = 200, body = Order), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = Order), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 503, description = "the order's broker is not connected", body = ErrorBody)))]
 pub async fn cancel_order(
     State(infra): State<Infra>,
     Customer(customer): Customer,
