@@ -9,6 +9,11 @@
 # Left out: draining and undraining the node, after which 503 "no node
 # available" is the right answer to spawns; their inputs are still checked
 # by the bad-input tests. Stopping services stays in.
+#
+# Known, not schema bugs (the schema cannot say them, they depend on state):
+# an order below its instrument's lot or minimum (400 invalid_quantity), a
+# trader whose program does not exist (400 invalid_option), and a cancel
+# after the run stopped the order's broker (503 broker_unavailable).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 examples=${1:-50}

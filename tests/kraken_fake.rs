@@ -168,6 +168,8 @@ struct FakeState {
     rest_cancels: u64,
     ws_cancels: u64,
     drop_after_add_order: bool,
+    /// How long each executions subscription's answer and snapshot are held back.
+    snapshot_delay: Option<Duration>,
 }
 
 impl FakeKraken {
@@ -270,6 +272,12 @@ impl FakeKraken {
     /// after placing the order, before answering it.
     pub fn drop_after_next_add_order(&self) {
         self.state.lock().drop_after_add_order = true;
+    }
+
+    /// Holds back the answer and snapshot of every `executions`
+    /// subscription from now on for `delay` (a slow private socket).
+    pub fn delay_executions_snapshot(&self, delay: Duration) {
+        self.state.lock().snapshot_delay = Some(delay);
     }
 
     /// Orders asked for so far: (REST AddOrder, socket `add_order`).
@@ -583,7 +591,7 @@ impl Shared {
                     .iter()
                     .filter(|(_, o)| o.status != RestOrderStatus::Open)
                     .filter(|(_, o)| wanted.is_none() || o.cl_ord_id.as_deref() == wanted)
-                    .map(|(k, o)| (k.clone(), o.clone()))
+                    .map(|(k, o)| (k.clone(), with_trades(o, &fields)))
                     .collect();
                 let count = closed.len() as u64;
                 Ok(json!(ClosedOrdersResult { closed, count }))
@@ -595,7 +603,7 @@ impl Shared {
                     .iter()
                     .filter(|(_, o)| o.status == RestOrderStatus::Open)
                     .filter(|(_, o)| wanted.is_none() || o.cl_ord_id.as_deref() == wanted)
-                    .map(|(k, o)| (k.clone(), o.clone()))
+                    .map(|(k, o)| (k.clone(), with_trades(o, &fields)))
                     .collect();
                 Ok(json!(OpenOrdersResult { open }))
             }
@@ -606,8 +614,8 @@ impl Shared {
                 if ids.len() > 50 {
                     return Err("EGeneral:Invalid arguments:txid".into());
                 }
-                let found: BTreeMap<&str, &OrderInfo> =
-                    ids.iter().filter_map(|id| state.orders.get(*id).map(|o| (*id, o))).collect();
+                let found: BTreeMap<&str, OrderInfo> =
+                    ids.iter().filter_map(|id| state.orders.get(*id).map(|o| (*id, with_trades(o, &fields)))).collect();
                 Ok(json!(found))
             }
             "AddOrder" => {
@@ -820,6 +828,7 @@ impl Shared {
         let status = if info.remaining().is_zero() { WsOrderStatus::Filled } else { WsOrderStatus::PartiallyFilled };
         let mut entry = execution(&self.pairs, txid, info, ExecType::Trade, status);
         entry.exec_id = Some(format!("{txid}-T{}", e.trade_id));
+        info.trades.get_or_insert_with(Vec::new).extend(entry.exec_id.clone());
         entry.trade_id = Some(e.trade_id);
         entry.last_qty = Some(e.qty);
         entry.last_price = Some(e.price);
@@ -853,6 +862,13 @@ impl FakeState {
         });
         open.chain(self.fills.iter().cloned()).collect()
     }
+}
+
+/// An order as OpenOrders, ClosedOrders and QueryOrders show it: with the
+/// ids of its trades only when the request says `trades=true`.
+fn with_trades(o: &OrderInfo, fields: &[(String, String)]) -> OrderInfo {
+    let trades = o.trades.clone().filter(|_| field(fields, "trades") == Some("true"));
+    OrderInfo { trades, ..o.clone() }
 }
 
 /// An executions entry for the order as it stands.

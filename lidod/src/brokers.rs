@@ -80,7 +80,7 @@ impl BrokerManager {
                     args.push("--set".into());
                     args.push(format!("{k}={v}"));
                 }
-                Launch::Process { program: self.exe.clone(), args, env: Vec::new() }
+                Launch::Process { program: self.exe.clone(), args, env: Vec::new(), own_cert: None }
             }
             RunMode::Task => {
                 let name = name.to_string();

@@ -139,7 +139,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         managers.child_token(),
     );
     let sessions = Sessions::default();
-    let traders = TraderManager::new(trader_sup, api_url.clone(), sessions.clone());
+    let traders = TraderManager::new(trader_sup, api_url.clone(), sessions.clone(), config.node.data_dir.clone());
 
     let infra = Infra::new(InfraParts {
         node_id: node.clone(),

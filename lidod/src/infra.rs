@@ -257,7 +257,15 @@ impl Infra {
                     .map_err(|e| ApiError::bad_request("invalid_option", format!("{e} (e.g. --set brokers=k1,k2)")))?;
                 self.inner.markets.create_market(&name, pool)?
             }
-            ServiceKind::Trader => self.inner.traders.spawn_trader(&name, &self.inner.node_id, req.options.clone())?,
+            ServiceKind::Trader => {
+                if let Some(t) = req.service_type.as_deref() {
+                    return Err(ApiError::bad_request(
+                        "invalid_request",
+                        format!("a trader has no type (got {t:?}); give its program with options.exec"),
+                    ));
+                }
+                self.inner.traders.spawn_trader(&name, &self.inner.node_id, req.options.clone())?
+            }
         };
         self.inner.bus.log("info", format!("spawned {} {}", info.kind, info.name));
         Ok(info)

@@ -455,11 +455,6 @@ impl MarketManager {
         if let Some(id) = &req.client_order_id {
             validate_client_id(id)?;
         }
-        if let Some(existing) = req.client_order_id.as_deref().and_then(|id| self.inner.orders.find(customer, id)) {
-            return Ok((existing, false));
-        }
-        let (m, ins) = self.resolve(&req.market, &req.symbol).await?;
-        ins.check_quantity(req.quantity).map_err(|m| ApiError::bad_request("invalid_quantity", m))?;
         match (req.order_type, req.limit_price) {
             (OrderType::Limit, None) => {
                 return Err(ApiError::bad_request("invalid_price", "a limit order needs limit_price"));
@@ -470,8 +465,15 @@ impl MarketManager {
                     "a market order takes no limit_price; use type limit",
                 ));
             }
-            (OrderType::Limit, Some(p)) => ins.check_price(p).map_err(|m| ApiError::bad_request("invalid_price", m))?,
-            (OrderType::Market, None) => {}
+            _ => {}
+        }
+        if let Some(existing) = req.client_order_id.as_deref().and_then(|id| self.inner.orders.find(customer, id)) {
+            return Ok((existing, false));
+        }
+        let (m, ins) = self.resolve(&req.market, &req.symbol).await?;
+        ins.check_quantity(req.quantity).map_err(|m| ApiError::bad_request("invalid_quantity", m))?;
+        if let Some(p) = req.limit_price {
+            ins.check_price(p).map_err(|m| ApiError::bad_request("invalid_price", m))?;
         }
         let client_order_id = match req.client_order_id {
             Some(id) => id,

@@ -120,8 +120,9 @@ struct Inner {
     next_id: AtomicU64,
     /// Proven to the service on every dial.
     cluster_secret: Secret,
-    /// The trust a `wss://` pipe is verified with (the node's CA).
-    tls: Option<Arc<rustls::ClientConfig>>,
+    /// The trust a `wss://` pipe is verified with (the node's CA, or a
+    /// hosted trader's own certificate); read at each dial.
+    tls: std::sync::Mutex<Option<Arc<rustls::ClientConfig>>>,
     cancel: CancellationToken,
     /// Last measured heartbeat latency (service clock to ours), microseconds.
     rtt_us: AtomicU64,
@@ -156,7 +157,7 @@ impl PipeHandle {
             state: watch::channel(PipeState::Connecting).0,
             next_id: AtomicU64::new(1),
             cluster_secret,
-            tls,
+            tls: std::sync::Mutex::new(tls),
             cancel,
             rtt_us: AtomicU64::new(0),
             received: AtomicU64::new(0),
@@ -195,6 +196,13 @@ impl PipeHandle {
             *cur = url;
             true
         });
+    }
+
+    /// [`Self::redial`], verifying the service with `tls` from the next
+    /// dial on (a service that made itself a new certificate).
+    pub fn redial_with(&self, url: String, tls: Option<Arc<rustls::ClientConfig>>) {
+        *self.inner.tls.lock().unwrap_or_else(|p| p.into_inner()) = tls;
+        self.redial(url);
     }
 
     /// Closes the pipe for good.
@@ -307,7 +315,8 @@ async fn dial(url: &str, inner: &Inner, config: WebSocketConfig) -> Result<Ws, t
         tokio_tungstenite::tungstenite::Error::Url(UrlError::UnableToConnect("bad cluster secret".into()))
     })?;
     request.headers_mut().insert(CLUSTER_SECRET_HEADER, value);
-    let connector = inner.tls.clone().map(Connector::Rustls);
+    let trust = inner.tls.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let connector = trust.map(Connector::Rustls);
     let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, connector).await?;
     Ok(ws)
 }

@@ -14,6 +14,7 @@ use futures_util::future::BoxFuture;
 use lido_shared::client::agent::ServiceLink;
 use lido_shared::cluster::{ClusterEvent, RunMode, ServiceInfo, ServiceKind, ServiceState};
 use lido_shared::pipe::{CheckIn, Command};
+use lido_shared::tls::{TLS_CERT_ENV, TLS_KEY_ENV};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -30,9 +31,19 @@ use crate::pipe::{PipeEvents, PipeHandle, PipeSignal};
 pub enum Launch {
     /// A child process. Its stdin is a pipe that closes when `lidod` dies,
     /// so children never outlive their node.
-    Process { program: PathBuf, args: Vec<String>, env: Vec<(String, String)> },
+    /// `own_cert`: on a TLS node, the folder where each start gets a pipe
+    /// certificate of its own instead of the node's (hosted traders).
+    Process { program: PathBuf, args: Vec<String>, env: Vec<(String, String)>, own_cert: Option<PathBuf> },
     /// A task inside `lidod`; it gets a token that stops it.
     Task(Arc<dyn Fn(CancellationToken) -> BoxFuture<'static, ()> + Send + Sync>),
+}
+
+/// One child process to run, borrowed from its [`Launch::Process`].
+struct ChildSpec<'a> {
+    program: &'a PathBuf,
+    args: &'a [String],
+    env: &'a [(String, String)],
+    own_cert: Option<&'a std::path::Path>,
 }
 
 /// What the manager knows to (re)start a service.
@@ -85,6 +96,9 @@ struct Entry {
     last_received: u64,
     /// The process's recent output, across restarts.
     logs: Arc<LogBuffer>,
+    /// What its pipe is dialed with when it has its own certificate
+    /// ([`Launch::Process`] `own_cert`): that certificate alone.
+    pipe_trust: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// How long a stopped service's name refuses check-ins from a process
@@ -136,8 +150,8 @@ impl Supervisor {
     /// What services of this node are given: the secret they prove on
     /// check-in and the TLS set-up (tasks get it from here, processes in
     /// their environment). Hosted traders are customers' code: they get the
-    /// CA to trust, never the node's key, so their pipe stays plain (on
-    /// loopback).
+    /// CA to trust, never the node's key; their `wss://` pipe uses a
+    /// certificate of their own ([`Launch::Process`] `own_cert`).
     pub fn link(&self) -> ServiceLink {
         let mut link = self.inner.link.clone();
         if self.inner.kind == ServiceKind::Trader {
@@ -206,6 +220,7 @@ impl Supervisor {
                     stopping: false,
                     last_received: 0,
                     logs: Arc::new(LogBuffer::new(LOG_LINES)),
+                    pipe_trust: None,
                 },
             );
         }
@@ -251,6 +266,7 @@ impl Supervisor {
                         stopping: false,
                         last_received: 0,
                         logs: Arc::new(LogBuffer::new(LOG_LINES)),
+                        pipe_trust: None,
                     },
                 );
             }
@@ -268,8 +284,9 @@ impl Supervisor {
             if checkin.pid.is_some() && entry.info.mode != RunMode::Task {
                 entry.info.pid = checkin.pid;
             }
+            let trust = entry.pipe_trust.clone().or_else(|| self.inner.dial_tls.clone());
             match &entry.pipe {
-                Some(pipe) => pipe.redial(checkin.ws_url.clone()),
+                Some(pipe) => pipe.redial_with(checkin.ws_url.clone(), trust),
                 None => {
                     entry.pipe = Some(PipeHandle::start(
                         checkin.name.clone(),
@@ -277,7 +294,7 @@ impl Supervisor {
                         self.inner.events.clone(),
                         self.inner.signals.clone(),
                         self.inner.link.cluster_secret.clone(),
-                        self.inner.dial_tls.clone(),
+                        trust,
                         entry.stop.child_token(),
                     ))
                 }
@@ -489,7 +506,10 @@ impl Supervisor {
             let Some(bounce) = self.bounce_token(&name) else { return };
             let started = Instant::now();
             let outcome = match &launch {
-                Launch::Process { program, args, env } => self.run_process(&name, program, args, env, &bounce).await,
+                Launch::Process { program, args, env, own_cert } => {
+                    let child = ChildSpec { program, args, env, own_cert: own_cert.as_deref() };
+                    self.run_process(&name, child, &bounce).await
+                }
                 Launch::Task(make) => {
                     let token = bounce.clone();
                     let task = tokio::spawn(make(token.clone()));
@@ -547,11 +567,10 @@ impl Supervisor {
     async fn run_process(
         &self,
         name: &str,
-        program: &PathBuf,
-        args: &[String],
-        env: &[(String, String)],
+        child: ChildSpec<'_>,
         bounce: &CancellationToken,
     ) -> Result<String, String> {
+        let ChildSpec { program, args, env, own_cert } = child;
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -565,6 +584,14 @@ impl Supervisor {
                 Some(value) => cmd.env(var, value),
                 None => cmd.env_remove(var),
             };
+        }
+        if let Some(dir) = own_cert.filter(|_| self.inner.link.tls.is_some()) {
+            let own = crate::tls::OwnPipeCert::make(dir).map_err(|e| format!("no pipe certificate: {e}"))?;
+            cmd.env(TLS_CERT_ENV, &own.identity.cert).env(TLS_KEY_ENV, &own.identity.key);
+            if let Some(e) = self.lock().get_mut(name) {
+                e.pipe_trust = Some(own.trust);
+            }
+            info!(name, cert = %own.identity.cert.display(), "own pipe certificate made");
         }
         let mut child = match cmd.spawn() {
             Ok(c) => c,

@@ -9,6 +9,11 @@
 //! handshake runs in its own task with a deadline: a slow or silent client
 //! never holds up the next one. A plain-HTTP request on the TLS port gets a
 //! `400 tls_required` that says to use `https://`.
+//!
+//! [`OwnPipeCert`] is the certificate of a hosted trader's pipe: customer
+//! code must never hold the node's key, so each start of a trader gets a
+//! fresh self-signed certificate and key of its own, and its manager trusts
+//! exactly that certificate on that trader's pipe.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -50,6 +55,31 @@ impl NodeTls {
         let server = identity.server_config()?;
         let dial = lido_shared::tls::private_client_config(&ca)?;
         Ok(Self { identity, ca, server, dial })
+    }
+}
+
+/// A child's own pipe certificate (see the module docs): its files, and the
+/// dial configuration that trusts that certificate alone.
+pub struct OwnPipeCert {
+    pub identity: Identity,
+    pub trust: Arc<rustls::ClientConfig>,
+}
+
+impl OwnPipeCert {
+    /// Makes a key and a self-signed certificate for 127.0.0.1 and
+    /// localhost with rcgen, and writes them into `dir` as `pipe.crt` and
+    /// `pipe.key` (both 0600), replacing those of an earlier start.
+    pub fn make(dir: &std::path::Path) -> Result<Self, String> {
+        let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+        let rcgen::CertifiedKey { cert, key_pair } =
+            rcgen::generate_simple_self_signed(names).map_err(|e| format!("cannot make a certificate: {e}"))?;
+        let identity = Identity { cert: dir.join("pipe.crt"), key: dir.join("pipe.key") };
+        for (path, pem) in [(&identity.key, key_pair.serialize_pem()), (&identity.cert, cert.pem())] {
+            crate::venue::file::replace(path, pem.as_bytes(), crate::venue::file::Access::OwnerOnly)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+        let trust = lido_shared::tls::private_client_config(&identity.cert).map_err(|e| e.to_string())?;
+        Ok(Self { identity, trust })
     }
 }
 

@@ -1,6 +1,9 @@
 //! The TraderManager: hosts algos as supervised child processes. A hosted
 //! trader gets the node's API URL and a session token in its environment,
-//! checks in like any service, and is restarted if it dies.
+//! checks in like any service, and is restarted if it dies. On a TLS node
+//! its pipe is `wss://` with a certificate of its own, made at each start
+//! in `<data_dir>/traders/<name>/` (never the node's key: it is customer
+//! code), which its pipe alone trusts.
 
 use std::collections::BTreeMap;
 use std::ops::Deref;
@@ -20,6 +23,8 @@ pub struct TraderManager {
     sup: Supervisor,
     api_url: String,
     sessions: Sessions,
+    /// Each trader's own folder is `<data_dir>/traders/<name>`.
+    data_dir: PathBuf,
 }
 
 impl Deref for TraderManager {
@@ -30,8 +35,8 @@ impl Deref for TraderManager {
 }
 
 impl TraderManager {
-    pub fn new(sup: Supervisor, api_url: String, sessions: Sessions) -> Self {
-        Self { sup, api_url, sessions }
+    pub fn new(sup: Supervisor, api_url: String, sessions: Sessions, data_dir: PathBuf) -> Self {
+        Self { sup, api_url, sessions, data_dir }
     }
 
     /// Starts `options["exec"]` as the customer's trader.
@@ -79,7 +84,12 @@ impl TraderManager {
             kind: ServiceKind::Trader,
             service_type,
             options,
-            launch: Some(Launch::Process { program, args, env }),
+            launch: Some(Launch::Process {
+                program,
+                args,
+                env,
+                own_cert: Some(self.data_dir.join("traders").join(name)),
+            }),
         })
     }
 }

@@ -73,13 +73,13 @@ pub struct BrokerHealth {
     pub reason: Option<String>,
 }
 
-/// `POST /v1/orders`
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+/// `POST /v1/orders`. Its schema says which fields go with which order
+/// type (a limit order has a price, a market order none), see
+/// [`PlaceOrder::schema`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PlaceOrder {
-    #[schema(example = "paper")]
     pub market: String,
     /// `BASE/QUOTE` (each 1-12 letters or digits) or a ticker.
-    #[schema(example = "BTC/USD", pattern = r"^([A-Za-z0-9]{1,12}/[A-Za-z0-9]{1,12}|[A-Za-z][A-Za-z0-9.]{0,11})$")]
     pub symbol: String,
     pub side: Side,
     #[serde(rename = "type")]
@@ -87,7 +87,6 @@ pub struct PlaceOrder {
     /// A positive decimal string (never a JSON number: money is exact);
     /// the instrument's lot size and minimum apply.
     #[serde(with = "rust_decimal::serde::str")]
-    #[schema(value_type = String, example = "0.01", pattern = r"^([1-9][0-9]{0,15}(\.[0-9]{1,12})?|0\.[0-9]{0,11}[1-9])$")]
     pub quantity: Decimal,
     /// Required for limit orders, absent for market orders: a positive
     /// decimal string on the instrument's tick.
@@ -96,15 +95,73 @@ pub struct PlaceOrder {
         serialize_with = "rust_decimal::serde::str_option::serialize",
         deserialize_with = "present_decimal"
     )]
-    #[schema(value_type = Option<String>, example = "50000", pattern = r"^([1-9][0-9]{0,15}(\.[0-9]{1,12})?|0\.[0-9]{0,11}[1-9])$")]
     pub limit_price: Option<Decimal>,
     #[serde(default)]
     pub time_in_force: TimeInForce,
     /// Unique per customer; the same id again returns the first order.
     /// 1-64 of `A-Z a-z 0-9 - _ . :`.
     #[serde(default)]
-    #[schema(example = "c-1", pattern = r"^[A-Za-z0-9._:-]{1,64}$")]
     pub client_order_id: Option<String>,
+}
+
+/// A positive decimal string as the API reads prices and quantities.
+const DECIMAL_PATTERN: &str = r"^([1-9][0-9]{0,15}(\.[0-9]{1,12})?|0\.[0-9]{0,11}[1-9])$";
+
+impl ToSchema for PlaceOrder {}
+
+impl utoipa::PartialSchema for PlaceOrder {
+    /// One of a limit order (`"type":"limit"` with a `limit_price`) and a
+    /// market order (`"type":"market"`, `limit_price` absent or null), each
+    /// with `market`, `symbol`, `side` and `quantity`, and optionally
+    /// `time_in_force` and `client_order_id`.
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, SchemaType, Type};
+        let string = |pattern: &str| ObjectBuilder::new().schema_type(Type::String).pattern(Some(pattern));
+        let shape = |order_type: &str| {
+            ObjectBuilder::new()
+                .property("market", ObjectBuilder::new().schema_type(Type::String).examples(["paper"]))
+                .required("market")
+                .property(
+                    "symbol",
+                    string(r"^([A-Za-z0-9]{1,12}/[A-Za-z0-9]{1,12}|[A-Za-z][A-Za-z0-9.]{0,11})$")
+                        .description(Some("`BASE/QUOTE` (each 1-12 letters or digits) or a ticker."))
+                        .examples(["BTC/USD"]),
+                )
+                .required("symbol")
+                .property("side", <Side as utoipa::PartialSchema>::schema())
+                .required("side")
+                .property("type", ObjectBuilder::new().schema_type(Type::String).enum_values(Some([order_type])))
+                .required("type")
+                .property(
+                    "quantity",
+                    string(DECIMAL_PATTERN)
+                        .description(Some("A positive decimal string; the instrument's lot size and minimum apply."))
+                        .examples(["0.01"]),
+                )
+                .required("quantity")
+                .property("time_in_force", <TimeInForce as utoipa::PartialSchema>::schema())
+                .property(
+                    "client_order_id",
+                    ObjectBuilder::new()
+                        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+                        .pattern(Some(r"^[A-Za-z0-9._:-]{1,64}$"))
+                        .description(Some("Unique per customer; the same id again returns the first order."))
+                        .examples(["c-1"]),
+                )
+        };
+        let limit = shape("limit")
+            .property(
+                "limit_price",
+                string(DECIMAL_PATTERN).description(Some("A positive decimal string on the instrument's tick.")),
+            )
+            .required("limit_price");
+        let market = shape("market").property("limit_price", ObjectBuilder::new().schema_type(Type::Null));
+        OneOfBuilder::new()
+            .description(Some("A limit order has a limit_price; a market order has none."))
+            .item(limit)
+            .item(market)
+            .into()
+    }
 }
 
 /// An optional decimal string: absent or `null` is no value, but `""` is

@@ -215,24 +215,92 @@ pub struct LogLevel {
     pub filter: String,
 }
 
-/// `POST /v1/services` body.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+/// `POST /v1/services` body. Its schema says what each kind takes (a broker
+/// its type, a market its name and brokers, a trader its program), see
+/// [`SpawnRequest::schema`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SpawnRequest {
     pub kind: ServiceKind,
     /// The implementation of a broker (`paper`, `kraken`, `schwab`,
     /// `tdameritrade`); markets and traders have none.
     #[serde(rename = "type", default)]
-    #[schema(pattern = "^(paper|kraken|schwab|tdameritrade)$")]
     pub service_type: Option<String>,
     /// 1-32 of `a-z 0-9 - _`, starting with a letter; required for a market.
     #[serde(default)]
-    #[schema(pattern = "^[a-z][a-z0-9_-]{0,31}$")]
     pub name: Option<String>,
     /// A node id; `null` picks the least-loaded non-draining node.
     #[serde(default)]
     pub node: Option<String>,
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+}
+
+impl ToSchema for SpawnRequest {}
+
+impl utoipa::PartialSchema for SpawnRequest {
+    /// One of a broker (`type` required), a market (`name` and
+    /// `options.brokers` required, no `type`) and a trader (`options.exec`
+    /// required, no `type`); each may name its node, `null` for the
+    /// least-loaded one.
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, SchemaType, Type};
+        let string = || ObjectBuilder::new().schema_type(Type::String);
+        let nullable = |pattern: &str| {
+            ObjectBuilder::new().schema_type(SchemaType::from_iter([Type::String, Type::Null])).pattern(Some(pattern))
+        };
+        let name = "^[a-z][a-z0-9_-]{0,31}$";
+        let shape = |kind: &str| {
+            ObjectBuilder::new()
+                .property("kind", string().enum_values(Some([kind])))
+                .required("kind")
+                .property("node", nullable(".*").description(Some("A node id; null picks the least-loaded one.")))
+        };
+        let free_options = || string_map(string());
+        let broker = shape("broker")
+            .property("type", string().enum_values(Some(["paper", "kraken", "schwab", "tdameritrade"])))
+            .required("type")
+            .property("name", nullable(name))
+            .property("options", free_options());
+        let market = shape("market")
+            .property("type", ObjectBuilder::new().schema_type(Type::Null))
+            .property("name", string().pattern(Some(name)))
+            .required("name")
+            .property(
+                "options",
+                ObjectBuilder::new()
+                    .property(
+                        "brokers",
+                        string().description(Some("The broker pool, comma-separated, in priority order.")),
+                    )
+                    .required("brokers")
+                    .additional_properties(Some(AdditionalProperties::FreeForm(false))),
+            )
+            .required("options");
+        let trader = shape("trader")
+            .property("type", ObjectBuilder::new().schema_type(Type::Null))
+            .property("name", nullable(name))
+            .property(
+                "options",
+                string_map(string())
+                    .property("exec", string().description(Some("The path of the program to run.")))
+                    .required("exec")
+                    .property("customer", string().pattern(Some("^[A-Za-z0-9._-]{1,64}$"))),
+            )
+            .required("options");
+        OneOfBuilder::new()
+            .description(Some("A broker has a type; a market a name and brokers; a trader a program."))
+            .item(broker)
+            .item(market)
+            .item(trader)
+            .into()
+    }
+}
+
+/// An object of string values.
+fn string_map(values: utoipa::openapi::schema::ObjectBuilder) -> utoipa::openapi::schema::ObjectBuilder {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Object)
+        .additional_properties(Some(values))
 }
 
 /// Commands an operator may send on `/v1/cluster/watch`.

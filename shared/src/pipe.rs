@@ -251,8 +251,14 @@ pub struct VenueOrderReport {
     pub ts: DateTime<Utc>,
     /// The order as the venue holds it, when the venue tells (open-order
     /// listings): what lets a restarted node adopt an order it never journaled.
+    /// Boxed: most reports have none, and replies stay small.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub order: Option<VenueOrder>,
+    pub order: Option<Box<VenueOrder>>,
+    /// The venue's ids of the order's executions, when it tells (Kraken's
+    /// trade ids, the `exec_id` of its fills): what names a fill booked from
+    /// this report, so the real fill arriving later is recognized.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trade_ids: Vec<String>,
 }
 
 /// Something a service reports without being asked.

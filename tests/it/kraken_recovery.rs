@@ -100,6 +100,40 @@ async fn a_partial_fill_made_while_lidod_was_down_is_recovered() {
     node.assert_agree().await;
 }
 
+/// A fill made while lidod was down reaches the restarted node twice: in
+/// the order status that reconciliation asks for over REST, and in the
+/// `executions` snapshot, which the fake holds back here for longer than a
+/// node could wait on a timer. It is booked once: the broker answers the
+/// status only after the snapshot's fills are handed on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_the_executions_snapshot_replays_late_is_booked_once() {
+    let mut node = KrakenNode::start(FakeConfig::default()).await;
+    let (placed, _) = node.place(&btc_limit(Side::Buy, dec!(0.02), RESTING, "k-late")).await;
+    node.kill9();
+    let txid = placed.venue_order_id.clone().expect("kraken's id");
+    node.fake.trade_against(&txid, dec!(0.005)).unwrap();
+    node.fake.delay_executions_snapshot(std::time::Duration::from_secs(3));
+
+    node.restart(&[]).await;
+    until_status(&node.algo, &placed.order_id, OrderStatus::PartiallyFilled).await;
+    // A later fill comes on the same socket after the snapshot: once it is
+    // in, everything the snapshot carried is in too.
+    node.fake.trade_against(&txid, dec!(0.005)).unwrap();
+    let now = eventually(WITHIN, "the second fill booked", || async {
+        node.algo.order(&placed.order_id).await.ok().filter(|o| o.filled_quantity >= dec!(0.01))
+    })
+    .await;
+    let at_kraken = node.fake.orders()[&txid].vol_exec;
+    assert_eq!(at_kraken, dec!(0.01));
+    assert_eq!(now.filled_quantity, at_kraken, "booked once: {now:?}");
+    let fills: Vec<_> =
+        node.algo.fills().await.unwrap().into_iter().filter(|f| f.order_id == placed.order_id).collect();
+    let ids: std::collections::HashSet<_> = fills.iter().map(|f| f.fill_id.as_str()).collect();
+    assert_eq!(ids.len(), fills.len(), "no fill id twice: {fills:?}");
+    assert_eq!(fills.iter().map(|f| f.quantity).sum::<Decimal>(), at_kraken, "{fills:?}");
+    node.assert_agree().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_kraken_broker_comes_back_with_the_resting_order_which_cancels() {
     let node = KrakenNode::start(FakeConfig::default()).await;

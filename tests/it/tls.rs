@@ -2,16 +2,20 @@
 //! with rcgen) serves HTTPS and WSS only; its paper broker's pipe is `wss://`
 //! and the manager still drives it; clients trust the certificate only when
 //! given it as their CA; plain HTTP on the port and a certificate without
-//! its key are refused with a message that says what to do.
+//! its key are refused with a message that says what to do; a hosted
+//! trader's pipe is `wss://` with a certificate of its own, never the node's.
 
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use lido_shared::api::Channel;
 use lido_shared::client::{ClientError, LidoClient};
+use lido_shared::cluster::{ServiceKind, ServiceState, SpawnRequest};
 use lido_shared::model::Side;
-use lido_tests::{eventually, lidoctl_path, lidod_path, paper_limit, TestDaemon};
+use lido_tests::{eventually, example_path, lidoctl_path, lidod_path, paper_limit, TestDaemon};
 use rust_decimal_macros::dec;
 
 /// A self-signed certificate for 127.0.0.1 and localhost, and its key, as PEM files.
@@ -136,4 +140,72 @@ fn a_certificate_without_its_key_stops_lidod_with_a_clear_error() {
     assert!(!out.status.success());
     assert!(stderr.contains("without its key") && stderr.contains("--tls-key"), "{stderr}");
     assert!(out.stdout.is_empty(), "lidod listened anyway");
+}
+
+/// A hosted trader on a TLS node serves its pipe over `wss://` with a key
+/// and certificate of its own, made by lidod for this start and trusted by
+/// its manager alone, and trades through the node over HTTPS; nothing in
+/// its environment or its folder is the node's key.
+#[tokio::test]
+async fn a_hosted_trader_pipes_over_tls_with_its_own_key_never_the_nodes() {
+    let certs = self_signed();
+    let d = tls_daemon(&certs);
+    let c = LidoClient::with_ca(d.url.clone(), Some(&certs.cert)).expect("client");
+    let req = SpawnRequest {
+        kind: ServiceKind::Trader,
+        name: Some("t1".into()),
+        options: [
+            ("exec".to_string(), example_path("paper_trader").display().to_string()),
+            ("customer".to_string(), "acme".to_string()),
+            ("run".to_string(), "1".to_string()),
+        ]
+        .into(),
+        ..Default::default()
+    };
+    c.spawn(&req).await.expect("spawn the trader");
+    let (pid, pipe) = eventually(Duration::from_secs(30), "t1 checked in and running", || async {
+        let cluster = c.cluster().await.ok()?;
+        let t = cluster.service("t1")?;
+        (t.state == ServiceState::Running).then_some((t.pid?, t.ws_url.clone()?))
+    })
+    .await;
+    assert!(pipe.starts_with("wss://127.0.0.1:"), "the trader's pipe is not TLS: {pipe:?}");
+
+    // It trades as acme over the node's HTTPS API.
+    let session = c.open_session("acme").await.expect("a session");
+    let acme = LidoClient::with_ca(d.url.clone(), Some(&certs.cert)).expect("client").with_token(session.session_id);
+    let orders = eventually(Duration::from_secs(30), "an order from the trader", || async {
+        let orders = acme.orders(&Default::default()).await.ok()?;
+        (!orders.is_empty()).then_some(orders)
+    })
+    .await;
+    assert!(orders.iter().all(|o| o.client_order_id.starts_with("pt-")), "{orders:?}");
+
+    // Its environment names its own certificate and key, in its own folder.
+    let own = d.data_dir.join("traders").join("t1");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("the trader's environment");
+    let environ = String::from_utf8_lossy(&environ).into_owned();
+    let vars: HashMap<&str, &str> = environ.split('\0').filter_map(|kv| kv.split_once('=')).collect();
+    assert_eq!(vars.get("LIDO_TLS_KEY").copied(), own.join("pipe.key").to_str());
+    assert_eq!(vars.get("LIDO_TLS_CERT").copied(), own.join("pipe.crt").to_str());
+    let node_key = std::fs::read_to_string(&certs.key).expect("the node's key");
+    let node_key_body = node_key.lines().nth(1).expect("a PEM body line");
+    assert!(!environ.contains(certs.key.to_str().expect("utf-8 path")), "the node's key path reached the trader");
+    assert!(!environ.contains(node_key_body), "the node's key reached the trader");
+
+    // Its folder holds only its own pair, private to the node's user.
+    let mut files: Vec<String> = std::fs::read_dir(&own)
+        .expect("the trader's folder")
+        .map(|e| e.expect("an entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["pipe.crt", "pipe.key"]);
+    let own_key = std::fs::read_to_string(own.join("pipe.key")).expect("its key");
+    assert!(own_key.contains("PRIVATE KEY") && own_key != node_key);
+    let mode = std::fs::metadata(own.join("pipe.key")).expect("its key's metadata").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_ne!(std::fs::read(own.join("pipe.crt")).unwrap(), std::fs::read(&certs.cert).unwrap());
+    assert!(!d.log_text().contains("BEGIN PRIVATE KEY"), "key material in the log");
+
+    c.stop_service("t1").await.expect("stop the trader");
 }

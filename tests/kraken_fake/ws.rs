@@ -289,6 +289,7 @@ fn private_request(fake: &Shared, text: &str, subscribed: bool) -> PrivateAnswer
         }
         ("subscribe", Some(Ok(params))) if params.channel == Channel::Executions => {
             let state = fake.lock();
+            let stall = state.snapshot_delay;
             let valid = params.token.as_ref().is_some_and(|t| state.tokens.contains(&t.0));
             if !valid {
                 return answer(vec![refusal("subscribe", req_id, "EAccount:Invalid token", &time_in)]);
@@ -311,7 +312,7 @@ fn private_request(fake: &Shared, text: &str, subscribed: bool) -> PrivateAnswer
                 sequence: Some(state.exec_seq),
                 data: state.executions_snapshot(&fake.pairs),
             };
-            (vec![ack, snapshot], true)
+            return PrivateAnswer { frames: vec![ack, snapshot], subscribed: true, stall, hang_up: false };
         }
         (method, _) => (vec![refusal(method, req_id, "EGeneral:Invalid arguments", &time_in)], subscribed),
     };

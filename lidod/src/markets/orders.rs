@@ -42,6 +42,19 @@ struct State {
     parked: HashMap<String, VenueOrderReport>,
 }
 
+/// How a fill booked from a venue's order report (not from the venue's
+/// fill stream) is named when the venue tells its trade ids: this prefix,
+/// then the ids of the trades it stands for, joined by `+`.
+pub const CATCH_UP_PREFIX: &str = "reconciled:";
+
+/// The ids a booked fill settles: its own, and for a catch-up fill each
+/// venue trade it stands for, so that trade's own fill arriving later is a
+/// duplicate.
+fn settled_ids(fill_id: &str) -> impl Iterator<Item = &str> {
+    let trades = fill_id.strip_prefix(CATCH_UP_PREFIX).into_iter().flat_map(|t| t.split('+'));
+    std::iter::once(fill_id).chain(trades)
+}
+
 impl OrderStore {
     /// The store over `journal`, with every order and fill it holds.
     pub fn open(journal: Journal) -> Result<Self, JournalError> {
@@ -52,7 +65,7 @@ impl OrderStore {
             st.orders.insert(order.order_id.clone(), order);
         }
         for (customer, fill) in replay.fills {
-            st.fill_ids.insert(fill.fill_id.clone());
+            st.fill_ids.extend(settled_ids(&fill.fill_id).map(String::from));
             st.fills.push((customer, fill));
         }
         Ok(Self { state: Mutex::new(st), journal, updates: broadcast::channel(8192).0 })
@@ -189,6 +202,12 @@ impl OrderStore {
         Some(order)
     }
 
+    /// Whether a fill with this id (or a catch-up fill standing for the
+    /// venue trade of this id) is booked.
+    pub fn is_booked(&self, fill_id: &str) -> bool {
+        self.lock().fill_ids.contains(fill_id)
+    }
+
     /// Books a fill once (fills are deduplicated by id).
     pub fn apply_fill(&self, fill: &Fill) -> Option<Order> {
         let mut st = self.lock();
@@ -237,7 +256,7 @@ impl OrderStore {
             metrics::counter!("lido_journal_errors_total").increment(1);
         }
         if let Some(fill) = fill {
-            st.fill_ids.insert(fill.fill_id.clone());
+            st.fill_ids.extend(settled_ids(&fill.fill_id).map(String::from));
             st.fills.push((order.customer.clone(), fill.clone()));
         }
         st.orders.insert(order.order_id.clone(), order);
@@ -312,6 +331,7 @@ mod tests {
             reason: Some("no liquidity for remainder".into()),
             ts: Utc::now(),
             order: None,
+            trade_ids: Vec::new(),
         }
     }
 
@@ -344,6 +364,24 @@ mod tests {
         assert!(store.apply_fill(&fill("f1", dec!(0.5))).is_none());
         assert_eq!(store.get("o1").unwrap().filled_quantity, dec!(0.5));
         assert_eq!(store.fills("acme").len(), 1);
+    }
+
+    #[test]
+    fn the_venue_trades_a_catch_up_fill_stands_for_count_once_even_after_a_reopen() {
+        let dir = std::env::temp_dir().join(format!("lido-store-test-{}", uuid::Uuid::new_v4().simple()));
+        {
+            let store = OrderStore::open(Journal::open(&dir).unwrap()).unwrap();
+            store.insert_once(order("o1", "c1")).unwrap();
+            store.apply_fill(&fill(&format!("{CATCH_UP_PREFIX}T1+T2"), dec!(0.5))).unwrap();
+            assert!(store.is_booked("T1") && store.is_booked("T2") && !store.is_booked("T3"));
+            assert!(store.apply_fill(&fill("T2", dec!(0.2))).is_none(), "T2's own fill is a duplicate");
+        }
+        let store = OrderStore::open(Journal::open(&dir).unwrap()).unwrap();
+        assert!(store.apply_fill(&fill("T1", dec!(0.3))).is_none(), "still after a restart");
+        store.apply_fill(&fill("T3", dec!(0.1))).unwrap();
+        assert_eq!(store.get("o1").unwrap().filled_quantity, dec!(0.6));
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

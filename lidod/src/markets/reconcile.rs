@@ -26,6 +26,7 @@ use lido_shared::pipe::{Command, ReplyBody, VenueOrderReport};
 use rust_decimal::Decimal;
 use tracing::{info, warn};
 
+use super::orders::CATCH_UP_PREFIX;
 use super::{Market, MarketManager, VENUE_TIMEOUT};
 use crate::error::ApiError;
 use crate::pipe::{PipeError, PipeHandle};
@@ -34,12 +35,6 @@ use crate::pipe::{PipeError, PipeHandle};
 pub const NOT_FOUND: &str = "not found at venue after restart";
 /// Why an adopted order is in the journal.
 const ADOPTED: &str = "adopted: open at the venue after a restart but missing from the journal";
-/// How long a venue's order report may be ahead of the fills it streams.
-/// The pipe delivers a reply after the events sent before it, but a venue
-/// can answer a status query (Kraken's REST) before its fill stream (the
-/// `executions` socket) carries the fill, so reconciliation waits this long
-/// before booking a difference itself.
-const LATE_FILL_WAIT: Duration = Duration::from_millis(500);
 /// How often a failed reconciliation is retried while the pipe stays up.
 const ATTEMPTS: u32 = 30;
 
@@ -146,7 +141,7 @@ impl MarketManager {
             let cmd = Command::OrderStatus { account: order.customer.clone(), client_id: order.order_id.clone() };
             match pipe.request(cmd, VENUE_TIMEOUT).await {
                 Ok(ReplyBody::Order(report)) => {
-                    outcome.fills_booked += self.catch_up_fills(&order, &report).await;
+                    outcome.fills_booked += self.catch_up_fills(&order, &report);
                     orders.apply_report(&report, broker);
                 }
                 Err(PipeError::Remote(d)) if d.code == "unknown_order" => {
@@ -208,32 +203,40 @@ impl MarketManager {
             return false;
         };
         warn!(order_id = %order.order_id, %customer, %broker, "order adopted from the venue");
-        self.catch_up_fills(&order, report).await;
+        self.catch_up_fills(&order, report);
         self.inner.orders.apply_report(report, broker);
         true
     }
 
-    /// Books what the venue filled beyond what the journal has, once fills
-    /// still on their way had a moment to arrive: one fill for the
-    /// difference, priced from the report's average price, with an id that
-    /// names its origin (so a second reconciliation cannot book it again).
-    /// Its fee is not in an order report and is booked as zero; the venue's
-    /// balances stay the reference for fees. Returns the fills booked.
-    async fn catch_up_fills(&self, order: &Order, report: &VenueOrderReport) -> usize {
+    /// Books what the venue filled beyond what the journal has: one fill
+    /// for the difference, priced from the report's average price. A broker
+    /// answers an order status only after the fills it has seen are handed
+    /// on (the pipe delivers them before the reply), so the difference is
+    /// fills the venue made that never reached a broker's feed. The fill's
+    /// id names the venue's trades it stands for ([`CATCH_UP_PREFIX`]) when
+    /// the report lists them, so one of those arriving later as a fill is a
+    /// duplicate; else it names the order and quantity, so a second
+    /// reconciliation cannot book it again. Its fee is not in an order
+    /// report and is booked as zero; the venue's balances stay the reference
+    /// for fees. Returns the fills booked.
+    fn catch_up_fills(&self, order: &Order, report: &VenueOrderReport) -> usize {
         let id = &order.order_id;
-        let deadline = tokio::time::Instant::now() + LATE_FILL_WAIT;
-        let mut current = order.clone();
-        while current.filled_quantity < report.filled_quantity && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            current = self.inner.orders.get(id).unwrap_or(current);
-        }
+        let orders = &self.inner.orders;
+        let current = orders.get(id).unwrap_or_else(|| order.clone());
         let missing = report.filled_quantity - current.filled_quantity;
         let Some(average) = report.average_price.filter(|_| missing > Decimal::ZERO) else {
             return 0;
         };
+        let unbooked: Vec<&str> =
+            report.trade_ids.iter().map(String::as_str).filter(|t| !orders.is_booked(t)).collect();
+        let fill_id = if unbooked.is_empty() {
+            format!("reconciled-{id}-{}", report.filled_quantity.normalize())
+        } else {
+            format!("{CATCH_UP_PREFIX}{}", unbooked.join("+"))
+        };
         let booked = current.average_price.unwrap_or_default() * current.filled_quantity;
         let fill = Fill {
-            fill_id: format!("reconciled-{id}-{}", report.filled_quantity.normalize()),
+            fill_id,
             order_id: id.clone(),
             symbol: order.symbol.clone(),
             side: order.side,

@@ -70,6 +70,10 @@ use crate::markets::OUTCOME_UNKNOWN;
 
 /// Attempts at one AddOrder or CancelOrder, the first included.
 const ORDER_ATTEMPTS: usize = 4;
+/// How long an order-status lookup waits for the executions snapshot of
+/// the private socket's current connection (under the market's 10 s venue
+/// time-out).
+const SYNC_WAIT: Duration = Duration::from_secs(5);
 /// How often status figures go up.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 
@@ -375,8 +379,29 @@ impl KrakenBroker {
         socket.call(OrderCall::Cancel(params)).await.map(|_| ())
     }
 
-    /// The order's state at Kraken, by Lido's id.
+    /// Waits until every fill Kraken had when the private socket's current
+    /// connection subscribed has been handed on as an event (the
+    /// `executions` snapshot), so a status or listing answered after it
+    /// never counts a fill the market has not seen (see [`private_ws`]).
+    /// Without keys there is no feed and nothing to wait for.
+    async fn executions_synced(&self) -> Result<(), ErrorDetail> {
+        let Some(socket) = &self.socket else { return Ok(()) };
+        if socket.synced(SYNC_WAIT).await {
+            return Ok(());
+        }
+        Err(ErrorDetail::new(
+            "executions_not_synced",
+            format!(
+                "the kraken executions feed has not delivered its snapshot within {SYNC_WAIT:?}, so fills may still be \
+                 on their way; ask again"
+            ),
+        ))
+    }
+
+    /// The order's state at Kraken, by Lido's id, after the fills the
+    /// executions feed had for it.
     async fn status_of(&self, client_id: &str) -> Result<ReplyBody, ErrorDetail> {
+        self.executions_synced().await?;
         match self.find(client_id).await? {
             Some((txid, info)) => Ok(ReplyBody::Order(self.described_report(client_id, &txid, &info, "").await)),
             None => Err(ErrorDetail::new("unknown_order", format!("kraken has no order with cl_ord_id {client_id}"))),
@@ -394,7 +419,7 @@ impl KrakenBroker {
                 return Ok(Some(entry));
             }
         }
-        let filter = OpenOrdersRequest { trades: false, cl_ord_id: Some(client_id.to_string()) };
+        let filter = OpenOrdersRequest { trades: true, cl_ord_id: Some(client_id.to_string()) };
         let open = self.rest.open_orders(&filter).await.map_err(|e| venue_error(&e))?;
         if let Some(entry) = open.open.into_iter().next() {
             return Ok(Some(entry));
@@ -417,7 +442,9 @@ impl KrakenBroker {
     /// Every open order of the account, with its details (for adoption).
     /// One placed outside Lido, without a `cl_ord_id`, goes by its txid.
     async fn open_orders(&self, account: &str) -> Result<ReplyBody, ErrorDetail> {
-        let open = self.rest.open_orders(&OpenOrdersRequest::default()).await.map_err(|e| venue_error(&e))?;
+        self.executions_synced().await?;
+        let listing = OpenOrdersRequest { trades: true, cl_ord_id: None };
+        let open = self.rest.open_orders(&listing).await.map_err(|e| venue_error(&e))?;
         let mut reports = Vec::with_capacity(open.open.len());
         for (txid, info) in &open.open {
             let client_id = info.cl_ord_id.as_deref().unwrap_or(txid);
@@ -436,7 +463,7 @@ impl KrakenBroker {
         if let Some(order) = &order {
             self.remember(txid, client_id, pair.as_ref().expect("the order has a pair"), order.side);
         }
-        VenueOrderReport { order, ..order_report(client_id, txid, info) }
+        VenueOrderReport { order: order.map(Box::new), ..order_report(client_id, txid, info) }
     }
 
     fn remember(&self, txid: &str, client_id: &str, pair: &PairInfo, side: lido_shared::model::Side) {
@@ -533,6 +560,7 @@ fn report(client_id: &str, txid: &str, status: OrderStatus) -> VenueOrderReport 
         reason: None,
         ts: Utc::now(),
         order: None,
+        trade_ids: Vec::new(),
     }
 }
 
@@ -546,6 +574,7 @@ fn order_report(client_id: &str, txid: &str, info: &OrderInfo) -> VenueOrderRepo
         reason: info.reason.clone(),
         ts: info.closetm.or(Some(info.opentm)).and_then(unix_seconds).unwrap_or_else(Utc::now),
         order: None,
+        trade_ids: info.trades.clone().unwrap_or_default(),
     }
 }
 

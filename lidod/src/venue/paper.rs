@@ -497,7 +497,7 @@ impl PaperVenue {
             .iter()
             .map(|&i| &self.orders[i])
             .filter(|o| o.order.account == account)
-            .map(|o| VenueOrderReport { order: Some(o.order.clone()), ..o.report() })
+            .map(|o| VenueOrderReport { order: Some(Box::new(o.order.clone())), ..o.report() })
             .collect()
     }
 

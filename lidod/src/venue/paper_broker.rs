@@ -98,6 +98,9 @@ struct PaperBroker {
     state_file: Option<PathBuf>,
     subscriptions: Mutex<HashSet<(Feed, Symbol)>>,
     events: mpsc::Sender<ServiceEvent>,
+    /// Held from a change of the venue until its events are queued, and by
+    /// order lookups: a status never counts a fill not yet handed on.
+    changes: tokio::sync::Mutex<()>,
 }
 
 /// Runs a paper broker until `shutdown` or a `Stop` from its manager.
@@ -128,6 +131,7 @@ pub async fn run(
         state_file: options.state_file.clone(),
         subscriptions: Mutex::new(HashSet::new()),
         events: events_tx,
+        changes: tokio::sync::Mutex::new(()),
     });
     let mut agent_config = AgentConfig::new(name.clone(), ServiceKind::Broker, "paper", manager_url);
     agent_config.pid = pid;
@@ -159,6 +163,7 @@ impl PaperBroker {
                 _ = shutdown.cancelled() => return,
                 _ = interval.tick() => {}
             }
+            let _turn = self.changes.lock().await;
             let events = {
                 let mut venue = self.venue();
                 let events = venue.tick(Utc::now());
@@ -241,6 +246,7 @@ impl CommandHandler for PaperBroker {
                 self.venue().book(&symbol, depth).map(ReplyBody::Book).map_err(|e| detail(&e))
             }
             Command::PlaceOrder { order } => {
+                let _turn = self.changes.lock().await;
                 let (report, events) = {
                     let mut venue = self.venue();
                     let placed = venue.place(order, now);
@@ -251,6 +257,7 @@ impl CommandHandler for PaperBroker {
                 Ok(ReplyBody::Order(report))
             }
             Command::CancelOrder { account, client_id } => {
+                let _turn = self.changes.lock().await;
                 let outcome = {
                     let mut venue = self.venue();
                     let outcome = venue.cancel(&account, &client_id, now);
@@ -265,12 +272,18 @@ impl CommandHandler for PaperBroker {
                     Err(e) => Err(detail(&e)),
                 }
             }
-            Command::OrderStatus { account, client_id } => self
-                .venue()
-                .order(&account, &client_id)
-                .map(ReplyBody::Order)
-                .ok_or_else(|| ErrorDetail::new("unknown_order", format!("the venue has no order {client_id}"))),
-            Command::OpenOrders { account } => Ok(ReplyBody::Orders(self.venue().open_orders(&account))),
+            Command::OrderStatus { account, client_id } => {
+                let _turn = self.changes.lock().await;
+                let order = self.venue().order(&account, &client_id);
+                order
+                    .map(ReplyBody::Order)
+                    .ok_or_else(|| ErrorDetail::new("unknown_order", format!("the venue has no order {client_id}")))
+            }
+            Command::OpenOrders { account } => {
+                let _turn = self.changes.lock().await;
+                let open = self.venue().open_orders(&account);
+                Ok(ReplyBody::Orders(open))
+            }
             Command::Balances { account } => Ok(ReplyBody::Balances(self.venue().balances(&account))),
             Command::Positions { account } => Ok(ReplyBody::Positions(self.venue().positions(&account))),
         };

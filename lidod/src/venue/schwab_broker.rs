@@ -276,6 +276,10 @@ struct SchwabBroker {
     /// Wakes the poller (with the order account activity named, if any).
     poll_wake: mpsc::Sender<Option<i64>>,
     events: mpsc::Sender<ServiceEvent>,
+    /// Held while an order's answer is read and its new fills are handed
+    /// on: a status answered while the poller is emitting fills for the
+    /// same order waits for them, so no reply overtakes the fills it counts.
+    observing: tokio::sync::Mutex<()>,
 }
 
 /// Runs a Schwab broker until `shutdown` or a `Stop` from its manager.
@@ -316,6 +320,7 @@ pub async fn run(
         quote_subs: watch::channel(BTreeSet::new()).0,
         poll_wake: poll_tx,
         events: events_tx,
+        observing: tokio::sync::Mutex::new(()),
     });
     let mut agent_config = AgentConfig::new(name.clone(), ServiceKind::Broker, broker_type, manager_url);
     agent_config.pid = pid;
@@ -462,7 +467,8 @@ impl SchwabBroker {
             average_price: None,
             reason: None,
             ts: Utc::now(),
-            order: Some(order),
+            order: Some(Box::new(order)),
+            trade_ids: Vec::new(),
         });
         Ok(report)
     }
@@ -597,6 +603,7 @@ impl SchwabBroker {
     /// Emits new fills, then the order update if status or filled quantity
     /// moved; an ended order is marked closed in the orders file first.
     async fn observe(&self, client_id: &str, order: &wire::Order) -> Result<VenueOrderReport, SchwabError> {
+        let _turn = self.observing.lock().await;
         let now = Utc::now();
         let (report, new_fills, changed) = {
             let mut book = self.book();

@@ -198,9 +198,10 @@ impl KrakenRest {
         self.private("GetWebSocketsToken", |nonce| Ok(vec![("nonce", nonce.to_string())])).await
     }
 
-    /// Orders by Kraken id (1 to 50 of them), open or closed.
+    /// Orders by Kraken id (1 to 50 of them), open or closed, with the ids
+    /// of their trades.
     pub async fn query_orders(&self, txids: &[String]) -> Result<QueryOrdersResult, KrakenError> {
-        let request = QueryOrdersRequest { txids: txids.to_vec(), trades: false };
+        let request = QueryOrdersRequest { txids: txids.to_vec(), trades: true };
         self.private("QueryOrders", |nonce| request.form(nonce)).await
     }
 

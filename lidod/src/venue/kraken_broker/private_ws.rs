@@ -10,6 +10,13 @@
 //! `Fill` events, keyed by Lido's id (`cl_ord_id`); orders placed outside
 //! Lido (no `cl_ord_id`) are left alone.
 //!
+//! Each connection counts as *synced* once its `executions` snapshot has
+//! been read and the fills in it handed on as events: only then does the
+//! broker answer order-status lookups ([`SocketOrders::synced`]), so a fill
+//! the venue made while nobody listened always reaches the market before
+//! the status that counts it (reconciliation would otherwise book it from
+//! the status, and again when the snapshot came).
+//!
 //! An order call is written to the socket with the session's token and a
 //! fresh `req_id`, and answered by the response carrying that `req_id`. A
 //! call whose caller gave up is never sent late; a call sent on a socket
@@ -26,7 +33,7 @@ use futures_util::{SinkExt, StreamExt};
 use lido_shared::model::{Fill, Side, Symbol};
 use lido_shared::pipe::{ServiceEvent, VenueOrderReport};
 use rust_decimal::Decimal;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -34,8 +41,8 @@ use tracing::{info, warn};
 use super::ws::{self, Ws, DEAD_AFTER, IDLE_CHECK, PING_AFTER};
 use crate::venue::kraken::envelope::KrakenError;
 use crate::venue::kraken::messages::{
-    parse_ws, AddOrderParams, CancelOrderParams, ExecutionData, MethodResponse, OrderAck, SubscriptionParams, Token,
-    WsMessage, WsRequest,
+    parse_ws, AddOrderParams, CancelOrderParams, ExecutionData, MessageType, MethodResponse, OrderAck,
+    SubscriptionParams, Token, WsMessage, WsRequest,
 };
 use crate::venue::kraken::rest::KrakenRest;
 
@@ -90,6 +97,8 @@ pub struct SocketOrders {
     calls: mpsc::Sender<Pending>,
     /// True while a session is subscribed to `executions`.
     up: Arc<AtomicBool>,
+    /// True once the current session's snapshot is handed on.
+    synced: watch::Receiver<bool>,
     /// How long an answer may take before the outcome counts as unknown.
     timeout: Duration,
 }
@@ -98,6 +107,14 @@ impl SocketOrders {
     /// Whether order calls can go over the socket now.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
+    }
+
+    /// Waits until the current connection's `executions` snapshot has been
+    /// handed on (see the module docs), at most `limit`; false if it was not.
+    pub async fn synced(&self, limit: Duration) -> bool {
+        let mut synced = self.synced.clone();
+        let synced = tokio::time::timeout(limit, synced.wait_for(|s| *s)).await.is_ok_and(|r| r.is_ok());
+        synced
     }
 
     /// Sends `call` and waits for Kraken's answer: the `order_id` (and
@@ -132,28 +149,30 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> SocketOrders {
     let (calls, queue) = mpsc::channel(1024);
-    tokio::spawn(run(url, rest, index, events, up.clone(), queue, shutdown));
-    SocketOrders { calls, up, timeout }
+    let (synced_tx, synced) = watch::channel(false);
+    let link = Shared { index, events, connected: up.clone(), synced: synced_tx };
+    tokio::spawn(run(url, rest, link, queue, shutdown));
+    SocketOrders { calls, up, synced, timeout }
 }
 
 /// Runs the socket until `shutdown`, reconnecting with backoff.
 async fn run(
     url: String,
     rest: Arc<KrakenRest>,
-    index: Arc<OrderIndex>,
-    events: mpsc::Sender<ServiceEvent>,
-    connected: Arc<AtomicBool>,
+    shared: Shared,
     mut queue: mpsc::Receiver<Pending>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = ws::reconnect_backoff();
     while !shutdown.is_cancelled() {
-        let link = Link { index: &index, events: &events, connected: &connected };
+        let link =
+            Link { index: &shared.index, events: &shared.events, connected: &shared.connected, synced: &shared.synced };
         match session(&url, &rest, link, &mut queue, &shutdown).await {
             Ok(()) => return,
             Err(e) => warn!(error = %e, "kraken executions feed lost; reconnecting"),
         }
-        connected.store(false, Ordering::Relaxed);
+        shared.connected.store(false, Ordering::Relaxed);
+        shared.synced.send_replace(false);
         let delay = backoff.next().unwrap_or(DEAD_AFTER);
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -162,12 +181,22 @@ async fn run(
     }
 }
 
+/// What the socket task keeps across its connections.
+struct Shared {
+    index: Arc<OrderIndex>,
+    events: mpsc::Sender<ServiceEvent>,
+    connected: Arc<AtomicBool>,
+    synced: watch::Sender<bool>,
+}
+
 /// Where a session delivers what it reads.
 #[derive(Clone, Copy)]
 struct Link<'a> {
     index: &'a OrderIndex,
     events: &'a mpsc::Sender<ServiceEvent>,
     connected: &'a AtomicBool,
+    /// Set once this connection's snapshot is handed on.
+    synced: &'a watch::Sender<bool>,
 }
 
 /// One connection; `Ok` only on shutdown. Calls sent and not yet answered
@@ -253,11 +282,15 @@ async fn on_text(
     waiting: &mut HashMap<u64, oneshot::Sender<Answer>>,
 ) -> Result<(), String> {
     match parse_ws(text) {
-        Ok(WsMessage::Executions { data, .. }) => {
+        Ok(WsMessage::Executions { kind, data, .. }) => {
             for entry in &data {
                 for event in to_events(entry, link.index) {
                     link.events.send(event).await.map_err(|_| "the service is stopping".to_string())?;
                 }
+            }
+            if kind == MessageType::Snapshot {
+                link.synced.send_replace(true);
+                info!(entries = data.len(), "kraken executions snapshot handed on");
             }
         }
         Ok(WsMessage::Response(r)) if r.method == "subscribe" => {
@@ -328,6 +361,7 @@ pub fn to_events(entry: &ExecutionData, index: &OrderIndex) -> Vec<ServiceEvent>
             reason: entry.reason.clone(),
             ts,
             order: None,
+            trade_ids: Vec::new(),
         }));
     }
     out

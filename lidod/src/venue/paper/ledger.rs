@@ -122,6 +122,7 @@ impl OrderState {
             reason: self.reason.clone(),
             ts: self.updated,
             order: None,
+            trade_ids: Vec::new(),
         }
     }
 

@@ -93,7 +93,7 @@ pub fn status(schwab: &str, filled: Decimal) -> OrderStatus {
 
 /// Lido's report of a Schwab order, placed for Lido's order `client_id` of `account`.
 pub fn report(client_id: &str, account: &str, order: &wire::Order, now: DateTime<Utc>) -> VenueOrderReport {
-    let legs = executions(order);
+    let (trade_ids, legs): (Vec<String>, Vec<&wire::ExecutionLeg>) = executions(order).into_iter().unzip();
     let executed: Decimal = legs.iter().map(|l| l.quantity).sum();
     let average_price = (!executed.is_zero())
         .then(|| (legs.iter().map(|l| l.price * l.quantity).sum::<Decimal>() / executed).round_dp(12).normalize());
@@ -113,7 +113,8 @@ pub fn report(client_id: &str, account: &str, order: &wire::Order, now: DateTime
         average_price,
         reason,
         ts,
-        order: venue_order(client_id, account, order),
+        order: venue_order(client_id, account, order).map(Box::new),
+        trade_ids,
     }
 }
 
@@ -154,13 +155,10 @@ pub fn venue_order(client_id: &str, account: &str, order: &wire::Order) -> Optio
 /// stable, so the order store drops repeats). Schwab reports commissions
 /// in transactions, not on orders: the fee is zero here.
 pub fn fills(client_id: &str, symbol: &Symbol, side: Side, order: &wire::Order, now: DateTime<Utc>) -> Vec<Fill> {
-    order
-        .order_activity_collection
-        .iter()
-        .filter(|a| a.activity_type == "EXECUTION" && a.execution_type == "FILL")
-        .flat_map(|a| a.execution_legs.iter().map(move |l| (a.activity_id, l)))
-        .map(|(activity, leg)| Fill {
-            fill_id: format!("{}-{activity}-{}", order.order_id, leg.leg_id),
+    executions(order)
+        .into_iter()
+        .map(|(fill_id, leg)| Fill {
+            fill_id,
             order_id: client_id.to_string(),
             symbol: symbol.clone(),
             side,
@@ -172,12 +170,15 @@ pub fn fills(client_id: &str, symbol: &Symbol, side: Side, order: &wire::Order, 
         .collect()
 }
 
-fn executions(order: &wire::Order) -> Vec<&wire::ExecutionLeg> {
+/// Every execution leg of `order` with the id of its fill.
+fn executions(order: &wire::Order) -> Vec<(String, &wire::ExecutionLeg)> {
     order
         .order_activity_collection
         .iter()
         .filter(|a| a.activity_type == "EXECUTION" && a.execution_type == "FILL")
-        .flat_map(|a| a.execution_legs.iter())
+        .flat_map(|a| {
+            a.execution_legs.iter().map(move |l| (format!("{}-{}-{}", order.order_id, a.activity_id, l.leg_id), l))
+        })
         .collect()
 }
 
@@ -297,7 +298,10 @@ mod tests {
     fn the_report_carries_what_schwab_holds_in_lidos_terms() {
         let working = schwab_order("WORKING", dec!(0), serde_json::json!([]));
         let r = report("o-1", "acme", &working, Utc::now());
-        assert_eq!(r.order, Some(venue_order(OrderType::Limit, TimeInForce::Day, dec!(10), Some(dec!(190.5)))));
+        assert_eq!(
+            r.order.as_deref(),
+            Some(&venue_order(OrderType::Limit, TimeInForce::Day, dec!(10), Some(dec!(190.5))))
+        );
         let mut short = working.clone();
         short.order_leg_collection[0].instruction = "SELL_SHORT".into();
         (short.order_type, short.price, short.duration) = ("MARKET".into(), None, "GOOD_TILL_CANCEL".into());
