@@ -81,7 +81,7 @@ pub async fn run(lidod: &crate::Lidod, rate: u32, sizes: &[usize], seconds: f64)
     let mut results = Vec::new();
     for &subscribers in sizes {
         let fake = FakeKraken::start(fake_config(rate)).await;
-        let daemon = lidod.with_kraken(&fake, &[])?;
+        let daemon = lidod.with_kraken(&fake, &[], "")?;
         let session = daemon.daemon.client().open_session("bench-subscribers").await?;
         let url = format!("{}/v1/stream", session.market_manager_url.replacen("http://", "ws://", 1));
         daemon.algo().await?;

@@ -32,6 +32,9 @@ const PRICE: i64 = 10_000;
 
 pub struct RoundTrips {
     pub lidod_rest: Percentiles,
+    /// The same, with `journal_synchronous = "normal"`: the intent is not
+    /// fsynced either, so the difference is what the one fsync costs.
+    pub lidod_rest_normal: Percentiles,
     pub direct: Percentiles,
     pub proxy: Percentiles,
 }
@@ -53,14 +56,17 @@ pub fn rich_fake_config() -> FakeConfig {
 const PACE: Duration = Duration::from_millis(300);
 
 /// `n` rounds after `warmup` unmeasured ones. Each round places one order
-/// through lidod (its own fake: the broker and the direct client keep
-/// separate nonces), one straight to the other fake and one through the
-/// proxy to it, back to back, so drift in the machine's load hits all
-/// three alike.
+/// through each lidod (each with its own fake: brokers and the direct
+/// client keep separate nonces and trading budgets), one straight to the
+/// other fake and one through the proxy to it, back to back, so drift in
+/// the machine's load hits all paths alike.
 pub async fn run(lidod: &crate::Lidod, n: usize, warmup: usize) -> anyhow::Result<RoundTrips> {
     let lidod_fake = FakeKraken::start(rich_fake_config()).await;
-    let daemon = lidod.with_kraken(&lidod_fake, &[])?;
+    let daemon = lidod.with_kraken(&lidod_fake, &[], "")?;
     let algo = daemon.algo().await?;
+    let normal_fake = FakeKraken::start(rich_fake_config()).await;
+    let normal_daemon = lidod.with_kraken(&normal_fake, &[], "journal_synchronous = \"normal\"")?;
+    let normal_algo = normal_daemon.algo().await?;
 
     let fake = FakeKraken::start(rich_fake_config()).await;
     let proxy = Proxy::start(&fake.url).await?;
@@ -68,25 +74,25 @@ pub async fn run(lidod: &crate::Lidod, n: usize, warmup: usize) -> anyhow::Resul
     // Same key and nonce counter, its own client order ids.
     let proxied_client = DirectClient { base: proxy.url.clone(), tag: "p", ..direct_client.clone() };
 
-    let (mut through, mut direct, mut proxied) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut samples: [Vec<Duration>; 4] = std::array::from_fn(|_| Vec::with_capacity(n));
     for i in 0..warmup + n {
         let next_round = tokio::time::sleep(PACE);
-        let l = timed(place_through_lidod(&algo, i)).await?;
-        let a = timed(direct_client.add_order(i)).await?;
-        let b = timed(proxied_client.add_order(i)).await?;
+        let round = [
+            timed(place_through_lidod(&algo, i)).await?,
+            timed(place_through_lidod(&normal_algo, i)).await?,
+            timed(direct_client.add_order(i)).await?,
+            timed(proxied_client.add_order(i)).await?,
+        ];
         if i >= warmup {
-            through.push(l);
-            direct.push(a);
-            proxied.push(b);
+            for (s, d) in samples.iter_mut().zip(round) {
+                s.push(d);
+            }
         }
         next_round.await;
     }
-    drop(daemon);
-    Ok(RoundTrips {
-        lidod_rest: Percentiles::of(through),
-        direct: Percentiles::of(direct),
-        proxy: Percentiles::of(proxied),
-    })
+    drop((daemon, normal_daemon));
+    let [lidod_rest, lidod_rest_normal, direct, proxy] = samples.map(Percentiles::of);
+    Ok(RoundTrips { lidod_rest, lidod_rest_normal, direct, proxy })
 }
 
 async fn timed<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<Duration> {

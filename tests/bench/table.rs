@@ -56,6 +56,7 @@ impl Report {
         row(out, "algo → Kraken fake direct (floor)", &o.direct, None);
         row(out, "algo → bare proxy → fake", &o.proxy, Some(&o.direct));
         row(out, "algo → lidod REST → kraken broker → fake", &o.lidod_rest, Some(&o.direct));
+        row(out, "same, lidod with journal_synchronous = normal (no fsync)", &o.lidod_rest_normal, Some(&o.direct));
         let _ =
             writeln!(out, "| algo → lidod WebSocket | – | not offered: lidod takes orders over REST only | | | | |");
         match &self.peer {
@@ -75,6 +76,13 @@ impl Report {
             "\nlidod added / proxy added: p50 **{}**, p99 **{}** (target ≤ 1.30x)\n",
             added(|p| p.p50),
             added(|p| p.p99)
+        );
+        let fsync = |f: fn(&Percentiles) -> Duration| us(minus(f(&o.lidod_rest), f(&o.lidod_rest_normal)));
+        let _ = writeln!(
+            out,
+            "The intent's fsync (lidod REST full − normal): p50 {} µs, p99 {} µs\n",
+            fsync(|p| p.p50),
+            fsync(|p| p.p99)
         );
     }
 
