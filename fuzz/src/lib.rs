@@ -51,6 +51,8 @@ pub fn algo_request(data: &[u8]) {
     json_roundtrip::<ClientMessage>(data);
     json_roundtrip::<SessionRequest>(data);
     let Ok(text) = std::str::from_utf8(data) else { return };
+    // What names an order request's error reply when it does not decode.
+    let _ = ClientMessage::request_id(text);
     let _ = serde_urlencoded::from_str::<SymbolQuery>(text);
     if let Ok(query) = serde_urlencoded::from_str::<OrdersQuery>(text) {
         if let Some(status) = query.status {

@@ -89,7 +89,7 @@ where
                     },
                     _ => continue,
                 },
-                ServerMessage::Ack(_) => continue,
+                ServerMessage::Ack(_) | ServerMessage::Reply(_) => continue,
                 ServerMessage::Error { error } => FeedUpdate::Refused(format!("{} ({})", error.message, error.code)),
             },
             _ = poll.tick() => {

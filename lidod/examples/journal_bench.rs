@@ -1,7 +1,8 @@
 //! How many orders a second the journal takes with its real settings (WAL,
 //! `synchronous = FULL`): each order is journaled as Lido does it, an insert
-//! (the intent), an update (the venue's acknowledgement) and a fill with its
-//! update, each its own fsynced transaction.
+//! (the intent, fsynced), an update (the venue's acknowledgement) and a fill
+//! with its update, each its own transaction; the venue's two are written
+//! without waiting for the fsync (`Durability::Venue`).
 //!
 //! `cargo run --release -p lidod --example journal_bench [ORDERS] [full|normal] [DIR]`
 //! (`synchronous` defaults to full; DIR to a fresh temporary directory,
@@ -11,7 +12,7 @@ use std::time::Instant;
 
 use chrono::Utc;
 use lido_shared::model::{Fill, Order, OrderStatus, OrderType, Side, Symbol, TimeInForce};
-use lidod::journal::{Journal, Synchronous};
+use lidod::journal::{Durability, Journal, Synchronous};
 use rust_decimal::Decimal;
 
 fn main() -> anyhow::Result<()> {
@@ -54,7 +55,7 @@ fn main() -> anyhow::Result<()> {
         };
         journal.insert_order(&order)?;
         order.transition(OrderStatus::Accepted, now)?;
-        journal.update_order(&order, None)?;
+        journal.update_order(&order, None, Durability::Venue)?;
         let fill = Fill {
             fill_id: format!("F-{i}"),
             order_id: order.order_id.clone(),
@@ -66,7 +67,7 @@ fn main() -> anyhow::Result<()> {
             ts: now,
         };
         order.apply_fill(&fill)?;
-        journal.update_order(&order, Some(&fill))?;
+        journal.update_order(&order, Some(&fill), Durability::Venue)?;
     }
     let elapsed = started.elapsed();
     println!(

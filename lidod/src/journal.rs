@@ -9,12 +9,29 @@
 //! Durability settings, and why:
 //! - `journal_mode = WAL`: a writer never blocks readers, and a commit is one
 //!   append to the write-ahead log instead of a rewrite of pages.
-//! - `synchronous = FULL` (the default, [`Synchronous`]): every commit is
-//!   fsynced before it returns, so an acknowledged order survives a power
+//! - `synchronous = FULL` (the default, [`Synchronous`]): a durable commit
+//!   is fsynced before it returns, so an acknowledged order survives a power
 //!   cut, not only a `kill -9`. The cost is one fsync per change (the
 //!   `journal_bench` example measures it; see README). `NORMAL` is offered
 //!   for slow disks: in WAL mode it still survives a crash of the process,
 //!   but the last commits may be lost with the machine's power.
+//! - Two kinds of commit ([`Durability`]): an order's *intent* (the row
+//!   written before it is sent, with its client order id and broker) and
+//!   every change Lido decides on its own (a rejection, a lost order, an
+//!   annotation, an adopted order) wait for the fsync. A change that merely
+//!   records what the venue said (its acknowledgement, venue order id,
+//!   status, fills: [`Durability::Venue`]) is committed to the WAL without
+//!   waiting for the fsync. It is still written before it is shown, so it
+//!   survives a `kill -9` of lidod (the OS holds the write); only a power
+//!   cut can lose it, and then only together with every later commit (the
+//!   WAL is one append-only file: the next fsynced commit makes all earlier
+//!   ones durable, so nothing is lost out of order). What such a loss leaves
+//!   is an order the journal knows, at its venue, in an earlier state:
+//!   exactly what reconciliation repairs on the next connection (status
+//!   and filled quantity from the venue, looked up by Lido's order id). This
+//!   halves the fsyncs on the order path (one per order instead of two);
+//!   the bench's `journal_synchronous = "normal"` row shows what the other
+//!   one costs.
 //! - `busy_timeout = 5 s`: another connection (an operator's `sqlite3`)
 //!   holding the lock briefly delays a write instead of failing it.
 //!
@@ -105,6 +122,18 @@ impl Synchronous {
     }
 }
 
+/// How a commit waits for the disk, per change: see the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Lido's own decision: fsynced (with [`Synchronous::Full`]) before the
+    /// call returns.
+    Own,
+    /// What the venue said, which reconciliation can ask it again: written
+    /// to the WAL (survives a process kill), fsynced with the next durable
+    /// commit or checkpoint.
+    Venue,
+}
+
 /// What the journal holds, read back at start.
 #[derive(Debug, Default)]
 pub struct Replay {
@@ -116,6 +145,8 @@ pub struct Replay {
 
 pub struct Journal {
     conn: Mutex<Connection>,
+    /// The configured level, used for intents and [`Durability::Own`].
+    synchronous: Synchronous,
 }
 
 impl Journal {
@@ -133,14 +164,14 @@ impl Journal {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", synchronous.pragma())?;
         Self::prepare(&mut conn)?;
-        Ok(Self { conn: Mutex::new(conn) })
+        Ok(Self { conn: Mutex::new(conn), synchronous })
     }
 
     /// A journal that lives in memory, for unit tests.
     pub fn in_memory() -> Result<Self, JournalError> {
         let mut conn = Connection::open_in_memory()?;
         Self::prepare(&mut conn)?;
-        Ok(Self { conn: Mutex::new(conn) })
+        Ok(Self { conn: Mutex::new(conn), synchronous: Synchronous::Full })
     }
 
     fn prepare(conn: &mut Connection) -> Result<(), JournalError> {
@@ -154,7 +185,7 @@ impl Journal {
     /// with the same (customer, client order id) is refused.
     pub fn insert_order(&self, order: &Order) -> Result<(), JournalError> {
         let body = serde_json::to_string(order)?;
-        let mut conn = self.lock();
+        let mut conn = self.lock_for(Durability::Own)?;
         let tx = conn.transaction()?;
         let inserted = tx.execute(
             "INSERT INTO orders (order_id, customer, client_order_id, market, broker, status, created_at, updated_at, body)
@@ -184,11 +215,11 @@ impl Journal {
     }
 
     /// Records an order's new state, and the fill that moved it if any, in
-    /// one transaction.
-    pub fn update_order(&self, order: &Order, fill: Option<&Fill>) -> Result<(), JournalError> {
+    /// one transaction, as durable as `durability` asks.
+    pub fn update_order(&self, order: &Order, fill: Option<&Fill>, durability: Durability) -> Result<(), JournalError> {
         let body = serde_json::to_string(order)?;
         let fill_body = fill.map(serde_json::to_string).transpose()?;
-        let mut conn = self.lock();
+        let mut conn = self.lock_for(durability)?;
         let tx = conn.transaction()?;
         tx.execute(
             "UPDATE orders SET broker = ?2, status = ?3, updated_at = ?4, body = ?5 WHERE order_id = ?1",
@@ -233,6 +264,18 @@ impl Journal {
         let body: Option<String> =
             conn.query_row("SELECT body FROM orders WHERE order_id = ?1", [order_id], |r| r.get(0)).optional()?;
         Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
+    }
+
+    /// The connection, set to commit as `durability` asks (the pragma is
+    /// per connection and cannot change inside a transaction).
+    fn lock_for(&self, durability: Durability) -> Result<std::sync::MutexGuard<'_, Connection>, JournalError> {
+        let level = match durability {
+            Durability::Own => self.synchronous,
+            Durability::Venue => Synchronous::Normal,
+        };
+        let conn = self.lock();
+        conn.pragma_update(None, "synchronous", level.pragma())?;
+        Ok(conn)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -305,7 +348,7 @@ pub(crate) mod tests {
                 ts: Utc::now(),
             };
             o.apply_fill(&fill).unwrap();
-            j.update_order(&o, Some(&fill)).unwrap();
+            j.update_order(&o, Some(&fill), Durability::Venue).unwrap();
         }
         let j = Journal::open(&dir).unwrap();
         let replay = j.replay().unwrap();
@@ -314,8 +357,9 @@ pub(crate) mod tests {
         assert_eq!(replay.fills[0].1.price, dec!(100.25));
         let mode: String = j.lock().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
         assert_eq!(mode, "wal");
-        let sync: i64 = j.lock().query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
-        assert_eq!(sync, 2, "synchronous = FULL");
+        let sync = |d| -> i64 { j.lock_for(d).unwrap().query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap() };
+        assert_eq!(sync(Durability::Own), 2, "Lido's own changes: synchronous = FULL");
+        assert_eq!(sync(Durability::Venue), 1, "the venue's answers: synchronous = NORMAL");
         drop(j);
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -339,9 +383,9 @@ pub(crate) mod tests {
         let mut o = order("o1", "c1");
         j.insert_order(&o).unwrap();
         o.transition(OrderStatus::Accepted, Utc::now()).unwrap();
-        j.update_order(&o, None).unwrap();
+        j.update_order(&o, None, Durability::Own).unwrap();
         o.transition(OrderStatus::Canceled, Utc::now()).unwrap();
-        j.update_order(&o, None).unwrap();
+        j.update_order(&o, None, Durability::Own).unwrap();
         let statuses: Vec<String> = j
             .lock()
             .prepare("SELECT status FROM order_events WHERE order_id = 'o1' ORDER BY seq")

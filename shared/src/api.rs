@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::cluster::ServiceState;
-use crate::model::{OrderStatus, OrderType, Side, Symbol, TimeInForce};
+use crate::model::{Order, OrderStatus, OrderType, Side, Symbol, TimeInForce};
 use crate::ErrorDetail;
 
 /// Largest REST body the API accepts.
@@ -262,6 +262,35 @@ pub enum ClientMessage {
         symbol: Option<String>,
     },
     Ping,
+    /// Places an order exactly as `POST /v1/orders` does (same fields,
+    /// checks, limits and idempotency); answered by a [`StreamReply`] whose
+    /// `reply_to` is `id`. Customers only.
+    PlaceOrder {
+        /// Chosen by the client to match the reply; not interpreted.
+        id: String,
+        #[serde(flatten)]
+        order: PlaceOrder,
+    },
+    /// Cancels an order exactly as `DELETE /v1/orders/{order_id}` does;
+    /// answered by a [`StreamReply`]. Customers only.
+    CancelOrder {
+        id: String,
+        order_id: String,
+    },
+}
+
+impl ClientMessage {
+    /// The `id` of a `place_order` or `cancel_order` message that does not
+    /// decode, so its error can still name the request it answers.
+    pub fn request_id(text: &str) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Request {
+            op: String,
+            id: String,
+        }
+        let r: Request = serde_json::from_str(text).ok()?;
+        matches!(r.op.as_str(), "place_order" | "cancel_order").then_some(r.id)
+    }
 }
 
 /// The key of one stream: its sequence numbers count per key.
@@ -318,13 +347,39 @@ pub struct StreamAck {
     pub symbol: Option<String>,
 }
 
+/// The answer to a `place_order` or `cancel_order` message:
+/// `{"reply_to":ID,"status":201,"order":{…}}` or
+/// `{"reply_to":ID,"status":409,"error":{"code","message"}}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StreamReply {
+    /// The request's `id`.
+    pub reply_to: String,
+    /// What the REST call would have answered: 201 a new order, 200 the
+    /// order the client order id placed before (or a canceled order), 4xx/5xx an error.
+    pub status: u16,
+    #[serde(flatten)]
+    pub outcome: ReplyOutcome,
+}
+
+/// An order, or why there is none.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplyOutcome {
+    Order(Box<Order>),
+    Error(ErrorDetail),
+}
+
 /// Anything the stream sends.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum ServerMessage {
+    /// First: an error reply also has the `error` field of [`Self::Error`].
+    Reply(StreamReply),
     Event(StreamEvent),
     Ack(StreamAck),
-    Error { error: ErrorDetail },
+    Error {
+        error: ErrorDetail,
+    },
 }
 
 /// Summary of an order state change, as carried on the `orders` channel
@@ -372,5 +427,31 @@ mod tests {
         assert!(matches!(serde_json::from_str::<ServerMessage>(ack).unwrap(), ServerMessage::Ack(_)));
         let err = r#"{"error":{"code":"bad","message":"m"}}"#;
         assert!(matches!(serde_json::from_str::<ServerMessage>(err).unwrap(), ServerMessage::Error { .. }));
+        let reply = r#"{"reply_to":"r1","status":409,"error":{"code":"order_not_open","message":"m"}}"#;
+        let ServerMessage::Reply(reply) = serde_json::from_str::<ServerMessage>(reply).unwrap() else {
+            panic!("an error reply is a reply, not a bare error")
+        };
+        assert_eq!((reply.reply_to.as_str(), reply.status), ("r1", 409));
+        assert!(matches!(reply.outcome, ReplyOutcome::Error(e) if e.code == "order_not_open"));
+    }
+
+    #[test]
+    fn order_ops_carry_the_rest_bodies_flat() {
+        let text = r#"{"op":"place_order","id":"r1","market":"paper","symbol":"BTC/USD","side":"buy","type":"limit","quantity":"0.01","limit_price":"50000","client_order_id":"c-1"}"#;
+        let ClientMessage::PlaceOrder { id, order } = serde_json::from_str(text).unwrap() else {
+            panic!("a place_order op")
+        };
+        assert_eq!((id.as_str(), order.limit_price), ("r1", Some(Decimal::new(50000, 0))));
+        let back = serde_json::to_string(&ClientMessage::PlaceOrder { id, order: order.clone() }).unwrap();
+        assert!(
+            matches!(serde_json::from_str(&back).unwrap(), ClientMessage::PlaceOrder { order: o, .. } if o == order)
+        );
+        let cancel: ClientMessage =
+            serde_json::from_str(r#"{"op":"cancel_order","id":"r2","order_id":"o-1"}"#).unwrap();
+        assert_eq!(cancel, ClientMessage::CancelOrder { id: "r2".into(), order_id: "o-1".into() });
+        let bad = r#"{"op":"place_order","id":"r3","market":"paper","quantity":1}"#;
+        assert!(serde_json::from_str::<ClientMessage>(bad).is_err());
+        assert_eq!(ClientMessage::request_id(bad).as_deref(), Some("r3"), "the error can still name the request");
+        assert_eq!(ClientMessage::request_id(r#"{"op":"subscribe","id":"x"}"#), None);
     }
 }

@@ -43,13 +43,14 @@ impl Lidod {
     }
 
     /// A daemon with broker `k1` (a Kraken Pro account) on `fake` and market
-    /// `crypto` on `k1`.
-    pub fn with_kraken(&self, fake: &FakeKraken, env: &[(&str, &str)]) -> anyhow::Result<KrakenDaemon> {
+    /// `crypto` on `k1`; `node` is the body of its `[node]` table (or empty).
+    pub fn with_kraken(&self, fake: &FakeKraken, env: &[(&str, &str)], node: &str) -> anyhow::Result<KrakenDaemon> {
         let dir = std::env::temp_dir().join(format!("lido-bench-{}-{}", std::process::id(), unique()));
         std::fs::create_dir_all(&dir)?;
         // The trading budget the order bench paces itself within (see orders.rs).
-        let toml =
+        let broker =
             lido_tests::kraken_node::node_toml(fake, &fake.ws_auth_url(), &dir.join("k1.nonce"), "tier = \"pro\"");
+        let toml = format!("[node]\n{node}\n{broker}");
         let path = dir.join("lido.toml");
         std::fs::write(&path, toml)?;
         let config = lido_tests::kraken_fake::FakeConfig::default();

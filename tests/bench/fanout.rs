@@ -80,32 +80,84 @@ pub fn fake_config(rate: u32) -> FakeConfig {
 pub async fn run(lidod: &crate::Lidod, rate: u32, sizes: &[usize], seconds: f64) -> anyhow::Result<Vec<FanOut>> {
     let mut results = Vec::new();
     for &subscribers in sizes {
-        let fake = FakeKraken::start(fake_config(rate)).await;
-        let daemon = lidod.with_kraken(&fake, &[])?;
-        let session = daemon.daemon.client().open_session("bench-subscribers").await?;
-        let url = format!("{}/v1/stream", session.market_manager_url.replacen("http://", "ws://", 1));
-        daemon.algo().await?;
-        let pid = daemon.daemon.pid();
-        let before = crate::daemon::rss_bytes(pid)?;
-        let mut on_ready = |_: ()| {
-            let after = crate::daemon::rss_bytes(pid).unwrap_or(before);
-            Some(after.saturating_sub(before) / subscribers as u64)
-        };
-        let (lidod_delivery, rss) =
-            subscribe_from_child(&url, Some(&session.session_id), subscribers, seconds, &mut on_ready).await?;
-        drop(daemon);
-
-        let reference = Reference::start(&fake.ws_url()).await?;
-        let (reference_delivery, _) =
-            subscribe_from_child(&reference.url, None, subscribers, seconds, &mut |_| None).await?;
-        results.push(FanOut {
-            subscribers,
-            lidod: lidod_delivery,
-            reference: reference_delivery,
-            rss_per_subscription: rss,
-        });
+        let (lidod_delivery, rss) = through_lidod(lidod, rate, subscribers, seconds).await?;
+        let reference = through_reference(rate, subscribers, seconds).await?;
+        results.push(FanOut { subscribers, lidod: lidod_delivery, reference, rss_per_subscription: rss });
     }
     Ok(results)
+}
+
+/// Offered rates tried for the highest rate held, lowest first; the
+/// fake's ticker interval is whole milliseconds, so 1,000 is its ceiling.
+pub const RATE_STEPS: [u32; 4] = [100, 200, 400, 800];
+
+/// Each server's steps up [`RATE_STEPS`] at one size, stopping at its first
+/// step with a drop (a gap marker, a sequence hole or a conflated quote).
+pub struct MaxRate {
+    pub subscribers: usize,
+    pub lidod: Vec<(u32, Delivery)>,
+    pub reference: Vec<(u32, Delivery)>,
+}
+
+impl MaxRate {
+    /// The highest rate a server's steps held without a drop, and whether
+    /// that was the last step tried (so the server may hold more).
+    pub fn held(steps: &[(u32, Delivery)]) -> (Option<u32>, bool) {
+        let held = steps.iter().take_while(|(_, d)| d.drops == 0).last().map(|(rate, _)| *rate);
+        (held, steps.iter().all(|(_, d)| d.drops == 0))
+    }
+}
+
+/// The highest rate held without a slow-consumer drop, for lidod and the
+/// reference, with `subscribers` subscribers (bounded by [`RATE_STEPS`]).
+pub async fn max_rate(lidod: &crate::Lidod, subscribers: usize, seconds: f64) -> anyhow::Result<MaxRate> {
+    let mut result = MaxRate { subscribers, lidod: Vec::new(), reference: Vec::new() };
+    for rate in RATE_STEPS {
+        let delivery = through_lidod(lidod, rate, subscribers, seconds).await?.0;
+        let dropped = delivery.drops > 0;
+        result.lidod.push((rate, delivery));
+        if dropped {
+            break;
+        }
+    }
+    for rate in RATE_STEPS {
+        let delivery = through_reference(rate, subscribers, seconds).await?;
+        let dropped = delivery.drops > 0;
+        result.reference.push((rate, delivery));
+        if dropped {
+            break;
+        }
+    }
+    Ok(result)
+}
+
+/// `subscribers` subscribers of lidod fed at `rate`; with lidod's RSS
+/// growth per subscription.
+async fn through_lidod(
+    lidod: &crate::Lidod,
+    rate: u32,
+    subscribers: usize,
+    seconds: f64,
+) -> anyhow::Result<(Delivery, Option<u64>)> {
+    let fake = FakeKraken::start(fake_config(rate)).await;
+    let daemon = lidod.with_kraken(&fake, &[], "")?;
+    let session = daemon.daemon.client().open_session("bench-subscribers").await?;
+    let url = format!("{}/v1/stream", session.market_manager_url.replacen("http://", "ws://", 1));
+    daemon.algo().await?;
+    let pid = daemon.daemon.pid();
+    let before = crate::daemon::rss_bytes(pid)?;
+    let mut on_ready = |_: ()| {
+        let after = crate::daemon::rss_bytes(pid).unwrap_or(before);
+        Some(after.saturating_sub(before) / subscribers as u64)
+    };
+    subscribe_from_child(&url, Some(&session.session_id), subscribers, seconds, &mut on_ready).await
+}
+
+/// `subscribers` subscribers of the bare reference fed at `rate`.
+async fn through_reference(rate: u32, subscribers: usize, seconds: f64) -> anyhow::Result<Delivery> {
+    let fake = FakeKraken::start(fake_config(rate)).await;
+    let reference = Reference::start(&fake.ws_url()).await?;
+    Ok(subscribe_from_child(&reference.url, None, subscribers, seconds, &mut |_| None).await?.0)
 }
 
 /// Runs `lido-bench subscribe` and reads its result; `on_ready` runs once

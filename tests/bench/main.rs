@@ -76,11 +76,13 @@ async fn bench(quick: bool, rate: u32) -> anyhow::Result<()> {
     let orders = orders::run(&lidod, plan.orders, plan.warmup).await?;
     eprintln!("lido-bench: fan-out at {rate} msgs/s…");
     let fanout = fanout::run(&lidod, rate, &[10, 100, 1000], plan.fanout_seconds).await?;
+    eprintln!("lido-bench: fan-out, highest rate held at 1000 subscribers (steps {:?})…", fanout::RATE_STEPS);
+    let max_rate = fanout::max_rate(&lidod, 1000, plan.fanout_seconds).await?;
     eprintln!("lido-bench: control plane…");
     let control = control::run(&lidod, plan.starts, plan.sessions).await?;
     eprintln!("lido-bench: peer (ccxt)…");
     let peer = peer::run(plan.orders.min(500), plan.warmup).await?;
-    let report = table::Report { quick, rate, orders, fanout, control, peer };
+    let report = table::Report { quick, rate, orders, fanout, max_rate, control, peer };
     println!("{}", report.render());
     Ok(())
 }

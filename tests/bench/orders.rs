@@ -2,9 +2,8 @@
 //! waits for the venue's acknowledgement, three ways, against the Kraken
 //! fake: through lidod's REST API (lidod → kraken broker → fake), straight
 //! to the fake (the floor), and through a bare forwarding proxy (axum in,
-//! reqwest keep-alive out, no logic). lidod has no order entry over
-//! WebSocket (its `/v1/stream` carries subscriptions only), so there is no
-//! WebSocket row.
+//! reqwest keep-alive out, no logic), and through lidod's WebSocket entry
+//! (`place_order` on `/v1/stream`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,7 +16,7 @@ use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::Router;
 use lido_shared::api::PlaceOrder;
-use lido_shared::client::LidoClient;
+use lido_shared::client::Placed;
 use lido_shared::model::{OrderStatus, OrderType, Side, TimeInForce};
 use lido_tests::kraken_fake::{FakeConfig, FakeKraken};
 use lidod::venue::kraken::messages::AddOrderRequest;
@@ -32,6 +31,11 @@ const PRICE: i64 = 10_000;
 
 pub struct RoundTrips {
     pub lidod_rest: Percentiles,
+    /// The same, with `journal_synchronous = "normal"`: the intent is not
+    /// fsynced either, so the difference is what the one fsync costs.
+    pub lidod_rest_normal: Percentiles,
+    /// Through lidod, placed on `/v1/stream` instead of REST.
+    pub lidod_ws: Percentiles,
     pub direct: Percentiles,
     pub proxy: Percentiles,
 }
@@ -53,14 +57,20 @@ pub fn rich_fake_config() -> FakeConfig {
 const PACE: Duration = Duration::from_millis(300);
 
 /// `n` rounds after `warmup` unmeasured ones. Each round places one order
-/// through lidod (its own fake: the broker and the direct client keep
-/// separate nonces), one straight to the other fake and one through the
-/// proxy to it, back to back, so drift in the machine's load hits all
-/// three alike.
+/// through each lidod (each with its own fake: brokers and the direct
+/// client keep separate nonces and trading budgets), one straight to the
+/// other fake and one through the proxy to it, back to back, so drift in
+/// the machine's load hits all paths alike.
 pub async fn run(lidod: &crate::Lidod, n: usize, warmup: usize) -> anyhow::Result<RoundTrips> {
     let lidod_fake = FakeKraken::start(rich_fake_config()).await;
-    let daemon = lidod.with_kraken(&lidod_fake, &[])?;
+    let daemon = lidod.with_kraken(&lidod_fake, &[], "")?;
     let algo = daemon.algo().await?;
+    let normal_fake = FakeKraken::start(rich_fake_config()).await;
+    let normal_daemon = lidod.with_kraken(&normal_fake, &[], "journal_synchronous = \"normal\"")?;
+    let normal_algo = normal_daemon.algo().await?;
+    let ws_fake = FakeKraken::start(rich_fake_config()).await;
+    let ws_daemon = lidod.with_kraken(&ws_fake, &[], "")?;
+    let mut ws_algo = ws_daemon.algo().await?.stream().await?;
 
     let fake = FakeKraken::start(rich_fake_config()).await;
     let proxy = Proxy::start(&fake.url).await?;
@@ -68,25 +78,26 @@ pub async fn run(lidod: &crate::Lidod, n: usize, warmup: usize) -> anyhow::Resul
     // Same key and nonce counter, its own client order ids.
     let proxied_client = DirectClient { base: proxy.url.clone(), tag: "p", ..direct_client.clone() };
 
-    let (mut through, mut direct, mut proxied) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut samples: [Vec<Duration>; 5] = std::array::from_fn(|_| Vec::with_capacity(n));
     for i in 0..warmup + n {
         let next_round = tokio::time::sleep(PACE);
-        let l = timed(place_through_lidod(&algo, i)).await?;
-        let a = timed(direct_client.add_order(i)).await?;
-        let b = timed(proxied_client.add_order(i)).await?;
+        let round = [
+            timed(async { accepted(algo.place_order(&order(i)).await?) }).await?,
+            timed(async { accepted(normal_algo.place_order(&order(i)).await?) }).await?,
+            timed(async { accepted(ws_algo.place_order(&order(i)).await?) }).await?,
+            timed(direct_client.add_order(i)).await?,
+            timed(proxied_client.add_order(i)).await?,
+        ];
         if i >= warmup {
-            through.push(l);
-            direct.push(a);
-            proxied.push(b);
+            for (s, d) in samples.iter_mut().zip(round) {
+                s.push(d);
+            }
         }
         next_round.await;
     }
-    drop(daemon);
-    Ok(RoundTrips {
-        lidod_rest: Percentiles::of(through),
-        direct: Percentiles::of(direct),
-        proxy: Percentiles::of(proxied),
-    })
+    drop((daemon, normal_daemon, ws_daemon));
+    let [lidod_rest, lidod_rest_normal, lidod_ws, direct, proxy] = samples.map(Percentiles::of);
+    Ok(RoundTrips { lidod_rest, lidod_rest_normal, lidod_ws, direct, proxy })
 }
 
 async fn timed<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<Duration> {
@@ -95,8 +106,9 @@ async fn timed<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> any
     Ok(started.elapsed())
 }
 
-async fn place_through_lidod(algo: &LidoClient, i: usize) -> anyhow::Result<()> {
-    let order = PlaceOrder {
+/// Round `i`'s order through lidod: a resting limit buy.
+fn order(i: usize) -> PlaceOrder {
+    PlaceOrder {
         market: "crypto".into(),
         symbol: "BTC/USD".into(),
         side: Side::Buy,
@@ -105,10 +117,13 @@ async fn place_through_lidod(algo: &LidoClient, i: usize) -> anyhow::Result<()> 
         limit_price: Some(Decimal::from(PRICE)),
         time_in_force: TimeInForce::Gtc,
         client_order_id: Some(format!("b-{i}")),
-    };
-    let placed = algo.place_order(&order).await.context("placing an order through lidod")?.order;
-    if placed.status != OrderStatus::Accepted {
-        bail!("lidod answered {:?} to a resting limit order: {:?}", placed.status, placed.reason);
+    }
+}
+
+/// Checks lidod's answer is the venue's acknowledgement of a new order.
+fn accepted(placed: Placed) -> anyhow::Result<()> {
+    if !placed.created || placed.order.status != OrderStatus::Accepted {
+        bail!("lidod answered {:?} to a resting limit order: {:?}", placed.order.status, placed.order.reason);
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use crate::control::ControlPlane;
-use crate::fanout::{Delivery, FanOut};
+use crate::fanout::{Delivery, FanOut, MaxRate};
 use crate::orders::RoundTrips;
 use crate::peer::Peer;
 use crate::stats::{minus, ratio, us, Percentiles};
@@ -15,6 +15,7 @@ pub struct Report {
     pub rate: u32,
     pub orders: RoundTrips,
     pub fanout: Vec<FanOut>,
+    pub max_rate: MaxRate,
     pub control: ControlPlane,
     pub peer: Option<Peer>,
 }
@@ -31,6 +32,7 @@ impl Report {
         );
         self.order_rows(&mut out);
         self.fanout_rows(&mut out);
+        self.max_rate_rows(&mut out);
         self.control_rows(&mut out);
         out
     }
@@ -56,8 +58,8 @@ impl Report {
         row(out, "algo → Kraken fake direct (floor)", &o.direct, None);
         row(out, "algo → bare proxy → fake", &o.proxy, Some(&o.direct));
         row(out, "algo → lidod REST → kraken broker → fake", &o.lidod_rest, Some(&o.direct));
-        let _ =
-            writeln!(out, "| algo → lidod WebSocket | – | not offered: lidod takes orders over REST only | | | | |");
+        row(out, "same, lidod with journal_synchronous = normal (no fsync)", &o.lidod_rest_normal, Some(&o.direct));
+        row(out, "algo → lidod WebSocket (place_order on /v1/stream) → fake", &o.lidod_ws, Some(&o.direct));
         match &self.peer {
             Some(peer) => {
                 row(out, &format!("ccxt {} create_order → fake (peer)", peer.version), &peer.order, Some(&o.direct));
@@ -67,14 +69,24 @@ impl Report {
                 let _ = writeln!(out, "| ccxt (peer) | – | skipped: python3 with ccxt not installed | | | | |");
             }
         }
-        let added = |f: fn(&Percentiles) -> Duration| {
-            ratio(minus(f(&o.lidod_rest), f(&o.direct)), minus(f(&o.proxy), f(&o.direct)))
+        let added = |path: &Percentiles, f: fn(&Percentiles) -> Duration| {
+            ratio(minus(f(path), f(&o.direct)), minus(f(&o.proxy), f(&o.direct)))
         };
+        for (entry, path) in [("REST", &o.lidod_rest), ("WebSocket", &o.lidod_ws)] {
+            let _ = writeln!(
+                out,
+                "\nlidod {entry} added / proxy added: p50 **{}**, p99 **{}** (target ≤ 1.30x)",
+                added(path, |p| p.p50),
+                added(path, |p| p.p99)
+            );
+        }
+        let _ = writeln!(out);
+        let fsync = |f: fn(&Percentiles) -> Duration| us(minus(f(&o.lidod_rest), f(&o.lidod_rest_normal)));
         let _ = writeln!(
             out,
-            "\nlidod added / proxy added: p50 **{}**, p99 **{}** (target ≤ 1.30x)\n",
-            added(|p| p.p50),
-            added(|p| p.p99)
+            "The intent's fsync (lidod REST full − normal): p50 {} µs, p99 {} µs\n",
+            fsync(|p| p.p50),
+            fsync(|p| p.p99)
         );
     }
 
@@ -104,6 +116,44 @@ impl Report {
                 us(f.reference.latency.p99)
             );
         }
+    }
+
+    fn max_rate_rows(&self, out: &mut String) {
+        let m = &self.max_rate;
+        let _ = writeln!(
+            out,
+            "### Highest rate held without a slow-consumer drop, {} subscribers (each server stops at its first drop)\n",
+            m.subscribers
+        );
+        let _ = writeln!(out, "| offered msgs/s | server | delivered msgs/s | p50 µs | p99 µs | drops |");
+        let _ = writeln!(out, "|---:|---|---:|---:|---:|---:|");
+        for (server, steps) in [("lidod", &m.lidod), ("reference", &m.reference)] {
+            for (rate, d) in steps.iter() {
+                let _ = writeln!(
+                    out,
+                    "| {rate} | {server} | {:.0} | {} | {} | {} |",
+                    d.per_second(),
+                    us(d.latency.p50),
+                    us(d.latency.p99),
+                    d.drops
+                );
+            }
+        }
+        let held = |steps: &[(u32, Delivery)]| match MaxRate::held(steps) {
+            (None, _) => "none of the steps".to_string(),
+            (Some(rate), true) => format!("≥ {rate} msgs/s (every step)"),
+            (Some(rate), false) => format!("{rate} msgs/s"),
+        };
+        let ratio = match (MaxRate::held(&m.lidod).0, MaxRate::held(&m.reference).0) {
+            (Some(l), Some(r)) => format!("{:.2}x", f64::from(l) / f64::from(r)),
+            _ => "n/a".into(),
+        };
+        let _ = writeln!(
+            out,
+            "\nHeld without a drop: lidod **{}**, reference **{}**; lidod / reference **{ratio}**\n",
+            held(&m.lidod),
+            held(&m.reference)
+        );
     }
 
     fn control_rows(&self, out: &mut String) {

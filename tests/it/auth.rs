@@ -68,6 +68,10 @@ async fn tokens_rights_matrix_and_revocation() {
     op.quote("paper", "BTC/USD").await.expect("operators read quotes");
     let order = paper_limit("BTC/USD", Side::Buy, dec!(0.01), dec!(1000), "a-1");
     assert_eq!(code(&op.place_order(&order).await.unwrap_err()), (Some(403), "forbidden".into()));
+    let mut op_stream = op.stream().await.expect("operators stream market data");
+    let refused = op_stream.place_order(&order).await.expect_err("nor over the stream");
+    assert_eq!(code(&refused), (Some(403), "forbidden".into()));
+    assert_eq!(code(&op_stream.cancel_order("any").await.unwrap_err()), (Some(403), "forbidden".into()));
 
     // A customer sees and touches only its own orders; others' ids are 404.
     let placed = acme.place_order(&order).await.expect("acme places");

@@ -17,6 +17,7 @@ mod schwab_broker;
 mod schwab_rest;
 mod shutdown;
 mod slow_consumer;
+mod stream_orders;
 mod supervision;
 mod tls;
 mod trader;

@@ -181,6 +181,31 @@ async fn killed_after_send_before_the_answer_the_venue_fill_is_recovered() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The venue's acknowledgement is journaled without waiting for the fsync
+/// (`Durability::Venue`), but before the algo sees it: a `kill -9` right
+/// after the answer keeps it. The journal is read before any restart, so
+/// reconciliation cannot be what put it there.
+#[tokio::test]
+async fn killed_right_after_the_acknowledgement_the_journal_holds_it() {
+    let dir = temp_data_dir();
+    let mut d = start(&dir, &[]);
+    let c = d.client();
+    let q = ready(&c).await;
+    // Far below the market: it rests, so the answer is the acknowledgement.
+    let (acked, created) = place(&c, &sol_limit(Side::Buy, dec!(1), (q.bid / dec!(2)).round_dp(2), "acked")).await;
+    d.kill9();
+    assert!(created);
+    assert_eq!(acked.status, OrderStatus::Accepted, "{acked:?}");
+    let venue_order_id = acked.venue_order_id.clone().expect("the acknowledgement names the venue's order");
+
+    let journaled = Journal::open(&dir).unwrap().order(&acked.order_id).unwrap().expect("the order is journaled");
+    assert_eq!(journaled.status, OrderStatus::Accepted);
+    assert_eq!(journaled.venue_order_id.as_deref(), Some(venue_order_id.as_str()));
+    assert_eq!(journaled, acked, "the journal holds exactly what the algo was shown");
+    drop(d);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn killed_mid_partial_fill_the_rest_keeps_working_at_the_venue() {
     let dir = temp_data_dir();

@@ -112,10 +112,17 @@ pub async fn place_order(
     Customer(customer): Customer,
     ApiJson(req): ApiJson<PlaceOrder>,
 ) -> Result<(StatusCode, Json<Order>), ApiError> {
-    infra.limits().check_order(infra.markets(), &customer, &req).await?;
-    let (order, created) = infra.markets().place(&customer, req).await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let (order, status) = place(&infra, &customer, req).await?;
     Ok((status, Json(order)))
+}
+
+/// A customer's order through the limits and risk checks, then the
+/// MarketManager; 201 for a new order, 200 for the one its client order id
+/// placed before. REST and the stream's `place_order` both come here.
+pub(super) async fn place(infra: &Infra, customer: &str, req: PlaceOrder) -> Result<(Order, StatusCode), ApiError> {
+    infra.limits().check_order(infra.markets(), customer, &req).await?;
+    let (order, created) = infra.markets().place(customer, req).await?;
+    Ok((order, if created { StatusCode::CREATED } else { StatusCode::OK }))
 }
 
 /// The customer's orders; `status=open` for working ones.

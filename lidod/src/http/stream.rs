@@ -6,6 +6,13 @@
 //! A connection joins its session's market instance (the least loaded one
 //! without a session) and its writer measures each market-data frame's
 //! fan-out time for that instance's autoscaling rules.
+//!
+//! A customer may also place and cancel orders here (`place_order`,
+//! `cancel_order`): each goes the REST handler's way ([`super::algo::place`],
+//! `MarketManager::cancel`) in a task of its own, at most
+//! [`MAX_ORDER_REQUESTS_IN_FLIGHT`] per connection, and is answered with a
+//! [`StreamReply`] naming the request's id, so a slow venue holds up neither
+//! the connection's other requests nor its data.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,16 +20,17 @@ use std::time::Instant;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use lido_shared::api::{
-    Channel, ClientMessage, ServerMessage, StreamAck, StreamEvent, StreamKey, MAX_STREAM_FRAME_BYTES,
+    Channel, ClientMessage, PlaceOrder, ReplyOutcome, ServerMessage, StreamAck, StreamEvent, StreamKey, StreamReply,
+    MAX_STREAM_FRAME_BYTES,
 };
-use lido_shared::model::Symbol;
+use lido_shared::model::{Order, Symbol};
 use lido_shared::ErrorDetail;
 use serde_json::value::RawValue;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::auth::Caller;
@@ -31,14 +39,13 @@ use crate::infra::Infra;
 use crate::markets::{feed_of, Client, MdMsg, OrderMsg};
 
 pub async fn upgrade(State(infra): State<Infra>, caller: Caller, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
-    let customer = caller.customer().ok().map(str::to_string);
     let client =
         infra.markets().instances().join(session_instance(&infra, &headers).as_ref().map(|(s, i)| (s.as_str(), *i)));
     // Frames up to 64 KiB are read and answered with an error when over the
     // protocol limit; anything larger closes the socket.
     ws.max_message_size(64 * 1024)
         .max_frame_size(64 * 1024)
-        .on_upgrade(move |socket| session(infra, customer, client, socket))
+        .on_upgrade(move |socket| session(infra, caller, client, socket))
 }
 
 /// The caller's session and the instance it was assigned, when the bearer
@@ -48,6 +55,10 @@ fn session_instance(infra: &Infra, headers: &HeaderMap) -> Option<(String, u32)>
     let token = value.strip_prefix("Bearer ")?.trim();
     Some((token.to_string(), infra.sessions().instance_of(token)?))
 }
+
+/// Order requests one connection may have waiting for their answer; the
+/// next one is read when one is answered.
+pub const MAX_ORDER_REQUESTS_IN_FLIGHT: usize = 64;
 
 /// The most messages queued for one algo connection. A subscription whose
 /// messages find it full follows its channel's [`SlowPolicy`].
@@ -150,7 +161,9 @@ struct Sub {
     subscriptions: metrics::Gauge,
 }
 
-async fn session(infra: Infra, customer: Option<String>, client: Client, socket: WebSocket) {
+async fn session(infra: Infra, caller: Caller, client: Client, socket: WebSocket) {
+    let customer = caller.customer().ok().map(str::to_string);
+    let in_flight = Arc::new(Semaphore::new(MAX_ORDER_REQUESTS_IN_FLIGHT));
     let (mut sink, mut source) = socket.split();
     let (out, mut out_rx) = mpsc::channel::<Outgoing>(SESSION_QUEUE);
     let instance = client.instance.clone();
@@ -206,7 +219,20 @@ async fn session(infra: Infra, customer: Option<String>, client: Client, socket:
             continue;
         }
         let reply = match serde_json::from_str::<ClientMessage>(text.as_str()) {
-            Err(e) => error("invalid_message", format!("cannot read message: {e}; expected {{\"op\":\"subscribe\",\"channel\":…,\"market\":…,\"symbol\":…}}")),
+            Err(e) => match ClientMessage::request_id(text.as_str()) {
+                Some(id) => reply(id, Err(undecodable(text.as_str(), e))),
+                None => error("invalid_message", format!("cannot read message: {e}; expected {{\"op\":\"subscribe\",\"channel\":…,\"market\":…,\"symbol\":…}}")),
+            },
+            Ok(ClientMessage::PlaceOrder { id, order }) => {
+                let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
+                tokio::spawn(answer(infra.clone(), caller.clone(), out.clone(), id, OrderRequest::Place(order), permit));
+                continue;
+            }
+            Ok(ClientMessage::CancelOrder { id, order_id }) => {
+                let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
+                tokio::spawn(answer(infra.clone(), caller.clone(), out.clone(), id, OrderRequest::Cancel(order_id), permit));
+                continue;
+            }
             Ok(ClientMessage::Ping) => ServerMessage::Ack(StreamAck { op: "pong".into(), channel: None, market: None, symbol: None }),
             Ok(ClientMessage::Subscribe { channel, market, symbol }) => {
                 let at = Place { client: &client, subs: &mut subs, out: &out };
@@ -246,6 +272,53 @@ async fn session(infra: Infra, customer: Option<String>, client: Client, socket:
     let _ = writer.await;
     // Leaves the instance only once nothing of the stream is left.
     drop(client);
+}
+
+/// An order request read from the stream.
+enum OrderRequest {
+    Place(PlaceOrder),
+    Cancel(String),
+}
+
+/// Carries out an order request the REST handlers' way (customers only)
+/// and queues its reply; `_permit` holds its place among those in flight.
+async fn answer(
+    infra: Infra,
+    caller: Caller,
+    out: mpsc::Sender<Outgoing>,
+    id: String,
+    request: OrderRequest,
+    _permit: OwnedSemaphorePermit,
+) {
+    let result = match (caller.customer(), request) {
+        (Err(e), _) => Err(e),
+        (Ok(customer), OrderRequest::Place(order)) => super::algo::place(&infra, customer, order).await,
+        (Ok(customer), OrderRequest::Cancel(order_id)) => {
+            infra.markets().cancel(customer, &order_id).await.map(|o| (o, StatusCode::OK))
+        }
+    };
+    let _ = out.send(reply(id, result).into()).await;
+}
+
+/// Why an order request does not decode, in the REST body's words (with
+/// the field's path) when it is a `place_order`.
+fn undecodable(text: &str, e: serde_json::Error) -> ApiError {
+    match axum::Json::<PlaceOrder>::from_bytes(text.as_bytes()) {
+        Err(rejection) => crate::error::json_rejection(rejection),
+        Ok(_) => ApiError::bad_request(
+            "invalid_request",
+            format!("cannot read the order request: {e}; place_order takes the fields of POST /v1/orders, cancel_order an order_id"),
+        ),
+    }
+}
+
+/// The reply to order request `id`, with the status REST would answer.
+fn reply(id: String, result: Result<(Order, StatusCode), ApiError>) -> ServerMessage {
+    let (status, outcome) = match result {
+        Ok((order, status)) => (status, ReplyOutcome::Order(Box::new(order))),
+        Err(e) => (e.status, ReplyOutcome::Error(ErrorDetail::new(e.code, e.message))),
+    };
+    ServerMessage::Reply(StreamReply { reply_to: id, status: status.as_u16(), outcome })
 }
 
 fn drop_sub(infra: &Infra, client: &Client, key: &StreamKey, sub: Sub) {

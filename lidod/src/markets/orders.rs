@@ -15,7 +15,7 @@ use lido_shared::pipe::VenueOrderReport;
 use tokio::sync::broadcast;
 use tracing::{error, info, warn};
 
-use crate::journal::{Journal, JournalError};
+use crate::journal::{Durability, Journal, JournalError};
 
 /// An update on the `orders`/`fills` channels.
 #[derive(Clone, Debug)]
@@ -195,7 +195,7 @@ impl OrderStore {
             }
         }
         if order != before {
-            self.save(&mut st, order.clone(), None);
+            self.save(&mut st, order.clone(), None, Durability::Venue);
         }
         drop(st);
         let _ = self.updates.send(OrderMsg::Order(order.clone()));
@@ -228,7 +228,7 @@ impl OrderStore {
             }
         }
         let (customer, market) = (order.customer.clone(), order.market.clone());
-        self.save(&mut st, order.clone(), Some(fill));
+        self.save(&mut st, order.clone(), Some(fill), Durability::Venue);
         drop(st);
         let _ = self.updates.send(OrderMsg::Fill { customer, market, fill: fill.clone() });
         let _ = self.updates.send(OrderMsg::Order(order.clone()));
@@ -239,19 +239,20 @@ impl OrderStore {
         let mut st = self.lock();
         let mut order = st.orders.get(order_id)?.clone();
         f(&mut order, Utc::now());
-        self.save(&mut st, order.clone(), None);
+        self.save(&mut st, order.clone(), None, Durability::Own);
         drop(st);
         let _ = self.updates.send(OrderMsg::Order(order.clone()));
         Some(order)
     }
 
     /// Journals an order's new state (and the fill that moved it), then
-    /// takes it into the in-memory view. A journal that cannot be written
-    /// is logged loudly: the venue's answer already happened, so the view
-    /// still follows it.
-    fn save(&self, st: &mut State, order: Order, fill: Option<&Fill>) {
+    /// takes it into the in-memory view. What the venue said is journaled
+    /// without waiting for the fsync, Lido's own decisions with it (see
+    /// [`Durability`]). A journal that cannot be written is logged loudly:
+    /// the venue's answer already happened, so the view still follows it.
+    fn save(&self, st: &mut State, order: Order, fill: Option<&Fill>, durability: Durability) {
         count_change(st.orders.get(&order.order_id).map(|o| o.status), &order, fill);
-        if let Err(e) = self.journal.update_order(&order, fill) {
+        if let Err(e) = self.journal.update_order(&order, fill, durability) {
             error!(order_id = %order.order_id, error = %e, "journal write failed; this change is in memory only");
             metrics::counter!("lido_journal_errors_total").increment(1);
         }

@@ -1,3 +1,4 @@
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,9 +9,10 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
-use super::ClientError;
-use crate::api::{Channel, ClientMessage, ServerMessage, StreamEvent};
+use super::{ClientError, Placed};
+use crate::api::{Channel, ClientMessage, PlaceOrder, ReplyOutcome, ServerMessage, StreamEvent, StreamReply};
 use crate::cluster::{WatchCommand, WatchMessage};
+use crate::model::Order;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -64,15 +66,58 @@ async fn next_json<T: serde::de::DeserializeOwned>(ws: &mut Ws) -> Result<T, Cli
     }
 }
 
-/// The algo stream: subscribe to channels, read numbered events.
+/// The algo stream: subscribe to channels, read numbered events, place and
+/// cancel orders.
 pub struct Stream {
     ws: Ws,
+    /// Messages read while waiting for an order reply, handed out by
+    /// [`Self::next`] before anything newer.
+    unread: VecDeque<ServerMessage>,
+    /// The last order request id used.
+    last_request: u64,
 }
 
 impl Stream {
     /// Connects, trusting the CAs of `tls` (see [`crate::tls::client_config`]).
     pub async fn connect(url: &str, token: Option<&str>, tls: &Arc<rustls::ClientConfig>) -> Result<Self, ClientError> {
-        Ok(Self { ws: connect(url, token, tls).await? })
+        Ok(Self { ws: connect(url, token, tls).await?, unread: VecDeque::new(), last_request: 0 })
+    }
+
+    /// Places an order over the stream, as [`super::LidoClient::place_order`]
+    /// does over REST, and waits for its reply; events that arrive meanwhile
+    /// stay for [`Self::next`].
+    pub async fn place_order(&mut self, order: &PlaceOrder) -> Result<Placed, ClientError> {
+        let id = self.request_id();
+        self.send(&ClientMessage::PlaceOrder { id: id.clone(), order: order.clone() }).await?;
+        let (status, order) = self.reply(&id).await?;
+        Ok(Placed { order, created: status == 201 })
+    }
+
+    /// Cancels an order over the stream and waits for its reply.
+    pub async fn cancel_order(&mut self, order_id: &str) -> Result<Order, ClientError> {
+        let id = self.request_id();
+        self.send(&ClientMessage::CancelOrder { id: id.clone(), order_id: order_id.into() }).await?;
+        Ok(self.reply(&id).await?.1)
+    }
+
+    fn request_id(&mut self) -> String {
+        self.last_request += 1;
+        format!("sdk-{}", self.last_request)
+    }
+
+    /// Reads until the reply to request `id`, keeping what comes before it.
+    async fn reply(&mut self, id: &str) -> Result<(u16, Order), ClientError> {
+        loop {
+            match next_json(&mut self.ws).await? {
+                ServerMessage::Reply(StreamReply { reply_to, status, outcome }) if reply_to == id => {
+                    return match outcome {
+                        ReplyOutcome::Order(order) => Ok((status, *order)),
+                        ReplyOutcome::Error(error) => Err(ClientError::from_detail(status, error)),
+                    }
+                }
+                other => self.unread.push_back(other),
+            }
+        }
     }
 
     pub async fn send(&mut self, msg: &ClientMessage) -> Result<(), ClientError> {
@@ -102,7 +147,10 @@ impl Stream {
 
     /// The next message of any kind.
     pub async fn next(&mut self) -> Result<ServerMessage, ClientError> {
-        next_json(&mut self.ws).await
+        match self.unread.pop_front() {
+            Some(msg) => Ok(msg),
+            None => next_json(&mut self.ws).await,
+        }
     }
 
     /// The next data event, skipping acks; an error frame becomes an error.
@@ -111,7 +159,7 @@ impl Stream {
             loop {
                 match self.next().await? {
                     ServerMessage::Event(e) => return Ok(e),
-                    ServerMessage::Ack(_) => continue,
+                    ServerMessage::Ack(_) | ServerMessage::Reply(_) => continue,
                     ServerMessage::Error { error } => return Err(ClientError::from_detail(400, error)),
                 }
             }
