@@ -16,9 +16,9 @@
 //! Market data fans out through instances (`instances.rs`): shards that
 //! the autoscaler adds and releases with load, each stream on one of them.
 
-mod instances;
 mod failover;
 mod health;
+mod instances;
 mod market;
 mod orders;
 mod reconcile;
@@ -39,10 +39,10 @@ use tokio::sync::{broadcast, mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use self::instances::{Client, Instance, Instances};
 pub use self::failover::account_of;
 use self::failover::Routes;
 use self::health::HealthBook;
+pub use self::instances::{Client, Instance, Instances};
 pub use self::market::{Market, MdMsg};
 pub use self::orders::{OrderMsg, OrderStore};
 use self::reconcile::Reconciled;

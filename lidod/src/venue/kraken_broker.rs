@@ -338,7 +338,7 @@ impl KrakenBroker {
             warn!(order_id = %client_id, attempt, error = %err, "kraken CancelOrder failed; retrying");
             tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(1))).await;
         }
-        self.status_of(client_id).await
+        self.report_of(client_id).await
     }
 
     /// The private socket, when it can take order calls now.
@@ -402,6 +402,14 @@ impl KrakenBroker {
     /// executions feed had for it.
     async fn status_of(&self, client_id: &str) -> Result<ReplyBody, ErrorDetail> {
         self.executions_synced().await?;
+        self.report_of(client_id).await
+    }
+
+    /// The order's state at Kraken now, without waiting for the executions
+    /// feed: the answer to a cancel, which must not fail because the feed is
+    /// away (the order store books fills from feeds and reconciliation only,
+    /// never from this report).
+    async fn report_of(&self, client_id: &str) -> Result<ReplyBody, ErrorDetail> {
         match self.find(client_id).await? {
             Some((txid, info)) => Ok(ReplyBody::Order(self.described_report(client_id, &txid, &info, "").await)),
             None => Err(ErrorDetail::new("unknown_order", format!("kraken has no order with cl_ord_id {client_id}"))),
