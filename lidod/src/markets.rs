@@ -520,7 +520,7 @@ impl MarketManager {
         info!(symbol = %order.symbol, side = ?order.side, quantity = %order.quantity, "order journaled");
         metrics::counter!("lido_orders_placed_total", "market" => m.name.clone()).increment(1);
         let Some((broker, pipe)) = active else {
-            let reason = format!("no broker of market {} is up; retry shortly", m.name);
+            let reason = format!("no broker of market {} is up and routable (each is down or draining); retry shortly, or see `lidoctl describe market {}`", m.name, m.name);
             return Ok((self.inner.orders.reject(&order.order_id, reason).unwrap_or(order), true));
         };
         test_pause("after_journal", &order.order_id).await;
@@ -863,7 +863,7 @@ fn order_trace(order: &Order) -> OrderTrace {
 }
 
 fn no_broker(m: &Market) -> ApiError {
-    ApiError::unavailable("no_broker", format!("no broker of market {} is up; retry shortly", m.name))
+    ApiError::unavailable("no_broker", format!("no broker of market {} is up and routable (each is down or draining); retry shortly, or see `lidoctl describe market {}`", m.name, m.name))
 }
 
 /// A broker's refusal or failure, as the API answers it.

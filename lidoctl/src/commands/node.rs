@@ -31,7 +31,7 @@ pub async fn drain(endpoints: &Endpoints, out: Output, args: &DrainArgs) -> anyh
             }
             write_stdout(&format!(
                 "broker {} is draining: no new subscriptions or orders; its feeds move to other brokers \
-                 without a gap and its open orders to a sibling on the same account (`lidoctl get markets` shows the routes)\n",
+                 without a gap and its open orders to a sibling on the same account (`lidoctl describe market NAME` shows the routes)\n",
                 broker.name
             ))
         }
