@@ -204,6 +204,25 @@ pub enum ClusterEvent {
     },
 }
 
+/// `PUT /v1/markets/{name}` body: a live market's new pool, as comma lists
+/// like the spawn options. A field left out keeps its current value; an
+/// empty `fallback` or `symbols` clears it (an empty universe: whatever
+/// the pool offers).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MarketPool {
+    /// Brokers in priority order, highest first, e.g. `k2,k1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "k2,k1")]
+    pub brokers: Option<String>,
+    /// Brokers used only when none of `brokers` can carry a symbol, e.g. `paper-1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+    /// The symbol universe, e.g. `BTC/USD,ETH/USD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symbols: Option<String>,
+}
+
 /// `PUT /v1/log-level` body and answer: the node's new log filter.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LogLevel {
@@ -337,6 +356,12 @@ pub enum WatchCommand {
         id: u64,
         name: String,
     },
+    /// Change a live market's pool (as `PUT /v1/markets/{name}`).
+    SetMarket {
+        id: u64,
+        name: String,
+        pool: MarketPool,
+    },
     Snapshot {
         id: u64,
     },
@@ -358,6 +383,7 @@ impl WatchCommand {
             | Self::Undrain { id, .. }
             | Self::DrainService { id, .. }
             | Self::UndrainService { id, .. }
+            | Self::SetMarket { id, .. }
             | Self::Snapshot { id }
             | Self::Follow { id, .. } => *id,
         }
