@@ -262,4 +262,32 @@ mod tests {
         assert!(m.active_feeds().is_empty());
         cancel.cancel();
     }
+
+    #[tokio::test]
+    async fn a_replaced_pool_is_seen_at_once_and_ended_feeds_say_why() {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let one = Instance::spawn(1, &cancel);
+        let (btc, eth) = (Symbol::parse("BTC/USD").unwrap(), Symbol::parse("ETH/USD").unwrap());
+        let spec = PoolSpec::new(vec!["k1".into(), "k2".into()], vec![], &["BTC/USD".into(), "ETH/USD".into()]);
+        let m = Market::with_spec("crypto".into(), spec.unwrap());
+        assert!(!m.take_pool_changed());
+        let new = PoolSpec::new(vec!["k2".into()], vec!["paper-1".into()], &["ETH/USD".into()]).unwrap();
+        let old = m.set_spec(new.clone());
+        m.mark_pool_changed();
+        assert_eq!(old.brokers, ["k1", "k2"]);
+        assert_eq!(m.spec(), new);
+        assert!(!m.uses("k1") && m.uses("k2") && m.uses("paper-1"));
+        assert!(m.take_pool_changed() && !m.take_pool_changed(), "taken once");
+
+        let (mut rx, _) = m.listen(Feed::Quotes, &btc, &one);
+        let (_eth_rx, _) = m.listen(Feed::Quotes, &eth, &one);
+        assert_eq!(m.end_feeds(&btc, "BTC/USD left the universe"), [Feed::Quotes]);
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await.unwrap();
+        assert!(matches!(&got, Ok(MdMsg::Gap(r)) if r == "BTC/USD left the universe"), "{got:?}");
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await.unwrap();
+        assert!(matches!(closed, Err(broadcast::error::RecvError::Closed)), "the feed ends: {closed:?}");
+        assert_eq!(m.active_feeds(), [(Feed::Quotes, eth.clone())], "other feeds go on");
+        assert!(!m.unlisten(Feed::Quotes, &btc, 1), "leaving an ended feed unsubscribes nothing");
+        cancel.cancel();
+    }
 }
