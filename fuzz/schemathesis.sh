@@ -12,8 +12,10 @@
 #
 # Known, not schema bugs (the schema cannot say them, they depend on state):
 # an order below its instrument's lot or minimum (400 invalid_quantity), a
-# trader whose program does not exist (400 invalid_option), and a cancel
-# after the run stopped the order's broker (503 broker_unavailable).
+# trader whose program does not exist (400 invalid_option), a cancel
+# after the run stopped the order's broker (503 broker_unavailable), and a
+# market pool naming a broker that does not exist or one broker twice (400
+# unknown_broker, invalid_pool: refused, nothing changed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 examples=${1:-50}
