@@ -180,7 +180,12 @@ impl MarketManager {
         self.check_brokers(name, &spec)?;
         m.set_spec(spec.clone());
         m.mark_pool_changed();
-        let left: Vec<Symbol> = before.symbols.iter().filter(|s| !spec.trades(s)).cloned().collect();
+        // What streams or is routed now, not just the old list: an empty universe took every symbol.
+        let mut left: Vec<Symbol> = m.active_feeds().into_iter().map(|(_, s)| s).collect();
+        left.extend(self.routes().symbols(name));
+        left.retain(|s| !spec.trades(s));
+        left.sort();
+        left.dedup();
         self.end_symbols(&m, &left);
         m.set_instruments(m.instruments().into_iter().filter(|i| spec.trades(&i.symbol)).collect());
         info!(market = name, brokers = ?spec.brokers, fallback = ?spec.fallback, symbols = spec.symbols.len(),

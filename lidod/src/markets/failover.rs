@@ -510,6 +510,11 @@ impl Routes {
         }
     }
 
+    /// The symbols routed on `market`.
+    pub(super) fn symbols(&self, market: &str) -> Vec<Symbol> {
+        self.map.keys().filter(|(m, _)| m == market).map(|(_, s)| s.clone()).collect()
+    }
+
     /// Drops one route; returns its broker.
     pub(super) fn remove(&mut self, market: &str, symbol: &Symbol) -> Option<String> {
         self.map.remove(&(market.to_string(), symbol.clone())).map(|r| r.broker)
