@@ -10,9 +10,10 @@
 # available" is the right answer to spawns; their inputs are still checked
 # by the bad-input tests. Stopping services stays in.
 #
-# Three refusals depend on state the schema cannot describe (an
+# Four refusals depend on state the schema cannot describe (an
 # instrument's minimum, a trader's program on disk, a broker the run
-# stopped); fuzz/schemathesis.toml expects them for those operations only.
+# stopped, a market pool naming brokers this node lacks);
+# fuzz/schemathesis.toml expects them for those operations only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 examples=${1:-50}

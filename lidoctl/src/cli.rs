@@ -101,6 +101,10 @@ pub enum Command {
         after_help = "Examples:\n  lidoctl undrain node n1\n  lidoctl undrain n1\n  lidoctl undrain broker kraken-a"
     )]
     Undrain(UndrainArgs),
+    /// Change a live market's pool: brokers by priority, fallback, symbols.
+    /// Options left out stay; routes move without a gap (operators only)
+    #[command(subcommand)]
+    Set(SetCommand),
     /// Set the node's log level or filter at run time (operators only)
     #[command(
         name = "log-level",
@@ -329,6 +333,42 @@ pub struct SpawnArgs {
     pub set: Vec<(String, String)>,
 }
 
+const SET_MARKET_HELP: &str = "\
+Routes whose broker left the pool or is no longer the best move to the new
+best broker make-before-break: the algos' streams go on with no gap marker,
+and `lidoctl watch` shows each move as a failover with reason \"pool changed\".
+Feeds of symbols removed from `symbols` end with a gap marker saying so; new
+subscriptions to them are refused. An empty fallback or symbols clears it.
+
+Examples:
+  lidoctl set market crypto --set brokers=k2,k1
+  lidoctl set market crypto --set brokers=k2,k1 --set fallback=paper-1
+  lidoctl set market crypto --set symbols=BTC/USD,ETH/USD -o json";
+
+#[derive(Debug, Subcommand)]
+pub enum SetCommand {
+    /// Change market NAME's broker pool, fallback or symbol universe at run time
+    #[command(
+        after_help = SET_MARKET_HELP
+    )]
+    Market {
+        /// The market's name, e.g. crypto
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// brokers=K1,K2 (priority order), fallback=P1 or symbols=BTC/USD,…; repeatable, later wins
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_pool_option, required = true)]
+        set: Vec<(PoolField, String)>,
+    },
+}
+
+/// What `lidoctl set market --set` can change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolField {
+    Brokers,
+    Fallback,
+    Symbols,
+}
+
 #[derive(Debug, Args)]
 pub struct StopArgs {
     /// The service's name
@@ -486,6 +526,18 @@ pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
         return Err(format!("empty key in {s:?}: expected KEY=VALUE"));
     }
     Ok((key.to_string(), value.to_string()))
+}
+
+/// Parses a market's `--set KEY=VALUE`, KEY one of brokers, fallback, symbols.
+fn parse_pool_option(s: &str) -> Result<(PoolField, String), String> {
+    let (key, value) = parse_key_value(s)?;
+    let field = match key.as_str() {
+        "brokers" => PoolField::Brokers,
+        "fallback" => PoolField::Fallback,
+        "symbols" => PoolField::Symbols,
+        other => return Err(format!("unknown option {other:?} for a market; known: brokers, fallback, symbols")),
+    };
+    Ok((field, value))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ mod log_level;
 mod logs;
 mod node;
 mod service;
+mod set;
 mod spawn;
 mod status;
 mod token;
@@ -40,6 +41,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Restart(args) => service::restart(&endpoints()?, out, &args).await,
         Command::Drain(args) => node::drain(&endpoints()?, out, &args).await,
         Command::Undrain(args) => node::undrain(&endpoints()?, out, &args).await,
+        Command::Set(command) => set::run(&endpoints()?, out, command).await,
         Command::LogLevel(args) => log_level::run(&endpoints()?, out, &args).await,
         Command::Watch(args) => watch::run(&endpoints()?, out, &args).await,
         Command::Token(command) => token::run(&endpoints()?, out, command).await,

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use lido_shared::api::{Channel, MarketInfo, OrdersQuery, PlaceOrder};
-use lido_shared::cluster::{ClusterEvent, RunMode, ServiceInfo, ServiceKind, ServiceState};
+use lido_shared::cluster::{ClusterEvent, MarketPool, RunMode, ServiceInfo, ServiceKind, ServiceState};
 use lido_shared::model::{Balance, Book, Fill, Instrument, Order, OrderStatus, OrderType, Position, Quote, Symbol};
 use lido_shared::pipe::{Command, Feed, OrderTrace, ReplyBody, ServiceEvent, VenueOrder};
 use rust_decimal::Decimal;
@@ -136,14 +136,7 @@ impl MarketManager {
     // ---- markets -------------------------------------------------------------
 
     pub fn create_market(&self, name: &str, pool: PoolSpec) -> Result<ServiceInfo, ApiError> {
-        for b in pool.all() {
-            if !self.inner.brokers.contains(b) {
-                return Err(ApiError::bad_request(
-                    "unknown_broker",
-                    format!("market {name:?} names broker {b:?}, which does not exist; spawn it first"),
-                ));
-            }
-        }
+        self.check_brokers(name, &pool)?;
         {
             let mut markets = self.write();
             if markets.contains_key(name) {
@@ -165,6 +158,80 @@ impl MarketManager {
             }
         });
         Ok(info)
+    }
+
+    /// Replaces a live market's pool with `change` applied (what it leaves
+    /// out stays). Validated as at creation; a refused change changes
+    /// nothing. The watcher then moves routes whose broker left the pool or
+    /// is no longer the best as planned moves (reason "pool changed");
+    /// feeds of symbols that left the universe end with a gap marker.
+    pub fn update_market(&self, name: &str, change: &MarketPool) -> Result<ServiceInfo, ApiError> {
+        let m = self.market(name)?;
+        let before = m.spec();
+        let list = |given: &Option<String>, now: Vec<String>| match given {
+            Some(v) => v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+            None => now,
+        };
+        let brokers = list(&change.brokers, before.brokers.clone());
+        let fallback = list(&change.fallback, before.fallback.clone());
+        let symbols = list(&change.symbols, before.symbols.iter().map(Symbol::to_string).collect());
+        let spec = PoolSpec::new(brokers, fallback, &symbols)
+            .map_err(|e| ApiError::bad_request("invalid_pool", format!("market {name:?}: {e}")))?;
+        self.check_brokers(name, &spec)?;
+        m.set_spec(spec.clone());
+        m.mark_pool_changed();
+        // What streams or is routed now, not just the old list: an empty universe took every symbol.
+        let mut left: Vec<Symbol> = m.active_feeds().into_iter().map(|(_, s)| s).collect();
+        left.extend(self.routes().symbols(name));
+        left.retain(|s| !spec.trades(s));
+        left.sort();
+        left.dedup();
+        self.end_symbols(&m, &left);
+        m.set_instruments(m.instruments().into_iter().filter(|i| spec.trades(&i.symbol)).collect());
+        info!(market = name, brokers = ?spec.brokers, fallback = ?spec.fallback, symbols = spec.symbols.len(),
+            "market pool changed");
+        self.inner.bus.log("info", format!("market {name}: pool changed to {}", describe_pool(&spec)));
+        self.nudge();
+        let info = self.market_info(name).ok_or_else(|| unknown_market(name))?;
+        self.inner.bus.publish(ClusterEvent::ServiceChanged { service: info.clone() });
+        // A wider universe may list more instruments: reload them.
+        let mm = self.clone();
+        tokio::spawn(async move {
+            let _ = mm.load_instruments(&m).await;
+        });
+        Ok(info)
+    }
+
+    /// Refuses a pool naming a broker that does not exist.
+    fn check_brokers(&self, name: &str, pool: &PoolSpec) -> Result<(), ApiError> {
+        match pool.all().find(|b| !self.inner.brokers.contains(b)) {
+            Some(b) => Err(ApiError::bad_request(
+                "unknown_broker",
+                format!("market {name:?} names broker {b:?}, which does not exist; spawn it first"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Ends the feeds of symbols that left the market's universe: a gap
+    /// marker saying so, the stream of them closes, the route goes and its
+    /// broker is unsubscribed. New subscriptions to them are refused
+    /// (`unknown_symbol`), as for any symbol the market does not trade.
+    fn end_symbols(&self, m: &Arc<Market>, left: &[Symbol]) {
+        for symbol in left {
+            let reason = format!(
+                "{symbol} was removed from market {}'s symbols by an operator; this feed ends here, no more updates",
+                m.name
+            );
+            let feeds = m.end_feeds(symbol, &reason);
+            let Some(broker) = self.routes().remove(&m.name, symbol) else { continue };
+            let (mm, symbol) = (self.clone(), symbol.clone());
+            tokio::spawn(async move {
+                for feed in feeds {
+                    mm.unsubscribe_on(&broker, feed, &symbol).await;
+                }
+            });
+        }
     }
 
     pub fn remove_market(&self, name: &str) -> Result<ServiceInfo, ApiError> {
@@ -200,10 +267,10 @@ impl MarketManager {
                 MarketInfo {
                     name: m.name.clone(),
                     symbols: m.instruments().into_iter().map(|i| i.symbol).collect(),
-                    brokers: m.pool.clone(),
+                    brokers: m.spec().brokers,
                     state: if up { ServiceState::Running } else { ServiceState::Degraded },
                     active_broker: self.active_broker(m),
-                    fallback: m.fallback.clone(),
+                    fallback: m.spec().fallback,
                     routes: self.routes_of(&m.name),
                     health: self.pool_health(m),
                 }
@@ -234,14 +301,14 @@ impl MarketManager {
     fn market_info(&self, name: &str) -> Option<ServiceInfo> {
         let m = self.read().get(name).cloned()?;
         let up = self.any_broker(&m).is_some();
+        let spec = m.spec();
         let mut options = BTreeMap::new();
-        options.insert("brokers".to_string(), m.pool.join(","));
-        if !m.fallback.is_empty() {
-            options.insert("fallback".to_string(), m.fallback.join(","));
+        options.insert("brokers".to_string(), spec.brokers.join(","));
+        if !spec.fallback.is_empty() {
+            options.insert("fallback".to_string(), spec.fallback.join(","));
         }
-        if !m.universe.is_empty() {
-            options
-                .insert("symbols".to_string(), m.universe.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(","));
+        if !spec.symbols.is_empty() {
+            options.insert("symbols".to_string(), comma(&spec.symbols));
         }
         let mut metrics = BTreeMap::new();
         metrics.insert("listeners".to_string(), m.listener_count() as f64);
@@ -860,6 +927,23 @@ fn order_trace(order: &Order) -> OrderTrace {
         customer: order.customer.clone(),
         market: order.market.clone(),
     }
+}
+
+/// A comma list, as in the spawn options.
+fn comma<T: std::fmt::Display>(items: &[T]) -> String {
+    items.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")
+}
+
+/// A pool in one line, for the event log.
+fn describe_pool(spec: &PoolSpec) -> String {
+    let mut text = format!("brokers {}", spec.brokers.join(","));
+    if !spec.fallback.is_empty() {
+        text.push_str(&format!(", fallback {}", spec.fallback.join(",")));
+    }
+    if !spec.symbols.is_empty() {
+        text.push_str(&format!(", symbols {}", comma(&spec.symbols)));
+    }
+    text
 }
 
 fn no_broker(m: &Market) -> ApiError {

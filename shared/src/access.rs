@@ -112,7 +112,7 @@ pub struct AuditRecord {
     pub ts: DateTime<Utc>,
     /// Who: `token:<id>` with its name if any, or `local` in open mode.
     pub actor: String,
-    /// What: `spawn`, `stop`, `restart`, `drain`, `undrain`, `token_create`, `token_revoke`.
+    /// What: `spawn`, `stop`, `restart`, `drain`, `undrain`, `set_market`, `token_create`, `token_revoke`.
     pub action: String,
     /// On what: a service, node or token id.
     pub target: String,

@@ -204,6 +204,40 @@ pub enum ClusterEvent {
     },
 }
 
+/// `PUT /v1/markets/{name}` body: a live market's new pool, as comma lists
+/// like the spawn options. A field left out keeps its current value; an
+/// empty `fallback` or `symbols` clears it (an empty universe: whatever
+/// the pool offers).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(try_from = "BTreeMap<String, Option<String>>")]
+pub struct MarketPool {
+    /// Brokers in priority order, highest first, e.g. `k2,k1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "k2,k1")]
+    pub brokers: Option<String>,
+    /// Brokers used only when none of `brokers` can carry a symbol, e.g. `paper-1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+    /// The symbol universe, e.g. `BTC/USD,ETH/USD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symbols: Option<String>,
+}
+
+/// Read from a JSON object only (a derived reader would also take an array),
+/// refusing fields it does not know.
+impl TryFrom<BTreeMap<String, Option<String>>> for MarketPool {
+    type Error = String;
+
+    fn try_from(mut fields: BTreeMap<String, Option<String>>) -> Result<Self, String> {
+        let mut take = |name: &str| fields.remove(name).flatten();
+        let pool = Self { brokers: take("brokers"), fallback: take("fallback"), symbols: take("symbols") };
+        match fields.keys().next() {
+            Some(other) => Err(format!("unknown field `{other}`, expected one of `brokers`, `fallback`, `symbols`")),
+            None => Ok(pool),
+        }
+    }
+}
+
 /// `PUT /v1/log-level` body and answer: the node's new log filter.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LogLevel {
@@ -337,6 +371,12 @@ pub enum WatchCommand {
         id: u64,
         name: String,
     },
+    /// Change a live market's pool (as `PUT /v1/markets/{name}`).
+    SetMarket {
+        id: u64,
+        name: String,
+        pool: MarketPool,
+    },
     Snapshot {
         id: u64,
     },
@@ -358,6 +398,7 @@ impl WatchCommand {
             | Self::Undrain { id, .. }
             | Self::DrainService { id, .. }
             | Self::UndrainService { id, .. }
+            | Self::SetMarket { id, .. }
             | Self::Snapshot { id }
             | Self::Follow { id, .. } => *id,
         }
@@ -420,4 +461,21 @@ pub enum WatchMessage {
     Error {
         error: ErrorDetail,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_market_pool_is_an_object_of_known_fields() {
+        let pool: MarketPool = serde_json::from_str(r#"{"brokers":"k2,k1","fallback":null}"#).unwrap();
+        assert_eq!(pool, MarketPool { brokers: Some("k2,k1".into()), ..MarketPool::default() });
+        let err = serde_json::from_str::<MarketPool>(r#"{"brokers":"k1","pool":"k2"}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `pool`"), "{err}");
+        assert!(serde_json::from_str::<MarketPool>("[null, null]").is_err(), "an array is not a pool");
+        let cmd: WatchCommand =
+            serde_json::from_str(r#"{"op":"set_market","id":3,"name":"crypto","pool":{"brokers":"k2"}}"#).unwrap();
+        assert_eq!(cmd.id(), 3);
+    }
 }

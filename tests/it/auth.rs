@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use lido_shared::access::{AuditQuery, CreateToken, Role, CLUSTER_SECRET_HEADER};
 use lido_shared::client::{ClientError, LidoClient};
-use lido_shared::cluster::{ServiceKind, SpawnRequest};
+use lido_shared::cluster::{MarketPool, ServiceKind, SpawnRequest};
 use lido_shared::model::Side;
 use lido_shared::pipe::CHECKIN_PATH;
 use lido_tests::{eventually, lidoctl_path, paper_limit, TestDaemon};
@@ -103,6 +103,9 @@ async fn tokens_rights_matrix_and_revocation() {
         acme.audit(&AuditQuery::default()).await.map(|_| ()),
         acme.watch().await.map(|_| ()),
         acme.send::<serde_json::Value>(log_level(&acme)).await.map(|_| ()),
+        acme.set_market("paper", &MarketPool { brokers: Some("paper-1".into()), ..Default::default() })
+            .await
+            .map(|_| ()),
     ];
     for (n, r) in refusals.into_iter().enumerate() {
         let e = r.expect_err("a customer is refused");

@@ -5,18 +5,21 @@
 //! streams quotes to an algo while a broker fails and checks: the stream
 //! goes on with continuing sequence numbers and exactly one gap marker per
 //! failure (none for a planned move), every order is accounted for once,
-//! and each failover took no longer than the configured bound.
+//! and each failover took no longer than the configured bound. A pool
+//! changed at run time (`lidoctl set market`) moves routes as planned moves.
 
 use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use lido_shared::access::AuditQuery;
 use lido_shared::api::{Channel, StreamEvent};
-use lido_shared::cluster::{ClusterEvent, ServiceState, WatchMessage};
+use lido_shared::cluster::{ClusterEvent, MarketPool, ServiceInfo, ServiceState, WatchMessage};
 use lido_shared::model::{OrderStatus, Side};
 use lido_tests::kraken_fake::{FakeConfig, FakeKraken};
 use lido_tests::kraken_node::{btc_limit, KrakenNode, NodeOptions, WITHIN};
-use lido_tests::{eventually, sigkill};
+use lido_tests::{eventually, lidoctl_path, sigkill};
 use rust_decimal_macros::dec;
 use tokio::task::JoinHandle;
 
@@ -354,4 +357,64 @@ async fn a_drained_broker_is_stopped_without_the_algo_noticing() {
         assert_eq!(canceled.status, OrderStatus::Canceled, "{canceled:?}");
     }
     n.assert_agree().await;
+}
+
+/// The real lidoctl against the node, as an operator (the node runs open).
+fn lidoctl(n: &KrakenNode, args: &[&str]) -> Output {
+    let mut cmd = Command::new(lidoctl_path());
+    cmd.env("NO_COLOR", "1")
+        .env("LIDO_CONFIG", "/nonexistent/lidoctl-test/config.toml")
+        .env_remove("LIDO_TOKEN")
+        .env_remove("LIDO_CONTEXT")
+        .stdin(Stdio::null())
+        .args(["--url", &n.daemon.url])
+        .args(args);
+    cmd.output().expect("run lidoctl")
+}
+
+/// The market's pool options as the cluster view shows them.
+async fn pool_options(n: &KrakenNode) -> (String, String) {
+    let snap = n.daemon.client().cluster().await.expect("the cluster");
+    let m = snap.service("crypto").expect("market crypto");
+    (m.options["brokers"].clone(), m.options["fallback"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_changed_at_run_time_moves_the_route_without_a_gap() {
+    // A long hold: only the pool change can move the route.
+    let n = start(600_000).await;
+    let rec = Recorder::start(&n).await;
+    let (first, other) = first_route(&n).await;
+    let before = pool_options(&n).await;
+    assert_eq!(before, ("k1,k2".to_string(), "paper-1".to_string()));
+
+    // A customer may not; an unknown broker is refused; neither changes anything.
+    let swap = MarketPool { brokers: Some(format!("{other},{first}")), ..MarketPool::default() };
+    let refused = n.algo.set_market("crypto", &swap).await.expect_err("a customer is refused");
+    assert_eq!(refused.status(), Some(403), "{refused}");
+    let bad = lidoctl(&n, &["set", "market", "crypto", "--set", &format!("brokers={other},k9")]);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(5), "refused: {stderr}");
+    assert!(stderr.contains("unknown_broker") && stderr.contains("k9"), "{stderr}");
+    let twice = lidoctl(&n, &["set", "market", "crypto", "--set", &format!("brokers={first},{first}")]);
+    assert_eq!(twice.status.code(), Some(5), "{}", String::from_utf8_lossy(&twice.stderr));
+    assert_eq!(pool_options(&n).await, before, "a refused change changes nothing");
+    assert_eq!(route(&n).await.as_deref(), Some(first.as_str()));
+
+    // The other broker first: the route moves to it, make-before-break.
+    let brokers = format!("brokers={other},{first}");
+    let out = lidoctl(&n, &["set", "market", "crypto", "--set", &brokers, "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let changed: ServiceInfo = serde_json::from_slice(&out.stdout).expect("a service as JSON");
+    assert_eq!(changed.options["brokers"], format!("{other},{first}"));
+    assert_eq!(changed.options["fallback"], "paper-1", "what the change leaves out stays");
+    let f = rec.failover("the move the pool change asks for", |f| f.from == first).await;
+    assert!(f.planned && f.to == other && f.reason == "pool changed", "{f:?}");
+    wait_route(&n, &other).await;
+    rec.more(5, "quotes after the move").await;
+    assert!(rec.assert_stream().is_empty(), "no gap marker for a planned move");
+
+    let audit = n.daemon.client().audit(&AuditQuery::default()).await.expect("the audit log");
+    let results: Vec<&str> = audit.iter().filter(|r| r.action == "set_market").map(|r| r.result.as_str()).collect();
+    assert!(results.contains(&"ok") && results.contains(&"unknown_broker"), "{audit:?}");
 }

@@ -47,6 +47,7 @@ use super::{access, algo, operator};
         operator::undrain,
         operator::drain_service,
         operator::undrain_service,
+        operator::set_market,
         access::create_token,
         access::list_tokens,
         access::revoke_token,

@@ -1,5 +1,6 @@
 //! Operator API of the InfrastructureManager: snapshot, watch stream with
-//! commands, spawn/stop/restart, drain/undrain. Operators only; every action
+//! commands, spawn/stop/restart, drain/undrain, a live market's pool.
+//! Operators only; every action
 //! is written to the audit log with who asked and how it ended.
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -11,8 +12,8 @@ use axum::{Json, Router};
 use futures_util::{SinkExt, StreamExt};
 use lido_shared::autoscale::AutoscaleStatus;
 use lido_shared::cluster::{
-    ClusterSnapshot, LogLevel, NodeInfo, RunMode, ServiceDetail, ServiceInfo, SessionInfo, SpawnRequest, WatchCommand,
-    WatchMessage,
+    ClusterSnapshot, LogLevel, MarketPool, NodeInfo, RunMode, ServiceDetail, ServiceInfo, SessionInfo, SpawnRequest,
+    WatchCommand, WatchMessage,
 };
 use lido_shared::model::Order;
 use lido_shared::{ErrorBody, ErrorDetail};
@@ -37,6 +38,7 @@ pub fn routes() -> Router<Infra> {
         .route("/v1/services/{name}/undrain", post(undrain_service))
         .route("/v1/nodes/{id}/drain", post(drain))
         .route("/v1/nodes/{id}/undrain", post(undrain))
+        .route("/v1/markets/{name}", put(set_market))
         .route("/v1/log-level", put(log_level))
         .route("/v1/autoscale", get(autoscale))
 }
@@ -216,6 +218,22 @@ pub async fn undrain_service(
     Ok(Json(audited(&infra, &caller, "undrain", &name, infra.set_broker_draining(&name, false))?))
 }
 
+/// Changes a live market's pool: brokers by priority, fallback, symbols
+/// (fields left out stay). Routes move as planned moves (no gap marker),
+/// reported as `failover` events with reason "pool changed"; feeds of
+/// symbols that left the universe end with a gap marker. A refused change
+/// changes nothing.
+#[utoipa::path(put, path = "/v1/markets/{name}", tag = "operator", params(("name" = String, Path)), request_body = MarketPool,
+    responses((status = 200, body = ServiceInfo), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn set_market(
+    State(infra): State<Infra>,
+    Operator(caller): Operator,
+    Path(name): Path<String>,
+    ApiJson(pool): ApiJson<MarketPool>,
+) -> Result<Json<ServiceInfo>, ApiError> {
+    Ok(Json(set_market_audited(&infra, &caller, &name, &pool)?))
+}
+
 /// Records an operator action's outcome in the audit log and passes it on.
 fn audited<T>(
     infra: &Infra,
@@ -226,6 +244,10 @@ fn audited<T>(
 ) -> Result<T, ApiError> {
     infra.access().audit(&caller.actor(), action, target, &result, None);
     result
+}
+
+fn set_market_audited(infra: &Infra, caller: &Caller, name: &str, pool: &MarketPool) -> Result<ServiceInfo, ApiError> {
+    audited(infra, caller, "set_market", name, infra.markets().update_market(name, pool))
 }
 
 fn spawn_audited(infra: &Infra, caller: &Caller, req: SpawnRequest) -> Result<ServiceInfo, ApiError> {
@@ -366,6 +388,7 @@ async fn execute(infra: &Infra, caller: &Caller, cmd: WatchCommand) -> WatchMess
         WatchCommand::UndrainService { id, name } => {
             (id, audited(infra, caller, "undrain", &name, infra.set_broker_draining(&name, false)).map(Some))
         }
+        WatchCommand::SetMarket { id, name, pool } => (id, set_market_audited(infra, caller, &name, &pool).map(Some)),
         // Answered by the session itself.
         WatchCommand::Snapshot { id } | WatchCommand::Follow { id, .. } => (id, Ok(None)),
     };

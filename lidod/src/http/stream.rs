@@ -503,7 +503,13 @@ async fn forward_md(
                 gap(&key, seq + 1, format!("slow consumer: {n} updates skipped"))
             }
             Err(broadcast::error::RecvError::Closed) => {
-                let _ = out.send(gap(&key, seq + 1, "market closed".into())).await;
+                let _ = out
+                    .send(gap(
+                        &key,
+                        seq + 1,
+                        "feed ended: the market was removed or no longer trades this symbol".into(),
+                    ))
+                    .await;
                 return;
             }
         };

@@ -70,7 +70,8 @@ impl MarketManager {
     /// `broker`, completing a planned move on the new broker's first update.
     pub(super) fn publish_routed(&self, broker: &str, feed: Feed, symbol: &Symbol, data: &Arc<RawValue>) {
         self.inner.health.data(broker, feed, symbol);
-        for m in self.read().values().filter(|m| m.uses(broker)) {
+        // Every market: a broker that just left a pool carries its routes until they moved.
+        for m in self.read().values() {
             // Publishing under the routes lock orders it with route switches and gap markers.
             let mut routes = self.routes();
             match routes.delivery(&m.name, symbol, broker) {
@@ -299,6 +300,9 @@ impl MarketManager {
     fn reroute(&self) {
         let markets: Vec<Arc<Market>> = self.read().values().cloned().collect();
         for m in markets {
+            // After a pool change the operator's priorities apply at once, with no hold time.
+            let pool_changed = m.take_pool_changed();
+            let hold = if pool_changed { Duration::ZERO } else { self.hold() };
             let spec = m.spec();
             let symbols: Vec<(Symbol, String, Option<Move>)> = {
                 let routes = self.routes();
@@ -307,7 +311,7 @@ impl MarketManager {
             };
             for (symbol, current, moving) in symbols {
                 let candidate = |b: &str| self.candidate(b, &symbol);
-                let decision = routing::decide(&spec, Some(&current), candidate, self.hold());
+                let decision = routing::decide(&spec, Some(&current), candidate, hold);
                 match (decision, moving) {
                     (Decision::Move { to, planned: false }, moving) if moving.as_ref().is_none_or(|mv| mv.planned) => {
                         let (health, since) = self.inner.health.current(&current);
@@ -320,6 +324,7 @@ impl MarketManager {
                     (Decision::Move { to, planned: true }, None) => {
                         let reason = match self.inner.health.current(&current).0 {
                             Health::Draining => format!("{current} is draining"),
+                            _ if pool_changed => "pool changed".to_string(),
                             _ => format!("failback to {to}, healthy for the hold time"),
                         };
                         let mv = Move { to, reason, started: Instant::now(), planned: true };
@@ -503,6 +508,16 @@ impl Routes {
         if let Some(r) = self.map.get_mut(&(market.to_string(), symbol.clone())) {
             r.moving = None;
         }
+    }
+
+    /// The symbols routed on `market`.
+    pub(super) fn symbols(&self, market: &str) -> Vec<Symbol> {
+        self.map.keys().filter(|(m, _)| m == market).map(|(_, s)| s.clone()).collect()
+    }
+
+    /// Drops one route; returns its broker.
+    pub(super) fn remove(&mut self, market: &str, symbol: &Symbol) -> Option<String> {
+        self.map.remove(&(market.to_string(), symbol.clone())).map(|r| r.broker)
     }
 
     /// Drops the routes of a market that is removed.

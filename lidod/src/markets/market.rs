@@ -3,10 +3,13 @@
 //! its market-data feeds, each fed by one venue subscription however many
 //! algos listen. A feed has one broadcast per instance its listeners are
 //! on (see `instances.rs`); an update goes once to each such instance.
+//!
+//! The pool can be replaced at run time ([`Market::set_spec`]); readers
+//! take a short read lock and a copy, the failover watcher moves routes.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use lido_shared::model::{Instrument, Symbol};
@@ -29,17 +32,15 @@ pub enum MdMsg {
 
 pub struct Market {
     pub name: String,
-    /// Broker names, highest priority first.
-    pub pool: Vec<String>,
+    /// The pool: brokers by priority, fallback, universe. Replaceable.
+    spec: RwLock<PoolSpec>,
+    /// The pool changed and routes were not yet reconsidered for it.
+    pool_changed: AtomicBool,
     instruments: Mutex<Vec<Instrument>>,
     feeds: Mutex<HashMap<(Feed, Symbol), FeedEntry>>,
     /// Venue updates fanned out, and the count at the last rate sample.
     published: AtomicU64,
     sampled: AtomicU64,
-    /// Brokers used only when none of `pool` can carry a symbol.
-    pub fallback: Vec<String>,
-    /// The symbol universe; empty: what the pool offers.
-    pub universe: Vec<Symbol>,
 }
 
 struct FeedEntry {
@@ -78,32 +79,42 @@ impl Shard {
 const FEED_BUFFER: usize = 1024;
 
 impl Market {
-    pub fn new(name: String, pool: Vec<String>) -> Self {
+    /// A market over a whole validated pool: priority brokers, fallback, universe.
+    pub fn with_spec(name: String, spec: PoolSpec) -> Self {
         Self {
             name,
-            pool,
+            spec: RwLock::new(spec),
+            pool_changed: AtomicBool::new(false),
             instruments: Mutex::new(Vec::new()),
             feeds: Mutex::new(HashMap::new()),
             published: AtomicU64::new(0),
             sampled: AtomicU64::new(0),
-            fallback: Vec::new(),
-            universe: Vec::new(),
         }
     }
 
-    /// A market over a whole validated pool: priority brokers, fallback, universe.
-    pub fn with_spec(name: String, spec: PoolSpec) -> Self {
-        Self { fallback: spec.fallback, universe: spec.symbols, ..Self::new(name, spec.brokers) }
+    /// The pool as it is now (a copy: routing reads it, a change replaces it).
+    pub fn spec(&self) -> PoolSpec {
+        self.spec.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// The pool as routing reads it.
-    pub fn spec(&self) -> PoolSpec {
-        PoolSpec { brokers: self.pool.clone(), fallback: self.fallback.clone(), symbols: self.universe.clone() }
+    /// Replaces the pool; returns the one it replaces.
+    pub fn set_spec(&self, spec: PoolSpec) -> PoolSpec {
+        std::mem::replace(&mut *self.spec.write().unwrap_or_else(|p| p.into_inner()), spec)
+    }
+
+    /// Notes a pool change for the failover watcher.
+    pub fn mark_pool_changed(&self) {
+        self.pool_changed.store(true, Ordering::Release);
+    }
+
+    /// Whether the pool changed since the last call.
+    pub fn take_pool_changed(&self) -> bool {
+        self.pool_changed.swap(false, Ordering::AcqRel)
     }
 
     /// Whether `broker` is in the pool or its fallback.
     pub fn uses(&self, broker: &str) -> bool {
-        self.pool.iter().chain(&self.fallback).any(|b| b == broker)
+        self.spec.read().unwrap_or_else(|p| p.into_inner()).contains(broker)
     }
 
     pub fn instruments(&self) -> Vec<Instrument> {
@@ -192,6 +203,21 @@ impl Market {
         }
     }
 
+    /// Ends every feed of `symbol`: its listeners get a gap marker saying
+    /// why, then their stream of it closes. Returns the feeds ended.
+    pub fn end_feeds(&self, symbol: &Symbol, reason: &str) -> Vec<Feed> {
+        let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        let ended: Vec<Feed> = feeds.keys().filter(|(_, s)| s == symbol).map(|(f, _)| *f).collect();
+        for feed in &ended {
+            if let Some(mut entry) = feeds.remove(&(*feed, symbol.clone())) {
+                for shard in &mut entry.shards {
+                    shard.deliver(MdMsg::Gap(reason.to_string()));
+                }
+            }
+        }
+        ended
+    }
+
     /// The feeds the venue must carry (for re-subscribing after a restart).
     pub fn active_feeds(&self) -> Vec<(Feed, Symbol)> {
         let feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
@@ -219,7 +245,7 @@ mod tests {
     async fn one_venue_subscription_for_many_listeners_on_several_instances() {
         let cancel = tokio_util::sync::CancellationToken::new();
         let (one, two) = (Instance::spawn(1, &cancel), Instance::spawn(2, &cancel));
-        let m = Market::new("paper".into(), vec!["paper".into()]);
+        let m = Market::with_spec("paper".into(), PoolSpec::new(vec!["paper".into()], vec![], &[]).unwrap());
         let s = Symbol::parse("BTC/USD").unwrap();
         let (mut a, first_a) = m.listen(Feed::Quotes, &s, &one);
         let (mut b, first_b) = m.listen(Feed::Quotes, &s, &one);
@@ -234,6 +260,34 @@ mod tests {
         assert!(!m.unlisten(Feed::Quotes, &s, 2));
         assert!(m.unlisten(Feed::Quotes, &s, 1), "last listener leaving unsubscribes");
         assert!(m.active_feeds().is_empty());
+        cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_replaced_pool_is_seen_at_once_and_ended_feeds_say_why() {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let one = Instance::spawn(1, &cancel);
+        let (btc, eth) = (Symbol::parse("BTC/USD").unwrap(), Symbol::parse("ETH/USD").unwrap());
+        let spec = PoolSpec::new(vec!["k1".into(), "k2".into()], vec![], &["BTC/USD".into(), "ETH/USD".into()]);
+        let m = Market::with_spec("crypto".into(), spec.unwrap());
+        assert!(!m.take_pool_changed());
+        let new = PoolSpec::new(vec!["k2".into()], vec!["paper-1".into()], &["ETH/USD".into()]).unwrap();
+        let old = m.set_spec(new.clone());
+        m.mark_pool_changed();
+        assert_eq!(old.brokers, ["k1", "k2"]);
+        assert_eq!(m.spec(), new);
+        assert!(!m.uses("k1") && m.uses("k2") && m.uses("paper-1"));
+        assert!(m.take_pool_changed() && !m.take_pool_changed(), "taken once");
+
+        let (mut rx, _) = m.listen(Feed::Quotes, &btc, &one);
+        let (_eth_rx, _) = m.listen(Feed::Quotes, &eth, &one);
+        assert_eq!(m.end_feeds(&btc, "BTC/USD left the universe"), [Feed::Quotes]);
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await.unwrap();
+        assert!(matches!(&got, Ok(MdMsg::Gap(r)) if r == "BTC/USD left the universe"), "{got:?}");
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await.unwrap();
+        assert!(matches!(closed, Err(broadcast::error::RecvError::Closed)), "the feed ends: {closed:?}");
+        assert_eq!(m.active_feeds(), [(Feed::Quotes, eth.clone())], "other feeds go on");
+        assert!(!m.unlisten(Feed::Quotes, &btc, 1), "leaving an ended feed unsubscribes nothing");
         cancel.cancel();
     }
 }

@@ -65,7 +65,10 @@ impl MarketManager {
         let r = self.reconciled();
         let waiting = match active {
             Some(broker) => (!r.now.contains(broker)).then(|| broker.to_string()),
-            None => (!m.pool.iter().any(|b| r.ever.contains(b))).then(|| m.pool.join(", ")),
+            None => {
+                let brokers = m.spec().brokers;
+                (!brokers.iter().any(|b| r.ever.contains(b))).then(|| brokers.join(", "))
+            }
         };
         match waiting {
             None => Ok(()),

@@ -5,7 +5,8 @@
 //! symbol; `fallback` brokers only when no primary one is. Routes are
 //! sticky: a symbol stays where it is until its broker stops being
 //! routable, or a primary broker of higher priority has been healthy for
-//! the hold time (failback, a planned move).
+//! the hold time (failback, a planned move), or it left the pool (a pool
+//! change at run time, planned while it still streams).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -116,7 +117,7 @@ pub fn decide(
         let c = candidate(b);
         c.offers && c.health.routable()
     };
-    if let Some(cur) = current.filter(|c| usable(c)) {
+    if let Some(cur) = current.filter(|c| pool.contains(c) && usable(c)) {
         let rank = pool.all().position(|b| b == cur).unwrap_or(usize::MAX);
         let better = pool.brokers.iter().take(rank).find(|b| {
             let c = candidate(b);
@@ -138,7 +139,12 @@ pub fn decide(
     });
     match best {
         Some(to) => {
-            Decision::Move { to: to.clone(), planned: current.is_some_and(|c| candidate(c).health == Health::Draining) }
+            // Make before break while the current broker still streams: it drains or left the pool.
+            let planned = current.is_some_and(|c| {
+                let health = candidate(c).health;
+                health == Health::Draining || (!pool.contains(c) && health.routable())
+            });
+            Decision::Move { to: to.clone(), planned }
         }
         None => Decision::NoRoute,
     }
@@ -229,6 +235,19 @@ mod tests {
         assert_eq!(decide(&pool(), Some("k1"), &v, HOLD), Decision::Stay);
         let v = view(vec![("k2", healthy(10)), ("paper-1", healthy(100))]);
         assert_eq!(decide(&pool(), Some("paper-1"), &v, HOLD), to("k2", true), "any primary beats the fallback");
+    }
+
+    #[test]
+    fn a_broker_that_left_the_pool_hands_over_make_before_break() {
+        let v = view(vec![("k1", healthy(100)), ("k2", healthy(0)), ("paper-1", healthy(100))]);
+        let without_k1 = PoolSpec::new(vec!["k2".into()], vec!["paper-1".into()], &[]).unwrap();
+        assert_eq!(decide(&without_k1, Some("k1"), &v, HOLD), to("k2", true), "still streaming: planned");
+        let v = view(vec![("k2", healthy(0))]);
+        assert_eq!(decide(&without_k1, Some("k1"), &v, HOLD), to("k2", false), "gone and down: data lost");
+        let reordered = PoolSpec::new(vec!["k2".into(), "k1".into()], vec![], &[]).unwrap();
+        let v = view(vec![("k1", healthy(100)), ("k2", healthy(0))]);
+        assert_eq!(decide(&reordered, Some("k1"), &v, Duration::ZERO), to("k2", true), "new priority, no hold");
+        assert_eq!(decide(&reordered, Some("k1"), &v, HOLD), Decision::Stay, "sticky within the hold");
     }
 
     #[test]

@@ -9,7 +9,9 @@ use super::stream::{ws_url, ClusterWatch, Stream};
 use super::ClientError;
 use crate::access::{AuditQuery, AuditRecord, CreateToken, CreatedToken, TokenInfo};
 use crate::api::{MarketInfo, OrdersQuery, PlaceOrder, Session, SessionRequest};
-use crate::cluster::{ClusterSnapshot, LogLevel, NodeInfo, ServiceDetail, ServiceInfo, SessionInfo, SpawnRequest};
+use crate::cluster::{
+    ClusterSnapshot, LogLevel, MarketPool, NodeInfo, ServiceDetail, ServiceInfo, SessionInfo, SpawnRequest,
+};
 use crate::model::{Balance, Book, Fill, Instrument, Order, Position, Quote};
 
 /// REST client for one Lido endpoint (an IM, a node's algo API, or both: the
@@ -136,6 +138,11 @@ impl LidoClient {
 
     pub async fn undrain_service(&self, name: &str) -> Result<ServiceInfo, ClientError> {
         self.send(self.req(Method::POST, &format!("/v1/services/{}/undrain", enc(name)))).await
+    }
+
+    /// Changes a live market's pool (fields left out stay); routes move without a gap.
+    pub async fn set_market(&self, name: &str, pool: &MarketPool) -> Result<ServiceInfo, ClientError> {
+        self.send(self.req(Method::PUT, &format!("/v1/markets/{}", enc(name))).json(pool)).await
     }
 
     /// Sets the node's log filter (`debug`, `info,lidod=debug`) at run time.
