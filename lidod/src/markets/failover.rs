@@ -36,7 +36,8 @@ const CHECK_EVERY: Duration = Duration::from_millis(200);
 /// The route of every (market, symbol) that has been routed.
 #[derive(Default)]
 pub(super) struct Routes {
-    map: HashMap<(String, Symbol), Route>,
+    /// By market, then symbol: looked up per venue update without allocating a key.
+    map: HashMap<String, HashMap<Symbol, Route>>,
 }
 
 struct Route {
@@ -101,9 +102,7 @@ impl MarketManager {
                 Some(cur) if self.candidate(&cur, symbol).health.routable() => cur,
                 Some(_) => to,
                 None => {
-                    self.routes()
-                        .map
-                        .insert((m.name.clone(), symbol.clone()), Route { broker: to.clone(), moving: None });
+                    self.routes().map.entry(m.name.clone()).or_default().insert(symbol.clone(), Route::to(&to));
                     to
                 }
             },
@@ -225,8 +224,7 @@ impl MarketManager {
     /// The symbols routed on `market`, with their brokers.
     pub(super) fn routes_of(&self, market: &str) -> BTreeMap<String, String> {
         let routes = self.routes();
-        let mine = routes.map.iter().filter(|((m, _), _)| m == market);
-        mine.map(|((_, s), r)| (s.to_string(), r.broker.clone())).collect()
+        routes.of(market).map(|(s, r)| (s.to_string(), r.broker.clone())).collect()
     }
 
     /// Marks a broker draining (no new work, work moves away without a gap) or not.
@@ -306,8 +304,7 @@ impl MarketManager {
             let spec = m.spec();
             let symbols: Vec<(Symbol, String, Option<Move>)> = {
                 let routes = self.routes();
-                let mine = routes.map.iter().filter(|((name, _), _)| name == &m.name);
-                mine.map(|((_, s), r)| (s.clone(), r.broker.clone(), r.moving.clone())).collect()
+                routes.of(&m.name).map(|(s, r)| (s.clone(), r.broker.clone(), r.moving.clone())).collect()
             };
             for (symbol, current, moving) in symbols {
                 let candidate = |b: &str| self.candidate(b, &symbol);
@@ -470,13 +467,28 @@ impl MarketManager {
     }
 }
 
+impl Route {
+    fn to(broker: &str) -> Self {
+        Self { broker: broker.to_string(), moving: None }
+    }
+}
+
 impl Routes {
     fn broker(&self, market: &str, symbol: &Symbol) -> Option<String> {
-        self.map.get(&(market.to_string(), symbol.clone())).map(|r| r.broker.clone())
+        self.map.get(market)?.get(symbol).map(|r| r.broker.clone())
+    }
+
+    fn route_mut(&mut self, market: &str, symbol: &Symbol) -> Option<&mut Route> {
+        self.map.get_mut(market)?.get_mut(symbol)
+    }
+
+    /// The routes of `market`, by symbol.
+    fn of(&self, market: &str) -> impl Iterator<Item = (&Symbol, &Route)> {
+        self.map.get(market).into_iter().flatten()
     }
 
     fn delivery(&mut self, market: &str, symbol: &Symbol, broker: &str) -> Delivery {
-        let Some(route) = self.map.get_mut(&(market.to_string(), symbol.clone())) else {
+        let Some(route) = self.route_mut(market, symbol) else {
             return Delivery::Drop;
         };
         if route.broker == broker {
@@ -493,36 +505,36 @@ impl Routes {
     }
 
     fn begin(&mut self, market: &str, symbol: &Symbol, mv: Move) {
-        if let Some(r) = self.map.get_mut(&(market.to_string(), symbol.clone())) {
+        if let Some(r) = self.route_mut(market, symbol) {
             r.moving = Some(mv);
         }
     }
 
     fn switch(&mut self, market: &str, symbol: &Symbol, to: &str) {
-        if let Some(r) = self.map.get_mut(&(market.to_string(), symbol.clone())) {
+        if let Some(r) = self.route_mut(market, symbol) {
             r.broker = to.to_string();
         }
     }
 
     fn finish(&mut self, market: &str, symbol: &Symbol) {
-        if let Some(r) = self.map.get_mut(&(market.to_string(), symbol.clone())) {
+        if let Some(r) = self.route_mut(market, symbol) {
             r.moving = None;
         }
     }
 
     /// The symbols routed on `market`.
     pub(super) fn symbols(&self, market: &str) -> Vec<Symbol> {
-        self.map.keys().filter(|(m, _)| m == market).map(|(_, s)| s.clone()).collect()
+        self.of(market).map(|(s, _)| s.clone()).collect()
     }
 
     /// Drops one route; returns its broker.
     pub(super) fn remove(&mut self, market: &str, symbol: &Symbol) -> Option<String> {
-        self.map.remove(&(market.to_string(), symbol.clone())).map(|r| r.broker)
+        self.map.get_mut(market)?.remove(symbol).map(|r| r.broker)
     }
 
     /// Drops the routes of a market that is removed.
     pub(super) fn forget(&mut self, market: &str) {
-        self.map.retain(|(m, _), _| m != market);
+        self.map.remove(market);
     }
 }
 

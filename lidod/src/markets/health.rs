@@ -144,7 +144,8 @@ struct BrokerRecord {
     /// The symbols the broker offers, once it has told.
     offers: Option<HashSet<Symbol>>,
     /// Per (feed, symbol) the broker carries: when subscribed, last data.
-    feeds: BTreeMap<(Feed, Symbol), FeedClock>,
+    /// By symbol, then feed: found per venue update without allocating a key.
+    feeds: BTreeMap<Symbol, BTreeMap<Feed, FeedClock>>,
     /// A stall seen, until when it keeps the broker down.
     stall: Option<(String, Instant)>,
     /// The last assessment and since when it holds.
@@ -191,18 +192,23 @@ impl HealthBook {
     pub fn subscribed(&self, broker: &str, feed: Feed, symbol: &Symbol) {
         let clock = FeedClock { subscribed: Instant::now(), last_data: None };
         self.with(broker, |r| {
-            r.feeds.insert((feed, symbol.clone()), clock);
+            r.feeds.entry(symbol.clone()).or_default().insert(feed, clock);
         });
     }
 
     /// The broker already carries this feed (for some market).
     pub fn carries(&self, broker: &str, feed: Feed, symbol: &Symbol) -> bool {
-        self.read(broker, |r| r.feeds.contains_key(&(feed, symbol.clone()))).unwrap_or(false)
+        self.read(broker, |r| r.feeds.get(symbol).is_some_and(|f| f.contains_key(&feed))).unwrap_or(false)
     }
 
     pub fn unsubscribed(&self, broker: &str, feed: Feed, symbol: &Symbol) {
         self.with(broker, |r| {
-            r.feeds.remove(&(feed, symbol.clone()));
+            if let Some(feeds) = r.feeds.get_mut(symbol) {
+                feeds.remove(&feed);
+                if feeds.is_empty() {
+                    r.feeds.remove(symbol);
+                }
+            }
         });
     }
 
@@ -213,7 +219,7 @@ impl HealthBook {
 
     pub fn data(&self, broker: &str, feed: Feed, symbol: &Symbol) {
         let mut brokers = self.lock();
-        if let Some(clock) = brokers.get_mut(broker).and_then(|r| r.feeds.get_mut(&(feed, symbol.clone()))) {
+        if let Some(clock) = brokers.get_mut(broker).and_then(|r| r.feeds.get_mut(symbol)?.get_mut(&feed)) {
             clock.last_data = Some(Instant::now());
         }
     }
@@ -225,7 +231,9 @@ impl HealthBook {
         let now = Instant::now();
         let mut brokers = self.lock();
         let record = brokers.get_mut(broker)?;
-        let found = record.feeds.iter().find_map(|((feed, symbol), clock)| {
+        let mut clocks =
+            record.feeds.iter().flat_map(|(symbol, feeds)| feeds.iter().map(move |(feed, c)| (feed, symbol, c)));
+        let found = clocks.find_map(|(feed, symbol, clock)| {
             let silent = now - clock.last_data.unwrap_or(clock.subscribed);
             stalled(*feed, silent, stall_after)
                 .then(|| format!("feed {} {symbol} silent for {} ms", feed_name(*feed), silent.as_millis()))
