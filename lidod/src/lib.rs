@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod autoscale;
 pub mod brokers;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod error;
