@@ -528,6 +528,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_node_scaled_event_is_tagged_and_round_trips() {
+        let event = ClusterEvent::NodeScaled {
+            action: "provision".into(),
+            node: Some("auto-1".into()),
+            reason: "average load 240 per node > 200 on 2 nodes".into(),
+            leader: "im-a".into(),
+        };
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["event"], "node_scaled");
+        assert_eq!(json["node"], "auto-1");
+        assert_eq!(serde_json::from_value::<ClusterEvent>(json).unwrap(), event);
+        let status: NodeScaleStatus =
+            serde_json::from_str(&serde_json::to_string(&NodeScaleStatus::default()).unwrap()).unwrap();
+        assert!(!status.leader && status.recent.is_empty());
+    }
+
+    #[test]
     fn a_market_pool_is_an_object_of_known_fields() {
         let pool: MarketPool = serde_json::from_str(r#"{"brokers":"k2,k1","fallback":null}"#).unwrap();
         assert_eq!(pool, MarketPool { brokers: Some("k2,k1".into()), ..MarketPool::default() });

@@ -288,7 +288,7 @@ fn per_node(total: usize, count: usize) -> String {
     if count == 0 {
         return "0".into();
     }
-    if total % count == 0 {
+    if total.is_multiple_of(count) {
         return (total / count).to_string();
     }
     format!("{:.1}", total as f64 / count as f64)
