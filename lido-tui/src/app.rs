@@ -844,5 +844,12 @@ fn describe(event: &ClusterEvent) -> (&'static str, String, Level) {
             };
             ("log", message.clone(), level)
         }
+        ClusterEvent::NodeScaled { action, node, reason, leader } => {
+            let text = match node {
+                Some(node) => format!("{action} {node}: {reason} (by {leader})"),
+                None => format!("{action}: {reason} (by {leader})"),
+            };
+            ("node_scaled", text, if action.ends_with("_failed") { Level::Warn } else { Level::Info })
+        }
     }
 }

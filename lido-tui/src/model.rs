@@ -42,7 +42,7 @@ pub fn apply(snapshot: &mut ClusterSnapshot, event: &ClusterEvent) {
                 }
             }
         }
-        ClusterEvent::Failover { .. } | ClusterEvent::Log { .. } => {}
+        ClusterEvent::Failover { .. } | ClusterEvent::Log { .. } | ClusterEvent::NodeScaled { .. } => {}
     }
 }
 

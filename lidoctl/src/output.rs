@@ -364,6 +364,7 @@ pub fn event_name(event: &ClusterEvent) -> &'static str {
         ClusterEvent::Metrics { .. } => "metrics",
         ClusterEvent::Failover { .. } => "failover",
         ClusterEvent::Log { .. } => "log",
+        ClusterEvent::NodeScaled { .. } => "node_scaled",
     }
 }
 
@@ -390,6 +391,10 @@ pub fn event_details(event: &ClusterEvent) -> String {
             if *planned { "planned, no gap" } else { "failure, gap marked" }
         ),
         ClusterEvent::Log { level, message } => format!("[{level}] {message}"),
+        ClusterEvent::NodeScaled { action, node, reason, leader } => match node {
+            Some(node) => format!("{action} {node}: {reason} (by {leader})"),
+            None => format!("{action}: {reason} (by {leader})"),
+        },
     }
 }
 

@@ -2,6 +2,8 @@
 //! more InfrastructureManagers that share their state in a [`Registry`].
 
 pub mod memory;
+pub mod nodescale;
+pub mod provision;
 pub mod registry;
 
 pub use memory::MemoryRegistry;

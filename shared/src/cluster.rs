@@ -202,6 +202,18 @@ pub enum ClusterEvent {
         level: String,
         message: String,
     },
+    /// The leader IM's node autoscaler acted (`provision`, `drain`,
+    /// `release`, or one of those `_failed`) or changed why it holds (`hold`).
+    NodeScaled {
+        action: String,
+        /// The node drained or released, or the node provisioned.
+        #[serde(default)]
+        node: Option<String>,
+        /// In words: "average load 240 per node > 200 on 2 nodes".
+        reason: String,
+        /// The IM that decided.
+        leader: String,
+    },
 }
 
 /// `PUT /v1/markets/{name}` body: a live market's new pool, as comma lists
@@ -463,9 +475,74 @@ pub enum WatchMessage {
     },
 }
 
+/// `GET /v1/cluster/autoscale` (the node autoscaler of the leader IM):
+/// the rule's inputs and its recent decisions.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NodeScaleStatus {
+    /// Whether the IM answering leads (only the leader scales).
+    pub leader: bool,
+    /// The leading IM, if known.
+    pub leader_id: Option<String>,
+    pub enabled: bool,
+    /// `local` or `command`.
+    pub provisioner: String,
+    pub min_nodes: usize,
+    pub max_nodes: usize,
+    pub high_load_per_node: usize,
+    pub low_load_per_node: usize,
+    pub nodes: Vec<NodeScaleNode>,
+    /// Nodes provisioned that have not checked in yet.
+    pub pending: Vec<String>,
+    /// Sessions + streams per live, non-draining node.
+    pub load_per_node: f64,
+    pub last_decision: Option<NodeScaleDecision>,
+    /// The decisions that acted and each change of the reason to hold, newest last (at most 20).
+    pub recent: Vec<NodeScaleDecision>,
+    /// The last failure to read the registry or to act, if the latest round failed.
+    pub error: Option<String>,
+}
+
+/// A node as the autoscaler sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NodeScaleNode {
+    pub id: String,
+    pub location: String,
+    /// Sessions + streams.
+    pub load: usize,
+    pub draining: bool,
+    /// Started by the autoscaler (so it may release it once drained and idle).
+    pub provisioned: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NodeScaleDecision {
+    /// `hold`, `provision`, `drain`, `release` (or `…_failed`).
+    pub action: String,
+    pub node: Option<String>,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_scaled_event_is_tagged_and_round_trips() {
+        let event = ClusterEvent::NodeScaled {
+            action: "provision".into(),
+            node: Some("auto-1".into()),
+            reason: "average load 240 per node > 200 on 2 nodes".into(),
+            leader: "im-a".into(),
+        };
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["event"], "node_scaled");
+        assert_eq!(json["node"], "auto-1");
+        assert_eq!(serde_json::from_value::<ClusterEvent>(json).unwrap(), event);
+        let status: NodeScaleStatus =
+            serde_json::from_str(&serde_json::to_string(&NodeScaleStatus::default()).unwrap()).unwrap();
+        assert!(!status.leader && status.recent.is_empty());
+    }
 
     #[test]
     fn a_market_pool_is_an_object_of_known_fields() {

@@ -10,6 +10,7 @@ mod kraken_broker;
 mod kraken_recovery;
 mod kraken_rest;
 mod lidoctl_verbs;
+mod nodescale;
 mod observability;
 mod operator;
 mod recovery;
