@@ -13,6 +13,7 @@ mod lidoctl_verbs;
 mod observability;
 mod operator;
 mod recovery;
+mod registry;
 mod schwab_broker;
 mod schwab_rest;
 mod shutdown;
