@@ -318,3 +318,33 @@ async fn registry_unreachable_etcd_is_an_error_not_a_hang() {
     let err = open_registry("zookeeper", &[], "/lido").await.err().expect("an unknown backend");
     assert!(err.to_string().contains("memory or etcd"), "{err}");
 }
+
+/// Three etcd members, two killed: no quorum, so every call fails with
+/// `Unavailable` within its deadline (never hangs, never guesses); one
+/// member back and it all works again.
+#[tokio::test]
+async fn registry_lost_quorum_is_unavailable_then_recovers() {
+    let mut p = etcd_pair(3).await;
+    p.a.put_setting("k", "1").await.unwrap();
+    let etcd = p._etcd.as_mut().expect("etcd");
+    etcd.kill_member(1);
+    etcd.kill_member(2);
+    let started = Instant::now();
+    let put = timeout(WAIT, p.a.put_setting("k", "2")).await.expect("put hung without quorum");
+    assert!(matches!(put, Err(RegistryError::Unavailable(_))), "{put:?}");
+    let assign = timeout(WAIT, p.b.assign("alice", "n1")).await.expect("assign hung without quorum");
+    assert!(matches!(assign, Err(RegistryError::Unavailable(_))), "{assign:?}");
+    let read = timeout(WAIT, p.b.nodes()).await.expect("read hung without quorum");
+    assert!(matches!(read, Err(RegistryError::Unavailable(_))), "{read:?}");
+    assert!(started.elapsed() < WAIT * 2);
+    etcd.restart_member(1).expect("restart a member");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match p.a.put_setting("k", "3").await {
+            Ok(()) => break,
+            Err(e) => assert!(Instant::now() < deadline, "no recovery within {WAIT:?}: {e}"),
+        }
+    }
+    assert_eq!(p.b.setting("k").await.unwrap().as_deref(), Some("3"));
+    assert_eq!(p.b.assign("alice", "n1").await.unwrap(), "n1");
+}
