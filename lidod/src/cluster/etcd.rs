@@ -43,7 +43,7 @@ const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The election lease: a leader that cannot renew it for this long has lost.
 const ELECTION_TTL_S: i64 = 3;
-/// How often the election lease is renewed (each renewal bounded by the same).
+/// How often the election lease is renewed.
 const ELECTION_RENEW: Duration = Duration::from_secs(1);
 /// Pause before re-watching, re-observing or re-campaigning after an error.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
@@ -465,6 +465,7 @@ impl Election {
     /// One lease: campaign with it until stopped or the lease is lost.
     async fn round(&self, stop: &CancellationToken) {
         let mut c = self.client.clone();
+        let granted_at = Instant::now();
         let lease = match timeout(ATTEMPT_TIMEOUT, c.lease_grant(ELECTION_TTL_S, None)).await {
             Ok(Ok(l)) => l.id(),
             Ok(Err(e)) => {
@@ -476,7 +477,7 @@ impl Election {
         let lost = CancellationToken::new();
         let round_over = CancellationToken::new();
         let _round_guard = round_over.clone().drop_guard();
-        tokio::spawn(renew(self.client.clone(), lease, lost.clone(), round_over.clone()));
+        tokio::spawn(renew(self.client.clone(), lease, granted_at, lost.clone(), round_over.clone()));
 
         let mut c = self.client.clone();
         let won = tokio::select! {
@@ -557,21 +558,48 @@ impl Election {
     }
 }
 
-/// Renews the election lease every second until the round is over; cancels
-/// `lost` at the first renewal that fails or goes unanswered.
-async fn renew(client: Client, lease: i64, lost: CancellationToken, round_over: CancellationToken) {
+/// Renews the election lease every second until the round is over. A
+/// failed renewal is retried (another member may answer) as long as the
+/// lease surely still holds; `lost` is cancelled half a second before it
+/// could expire on etcd, or at once if etcd says it is gone.
+async fn renew(
+    client: Client,
+    lease: i64,
+    granted_at: Instant,
+    lost: CancellationToken,
+    round_over: CancellationToken,
+) {
+    let ttl = Duration::from_secs(ELECTION_TTL_S.unsigned_abs());
+    let margin = Duration::from_millis(500);
+    // The lease runs from when etcd handled the request, after we sent it.
+    let mut valid_until = granted_at + ttl;
+    let mut next = granted_at + ELECTION_RENEW;
     loop {
         tokio::select! {
             _ = round_over.cancelled() => return,
-            _ = sleep(ELECTION_RENEW) => {}
+            _ = tokio::time::sleep_until(next) => {}
+        }
+        let sent = Instant::now();
+        let give_up = valid_until - margin;
+        if sent >= give_up {
+            tracing::debug!("election lease not renewed in time");
+            lost.cancel();
+            return;
         }
         let mut c = client.clone();
-        match timeout(ELECTION_RENEW, c.lease_keep_alive(lease)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "election lease renewal failed");
+        match timeout(give_up - sent, c.lease_keep_alive(lease)).await {
+            Ok(Ok(_)) => {
+                valid_until = sent + ttl;
+                next = sent + ELECTION_RENEW;
+            }
+            Ok(Err(etcd_client::Error::LeaseKeepAliveError(e))) => {
+                tracing::debug!(error = %e, "election lease expired");
                 lost.cancel();
                 return;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "election lease renewal failed; retrying");
+                next = Instant::now() + Duration::from_millis(200);
             }
             Err(_) => {
                 tracing::debug!("election lease renewal unanswered");
