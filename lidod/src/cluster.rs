@@ -33,3 +33,20 @@ pub async fn open_registry(
         other => anyhow::bail!("unknown registry {other:?}; use memory or etcd"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn open_registry_picks_the_backend() {
+        assert_eq!(open_registry("memory", &[], "/lido").await.unwrap().backend(), "memory");
+        let err = open_registry("zookeeper", &[], "/lido").await.err().unwrap();
+        assert!(err.to_string().contains("use memory or etcd"), "{err}");
+        #[cfg(not(feature = "etcd"))]
+        {
+            let err = open_registry("etcd", &["http://127.0.0.1:2379".into()], "/lido").await.err().unwrap();
+            assert!(err.to_string().contains("build with --features etcd"), "{err}");
+        }
+    }
+}
