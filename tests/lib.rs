@@ -12,6 +12,7 @@ use lido_shared::client::LidoClient;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+pub mod etcd_cluster;
 pub mod kraken_fake;
 pub mod kraken_node;
 pub mod schwab_fake;

@@ -28,6 +28,8 @@ ensure() {
 
 ensure cc gcc "a C compiler for crates with C parts, e.g. ring under rustls"
 ensure tmux tmux "the end-to-end test of lido-tui drives it in a real terminal"
+ensure etcd etcd-server "the cluster tests run a real etcd"
+ensure protoc protobuf-compiler "etcd-client's build generates its gRPC code with protoc"
 
 echo "== format"
 cargo fmt --all -- --check

@@ -14,6 +14,7 @@ mod nodescale;
 mod observability;
 mod operator;
 mod recovery;
+mod registry;
 mod schwab_broker;
 mod schwab_rest;
 mod shutdown;
