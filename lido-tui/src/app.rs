@@ -844,5 +844,9 @@ fn describe(event: &ClusterEvent) -> (&'static str, String, Level) {
             };
             ("log", message.clone(), level)
         }
+        ClusterEvent::NodeAdded { node } => {
+            ("node", format!("{} joined at {} ({})", node.id, node.location, node.api_url), Level::Info)
+        }
+        ClusterEvent::NodeRemoved { id, reason } => ("node", format!("{id} left: {reason}"), Level::Warn),
     }
 }

@@ -364,6 +364,8 @@ pub fn event_name(event: &ClusterEvent) -> &'static str {
         ClusterEvent::Metrics { .. } => "metrics",
         ClusterEvent::Failover { .. } => "failover",
         ClusterEvent::Log { .. } => "log",
+        ClusterEvent::NodeAdded { .. } => "node_added",
+        ClusterEvent::NodeRemoved { .. } => "node_removed",
     }
 }
 
@@ -390,6 +392,8 @@ pub fn event_details(event: &ClusterEvent) -> String {
             if *planned { "planned, no gap" } else { "failure, gap marked" }
         ),
         ClusterEvent::Log { level, message } => format!("[{level}] {message}"),
+        ClusterEvent::NodeAdded { node } => format!("node {} at {} ({})", node.id, node.location, node.api_url),
+        ClusterEvent::NodeRemoved { id, reason } => format!("node {id}: {reason}"),
     }
 }
 

@@ -6,3 +6,6 @@ pub mod registry;
 
 pub use memory::MemoryRegistry;
 pub use registry::{NodeRecord, Registry, RegistryChange, RegistryError, RegistryResult};
+pub mod after_hours;
+pub mod checkin;
+pub mod im;
