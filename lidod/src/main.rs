@@ -201,7 +201,9 @@ fn main() -> anyhow::Result<()> {
                 std::io::stdout().flush()?;
                 match config.cluster.role {
                     lidod::config::Role::Im => lidod::run_im(listener, config, shutdown).await,
-                    lidod::config::Role::Node | lidod::config::Role::All => lidod::run(listener, config, shutdown).await,
+                    lidod::config::Role::Node | lidod::config::Role::All => {
+                        lidod::run(listener, config, shutdown).await
+                    }
                 }
             }
         }

@@ -21,7 +21,9 @@ impl AfterHours {
     pub fn parse(config: &AfterHoursConfig) -> anyhow::Result<Self> {
         let time = |field: &str, value: &str| {
             NaiveTime::parse_from_str(value.trim(), "%H:%M").map_err(|_| {
-                anyhow::anyhow!("[cluster] after_hours {field} must be a time of day as HH:MM (e.g. 16:30), got {value:?}")
+                anyhow::anyhow!(
+                    "[cluster] after_hours {field} must be a time of day as HH:MM (e.g. 16:30), got {value:?}"
+                )
             })
         };
         let tz = config.tz.trim().parse::<chrono_tz::Tz>().map_err(|_| {

@@ -237,7 +237,10 @@ impl ClusterIm {
             info!(customer = %req.customer, from = %old, to = %tm, "TraderManager node gone; customer reassigned");
             self.inner.bus.log(
                 "warn",
-                format!("customer {} reassigned from node {old} (gone) to node {tm} for its TraderManager", req.customer),
+                format!(
+                    "customer {} reassigned from node {old} (gone) to node {tm} for its TraderManager",
+                    req.customer
+                ),
             );
         }
         let tm_url = live
@@ -283,9 +286,10 @@ impl ClusterIm {
         let all = self.candidates().await?;
         let ids: Vec<&str> = all.iter().map(|c| c.info.id.as_str()).collect();
         let names = if ids.is_empty() { "none checked in".to_string() } else { ids.join(", ") };
-        all.iter().find(|c| c.info.id == id).cloned().ok_or_else(|| {
-            ApiError::not_found("unknown_node", format!("no node {id:?}; this cluster has {names}"))
-        })
+        all.iter()
+            .find(|c| c.info.id == id)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found("unknown_node", format!("no node {id:?}; this cluster has {names}")))
     }
 
     /// The node running the service `name`: from the nodes' last check-ins,
@@ -450,9 +454,8 @@ impl ClusterIm {
     async fn dial(
         &self,
         url: &str,
-    ) -> anyhow::Result<
-        tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    > {
+    ) -> anyhow::Result<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>>
+    {
         let mut request = url.into_client_request()?;
         request.headers_mut().insert(CLUSTER_SECRET_HEADER, self.inner.secret.expose().parse()?);
         let (socket, _) =

@@ -253,7 +253,10 @@ async fn do_set_market(im: &ClusterIm, name: &str, pool: &MarketPool) -> Result<
         .filter(|c| c.info.services.iter().any(|s| s.kind == ServiceKind::Market && s.name == name))
         .collect();
     if nodes.is_empty() {
-        return Err(ApiError::not_found("unknown_market", format!("no market named {name:?}; `lidoctl status` lists them")));
+        return Err(ApiError::not_found(
+            "unknown_market",
+            format!("no market named {name:?}; `lidoctl status` lists them"),
+        ));
     }
     let body = serde_json::to_value(pool).map_err(ApiError::internal)?;
     let mut last = None;
@@ -276,7 +279,11 @@ async fn spawn(
     Ok(respond(audited(&im, &caller, "spawn", &target, do_spawn(&im, req).await)?))
 }
 
-async fn describe(State(im): State<ClusterIm>, _op: ImOperator, Path(name): Path<String>) -> Result<Response, ApiError> {
+async fn describe(
+    State(im): State<ClusterIm>,
+    _op: ImOperator,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
     Ok(respond(service_call(&im, &name, Method::GET, "").await?))
 }
 
