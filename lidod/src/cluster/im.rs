@@ -427,7 +427,7 @@ impl ClusterIm {
             }
             tokio::select! {
                 _ = self.inner.closing.cancelled() => break,
-                _ = tokio::time::sleep(backoff.next()) => {}
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
             }
         }
         if let Some(state) = self.nodes_state().get_mut(&id) {
@@ -609,7 +609,7 @@ impl Backoff {
         Self { min, max, next: min }
     }
 
-    pub fn next(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let now = self.next;
         self.next = (self.next * 2).min(self.max);
         now
@@ -673,9 +673,9 @@ mod tests {
     #[test]
     fn backoff_doubles_to_its_cap_and_resets() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
-        let seen: Vec<u128> = (0..4).map(|_| b.next().as_millis()).collect();
+        let seen: Vec<u128> = (0..4).map(|_| b.next_delay().as_millis()).collect();
         assert_eq!(seen, [100, 200, 350, 350]);
         b.reset();
-        assert_eq!(b.next(), Duration::from_millis(100));
+        assert_eq!(b.next_delay(), Duration::from_millis(100));
     }
 }
