@@ -528,3 +528,65 @@ async fn execute(im: &ClusterIm, caller: &Caller, cmd: WatchCommand) -> WatchMes
         Err(error) => WatchMessage::Reply { id, ok: false, service: None, error: Some(error) },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use lido_shared::access::Secret;
+    use tokio_util::sync::CancellationToken;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::cluster::im::ImParts;
+    use crate::cluster::MemoryRegistry;
+
+    fn im() -> ClusterIm {
+        ClusterIm::new(ImParts {
+            id: "im1".into(),
+            registry: Arc::new(MemoryRegistry::new()),
+            access: crate::auth::Access::open(AuthMode::Open, None).unwrap(),
+            cluster_secret: Secret::new("s3cret"),
+            node_ttl: Duration::from_secs(5),
+            after_hours: None,
+            closing: CancellationToken::new(),
+        })
+    }
+
+    async fn call(request: Request<Body>) -> (StatusCode, serde_json::Value) {
+        let response = router(im()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    fn post(path: &str) -> axum::http::request::Builder {
+        Request::post(path).header("content-type", "application/json")
+    }
+
+    #[tokio::test]
+    async fn an_im_refuses_algo_calls_checkins_without_the_secret_and_sessions_without_nodes() {
+        let (status, body) =
+            call(Request::get("/v1/quotes?market=paper&symbol=BTC/USD").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"]["code"], "not_a_node");
+
+        let checkin = r#"{"info":{"id":"n1","location":"ny","draining":false,"api_url":"http://127.0.0.1:1","managers":[],"services":[],"load":{"sessions":0,"streams":0,"open_orders":0}},"watch_url":"ws://127.0.0.1:1/v1/cluster/watch"}"#;
+        let (status, _) = call(post("/v1/nodes/checkin").body(Body::from(checkin)).unwrap()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let with_secret =
+            post("/v1/nodes/checkin").header(CLUSTER_SECRET_HEADER, "s3cret").body(Body::from(checkin)).unwrap();
+        let (status, body) = call(with_secret).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, serde_json::json!({"accepted": true, "draining": false, "stop": false}));
+
+        let session = r#"{"customer":"acme"}"#;
+        let (status, body) = call(post("/v1/sessions").body(Body::from(session)).unwrap()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"]["code"], "no_node_available");
+        assert!(body["error"]["message"].as_str().unwrap().contains("no node has checked in"), "{body}");
+    }
+}
