@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use lido_shared::api::{Channel, SessionRequest};
 use lido_shared::client::LidoClient;
-use lido_shared::cluster::{ServiceKind, SpawnRequest};
+use lido_shared::cluster::{MarketPool, ServiceKind, SpawnRequest, WatchCommand, WatchMessage};
 use lido_tests::{eventually, lidoctl_path, temp_data_dir, TestDaemon};
 
 /// A config shared by the IM and its nodes: the secret file, fast check-ins.
@@ -126,6 +126,26 @@ async fn an_im_places_sessions_on_nodes_and_forwards_operator_actions() {
     assert!(sessions.len() >= 5, "{sessions:?}");
     // Algo routes are the nodes'.
     assert_eq!(im.markets().await.unwrap_err().code(), Some("not_a_node"));
+
+    // A pool change reaches every node with that market; logs are the node's answer.
+    let pool = MarketPool { brokers: Some("paper-1".into()), ..MarketPool::default() };
+    assert_eq!(im.set_market("paper", &pool).await.unwrap().name, "paper");
+    assert_eq!(im.set_market("nope", &pool).await.unwrap_err().code(), Some("unknown_market"));
+    assert_eq!(im.logs("p9", 10).await.unwrap_err().code(), Some("no_logs"), "a task broker has no process log");
+    // The same actions as watch commands, with correlated replies.
+    let mut watch = im.watch().await.unwrap();
+    assert!(
+        matches!(watch.next().await.unwrap(), WatchMessage::Snapshot { snapshot, .. } if snapshot.nodes.len() == 2)
+    );
+    watch.send(&WatchCommand::Drain { id: 7, node: "n9".into() }).await.unwrap();
+    let reply = loop {
+        match tokio::time::timeout(Duration::from_secs(10), watch.next()).await.unwrap().unwrap() {
+            WatchMessage::Reply { id: 7, ok, error, .. } => break (ok, error),
+            _ => continue,
+        }
+    };
+    assert!(!reply.0);
+    assert_eq!(reply.1.unwrap().code, "unknown_node");
 
     // lidoctl status at the IM lists both nodes.
     let out = std::process::Command::new(lidoctl_path())
