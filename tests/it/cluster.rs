@@ -161,6 +161,10 @@ async fn an_im_places_sessions_on_nodes_and_forwards_operator_actions() {
     // A node that dies leaves the view within its time to live.
     drop(stream);
     n2.kill9();
+    eventually(Duration::from_secs(10), "the IM re-dialing n2", || async {
+        im_daemon.log_text().contains("re-dialing node n2").then_some(())
+    })
+    .await;
     wait_for_nodes(&im, &["n1"]).await;
     let e = session(&im, "epsilon", Some("ldn")).await;
     assert_eq!(e.node, "n1");
