@@ -151,6 +151,20 @@ impl TestDaemon {
         None
     }
 
+    /// Waits up to `within` for the process to exit on its own; its status.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        let child = self.child.as_mut()?;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// SIGKILL, no goodbye: what a crash looks like. Its broker children see
     /// their stdin close and exit; the data dir stays.
     pub fn kill9(&mut self) {

@@ -851,5 +851,9 @@ fn describe(event: &ClusterEvent) -> (&'static str, String, Level) {
             };
             ("node_scaled", text, if action.ends_with("_failed") { Level::Warn } else { Level::Info })
         }
+        ClusterEvent::NodeAdded { node } => {
+            ("node", format!("{} joined at {} ({})", node.id, node.location, node.api_url), Level::Info)
+        }
+        ClusterEvent::NodeRemoved { id, reason } => ("node", format!("{id} left: {reason}"), Level::Warn),
     }
 }

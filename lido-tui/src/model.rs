@@ -43,6 +43,12 @@ pub fn apply(snapshot: &mut ClusterSnapshot, event: &ClusterEvent) {
             }
         }
         ClusterEvent::Failover { .. } | ClusterEvent::Log { .. } | ClusterEvent::NodeScaled { .. } => {}
+        ClusterEvent::Failover { .. } | ClusterEvent::Log { .. } => {}
+        ClusterEvent::NodeAdded { node } => {
+            *node_mut(snapshot, &node.id) = node.clone();
+            snapshot.nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        }
+        ClusterEvent::NodeRemoved { id, .. } => snapshot.nodes.retain(|n| &n.id != id),
     }
 }
 

@@ -365,6 +365,8 @@ pub fn event_name(event: &ClusterEvent) -> &'static str {
         ClusterEvent::Failover { .. } => "failover",
         ClusterEvent::Log { .. } => "log",
         ClusterEvent::NodeScaled { .. } => "node_scaled",
+        ClusterEvent::NodeAdded { .. } => "node_added",
+        ClusterEvent::NodeRemoved { .. } => "node_removed",
     }
 }
 
@@ -395,6 +397,8 @@ pub fn event_details(event: &ClusterEvent) -> String {
             Some(node) => format!("{action} {node}: {reason} (by {leader})"),
             None => format!("{action}: {reason} (by {leader})"),
         },
+        ClusterEvent::NodeAdded { node } => format!("node {} at {} ({})", node.id, node.location, node.api_url),
+        ClusterEvent::NodeRemoved { id, reason } => format!("node {id}: {reason}"),
     }
 }
 

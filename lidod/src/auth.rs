@@ -58,6 +58,9 @@ pub enum Caller {
         customer: String,
         token_id: Option<String>,
     },
+    /// An InfrastructureManager of this node's cluster (it proved the
+    /// cluster secret): an operator.
+    Im,
 }
 
 impl Caller {
@@ -69,11 +72,12 @@ impl Caller {
             Self::Operator { token_id, name: None } => format!("token:{token_id}"),
             Self::Customer { customer, token_id: Some(t) } => format!("token:{t} (customer {customer})"),
             Self::Customer { customer, token_id: None } => format!("session (customer {customer})"),
+            Self::Im => "im".into(),
         }
     }
 
     pub fn is_operator(&self) -> bool {
-        matches!(self, Self::Local | Self::Operator { .. })
+        matches!(self, Self::Local | Self::Operator { .. } | Self::Im)
     }
 
     /// The account this caller trades for.
@@ -81,7 +85,7 @@ impl Caller {
         match self {
             Self::Local => Ok(OPEN_MODE_CUSTOMER),
             Self::Customer { customer, .. } => Ok(customer),
-            Self::Operator { .. } => Err(ApiError::forbidden(
+            Self::Operator { .. } | Self::Im => Err(ApiError::forbidden(
                 "an operator token has no trading account; use a customer token or a session from POST /v1/sessions",
             )),
         }

@@ -52,3 +52,6 @@ mod tests {
         }
     }
 }
+pub mod after_hours;
+pub mod checkin;
+pub mod im;

@@ -39,6 +39,7 @@ pub struct Config {
     pub risk: RiskConfig,
     pub autoscale: AutoscaleConfig,
     pub failover: FailoverConfig,
+    pub cluster: ClusterConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -94,6 +95,110 @@ impl MarketConfig {
     pub fn pool(&self) -> anyhow::Result<PoolSpec> {
         PoolSpec::new(self.brokers.clone(), self.fallback.clone(), &self.symbols)
             .map_err(|e| anyhow::anyhow!("market {:?}: {e}", self.name))
+    }
+}
+
+/// What this `lidod` process is in the cluster.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// An InfrastructureManager only: nodes check in with it; it runs no services.
+    Im,
+    /// A node only: it checks in with the IMs given by `ims`.
+    Node,
+    /// Both in one process: the single-node default.
+    #[default]
+    All,
+}
+
+/// `[cluster]`: the role, the IMs a node checks in with, and the registry
+/// the IMs share.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub role: Role,
+    /// The IMs a node checks in with (their base URLs).
+    pub ims: Vec<String>,
+    /// `memory` (one IM) or `etcd` (several).
+    pub registry: String,
+    pub etcd_endpoints: Vec<String>,
+    pub etcd_prefix: String,
+    /// How often a node checks in with each IM.
+    pub checkin_interval_ms: u64,
+    /// A node that has not checked in for this long leaves the cluster.
+    pub node_ttl_ms: u64,
+    /// When an idle draining node is stopped, e.g.
+    /// `{ start = "16:30", end = "20:00", tz = "America/New_York" }`.
+    pub after_hours: Option<AfterHoursConfig>,
+    /// `[cluster.autoscale]`: when the leader IM adds or drains nodes.
+    pub autoscale: crate::cluster::nodescale::NodeScaleConfig,
+    /// `[cluster.provisioner]`: how it gets a new node (`local` or `command`).
+    pub provisioner: Option<crate::cluster::provision::ProvisionerConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AfterHoursConfig {
+    /// `HH:MM`, local time in `tz`.
+    pub start: String,
+    pub end: String,
+    /// An IANA time zone, e.g. `America/New_York` or `UTC`.
+    pub tz: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            role: Role::All,
+            ims: Vec::new(),
+            registry: "memory".into(),
+            etcd_endpoints: Vec::new(),
+            etcd_prefix: "/lido".into(),
+            checkin_interval_ms: 1_000,
+            node_ttl_ms: 5_000,
+            after_hours: None,
+            autoscale: Default::default(),
+            provisioner: None,
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.role != Role::Node || !self.ims.is_empty(),
+            "--role node needs at least one InfrastructureManager to check in with: give --im URL (or [cluster] ims)"
+        );
+        for im in &self.ims {
+            anyhow::ensure!(
+                im.starts_with("http://") || im.starts_with("https://"),
+                "IM URL {im:?} must start with http:// or https://"
+            );
+        }
+        anyhow::ensure!(
+            matches!(self.registry.as_str(), "memory" | "etcd"),
+            "[cluster] registry must be memory or etcd, got {:?}",
+            self.registry
+        );
+        anyhow::ensure!(
+            (50..=60_000).contains(&self.checkin_interval_ms),
+            "[cluster] checkin_interval_ms must be 50 to 60000"
+        );
+        anyhow::ensure!(
+            self.node_ttl_ms > self.checkin_interval_ms,
+            "[cluster] node_ttl_ms ({}) must be longer than checkin_interval_ms ({})",
+            self.node_ttl_ms,
+            self.checkin_interval_ms
+        );
+        if let Some(window) = &self.after_hours {
+            crate::cluster::after_hours::AfterHours::parse(window)?;
+        }
+        self.autoscale.validate().map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            !self.autoscale.enabled || self.provisioner.is_some(),
+            "[cluster.autoscale] enabled needs a [cluster.provisioner] (kind = \"local\" or \"command\") to get nodes from"
+        );
+        Ok(())
     }
 }
 
@@ -208,6 +313,7 @@ impl Default for Config {
             risk: RiskConfig::default(),
             autoscale: AutoscaleConfig::default(),
             failover: FailoverConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -284,7 +390,8 @@ impl Config {
     /// and that TLS is set up whole.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.limits.validate()?;
-        self.autoscale.validate()?;
+        self.autoscale.validate().map_err(anyhow::Error::msg)?;
+        self.cluster.validate()?;
         let identity = self.node.tls_identity()?;
         anyhow::ensure!(
             identity.is_some() || self.node.tls_ca.is_none(),
@@ -346,6 +453,22 @@ mod tests {
         let both: Config = toml::from_str("[node]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"").unwrap();
         both.validate().unwrap();
         assert!(Config::default().node.tls_identity().unwrap().is_none());
+    }
+
+    #[test]
+    fn cluster_section_has_defaults_and_checks() {
+        let config = Config::default();
+        assert_eq!(config.cluster.role, Role::All);
+        assert_eq!(config.cluster.etcd_prefix, "/lido");
+        let text = "[cluster]\nrole = \"node\"\nims = [\"http://127.0.0.1:7700\"]\n\
+                    after_hours = { start = \"16:30\", end = \"20:00\", tz = \"America/New_York\" }";
+        let config: Config = toml::from_str(text).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.cluster.role, Role::Node);
+        let no_im: Config = toml::from_str("[cluster]\nrole = \"node\"").unwrap();
+        assert!(no_im.validate().unwrap_err().to_string().contains("--im"));
+        let bad_tz = "[cluster]\nafter_hours = { start = \"16:30\", end = \"20:00\", tz = \"Mars/Base\" }";
+        assert!(toml::from_str::<Config>(bad_tz).unwrap().validate().is_err());
     }
 
     #[test]

@@ -168,6 +168,12 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
     }
 
     tokio::spawn(publish_metrics(infra.clone(), managers.clone()));
+    if config.cluster.role == crate::config::Role::Node {
+        let interval = Duration::from_millis(config.cluster.checkin_interval_ms);
+        info!(ims = ?config.cluster.ims, interval_ms = config.cluster.checkin_interval_ms, "node role: checking in with the InfrastructureManagers");
+        let secret = infra.cluster_secret().clone();
+        crate::cluster::checkin::spawn(infra.clone(), config.cluster.ims.clone(), interval, secret, managers.clone());
+    }
     let app = crate::http::router(infra);
     let closing = shutdown.clone().cancelled_owned();
     let mut server = match tls {
@@ -210,5 +216,83 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
     brokers.shutdown().await;
     managers.cancel();
     info!("lidod stopped");
+    Ok(())
+}
+
+/// Runs an InfrastructureManager only (`--role im`) on `listener` until
+/// `shutdown`: nodes check in with it; it runs no services itself.
+pub async fn run_im(listener: TcpListener, config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    crate::metrics::install();
+    let addr = listener.local_addr()?;
+    anyhow::ensure!(
+        config.node.tls_identity()?.is_none(),
+        "an InfrastructureManager serves plain HTTP for now; drop tls_cert/tls_key for --role im"
+    );
+    crate::auth::check_mode(config.auth, addr)?;
+    let data_dir = config.node.data_dir.as_path();
+    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let access = Access::open(config.auth, Some(data_dir))?;
+    if config.auth == AuthMode::Tokens {
+        if let Some(path) = access.bootstrap(data_dir)? {
+            warn!(path = %path.display(), "no operator token existed: created a bootstrap operator token in this file (0600)");
+        }
+    }
+    let cluster_secret = crate::auth::secret::load(config.cluster_secret_file.as_deref(), Some(data_dir))?;
+    let c = &config.cluster;
+    let registry = crate::cluster::open_registry(&c.registry, &c.etcd_endpoints, &c.etcd_prefix).await?;
+    let after_hours = c.after_hours.as_ref().map(crate::cluster::after_hours::AfterHours::parse).transpose()?;
+    let im = crate::cluster::im::ClusterIm::new(crate::cluster::im::ImParts {
+        id: config.node.id.clone(),
+        registry,
+        access,
+        cluster_secret,
+        node_ttl: Duration::from_millis(c.node_ttl_ms),
+        after_hours,
+        closing: shutdown.clone(),
+    });
+    im.start();
+    if c.autoscale.enabled {
+        let mut provisioner = c.provisioner.clone().context("[cluster.autoscale] needs [cluster.provisioner]")?;
+        if let crate::cluster::provision::ProvisionerConfig::Local(local) = &mut provisioner {
+            // Nodes started here check in with this IM and share its secret,
+            // unless the operator said otherwise.
+            if local.ims.is_empty() {
+                local.ims.push(format!("http://{addr}"));
+            }
+            if local.cluster_secret_file.is_none() {
+                local.cluster_secret_file = Some(crate::auth::secret::path(config.cluster_secret_file.as_deref(), data_dir));
+            }
+        }
+        let scaler = crate::cluster::nodescale::spawn_node_autoscaler(
+            config.node.id.clone(),
+            im.registry().clone(),
+            provisioner.build(),
+            c.autoscale.clone(),
+            im.bus().clone(),
+            shutdown.child_token(),
+        );
+        im.set_node_scaler(scaler);
+    }
+    let app = crate::http::im::router(im);
+    info!(url = %format!("http://{addr}"), registry = %c.registry, after_hours = ?after_hours.map(|w| w.to_string()),
+        "lidod ready as an InfrastructureManager");
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let closing = shutdown.clone().cancelled_owned();
+    let server = axum::serve(listener, app).with_graceful_shutdown(closing);
+    let mut server = tokio::spawn(async move { server.await });
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        r = &mut server => return r.context("server task failed")?.context("server failed"),
+    }
+    match tokio::time::timeout(DRAIN_CONNECTIONS, &mut server).await {
+        Ok(r) => r.context("server task failed")?.context("server failed")?,
+        Err(_) => {
+            warn!("open connections did not close in time; closing them");
+            server.abort();
+        }
+    }
+    info!("InfrastructureManager stopped");
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 mod access;
 mod algo;
+pub mod im;
 mod openapi;
 mod operator;
 mod stream;
@@ -29,6 +30,7 @@ pub fn router(infra: Infra) -> Router {
         .merge(access::routes())
         .route("/v1/stream", get(stream::upgrade))
         .route(CHECKIN_PATH, post(checkin))
+        .route("/v1/node/shutdown", post(shutdown_node))
         .route("/v1/openapi.json", get(openapi::document))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -106,6 +108,15 @@ async fn checkin(
     Ok(Json(CheckInReply { accepted: true, node: infra.node_id().to_string() }))
 }
 
+/// An InfrastructureManager stops this node (idle, draining, after hours):
+/// the same orderly shutdown as SIGTERM. Cluster secret only.
+async fn shutdown_node(State(infra): State<Infra>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+    crate::auth::secret::check(&headers, infra.cluster_secret())?;
+    tracing::info!(node = %infra.node_id(), "the InfrastructureManager asked this node to stop; shutting down");
+    infra.closing().cancel();
+    Ok(Json(serde_json::json!({"status": "stopping", "node": infra.node_id()})))
+}
+
 /// Who is calling, from `Authorization: Bearer …`: an API token, or a
 /// session id from `POST /v1/sessions`. Without a header: the local operator
 /// in open mode, 401 in tokens mode.
@@ -113,6 +124,11 @@ impl FromRequestParts<Infra> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, infra: &Infra) -> Result<Self, Self::Rejection> {
+        // An InfrastructureManager proves the cluster secret instead.
+        if parts.headers.contains_key(lido_shared::access::CLUSTER_SECRET_HEADER) {
+            crate::auth::secret::check(&parts.headers, infra.cluster_secret())?;
+            return Ok(Caller::Im);
+        }
         let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
             return match infra.access().mode() {
                 AuthMode::Open => Ok(Caller::Local),

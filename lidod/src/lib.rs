@@ -39,4 +39,4 @@ pub mod traders;
 pub mod venue;
 
 pub use config::Config;
-pub use daemon::run;
+pub use daemon::{run, run_im};

@@ -42,6 +42,25 @@ struct Cli {
     /// The CA (PEM) to trust on the pipes to this node's services (default: --tls-cert itself).
     #[arg(long, env = "LIDO_TLS_CA", value_name = "PEM")]
     tls_ca: Option<PathBuf>,
+    /// `all` (a node with its own InfrastructureManager, the default), `im`
+    /// (an InfrastructureManager only) or `node` (checks in with --im).
+    #[arg(long, env = "LIDO_ROLE", value_enum)]
+    role: Option<lidod::config::Role>,
+    /// An InfrastructureManager this node checks in with (repeatable).
+    #[arg(long = "im", env = "LIDO_IMS", value_delimiter = ',', value_name = "URL")]
+    ims: Vec<String>,
+    /// This node's id (default n1).
+    #[arg(long, env = "LIDO_NODE_ID")]
+    node_id: Option<String>,
+    /// This node's location, e.g. ny or ldn.
+    #[arg(long, env = "LIDO_LOCATION")]
+    location: Option<String>,
+    /// The registry the IMs share: memory (one IM) or etcd.
+    #[arg(long, env = "LIDO_REGISTRY")]
+    registry: Option<String>,
+    /// An etcd endpoint (repeatable).
+    #[arg(long = "etcd", env = "LIDO_ETCD", value_delimiter = ',', value_name = "URL")]
+    etcd: Vec<String>,
     /// Log filter, e.g. `info` or `lidod=debug`.
     #[arg(long, env = "LIDO_LOG", default_value = "info")]
     log: String,
@@ -149,6 +168,24 @@ fn main() -> anyhow::Result<()> {
                 config.node.tls_cert = cli.tls_cert.or(config.node.tls_cert);
                 config.node.tls_key = cli.tls_key.or(config.node.tls_key);
                 config.node.tls_ca = cli.tls_ca.or(config.node.tls_ca);
+                if let Some(role) = cli.role {
+                    config.cluster.role = role;
+                }
+                if !cli.ims.is_empty() {
+                    config.cluster.ims = cli.ims;
+                }
+                if let Some(id) = cli.node_id {
+                    config.node.id = id;
+                }
+                if let Some(location) = cli.location {
+                    config.node.location = location;
+                }
+                if let Some(registry) = cli.registry {
+                    config.cluster.registry = registry;
+                }
+                if !cli.etcd.is_empty() {
+                    config.cluster.etcd_endpoints = cli.etcd;
+                }
                 config.validate()?;
                 lidod::auth::refuse_open_public(config.auth, config.listen)?;
                 let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| {
@@ -162,7 +199,12 @@ fn main() -> anyhow::Result<()> {
                 let scheme = if config.node.tls_cert.is_some() { "https" } else { "http" };
                 println!("lidod listening on {scheme}://{addr}");
                 std::io::stdout().flush()?;
-                lidod::run(listener, config, shutdown).await
+                match config.cluster.role {
+                    lidod::config::Role::Im => lidod::run_im(listener, config, shutdown).await,
+                    lidod::config::Role::Node | lidod::config::Role::All => {
+                        lidod::run(listener, config, shutdown).await
+                    }
+                }
             }
         }
     })

@@ -214,6 +214,34 @@ pub enum ClusterEvent {
         /// The IM that decided.
         leader: String,
     },
+    /// A node checked in with the InfrastructureManager for the first time.
+    NodeAdded {
+        node: NodeInfo,
+    },
+    /// A node left the cluster: it stopped checking in, or was stopped.
+    NodeRemoved {
+        id: String,
+        reason: String,
+    },
+}
+
+/// `POST /v1/nodes/checkin` body: a node tells an InfrastructureManager it
+/// is alive, what it runs and where the IM can watch it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NodeCheckIn {
+    pub info: NodeInfo,
+    /// The node's own `/v1/cluster/watch` (ws:// or wss://).
+    pub watch_url: String,
+}
+
+/// The InfrastructureManager's answer to a [`NodeCheckIn`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NodeCheckInReply {
+    pub accepted: bool,
+    /// The node should take no new sessions or spawns.
+    pub draining: bool,
+    /// The node should shut down gracefully (idle, draining, after hours).
+    pub stop: bool,
 }
 
 /// `PUT /v1/markets/{name}` body: a live market's new pool, as comma lists

@@ -5,6 +5,7 @@ mod algo;
 mod auth;
 mod autoscale;
 mod bad_input;
+mod cluster;
 mod failover;
 mod kraken_broker;
 mod kraken_recovery;

@@ -39,6 +39,12 @@ pub fn load(file: Option<&Path>, data_dir: Option<&Path>) -> anyhow::Result<Secr
     }
 }
 
+/// The file the secret is read from: the configured one, else
+/// `<data_dir>/cluster-secret` (what [`load`] creates).
+pub fn path(file: Option<&Path>, data_dir: &Path) -> std::path::PathBuf {
+    file.map(Path::to_path_buf).unwrap_or_else(|| data_dir.join("cluster-secret"))
+}
+
 /// The secret a service process was given by its manager.
 pub fn from_env() -> anyhow::Result<Secret> {
     std::env::var(CLUSTER_SECRET_ENV)

@@ -40,7 +40,7 @@ pub async fn open_session(
     ApiJson(mut req): ApiJson<SessionRequest>,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
     let opened_by = match &caller {
-        Caller::Local => None,
+        Caller::Local | Caller::Im => None,
         Caller::Operator { token_id, .. } => Some(token_id.clone()),
         Caller::Customer { customer, token_id } => {
             if req.customer.is_empty() {

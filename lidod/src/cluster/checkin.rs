@@ -1,0 +1,113 @@
+//! A node's check-in loop (`--role node`): every `checkin_interval_ms` it
+//! tells each of its InfrastructureManagers (independently) who it is, what
+//! it runs and where to watch it, and applies their answer: drain, or stop.
+
+use std::time::Duration;
+
+use lido_shared::access::{Secret, CLUSTER_SECRET_HEADER};
+use lido_shared::cluster::{NodeCheckIn, NodeCheckInReply};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::infra::Infra;
+
+/// The path an IM takes node check-ins on.
+pub const NODE_CHECKIN_PATH: &str = "/v1/nodes/checkin";
+
+/// The first retry after a failed check-in; it doubles up to the interval.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+
+/// Starts one check-in task per IM; they end when `stop` is cancelled.
+pub fn spawn(infra: Infra, ims: Vec<String>, interval: Duration, secret: Secret, stop: CancellationToken) {
+    let http = reqwest::Client::builder().timeout(interval.max(Duration::from_secs(2))).build().unwrap_or_default();
+    for im in ims {
+        let im = im.trim_end_matches('/').to_string();
+        tokio::spawn(check_in_loop(infra.clone(), http.clone(), im, interval, secret.clone(), stop.clone()));
+    }
+}
+
+/// The node's watch URL from its API URL: `http://h:p` → `ws://h:p/v1/cluster/watch`.
+pub fn watch_url(api_url: &str) -> String {
+    let ws = match api_url.strip_prefix("https://") {
+        Some(rest) => format!("wss://{rest}"),
+        None => format!("ws://{}", api_url.strip_prefix("http://").unwrap_or(api_url)),
+    };
+    format!("{}/v1/cluster/watch", ws.trim_end_matches('/'))
+}
+
+async fn check_in_loop(
+    infra: Infra,
+    http: reqwest::Client,
+    im: String,
+    interval: Duration,
+    secret: Secret,
+    stop: CancellationToken,
+) {
+    let url = format!("{im}{NODE_CHECKIN_PATH}");
+    let mut failures = 0u32;
+    let mut retry = FIRST_RETRY;
+    loop {
+        let info = infra.node_info();
+        let body = NodeCheckIn { watch_url: watch_url(&info.api_url), info };
+        let answer = http.post(&url).header(CLUSTER_SECRET_HEADER, secret.expose()).json(&body).send().await;
+        let reply = match answer {
+            Ok(r) if r.status().is_success() => r.json::<NodeCheckInReply>().await.map_err(|e| e.to_string()),
+            Ok(r) => {
+                let status = r.status();
+                Err(format!("{status}: {}", r.text().await.unwrap_or_default()))
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        let wait = match reply {
+            Ok(reply) => {
+                if failures > 0 {
+                    info!(%im, failures, "checked in with the InfrastructureManager again");
+                } else {
+                    debug!(%im, "checked in");
+                }
+                failures = 0;
+                retry = FIRST_RETRY;
+                apply(&infra, &im, &reply, &stop);
+                interval
+            }
+            Err(error) => {
+                if failures == 0 {
+                    warn!(%im, %error, "cannot check in with the InfrastructureManager; retrying (logged once until it works)");
+                }
+                failures += 1;
+                let wait = retry;
+                retry = (retry * 2).min(interval);
+                wait
+            }
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Applies an IM's answer: its drain flag, and a stop.
+fn apply(infra: &Infra, im: &str, reply: &NodeCheckInReply, stop: &CancellationToken) {
+    if !reply.accepted {
+        return;
+    }
+    if reply.draining != infra.is_draining() {
+        let _ = infra.set_draining(infra.node_id(), reply.draining);
+    }
+    if reply.stop && !stop.is_cancelled() {
+        info!(%im, node = %infra.node_id(), "the InfrastructureManager stops this node (idle, draining, after hours); shutting down");
+        infra.closing().cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_urls_follow_the_api_scheme() {
+        assert_eq!(watch_url("http://127.0.0.1:7700"), "ws://127.0.0.1:7700/v1/cluster/watch");
+        assert_eq!(watch_url("https://n1.example:7700/"), "wss://n1.example:7700/v1/cluster/watch");
+    }
+}
