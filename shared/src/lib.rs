@@ -29,5 +29,6 @@ pub mod error;
 pub mod model;
 pub mod pipe;
 pub mod tls;
+pub mod exchange;
 
 pub use error::{ErrorBody, ErrorDetail};
