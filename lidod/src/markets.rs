@@ -679,8 +679,30 @@ impl MarketManager {
             .ok_or_else(|| ApiError::not_found("unknown_order", format!("no order {order_id:?} for this customer")))
     }
 
+    /// One order; one this node's journal lacks is looked for at the venue
+    /// first (placed through another node: see
+    /// [`Self::reconcile_customer`]), so 404 means no venue has it either.
+    pub async fn find_order(&self, customer: &str, order_id: &str) -> Result<Order, ApiError> {
+        match self.order(customer, order_id) {
+            Err(e) if self.inner.orders.get(order_id).is_none() => {
+                self.reconcile_customer(customer, Some(order_id)).await?;
+                self.order(customer, order_id).map_err(|_| e)
+            }
+            found => found,
+        }
+    }
+
+    /// The customer's orders (see [`Self::orders`]), after the customer's
+    /// first reconciliation with the venue on this node.
+    pub async fn list_orders(&self, customer: &str, query: &OrdersQuery) -> Result<Vec<Order>, ApiError> {
+        if !self.customer_reconciled(customer) {
+            self.reconcile_customer(customer, None).await?;
+        }
+        self.orders(customer, query)
+    }
+
     pub async fn cancel(&self, customer: &str, order_id: &str) -> Result<Order, ApiError> {
-        let order = self.order(customer, order_id)?;
+        let order = self.find_order(customer, order_id).await?;
         if order.status.is_terminal() {
             return Err(ApiError::conflict("order_not_open", format!("order {order_id} is already {}", order.status)));
         }

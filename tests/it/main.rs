@@ -22,3 +22,4 @@ mod supervision;
 mod tls;
 mod trader;
 mod tui_tmux;
+mod paper_exchange;
