@@ -26,9 +26,9 @@ pub mod autoscale;
 pub mod client;
 pub mod cluster;
 pub mod error;
+pub mod exchange;
 pub mod model;
 pub mod pipe;
 pub mod tls;
-pub mod exchange;
 
 pub use error::{ErrorBody, ErrorDetail};

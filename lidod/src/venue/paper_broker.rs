@@ -291,7 +291,9 @@ pub(crate) fn execute(venue: &mut PaperVenue, command: Command, now: chrono::Dat
         Command::Stop | Command::Subscribe { .. } | Command::Unsubscribe { .. } => read(Ok(ReplyBody::Done)),
         Command::Instruments => read(Ok(ReplyBody::Instruments(venue.instruments()))),
         Command::Quote { symbol } => read(venue.quote(&symbol).map(ReplyBody::Quote).map_err(|e| detail(&e))),
-        Command::Book { symbol, depth } => read(venue.book(&symbol, depth).map(ReplyBody::Book).map_err(|e| detail(&e))),
+        Command::Book { symbol, depth } => {
+            read(venue.book(&symbol, depth).map(ReplyBody::Book).map_err(|e| detail(&e)))
+        }
         Command::PlaceOrder { order } => {
             let (report, events) = venue.place(order, now);
             Executed { result: Ok(ReplyBody::Order(report)), events, changed: true }

@@ -278,10 +278,9 @@ impl Remote {
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(_)) => Err(SendError::Unknown("the paper exchange connection dropped before the answer".into())),
-            Err(_) => Err(SendError::Unknown(format!(
-                "the paper exchange did not answer within {} s",
-                timeout.as_secs()
-            ))),
+            Err(_) => {
+                Err(SendError::Unknown(format!("the paper exchange did not answer within {} s", timeout.as_secs())))
+            }
         }
     }
 
