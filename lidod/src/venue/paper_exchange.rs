@@ -87,6 +87,24 @@ pub async fn run(args: ExchangeArgs, shutdown: CancellationToken) -> anyhow::Res
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create the data dir {}", args.data_dir.display()))?;
     let secret = crate::auth::secret::load(args.cluster_secret_file.as_deref(), Some(&args.data_dir))?;
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {
+        format!("cannot listen on {}; is another exchange running? use --listen to pick another address", args.listen)
+    })?;
+    let addr = listener.local_addr()?;
+    // Machine-readable first line: tests and scripts read the URL here.
+    println!("exchange ws://{addr}{EXCHANGE_PATH}");
+    std::io::stdout().flush()?;
+    serve(listener, options, secret, shutdown).await
+}
+
+/// Serves the exchange on `listener` until `shutdown`: the venue (restored
+/// from `options.state_file` if it has one), its tick loop, the WebSocket.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    options: PaperOptions,
+    secret: Secret,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let config = PaperConfig {
         seed: options.seed,
         starting_cash: options.starting_cash,
@@ -108,19 +126,17 @@ pub async fn run(args: ExchangeArgs, shutdown: CancellationToken) -> anyhow::Res
         next_connection: AtomicU64::new(1),
         changes: tokio::sync::Mutex::new(()),
     });
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {
-        format!("cannot listen on {}; is another exchange running? use --listen to pick another address", args.listen)
-    })?;
     let addr = listener.local_addr()?;
-    // Machine-readable first line: tests and scripts read the URL here.
-    println!("exchange ws://{addr}{EXCHANGE_PATH}");
-    std::io::stdout().flush()?;
     info!(%addr, seed = options.seed, tick_ms = options.tick.as_millis() as u64, "paper exchange listening");
     let ticker = tokio::spawn(exchange.clone().tick_loop(options.tick, shutdown.clone()));
-    let app = Router::new().route(EXCHANGE_PATH, get(upgrade)).with_state(exchange);
+    let app = Router::new().route(EXCHANGE_PATH, get(upgrade)).with_state(exchange.clone());
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
     shutdown.cancel();
     let _ = ticker.await;
+    // Open sockets end with the exchange (graceful shutdown does not wait for upgraded ones).
+    for (_, c) in exchange.connections().drain() {
+        c.close.cancel();
+    }
     info!("paper exchange stopped");
     served.context("the paper exchange listener failed")
 }

@@ -432,3 +432,196 @@ fn not_connected(url: &str) -> ErrorDetail {
         format!("the shared paper exchange {url} is not connected; nothing was sent, retry shortly"),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::path::Path;
+
+    use lido_shared::model::{OrderStatus, OrderType, Side, TimeInForce};
+    use lido_shared::pipe::VenueOrder;
+    use rust_decimal_macros::dec;
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::venue::paper_broker::PaperOptions;
+    use crate::venue::paper_exchange;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// An in-process exchange on `listener`; cancel the token to stop it.
+    fn exchange(
+        listener: TcpListener,
+        state: &Path,
+        secret: &Secret,
+    ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+        let options = PaperOptions {
+            state_file: Some(state.to_path_buf()),
+            tick: Duration::from_millis(50),
+            ..PaperOptions::default()
+        };
+        let stop = CancellationToken::new();
+        let serve = paper_exchange::serve(listener, options, secret.clone(), stop.clone());
+        (stop, tokio::spawn(async move { serve.await.unwrap() }))
+    }
+
+    fn remote(addr: SocketAddr, secret: &Secret) -> (Arc<Remote>, mpsc::Receiver<ServiceEvent>) {
+        let (events, rx) = mpsc::channel(1024);
+        let remote = Remote {
+            url: format!("ws://{addr}/v1/exchange"),
+            secret: secret.clone(),
+            socket: Mutex::new(None),
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            subscriptions: Mutex::new(HashSet::new()),
+            generation: watch::channel(0).0,
+            connected: watch::channel(false).0,
+            events,
+        };
+        (Arc::new(remote), rx)
+    }
+
+    fn order(client_id: &str) -> VenueOrder {
+        VenueOrder {
+            client_id: client_id.into(),
+            account: "acme".into(),
+            symbol: Symbol::parse("BTC/USD").unwrap(),
+            side: Side::Buy,
+            order_type: OrderType::Limit,
+            time_in_force: TimeInForce::Gtc,
+            quantity: dec!(0.01),
+            limit_price: Some(dec!(1000.0)),
+            client_order_id: Some(format!("algo-{client_id}")),
+        }
+    }
+
+    async fn place(r: &Remote, client_id: &str) -> Reply {
+        r.handle(Command::PlaceOrder { order: order(client_id) }).await
+    }
+
+    #[tokio::test]
+    async fn forwards_to_the_exchange_refuses_while_it_is_down_and_finds_orders_after_it_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("exchange.json");
+        let secret = Secret::new("exchange-secret");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, served) = exchange(listener, &state, &secret);
+
+        let (intruder, _) = remote(addr, &Secret::new("wrong"));
+        assert!(intruder.dial().await.is_err(), "a wrong cluster secret is refused");
+
+        let (r, mut events) = remote(addr, &secret);
+        let shutdown = CancellationToken::new();
+        let dialer = tokio::spawn(r.clone().dial_loop(shutdown.clone()));
+        assert!(r.wait_connected(WAIT).await, "connects");
+        let Reply::Ok(ReplyBody::Order(placed)) = place(&r, "o-1").await else { panic!("placed") };
+        assert_eq!(placed.status, OrderStatus::Accepted);
+        // The exchange's order update came up before the answer.
+        let update = events.try_recv().expect("the order update is relayed before the reply");
+        assert!(matches!(update, ServiceEvent::OrderUpdate(ref u) if u.client_id == "o-1"), "{update:?}");
+
+        // The exchange goes away: nothing is sent, and the broker says so.
+        stop.cancel();
+        served.await.unwrap();
+        let mut connected = r.connected.subscribe();
+        tokio::time::timeout(WAIT, connected.wait_for(|up| !*up)).await.unwrap().unwrap();
+        let Reply::Err(down) = place(&r, "o-2").await else { panic!("refused while down") };
+        assert_eq!(down.code, "venue_unavailable");
+        assert!(down.message.contains("nothing was sent"), "{}", down.message);
+
+        // Back on the same address with its saved state: the broker re-dials,
+        // and the same order again is the first one, not a second.
+        let (stop, served) = exchange(TcpListener::bind(addr).await.unwrap(), &state, &secret);
+        assert!(r.wait_connected(WAIT).await, "reconnects");
+        let Reply::Ok(ReplyBody::Order(again)) = place(&r, "o-1").await else { panic!("answered") };
+        assert_eq!(
+            (again.client_id, again.venue_order_id, again.status),
+            (placed.client_id, placed.venue_order_id, placed.status)
+        );
+        let Reply::Ok(ReplyBody::Orders(open)) = r.handle(Command::OpenOrders { account: "acme".into() }).await else {
+            panic!("open orders")
+        };
+        assert_eq!(open.len(), 1, "o-2 never reached the exchange, o-1 is there once: {open:?}");
+        assert_eq!(open[0].order.as_deref().and_then(|o| o.client_order_id.as_deref()), Some("algo-o-1"));
+
+        shutdown.cancel();
+        stop.cancel();
+        served.await.unwrap();
+        dialer.await.unwrap();
+    }
+
+    /// Between a broker and the exchange: forwards both ways, but on the
+    /// first connection drops the socket instead of passing the answer to
+    /// the first `place_order`, the outcome a broker cannot know. Counts
+    /// the `place_order`s that pass.
+    async fn lossy_proxy(exchange: SocketAddr, secret: Secret) -> (SocketAddr, Arc<AtomicU64>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let places = Arc::new(AtomicU64::new(0));
+        let counted = places.clone();
+        tokio::spawn(async move {
+            for first in [true, false] {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let mut client = tokio_tungstenite::accept_async(tcp).await.unwrap();
+                let mut request = format!("ws://{exchange}/v1/exchange").into_client_request().unwrap();
+                request.headers_mut().insert(CLUSTER_SECRET_HEADER, HeaderValue::from_str(secret.expose()).unwrap());
+                let (mut upstream, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+                let mut place_id = None;
+                loop {
+                    tokio::select! {
+                        m = client.next() => {
+                            let Some(Ok(m)) = m else { break };
+                            if let Message::Text(t) = &m {
+                                let r: ExchangeRequest = serde_json::from_str(t).unwrap();
+                                if matches!(r.command, Command::PlaceOrder { .. }) {
+                                    counted.fetch_add(1, Ordering::SeqCst);
+                                    place_id = Some(r.id);
+                                }
+                            }
+                            if upstream.send(m).await.is_err() { break }
+                        }
+                        m = upstream.next() => {
+                            let Some(Ok(m)) = m else { break };
+                            if let Message::Text(t) = &m {
+                                let f: ExchangeFrame = serde_json::from_str(t).unwrap();
+                                if first && matches!(f, ExchangeFrame::Reply { id, .. } if Some(id) == place_id) {
+                                    break; // the answer is lost with the socket
+                                }
+                            }
+                            if client.send(m).await.is_err() { break }
+                        }
+                    }
+                }
+                if !first {
+                    return;
+                }
+            }
+        });
+        (addr, places)
+    }
+
+    #[tokio::test]
+    async fn an_order_whose_answer_was_lost_is_looked_up_not_sent_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = Secret::new("exchange-secret");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let exchange_addr = listener.local_addr().unwrap();
+        let (stop, served) = exchange(listener, &dir.path().join("exchange.json"), &secret);
+        let (proxy, places) = lossy_proxy(exchange_addr, secret.clone()).await;
+
+        let (r, _events) = remote(proxy, &secret);
+        let shutdown = CancellationToken::new();
+        let dialer = tokio::spawn(r.clone().dial_loop(shutdown.clone()));
+        assert!(r.wait_connected(WAIT).await, "connects");
+        let Reply::Ok(ReplyBody::Order(report)) = place(&r, "o-1").await else { panic!("settled, not an error") };
+        assert_eq!((report.client_id.as_str(), report.status), ("o-1", OrderStatus::Accepted));
+        assert_eq!(places.load(Ordering::SeqCst), 1, "found by its client id, so never sent again");
+        assert_eq!(*r.generation.borrow(), 2, "on a second socket");
+
+        shutdown.cancel();
+        stop.cancel();
+        served.await.unwrap();
+        dialer.await.unwrap();
+    }
+}
