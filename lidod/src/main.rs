@@ -16,7 +16,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 #[command(
     name = "lidod",
     version,
-    after_help = "Examples:\n  lidod\n  lidod --listen 127.0.0.1:0\n  lidod --config lido.toml\n  lidod --data-dir /var/lib/lido\n  lidod --tls-cert cert.pem --tls-key key.pem\n  lidod service broker paper --name p9 --manager-url http://127.0.0.1:7700"
+    after_help = "Examples:\n  lidod\n  lidod --listen 127.0.0.1:0\n  lidod --config lido.toml\n  lidod --data-dir /var/lib/lido\n  lidod --tls-cert cert.pem --tls-key key.pem\n  lidod service broker paper --name p9 --manager-url http://127.0.0.1:7700\n  lidod venue paper --listen 127.0.0.1:7790 --data-dir /var/lib/lido-exchange"
 )]
 struct Cli {
     /// Address to listen on (default 127.0.0.1:7700; port 0 picks a free one).
@@ -74,6 +74,34 @@ enum Cmd {
     Service {
         #[command(subcommand)]
         service: ServiceCmd,
+    },
+    /// Run a shared venue: `lidod venue paper --listen 127.0.0.1:0 --data-dir DIR`.
+    Venue {
+        #[command(subcommand)]
+        venue: VenueCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum VenueCmd {
+    /// The shared paper exchange that the paper brokers of many nodes trade
+    /// on (their option `exchange=ws://ADDR/v1/exchange`). Prints
+    /// `exchange ws://ADDR/v1/exchange` as the first line on stdout.
+    Paper {
+        /// Address to listen on (port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:7790")]
+        listen: SocketAddr,
+        /// Where the venue state (`paper/exchange.json`) and, unless given,
+        /// the cluster secret (`cluster-secret`) are kept.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The cluster's secret file, shared with the nodes (else
+        /// LIDO_CLUSTER_SECRET, else DATA_DIR/cluster-secret).
+        #[arg(long, env = "LIDO_CLUSTER_SECRET_FILE")]
+        cluster_secret_file: Option<PathBuf>,
+        /// Paper option, repeatable: --set seed=7 --set tick_ms=100
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_kv)]
+        options: Vec<(String, String)>,
     },
 }
 
@@ -150,6 +178,15 @@ fn main() -> anyhow::Result<()> {
                     exit_with_parent,
                 };
                 service::run_broker(args, shutdown).await
+            }
+            Some(Cmd::Venue { venue: VenueCmd::Paper { listen, data_dir, cluster_secret_file, options } }) => {
+                let args = lidod::venue::paper_exchange::ExchangeArgs {
+                    listen,
+                    data_dir,
+                    options: options.into_iter().collect(),
+                    cluster_secret_file,
+                };
+                lidod::venue::paper_exchange::run(args, shutdown).await
             }
             None => {
                 let mut config = match &cli.config {

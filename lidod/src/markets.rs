@@ -550,7 +550,7 @@ impl MarketManager {
         self.check_reconciled(&m, active.as_ref().map(|(b, _)| b.as_str()))?;
         let now = Utc::now();
         let order = Order {
-            order_id: uuid::Uuid::new_v4().to_string(),
+            order_id: order_id_for(customer, &client_order_id),
             client_order_id,
             customer: customer.to_string(),
             market: m.name.clone(),
@@ -600,6 +600,7 @@ impl MarketManager {
             time_in_force: order.time_in_force,
             quantity: order.quantity,
             limit_price: order.limit_price,
+            client_order_id: Some(order.client_order_id.clone()),
         };
         let order = self.send_order(&broker, &pipe, venue_order, order).await;
         metrics::histogram!("lido_order_round_trip_seconds", "market" => order.market.clone(), "broker" => broker)
@@ -678,8 +679,30 @@ impl MarketManager {
             .ok_or_else(|| ApiError::not_found("unknown_order", format!("no order {order_id:?} for this customer")))
     }
 
+    /// One order; one this node's journal lacks is looked for at the venue
+    /// first (placed through another node: see
+    /// [`Self::reconcile_customer`]), so 404 means no venue has it either.
+    pub async fn find_order(&self, customer: &str, order_id: &str) -> Result<Order, ApiError> {
+        match self.order(customer, order_id) {
+            Err(e) if self.inner.orders.get(order_id).is_none() => {
+                self.reconcile_customer(customer, Some(order_id)).await?;
+                self.order(customer, order_id).map_err(|_| e)
+            }
+            found => found,
+        }
+    }
+
+    /// The customer's orders (see [`Self::orders`]), after the customer's
+    /// first reconciliation with the venue on this node.
+    pub async fn list_orders(&self, customer: &str, query: &OrdersQuery) -> Result<Vec<Order>, ApiError> {
+        if !self.customer_reconciled(customer) {
+            self.reconcile_customer(customer, None).await?;
+        }
+        self.orders(customer, query)
+    }
+
     pub async fn cancel(&self, customer: &str, order_id: &str) -> Result<Order, ApiError> {
-        let order = self.order(customer, order_id)?;
+        let order = self.find_order(customer, order_id).await?;
         if order.status.is_terminal() {
             return Err(ApiError::conflict("order_not_open", format!("order {order_id} is already {}", order.status)));
         }
@@ -990,5 +1013,30 @@ fn validate_client_id(id: &str) -> Result<(), ApiError> {
             "invalid_client_order_id",
             "client_order_id must be 1-64 characters of A-Z a-z 0-9 - _ . :",
         ))
+    }
+}
+
+/// The namespace of Lido's order ids (a UUIDv5 under it).
+const ORDER_ID_NAMESPACE: uuid::Uuid = uuid::uuid!("6b1d0c55-8a3e-4e57-9b0f-2f1c7d4e9a10");
+
+/// Lido's order id for a customer's client order id: a UUIDv5 of the two,
+/// so every node of a cluster names the same order the same way, and the
+/// venue's duplicate guard (the order id is its client id) holds across
+/// nodes. Client ids never contain a newline, so the name is unambiguous.
+pub fn order_id_for(customer: &str, client_order_id: &str) -> String {
+    uuid::Uuid::new_v5(&ORDER_ID_NAMESPACE, format!("{customer}\n{client_order_id}").as_bytes()).to_string()
+}
+
+#[cfg(test)]
+mod order_id_tests {
+    use super::order_id_for;
+
+    #[test]
+    fn order_ids_are_the_same_on_every_node_and_differ_by_customer() {
+        let a = order_id_for("acme", "c-1");
+        assert_eq!(a, order_id_for("acme", "c-1"));
+        assert_ne!(a, order_id_for("acme", "c-2"));
+        assert_ne!(a, order_id_for("zenith", "c-1"));
+        assert_eq!(uuid::Uuid::parse_str(&a).unwrap().get_version_num(), 5);
     }
 }

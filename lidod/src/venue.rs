@@ -3,6 +3,8 @@
 //!
 //! - [`paper`]: the simulated exchange (pure, synchronous, seedable).
 //! - [`paper_broker`]: the `paper` broker service that runs it.
+//! - [`paper_exchange`]: `lidod venue paper`, one paper venue shared by the
+//!   paper brokers of many nodes (their option `exchange`).
 //! - [`kraken`]: the Kraken Spot protocol core (signing, envelopes, pairs,
 //!   rate limits, the checksummed book, wire messages, the REST client).
 //! - [`kraken_broker`]: the `kraken` broker service: REST and WebSocket v2
@@ -26,6 +28,7 @@ pub mod kraken;
 pub mod kraken_broker;
 pub mod paper;
 pub mod paper_broker;
+pub mod paper_exchange;
 pub mod schwab;
 pub mod schwab_broker;
 

@@ -26,6 +26,7 @@ pub mod autoscale;
 pub mod client;
 pub mod cluster;
 pub mod error;
+pub mod exchange;
 pub mod model;
 pub mod pipe;
 pub mod tls;

@@ -236,6 +236,11 @@ pub struct VenueOrder {
     pub time_in_force: TimeInForce,
     pub quantity: Decimal,
     pub limit_price: Option<Decimal>,
+    /// The algo's client order id, for venues that keep it with the order
+    /// (the paper venue does): what lets another node adopt the order under
+    /// the id the algo knows it by. `None` from venues that do not tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_order_id: Option<String>,
 }
 
 /// The venue's view of an order.

@@ -14,6 +14,7 @@ mod lidoctl_verbs;
 mod nodescale;
 mod observability;
 mod operator;
+mod paper_exchange;
 mod recovery;
 mod registry;
 mod schwab_broker;

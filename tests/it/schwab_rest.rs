@@ -116,6 +116,7 @@ async fn quotes_history_hours_and_orders() {
         time_in_force: TimeInForce::Gtc,
         quantity: dec!(3),
         limit_price: Some(dec!(100)),
+        client_order_id: None,
     };
     let request = orders::request(&order, Session::Normal).unwrap();
     let id = bounded(c.rest.place_order(&hash, &request)).await.unwrap();

@@ -33,7 +33,8 @@ pub fn routes() -> Router<Infra> {
 
 /// Opens a session for a customer and names the node to use.
 #[utoipa::path(post, path = "/v1/sessions", tag = "sessions", request_body = SessionRequest,
-    responses((status = 201, body = Session), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 201, body = Session), (status = 400, body = ErrorBody),
+        (status = 503, description = "no node, or the customer's orders are being reconciled with the venue", body = ErrorBody)))]
 pub async fn open_session(
     State(infra): State<Infra>,
     caller: Caller,
@@ -54,6 +55,11 @@ pub async fn open_session(
             token_id.clone()
         }
     };
+    // The customer may come from another node (its orders are at the venue):
+    // take them on before the session is used.
+    if !req.customer.is_empty() {
+        infra.markets().reconcile_customer(&req.customer, None).await?;
+    }
     Ok((StatusCode::CREATED, Json(infra.open_session(&req, opened_by.as_deref())?)))
 }
 
@@ -127,24 +133,26 @@ pub(super) async fn place(infra: &Infra, customer: &str, req: PlaceOrder) -> Res
 
 /// The customer's orders; `status=open` for working ones.
 #[utoipa::path(get, path = "/v1/orders", tag = "orders", params(OrdersQuery),
-    responses((status = 200, body = Vec<Order>), (status = 400, body = ErrorBody), (status = 404, description = "no such market", body = ErrorBody)))]
+    responses((status = 200, body = Vec<Order>), (status = 400, body = ErrorBody), (status = 404, description = "no such market", body = ErrorBody),
+        (status = 503, description = "the customer's orders are being reconciled with the venue", body = ErrorBody)))]
 pub async fn list_orders(
     State(infra): State<Infra>,
     Customer(customer): Customer,
     ApiQuery(q): ApiQuery<OrdersQuery>,
 ) -> Result<Json<Vec<Order>>, ApiError> {
-    Ok(Json(infra.markets().orders(&customer, &q)?))
+    Ok(Json(infra.markets().list_orders(&customer, &q).await?))
 }
 
 /// One order.
 #[utoipa::path(get, path = "/v1/orders/{order_id}", tag = "orders", params(("order_id" = String, Path)),
-    responses((status = 200, body = Order), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Order), (status = 404, body = ErrorBody),
+        (status = 503, description = "the customer's orders are being reconciled with the venue", body = ErrorBody)))]
 pub async fn get_order(
     State(infra): State<Infra>,
     Customer(customer): Customer,
     Path(order_id): Path<String>,
 ) -> Result<Json<Order>, ApiError> {
-    Ok(Json(infra.markets().order(&customer, &order_id)?))
+    Ok(Json(infra.markets().find_order(&customer, &order_id).await?))
 }
 
 /// Cancels an open order.

@@ -34,9 +34,13 @@ use crate::pipe::{PipeError, PipeHandle};
 /// Why an order the venue does not know was ended.
 pub const NOT_FOUND: &str = "not found at venue after restart";
 /// Why an adopted order is in the journal.
-const ADOPTED: &str = "adopted: open at the venue after a restart but missing from the journal";
+const ADOPTED: &str =
+    "adopted: at the venue but missing from the journal (after a restart, or placed through another node)";
 /// How often a failed reconciliation is retried while the pipe stays up.
 const ATTEMPTS: u32 = 30;
+/// How long a request waits for its customer's reconciliation before it
+/// answers `503 reconciling` (the reconciliation goes on).
+const CUSTOMER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Which brokers are reconciled.
 #[derive(Debug, Default)]
@@ -46,6 +50,10 @@ pub(super) struct Reconciled {
     /// At least once since the node started: a market whose brokers are all
     /// down after that rejects orders as before, instead of `reconciling`.
     ever: HashSet<String>,
+    /// Customers being reconciled now (see [`MarketManager::reconcile_customer`]).
+    customers_running: HashSet<String>,
+    /// Customers reconciled at least once since the node started.
+    customers_done: HashSet<String>,
 }
 
 /// What one reconciliation did.
@@ -174,6 +182,84 @@ impl MarketManager {
         Ok(outcome)
     }
 
+    /// Reconciles one customer with every connected broker, for a node that
+    /// takes over a customer another node served (the shared paper exchange,
+    /// a venue account shared by nodes): the venue's open orders of the
+    /// customer that the journal lacks are adopted with their client order
+    /// ids, and with `order_id` that order too, open or not, so its fills
+    /// are booked. Fills the venue made beyond the journal are booked from
+    /// its reports (each once: fill ids de-duplicate). One at a time per
+    /// customer: `503 reconciling` while one runs, or when it takes longer
+    /// than [`CUSTOMER_TIMEOUT`].
+    pub async fn reconcile_customer(&self, customer: &str, order_id: Option<&str>) -> Result<(), ApiError> {
+        if !self.reconciled().customers_running.insert(customer.to_string()) {
+            return Err(customer_reconciling(customer));
+        }
+        let (mm, who, id) = (self.clone(), customer.to_string(), order_id.map(String::from));
+        let task = tokio::spawn(async move {
+            let adopted = mm.reconcile_customer_once(&who, id.as_deref()).await;
+            let mut r = mm.reconciled();
+            r.customers_running.remove(&who);
+            r.customers_done.insert(who);
+            adopted
+        });
+        match tokio::time::timeout(CUSTOMER_TIMEOUT, task).await {
+            Ok(Ok(adopted)) => {
+                if adopted > 0 {
+                    info!(%customer, adopted, "customer reconciled with the venue: orders adopted");
+                }
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                warn!(%customer, error = %e, "customer reconciliation failed");
+                self.reconciled().customers_running.remove(customer);
+                Err(customer_reconciling(customer))
+            }
+            Err(_) => Err(customer_reconciling(customer)),
+        }
+    }
+
+    /// Whether the customer was reconciled since the node started.
+    pub fn customer_reconciled(&self, customer: &str) -> bool {
+        self.reconciled().customers_done.contains(customer)
+    }
+
+    /// Returns the number of orders adopted. A broker that fails is skipped.
+    async fn reconcile_customer_once(&self, customer: &str, order_id: Option<&str>) -> usize {
+        let mut brokers: Vec<String> =
+            self.read().values().flat_map(|m| m.spec().all().cloned().collect::<Vec<_>>()).collect();
+        brokers.sort();
+        brokers.dedup();
+        let orders = &self.inner.orders;
+        let mut adopted = 0;
+        for broker in brokers {
+            let Some(pipe) = self.inner.brokers.pipe(&broker).filter(|p| p.is_up()) else {
+                continue;
+            };
+            if let Some(id) = order_id.filter(|id| orders.get(id).is_none()) {
+                let cmd = Command::OrderStatus { account: customer.to_string(), client_id: id.to_string() };
+                if let Ok(ReplyBody::Order(report)) = pipe.request(cmd, VENUE_TIMEOUT).await {
+                    if self.adopt(&broker, customer, &report).await {
+                        adopted += 1;
+                    }
+                }
+            }
+            let cmd = Command::OpenOrders { account: customer.to_string() };
+            match pipe.request(cmd, VENUE_TIMEOUT).await {
+                Ok(ReplyBody::Orders(reports)) => {
+                    for report in reports.iter().filter(|r| orders.get(&r.client_id).is_none()) {
+                        if self.adopt(&broker, customer, report).await {
+                            adopted += 1;
+                        }
+                    }
+                }
+                Ok(other) => warn!(%broker, reply = ?other, "unexpected reply to open orders"),
+                Err(e) => warn!(%broker, %customer, error = %e, "cannot list the customer's open orders at the venue"),
+            }
+        }
+        adopted
+    }
+
     /// Journals an order the venue has and the journal lacks.
     async fn adopt(&self, broker: &str, customer: &str, report: &VenueOrderReport) -> bool {
         let (Some(venue_order), Some(market)) = (&report.order, self.markets_over(broker).into_iter().next()) else {
@@ -183,7 +269,12 @@ impl MarketManager {
         let now = Utc::now();
         let order = Order {
             order_id: report.client_id.clone(),
-            client_order_id: format!("adopted-{}", report.client_id),
+            // The algo's own id when the venue kept it (and it is free here).
+            client_order_id: venue_order
+                .client_order_id
+                .clone()
+                .filter(|c| self.inner.orders.find(customer, c).is_none())
+                .unwrap_or_else(|| format!("adopted-{}", report.client_id)),
             customer: customer.to_string(),
             market: market.name.clone(),
             symbol: venue_order.symbol.clone(),
@@ -256,4 +347,11 @@ impl MarketManager {
             None => 0,
         }
     }
+}
+
+fn customer_reconciling(customer: &str) -> ApiError {
+    ApiError::unavailable(
+        "reconciling",
+        format!("the orders of customer {customer} are being reconciled with the venue; retry shortly"),
+    )
 }

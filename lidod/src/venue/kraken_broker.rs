@@ -605,6 +605,7 @@ fn venue_order(client_id: &str, account: &str, pair: &PairInfo, info: &OrderInfo
         time_in_force: TimeInForce::Gtc,
         quantity: info.vol,
         limit_price: (order_type == OrderType::Limit).then_some(info.descr.price),
+        client_order_id: None,
     })
 }
 

@@ -361,6 +361,7 @@ impl PaperVenue {
             updated: now,
             reserved: Decimal::ZERO,
             day: now.date_naive(),
+            fill_ids: Vec::new(),
             order,
         });
         self.next_order += 1;
@@ -491,6 +492,14 @@ impl PaperVenue {
         self.by_client_id.get(&key).map(|&i| self.orders[i].report())
     }
 
+    /// One order's current report with the order itself, as open-order
+    /// listings give it: what lets a node that never placed it adopt it.
+    pub fn order_detailed(&self, account: &str, client_id: &str) -> Option<VenueOrderReport> {
+        let key = (account.to_string(), client_id.to_string());
+        let state = &self.orders[*self.by_client_id.get(&key)?];
+        Some(VenueOrderReport { order: Some(Box::new(state.order.clone())), ..state.report() })
+    }
+
     /// The account's resting orders, oldest first.
     pub fn open_orders(&self, account: &str) -> Vec<VenueOrderReport> {
         self.open
@@ -538,8 +547,10 @@ impl PaperVenue {
         }
         self.update_reserve(i);
 
+        let fill_id = format!("F-{}", self.next_fill);
+        self.orders[i].fill_ids.push(fill_id.clone());
         let fill = Fill {
-            fill_id: format!("F-{}", self.next_fill),
+            fill_id,
             order_id: order.client_id.clone(),
             symbol: order.symbol.clone(),
             side: order.side,

@@ -29,6 +29,8 @@ use tracing::{error, info};
 use super::file;
 use super::paper::{PaperConfig, PaperError, PaperState, PaperVenue};
 
+mod remote;
+
 /// Options a paper broker takes (`--set k=v`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct PaperOptions {
@@ -38,6 +40,10 @@ pub struct PaperOptions {
     pub fee_rate: Decimal,
     /// Where the venue state is kept; `None` keeps it in memory only.
     pub state_file: Option<PathBuf>,
+    /// A shared paper exchange (`ws://host:port/v1/exchange`, see
+    /// [`super::paper_exchange`]): every command goes there, and the local
+    /// venue and its options above are unused. `None`: today's in-process venue.
+    pub exchange: Option<String>,
 }
 
 impl Default for PaperOptions {
@@ -48,12 +54,14 @@ impl Default for PaperOptions {
             starting_cash: Decimal::from(100_000),
             fee_rate: Decimal::new(1, 3),
             state_file: None,
+            exchange: None,
         }
     }
 }
 
 impl PaperOptions {
-    pub const KEYS: &'static [&'static str] = &["seed", "tick_ms", "starting_cash", "fee_rate", "state_file"];
+    pub const KEYS: &'static [&'static str] =
+        &["seed", "tick_ms", "starting_cash", "fee_rate", "state_file", "exchange"];
 
     /// Parses options; unknown keys and bad values are errors naming the key.
     pub fn parse(options: &BTreeMap<String, String>) -> Result<Self, String> {
@@ -81,6 +89,15 @@ impl PaperOptions {
                         .ok_or_else(|| format!("option fee_rate must be a decimal in [0, 1), got {v:?}"))?
                 }
                 "state_file" => out.state_file = (v != "none" && !v.is_empty()).then(|| PathBuf::from(v)),
+                "exchange" => {
+                    let ok = (v.starts_with("ws://") || v.starts_with("wss://")) && v.len() > "ws://".len();
+                    if !ok {
+                        return Err(format!(
+                            "option exchange must be the shared paper exchange's URL (ws://HOST:PORT/v1/exchange), got {v:?}"
+                        ));
+                    }
+                    out.exchange = Some(v.clone());
+                }
                 other => {
                     return Err(format!(
                         "unknown option {other:?} for a paper broker; known: {}",
@@ -112,6 +129,9 @@ pub async fn run(
     pid: Option<u32>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    if let Some(url) = options.exchange.clone() {
+        return remote::run(name, manager_url, link, url, pid, shutdown).await;
+    }
     let (events_tx, events_rx) = mpsc::channel(65_536);
     let config = PaperConfig {
         seed: options.seed,
@@ -189,13 +209,7 @@ impl PaperBroker {
     /// Sends order events always, market data only where subscribed.
     async fn emit(&self, events: Vec<ServiceEvent>) {
         for event in events {
-            let feed = match &event {
-                ServiceEvent::Quote(q) => Some((Feed::Quotes, q.symbol.clone())),
-                ServiceEvent::Trade(t) => Some((Feed::Trades, t.symbol.clone())),
-                ServiceEvent::Book(b) => Some((Feed::Book, b.symbol.clone())),
-                _ => None,
-            };
-            match feed {
+            match feed_of(&event) {
                 Some(key) => {
                     if self.subs().contains(&key) {
                         // Market data is dropped, not queued, when the pipe is slow.
@@ -212,80 +226,44 @@ impl PaperBroker {
 
 impl CommandHandler for PaperBroker {
     async fn handle(&self, command: Command) -> Reply {
-        let now = Utc::now();
         let result: Result<ReplyBody, ErrorDetail> = match command {
             Command::Ping => Ok(ReplyBody::Pong),
             Command::Stop => Ok(ReplyBody::Done),
-            Command::Instruments => Ok(ReplyBody::Instruments(self.venue().instruments())),
-            Command::Subscribe { feed, symbol } => {
-                let snapshot = {
-                    let venue = self.venue();
-                    match feed {
-                        Feed::Quotes => venue.quote(&symbol).map(ServiceEvent::Quote).map(Some),
-                        Feed::Book => venue.book(&symbol, 20).map(ServiceEvent::Book).map(Some),
-                        Feed::Trades => venue.quote(&symbol).map(|_| None),
+            Command::Subscribe { feed, symbol } => match snapshot(&self.venue(), feed, &symbol) {
+                Ok(first) => {
+                    self.subs().insert((feed, symbol));
+                    if let Some(ev) = first {
+                        let _ = self.events.try_send(ev);
                     }
-                };
-                match snapshot {
-                    Ok(first) => {
-                        self.subs().insert((feed, symbol));
-                        if let Some(ev) = first {
-                            let _ = self.events.try_send(ev);
-                        }
-                        Ok(ReplyBody::Done)
-                    }
-                    Err(e) => Err(detail(&e)),
+                    Ok(ReplyBody::Done)
                 }
-            }
+                Err(e) => Err(detail(&e)),
+            },
             Command::Unsubscribe { feed, symbol } => {
                 self.subs().remove(&(feed, symbol));
                 Ok(ReplyBody::Done)
             }
-            Command::Quote { symbol } => self.venue().quote(&symbol).map(ReplyBody::Quote).map_err(|e| detail(&e)),
-            Command::Book { symbol, depth } => {
-                self.venue().book(&symbol, depth).map(ReplyBody::Book).map_err(|e| detail(&e))
-            }
-            Command::PlaceOrder { order } => {
-                let _turn = self.changes.lock().await;
-                let (report, events) = {
-                    let mut venue = self.venue();
-                    let placed = venue.place(order, now);
-                    self.persist(&venue);
-                    placed
+            command => {
+                // Order commands and lookups hold the turn: a status never
+                // counts a fill not yet handed on.
+                let _turn = match command {
+                    Command::PlaceOrder { .. }
+                    | Command::CancelOrder { .. }
+                    | Command::OrderStatus { .. }
+                    | Command::OpenOrders { .. } => Some(self.changes.lock().await),
+                    _ => None,
                 };
-                self.emit(events).await;
-                Ok(ReplyBody::Order(report))
-            }
-            Command::CancelOrder { account, client_id } => {
-                let _turn = self.changes.lock().await;
-                let outcome = {
+                let executed = {
                     let mut venue = self.venue();
-                    let outcome = venue.cancel(&account, &client_id, now);
-                    self.persist(&venue);
-                    outcome
-                };
-                match outcome {
-                    Ok((report, events)) => {
-                        self.emit(events).await;
-                        Ok(ReplyBody::Order(report))
+                    let executed = execute(&mut venue, command, Utc::now());
+                    if executed.changed {
+                        self.persist(&venue);
                     }
-                    Err(e) => Err(detail(&e)),
-                }
+                    executed
+                };
+                self.emit(executed.events).await;
+                executed.result
             }
-            Command::OrderStatus { account, client_id } => {
-                let _turn = self.changes.lock().await;
-                let order = self.venue().order(&account, &client_id);
-                order
-                    .map(ReplyBody::Order)
-                    .ok_or_else(|| ErrorDetail::new("unknown_order", format!("the venue has no order {client_id}")))
-            }
-            Command::OpenOrders { account } => {
-                let _turn = self.changes.lock().await;
-                let open = self.venue().open_orders(&account);
-                Ok(ReplyBody::Orders(open))
-            }
-            Command::Balances { account } => Ok(ReplyBody::Balances(self.venue().balances(&account))),
-            Command::Positions { account } => Ok(ReplyBody::Positions(self.venue().positions(&account))),
         };
         match result {
             Ok(body) => Reply::Ok(body),
@@ -294,8 +272,71 @@ impl CommandHandler for PaperBroker {
     }
 }
 
+/// What one command did to a paper venue.
+pub(crate) struct Executed {
+    pub result: Result<ReplyBody, ErrorDetail>,
+    /// To hand on before the reply.
+    pub events: Vec<ServiceEvent>,
+    /// The venue changed: save its state before anything leaves.
+    pub changed: bool,
+}
+
+/// Runs a venue command on `venue` (everything but `Ping`, `Stop` and the
+/// subscriptions, which belong to a connection): the one place the paper
+/// broker and the shared paper exchange both answer from.
+pub(crate) fn execute(venue: &mut PaperVenue, command: Command, now: chrono::DateTime<Utc>) -> Executed {
+    let read = |result| Executed { result, events: Vec::new(), changed: false };
+    match command {
+        Command::Ping => read(Ok(ReplyBody::Pong)),
+        Command::Stop | Command::Subscribe { .. } | Command::Unsubscribe { .. } => read(Ok(ReplyBody::Done)),
+        Command::Instruments => read(Ok(ReplyBody::Instruments(venue.instruments()))),
+        Command::Quote { symbol } => read(venue.quote(&symbol).map(ReplyBody::Quote).map_err(|e| detail(&e))),
+        Command::Book { symbol, depth } => {
+            read(venue.book(&symbol, depth).map(ReplyBody::Book).map_err(|e| detail(&e)))
+        }
+        Command::PlaceOrder { order } => {
+            let (report, events) = venue.place(order, now);
+            Executed { result: Ok(ReplyBody::Order(report)), events, changed: true }
+        }
+        Command::CancelOrder { account, client_id } => match venue.cancel(&account, &client_id, now) {
+            Ok((report, events)) => Executed { result: Ok(ReplyBody::Order(report)), events, changed: true },
+            Err(e) => read(Err(detail(&e))),
+        },
+        // With the order itself: a node that never placed it can adopt it.
+        Command::OrderStatus { account, client_id } => read(
+            venue
+                .order_detailed(&account, &client_id)
+                .map(ReplyBody::Order)
+                .ok_or_else(|| ErrorDetail::new("unknown_order", format!("the venue has no order {client_id}"))),
+        ),
+        Command::OpenOrders { account } => read(Ok(ReplyBody::Orders(venue.open_orders(&account)))),
+        Command::Balances { account } => read(Ok(ReplyBody::Balances(venue.balances(&account)))),
+        Command::Positions { account } => read(Ok(ReplyBody::Positions(venue.positions(&account)))),
+    }
+}
+
+/// The first event of a new subscription (a quote or book snapshot), or why
+/// the symbol cannot be subscribed.
+pub(crate) fn snapshot(venue: &PaperVenue, feed: Feed, symbol: &Symbol) -> Result<Option<ServiceEvent>, PaperError> {
+    match feed {
+        Feed::Quotes => venue.quote(symbol).map(ServiceEvent::Quote).map(Some),
+        Feed::Book => venue.book(symbol, 20).map(ServiceEvent::Book).map(Some),
+        Feed::Trades => venue.quote(symbol).map(|_| None),
+    }
+}
+
+/// The feed a market data event belongs to; `None` for order events.
+pub(crate) fn feed_of(event: &ServiceEvent) -> Option<(Feed, Symbol)> {
+    match event {
+        ServiceEvent::Quote(q) => Some((Feed::Quotes, q.symbol.clone())),
+        ServiceEvent::Trade(t) => Some((Feed::Trades, t.symbol.clone())),
+        ServiceEvent::Book(b) => Some((Feed::Book, b.symbol.clone())),
+        _ => None,
+    }
+}
+
 /// Reads a saved venue state; `None` if there is none yet.
-fn load_state(path: &Path) -> anyhow::Result<Option<PaperState>> {
+pub(crate) fn load_state(path: &Path) -> anyhow::Result<Option<PaperState>> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -309,7 +350,7 @@ fn load_state(path: &Path) -> anyhow::Result<Option<PaperState>> {
 
 /// Replaces the state file atomically: a crash leaves the old or the new
 /// file, never half of one.
-fn save_state(path: &Path, state: &PaperState) -> std::io::Result<()> {
+pub(crate) fn save_state(path: &Path, state: &PaperState) -> std::io::Result<()> {
     let bytes = serde_json::to_vec(state).map_err(std::io::Error::other)?;
     file::replace(path, &bytes, file::Access::Default)
 }

@@ -104,6 +104,11 @@ pub(super) struct OrderState {
     pub(super) reserved: Decimal,
     /// The UTC trading day it was placed on (DAY orders end with it).
     pub(super) day: NaiveDate,
+    /// The ids of its fills, oldest first: reported as the order's trade
+    /// ids, so a node that books a fill from a report knows which fill it
+    /// stands for (state saved before these were kept has none).
+    #[serde(default)]
+    pub(super) fill_ids: Vec<String>,
 }
 
 impl OrderState {
@@ -122,7 +127,7 @@ impl OrderState {
             reason: self.reason.clone(),
             ts: self.updated,
             order: None,
-            trade_ids: Vec::new(),
+            trade_ids: self.fill_ids.clone(),
         }
     }
 

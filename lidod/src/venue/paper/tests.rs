@@ -45,6 +45,7 @@ fn order(
         time_in_force,
         quantity,
         limit_price,
+        client_order_id: None,
     }
 }
 
@@ -637,4 +638,28 @@ fn a_restored_venue_has_its_accounts_and_resting_orders_back() {
     // The resting order can still be canceled, releasing its funds.
     restored.cancel(ACCOUNT, "g-1", t0()).unwrap();
     assert!(restored.open_orders(ACCOUNT).iter().all(|o| o.client_id != "g-1"));
+}
+
+#[test]
+fn a_repeat_place_from_another_node_finds_the_first_order_with_its_details() {
+    let mut v = venue();
+    script_btc(&mut v);
+    // Node A places; node B (same account, same Lido order id) places again.
+    let mut first = limit("o-1", "BTC/USD", Side::Buy, TimeInForce::Gtc, dec!(0.6), dec!(65000.0));
+    first.client_order_id = Some("algo-7".into());
+    let (placed, _) = v.place(first.clone(), t0());
+    assert_eq!((placed.status, placed.filled_quantity), (OrderStatus::PartiallyFilled, dec!(0.5)));
+    assert_eq!(placed.trade_ids, ["F-1"], "the report names its fills");
+    let (again, events) = v.place(first, t0() + Duration::seconds(1));
+    assert_eq!(again, placed);
+    assert!(events.is_empty(), "nothing new happened");
+    assert_eq!(v.open_orders(ACCOUNT).len(), 1, "exactly one order of that client id");
+
+    // What another node needs to adopt it: the order and the algo's id.
+    let detailed = v.order_detailed(ACCOUNT, "o-1").unwrap();
+    let order = detailed.order.as_deref().unwrap();
+    assert_eq!(order.client_order_id.as_deref(), Some("algo-7"));
+    assert_eq!(detailed.trade_ids, ["F-1"]);
+    assert_eq!(v.order_detailed("globex", "o-1"), None, "accounts stay apart");
+    assert_eq!(v.open_orders(ACCOUNT)[0].order.as_deref().unwrap().client_order_id.as_deref(), Some("algo-7"));
 }

@@ -157,6 +157,7 @@ mod tests {
             time_in_force: TimeInForce::Day,
             quantity: dec!(10),
             limit_price: Some(dec!(150)),
+            client_order_id: None,
         };
         let request = orders::request(&order, Session::Normal).unwrap();
         MappedOrder { order, request, sent_at, schwab_id: None, closed_at: None }

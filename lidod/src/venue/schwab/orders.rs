@@ -148,6 +148,7 @@ pub fn venue_order(client_id: &str, account: &str, order: &wire::Order) -> Optio
         time_in_force,
         quantity: leg.quantity,
         limit_price,
+        client_order_id: None,
     })
 }
 
@@ -211,6 +212,7 @@ mod tests {
             time_in_force: tif,
             quantity: qty,
             limit_price: price,
+            client_order_id: None,
         }
     }
 
