@@ -13,6 +13,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 pub mod etcd_cluster;
+pub mod exchange;
 pub mod kraken_fake;
 pub mod kraken_node;
 pub mod schwab_fake;

@@ -43,7 +43,6 @@ pub fn apply(snapshot: &mut ClusterSnapshot, event: &ClusterEvent) {
             }
         }
         ClusterEvent::Failover { .. } | ClusterEvent::Log { .. } | ClusterEvent::NodeScaled { .. } => {}
-        ClusterEvent::Failover { .. } | ClusterEvent::Log { .. } => {}
         ClusterEvent::NodeAdded { node } => {
             *node_mut(snapshot, &node.id) = node.clone();
             snapshot.nodes.sort_by(|a, b| a.id.cmp(&b.id));

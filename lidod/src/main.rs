@@ -232,6 +232,11 @@ fn main() -> anyhow::Result<()> {
                     )
                 })?;
                 let addr = listener.local_addr()?;
+                // A node started by an IM's local provisioner ends with that
+                // IM, even a killed one: its stdin is a pipe from the IM.
+                if std::env::var_os(lidod::cluster::provision::EXIT_WITH_PARENT_ENV).is_some() {
+                    lido_shared::client::agent::exit_with_parent(shutdown.clone());
+                }
                 // Machine-readable first line: tests and scripts read the address here.
                 let scheme = if config.node.tls_cert.is_some() { "https" } else { "http" };
                 println!("lidod listening on {scheme}://{addr}");

@@ -1,21 +1,21 @@
-//! The node autoscaler's local provisioner starts real `lidod` nodes and
-//! stops them: on release (SIGTERM) and when it goes away (kill).
-//!
-//! The `lidod` on this branch does not know `--role`/`--node-id`/`--im` yet,
-//! so the nodes start with `cluster_flags = false` (id and location in the
-//! generated config file); the argv with the flags is unit-tested
-//! (`local_args_carry_the_role_id_location_and_ims`).
+//! The node autoscaler: its local provisioner starts real `lidod --role
+//! node` processes and stops them (on release, SIGTERM; when it goes away,
+//! kill); and an IM with `[cluster.autoscale]` on provisions nodes by
+//! itself, to its minimum and when the load per node passes the threshold.
 
 use std::time::Duration;
 
-use lido_tests::{eventually, lidod_path, process_alive};
+use lido_shared::api::SessionRequest;
+use lido_shared::cluster::{ClusterEvent, NodeScaleStatus, WatchMessage};
+use lido_tests::{eventually, lidod_path, process_alive, temp_data_dir, TestDaemon};
 use lidod::cluster::provision::{LocalProvisioner, LocalProvisionerConfig, ProvisionRequest, Provisioner};
 
+/// Nodes check in with an IM that need not run: they start all the same.
 fn provisioner(base: &std::path::Path) -> LocalProvisioner {
     LocalProvisioner::new(LocalProvisionerConfig {
         exe: Some(lidod_path()),
         base_dir: base.to_path_buf(),
-        cluster_flags: false,
+        ims: vec!["http://127.0.0.1:9".into()],
         extra_args: vec!["--log".into(), "info".into()],
         stop_grace_ms: 15_000,
         ..LocalProvisionerConfig::default()
@@ -59,4 +59,94 @@ async fn local_nodes_die_with_their_provisioner() {
         (!process_alive(one) && !process_alive(two)).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn an_im_provisions_nodes_to_its_minimum_and_under_load() {
+    let dir = temp_data_dir();
+    let secret = dir.join("cluster-secret");
+    std::fs::write(&secret, "nodescale-test-secret-0123456789\n").unwrap();
+    let config = dir.join("im.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"cluster_secret_file = {secret:?}
+[cluster]
+checkin_interval_ms = 200
+node_ttl_ms = 1500
+[cluster.autoscale]
+enabled = true
+min_nodes = 1
+max_nodes = 2
+high_load_per_node = 3
+low_load_per_node = 1
+cooldown_ms = 500
+location = "ny"
+[cluster.provisioner]
+kind = "local"
+exe = {exe:?}
+base_dir = {base:?}
+"#,
+            secret = secret.display().to_string(),
+            exe = lidod_path().display().to_string(),
+            base = dir.join("nodes").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let im = TestDaemon::spawn(&["--config", config.to_str().unwrap(), "--role", "im", "--node-id", "im1"]);
+    let client = im.client();
+    let mut watch = client.watch().await.expect("watch the IM");
+
+    // No node at all: below the minimum, the leader provisions one.
+    eventually(Duration::from_secs(40), "auto-1 provisioned and checked in", || async {
+        let snapshot = client.cluster().await.ok()?;
+        snapshot.nodes.iter().any(|n| n.id == "auto-1" && n.location == "ny").then_some(())
+    })
+    .await;
+    let status: NodeScaleStatus = client.send(client.req(reqwest::Method::GET, "/v1/cluster/autoscale")).await.unwrap();
+    assert!(status.leader, "{status:?}");
+    assert_eq!(status.leader_id.as_deref(), Some("im1"), "{status:?}");
+    let provisioned = status.recent.iter().find(|d| d.action == "provision").expect("a provision decision");
+    assert!(provisioned.reason.contains("min"), "the reason says why: {provisioned:?}");
+
+    // Load above 3 per node: a second node.
+    for i in 0..5 {
+        let req = SessionRequest { customer: format!("c{i}"), location: None };
+        eventually(Duration::from_secs(10), "a session", || async {
+            client.send::<lido_shared::api::Session>(client.req(reqwest::Method::POST, "/v1/sessions").json(&req)).await.ok()
+        })
+        .await;
+    }
+    eventually(Duration::from_secs(40), "auto-2 provisioned under load", || async {
+        let snapshot = client.cluster().await.ok()?;
+        snapshot.nodes.iter().any(|n| n.id == "auto-2").then_some(())
+    })
+    .await;
+    // The decisions went out as events, with their reasons.
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut actions = Vec::new();
+        while let Ok(message) = watch.next().await {
+            if let WatchMessage::Event { event: ClusterEvent::NodeScaled { action, node, reason, .. }, .. } = message {
+                assert!(!reason.is_empty());
+                actions.push((action, node));
+                if actions.iter().filter(|(a, _)| a == "provision").count() == 2 {
+                    break;
+                }
+            }
+        }
+        actions
+    })
+    .await
+    .expect("two provision events");
+    assert!(seen.contains(&("provision".to_string(), Some("auto-2".to_string()))), "{seen:?}");
+
+    // The nodes are the IM's children: they end with it, even when it is killed.
+    let mut im = im;
+    im.kill9();
+    eventually(Duration::from_secs(20), "provisioned nodes gone with their IM", || async {
+        let out = std::process::Command::new("pgrep").args(["-f", &dir.join("nodes").display().to_string()]).output().ok()?;
+        out.stdout.is_empty().then_some(())
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -69,6 +69,10 @@ pub trait Provisioner: Send + Sync + 'static {
     async fn release(&self, node_id: &str) -> Result<()>;
 }
 
+/// Set on a node the local provisioner starts: it exits when its stdin (a
+/// pipe from this IM) closes, so no node outlives the IM that started it.
+pub const EXIT_WITH_PARENT_ENV: &str = "LIDO_EXIT_WITH_PARENT";
+
 /// `[cluster.provisioner]`, tagged by `kind`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -100,6 +104,9 @@ pub struct LocalProvisionerConfig {
     pub ims: Vec<String>,
     /// The cluster secret the nodes share with the IMs.
     pub cluster_secret_file: Option<PathBuf>,
+    /// A node config (TOML: brokers, markets, …) each node starts from; its
+    /// id, location and cluster secret file are set on top of it.
+    pub node_config: Option<PathBuf>,
     /// More arguments, after the generated ones.
     pub extra_args: Vec<String>,
     /// Pass `--role node --node-id … --location … --im …` (the node id and
@@ -120,6 +127,7 @@ impl Default for LocalProvisionerConfig {
             listen: "127.0.0.1:0".into(),
             ims: Vec::new(),
             cluster_secret_file: None,
+            node_config: None,
             extra_args: Vec::new(),
             cluster_flags: true,
             start_timeout_ms: 30_000,
@@ -172,12 +180,21 @@ pub fn local_args(cfg: &LocalProvisionerConfig, req: &ProvisionRequest, config: 
 
 /// The config file of a local node: its id, location and the cluster secret.
 pub fn local_config(cfg: &LocalProvisionerConfig, req: &ProvisionRequest) -> String {
-    let mut node = toml::Table::new();
+    let base = cfg.node_config.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
+    local_config_from(cfg, req, base.as_deref())
+}
+
+/// [`local_config`] on top of the node config text `base`, if any.
+pub fn local_config_from(cfg: &LocalProvisionerConfig, req: &ProvisionRequest, base: Option<&str>) -> String {
+    let mut root: toml::Table = base.and_then(|t| t.parse().ok()).unwrap_or_default();
+    let mut node = match root.remove("node") {
+        Some(toml::Value::Table(t)) => t,
+        _ => toml::Table::new(),
+    };
     node.insert("id".into(), req.node_id.clone().into());
     if let Some(location) = &req.location {
         node.insert("location".into(), location.clone().into());
     }
-    let mut root = toml::Table::new();
     if let Some(secret) = &cfg.cluster_secret_file {
         root.insert("cluster_secret_file".into(), secret.display().to_string().into());
     }
@@ -237,13 +254,21 @@ impl Provisioner for LocalProvisioner {
         let data_dir = self.cfg.base_dir.join(id);
         tokio::fs::create_dir_all(&data_dir).await.map_err(prepare)?;
         let config = self.cfg.base_dir.join(format!("{id}.toml"));
-        tokio::fs::write(&config, local_config(&self.cfg, req)).await.map_err(prepare)?;
+        let base = match &self.cfg.node_config {
+            Some(path) => Some(tokio::fs::read_to_string(path).await.map_err(|e| ProvisionError::Prepare {
+                node: id.clone(),
+                cause: format!("cannot read node_config {}: {e}", path.display()),
+            })?),
+            None => None,
+        };
+        tokio::fs::write(&config, local_config_from(&self.cfg, req, base.as_deref())).await.map_err(prepare)?;
         let exe = self.exe()?;
         let args = local_args(&self.cfg, req, &config, &data_dir);
         let what = format!("node {id} ({})", exe.display());
         let mut child = Command::new(&exe)
             .args(&args)
             .env("NO_COLOR", "1")
+            .env(EXIT_WITH_PARENT_ENV, "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -152,3 +152,16 @@ async fn a_local_node_that_exits_at_once_is_an_error() {
     assert!(dir.path().join("auto-1.toml").exists());
     assert!(p.running().is_empty());
 }
+
+#[test]
+fn local_config_keeps_the_node_config_and_sets_id_location_and_secret() {
+    let cfg = LocalProvisionerConfig { cluster_secret_file: Some("/s/secret".into()), ..LocalProvisionerConfig::default() };
+    let base = "[node]\nid = \"old\"\njournal_synchronous = \"normal\"\n[[broker]]\nname = \"paper-1\"\ntype = \"paper\"\n";
+    let text = local_config_from(&cfg, &request("auto-3"), Some(base));
+    let parsed: crate::config::Config = toml::from_str(&text).expect("a valid node config");
+    assert_eq!(parsed.node.id, "auto-3");
+    assert_eq!(parsed.node.location, "ny");
+    assert_eq!(parsed.brokers.len(), 1, "{text}");
+    assert_eq!(parsed.cluster_secret_file.as_deref(), Some(std::path::Path::new("/s/secret")));
+    assert_eq!(parsed.node.journal_synchronous, crate::journal::Synchronous::Normal);
+}
