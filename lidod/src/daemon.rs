@@ -260,7 +260,8 @@ pub async fn run_im(listener: TcpListener, config: Config, shutdown: Cancellatio
                 local.ims.push(format!("http://{addr}"));
             }
             if local.cluster_secret_file.is_none() {
-                local.cluster_secret_file = Some(crate::auth::secret::path(config.cluster_secret_file.as_deref(), data_dir));
+                local.cluster_secret_file =
+                    Some(crate::auth::secret::path(config.cluster_secret_file.as_deref(), data_dir));
             }
         }
         let scaler = crate::cluster::nodescale::spawn_node_autoscaler(

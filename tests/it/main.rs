@@ -7,6 +7,7 @@ mod autoscale;
 mod bad_input;
 mod cluster;
 mod failover;
+mod ha;
 mod kraken_broker;
 mod kraken_recovery;
 mod kraken_rest;

@@ -113,7 +113,10 @@ base_dir = {base:?}
     for i in 0..5 {
         let req = SessionRequest { customer: format!("c{i}"), location: None };
         eventually(Duration::from_secs(10), "a session", || async {
-            client.send::<lido_shared::api::Session>(client.req(reqwest::Method::POST, "/v1/sessions").json(&req)).await.ok()
+            client
+                .send::<lido_shared::api::Session>(client.req(reqwest::Method::POST, "/v1/sessions").json(&req))
+                .await
+                .ok()
         })
         .await;
     }
@@ -144,7 +147,8 @@ base_dir = {base:?}
     let mut im = im;
     im.kill9();
     eventually(Duration::from_secs(20), "provisioned nodes gone with their IM", || async {
-        let out = std::process::Command::new("pgrep").args(["-f", &dir.join("nodes").display().to_string()]).output().ok()?;
+        let out =
+            std::process::Command::new("pgrep").args(["-f", &dir.join("nodes").display().to_string()]).output().ok()?;
         out.stdout.is_empty().then_some(())
     })
     .await;

@@ -542,13 +542,13 @@ impl ClusterIm {
     }
 }
 
-/// Idle: no sessions, streams, open orders or hosted traders.
+/// Idle: no open streams, open orders or hosted traders: stopping it cuts
+/// nothing. Sessions alone do not count: a session is only a token, and an
+/// algo whose node is gone opens a new one at the IM on its next call (the
+/// `ClusterClient` does it by itself).
 pub fn is_idle(node: &NodeInfo) -> bool {
     let l = &node.load;
-    l.sessions == 0
-        && l.streams == 0
-        && l.open_orders == 0
-        && !node.services.iter().any(|s| s.kind == ServiceKind::Trader)
+    l.streams == 0 && l.open_orders == 0 && !node.services.iter().any(|s| s.kind == ServiceKind::Trader)
 }
 
 /// The least-loaded (sessions + streams) reachable non-draining node, at

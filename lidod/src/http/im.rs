@@ -173,7 +173,8 @@ async fn assignments(
     State(im): State<ClusterIm>,
     _op: ImOperator,
 ) -> Result<Json<std::collections::BTreeMap<String, String>>, ApiError> {
-    let map = im.registry().assignments().await.map_err(|e| ApiError::unavailable("registry_unavailable", e.to_string()))?;
+    let map =
+        im.registry().assignments().await.map_err(|e| ApiError::unavailable("registry_unavailable", e.to_string()))?;
     Ok(Json(map))
 }
 

@@ -155,8 +155,10 @@ async fn a_local_node_that_exits_at_once_is_an_error() {
 
 #[test]
 fn local_config_keeps_the_node_config_and_sets_id_location_and_secret() {
-    let cfg = LocalProvisionerConfig { cluster_secret_file: Some("/s/secret".into()), ..LocalProvisionerConfig::default() };
-    let base = "[node]\nid = \"old\"\njournal_synchronous = \"normal\"\n[[broker]]\nname = \"paper-1\"\ntype = \"paper\"\n";
+    let cfg =
+        LocalProvisionerConfig { cluster_secret_file: Some("/s/secret".into()), ..LocalProvisionerConfig::default() };
+    let base =
+        "[node]\nid = \"old\"\njournal_synchronous = \"normal\"\n[[broker]]\nname = \"paper-1\"\ntype = \"paper\"\n";
     let text = local_config_from(&cfg, &request("auto-3"), Some(base));
     let parsed: crate::config::Config = toml::from_str(&text).expect("a valid node config");
     assert_eq!(parsed.node.id, "auto-3");
