@@ -7,6 +7,7 @@
 //! measurement spawns (subscribers live in another process than lidod
 //! and the bench).
 
+mod cluster;
 mod control;
 mod daemon;
 mod fanout;
@@ -36,6 +37,8 @@ struct Cli {
 enum Sub {
     /// The fan-out subscriber process (spawned by the bench itself).
     Subscribe(fanout::SubscribeArgs),
+    /// The control plane: check-ins two IMs on etcd hold, sessions per second.
+    Cluster(cluster::ClusterArgs),
 }
 
 /// How much each measurement samples.
@@ -65,6 +68,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Some(Sub::Subscribe(args)) => runtime.block_on(fanout::subscribe(args)),
+        Some(Sub::Cluster(args)) => runtime.block_on(cluster::run(args)),
         None => runtime.block_on(bench(cli.quick, cli.rate)),
     }
 }

@@ -179,7 +179,7 @@ impl Drop for Algo {
 impl Algo {
     async fn start(rig: &Rig, i: usize) -> Algo {
         let customer = format!("algo{i}");
-        let location = if i % 2 == 0 { "ny" } else { "ldn" };
+        let location = if i.is_multiple_of(2) { "ny" } else { "ldn" };
         let client = std::sync::Arc::new(
             ClusterClient::new(&rig.im_urls(), &customer, None, None).unwrap().prefer_location(location),
         );
