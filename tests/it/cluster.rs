@@ -121,6 +121,12 @@ async fn an_im_places_sessions_on_nodes_and_forwards_operator_actions() {
     .await;
     assert_eq!(im.describe("p9").await.unwrap().service.name, "p9");
     assert_eq!(im.describe("nope").await.unwrap_err().code(), Some("unknown_service"));
+    // Every node runs its own paper-1: a bare name is ambiguous, name@node is not.
+    let err = im.describe("paper-1").await.unwrap_err();
+    assert_eq!(err.code(), Some("ambiguous_service"), "{err}");
+    assert!(err.to_string().contains("paper-1@n1"), "the error shows how to name one: {err}");
+    let on_n2 = im.describe("paper-1@n2").await.unwrap();
+    assert_eq!((on_n2.service.name.as_str(), on_n2.service.node.as_str()), ("paper-1", "n2"));
     assert_eq!(im.drain_node("n9").await.unwrap_err().code(), Some("unknown_node"));
     let sessions = im.sessions().await.unwrap();
     assert!(sessions.len() >= 5, "{sessions:?}");

@@ -297,8 +297,22 @@ impl ClusterIm {
     /// else asked of each node (a service spawned since).
     pub async fn node_of_service(&self, name: &str) -> Result<Candidate, ApiError> {
         let all = self.candidates().await?;
-        if let Some(c) = all.iter().find(|c| c.info.services.iter().any(|s| s.name == name)) {
-            return Ok(c.clone());
+        let on: Vec<&Candidate> = all.iter().filter(|c| c.info.services.iter().any(|s| s.name == name)).collect();
+        match on.as_slice() {
+            [one] => return Ok((*one).clone()),
+            [] => {}
+            many => {
+                let nodes: Vec<&str> = many.iter().map(|c| c.info.id.as_str()).collect();
+                return Err(ApiError::conflict(
+                    "ambiguous_service",
+                    format!(
+                        "{name:?} runs on nodes {}: name one as {name}@{} (e.g. `lidoctl describe {name}@{}`)",
+                        nodes.join(", "),
+                        nodes[0],
+                        nodes[0]
+                    ),
+                ));
+            }
         }
         for c in &all {
             let path = format!("/v1/services/{name}");
@@ -309,6 +323,18 @@ impl ClusterIm {
             }
         }
         Err(ApiError::not_found("unknown_service", format!("no service named {name:?}; `lidoctl status` lists them")))
+    }
+
+    /// The node of `name`, or of `service@node`: the service's own name and
+    /// its node (a name alone must be on one node only).
+    pub async fn locate_service<'a>(&self, name: &'a str) -> Result<(&'a str, Candidate), ApiError> {
+        match name.split_once('@') {
+            Some((service, node)) => {
+                let candidate = self.node(node).await?;
+                Ok((service, candidate))
+            }
+            None => Ok((name, self.node_of_service(name).await?)),
+        }
     }
 
     /// Sends a request to a node's REST with the cluster secret and returns

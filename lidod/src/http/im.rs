@@ -266,7 +266,7 @@ async fn do_spawn(im: &ClusterIm, mut req: SpawnRequest) -> Result<Forwarded, Ap
 }
 
 async fn service_call(im: &ClusterIm, name: &str, method: Method, suffix: &str) -> Result<Forwarded, ApiError> {
-    let node = im.node_of_service(name).await?;
+    let (name, node) = im.locate_service(name).await?;
     im.forward(&node.info, method, &format!("/v1/services/{name}{suffix}"), None).await
 }
 
