@@ -143,6 +143,30 @@ base_dir = {base:?}
     .expect("two provision events");
     assert!(seen.contains(&("provision".to_string(), Some("auto-2".to_string()))), "{seen:?}");
 
+    // The rules change at run time, for every IM (they live in the registry);
+    // bad ones change nothing.
+    let put = |body: serde_json::Value| {
+        let client = client.clone();
+        async move {
+            client
+                .send::<serde_json::Value>(client.req(reqwest::Method::PUT, "/v1/cluster/autoscale").json(&body))
+                .await
+        }
+    };
+    let err = put(serde_json::json!({"min_nodes": 0})).await.unwrap_err();
+    assert_eq!(err.code(), Some("invalid_autoscale"), "{err}");
+    let err = put(serde_json::json!({"max_nodez": 3})).await.unwrap_err();
+    assert!(err.to_string().contains("max_nodez"), "the error names the field: {err}");
+    let rules = put(serde_json::json!({"max_nodes": 3, "high_load_per_node": 2})).await.unwrap();
+    assert_eq!((rules["max_nodes"].as_u64(), rules["min_nodes"].as_u64()), (Some(3), Some(1)), "{rules}");
+    eventually(Duration::from_secs(40), "auto-3 under the new rules", || async {
+        let snapshot = client.cluster().await.ok()?;
+        snapshot.nodes.iter().any(|n| n.id == "auto-3").then_some(())
+    })
+    .await;
+    let status: NodeScaleStatus = client.send(client.req(reqwest::Method::GET, "/v1/cluster/autoscale")).await.unwrap();
+    assert_eq!((status.max_nodes, status.high_load_per_node), (3, 2), "{status:?}");
+
     // The nodes are the IM's children: they end with it, even when it is killed.
     let mut im = im;
     im.kill9();

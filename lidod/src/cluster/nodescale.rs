@@ -298,6 +298,10 @@ fn per_node(total: usize, count: usize) -> String {
 /// array), so that a new leader may release them too.
 pub const PROVISIONED_SETTING: &str = "nodescale.provisioned";
 
+/// The registry setting holding rules an operator set at run time (JSON of
+/// [`NodeScaleConfig`]); every IM's autoscaler follows it over its file.
+pub const SETTINGS_KEY: &str = "nodescale.config";
+
 /// Decisions kept for the status.
 const RECENT: usize = 20;
 
@@ -305,11 +309,36 @@ const RECENT: usize = 20;
 #[derive(Clone)]
 pub struct NodeScaler {
     status: Arc<Mutex<NodeScaleStatus>>,
+    /// The rules in force: the config file's, or the last ones an operator
+    /// put in the registry (`SETTINGS_KEY`), which every IM follows.
+    cfg: Arc<Mutex<NodeScaleConfig>>,
 }
 
 impl NodeScaler {
     pub fn status(&self) -> NodeScaleStatus {
         self.lock().clone()
+    }
+
+    /// The rules in force.
+    pub fn config(&self) -> NodeScaleConfig {
+        self.cfg.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The rules in force with the fields of `changes` (a JSON object of
+    /// `[cluster.autoscale]` keys) replaced; an error names a bad field.
+    pub fn merged(&self, changes: &serde_json::Value) -> Result<NodeScaleConfig, String> {
+        let serde_json::Value::Object(changes) = changes else {
+            return Err("expected an object of [cluster.autoscale] fields, e.g. {\"max_nodes\": 6}".into());
+        };
+        let mut current = serde_json::to_value(self.config()).map_err(|e| e.to_string())?;
+        if let serde_json::Value::Object(fields) = &mut current {
+            for (k, v) in changes {
+                fields.insert(k.clone(), v.clone());
+            }
+        }
+        let cfg: NodeScaleConfig = serde_json::from_value(current).map_err(|e| e.to_string())?;
+        cfg.validate()?;
+        Ok(cfg)
     }
 
     fn lock(&self) -> MutexGuard<'_, NodeScaleStatus> {
@@ -350,7 +379,7 @@ fn spawn_with_tick(
         low_load_per_node: cfg.low_load_per_node,
         ..NodeScaleStatus::default()
     };
-    let handle = NodeScaler { status: Arc::new(Mutex::new(status)) };
+    let handle = NodeScaler { status: Arc::new(Mutex::new(status)), cfg: Arc::new(Mutex::new(cfg.clone())) };
     let mut scaler = Scaler {
         me,
         registry,
@@ -407,6 +436,7 @@ impl Scaler {
                 self.last_hold = None;
                 self.pending.clear();
             }
+            self.follow_settings().await;
             if !leads || !self.cfg.enabled {
                 continue;
             }
@@ -416,6 +446,32 @@ impl Scaler {
             }
         }
         tracing::debug!(im = %self.me, "node autoscaler stopped");
+    }
+
+    /// Adopts rules an operator put in the registry since the last look.
+    async fn follow_settings(&mut self) {
+        let Ok(Some(text)) = self.registry.setting(SETTINGS_KEY).await else { return };
+        let cfg = match serde_json::from_str::<NodeScaleConfig>(&text) {
+            Ok(cfg) if cfg.validate().is_ok() => cfg,
+            _ => {
+                tracing::warn!(key = SETTINGS_KEY, "node autoscaler: ignoring unreadable rules in the registry");
+                return;
+            }
+        };
+        if cfg == self.cfg {
+            return;
+        }
+        tracing::info!(im = %self.me, rules = %text, "node autoscaler: new rules from the registry");
+        *self.handle.cfg.lock().unwrap_or_else(|p| p.into_inner()) = cfg.clone();
+        {
+            let mut status = self.handle.lock();
+            status.enabled = cfg.enabled;
+            status.min_nodes = cfg.min_nodes;
+            status.max_nodes = cfg.max_nodes;
+            status.high_load_per_node = cfg.high_load_per_node;
+            status.low_load_per_node = cfg.low_load_per_node;
+        }
+        self.cfg = cfg;
     }
 
     /// One look at the registry and, maybe, one action.

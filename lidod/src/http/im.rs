@@ -33,7 +33,7 @@ pub fn router(im: ClusterIm) -> Router {
         .route(crate::cluster::checkin::NODE_CHECKIN_PATH, post(checkin))
         .route("/v1/cluster", get(cluster))
         .route("/v1/cluster/watch", get(watch))
-        .route("/v1/cluster/autoscale", get(node_autoscale))
+        .route("/v1/cluster/autoscale", get(node_autoscale).put(set_node_autoscale))
         .route("/v1/cluster/assignments", get(assignments))
         .route("/v1/sessions", post(open_session).get(sessions))
         .route("/v1/services", post(spawn))
@@ -166,6 +166,34 @@ async fn node_autoscale(
             "node autoscaling is off on this IM; set [cluster.autoscale] enabled = true and a [cluster.provisioner]",
         )
     })
+}
+
+/// Changes the node autoscaler's rules for every IM: the fields given
+/// (`{"max_nodes": 6}`) over the rules in force, kept in the registry.
+async fn set_node_autoscale(
+    State(im): State<ClusterIm>,
+    ImOperator(caller): ImOperator,
+    ApiJson(changes): ApiJson<serde_json::Value>,
+) -> Result<Json<crate::cluster::nodescale::NodeScaleConfig>, ApiError> {
+    let scaler = im.node_scaler().ok_or_else(|| {
+        ApiError::conflict(
+            "autoscale_off",
+            "this IM runs no node autoscaler; start it with [cluster.autoscale] and a [cluster.provisioner]",
+        )
+    })?;
+    let result = match scaler.merged(&changes) {
+        Ok(cfg) => {
+            let text = serde_json::to_string(&cfg).map_err(ApiError::internal)?;
+            im.registry()
+                .put_setting(crate::cluster::nodescale::SETTINGS_KEY, &text)
+                .await
+                .map_err(|e| ApiError::unavailable("registry_unavailable", e.to_string()))
+                .map(|()| cfg)
+        }
+        Err(e) => Err(ApiError::bad_request("invalid_autoscale", format!("{e}; nothing was changed"))),
+    };
+    im.access().audit(&caller.actor(), "set_autoscale", "cluster", &result, None);
+    result.map(Json)
 }
 
 /// Every customer's sticky TraderManager node, as the registry holds it.
