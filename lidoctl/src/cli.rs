@@ -198,6 +198,9 @@ pub enum Resource {
     /// The autoscaler: rules, market instances, venue connections, decisions
     #[value(alias = "as")]
     Autoscale,
+    /// The cluster's node autoscaler (at an IM): leader, rules, load per node, decisions
+    #[value(alias = "ns")]
+    Nodescale,
 }
 
 #[derive(Debug, Args)]
@@ -359,6 +362,30 @@ pub enum SetCommand {
         #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_pool_option, required = true)]
         set: Vec<(PoolField, String)>,
     },
+    /// Change the cluster's node autoscaler rules at run time, for every IM
+    #[command(
+        after_help = "Examples:\n  lidoctl set nodescale --set max_nodes=6\n  lidoctl set nodescale --set enabled=false\n  lidoctl set nodescale --set high_load_per_node=300 --set low_load_per_node=60"
+    )]
+    Nodescale {
+        /// enabled, min_nodes, max_nodes, high_load_per_node, low_load_per_node, cooldown_ms, location, pending_timeout_ms; repeatable
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_scale_option, required = true)]
+        set: Vec<(String, serde_json::Value)>,
+    },
+}
+
+/// `KEY=VALUE` of `set nodescale`: numbers and true/false as such, the rest as text.
+fn parse_scale_option(s: &str) -> Result<(String, serde_json::Value), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))?;
+    let (k, v) = (k.trim(), v.trim());
+    if k.is_empty() {
+        return Err(format!("expected KEY=VALUE, got {s:?}"));
+    }
+    let value = match v {
+        "true" => serde_json::Value::Bool(true),
+        "false" => serde_json::Value::Bool(false),
+        _ => v.parse::<u64>().map(serde_json::Value::from).unwrap_or_else(|_| serde_json::Value::from(v)),
+    };
+    Ok((k.to_string(), value))
 }
 
 /// What `lidoctl set market --set` can change.

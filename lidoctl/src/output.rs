@@ -350,6 +350,53 @@ pub fn autoscale_fields(s: &AutoscaleStatus, now: DateTime<Utc>) -> Fields {
     f
 }
 
+/// `get nodescale`: the leader and rules, the nodes with their load, then
+/// recent decisions (newest last).
+pub fn nodescale_fields(s: &lido_shared::cluster::NodeScaleStatus, now: DateTime<Utc>) -> Fields {
+    let mut f = Fields::default();
+    f.section(
+        "Node autoscaler",
+        [
+            ("leader", s.leader_id.clone().unwrap_or_else(|| "<none>".into())),
+            ("enabled", s.enabled.to_string()),
+            ("provisioner", s.provisioner.clone()),
+            ("nodes", format!("{} to {}", s.min_nodes, s.max_nodes)),
+            (
+                "load_per_node",
+                format!(
+                    "{:.1} (add above {}, drain below {})",
+                    s.load_per_node, s.high_load_per_node, s.low_load_per_node
+                ),
+            ),
+            ("pending", if s.pending.is_empty() { "-".into() } else { s.pending.join(", ") }),
+            ("error", s.error.clone().unwrap_or_else(|| "-".into())),
+        ],
+    );
+    let mut nodes = Table::new(["NODE", "LOCATION", "LOAD", "DRAINING", "PROVISIONED"]);
+    for n in &s.nodes {
+        nodes.row(vec![
+            n.id.as_str().into(),
+            n.location.as_str().into(),
+            n.load.to_string().into(),
+            yes_no(n.draining).into(),
+            yes_no(n.provisioned).into(),
+        ]);
+    }
+    f.table("Nodes", &nodes, "<none>");
+    let mut decisions = Table::new(["TIME", "AGE", "ACTION", "NODE", "REASON"]);
+    for d in &s.recent {
+        decisions.row(vec![
+            time(d.at).into(),
+            age(Some(d.at), now).into(),
+            d.action.as_str().into(),
+            d.node.as_deref().unwrap_or("-").into(),
+            d.reason.as_str().into(),
+        ]);
+    }
+    f.table("Decisions", &decisions, "<none yet>");
+    f
+}
+
 /// `2024-05-01T12:00:01.000Z`: UTC with milliseconds, as in `watch` and `describe`.
 pub fn time(ts: DateTime<Utc>) -> String {
     ts.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()

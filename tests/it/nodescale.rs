@@ -157,7 +157,21 @@ base_dir = {base:?}
     assert_eq!(err.code(), Some("invalid_autoscale"), "{err}");
     let err = put(serde_json::json!({"max_nodez": 3})).await.unwrap_err();
     assert!(err.to_string().contains("max_nodez"), "the error names the field: {err}");
-    let rules = put(serde_json::json!({"max_nodes": 3, "high_load_per_node": 2})).await.unwrap();
+    // lidoctl, as an operator would.
+    let lidoctl = |args: &[&str]| {
+        let out = std::process::Command::new(lido_tests::lidoctl_path())
+            .args(["--url", &im.url])
+            .args(args)
+            .output()
+            .expect("run lidoctl");
+        assert!(out.status.success(), "lidoctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let shown = lidoctl(&["get", "nodescale"]);
+    assert!(shown.contains("im1") && shown.contains("auto-2") && shown.contains("provision"), "{shown}");
+    let changed = lidoctl(&["set", "nodescale", "--set", "max_nodes=3", "--set", "high_load_per_node=2"]);
+    assert!(changed.contains("max_nodes = 3"), "{changed}");
+    let rules = put(serde_json::json!({})).await.unwrap();
     assert_eq!((rules["max_nodes"].as_u64(), rules["min_nodes"].as_u64()), (Some(3), Some(1)), "{rules}");
     eventually(Duration::from_secs(40), "auto-3 under the new rules", || async {
         let snapshot = client.cluster().await.ok()?;

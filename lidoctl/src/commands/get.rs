@@ -1,4 +1,4 @@
-//! `lidoctl get nodes|services|brokers|markets|traders|sessions [NAME…]`, `lidoctl get autoscale`.
+//! `lidoctl get nodes|services|brokers|markets|traders|sessions [NAME…]`, `lidoctl get autoscale|nodescale`.
 
 use chrono::Utc;
 use lido_shared::cluster::{ServiceInfo, ServiceKind};
@@ -6,12 +6,15 @@ use lido_shared::cluster::{ServiceInfo, ServiceKind};
 use crate::cli::{GetArgs, Resource};
 use crate::endpoints::Endpoints;
 use crate::exit::NotFound;
-use crate::output::{autoscale_fields, nodes_table, services_table, sessions_table, write_stdout, Output};
+use crate::output::{
+    autoscale_fields, nodes_table, nodescale_fields, services_table, sessions_table, write_stdout, Output,
+};
 
 pub async fn run(endpoints: &Endpoints, out: Output, args: &GetArgs) -> anyhow::Result<()> {
     match args.resource {
         Resource::Sessions => return sessions(endpoints, out, args).await,
         Resource::Autoscale => return autoscale(endpoints, out, args).await,
+        Resource::Nodescale => return nodescale(endpoints, out, args).await,
         _ => {}
     }
     let snapshot = endpoints.run("cannot get the cluster", |c| async move { c.cluster().await }).await?;
@@ -53,13 +56,24 @@ async fn autoscale(endpoints: &Endpoints, out: Output, args: &GetArgs) -> anyhow
     write_stdout(&autoscale_fields(&status, Utc::now()).render())
 }
 
+/// `get nodescale`: from the IM's `GET /v1/cluster/autoscale`; no names.
+async fn nodescale(endpoints: &Endpoints, out: Output, args: &GetArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.names.is_empty(), "get nodescale takes no names; it shows the cluster's node autoscaler");
+    let status =
+        endpoints.run("cannot get the node autoscaler's status", |c| async move { c.node_autoscale().await }).await?;
+    if out.data(&status)? {
+        return Ok(());
+    }
+    write_stdout(&nodescale_fields(&status, Utc::now()).render())
+}
+
 /// The service kind a noun lists; `None` for all services.
 fn kind_of(resource: Resource) -> Option<ServiceKind> {
     match resource {
         Resource::Brokers => Some(ServiceKind::Broker),
         Resource::Markets => Some(ServiceKind::Market),
         Resource::Traders => Some(ServiceKind::Trader),
-        Resource::Services | Resource::Nodes | Resource::Sessions | Resource::Autoscale => None,
+        Resource::Services | Resource::Nodes | Resource::Sessions | Resource::Autoscale | Resource::Nodescale => None,
     }
 }
 

@@ -327,23 +327,29 @@ impl NodeScaler {
     /// The rules in force with the fields of `changes` (a JSON object of
     /// `[cluster.autoscale]` keys) replaced; an error names a bad field.
     pub fn merged(&self, changes: &serde_json::Value) -> Result<NodeScaleConfig, String> {
-        let serde_json::Value::Object(changes) = changes else {
-            return Err("expected an object of [cluster.autoscale] fields, e.g. {\"max_nodes\": 6}".into());
-        };
-        let mut current = serde_json::to_value(self.config()).map_err(|e| e.to_string())?;
-        if let serde_json::Value::Object(fields) = &mut current {
-            for (k, v) in changes {
-                fields.insert(k.clone(), v.clone());
-            }
-        }
-        let cfg: NodeScaleConfig = serde_json::from_value(current).map_err(|e| e.to_string())?;
-        cfg.validate()?;
-        Ok(cfg)
+        merge(self.config(), changes)
     }
 
     fn lock(&self) -> MutexGuard<'_, NodeScaleStatus> {
         self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// `base` with the fields of `changes` (a JSON object of
+/// `[cluster.autoscale]` keys) replaced, validated.
+pub fn merge(base: NodeScaleConfig, changes: &serde_json::Value) -> Result<NodeScaleConfig, String> {
+    let serde_json::Value::Object(changes) = changes else {
+        return Err("expected an object of [cluster.autoscale] fields, e.g. {\"max_nodes\": 6}".into());
+    };
+    let mut current = serde_json::to_value(base).map_err(|e| e.to_string())?;
+    if let serde_json::Value::Object(fields) = &mut current {
+        for (k, v) in changes {
+            fields.insert(k.clone(), v.clone());
+        }
+    }
+    let cfg: NodeScaleConfig = serde_json::from_value(current).map_err(|e| e.to_string())?;
+    cfg.validate()?;
+    Ok(cfg)
 }
 
 /// Starts the autoscaler of IM `me`: while `me` leads (per

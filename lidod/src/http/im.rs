@@ -181,7 +181,19 @@ async fn set_node_autoscale(
             "this IM runs no node autoscaler; start it with [cluster.autoscale] and a [cluster.provisioner]",
         )
     })?;
-    let result = match scaler.merged(&changes) {
+    // Over the rules last put in the registry (another PUT, maybe at another
+    // IM, that this IM's autoscaler has not adopted yet), else those in force.
+    let put = im
+        .registry()
+        .setting(crate::cluster::nodescale::SETTINGS_KEY)
+        .await
+        .map_err(|e| ApiError::unavailable("registry_unavailable", e.to_string()))?
+        .and_then(|text| serde_json::from_str(&text).ok());
+    let merged = match put {
+        Some(base) => crate::cluster::nodescale::merge(base, &changes),
+        None => scaler.merged(&changes),
+    };
+    let result = match merged {
         Ok(cfg) => {
             let text = serde_json::to_string(&cfg).map_err(ApiError::internal)?;
             im.registry()

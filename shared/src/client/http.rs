@@ -98,6 +98,17 @@ impl LidoClient {
     }
 
     /// A service with its recent events.
+    /// The IM's node autoscaler: leader, rules, load per node, decisions.
+    pub async fn node_autoscale(&self) -> Result<crate::cluster::NodeScaleStatus, ClientError> {
+        self.get("/v1/cluster/autoscale").await
+    }
+
+    /// Changes the node autoscaler's rules for every IM: `changes` is an
+    /// object of `[cluster.autoscale]` fields; answers the rules in force.
+    pub async fn set_node_autoscale(&self, changes: &serde_json::Value) -> Result<serde_json::Value, ClientError> {
+        self.send(self.req(Method::PUT, "/v1/cluster/autoscale").json(changes)).await
+    }
+
     pub async fn describe(&self, name: &str) -> Result<ServiceDetail, ClientError> {
         self.get(&format!("/v1/services/{}", enc(name))).await
     }
