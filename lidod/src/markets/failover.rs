@@ -454,7 +454,14 @@ impl MarketManager {
         Candidate {
             health,
             offers: self.inner.health.offers(broker, symbol),
-            held_for: since.map(|s| s.elapsed()).unwrap_or_default(),
+            // A broker up for the first time is not recovering: routes may
+            // move to it (by priority) at once; the hold is for one back
+            // from a failure or a drain, so that a flapping broker waits.
+            held_for: if self.inner.health.first_up(broker) {
+                Duration::MAX
+            } else {
+                since.map(|s| s.elapsed()).unwrap_or_default()
+            },
         }
     }
 

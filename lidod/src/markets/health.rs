@@ -151,6 +151,11 @@ struct BrokerRecord {
     /// The last assessment and since when it holds.
     health: Health,
     since: Option<Instant>,
+    /// It has been up (healthy, degraded or draining) before.
+    was_up: bool,
+    /// The current healthy spell is its first time up: a broker coming up
+    /// for the first time is not recovering, so no failback hold applies.
+    first_up: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -269,6 +274,10 @@ impl HealthBook {
         }
         // A health that changes only its reason's figures is not news.
         let news = r.since.is_none() || r.health.label() != health.label();
+        if news {
+            r.first_up = health == Health::Healthy && !r.was_up;
+            r.was_up |= !matches!(health, Health::Down(_));
+        }
         let before = std::mem::replace(&mut r.health, health);
         if news {
             r.since = Some(now);
@@ -279,6 +288,12 @@ impl HealthBook {
     /// The last assessment and since when that kind of health holds.
     pub fn current(&self, broker: &str) -> (Health, Option<Instant>) {
         self.read(broker, |r| (r.health.clone(), r.since)).unwrap_or_default()
+    }
+
+    /// True while the broker is healthy for the first time since it was
+    /// known (not back from a failure or a drain).
+    pub fn first_up(&self, broker: &str) -> bool {
+        self.read(broker, |r| r.first_up && r.health == Health::Healthy).unwrap_or(false)
     }
 
     fn with(&self, broker: &str, f: impl FnOnce(&mut BrokerRecord)) {
@@ -305,6 +320,22 @@ pub fn feed_name(feed: Feed) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn only_a_broker_back_from_a_failure_or_drain_is_recovering() {
+        let book = HealthBook::default();
+        assert!(!book.first_up("k1"), "unknown");
+        book.record("k1", Health::Healthy);
+        assert!(book.first_up("k1"), "first time up: no failback hold");
+        book.record("k1", Health::Down("pipe down".into()));
+        assert!(!book.first_up("k1"));
+        book.record("k1", Health::Healthy);
+        assert!(!book.first_up("k1"), "back from a failure: the hold applies");
+        book.record("k2", Health::Draining);
+        book.record("k2", Health::Healthy);
+        assert!(!book.first_up("k2"), "back from a drain: the hold applies");
+    }
+
     use super::*;
 
     const T: Thresholds = Thresholds { error_threshold: 3, slow_latency: Duration::from_millis(500) };
