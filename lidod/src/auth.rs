@@ -91,6 +91,21 @@ impl Caller {
         }
     }
 
+    /// Fills in or checks the customer a session is asked for: a customer
+    /// token opens sessions for its own customer only.
+    pub fn session_customer(&self, requested: &mut String) -> Result<(), ApiError> {
+        if let Self::Customer { customer, .. } = self {
+            if requested.is_empty() {
+                *requested = customer.clone();
+            } else if requested != customer {
+                return Err(ApiError::forbidden(format!(
+                    "this token is for customer {customer}; it cannot open a session for {requested}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Refuses customers: only operators run the cluster.
     pub fn require_operator(&self) -> Result<(), ApiError> {
         if self.is_operator() {

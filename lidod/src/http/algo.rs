@@ -40,20 +40,11 @@ pub async fn open_session(
     caller: Caller,
     ApiJson(mut req): ApiJson<SessionRequest>,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
+    caller.session_customer(&mut req.customer)?;
     let opened_by = match &caller {
         Caller::Local | Caller::Im => None,
         Caller::Operator { token_id, .. } => Some(token_id.clone()),
-        Caller::Customer { customer, token_id } => {
-            if req.customer.is_empty() {
-                req.customer = customer.clone();
-            } else if &req.customer != customer {
-                return Err(ApiError::forbidden(format!(
-                    "this token is for customer {customer}; it cannot open a session for {}",
-                    req.customer
-                )));
-            }
-            token_id.clone()
-        }
+        Caller::Customer { token_id, .. } => token_id.clone(),
     };
     // The customer may come from another node (its orders are at the venue):
     // take them on before the session is used.

@@ -223,16 +223,7 @@ async fn open_session(
     ImCaller(caller): ImCaller,
     ApiJson(mut req): ApiJson<SessionRequest>,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
-    if let Caller::Customer { customer, .. } = &caller {
-        if req.customer.is_empty() {
-            req.customer = customer.clone();
-        } else if &req.customer != customer {
-            return Err(ApiError::forbidden(format!(
-                "this token is for customer {customer}; it cannot open a session for {}",
-                req.customer
-            )));
-        }
-    }
+    caller.session_customer(&mut req.customer)?;
     Ok((StatusCode::CREATED, Json(im.open_session(&req).await?)))
 }
 

@@ -184,14 +184,7 @@ impl PaperBroker {
                 _ = interval.tick() => {}
             }
             let _turn = self.changes.lock().await;
-            let events = {
-                let mut venue = self.venue();
-                let events = venue.tick(Utc::now());
-                if events.iter().any(ServiceEvent::must_deliver) {
-                    self.persist(&venue);
-                }
-                events
-            };
+            let events = tick_venue(&mut self.venue(), self.state_file.as_deref());
             self.emit(events).await;
         }
     }
@@ -200,10 +193,7 @@ impl PaperBroker {
     /// anything about the change leaves. Called with the venue locked, so
     /// writes never overtake each other.
     fn persist(&self, venue: &PaperVenue) {
-        let Some(path) = &self.state_file else { return };
-        if let Err(e) = save_state(path, &venue.state()) {
-            error!(path = %path.display(), error = %e, "cannot save the paper venue state; a restart would lose it");
-        }
+        persist(self.state_file.as_deref(), venue);
     }
 
     /// Sends order events always, market data only where subscribed.
@@ -332,6 +322,25 @@ pub(crate) fn feed_of(event: &ServiceEvent) -> Option<(Feed, Symbol)> {
         ServiceEvent::Trade(t) => Some((Feed::Trades, t.symbol.clone())),
         ServiceEvent::Book(b) => Some((Feed::Book, b.symbol.clone())),
         _ => None,
+    }
+}
+
+/// One tick of the venue; its state is saved before an order event it
+/// made leaves (the broker's and the shared exchange's tick loops).
+pub(crate) fn tick_venue(venue: &mut PaperVenue, state_file: Option<&Path>) -> Vec<ServiceEvent> {
+    let events = venue.tick(Utc::now());
+    if events.iter().any(ServiceEvent::must_deliver) {
+        persist(state_file, venue);
+    }
+    events
+}
+
+/// Writes the venue state to `state_file`, if there is one. Called with the
+/// venue locked, so writes never overtake each other.
+pub(crate) fn persist(state_file: Option<&Path>, venue: &PaperVenue) {
+    let Some(path) = state_file else { return };
+    if let Err(e) = save_state(path, &venue.state()) {
+        error!(path = %path.display(), error = %e, "cannot save the paper venue state; a restart would lose it");
     }
 }
 

@@ -167,23 +167,13 @@ impl Exchange {
                 _ = interval.tick() => {}
             }
             let _turn = self.changes.lock().await;
-            let events = {
-                let mut venue = self.venue();
-                let events = venue.tick(Utc::now());
-                if events.iter().any(ServiceEvent::must_deliver) {
-                    self.persist(&venue);
-                }
-                events
-            };
+            let events = paper_broker::tick_venue(&mut self.venue(), self.state_file.as_deref());
             self.broadcast(events);
         }
     }
 
     fn persist(&self, venue: &PaperVenue) {
-        let Some(path) = &self.state_file else { return };
-        if let Err(e) = paper_broker::save_state(path, &venue.state()) {
-            error!(path = %path.display(), error = %e, "cannot save the paper exchange state; a restart would lose it");
-        }
+        paper_broker::persist(self.state_file.as_deref(), venue);
     }
 
     /// Queues events: market data on the sockets subscribed to it (dropped
