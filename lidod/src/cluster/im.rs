@@ -228,10 +228,12 @@ impl ClusterIm {
     /// customer's sticky TraderManager.
     pub async fn open_session(&self, req: &SessionRequest) -> Result<Session, ApiError> {
         crate::sessions::validate_customer(&req.customer)?;
-        let chosen = self.choose(req.location.as_deref()).await?;
+        // One read of the registry serves both the choice and the check of
+        // the customer's TraderManager node.
+        let live = self.candidates().await?;
+        let chosen = pick(&live, req.location.as_deref()).cloned().ok_or_else(|| no_node(&live))?;
         let registry = &self.inner.registry;
         let mut tm = registry.assign(&req.customer, &chosen.info.id).await.map_err(registry_error)?;
-        let live = self.candidates().await?;
         if !live.iter().any(|c| c.info.id == tm) {
             let old = tm.clone();
             tm = registry.reassign(&req.customer, &old, &chosen.info.id).await.map_err(registry_error)?;
