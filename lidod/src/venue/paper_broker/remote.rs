@@ -73,6 +73,23 @@ struct Remote {
     events: mpsc::Sender<ServiceEvent>,
 }
 
+impl Remote {
+    /// Not connected yet; events for the pipe go to `events`.
+    fn new(url: String, secret: Secret, events: mpsc::Sender<ServiceEvent>) -> Self {
+        Self {
+            url,
+            secret,
+            socket: Mutex::new(None),
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            subscriptions: Mutex::new(HashSet::new()),
+            generation: watch::channel(0).0,
+            connected: watch::channel(false).0,
+            events,
+        }
+    }
+}
+
 /// Runs a paper broker on the shared exchange at `url` until `shutdown` or
 /// a `Stop` from its manager.
 pub(super) async fn run(
@@ -84,17 +101,7 @@ pub(super) async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let (events_tx, events_rx) = mpsc::channel(65_536);
-    let remote = Arc::new(Remote {
-        url: url.clone(),
-        secret: link.cluster_secret.clone(),
-        socket: Mutex::new(None),
-        pending: Mutex::new(HashMap::new()),
-        next_id: AtomicU64::new(1),
-        subscriptions: Mutex::new(HashSet::new()),
-        generation: watch::channel(0).0,
-        connected: watch::channel(false).0,
-        events: events_tx,
-    });
+    let remote = Arc::new(Remote::new(url.clone(), link.cluster_secret.clone(), events_tx));
     let dialer = tokio::spawn(remote.clone().dial_loop(shutdown.clone()));
     // Check in with the exchange reachable if it is: the market reconciles
     // its orders as soon as the pipe is up.
@@ -467,17 +474,7 @@ mod tests {
 
     fn remote(addr: SocketAddr, secret: &Secret) -> (Arc<Remote>, mpsc::Receiver<ServiceEvent>) {
         let (events, rx) = mpsc::channel(1024);
-        let remote = Remote {
-            url: format!("ws://{addr}/v1/exchange"),
-            secret: secret.clone(),
-            socket: Mutex::new(None),
-            pending: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
-            subscriptions: Mutex::new(HashSet::new()),
-            generation: watch::channel(0).0,
-            connected: watch::channel(false).0,
-            events,
-        };
+        let remote = Remote::new(format!("ws://{addr}/v1/exchange"), secret.clone(), events);
         (Arc::new(remote), rx)
     }
 
