@@ -494,6 +494,16 @@ impl MarketManager {
         self.inner.orders.open_count()
     }
 
+    /// How many of the customer's orders are open (read from an index).
+    pub fn open_orders_of(&self, customer: &str) -> usize {
+        self.inner.orders.open_count_of(customer)
+    }
+
+    /// Whether the customer has placed an order with this client order id.
+    pub fn knows_client_order(&self, customer: &str, client_order_id: &str) -> bool {
+        self.inner.orders.knows(customer, client_order_id)
+    }
+
     /// Validates and places an order. `false` in the answer means the client
     /// order id was used before and the first order is returned. Runs in an
     /// `order` span with the customer, market and order ids, which the

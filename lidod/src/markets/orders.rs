@@ -35,11 +35,27 @@ struct State {
     orders: HashMap<String, Order>,
     /// (customer, client order id) → order id.
     by_client: HashMap<(String, String), String>,
+    /// Open orders per customer: the per-order limit check reads it, so
+    /// placing an order never walks the whole book.
+    open_by_customer: HashMap<String, usize>,
     fills: Vec<(String, Fill)>,
     fill_ids: HashSet<String>,
     /// Terminal reports that arrived before their fills: applied when the
     /// fills catch up, so no fill is ever refused for arriving late.
     parked: HashMap<String, VenueOrderReport>,
+}
+
+impl State {
+    /// Keeps [`State::open_by_customer`] true as `order` replaces a version
+    /// that was open (`Some(true)`), closed, or absent (`None`).
+    fn count_open(&mut self, was_open: Option<bool>, order: &Order) {
+        let delta = i64::from(order.status.is_open()) - i64::from(was_open == Some(true));
+        if delta == 0 {
+            return;
+        }
+        let n = self.open_by_customer.entry(order.customer.clone()).or_default();
+        *n = n.saturating_add_signed(delta as isize);
+    }
 }
 
 /// How a fill booked from a venue's order report (not from the venue's
@@ -62,6 +78,7 @@ impl OrderStore {
         let mut st = State::default();
         for order in replay.orders {
             st.by_client.insert((order.customer.clone(), order.client_order_id.clone()), order.order_id.clone());
+            st.count_open(None, &order);
             st.orders.insert(order.order_id.clone(), order);
         }
         for (customer, fill) in replay.fills {
@@ -73,6 +90,16 @@ impl OrderStore {
 
     pub fn subscribe(&self) -> broadcast::Receiver<OrderMsg> {
         self.updates.subscribe()
+    }
+
+    /// Whether the customer has used this client order id.
+    pub fn knows(&self, customer: &str, client_order_id: &str) -> bool {
+        self.lock().by_client.contains_key(&(customer.to_string(), client_order_id.to_string()))
+    }
+
+    /// How many of the customer's orders are open.
+    pub fn open_count_of(&self, customer: &str) -> usize {
+        self.lock().open_by_customer.get(customer).copied().unwrap_or(0)
     }
 
     /// The order a customer placed with this client order id, if any.
@@ -92,6 +119,7 @@ impl OrderStore {
         }
         self.journal.insert_order(&order)?;
         st.by_client.insert(key, order.order_id.clone());
+        st.count_open(None, &order);
         st.orders.insert(order.order_id.clone(), order.clone());
         drop(st);
         let _ = self.updates.send(OrderMsg::Order(order.clone()));
@@ -113,7 +141,7 @@ impl OrderStore {
     }
 
     pub fn open_count(&self) -> usize {
-        self.lock().orders.values().filter(|o| o.status.is_open()).count()
+        self.lock().open_by_customer.values().sum()
     }
 
     /// Every customer that has an order here.
@@ -260,6 +288,8 @@ impl OrderStore {
             st.fill_ids.extend(settled_ids(&fill.fill_id).map(String::from));
             st.fills.push((order.customer.clone(), fill.clone()));
         }
+        let was_open = st.orders.get(&order.order_id).map(|o| o.status.is_open());
+        st.count_open(was_open, &order);
         st.orders.insert(order.order_id.clone(), order);
     }
 
@@ -344,6 +374,31 @@ mod tests {
         assert!(new_a && !new_b);
         assert_eq!(b.order_id, a.order_id);
         assert_eq!(store.list(|_| true).len(), 1);
+    }
+
+    #[test]
+    fn open_orders_are_counted_per_customer_through_every_change_and_a_reopen() {
+        let dir = std::env::temp_dir().join(format!("lido-store-test-{}", uuid::Uuid::new_v4().simple()));
+        let store = OrderStore::open(Journal::open(&dir).unwrap()).unwrap();
+        store.insert_once(order("o1", "c1")).unwrap();
+        store.insert_once(order("o2", "c2")).unwrap();
+        store.insert_once(Order { customer: "zeta".into(), ..order("o3", "c1") }).unwrap();
+        store.insert_once(order("o4", "c2")).unwrap(); // a repeat: not counted twice
+        assert_eq!((store.open_count_of("acme"), store.open_count_of("zeta"), store.open_count()), (2, 1, 3));
+        assert!(store.knows("acme", "c2") && !store.knows("acme", "c3") && !store.knows("zeta", "c2"));
+
+        store.apply_report(&report(OrderStatus::Accepted, Decimal::ZERO), "paper").unwrap();
+        assert_eq!(store.open_count_of("acme"), 2, "accepted is still open");
+        store.apply_fill(&fill("f1", dec!(1))).unwrap();
+        assert_eq!(store.open_count_of("acme"), 1, "a full fill closes o1");
+        store.reject("o2", "test".into()).unwrap();
+        store.annotate("o2", "a note on a closed order".into(), None).unwrap();
+        assert_eq!((store.open_count_of("acme"), store.open_count()), (0, 1), "a closed order closes once");
+        drop(store);
+
+        let store = OrderStore::open(Journal::open(&dir).unwrap()).unwrap();
+        assert_eq!((store.open_count_of("acme"), store.open_count_of("zeta")), (0, 1), "rebuilt from the journal");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
