@@ -144,9 +144,17 @@ pub struct Replay {
 }
 
 pub struct Journal {
-    conn: Mutex<Connection>,
+    conn: Mutex<Conn>,
     /// The configured level, used for intents and [`Durability::Own`].
     synchronous: Synchronous,
+}
+
+/// The connection and the `synchronous` level it is set to now, so a
+/// commit changes the pragma only when its durability differs from the
+/// last one's.
+struct Conn {
+    db: Connection,
+    level: Option<Synchronous>,
 }
 
 impl Journal {
@@ -164,14 +172,14 @@ impl Journal {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", synchronous.pragma())?;
         Self::prepare(&mut conn)?;
-        Ok(Self { conn: Mutex::new(conn), synchronous })
+        Ok(Self { conn: Mutex::new(Conn { db: conn, level: Some(synchronous) }), synchronous })
     }
 
     /// A journal that lives in memory, for unit tests.
     pub fn in_memory() -> Result<Self, JournalError> {
         let mut conn = Connection::open_in_memory()?;
         Self::prepare(&mut conn)?;
-        Ok(Self { conn: Mutex::new(conn), synchronous: Synchronous::Full })
+        Ok(Self { conn: Mutex::new(Conn { db: conn, level: None }), synchronous: Synchronous::Full })
     }
 
     fn prepare(conn: &mut Connection) -> Result<(), JournalError> {
@@ -186,11 +194,12 @@ impl Journal {
     pub fn insert_order(&self, order: &Order) -> Result<(), JournalError> {
         let body = serde_json::to_string(order)?;
         let mut conn = self.lock_for(Durability::Own)?;
-        let tx = conn.transaction()?;
-        let inserted = tx.execute(
+        let tx = conn.db.transaction()?;
+        let inserted = tx.prepare_cached(
             "INSERT INTO orders (order_id, customer, client_order_id, market, broker, status, created_at, updated_at, body)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT (customer, client_order_id) DO NOTHING",
+        )?.execute(
             params![
                 order.order_id,
                 order.customer,
@@ -220,22 +229,20 @@ impl Journal {
         let body = serde_json::to_string(order)?;
         let fill_body = fill.map(serde_json::to_string).transpose()?;
         let mut conn = self.lock_for(durability)?;
-        let tx = conn.transaction()?;
-        tx.execute(
+        let tx = conn.db.transaction()?;
+        tx.prepare_cached(
             "UPDATE orders SET broker = ?2, status = ?3, updated_at = ?4, body = ?5 WHERE order_id = ?1",
-            params![
-                order.order_id,
-                order.broker,
-                order.status.as_str(),
-                order.updated_at.to_rfc3339_opts(SecondsFormat::Micros, true),
-                body
-            ],
-        )?;
+        )?
+        .execute(params![
+            order.order_id,
+            order.broker,
+            order.status.as_str(),
+            order.updated_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            body
+        ])?;
         if let (Some(fill), Some(fill_body)) = (fill, fill_body) {
-            tx.execute(
-                "INSERT INTO fills (fill_id, order_id, customer, body) VALUES (?1, ?2, ?3, ?4)",
-                params![fill.fill_id, fill.order_id, order.customer, fill_body],
-            )?;
+            tx.prepare_cached("INSERT INTO fills (fill_id, order_id, customer, body) VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![fill.fill_id, fill.order_id, order.customer, fill_body])?;
         }
         insert_event(&tx, order)?;
         tx.commit()?;
@@ -246,11 +253,11 @@ impl Journal {
     pub fn replay(&self) -> Result<Replay, JournalError> {
         let conn = self.lock();
         let mut replay = Replay::default();
-        let mut stmt = conn.prepare("SELECT body FROM orders ORDER BY created_at, order_id")?;
+        let mut stmt = conn.db.prepare("SELECT body FROM orders ORDER BY created_at, order_id")?;
         for body in stmt.query_map([], |r| r.get::<_, String>(0))? {
             replay.orders.push(serde_json::from_str(&body?)?);
         }
-        let mut stmt = conn.prepare("SELECT customer, body FROM fills ORDER BY rowid")?;
+        let mut stmt = conn.db.prepare("SELECT customer, body FROM fills ORDER BY rowid")?;
         for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
             let (customer, body) = row?;
             replay.fills.push((customer, serde_json::from_str(&body)?));
@@ -262,31 +269,35 @@ impl Journal {
     pub fn order(&self, order_id: &str) -> Result<Option<Order>, JournalError> {
         let conn = self.lock();
         let body: Option<String> =
-            conn.query_row("SELECT body FROM orders WHERE order_id = ?1", [order_id], |r| r.get(0)).optional()?;
+            conn.db.query_row("SELECT body FROM orders WHERE order_id = ?1", [order_id], |r| r.get(0)).optional()?;
         Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
     }
 
     /// The connection, set to commit as `durability` asks (the pragma is
     /// per connection and cannot change inside a transaction).
-    fn lock_for(&self, durability: Durability) -> Result<std::sync::MutexGuard<'_, Connection>, JournalError> {
+    fn lock_for(&self, durability: Durability) -> Result<std::sync::MutexGuard<'_, Conn>, JournalError> {
         let level = match durability {
             Durability::Own => self.synchronous,
             Durability::Venue => Synchronous::Normal,
         };
-        let conn = self.lock();
-        conn.pragma_update(None, "synchronous", level.pragma())?;
+        let mut conn = self.lock();
+        if conn.level != Some(level) {
+            // Unknown after a failed change: set again next time.
+            conn.level = None;
+            conn.db.pragma_update(None, "synchronous", level.pragma())?;
+            conn.level = Some(level);
+        }
         Ok(conn)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Conn> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 /// Appends one line of an order's history.
 fn insert_event(tx: &rusqlite::Transaction<'_>, order: &Order) -> rusqlite::Result<usize> {
-    tx.execute(
-        "INSERT INTO order_events (order_id, status, reason, at) VALUES (?1, ?2, ?3, ?4)",
+    tx.prepare_cached("INSERT INTO order_events (order_id, status, reason, at) VALUES (?1, ?2, ?3, ?4)")?.execute(
         params![
             order.order_id,
             order.status.as_str(),
@@ -355,11 +366,12 @@ pub(crate) mod tests {
         assert_eq!(replay.orders, vec![o.clone()]);
         assert_eq!(replay.fills.len(), 1);
         assert_eq!(replay.fills[0].1.price, dec!(100.25));
-        let mode: String = j.lock().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        let mode: String = j.lock().db.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
         assert_eq!(mode, "wal");
-        let sync = |d| -> i64 { j.lock_for(d).unwrap().query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap() };
+        let sync = |d| -> i64 { j.lock_for(d).unwrap().db.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap() };
         assert_eq!(sync(Durability::Own), 2, "Lido's own changes: synchronous = FULL");
         assert_eq!(sync(Durability::Venue), 1, "the venue's answers: synchronous = NORMAL");
+        assert_eq!(sync(Durability::Own), 2, "and back: the level is set whenever it differs");
         drop(j);
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -388,6 +400,7 @@ pub(crate) mod tests {
         j.update_order(&o, None, Durability::Own).unwrap();
         let statuses: Vec<String> = j
             .lock()
+            .db
             .prepare("SELECT status FROM order_events WHERE order_id = 'o1' ORDER BY seq")
             .unwrap()
             .query_map([], |r| r.get(0))
