@@ -641,8 +641,10 @@ async fn capture(name: String, from: impl tokio::io::AsyncRead + Unpin, logs: Ar
     use tokio::io::AsyncBufReadExt;
     let mut lines = tokio::io::BufReader::new(from).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        // Never panics, unlike eprintln!, if our own stderr is gone.
-        let _ = writeln!(std::io::stderr(), "[{name}] {line}");
+        // One write per line (stderr is unbuffered: `writeln!` would make
+        // five), and never a panic, unlike eprintln!, if our stderr is gone.
+        let text = format!("[{name}] {line}\n");
+        let _ = std::io::stderr().write_all(text.as_bytes());
         logs.push(line);
     }
 }
