@@ -17,6 +17,11 @@ const READY_WITHIN: Duration = Duration::from_secs(30);
 /// The daemons' log level: debug lines would be measured too.
 pub const LOG_LEVEL: (&str, &str) = ("LIDO_LOG", "info");
 
+/// Sets the order daemons' `LIDO_LOG` instead of [`LOG_LEVEL`], for a
+/// diagnostic run (e.g. `info,tower_http=debug` stamps each request's
+/// arrival and answer); the figures of such a run include the extra lines.
+pub const LOG_OVERRIDE: &str = "LIDO_BENCH_LOG";
+
 pub struct Lidod {
     pub lidod: PathBuf,
     pub lidoctl: PathBuf,
@@ -25,8 +30,15 @@ pub struct Lidod {
 impl Lidod {
     /// Builds `lidod` and `lidoctl` in this profile (a no-op when fresh),
     /// so the figures are never of a stale binary.
+    /// With `LIDO_BENCH_NO_BUILD` set, the binaries beside the bench run as
+    /// they are: to compare two builds, copy each build's `lido-bench`,
+    /// `lidod` and `lidoctl` into a directory of its own and run them there.
     pub fn build() -> anyhow::Result<Self> {
         let dir = lido_tests::bin_dir();
+        if std::env::var_os("LIDO_BENCH_NO_BUILD").is_some() {
+            eprintln!("lido-bench: LIDO_BENCH_NO_BUILD is set: running the binaries in {}", dir.display());
+            return Ok(Self { lidod: dir.join("lidod"), lidoctl: dir.join("lidoctl") });
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
         let mut cmd = Command::new(cargo);
@@ -56,6 +68,10 @@ impl Lidod {
         let config = lido_tests::kraken_fake::FakeConfig::default();
         let mut all_env =
             vec![LOG_LEVEL, ("KRAKEN_API_KEY", config.api_key.as_str()), ("KRAKEN_API_SECRET", &config.api_secret)];
+        let log_override = std::env::var(LOG_OVERRIDE).ok();
+        if let Some(level) = &log_override {
+            all_env.push(("LIDO_LOG", level));
+        }
         all_env.extend_from_slice(env);
         let daemon = TestDaemon::spawn_from(&self.lidod, &["--config", path.to_str().context("utf-8 path")?], &all_env);
         Ok(KrakenDaemon { daemon, dir })

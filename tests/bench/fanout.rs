@@ -89,10 +89,16 @@ pub async fn run(lidod: &crate::Lidod, rate: u32, sizes: &[usize], seconds: f64)
 
 /// Offered rates tried for the highest rate held, lowest first; the
 /// fake's ticker interval is whole milliseconds, so 1,000 is its ceiling.
-pub const RATE_STEPS: [u32; 4] = [100, 200, 400, 800];
+pub const RATE_STEPS: [u32; 5] = [100, 200, 400, 800, 1000];
+
+/// The median fan-out latency a step may have to count as held. A server
+/// that keeps up has a steady latency; one falling behind sees its lag grow
+/// through the window, and its median with it, even before a buffer
+/// overflows into a drop.
+pub const KEPT_UP_P50: Duration = Duration::from_millis(100);
 
 /// Each server's steps up [`RATE_STEPS`] at one size, stopping at its first
-/// step with a drop (a gap marker, a sequence hole or a conflated quote).
+/// step not held (see [`MaxRate::holds`]).
 pub struct MaxRate {
     pub subscribers: usize,
     pub lidod: Vec<(u32, Delivery)>,
@@ -100,31 +106,38 @@ pub struct MaxRate {
 }
 
 impl MaxRate {
-    /// The highest rate a server's steps held without a drop, and whether
-    /// that was the last step tried (so the server may hold more).
+    /// Whether a step held its rate: no drop (a gap marker, a sequence hole
+    /// or a conflated quote) and the median subscriber within
+    /// [`KEPT_UP_P50`] of the venue.
+    pub fn holds(d: &Delivery) -> bool {
+        d.drops == 0 && d.messages > 0 && d.latency.p50 <= KEPT_UP_P50
+    }
+
+    /// The highest rate a server's steps held, and whether that was the
+    /// last step tried (so the server may hold more).
     pub fn held(steps: &[(u32, Delivery)]) -> (Option<u32>, bool) {
-        let held = steps.iter().take_while(|(_, d)| d.drops == 0).last().map(|(rate, _)| *rate);
-        (held, steps.iter().all(|(_, d)| d.drops == 0))
+        let held = steps.iter().take_while(|(_, d)| Self::holds(d)).last().map(|(rate, _)| *rate);
+        (held, steps.iter().all(|(_, d)| Self::holds(d)))
     }
 }
 
-/// The highest rate held without a slow-consumer drop, for lidod and the
-/// reference, with `subscribers` subscribers (bounded by [`RATE_STEPS`]).
+/// The highest rate held, for lidod and the reference, with `subscribers`
+/// subscribers (bounded by [`RATE_STEPS`]).
 pub async fn max_rate(lidod: &crate::Lidod, subscribers: usize, seconds: f64) -> anyhow::Result<MaxRate> {
     let mut result = MaxRate { subscribers, lidod: Vec::new(), reference: Vec::new() };
     for rate in RATE_STEPS {
         let delivery = through_lidod(lidod, rate, subscribers, seconds).await?.0;
-        let dropped = delivery.drops > 0;
+        let held = MaxRate::holds(&delivery);
         result.lidod.push((rate, delivery));
-        if dropped {
+        if !held {
             break;
         }
     }
     for rate in RATE_STEPS {
         let delivery = through_reference(rate, subscribers, seconds).await?;
-        let dropped = delivery.drops > 0;
+        let held = MaxRate::holds(&delivery);
         result.reference.push((rate, delivery));
-        if dropped {
+        if !held {
             break;
         }
     }
@@ -312,5 +325,24 @@ impl Drop for Reference {
         for task in &self.tasks {
             task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(rate: u32, p50_ms: u64, drops: u64) -> (u32, Delivery) {
+        let latency = Percentiles { n: 10, p50: Duration::from_millis(p50_ms), ..Percentiles::default() };
+        (rate, Delivery { connections: 10, messages: 10, seconds: 1.0, drops, latency })
+    }
+
+    #[test]
+    fn a_rate_is_held_without_drops_and_with_the_median_subscriber_keeping_up() {
+        let steps = [step(100, 10, 0), step(200, 90, 0), step(400, 600, 0)];
+        assert_eq!(MaxRate::held(&steps), (Some(200), false), "400 fell behind without dropping");
+        assert_eq!(MaxRate::held(&[step(100, 10, 0), step(200, 10, 3)]), (Some(100), false), "a drop");
+        assert_eq!(MaxRate::held(&steps[..2]), (Some(200), true), "every step held");
+        assert_eq!(MaxRate::held(&[step(100, 150, 0)]), (None, false));
     }
 }

@@ -5,7 +5,8 @@
 //!
 //! `lido-bench subscribe …` is the subscriber process the fan-out
 //! measurement spawns (subscribers live in another process than lidod
-//! and the bench).
+//! and the bench); `lido-bench proxy …` is the bare forwarding proxy the
+//! order round trip spawns, a process of its own as lidod is.
 
 mod cluster;
 mod control;
@@ -13,6 +14,7 @@ mod daemon;
 mod fanout;
 mod orders;
 mod peer;
+mod proxy;
 mod stats;
 mod table;
 
@@ -29,6 +31,9 @@ struct Cli {
     /// Offered market-data rate, ticker messages per second.
     #[arg(long, default_value_t = 100)]
     rate: u32,
+    /// Measure only these parts (comma-separated); all when absent.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Part>,
     #[command(subcommand)]
     command: Option<Sub>,
 }
@@ -39,6 +44,18 @@ enum Sub {
     Subscribe(fanout::SubscribeArgs),
     /// The control plane: check-ins two IMs on etcd hold, sessions per second.
     Cluster(cluster::ClusterArgs),
+    /// The bare forwarding proxy process (spawned by the bench itself).
+    Proxy(proxy::ProxyArgs),
+}
+
+/// The parts of a run, in the order they run.
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Part {
+    Orders,
+    Fanout,
+    MaxRate,
+    Control,
+    Peer,
 }
 
 /// How much each measurement samples.
@@ -69,24 +86,37 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Sub::Subscribe(args)) => runtime.block_on(fanout::subscribe(args)),
         Some(Sub::Cluster(args)) => runtime.block_on(cluster::run(args)),
-        None => runtime.block_on(bench(cli.quick, cli.rate)),
+        Some(Sub::Proxy(args)) => runtime.block_on(proxy::serve(args)),
+        None => runtime.block_on(bench(cli.quick, cli.rate, &cli.only)),
     }
 }
 
-async fn bench(quick: bool, rate: u32) -> anyhow::Result<()> {
+async fn bench(quick: bool, rate: u32, only: &[Part]) -> anyhow::Result<()> {
     let lidod = Lidod::build()?;
     let plan = Plan::new(quick);
-    eprintln!("lido-bench: order round trips ({} per path)…", plan.orders);
-    let orders = orders::run(&lidod, plan.orders, plan.warmup).await?;
-    eprintln!("lido-bench: fan-out at {rate} msgs/s…");
-    let fanout = fanout::run(&lidod, rate, &[10, 100, 1000], plan.fanout_seconds).await?;
-    eprintln!("lido-bench: fan-out, highest rate held at 1000 subscribers (steps {:?})…", fanout::RATE_STEPS);
-    let max_rate = fanout::max_rate(&lidod, 1000, plan.fanout_seconds).await?;
-    eprintln!("lido-bench: control plane…");
-    let control = control::run(&lidod, plan.starts, plan.sessions).await?;
-    eprintln!("lido-bench: peer (ccxt)…");
-    let peer = peer::run(plan.orders.min(500), plan.warmup).await?;
-    let report = table::Report { quick, rate, orders, fanout, max_rate, control, peer };
+    let runs = |part: Part| only.is_empty() || only.contains(&part);
+    let mut report = table::Report::new(quick, rate);
+    if runs(Part::Orders) {
+        eprintln!("lido-bench: order round trips ({} per path)…", plan.orders);
+        report.orders = Some(orders::run(&lidod, plan.orders, plan.warmup).await?);
+    }
+    if runs(Part::Fanout) {
+        eprintln!("lido-bench: fan-out at {rate} msgs/s…");
+        report.fanout = fanout::run(&lidod, rate, &[10, 100, 1000], plan.fanout_seconds).await?;
+    }
+    if runs(Part::MaxRate) {
+        eprintln!("lido-bench: fan-out, highest rate held at 1000 subscribers (steps {:?})…", fanout::RATE_STEPS);
+        report.max_rate = Some(fanout::max_rate(&lidod, 1000, plan.fanout_seconds).await?);
+    }
+    if runs(Part::Control) {
+        eprintln!("lido-bench: control plane…");
+        report.control = Some(control::run(&lidod, plan.starts, plan.sessions).await?);
+    }
+    if runs(Part::Peer) {
+        eprintln!("lido-bench: peer (ccxt)…");
+        report.peer = peer::run(plan.orders.min(500), plan.warmup).await?;
+        report.peer_ran = true;
+    }
     println!("{}", report.render());
     Ok(())
 }

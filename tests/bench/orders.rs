@@ -1,20 +1,16 @@
 //! Order round trip: an algo places a resting limit order on BTC/USD and
-//! waits for the venue's acknowledgement, three ways, against the Kraken
-//! fake: through lidod's REST API (lidod → kraken broker → fake), straight
-//! to the fake (the floor), and through a bare forwarding proxy (axum in,
-//! reqwest keep-alive out, no logic), and through lidod's WebSocket entry
-//! (`place_order` on `/v1/stream`).
+//! waits for the venue's acknowledgement, against the Kraken fake: through
+//! lidod's REST API (lidod → kraken broker → fake) and its WebSocket entry
+//! (`place_order` on `/v1/stream`), straight to the fake (the floor), and
+//! through a bare forwarding proxy in its own process ([`crate::proxy`]:
+//! HTTP or tokio-tungstenite in, reqwest keep-alive out, no logic).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
-use axum::routing::post;
-use axum::Router;
+use futures_util::{SinkExt, StreamExt};
 use lido_shared::api::PlaceOrder;
 use lido_shared::client::Placed;
 use lido_shared::model::{OrderStatus, OrderType, Side, TimeInForce};
@@ -22,7 +18,9 @@ use lido_tests::kraken_fake::{FakeConfig, FakeKraken};
 use lidod::venue::kraken::messages::AddOrderRequest;
 use lidod::venue::kraken::sign::Signer;
 use rust_decimal::Decimal;
+use tokio_tungstenite::tungstenite::Message;
 
+use crate::proxy::{ProxyProcess, WsCall};
 use crate::stats::Percentiles;
 
 /// The order every path places: 0.0001 BTC at 10,000 USD, far below the
@@ -37,7 +35,64 @@ pub struct RoundTrips {
     /// Through lidod, placed on `/v1/stream` instead of REST.
     pub lidod_ws: Percentiles,
     pub direct: Percentiles,
+    /// Through the proxy process's HTTP entry.
     pub proxy: Percentiles,
+    /// Through the proxy process's WebSocket entry.
+    pub proxy_ws: Percentiles,
+    /// Where the REST paths' time goes: full, then normal.
+    pub breakdown: [Breakdown; 2],
+}
+
+/// Means over the measured orders of one lidod REST path, from the
+/// client's clock and the daemon's own histograms (`/metrics`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Breakdown {
+    /// The algo's round trip.
+    pub client: Duration,
+    /// `lido_order_round_trip_seconds`: the MarketManager's place, from
+    /// the checked request to the applied answer (journal, route, broker).
+    pub place: Duration,
+    /// `lido_broker_request_seconds{command="place_order"}`: the pipe both
+    /// ways, the broker process and its venue call.
+    pub broker: Duration,
+    /// The direct path's mean in the same rounds (the venue alone).
+    pub venue: Duration,
+}
+
+/// A histogram's running sum and count, summed over its label sets.
+#[derive(Debug, Default, Clone, Copy)]
+struct SumCount(f64, f64);
+
+impl SumCount {
+    fn mean_since(self, earlier: Self) -> Duration {
+        let n = self.1 - earlier.1;
+        Duration::from_secs_f64(if n > 0.0 { (self.0 - earlier.0) / n } else { 0.0 })
+    }
+}
+
+/// The place and broker-call histograms of a daemon, read now.
+async fn histograms(http: &reqwest::Client, url: &str) -> anyhow::Result<[SumCount; 2]> {
+    let text = http.get(format!("{url}/metrics")).send().await?.error_for_status()?.text().await?;
+    let mut out = [SumCount::default(); 2];
+    for line in text.lines() {
+        let (name, value) = match line.rsplit_once(' ') {
+            Some((name, value)) => (name, value.parse::<f64>().unwrap_or(0.0)),
+            None => continue,
+        };
+        let slot = if name.starts_with("lido_order_round_trip_seconds_") {
+            &mut out[0]
+        } else if name.starts_with("lido_broker_request_seconds_") && name.contains("command=\"place_order\"") {
+            &mut out[1]
+        } else {
+            continue;
+        };
+        if name.contains("_sum") {
+            slot.0 += value;
+        } else if name.contains("_count") {
+            slot.1 += value;
+        }
+    }
+    Ok(out)
 }
 
 /// A fake with balances no benchmark run exhausts.
@@ -59,8 +114,8 @@ const PACE: Duration = Duration::from_millis(300);
 /// `n` rounds after `warmup` unmeasured ones. Each round places one order
 /// through each lidod (each with its own fake: brokers and the direct
 /// client keep separate nonces and trading budgets), one straight to the
-/// other fake and one through the proxy to it, back to back, so drift in
-/// the machine's load hits all paths alike.
+/// other fake and one through the proxy to it, back to back and each first
+/// in turn, so drift in the machine's load hits all paths alike.
 pub async fn run(lidod: &crate::Lidod, n: usize, warmup: usize) -> anyhow::Result<RoundTrips> {
     let lidod_fake = FakeKraken::start(rich_fake_config()).await;
     let daemon = lidod.with_kraken(&lidod_fake, &[], "")?;
@@ -73,21 +128,39 @@ pub async fn run(lidod: &crate::Lidod, n: usize, warmup: usize) -> anyhow::Resul
     let mut ws_algo = ws_daemon.algo().await?.stream().await?;
 
     let fake = FakeKraken::start(rich_fake_config()).await;
-    let proxy = Proxy::start(&fake.url).await?;
+    let proxy = ProxyProcess::start(&fake.url).await?;
     let direct_client = DirectClient::new(&fake.url, &rich_fake_config(), "d")?;
-    // Same key and nonce counter, its own client order ids.
-    let proxied_client = DirectClient { base: proxy.url.clone(), tag: "p", ..direct_client.clone() };
+    // Same key and nonce counter, their own client order ids.
+    let proxied_client = DirectClient { base: proxy.http_url.clone(), tag: "p", ..direct_client.clone() };
+    let mut ws_proxied =
+        WsProxyClient::connect(&proxy.ws_url, DirectClient { tag: "w", ..direct_client.clone() }).await?;
 
-    let mut samples: [Vec<Duration>; 5] = std::array::from_fn(|_| Vec::with_capacity(n));
+    const PATHS: usize = 6;
+    let mut samples: [Vec<Duration>; PATHS] = std::array::from_fn(|_| Vec::with_capacity(n));
+    let http = reqwest::Client::new();
+    let rest_urls = [daemon.daemon.url.clone(), normal_daemon.daemon.url.clone()];
+    let mut at_warm = [[SumCount::default(); 2]; 2];
     for i in 0..warmup + n {
+        if i == warmup {
+            for (at, url) in at_warm.iter_mut().zip(&rest_urls) {
+                *at = histograms(&http, url).await?;
+            }
+        }
         let next_round = tokio::time::sleep(PACE);
-        let round = [
-            timed(async { accepted(algo.place_order(&order(i)).await?) }).await?,
-            timed(async { accepted(normal_algo.place_order(&order(i)).await?) }).await?,
-            timed(async { accepted(ws_algo.place_order(&order(i)).await?) }).await?,
-            timed(direct_client.add_order(i)).await?,
-            timed(proxied_client.add_order(i)).await?,
-        ];
+        let mut round = [Duration::ZERO; PATHS];
+        // Each path goes first in turn: the first call after the pause
+        // wakes parked threads, and no path should always pay for that.
+        for k in 0..PATHS {
+            let path = (i + k) % PATHS;
+            round[path] = match path {
+                0 => timed(async { accepted(algo.place_order(&order(i)).await?) }).await?,
+                1 => timed(async { accepted(normal_algo.place_order(&order(i)).await?) }).await?,
+                2 => timed(async { accepted(ws_algo.place_order(&order(i)).await?) }).await?,
+                3 => timed(direct_client.add_order(i)).await?,
+                4 => timed(proxied_client.add_order(i)).await?,
+                _ => timed(ws_proxied.add_order(i)).await?,
+            };
+        }
         if i >= warmup {
             for (s, d) in samples.iter_mut().zip(round) {
                 s.push(d);
@@ -95,9 +168,20 @@ pub async fn run(lidod: &crate::Lidod, n: usize, warmup: usize) -> anyhow::Resul
         }
         next_round.await;
     }
-    drop((daemon, normal_daemon, ws_daemon));
-    let [lidod_rest, lidod_rest_normal, lidod_ws, direct, proxy] = samples.map(Percentiles::of);
-    Ok(RoundTrips { lidod_rest, lidod_rest_normal, lidod_ws, direct, proxy })
+    let mean = |v: &[Duration]| v.iter().sum::<Duration>() / u32::try_from(v.len().max(1)).unwrap_or(u32::MAX);
+    let mut breakdown = [Breakdown::default(); 2];
+    for (k, url) in rest_urls.iter().enumerate() {
+        let [place, broker] = histograms(&http, url).await?;
+        breakdown[k] = Breakdown {
+            client: mean(&samples[k]),
+            place: place.mean_since(at_warm[k][0]),
+            broker: broker.mean_since(at_warm[k][1]),
+            venue: mean(&samples[3]),
+        };
+    }
+    drop((daemon, normal_daemon, ws_daemon, proxy));
+    let [lidod_rest, lidod_rest_normal, lidod_ws, direct, proxy, proxy_ws] = samples.map(Percentiles::of);
+    Ok(RoundTrips { lidod_rest, lidod_rest_normal, lidod_ws, direct, proxy, proxy_ws, breakdown })
 }
 
 async fn timed<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<Duration> {
@@ -153,8 +237,8 @@ impl DirectClient {
         })
     }
 
-    /// AddOrder, checked for Kraken's empty `error` list.
-    pub async fn add_order(&self, i: usize) -> anyhow::Result<()> {
+    /// Round `i`'s AddOrder, signed: Kraken's method, key, signature, body.
+    fn signed_add_order(&self, i: usize) -> anyhow::Result<WsCall> {
         let request = AddOrderRequest {
             pair: "XBTUSD".into(),
             side: Side::Buy,
@@ -168,70 +252,54 @@ impl DirectClient {
         };
         let nonce = self.nonce.fetch_add(1, Ordering::Relaxed);
         let body = request.post_data(nonce).map_err(anyhow::Error::msg)?;
-        let path = "/0/private/AddOrder";
+        let api_sign = self.signer.sign("/0/private/AddOrder", nonce, &body);
+        Ok(WsCall { method: "AddOrder".into(), api_key: self.key.clone(), api_sign, body })
+    }
+
+    /// AddOrder over HTTP, checked for Kraken's empty `error` list.
+    pub async fn add_order(&self, i: usize) -> anyhow::Result<()> {
+        let call = self.signed_add_order(i)?;
         let answer: serde_json::Value = self
             .http
-            .post(format!("{}{path}", self.base))
-            .header("API-Key", &self.key)
-            .header("API-Sign", self.signer.sign(path, nonce, &body))
+            .post(format!("{}/0/private/{}", self.base, call.method))
+            .header("API-Key", call.api_key)
+            .header("API-Sign", call.api_sign)
             .header("Content-Type", "application/x-www-form-urlencoded")
-            .body(body)
+            .body(call.body)
             .send()
             .await?
             .json()
             .await?;
-        match answer["error"].as_array() {
-            Some(errors) if errors.is_empty() => Ok(()),
-            _ => bail!("the fake refused AddOrder: {answer}"),
+        no_error(&answer)
+    }
+}
+
+fn no_error(answer: &serde_json::Value) -> anyhow::Result<()> {
+    match answer["error"].as_array() {
+        Some(errors) if errors.is_empty() => Ok(()),
+        _ => bail!("the fake refused AddOrder: {answer}"),
+    }
+}
+
+/// The same algo's calls through the proxy's WebSocket entry: one signed
+/// call per frame, the venue's answer as the reply frame.
+pub struct WsProxyClient {
+    signer: DirectClient,
+    socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+impl WsProxyClient {
+    pub async fn connect(url: &str, signer: DirectClient) -> anyhow::Result<Self> {
+        let (socket, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
+        Ok(Self { signer, socket })
+    }
+
+    pub async fn add_order(&mut self, i: usize) -> anyhow::Result<()> {
+        let call = self.signer.signed_add_order(i)?;
+        self.socket.send(Message::text(serde_json::to_string(&call)?)).await?;
+        match self.socket.next().await {
+            Some(Ok(Message::Text(text))) => no_error(&serde_json::from_str(text.as_str())?),
+            other => bail!("the proxy's socket answered {other:?}"),
         }
     }
-}
-
-/// A bare forwarding proxy: every `POST /0/private/{method}` goes on to
-/// the venue with its body and signing headers; the answer comes back
-/// as is.
-pub struct Proxy {
-    pub url: String,
-    task: tokio::task::JoinHandle<()>,
-}
-
-#[derive(Clone)]
-struct Upstream {
-    base: Arc<str>,
-    http: reqwest::Client,
-}
-
-impl Proxy {
-    pub async fn start(upstream: &str) -> anyhow::Result<Self> {
-        let state = Upstream { base: upstream.into(), http: reqwest::Client::new() };
-        let app = Router::new().route("/0/private/{method}", post(forward)).with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(Self { url, task })
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn forward(
-    State(up): State<Upstream>,
-    Path(method): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Bytes, axum::http::StatusCode> {
-    let mut request = up.http.post(format!("{}/0/private/{method}", up.base)).body(body);
-    for name in ["API-Key", "API-Sign", "Content-Type"] {
-        if let Some(value) = headers.get(name) {
-            request = request.header(name, value);
-        }
-    }
-    let response = request.send().await.map_err(|_| axum::http::StatusCode::BAD_GATEWAY)?;
-    response.bytes().await.map_err(|_| axum::http::StatusCode::BAD_GATEWAY)
 }

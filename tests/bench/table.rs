@@ -6,21 +6,38 @@ use std::time::Duration;
 
 use crate::control::ControlPlane;
 use crate::fanout::{Delivery, FanOut, MaxRate};
-use crate::orders::RoundTrips;
+use crate::orders::{Breakdown, RoundTrips};
 use crate::peer::Peer;
 use crate::stats::{minus, ratio, us, Percentiles};
 
+/// What a run measured; a part left out (`--only`) is `None` or empty and
+/// prints nothing.
 pub struct Report {
     pub quick: bool,
     pub rate: u32,
-    pub orders: RoundTrips,
+    pub orders: Option<RoundTrips>,
     pub fanout: Vec<FanOut>,
-    pub max_rate: MaxRate,
-    pub control: ControlPlane,
+    pub max_rate: Option<MaxRate>,
+    pub control: Option<ControlPlane>,
     pub peer: Option<Peer>,
+    /// Whether the peer was tried (`peer` is `None` also when ccxt is missing).
+    pub peer_ran: bool,
 }
 
 impl Report {
+    pub fn new(quick: bool, rate: u32) -> Self {
+        Self {
+            quick,
+            rate,
+            orders: None,
+            fanout: Vec::new(),
+            max_rate: None,
+            control: None,
+            peer: None,
+            peer_ran: false,
+        }
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -30,15 +47,22 @@ impl Report {
             if self.quick { "quick" } else { "full" },
             chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
         );
-        self.order_rows(&mut out);
-        self.fanout_rows(&mut out);
-        self.max_rate_rows(&mut out);
-        self.control_rows(&mut out);
+        if self.orders.is_some() || self.peer_ran {
+            self.order_rows(&mut out);
+        }
+        if !self.fanout.is_empty() {
+            self.fanout_rows(&mut out);
+        }
+        if let Some(m) = &self.max_rate {
+            max_rate_rows(m, &mut out);
+        }
+        if let Some(c) = &self.control {
+            control_rows(c, &mut out);
+        }
         out
     }
 
     fn order_rows(&self, out: &mut String) {
-        let o = &self.orders;
         let _ = writeln!(out, "### Order round trip: resting limit order → venue acknowledgement (µs)\n");
         let _ = writeln!(out, "| path | n | p50 | p99 | p99.9 | added p50 | added p99 |");
         let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
@@ -55,31 +79,46 @@ impl Report {
                 added(|p| p.p99)
             );
         };
-        row(out, "algo → Kraken fake direct (floor)", &o.direct, None);
-        row(out, "algo → bare proxy → fake", &o.proxy, Some(&o.direct));
-        row(out, "algo → lidod REST → kraken broker → fake", &o.lidod_rest, Some(&o.direct));
-        row(out, "same, lidod with journal_synchronous = normal (no fsync)", &o.lidod_rest_normal, Some(&o.direct));
-        row(out, "algo → lidod WebSocket (place_order on /v1/stream) → fake", &o.lidod_ws, Some(&o.direct));
+        let floor = self.orders.as_ref().map(|o| &o.direct);
+        if let Some(o) = &self.orders {
+            row(out, "algo → Kraken fake direct (floor)", &o.direct, None);
+            row(out, "algo → bare proxy process, HTTP in → fake", &o.proxy, floor);
+            row(out, "algo → bare proxy process, WebSocket in → fake", &o.proxy_ws, floor);
+            row(out, "algo → lidod REST → kraken broker → fake", &o.lidod_rest, floor);
+            row(out, "same, lidod with journal_synchronous = normal (no fsync)", &o.lidod_rest_normal, floor);
+            row(out, "algo → lidod WebSocket (place_order on /v1/stream) → fake", &o.lidod_ws, floor);
+        }
         match &self.peer {
             Some(peer) => {
-                row(out, &format!("ccxt {} create_order → fake (peer)", peer.version), &peer.order, Some(&o.direct));
+                row(out, &format!("ccxt {} create_order → fake (peer)", peer.version), &peer.order, floor);
                 row(out, &format!("ccxt {} fetch_ticker → fake (peer)", peer.version), &peer.ticker, None);
             }
-            None => {
+            None if self.peer_ran => {
                 let _ = writeln!(out, "| ccxt (peer) | – | skipped: python3 with ccxt not installed | | | | |");
             }
+            None => {}
         }
-        let added = |path: &Percentiles, f: fn(&Percentiles) -> Duration| {
-            ratio(minus(f(path), f(&o.direct)), minus(f(&o.proxy), f(&o.direct)))
+        let Some(o) = &self.orders else {
+            let _ = writeln!(out);
+            return;
         };
-        for (entry, path) in [("REST", &o.lidod_rest), ("WebSocket", &o.lidod_ws)] {
+        let added = |path: &Percentiles, proxy: &Percentiles, f: fn(&Percentiles) -> Duration| {
+            ratio(minus(f(path), f(&o.direct)), minus(f(proxy), f(&o.direct)))
+        };
+        let entries = [
+            ("REST", "HTTP", &o.lidod_rest, &o.proxy),
+            ("REST without the fsync (normal)", "HTTP", &o.lidod_rest_normal, &o.proxy),
+            ("WebSocket", "WebSocket", &o.lidod_ws, &o.proxy_ws),
+        ];
+        for (entry, proxy_entry, path, proxy) in entries {
             let _ = writeln!(
                 out,
-                "\nlidod {entry} added / proxy added: p50 **{}**, p99 **{}** (target ≤ 1.30x)",
-                added(path, |p| p.p50),
-                added(path, |p| p.p99)
+                "\nlidod {entry} added / proxy {proxy_entry} added: p50 **{}**, p99 **{}** (target ≤ 1.30x)",
+                added(path, proxy, |p| p.p50),
+                added(path, proxy, |p| p.p99)
             );
         }
+        breakdown_rows(o, out);
         let _ = writeln!(out);
         let fsync = |f: fn(&Percentiles) -> Duration| us(minus(f(&o.lidod_rest), f(&o.lidod_rest_normal)));
         let _ = writeln!(
@@ -117,68 +156,85 @@ impl Report {
             );
         }
     }
+}
 
-    fn max_rate_rows(&self, out: &mut String) {
-        let m = &self.max_rate;
-        let _ = writeln!(
-            out,
-            "### Highest rate held without a slow-consumer drop, {} subscribers (each server stops at its first drop)\n",
-            m.subscribers
-        );
-        let _ = writeln!(out, "| offered msgs/s | server | delivered msgs/s | p50 µs | p99 µs | drops |");
-        let _ = writeln!(out, "|---:|---|---:|---:|---:|---:|");
-        for (server, steps) in [("lidod", &m.lidod), ("reference", &m.reference)] {
-            for (rate, d) in steps.iter() {
-                let _ = writeln!(
-                    out,
-                    "| {rate} | {server} | {:.0} | {} | {} | {} |",
-                    d.per_second(),
-                    us(d.latency.p50),
-                    us(d.latency.p99),
-                    d.drops
-                );
-            }
+/// Where a lidod REST order's time goes, from means (µs): what each stage
+/// adds, by the daemon's own histograms.
+fn breakdown_rows(o: &RoundTrips, out: &mut String) {
+    let _ = writeln!(out, "\nWhere lidod REST's time goes (means over the measured orders, µs):\n");
+    let _ = writeln!(out, "| stage | full (fsync) | normal |");
+    let _ = writeln!(out, "|---|---:|---:|");
+    let [full, normal] = &o.breakdown;
+    let stages: [(&str, fn(&Breakdown) -> Duration); 5] = [
+        ("algo's round trip", |b| b.client),
+        ("HTTP both ways, auth, limits (round trip − place)", |b| minus(b.client, b.place)),
+        ("journal, routing, applying the answer (place − broker call)", |b| minus(b.place, b.broker)),
+        ("pipe both ways and the broker process (broker call − direct path)", |b| minus(b.broker, b.venue)),
+        ("the venue (the direct path's mean)", |b| b.venue),
+    ];
+    for (name, f) in stages {
+        let _ = writeln!(out, "| {name} | {} | {} |", us(f(full)), us(f(normal)));
+    }
+}
+
+fn max_rate_rows(m: &MaxRate, out: &mut String) {
+    let _ = writeln!(
+        out,
+        "### Highest rate held (no slow-consumer drop, median latency ≤ 100 ms), {} subscribers (each server stops at its first step not held)\n",
+        m.subscribers
+    );
+    let _ = writeln!(out, "| offered msgs/s | server | delivered msgs/s | p50 µs | p99 µs | drops |");
+    let _ = writeln!(out, "|---:|---|---:|---:|---:|---:|");
+    for (server, steps) in [("lidod", &m.lidod), ("reference", &m.reference)] {
+        for (rate, d) in steps.iter() {
+            let _ = writeln!(
+                out,
+                "| {rate} | {server} | {:.0} | {} | {} | {} |",
+                d.per_second(),
+                us(d.latency.p50),
+                us(d.latency.p99),
+                d.drops
+            );
         }
-        let held = |steps: &[(u32, Delivery)]| match MaxRate::held(steps) {
-            (None, _) => "none of the steps".to_string(),
-            (Some(rate), true) => format!("≥ {rate} msgs/s (every step)"),
-            (Some(rate), false) => format!("{rate} msgs/s"),
-        };
-        let ratio = match (MaxRate::held(&m.lidod).0, MaxRate::held(&m.reference).0) {
-            (Some(l), Some(r)) => format!("{:.2}x", f64::from(l) / f64::from(r)),
-            _ => "n/a".into(),
-        };
-        let _ = writeln!(
-            out,
-            "\nHeld without a drop: lidod **{}**, reference **{}**; lidod / reference **{ratio}**\n",
-            held(&m.lidod),
-            held(&m.reference)
-        );
     }
+    let held = |steps: &[(u32, Delivery)]| match MaxRate::held(steps) {
+        (None, _) => "none of the steps".to_string(),
+        (Some(rate), true) => format!("≥ {rate} msgs/s (every step)"),
+        (Some(rate), false) => format!("{rate} msgs/s"),
+    };
+    let ratio = match (MaxRate::held(&m.lidod).0, MaxRate::held(&m.reference).0) {
+        (Some(l), Some(r)) => format!("{:.2}x", f64::from(l) / f64::from(r)),
+        _ => "n/a".into(),
+    };
+    let _ = writeln!(
+        out,
+        "\nHeld: lidod **{}**, reference **{}**; lidod / reference **{ratio}**\n",
+        held(&m.lidod),
+        held(&m.reference)
+    );
+}
 
-    fn control_rows(&self, out: &mut String) {
-        let c = &self.control;
-        let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1e3);
-        let _ = writeln!(out, "### Control plane\n");
-        let _ = writeln!(out, "| what | n | p50 | max |");
-        let _ = writeln!(out, "|---|---:|---:|---:|");
-        let _ = writeln!(
-            out,
-            "| lidod start → /healthz answers (ms; target ≤ 300) | {} | {} | {} |",
-            c.start_to_serving.n,
-            ms(c.start_to_serving.p50),
-            ms(c.start_to_serving.p999)
-        );
-        let _ = writeln!(
-            out,
-            "| lidoctl spawn broker kraken → broker's venue WebSocket open (ms) | {} | {} | {} |",
-            c.spawn_to_streaming.n,
-            ms(c.spawn_to_streaming.p50),
-            ms(c.spawn_to_streaming.p999)
-        );
-        let _ = writeln!(out, "| lidod RSS, idle | | {:.1} MiB | |", c.rss_idle as f64 / (1024.0 * 1024.0));
-        let _ = writeln!(out, "| lidod RSS per algo session | | {:.1} KiB | |", c.rss_per_session as f64 / 1024.0);
-    }
+fn control_rows(c: &ControlPlane, out: &mut String) {
+    let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1e3);
+    let _ = writeln!(out, "### Control plane\n");
+    let _ = writeln!(out, "| what | n | p50 | max |");
+    let _ = writeln!(out, "|---|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "| lidod start → /healthz answers (ms; target ≤ 300) | {} | {} | {} |",
+        c.start_to_serving.n,
+        ms(c.start_to_serving.p50),
+        ms(c.start_to_serving.p999)
+    );
+    let _ = writeln!(
+        out,
+        "| lidoctl spawn broker kraken → broker's venue WebSocket open (ms) | {} | {} | {} |",
+        c.spawn_to_streaming.n,
+        ms(c.spawn_to_streaming.p50),
+        ms(c.spawn_to_streaming.p999)
+    );
+    let _ = writeln!(out, "| lidod RSS, idle | | {:.1} MiB | |", c.rss_idle as f64 / (1024.0 * 1024.0));
+    let _ = writeln!(out, "| lidod RSS per algo session | | {:.1} KiB | |", c.rss_per_session as f64 / 1024.0);
 }
 
 fn fanout_row(out: &mut String, subscribers: usize, server: &str, d: &Delivery, rss: &str) {

@@ -1,0 +1,136 @@
+//! The bare forwarding proxy the order round trip is measured against:
+//! `lido-bench proxy`, a process of its own (as lidod is), with no logic.
+//!
+//! - HTTP in (axum): every `POST /0/private/{method}` goes on to the venue
+//!   with its body and signing headers; the answer comes back as is.
+//! - WebSocket in (tokio-tungstenite): each text frame is one signed call
+//!   ([`WsCall`]), sent on as the same `POST`; the venue's answer body is
+//!   the reply frame.
+//!
+//! Both go out on one reqwest client (keep-alive). The algo signs its own
+//! calls, so the proxy only moves bytes: what it adds is the hop itself.
+
+use std::process::Stdio;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::routing::post;
+use axum::Router;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio_tungstenite::tungstenite::Message;
+
+/// `lido-bench proxy …`: the proxy process.
+#[derive(clap::Args, Debug)]
+pub struct ProxyArgs {
+    /// The venue's base URL (the Kraken fake's).
+    #[arg(long)]
+    upstream: String,
+}
+
+/// One private call over the proxy's WebSocket, signed by the algo.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct WsCall {
+    /// Kraken's method name, e.g. `AddOrder`.
+    pub method: String,
+    pub api_key: String,
+    pub api_sign: String,
+    /// The form-encoded body the signature covers.
+    pub body: String,
+}
+
+#[derive(Clone)]
+struct Upstream {
+    base: Arc<str>,
+    http: reqwest::Client,
+}
+
+impl Upstream {
+    async fn post(&self, method: &str, headers: [(&str, &str); 3], body: Bytes) -> Result<Bytes, reqwest::Error> {
+        let mut request = self.http.post(format!("{}/0/private/{method}", self.base)).body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        request.send().await?.bytes().await
+    }
+}
+
+/// Serves both entries until killed; the first stdout line is
+/// `proxy <http base> <ws url>`.
+pub async fn serve(args: ProxyArgs) -> anyhow::Result<()> {
+    let upstream = Upstream { base: args.upstream.into(), http: reqwest::Client::new() };
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let ws = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("proxy http://{} ws://{}", http.local_addr()?, ws.local_addr()?);
+    let app = Router::new().route("/0/private/{method}", post(forward)).with_state(upstream.clone());
+    let http = tokio::spawn(async move { axum::serve(http, app).await });
+    loop {
+        let (stream, _) = ws.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let upstream = upstream.clone();
+        tokio::spawn(async move {
+            let Ok(mut socket) = tokio_tungstenite::accept_async(stream).await else { return };
+            while let Some(Ok(Message::Text(text))) = socket.next().await {
+                let Ok(call) = serde_json::from_str::<WsCall>(text.as_str()) else { return };
+                let headers = [
+                    ("API-Key", call.api_key.as_str()),
+                    ("API-Sign", call.api_sign.as_str()),
+                    ("Content-Type", "application/x-www-form-urlencoded"),
+                ];
+                let Ok(answer) = upstream.post(&call.method, headers, Bytes::from(call.body)).await else { return };
+                let Ok(answer) = String::from_utf8(answer.to_vec()) else { return };
+                if socket.send(Message::text(answer)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        if http.is_finished() {
+            bail!("the proxy's HTTP server stopped");
+        }
+    }
+}
+
+async fn forward(
+    State(up): State<Upstream>,
+    Path(method): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Bytes, axum::http::StatusCode> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let (key, sign, content_type) = (header("API-Key"), header("API-Sign"), header("Content-Type"));
+    let headers = [("API-Key", key.as_str()), ("API-Sign", sign.as_str()), ("Content-Type", content_type.as_str())];
+    up.post(&method, headers, body).await.map_err(|_| axum::http::StatusCode::BAD_GATEWAY)
+}
+
+/// A running `lido-bench proxy` process, killed on drop.
+pub struct ProxyProcess {
+    /// Base URL of the HTTP entry (use as the venue's REST base).
+    pub http_url: String,
+    /// URL of the WebSocket entry.
+    pub ws_url: String,
+    _child: tokio::process::Child,
+}
+
+impl ProxyProcess {
+    pub async fn start(upstream: &str) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let mut child = tokio::process::Command::new(exe)
+            .args(["proxy", "--upstream", upstream])
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the proxy process")?;
+        let mut lines = BufReader::new(child.stdout.take().context("proxy stdout")?).lines();
+        let line = lines.next_line().await?.context("the proxy process said nothing")?;
+        let Some([http_url, ws_url]) = line.strip_prefix("proxy ").map(|rest| {
+            let mut parts = rest.split(' ').map(String::from);
+            [parts.next().unwrap_or_default(), parts.next().unwrap_or_default()]
+        }) else {
+            bail!("unexpected first line from the proxy: {line:?}");
+        };
+        Ok(Self { http_url, ws_url, _child: child })
+    }
+}
