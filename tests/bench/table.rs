@@ -165,7 +165,8 @@ fn breakdown_rows(o: &RoundTrips, out: &mut String) {
     let _ = writeln!(out, "| stage | full (fsync) | normal |");
     let _ = writeln!(out, "|---|---:|---:|");
     let [full, normal] = &o.breakdown;
-    let stages: [(&str, fn(&Breakdown) -> Duration); 5] = [
+    type Stage = fn(&Breakdown) -> Duration;
+    let stages: [(&str, Stage); 5] = [
         ("algo's round trip", |b| b.client),
         ("HTTP both ways, auth, limits (round trip − place)", |b| minus(b.client, b.place)),
         ("journal, routing, applying the answer (place − broker call)", |b| minus(b.place, b.broker)),
