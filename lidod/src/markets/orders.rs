@@ -47,14 +47,17 @@ struct State {
 
 impl State {
     /// Keeps [`State::open_by_customer`] true as `order` replaces a version
-    /// that was open (`Some(true)`), closed, or absent (`None`).
-    fn count_open(&mut self, was_open: Option<bool>, order: &Order) {
-        let delta = i64::from(order.status.is_open()) - i64::from(was_open == Some(true));
-        if delta == 0 {
-            return;
+    /// that was open or not (closed, or no version before).
+    fn count_open(&mut self, was_open: bool, order: &Order) {
+        match (was_open, order.status.is_open()) {
+            (false, true) => *self.open_by_customer.entry(order.customer.clone()).or_default() += 1,
+            (true, false) => {
+                if let Some(n) = self.open_by_customer.get_mut(&order.customer) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+            _ => {}
         }
-        let n = self.open_by_customer.entry(order.customer.clone()).or_default();
-        *n = n.saturating_add_signed(delta as isize);
     }
 }
 
@@ -78,7 +81,7 @@ impl OrderStore {
         let mut st = State::default();
         for order in replay.orders {
             st.by_client.insert((order.customer.clone(), order.client_order_id.clone()), order.order_id.clone());
-            st.count_open(None, &order);
+            st.count_open(false, &order);
             st.orders.insert(order.order_id.clone(), order);
         }
         for (customer, fill) in replay.fills {
@@ -119,7 +122,7 @@ impl OrderStore {
         }
         self.journal.insert_order(&order)?;
         st.by_client.insert(key, order.order_id.clone());
-        st.count_open(None, &order);
+        st.count_open(false, &order);
         st.orders.insert(order.order_id.clone(), order.clone());
         drop(st);
         let _ = self.updates.send(OrderMsg::Order(order.clone()));
@@ -288,7 +291,7 @@ impl OrderStore {
             st.fill_ids.extend(settled_ids(&fill.fill_id).map(String::from));
             st.fills.push((order.customer.clone(), fill.clone()));
         }
-        let was_open = st.orders.get(&order.order_id).map(|o| o.status.is_open());
+        let was_open = st.orders.get(&order.order_id).is_some_and(|o| o.status.is_open());
         st.count_open(was_open, &order);
         st.orders.insert(order.order_id.clone(), order);
     }
