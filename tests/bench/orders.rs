@@ -74,22 +74,22 @@ impl SumCount {
 async fn histograms(http: &reqwest::Client, url: &str) -> anyhow::Result<[SumCount; 2]> {
     let text = http.get(format!("{url}/metrics")).send().await?.error_for_status()?.text().await?;
     let mut out = [SumCount::default(); 2];
-    for line in text.lines() {
-        let (name, value) = match line.rsplit_once(' ') {
-            Some((name, value)) => (name, value.parse::<f64>().unwrap_or(0.0)),
-            None => continue,
+    // `name{labels} value` lines; comments and other series are skipped.
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+        let slot = match name.rsplit_once('_') {
+            Some(("lido_order_round_trip_seconds", part)) => (&mut out[0], part),
+            Some(("lido_broker_request_seconds", part)) if labels.contains("command=\"place_order\"") => {
+                (&mut out[1], part)
+            }
+            _ => continue,
         };
-        let slot = if name.starts_with("lido_order_round_trip_seconds_") {
-            &mut out[0]
-        } else if name.starts_with("lido_broker_request_seconds_") && name.contains("command=\"place_order\"") {
-            &mut out[1]
-        } else {
-            continue;
-        };
-        if name.contains("_sum") {
-            slot.0 += value;
-        } else if name.contains("_count") {
-            slot.1 += value;
+        let value: f64 = value.parse().with_context(|| format!("a /metrics line: {line}"))?;
+        match slot {
+            (sc, "sum") => sc.0 += value,
+            (sc, "count") => sc.1 += value,
+            _ => {}
         }
     }
     Ok(out)

@@ -72,25 +72,32 @@ pub async fn serve(args: ProxyArgs) -> anyhow::Result<()> {
         let _ = stream.set_nodelay(true);
         let upstream = upstream.clone();
         tokio::spawn(async move {
-            let Ok(mut socket) = tokio_tungstenite::accept_async(stream).await else { return };
-            while let Some(Ok(Message::Text(text))) = socket.next().await {
-                let Ok(call) = serde_json::from_str::<WsCall>(text.as_str()) else { return };
-                let headers = [
-                    ("API-Key", call.api_key.as_str()),
-                    ("API-Sign", call.api_sign.as_str()),
-                    ("Content-Type", "application/x-www-form-urlencoded"),
-                ];
-                let Ok(answer) = upstream.post(&call.method, headers, Bytes::from(call.body)).await else { return };
-                let Ok(answer) = String::from_utf8(answer.to_vec()) else { return };
-                if socket.send(Message::text(answer)).await.is_err() {
-                    return;
-                }
+            // The bench sees a closed socket; the cause goes to stderr (the bench's).
+            if let Err(e) = relay(stream, &upstream).await {
+                eprintln!("lido-bench proxy: a WebSocket connection ended: {e:#}");
             }
         });
         if http.is_finished() {
             bail!("the proxy's HTTP server stopped");
         }
     }
+}
+
+/// One WebSocket connection: each frame a signed call, each answer a frame.
+async fn relay(stream: tokio::net::TcpStream, upstream: &Upstream) -> anyhow::Result<()> {
+    let mut socket = tokio_tungstenite::accept_async(stream).await?;
+    while let Some(frame) = socket.next().await {
+        let Message::Text(text) = frame? else { continue };
+        let call: WsCall = serde_json::from_str(text.as_str()).context("an undecodable call")?;
+        let headers = [
+            ("API-Key", call.api_key.as_str()),
+            ("API-Sign", call.api_sign.as_str()),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ];
+        let answer = upstream.post(&call.method, headers, Bytes::from(call.body)).await.context("the venue")?;
+        socket.send(Message::text(String::from_utf8(answer.to_vec()).context("the venue's answer")?)).await?;
+    }
+    Ok(())
 }
 
 async fn forward(
@@ -102,7 +109,10 @@ async fn forward(
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let (key, sign, content_type) = (header("API-Key"), header("API-Sign"), header("Content-Type"));
     let headers = [("API-Key", key.as_str()), ("API-Sign", sign.as_str()), ("Content-Type", content_type.as_str())];
-    up.post(&method, headers, body).await.map_err(|_| axum::http::StatusCode::BAD_GATEWAY)
+    up.post(&method, headers, body).await.map_err(|e| {
+        eprintln!("lido-bench proxy: {method} to the venue failed: {e}");
+        axum::http::StatusCode::BAD_GATEWAY
+    })
 }
 
 /// A running `lido-bench proxy` process, killed on drop.
@@ -125,12 +135,9 @@ impl ProxyProcess {
             .context("starting the proxy process")?;
         let mut lines = BufReader::new(child.stdout.take().context("proxy stdout")?).lines();
         let line = lines.next_line().await?.context("the proxy process said nothing")?;
-        let Some([http_url, ws_url]) = line.strip_prefix("proxy ").map(|rest| {
-            let mut parts = rest.split(' ').map(String::from);
-            [parts.next().unwrap_or_default(), parts.next().unwrap_or_default()]
-        }) else {
+        let Some((http_url, ws_url)) = line.strip_prefix("proxy ").and_then(|rest| rest.split_once(' ')) else {
             bail!("unexpected first line from the proxy: {line:?}");
         };
-        Ok(Self { http_url, ws_url, _child: child })
+        Ok(Self { http_url: http_url.into(), ws_url: ws_url.into(), _child: child })
     }
 }
