@@ -121,8 +121,9 @@ impl Limits {
     /// Every check an order must pass before it goes to the MarketManager.
     pub async fn check_order(&self, markets: &MarketManager, customer: &str, req: &PlaceOrder) -> Result<(), ApiError> {
         // A client order id seen before answers with its first order: no
-        // limit applies to a repeat. Both lookups are index reads, so the
-        // check costs the same with 10 orders on the book or 100,000.
+        // limit applies to a repeat. Both lookups are index reads, so these
+        // checks cost the same with 10 orders on the book or 100,000 (only
+        // `max_position`, when set, lists the customer's open orders).
         if req.client_order_id.as_deref().is_some_and(|id| markets.knows_client_order(customer, id)) {
             return Ok(());
         }
@@ -192,7 +193,8 @@ impl Limits {
                 .find(|p| p.symbol == instrument.symbol)
                 .map_or(Decimal::ZERO, |p| p.quantity);
             let sign = |side: Side| if side == Side::Buy { Decimal::ONE } else { Decimal::NEGATIVE_ONE };
-            let open = markets.orders(customer, &OrdersQuery { status: Some("open".into()), market: None })?;
+            let open =
+                markets.orders(customer, &OrdersQuery { status: Some("open".into()), market: Some(req.market.clone()) })?;
             let working: Decimal = open
                 .iter()
                 .filter(|o| o.market == req.market && o.symbol == instrument.symbol && o.side == req.side)

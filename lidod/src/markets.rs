@@ -694,7 +694,7 @@ impl MarketManager {
     /// [`Self::reconcile_customer`]), so 404 means no venue has it either.
     pub async fn find_order(&self, customer: &str, order_id: &str) -> Result<Order, ApiError> {
         match self.order(customer, order_id) {
-            Err(e) if self.inner.orders.get(order_id).is_none() => {
+            Err(e) if !self.inner.orders.contains(order_id) => {
                 self.reconcile_customer(customer, Some(order_id)).await?;
                 self.order(customer, order_id).map_err(|_| e)
             }

@@ -95,6 +95,11 @@ impl OrderStore {
         self.updates.subscribe()
     }
 
+    /// Whether an order with this id is here (no copy of it is made).
+    pub fn contains(&self, order_id: &str) -> bool {
+        self.lock().orders.contains_key(order_id)
+    }
+
     /// Whether the customer has used this client order id.
     pub fn knows(&self, customer: &str, client_order_id: &str) -> bool {
         self.lock().by_client.contains_key(&(customer.to_string(), client_order_id.to_string()))
@@ -282,7 +287,8 @@ impl OrderStore {
     /// [`Durability`]). A journal that cannot be written is logged loudly:
     /// the venue's answer already happened, so the view still follows it.
     fn save(&self, st: &mut State, order: Order, fill: Option<&Fill>, durability: Durability) {
-        count_change(st.orders.get(&order.order_id).map(|o| o.status), &order, fill);
+        let before = st.orders.get(&order.order_id).map(|o| o.status);
+        count_change(before, &order, fill);
         if let Err(e) = self.journal.update_order(&order, fill, durability) {
             error!(order_id = %order.order_id, error = %e, "journal write failed; this change is in memory only");
             metrics::counter!("lido_journal_errors_total").increment(1);
@@ -291,8 +297,7 @@ impl OrderStore {
             st.fill_ids.extend(settled_ids(&fill.fill_id).map(String::from));
             st.fills.push((order.customer.clone(), fill.clone()));
         }
-        let was_open = st.orders.get(&order.order_id).is_some_and(|o| o.status.is_open());
-        st.count_open(was_open, &order);
+        st.count_open(before.is_some_and(|s| s.is_open()), &order);
         st.orders.insert(order.order_id.clone(), order);
     }
 

@@ -173,7 +173,7 @@ impl MarketManager {
             let ReplyBody::Orders(reports) = pipe.request(cmd, VENUE_TIMEOUT).await? else {
                 continue;
             };
-            for report in reports.iter().filter(|r| orders.get(&r.client_id).is_none()) {
+            for report in reports.iter().filter(|r| !orders.contains(&r.client_id)) {
                 if self.adopt(broker, &customer, report).await {
                     outcome.adopted += 1;
                 }
@@ -236,18 +236,24 @@ impl MarketManager {
             let Some(pipe) = self.inner.brokers.pipe(&broker).filter(|p| p.is_up()) else {
                 continue;
             };
-            if let Some(id) = order_id.filter(|id| orders.get(id).is_none()) {
+            if let Some(id) = order_id.filter(|id| !orders.contains(id)) {
                 let cmd = Command::OrderStatus { account: customer.to_string(), client_id: id.to_string() };
-                if let Ok(ReplyBody::Order(report)) = pipe.request(cmd, VENUE_TIMEOUT).await {
-                    if self.adopt(&broker, customer, &report).await {
-                        adopted += 1;
+                match pipe.request(cmd, VENUE_TIMEOUT).await {
+                    Ok(ReplyBody::Order(report)) => {
+                        if self.adopt(&broker, customer, &report).await {
+                            adopted += 1;
+                        }
                     }
+                    Ok(other) => warn!(%broker, reply = ?other, "unexpected reply to an order status"),
+                    // The venue does not have it here: another broker may.
+                    Err(PipeError::Remote(d)) if d.code == "unknown_order" => {}
+                    Err(e) => warn!(%broker, %customer, order_id = %id, error = %e, "cannot look the order up at the venue"),
                 }
             }
             let cmd = Command::OpenOrders { account: customer.to_string() };
             match pipe.request(cmd, VENUE_TIMEOUT).await {
                 Ok(ReplyBody::Orders(reports)) => {
-                    for report in reports.iter().filter(|r| orders.get(&r.client_id).is_none()) {
+                    for report in reports.iter().filter(|r| !orders.contains(&r.client_id)) {
                         if self.adopt(&broker, customer, report).await {
                             adopted += 1;
                         }
@@ -273,7 +279,7 @@ impl MarketManager {
             client_order_id: venue_order
                 .client_order_id
                 .clone()
-                .filter(|c| self.inner.orders.find(customer, c).is_none())
+                .filter(|c| !self.inner.orders.knows(customer, c))
                 .unwrap_or_else(|| format!("adopted-{}", report.client_id)),
             customer: customer.to_string(),
             market: market.name.clone(),

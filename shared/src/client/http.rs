@@ -97,7 +97,6 @@ impl LidoClient {
         self.get("/v1/autoscale").await
     }
 
-    /// A service with its recent events.
     /// The IM's node autoscaler: leader, rules, load per node, decisions.
     pub async fn node_autoscale(&self) -> Result<crate::cluster::NodeScaleStatus, ClientError> {
         self.get("/v1/cluster/autoscale").await
@@ -109,6 +108,7 @@ impl LidoClient {
         self.send(self.req(Method::PUT, "/v1/cluster/autoscale").json(changes)).await
     }
 
+    /// A service with its recent events.
     pub async fn describe(&self, name: &str) -> Result<ServiceDetail, ClientError> {
         self.get(&format!("/v1/services/{}", enc(name))).await
     }
