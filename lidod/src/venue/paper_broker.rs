@@ -133,19 +133,7 @@ pub async fn run(
         return remote::run(name, manager_url, link, url, pid, shutdown).await;
     }
     let (events_tx, events_rx) = mpsc::channel(65_536);
-    let config = PaperConfig {
-        seed: options.seed,
-        starting_cash: options.starting_cash,
-        fee_rate: options.fee_rate,
-        ..PaperConfig::default()
-    };
-    let mut venue = PaperVenue::new(config, Utc::now());
-    if let Some(path) = &options.state_file {
-        if let Some(state) = load_state(path)? {
-            venue.restore(state);
-            info!(%name, path = %path.display(), "paper venue state restored");
-        }
-    }
+    let venue = open_venue(&options)?;
     let broker = Arc::new(PaperBroker {
         venue: Mutex::new(venue),
         state_file: options.state_file.clone(),
@@ -236,13 +224,7 @@ impl CommandHandler for PaperBroker {
             command => {
                 // Order commands and lookups hold the turn: a status never
                 // counts a fill not yet handed on.
-                let _turn = match command {
-                    Command::PlaceOrder { .. }
-                    | Command::CancelOrder { .. }
-                    | Command::OrderStatus { .. }
-                    | Command::OpenOrders { .. } => Some(self.changes.lock().await),
-                    _ => None,
-                };
+                let _turn = if needs_turn(&command) { Some(self.changes.lock().await) } else { None };
                 let executed = {
                     let mut venue = self.venue();
                     let executed = execute(&mut venue, command, Utc::now());
@@ -364,7 +346,36 @@ pub(crate) fn save_state(path: &Path, state: &PaperState) -> std::io::Result<()>
     file::replace(path, &bytes, file::Access::Default)
 }
 
-fn detail(e: &PaperError) -> ErrorDetail {
+/// A paper venue as `options` configure it, restored from its state file
+/// when it has one (the paper broker's own venue, or the shared exchange's).
+pub(crate) fn open_venue(options: &PaperOptions) -> anyhow::Result<PaperVenue> {
+    let config = PaperConfig {
+        seed: options.seed,
+        starting_cash: options.starting_cash,
+        fee_rate: options.fee_rate,
+        ..PaperConfig::default()
+    };
+    let mut venue = PaperVenue::new(config, Utc::now());
+    if let Some(path) = &options.state_file {
+        if let Some(state) = load_state(path)? {
+            venue.restore(state);
+            info!(path = %path.display(), "paper venue state restored");
+        }
+    }
+    Ok(venue)
+}
+
+/// Whether a command takes the venue's turn: order commands and order
+/// lookups do, so a status never counts a fill not yet handed on; market
+/// data, balances and pings do not wait behind them.
+pub(crate) fn needs_turn(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::PlaceOrder { .. } | Command::CancelOrder { .. } | Command::OrderStatus { .. } | Command::OpenOrders { .. }
+    )
+}
+
+pub(crate) fn detail(e: &PaperError) -> ErrorDetail {
     ErrorDetail::new(e.code(), e.to_string())
 }
 

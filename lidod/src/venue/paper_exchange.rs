@@ -40,7 +40,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::paper::{PaperConfig, PaperVenue};
+use super::paper::PaperVenue;
 use super::paper_broker::{self, PaperOptions};
 
 /// Frames queued for one socket before it counts as too slow and is closed.
@@ -105,19 +105,7 @@ pub async fn serve(
     secret: Secret,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let config = PaperConfig {
-        seed: options.seed,
-        starting_cash: options.starting_cash,
-        fee_rate: options.fee_rate,
-        ..PaperConfig::default()
-    };
-    let mut venue = PaperVenue::new(config, Utc::now());
-    if let Some(path) = &options.state_file {
-        if let Some(state) = paper_broker::load_state(path)? {
-            venue.restore(state);
-            info!(path = %path.display(), "paper exchange state restored");
-        }
-    }
+    let venue = paper_broker::open_venue(&options)?;
     let exchange = Arc::new(Exchange {
         venue: Mutex::new(venue),
         state_file: options.state_file.clone(),
@@ -286,7 +274,7 @@ impl Exchange {
                         }
                         Ok(ReplyBody::Done)
                     }
-                    Err(e) => Err(lido_shared::ErrorDetail::new(e.code(), e.to_string())),
+                    Err(e) => Err(paper_broker::detail(&e)),
                 }
             }
             Command::Unsubscribe { feed, symbol } => {
@@ -298,7 +286,7 @@ impl Exchange {
             // A broker's Stop is its own; the exchange keeps running.
             Command::Stop => Ok(ReplyBody::Done),
             command => {
-                let _turn = self.changes.lock().await;
+                let _turn = if paper_broker::needs_turn(&command) { Some(self.changes.lock().await) } else { None };
                 let executed = {
                     let mut venue = self.venue();
                     let executed = paper_broker::execute(&mut venue, command, Utc::now());
