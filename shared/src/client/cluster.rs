@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::api::{OrdersQuery, PlaceOrder, Session, SessionRequest};
+use crate::api::{OrdersQuery, PlaceOrder, Session};
 use crate::model::{Fill, Order, Position, Quote};
 
 use super::http::{LidoClient, Placed};
@@ -103,10 +103,9 @@ impl ClusterClient {
 
     /// Opens a session at the first IM that answers.
     async fn open(&self) -> Result<Current, ClientError> {
-        let body = SessionRequest { customer: self.customer.clone(), location: self.location.clone() };
         let mut last = None;
         for im in &self.ims {
-            match im.send::<Session>(im.req(reqwest::Method::POST, "/v1/sessions").json(&body)).await {
+            match im.open_session_at(&self.customer, self.location.as_deref()).await {
                 Ok(session) => {
                     let node = LidoClient::with_ca(&session.market_manager_url, self.ca.as_deref())?
                         .with_token(session.session_id.clone());
@@ -114,7 +113,7 @@ impl ClusterClient {
                     return Ok(Current { session, node });
                 }
                 // This IM is down, or has no node for us right now: ask the next.
-                Err(e) if e.is_unreachable() || e.status() == Some(503) => last = Some(e),
+                Err(e) if im_unavailable(&e) => last = Some(e),
                 Err(e) => return Err(e),
             }
         }
@@ -146,26 +145,23 @@ impl ClusterClient {
         let mut attempt = 0;
         loop {
             let current = match self.current().await {
-                Ok(c) => c,
-                Err(e) if attempt < MAX_FAILOVERS && (e.is_unreachable() || e.status() == Some(503)) => {
-                    attempt += 1;
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
-                    continue;
-                }
+                Ok(c) => Some(c),
+                Err(e) if attempt < MAX_FAILOVERS && im_unavailable(&e) => None,
                 Err(e) => return Err(e),
             };
-            match op(current.node.clone()).await {
-                Err(e) if attempt < MAX_FAILOVERS && node_gone(&e) => {
-                    tracing::warn!(node = %current.session.node, error = %e, "node lost; opening a session on another");
-                    self.drop_session(&current.session.node);
-                    self.failovers.fetch_add(1, Ordering::Relaxed);
-                    attempt += 1;
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
+            if let Some(current) = current {
+                match op(current.node.clone()).await {
+                    Err(e) if attempt < MAX_FAILOVERS && node_gone(&e) => {
+                        tracing::warn!(node = %current.session.node, error = %e, "node lost; opening a session on another");
+                        self.drop_session(&current.session.node);
+                        self.failovers.fetch_add(1, Ordering::Relaxed);
+                    }
+                    other => return other,
                 }
-                other => return other,
             }
+            attempt += 1;
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
         }
     }
 
@@ -220,6 +216,12 @@ impl ClusterClient {
     pub async fn stream(&self) -> Result<Stream, ClientError> {
         self.call(|c| async move { c.stream().await }).await
     }
+}
+
+/// An InfrastructureManager that cannot be reached, or has no node to
+/// offer now (503): another IM, or a later try, may.
+fn im_unavailable(e: &ClientError) -> bool {
+    e.is_unreachable() || e.status() == Some(503)
 }
 
 /// True when the error means the session's node is gone rather than that

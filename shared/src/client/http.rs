@@ -67,7 +67,13 @@ impl LidoClient {
 
     /// Opens a session for `customer`; use the returned id as token.
     pub async fn open_session(&self, customer: &str) -> Result<Session, ClientError> {
-        let body = SessionRequest { customer: customer.to_string(), location: None };
+        self.open_session_at(customer, None).await
+    }
+
+    /// [`Self::open_session`], on a node at `location` if one can take it
+    /// (an InfrastructureManager's choice; a node takes it as it is).
+    pub async fn open_session_at(&self, customer: &str, location: Option<&str>) -> Result<Session, ClientError> {
+        let body = SessionRequest { customer: customer.to_string(), location: location.map(String::from) };
         self.send(self.req(Method::POST, "/v1/sessions").json(&body)).await
     }
 
