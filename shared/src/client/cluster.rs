@@ -32,6 +32,9 @@ pub struct ClusterClient {
     location: Option<String>,
     ca: Option<std::path::PathBuf>,
     current: Mutex<Option<Current>>,
+    /// Held while a session is opened, so calls that find none at the same
+    /// moment open one between them, not one each.
+    opening: tokio::sync::Mutex<()>,
     failovers: AtomicU64,
 }
 
@@ -67,6 +70,7 @@ impl ClusterClient {
             location: None,
             ca: ca.map(Path::to_path_buf),
             current: Mutex::new(None),
+            opening: tokio::sync::Mutex::new(()),
             failovers: AtomicU64::new(0),
         })
     }
@@ -93,6 +97,11 @@ impl ClusterClient {
     }
 
     async fn current(&self) -> Result<Current, ClientError> {
+        if let Some(c) = self.lock().clone() {
+            return Ok(c);
+        }
+        let _opening = self.opening.lock().await;
+        // Another call may have opened one while this one waited.
         if let Some(c) = self.lock().clone() {
             return Ok(c);
         }
@@ -251,6 +260,43 @@ mod tests {
         let unknown_session = ClientError::Api { status: 401, code: "invalid_token".into(), message: "x".into() };
         assert!(node_gone(&unknown_session), "a node that restarted no longer knows the session");
         assert!(node_gone(&ClientError::Closed));
+    }
+
+    /// An IM that takes 100 ms to open each session, counting them.
+    async fn slow_im(opened: std::sync::Arc<AtomicU64>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let opened = opened.clone();
+                tokio::spawn(async move {
+                    let mut request = [0u8; 4096];
+                    let _ = socket.read(&mut request).await;
+                    let n = opened.fetch_add(1, Ordering::SeqCst) + 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let body = format!(
+                        r#"{{"session_id":"s-{n}","customer":"acme","node":"n1","market_manager_url":"http://127.0.0.1:1","trader_manager_url":"http://127.0.0.1:1"}}"#
+                    );
+                    let answer = format!(
+                        "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn calls_that_find_no_session_at_once_open_one_between_them() {
+        let opened = std::sync::Arc::new(AtomicU64::new(0));
+        let client = ClusterClient::new(&[slow_im(opened.clone()).await], "acme", None, None).unwrap();
+        let (a, b, c) = tokio::join!(client.session(), client.session(), client.session());
+        let ids = [a.unwrap().session_id, b.unwrap().session_id, c.unwrap().session_id];
+        assert_eq!(opened.load(Ordering::SeqCst), 1, "one session opened, not one per call");
+        assert!(ids.iter().all(|id| id == &ids[0]));
     }
 
     #[test]
