@@ -865,6 +865,15 @@ impl MarketManager {
         self.publish_routed(broker, feed, &symbol, &data);
     }
 
+    /// Every broker in some market's pool or fallback, once each, sorted.
+    fn pooled_brokers(&self) -> Vec<String> {
+        let mut brokers: Vec<String> =
+            self.read().values().flat_map(|m| m.spec().all().cloned().collect::<Vec<_>>()).collect();
+        brokers.sort();
+        brokers.dedup();
+        brokers
+    }
+
     /// The markets whose pool or fallback includes `broker`.
     fn markets_over(&self, broker: &str) -> Vec<Arc<Market>> {
         self.read().values().filter(|m| m.uses(broker)).cloned().collect()

@@ -264,11 +264,7 @@ impl MarketManager {
             slow_latency: Duration::from_millis(cfg.slow_latency_ms),
         };
         let stall_after = Duration::from_millis(cfg.stall_after_ms);
-        let mut brokers: Vec<String> =
-            self.read().values().flat_map(|m| m.spec().all().cloned().collect::<Vec<_>>()).collect();
-        brokers.sort();
-        brokers.dedup();
-        for b in brokers {
+        for b in self.pooled_brokers() {
             let info = self.inner.brokers.get(&b);
             let pipe = self.inner.brokers.pipe(&b);
             let observation = Observation {

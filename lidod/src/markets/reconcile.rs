@@ -226,13 +226,9 @@ impl MarketManager {
 
     /// Returns the number of orders adopted. A broker that fails is skipped.
     async fn reconcile_customer_once(&self, customer: &str, order_id: Option<&str>) -> usize {
-        let mut brokers: Vec<String> =
-            self.read().values().flat_map(|m| m.spec().all().cloned().collect::<Vec<_>>()).collect();
-        brokers.sort();
-        brokers.dedup();
         let orders = &self.inner.orders;
         let mut adopted = 0;
-        for broker in brokers {
+        for broker in self.pooled_brokers() {
             let Some(pipe) = self.inner.brokers.pipe(&broker).filter(|p| p.is_up()) else {
                 continue;
             };
