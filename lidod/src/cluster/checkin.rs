@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use lido_shared::access::{Secret, CLUSTER_SECRET_HEADER};
+use lido_shared::client::{ws_url, ClientError};
 use lido_shared::cluster::{NodeCheckIn, NodeCheckInReply};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -27,12 +28,8 @@ pub fn spawn(infra: Infra, ims: Vec<String>, interval: Duration, secret: Secret,
 }
 
 /// The node's watch URL from its API URL: `http://h:p` → `ws://h:p/v1/cluster/watch`.
-pub fn watch_url(api_url: &str) -> String {
-    let ws = match api_url.strip_prefix("https://") {
-        Some(rest) => format!("wss://{rest}"),
-        None => format!("ws://{}", api_url.strip_prefix("http://").unwrap_or(api_url)),
-    };
-    format!("{}/v1/cluster/watch", ws.trim_end_matches('/'))
+pub fn watch_url(api_url: &str) -> Result<String, ClientError> {
+    ws_url(api_url.trim_end_matches('/'), "/v1/cluster/watch")
 }
 
 async fn check_in_loop(
@@ -46,9 +43,15 @@ async fn check_in_loop(
     let url = format!("{im}{NODE_CHECKIN_PATH}");
     let mut failures = 0u32;
     let mut retry = FIRST_RETRY;
+    let watch = match watch_url(&infra.node_info().api_url) {
+        Ok(url) => url,
+        Err(error) => {
+            warn!(%im, %error, "cannot check in with the InfrastructureManager: the node's API URL is not http(s)");
+            return;
+        }
+    };
     loop {
-        let info = infra.node_info();
-        let body = NodeCheckIn { watch_url: watch_url(&info.api_url), info };
+        let body = NodeCheckIn { watch_url: watch.clone(), info: infra.node_info() };
         let answer = http.post(&url).header(CLUSTER_SECRET_HEADER, secret.expose()).json(&body).send().await;
         let reply = match answer {
             Ok(r) if r.status().is_success() => r.json::<NodeCheckInReply>().await.map_err(|e| e.to_string()),
@@ -107,7 +110,7 @@ mod tests {
 
     #[test]
     fn watch_urls_follow_the_api_scheme() {
-        assert_eq!(watch_url("http://127.0.0.1:7700"), "ws://127.0.0.1:7700/v1/cluster/watch");
-        assert_eq!(watch_url("https://n1.example:7700/"), "wss://n1.example:7700/v1/cluster/watch");
+        assert_eq!(watch_url("http://127.0.0.1:7700").unwrap(), "ws://127.0.0.1:7700/v1/cluster/watch");
+        assert_eq!(watch_url("https://n1.example:7700/").unwrap(), "wss://n1.example:7700/v1/cluster/watch");
     }
 }
