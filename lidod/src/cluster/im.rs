@@ -606,7 +606,7 @@ fn unreachable_node(node: &str, e: impl std::fmt::Display) -> ApiError {
     ApiError::unavailable("node_unreachable", format!("node {node} cannot be reached right now; retry shortly"))
 }
 
-fn registry_error(e: RegistryError) -> ApiError {
+pub(crate) fn registry_error(e: RegistryError) -> ApiError {
     warn!(error = %e, "cluster registry error");
     ApiError::unavailable("registry_unavailable", "the cluster registry cannot be reached; retry shortly")
 }

@@ -187,7 +187,7 @@ async fn set_node_autoscale(
         .registry()
         .setting(crate::cluster::nodescale::SETTINGS_KEY)
         .await
-        .map_err(|e| ApiError::unavailable("registry_unavailable", e.to_string()))?
+        .map_err(crate::cluster::im::registry_error)?
         .and_then(|text| serde_json::from_str(&text).ok());
     let merged = match put {
         Some(base) => crate::cluster::nodescale::merge(base, &changes),
@@ -199,7 +199,7 @@ async fn set_node_autoscale(
             im.registry()
                 .put_setting(crate::cluster::nodescale::SETTINGS_KEY, &text)
                 .await
-                .map_err(|e| ApiError::unavailable("registry_unavailable", e.to_string()))
+                .map_err(crate::cluster::im::registry_error)
                 .map(|()| cfg)
         }
         Err(e) => Err(ApiError::bad_request("invalid_autoscale", format!("{e}; nothing was changed"))),
@@ -213,8 +213,7 @@ async fn assignments(
     State(im): State<ClusterIm>,
     _op: ImOperator,
 ) -> Result<Json<std::collections::BTreeMap<String, String>>, ApiError> {
-    let map =
-        im.registry().assignments().await.map_err(|e| ApiError::unavailable("registry_unavailable", e.to_string()))?;
+    let map = im.registry().assignments().await.map_err(crate::cluster::im::registry_error)?;
     Ok(Json(map))
 }
 
