@@ -19,12 +19,20 @@ pub const NODE_CHECKIN_PATH: &str = "/v1/nodes/checkin";
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 
 /// Starts one check-in task per IM; they end when `stop` is cancelled.
-pub fn spawn(infra: Infra, ims: Vec<String>, interval: Duration, secret: Secret, stop: CancellationToken) {
-    let http = reqwest::Client::builder().timeout(interval.max(Duration::from_secs(2))).build().unwrap_or_default();
+/// Fails when the HTTP client cannot be built (no TLS backend).
+pub fn spawn(
+    infra: Infra,
+    ims: Vec<String>,
+    interval: Duration,
+    secret: Secret,
+    stop: CancellationToken,
+) -> reqwest::Result<()> {
+    let http = reqwest::Client::builder().timeout(interval.max(Duration::from_secs(2))).build()?;
     for im in ims {
         let im = im.trim_end_matches('/').to_string();
         tokio::spawn(check_in_loop(infra.clone(), http.clone(), im, interval, secret.clone(), stop.clone()));
     }
+    Ok(())
 }
 
 /// The node's watch URL from its API URL: `http://h:p` → `ws://h:p/v1/cluster/watch`.
@@ -96,7 +104,9 @@ fn apply(infra: &Infra, im: &str, reply: &NodeCheckInReply, stop: &CancellationT
         return;
     }
     if reply.draining != infra.is_draining() {
-        let _ = infra.set_draining(infra.node_id(), reply.draining);
+        if let Err(e) = infra.set_draining(infra.node_id(), reply.draining) {
+            warn!(%im, draining = reply.draining, error = %e, "cannot apply the InfrastructureManager's drain flag");
+        }
     }
     if reply.stop && !stop.is_cancelled() {
         info!(%im, node = %infra.node_id(), "the InfrastructureManager stops this node (idle, draining, after hours); shutting down");

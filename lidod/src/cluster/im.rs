@@ -87,9 +87,10 @@ pub struct Forwarded {
 }
 
 impl ClusterIm {
-    pub fn new(parts: ImParts) -> Self {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
-        Self {
+    /// Fails when the HTTP client to the nodes cannot be built (no TLS backend).
+    pub fn new(parts: ImParts) -> reqwest::Result<Self> {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        Ok(Self {
             inner: Arc::new(Inner {
                 id: parts.id,
                 registry: parts.registry,
@@ -104,7 +105,7 @@ impl ClusterIm {
                 stopping: Mutex::default(),
                 scaler: std::sync::OnceLock::new(),
             }),
-        }
+        })
     }
 
     /// Starts the IM's own tasks: registry changes onto the bus, the

@@ -230,9 +230,12 @@ async fn open_session(
 async fn sessions(State(im): State<ClusterIm>, _op: ImOperator) -> Result<Json<serde_json::Value>, ApiError> {
     let mut parts = Vec::new();
     for node in im.candidates().await? {
+        // An unreachable node is logged by `forward`.
         if let Ok(f) = im.forward(&node.info, Method::GET, "/v1/sessions", None).await {
             if f.status == 200 {
                 parts.push(f.body);
+            } else {
+                tracing::warn!(node = %node.info.id, status = f.status, "node did not list its sessions; left out");
             }
         }
     }
@@ -609,6 +612,7 @@ mod tests {
             after_hours: None,
             closing: CancellationToken::new(),
         })
+        .unwrap()
     }
 
     async fn call(request: Request<Body>) -> (StatusCode, serde_json::Value) {
