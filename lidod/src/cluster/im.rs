@@ -75,8 +75,8 @@ struct NodeState {
 /// A node as the IM chooses among them.
 #[derive(Clone, Debug)]
 pub struct Candidate {
+    /// Its `draining` is the registry's flag.
     pub info: NodeInfo,
-    pub draining: bool,
     pub reachable: bool,
 }
 
@@ -206,7 +206,7 @@ impl ClusterIm {
                 if let Some(s) = state {
                     info.load = s.load.clone();
                 }
-                Candidate { draining: info.draining, reachable: state.is_some_and(|s| s.connected), info }
+                Candidate { reachable: state.is_some_and(|s| s.connected), info }
             })
             .collect();
         out.sort_by(|a, b| a.info.id.cmp(&b.info.id));
@@ -547,7 +547,7 @@ impl ClusterIm {
                 continue;
             }
             let Ok(nodes) = self.candidates().await else { continue };
-            for node in nodes.iter().filter(|c| c.draining && is_idle(&c.info)) {
+            for node in nodes.iter().filter(|c| c.info.draining && is_idle(&c.info)) {
                 if self.is_stopping(&node.info.id) {
                     continue;
                 }
@@ -583,7 +583,7 @@ pub fn is_idle(node: &NodeInfo) -> bool {
 /// The least-loaded (sessions + streams) reachable non-draining node, at
 /// `location` first if asked; ties go to the lowest id.
 pub fn pick<'a>(nodes: &'a [Candidate], location: Option<&str>) -> Option<&'a Candidate> {
-    nodes.iter().filter(|c| c.reachable && !c.draining).min_by_key(|c| {
+    nodes.iter().filter(|c| c.reachable && !c.info.draining).min_by_key(|c| {
         let elsewhere = location.is_some_and(|l| c.info.location != l);
         (elsewhere, c.info.load.sessions + c.info.load.streams, c.info.id.clone())
     })
@@ -594,7 +594,7 @@ fn no_node(all: &[Candidate]) -> ApiError {
     let message = if all.is_empty() {
         "no node has checked in with this InfrastructureManager; start a node with `lidod --role node --im URL`"
             .to_string()
-    } else if all.iter().all(|c| c.draining) {
+    } else if all.iter().all(|c| c.info.draining) {
         format!("all {} nodes are draining; undrain one with `lidoctl undrain node ID`", all.len())
     } else {
         "no non-draining node is reachable right now (their watch sockets are down); retry shortly".to_string()
@@ -675,7 +675,7 @@ mod tests {
             services: Vec::new(),
             load: NodeLoad { sessions, streams: 0, open_orders: 0 },
         };
-        Candidate { info, draining, reachable }
+        Candidate { info, reachable }
     }
 
     #[test]

@@ -283,7 +283,7 @@ async fn do_spawn(im: &ClusterIm, mut req: SpawnRequest) -> Result<Forwarded, Ap
     let node = match &req.node {
         Some(id) => {
             let node = im.node(id).await?;
-            if node.draining {
+            if node.info.draining {
                 return Err(ApiError::conflict(
                     "node_draining",
                     format!("node {id} is draining; undrain it or pick another node"),
