@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use lido_shared::access::{Secret, CLUSTER_SECRET_HEADER};
 use lido_shared::client::{ws_url, ClientError};
 use lido_shared::cluster::{NodeCheckIn, NodeCheckInReply};
@@ -50,7 +51,10 @@ async fn check_in_loop(
 ) {
     let url = format!("{im}{NODE_CHECKIN_PATH}");
     let mut failures = 0u32;
-    let mut retry = FIRST_RETRY;
+    let retries = || {
+        ExponentialBuilder::default().with_min_delay(FIRST_RETRY).with_max_delay(interval).without_max_times().build()
+    };
+    let mut retry = retries();
     let watch = match watch_url(&infra.node_info().api_url) {
         Ok(url) => url,
         Err(error) => {
@@ -77,7 +81,7 @@ async fn check_in_loop(
                     debug!(%im, "checked in");
                 }
                 failures = 0;
-                retry = FIRST_RETRY;
+                retry = retries();
                 apply(&infra, &im, &reply, &stop);
                 interval
             }
@@ -86,9 +90,7 @@ async fn check_in_loop(
                     warn!(%im, %error, "cannot check in with the InfrastructureManager; retrying (logged once until it works)");
                 }
                 failures += 1;
-                let wait = retry;
-                retry = (retry * 2).min(interval);
-                wait
+                retry.next().unwrap_or(interval)
             }
         };
         tokio::select! {

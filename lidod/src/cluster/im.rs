@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
 use futures_util::StreamExt;
 use lido_shared::access::{Secret, CLUSTER_SECRET_HEADER};
@@ -25,6 +26,10 @@ use super::registry::{NodeRecord, Registry, RegistryChange, RegistryError};
 use crate::auth::Access;
 use crate::error::ApiError;
 use crate::events::EventBus;
+
+/// The first re-dial of a lost node watch socket, and the cap it doubles to.
+const REDIAL_MIN: Duration = Duration::from_millis(100);
+const REDIAL_MAX: Duration = Duration::from_secs(2);
 
 /// What a [`ClusterIm`] is made of.
 pub struct ImParts {
@@ -434,7 +439,7 @@ impl ClusterIm {
     /// IM's bus and marks it reachable while the socket is up; re-dials
     /// with backoff; ends when the node leaves the registry.
     async fn watch_node(self, id: String, watch_url: String) {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let mut backoff = redial_backoff();
         let mut first = true;
         loop {
             if self.inner.closing.is_cancelled() || !self.in_registry(&id).await {
@@ -446,7 +451,7 @@ impl ClusterIm {
             first = false;
             match self.dial(&watch_url).await {
                 Ok(socket) => {
-                    backoff.reset();
+                    backoff = redial_backoff();
                     self.set_connected(&id, true);
                     debug!(node = %id, "watching node");
                     self.read_node(&id, socket).await;
@@ -457,7 +462,7 @@ impl ClusterIm {
             }
             tokio::select! {
                 _ = self.inner.closing.cancelled() => break,
-                _ = tokio::time::sleep(backoff.next_delay()) => {}
+                _ = tokio::time::sleep(backoff.next().unwrap_or(REDIAL_MAX)) => {}
             }
         }
         if let Some(state) = self.nodes_state().get_mut(&id) {
@@ -626,28 +631,9 @@ fn static_code(code: &str) -> &'static str {
     KNOWN.iter().find(|k| **k == code).copied().unwrap_or("node_error")
 }
 
-/// Capped exponential backoff for re-dials.
-#[derive(Debug)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Self {
-        Self { min, max, next: min }
-    }
-
-    pub fn next_delay(&mut self) -> Duration {
-        let now = self.next;
-        self.next = (self.next * 2).min(self.max);
-        now
-    }
-
-    pub fn reset(&mut self) {
-        self.next = self.min;
-    }
+/// Re-dial delays: 100 ms doubling to 2 s, no jitter; rebuilt to reset.
+fn redial_backoff() -> backon::ExponentialBackoff {
+    ExponentialBuilder::default().with_min_delay(REDIAL_MIN).with_max_delay(REDIAL_MAX).without_max_times().build()
 }
 
 /// The union of per-node lists, for `GET /v1/sessions`.
@@ -701,11 +687,8 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_to_its_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
-        let seen: Vec<u128> = (0..4).map(|_| b.next_delay().as_millis()).collect();
-        assert_eq!(seen, [100, 200, 350, 350]);
-        b.reset();
-        assert_eq!(b.next_delay(), Duration::from_millis(100));
+    fn redial_delays_double_to_their_cap() {
+        let seen: Vec<u128> = redial_backoff().take(6).map(|d| d.as_millis()).collect();
+        assert_eq!(seen, [100, 200, 400, 800, 1600, 2000]);
     }
 }
