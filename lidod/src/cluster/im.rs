@@ -393,13 +393,30 @@ impl ClusterIm {
             };
             let change = match change {
                 Ok(c) => c,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    // A missed `Draining` change: take the flags afresh.
+                    match self.inner.registry.draining().await {
+                        Ok(draining) => known.iter_mut().for_each(|(id, k)| k.0 = draining.contains(id)),
+                        Err(e) => warn!(error = %e, "cannot read the draining nodes from the cluster registry"),
+                    }
+                    continue;
+                }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             };
             match change {
                 RegistryChange::Node(record) => {
                     let id = record.info.id.clone();
-                    let draining = self.inner.registry.draining().await.map(|d| d.contains(&id)).unwrap_or(false);
+                    // A known node's flag follows `Draining` changes; a new one's is read.
+                    let draining = match known.get(&id) {
+                        Some((draining, _)) => *draining,
+                        None => match self.inner.registry.draining().await {
+                            Ok(d) => d.contains(&id),
+                            Err(e) => {
+                                warn!(node = %id, error = %e, "cannot read whether a new node is draining; taken as not");
+                                false
+                            }
+                        },
+                    };
                     let now = (draining, record.info.load.clone());
                     match known.insert(id.clone(), now.clone()) {
                         None => {
