@@ -390,7 +390,7 @@ impl Config {
     /// and that TLS is set up whole.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.limits.validate()?;
-        self.autoscale.validate().map_err(anyhow::Error::msg)?;
+        self.autoscale.validate()?;
         self.cluster.validate()?;
         let identity = self.node.tls_identity()?;
         anyhow::ensure!(

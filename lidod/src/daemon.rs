@@ -172,7 +172,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         let interval = Duration::from_millis(config.cluster.checkin_interval_ms);
         info!(ims = ?config.cluster.ims, interval_ms = config.cluster.checkin_interval_ms, "node role: checking in with the InfrastructureManagers");
         let secret = infra.cluster_secret().clone();
-        crate::cluster::checkin::spawn(infra.clone(), config.cluster.ims.clone(), interval, secret, managers.clone());
+        crate::cluster::checkin::spawn(infra.clone(), config.cluster.ims.clone(), interval, secret, managers.clone())
+            .context("cannot build the HTTP client the node checks in with")?;
     }
     let app = crate::http::router(infra);
     let closing = shutdown.clone().cancelled_owned();
@@ -249,7 +250,8 @@ pub async fn run_im(listener: TcpListener, config: Config, shutdown: Cancellatio
         node_ttl: Duration::from_millis(c.node_ttl_ms),
         after_hours,
         closing: shutdown.clone(),
-    });
+    })
+    .context("cannot build the HTTP client the IM reaches its nodes with")?;
     im.start();
     if c.autoscale.enabled {
         let mut provisioner = c.provisioner.clone().context("[cluster.autoscale] needs [cluster.provisioner]")?;

@@ -193,8 +193,8 @@ impl Limits {
                 .find(|p| p.symbol == instrument.symbol)
                 .map_or(Decimal::ZERO, |p| p.quantity);
             let sign = |side: Side| if side == Side::Buy { Decimal::ONE } else { Decimal::NEGATIVE_ONE };
-            let open =
-                markets.orders(customer, &OrdersQuery { status: Some("open".into()), market: Some(req.market.clone()) })?;
+            let open = markets
+                .orders(customer, &OrdersQuery { status: Some("open".into()), market: Some(req.market.clone()) })?;
             let working: Decimal = open
                 .iter()
                 .filter(|o| o.market == req.market && o.symbol == instrument.symbol && o.side == req.side)

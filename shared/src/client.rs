@@ -10,4 +10,4 @@ mod stream;
 pub use cluster::ClusterClient;
 pub use error::ClientError;
 pub use http::{LidoClient, LogStream, Placed};
-pub use stream::{ClusterWatch, Stream};
+pub use stream::{ws_url, ClusterWatch, Stream};

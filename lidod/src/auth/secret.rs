@@ -27,7 +27,7 @@ pub fn load(file: Option<&Path>, data_dir: Option<&Path>) -> anyhow::Result<Secr
         return Ok(Secret::new(text.trim()));
     }
     let Some(dir) = data_dir else { return Ok(generate()) };
-    let path = dir.join("cluster-secret");
+    let path = path(None, dir);
     match std::fs::read_to_string(&path) {
         Ok(text) if !text.trim().is_empty() => Ok(Secret::new(text.trim())),
         _ => {

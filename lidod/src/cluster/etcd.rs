@@ -288,24 +288,23 @@ impl Registry for EtcdRegistry {
         let id = node.info.id.as_str();
         let value = serde_json::to_string(node).map_err(|e| RegistryError::Other(format!("node record: {e}")))?;
         let key = self.key(Key::Node(id));
-        // Twice at most: the lease may expire between renewing and putting.
-        for attempt in 0..2 {
-            let lease = self.node_lease(id, ttl_s).await?;
-            let put = with_retry(&self.client, "check in", |mut c| {
+        let put = |lease: i64| {
+            let (key, value) = (&key, &value);
+            with_retry(&self.client, "check in", move |mut c| {
                 let (key, value) = (key.clone(), value.clone());
                 async move { c.put(key, value, Some(PutOptions::new().with_lease(lease))).await }
             })
-            .await;
-            match put {
-                Ok(_) => return Ok(()),
-                Err(RegistryError::Other(e)) if attempt == 0 => {
-                    tracing::debug!(node = id, error = %e, "node lease gone before the check-in; granting a new one");
-                    self.leases().remove(id);
-                }
-                Err(e) => return Err(e),
+        };
+        // Once, and again on a new lease if the old one expired between renewing and putting.
+        match put(self.node_lease(id, ttl_s).await?).await {
+            Ok(_) => Ok(()),
+            Err(RegistryError::Other(e)) => {
+                tracing::debug!(node = id, error = %e, "node lease gone before the check-in; granting a new one");
+                self.leases().remove(id);
+                put(self.node_lease(id, ttl_s).await?).await.map(|_| ())
             }
+            Err(e) => Err(e),
         }
-        Err(RegistryError::Other(format!("could not check node {id} in")))
     }
 
     async fn nodes(&self) -> RegistryResult<Vec<NodeRecord>> {
@@ -407,6 +406,7 @@ impl Registry for EtcdRegistry {
 }
 
 /// One IM's campaign for `{prefix}/leader`.
+#[derive(Clone)]
 struct Election {
     client: Client,
     name: String,
@@ -435,18 +435,8 @@ impl Election {
         });
     }
 
-    fn clone_handle(&self) -> Self {
-        Self {
-            client: self.client.clone(),
-            name: self.name.clone(),
-            me: self.me.clone(),
-            leading: self.leading.clone(),
-            tx: self.tx.clone(),
-        }
-    }
-
     async fn run(self, stop: CancellationToken) {
-        let observer = tokio::spawn(self.clone_handle().observe(stop.clone()));
+        let observer = tokio::spawn(self.clone().observe(stop.clone()));
         while !stop.is_cancelled() {
             self.round(&stop).await;
             if !stop.is_cancelled() {

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
 use futures_util::StreamExt;
 use lido_shared::access::{Secret, CLUSTER_SECRET_HEADER};
@@ -25,6 +26,10 @@ use super::registry::{NodeRecord, Registry, RegistryChange, RegistryError};
 use crate::auth::Access;
 use crate::error::ApiError;
 use crate::events::EventBus;
+
+/// The first re-dial of a lost node watch socket, and the cap it doubles to.
+const REDIAL_MIN: Duration = Duration::from_millis(100);
+const REDIAL_MAX: Duration = Duration::from_secs(2);
 
 /// What a [`ClusterIm`] is made of.
 pub struct ImParts {
@@ -75,8 +80,8 @@ struct NodeState {
 /// A node as the IM chooses among them.
 #[derive(Clone, Debug)]
 pub struct Candidate {
+    /// Its `draining` is the registry's flag.
     pub info: NodeInfo,
-    pub draining: bool,
     pub reachable: bool,
 }
 
@@ -87,9 +92,10 @@ pub struct Forwarded {
 }
 
 impl ClusterIm {
-    pub fn new(parts: ImParts) -> Self {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
-        Self {
+    /// Fails when the HTTP client to the nodes cannot be built (no TLS backend).
+    pub fn new(parts: ImParts) -> reqwest::Result<Self> {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        Ok(Self {
             inner: Arc::new(Inner {
                 id: parts.id,
                 registry: parts.registry,
@@ -104,7 +110,7 @@ impl ClusterIm {
                 stopping: Mutex::default(),
                 scaler: std::sync::OnceLock::new(),
             }),
-        }
+        })
     }
 
     /// Starts the IM's own tasks: registry changes onto the bus, the
@@ -205,7 +211,7 @@ impl ClusterIm {
                 if let Some(s) = state {
                     info.load = s.load.clone();
                 }
-                Candidate { draining: info.draining, reachable: state.is_some_and(|s| s.connected), info }
+                Candidate { reachable: state.is_some_and(|s| s.connected), info }
             })
             .collect();
         out.sort_by(|a, b| a.info.id.cmp(&b.info.id));
@@ -387,13 +393,30 @@ impl ClusterIm {
             };
             let change = match change {
                 Ok(c) => c,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    // A missed `Draining` change: take the flags afresh.
+                    match self.inner.registry.draining().await {
+                        Ok(draining) => known.iter_mut().for_each(|(id, k)| k.0 = draining.contains(id)),
+                        Err(e) => warn!(error = %e, "cannot read the draining nodes from the cluster registry"),
+                    }
+                    continue;
+                }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             };
             match change {
                 RegistryChange::Node(record) => {
                     let id = record.info.id.clone();
-                    let draining = self.inner.registry.draining().await.map(|d| d.contains(&id)).unwrap_or(false);
+                    // A known node's flag follows `Draining` changes; a new one's is read.
+                    let draining = match known.get(&id) {
+                        Some((draining, _)) => *draining,
+                        None => match self.inner.registry.draining().await {
+                            Ok(d) => d.contains(&id),
+                            Err(e) => {
+                                warn!(node = %id, error = %e, "cannot read whether a new node is draining; taken as not");
+                                false
+                            }
+                        },
+                    };
                     let now = (draining, record.info.load.clone());
                     match known.insert(id.clone(), now.clone()) {
                         None => {
@@ -433,7 +456,7 @@ impl ClusterIm {
     /// IM's bus and marks it reachable while the socket is up; re-dials
     /// with backoff; ends when the node leaves the registry.
     async fn watch_node(self, id: String, watch_url: String) {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let mut backoff = redial_backoff();
         let mut first = true;
         loop {
             if self.inner.closing.is_cancelled() || !self.in_registry(&id).await {
@@ -445,7 +468,7 @@ impl ClusterIm {
             first = false;
             match self.dial(&watch_url).await {
                 Ok(socket) => {
-                    backoff.reset();
+                    backoff = redial_backoff();
                     self.set_connected(&id, true);
                     debug!(node = %id, "watching node");
                     self.read_node(&id, socket).await;
@@ -456,7 +479,7 @@ impl ClusterIm {
             }
             tokio::select! {
                 _ = self.inner.closing.cancelled() => break,
-                _ = tokio::time::sleep(backoff.next_delay()) => {}
+                _ = tokio::time::sleep(backoff.next().unwrap_or(REDIAL_MAX)) => {}
             }
         }
         if let Some(state) = self.nodes_state().get_mut(&id) {
@@ -546,7 +569,7 @@ impl ClusterIm {
                 continue;
             }
             let Ok(nodes) = self.candidates().await else { continue };
-            for node in nodes.iter().filter(|c| c.draining && is_idle(&c.info)) {
+            for node in nodes.iter().filter(|c| c.info.draining && is_idle(&c.info)) {
                 if self.is_stopping(&node.info.id) {
                     continue;
                 }
@@ -582,7 +605,7 @@ pub fn is_idle(node: &NodeInfo) -> bool {
 /// The least-loaded (sessions + streams) reachable non-draining node, at
 /// `location` first if asked; ties go to the lowest id.
 pub fn pick<'a>(nodes: &'a [Candidate], location: Option<&str>) -> Option<&'a Candidate> {
-    nodes.iter().filter(|c| c.reachable && !c.draining).min_by_key(|c| {
+    nodes.iter().filter(|c| c.reachable && !c.info.draining).min_by_key(|c| {
         let elsewhere = location.is_some_and(|l| c.info.location != l);
         (elsewhere, c.info.load.sessions + c.info.load.streams, c.info.id.clone())
     })
@@ -593,7 +616,7 @@ fn no_node(all: &[Candidate]) -> ApiError {
     let message = if all.is_empty() {
         "no node has checked in with this InfrastructureManager; start a node with `lidod --role node --im URL`"
             .to_string()
-    } else if all.iter().all(|c| c.draining) {
+    } else if all.iter().all(|c| c.info.draining) {
         format!("all {} nodes are draining; undrain one with `lidoctl undrain node ID`", all.len())
     } else {
         "no non-draining node is reachable right now (their watch sockets are down); retry shortly".to_string()
@@ -606,7 +629,7 @@ fn unreachable_node(node: &str, e: impl std::fmt::Display) -> ApiError {
     ApiError::unavailable("node_unreachable", format!("node {node} cannot be reached right now; retry shortly"))
 }
 
-fn registry_error(e: RegistryError) -> ApiError {
+pub(crate) fn registry_error(e: RegistryError) -> ApiError {
     warn!(error = %e, "cluster registry error");
     ApiError::unavailable("registry_unavailable", "the cluster registry cannot be reached; retry shortly")
 }
@@ -625,28 +648,9 @@ fn static_code(code: &str) -> &'static str {
     KNOWN.iter().find(|k| **k == code).copied().unwrap_or("node_error")
 }
 
-/// Capped exponential backoff for re-dials.
-#[derive(Debug)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Self {
-        Self { min, max, next: min }
-    }
-
-    pub fn next_delay(&mut self) -> Duration {
-        let now = self.next;
-        self.next = (self.next * 2).min(self.max);
-        now
-    }
-
-    pub fn reset(&mut self) {
-        self.next = self.min;
-    }
+/// Re-dial delays: 100 ms doubling to 2 s, no jitter; rebuilt to reset.
+fn redial_backoff() -> backon::ExponentialBackoff {
+    ExponentialBuilder::default().with_min_delay(REDIAL_MIN).with_max_delay(REDIAL_MAX).without_max_times().build()
 }
 
 /// The union of per-node lists, for `GET /v1/sessions`.
@@ -674,7 +678,7 @@ mod tests {
             services: Vec::new(),
             load: NodeLoad { sessions, streams: 0, open_orders: 0 },
         };
-        Candidate { info, draining, reachable }
+        Candidate { info, reachable }
     }
 
     #[test]
@@ -700,11 +704,8 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_to_its_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
-        let seen: Vec<u128> = (0..4).map(|_| b.next_delay().as_millis()).collect();
-        assert_eq!(seen, [100, 200, 350, 350]);
-        b.reset();
-        assert_eq!(b.next_delay(), Duration::from_millis(100));
+    fn redial_delays_double_to_their_cap() {
+        let seen: Vec<u128> = redial_backoff().take(6).map(|d| d.as_millis()).collect();
+        assert_eq!(seen, [100, 200, 400, 800, 1600, 2000]);
     }
 }

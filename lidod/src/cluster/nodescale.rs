@@ -457,10 +457,13 @@ impl Scaler {
     /// Adopts rules an operator put in the registry since the last look.
     async fn follow_settings(&mut self) {
         let Ok(Some(text)) = self.registry.setting(SETTINGS_KEY).await else { return };
-        let cfg = match serde_json::from_str::<NodeScaleConfig>(&text) {
-            Ok(cfg) if cfg.validate().is_ok() => cfg,
-            _ => {
-                tracing::warn!(key = SETTINGS_KEY, "node autoscaler: ignoring unreadable rules in the registry");
+        let read = serde_json::from_str::<NodeScaleConfig>(&text)
+            .map_err(|e| e.to_string())
+            .and_then(|cfg| cfg.validate().map(|()| cfg));
+        let cfg = match read {
+            Ok(cfg) => cfg,
+            Err(error) => {
+                tracing::warn!(key = SETTINGS_KEY, %error, "node autoscaler: ignoring unreadable rules in the registry");
                 return;
             }
         };

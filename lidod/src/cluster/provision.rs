@@ -178,18 +178,22 @@ pub fn local_args(cfg: &LocalProvisionerConfig, req: &ProvisionRequest, config: 
     args
 }
 
-/// The config file of a local node: its id, location and the cluster secret.
-pub fn local_config(cfg: &LocalProvisionerConfig, req: &ProvisionRequest) -> String {
-    let base = cfg.node_config.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
-    local_config_from(cfg, req, base.as_deref())
-}
-
-/// [`local_config`] on top of the node config text `base`, if any.
-pub fn local_config_from(cfg: &LocalProvisionerConfig, req: &ProvisionRequest, base: Option<&str>) -> String {
-    let mut root: toml::Table = base.and_then(|t| t.parse().ok()).unwrap_or_default();
+/// The config file of a local node: its id, location and the cluster secret,
+/// on top of the node config text `base`, if any. Fails when `base` is not
+/// valid TOML or its `node` key is not a table.
+pub fn local_config_from(
+    cfg: &LocalProvisionerConfig,
+    req: &ProvisionRequest,
+    base: Option<&str>,
+) -> std::result::Result<String, String> {
+    let mut root: toml::Table = match base {
+        Some(text) => text.parse().map_err(|e| format!("it is not valid TOML: {e}"))?,
+        None => toml::Table::new(),
+    };
     let mut node = match root.remove("node") {
         Some(toml::Value::Table(t)) => t,
-        _ => toml::Table::new(),
+        Some(other) => return Err(format!("its `node` is a {}, not a table", other.type_str())),
+        None => toml::Table::new(),
     };
     node.insert("id".into(), req.node_id.clone().into());
     if let Some(location) = &req.location {
@@ -199,7 +203,7 @@ pub fn local_config_from(cfg: &LocalProvisionerConfig, req: &ProvisionRequest, b
         root.insert("cluster_secret_file".into(), secret.display().to_string().into());
     }
     root.insert("node".into(), node.into());
-    toml::to_string(&root).unwrap_or_default()
+    toml::to_string(&root).map_err(|e| format!("cannot write the node config: {e}"))
 }
 
 /// A local node we started.
@@ -261,7 +265,14 @@ impl Provisioner for LocalProvisioner {
             })?),
             None => None,
         };
-        tokio::fs::write(&config, local_config_from(&self.cfg, req, base.as_deref())).await.map_err(prepare)?;
+        let text = local_config_from(&self.cfg, req, base.as_deref()).map_err(|cause| ProvisionError::Prepare {
+            node: id.clone(),
+            cause: match &self.cfg.node_config {
+                Some(path) => format!("node_config {}: {cause}", path.display()),
+                None => cause,
+            },
+        })?;
+        tokio::fs::write(&config, text).await.map_err(prepare)?;
         let exe = self.exe()?;
         let args = local_args(&self.cfg, req, &config, &data_dir);
         let what = format!("node {id} ({})", exe.display());

@@ -187,7 +187,7 @@ async fn set_node_autoscale(
         .registry()
         .setting(crate::cluster::nodescale::SETTINGS_KEY)
         .await
-        .map_err(|e| ApiError::unavailable("registry_unavailable", e.to_string()))?
+        .map_err(crate::cluster::im::registry_error)?
         .and_then(|text| serde_json::from_str(&text).ok());
     let merged = match put {
         Some(base) => crate::cluster::nodescale::merge(base, &changes),
@@ -199,7 +199,7 @@ async fn set_node_autoscale(
             im.registry()
                 .put_setting(crate::cluster::nodescale::SETTINGS_KEY, &text)
                 .await
-                .map_err(|e| ApiError::unavailable("registry_unavailable", e.to_string()))
+                .map_err(crate::cluster::im::registry_error)
                 .map(|()| cfg)
         }
         Err(e) => Err(ApiError::bad_request("invalid_autoscale", format!("{e}; nothing was changed"))),
@@ -213,8 +213,7 @@ async fn assignments(
     State(im): State<ClusterIm>,
     _op: ImOperator,
 ) -> Result<Json<std::collections::BTreeMap<String, String>>, ApiError> {
-    let map =
-        im.registry().assignments().await.map_err(|e| ApiError::unavailable("registry_unavailable", e.to_string()))?;
+    let map = im.registry().assignments().await.map_err(crate::cluster::im::registry_error)?;
     Ok(Json(map))
 }
 
@@ -231,9 +230,12 @@ async fn open_session(
 async fn sessions(State(im): State<ClusterIm>, _op: ImOperator) -> Result<Json<serde_json::Value>, ApiError> {
     let mut parts = Vec::new();
     for node in im.candidates().await? {
+        // An unreachable node is logged by `forward`.
         if let Ok(f) = im.forward(&node.info, Method::GET, "/v1/sessions", None).await {
             if f.status == 200 {
                 parts.push(f.body);
+            } else {
+                tracing::warn!(node = %node.info.id, status = f.status, "node did not list its sessions; left out");
             }
         }
     }
@@ -281,7 +283,7 @@ async fn do_spawn(im: &ClusterIm, mut req: SpawnRequest) -> Result<Forwarded, Ap
     let node = match &req.node {
         Some(id) => {
             let node = im.node(id).await?;
-            if node.draining {
+            if node.info.draining {
                 return Err(ApiError::conflict(
                     "node_draining",
                     format!("node {id} is draining; undrain it or pick another node"),
@@ -610,6 +612,7 @@ mod tests {
             after_hours: None,
             closing: CancellationToken::new(),
         })
+        .unwrap()
     }
 
     async fn call(request: Request<Body>) -> (StatusCode, serde_json::Value) {

@@ -243,7 +243,9 @@ impl MarketManager {
                     Ok(other) => warn!(%broker, reply = ?other, "unexpected reply to an order status"),
                     // The venue does not have it here: another broker may.
                     Err(PipeError::Remote(d)) if d.code == "unknown_order" => {}
-                    Err(e) => warn!(%broker, %customer, order_id = %id, error = %e, "cannot look the order up at the venue"),
+                    Err(e) => {
+                        warn!(%broker, %customer, order_id = %id, error = %e, "cannot look the order up at the venue")
+                    }
                 }
             }
             let cmd = Command::OpenOrders { account: customer.to_string() };

@@ -17,7 +17,7 @@ use crate::model::Order;
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// `http://h:p` + `/path` → `ws://h:p/path`.
-pub(crate) fn ws_url(base: &str, path: &str) -> Result<String, ClientError> {
+pub fn ws_url(base: &str, path: &str) -> Result<String, ClientError> {
     let rest = if let Some(r) = base.strip_prefix("http://") {
         format!("ws://{r}")
     } else if let Some(r) = base.strip_prefix("https://") {

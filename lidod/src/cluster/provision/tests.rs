@@ -79,7 +79,7 @@ fn local_config_names_the_node_and_the_secret() {
         cluster_secret_file: Some("/etc/lido/cluster-secret".into()),
         ..LocalProvisionerConfig::default()
     };
-    let text = local_config(&cfg, &request("auto-\"7"));
+    let text = local_config_from(&cfg, &request("auto-\"7"), None).unwrap();
     let table: toml::Table = toml::from_str(&text).unwrap();
     assert_eq!(table["cluster_secret_file"].as_str(), Some("/etc/lido/cluster-secret"));
     assert_eq!(table["node"]["id"].as_str(), Some("auto-\"7"));
@@ -159,7 +159,7 @@ fn local_config_keeps_the_node_config_and_sets_id_location_and_secret() {
         LocalProvisionerConfig { cluster_secret_file: Some("/s/secret".into()), ..LocalProvisionerConfig::default() };
     let base =
         "[node]\nid = \"old\"\njournal_synchronous = \"normal\"\n[[broker]]\nname = \"paper-1\"\ntype = \"paper\"\n";
-    let text = local_config_from(&cfg, &request("auto-3"), Some(base));
+    let text = local_config_from(&cfg, &request("auto-3"), Some(base)).unwrap();
     let parsed: crate::config::Config = toml::from_str(&text).expect("a valid node config");
     assert_eq!(parsed.node.id, "auto-3");
     assert_eq!(parsed.node.location, "ny");
