@@ -371,7 +371,10 @@ pub(crate) fn open_venue(options: &PaperOptions) -> anyhow::Result<PaperVenue> {
 pub(crate) fn needs_turn(command: &Command) -> bool {
     matches!(
         command,
-        Command::PlaceOrder { .. } | Command::CancelOrder { .. } | Command::OrderStatus { .. } | Command::OpenOrders { .. }
+        Command::PlaceOrder { .. }
+            | Command::CancelOrder { .. }
+            | Command::OrderStatus { .. }
+            | Command::OpenOrders { .. }
     )
 }
 
