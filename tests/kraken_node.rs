@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use lido_shared::api::{OrdersQuery, PlaceOrder};
 use lido_shared::client::LidoClient;
+use lido_shared::cluster::RunMode;
 use lido_shared::model::{Order, OrderStatus, OrderType, Side, TimeInForce};
 use lidod::journal::Journal;
 use rust_decimal::Decimal;
@@ -56,14 +57,20 @@ impl Drop for KrakenNode {
 }
 
 /// The `lido.toml` of a node with broker `k1` on `fake` (its private feed
-/// at `ws_auth`) and market `crypto` on `k1`; `extra` is more broker
-/// options, as TOML lines.
-pub fn node_toml(fake: &FakeKraken, ws_auth: &str, nonce_file: &Path, extra: &str) -> String {
+/// at `ws_auth`) and market `crypto` on `k1`, run as `mode`; `extra` is
+/// more broker options, as TOML lines.
+pub fn node_toml(fake: &FakeKraken, ws_auth: &str, nonce_file: &Path, mode: RunMode, extra: &str) -> String {
+    let mode = match mode {
+        RunMode::Task => "task",
+        RunMode::Process => "process",
+        RunMode::External => "external",
+    };
     format!(
         r#"
 [[broker]]
 name = "k1"
 type = "kraken"
+mode = "{mode}"
 [broker.options]
 rest_url = "{rest}"
 ws_url = "{ws}"
@@ -94,7 +101,7 @@ impl KrakenNode {
         let ws_auth = |fake: &FakeKraken| if options.no_private_ws { unreachable_ws_url() } else { fake.ws_auth_url() };
         let extra = format!("rest_timeout_ms = \"1500\"\n{}", options.extra_options);
         let toml = |fake: &FakeKraken, dir: &Path| {
-            node_toml(fake, &ws_auth(fake), &dir.join("k1.nonce"), &extra) + &options.extra_toml
+            node_toml(fake, &ws_auth(fake), &dir.join("k1.nonce"), RunMode::Process, &extra) + &options.extra_toml
         };
         Self::start_toml(config.clone(), options.clone(), toml, env).await
     }

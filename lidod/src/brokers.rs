@@ -6,6 +6,7 @@ use std::ops::Deref;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use lido_shared::client::agent::ServiceLink;
 use lido_shared::cluster::{RunMode, ServiceInfo, ServiceKind};
 use tokio_util::sync::CancellationToken;
 
@@ -85,7 +86,8 @@ impl BrokerManager {
             RunMode::Task => {
                 let name = name.to_string();
                 let url = self.manager_url.clone();
-                let link = self.sup.link();
+                // A task serves its pipe in memory: same frames, no socket.
+                let link = ServiceLink { in_memory: true, ..self.sup.link() };
                 Launch::Task(Arc::new(move |token: CancellationToken| {
                     let (name, url, parsed, link) = (name.clone(), url.clone(), parsed.clone(), link.clone());
                     Box::pin(async move {

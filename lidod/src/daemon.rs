@@ -76,6 +76,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         cluster_secret: cluster_secret.clone(),
         tls: tls.as_ref().map(|t| t.identity.clone()),
         manager_ca: tls.as_ref().map(|t| t.ca.clone()),
+        in_memory: false,
     };
     let dial_tls = tls.as_ref().map(|t| t.dial.clone());
     let exe = match &config.service_exe {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use lido_shared::access::Secret;
 use lido_shared::api::{Session, SessionRequest};
+use lido_shared::client::agent::memory;
 use lido_shared::cluster::{
     ClusterEvent, ClusterSnapshot, EventRecord, ManagerInfo, NodeInfo, NodeLoad, RunMode, ServiceDetail, ServiceInfo,
     ServiceKind, ServiceState, SpawnRequest,
@@ -394,8 +395,12 @@ impl Infra {
     /// Routes a check-in to the manager of its kind.
     pub fn checkin(&self, checkin: CheckIn) -> Result<(), ApiError> {
         validate_name(&checkin.name)?;
-        if !(checkin.ws_url.starts_with("ws://") || checkin.ws_url.starts_with("wss://")) {
-            return Err(ApiError::bad_request("invalid_checkin", "ws_url must be a ws:// or wss:// URL"));
+        let url = checkin.ws_url.as_str();
+        if !(url.starts_with("ws://") || url.starts_with("wss://") || memory::is_memory_url(url)) {
+            return Err(ApiError::bad_request(
+                "invalid_checkin",
+                "ws_url must be a ws:// or wss:// URL (or mem:// for a task in this process)",
+            ));
         }
         match checkin.kind {
             ServiceKind::Broker => {

@@ -1,4 +1,5 @@
-//! The manager side of the service pipe: dial the service's WebSocket, send
+//! The manager side of the service pipe: dial the service's WebSocket (a
+//! socket, or memory for a task in this process), send
 //! commands and match replies by id, pass events on, heartbeat, and re-dial
 //! with backoff when the socket drops (DESIGN.md, service protocol rule 3).
 //!
@@ -16,19 +17,23 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
 use futures_util::{SinkExt, StreamExt};
 use lido_shared::access::{Secret, CLUSTER_SECRET_HEADER};
+use lido_shared::client::agent::memory;
 use lido_shared::cluster::ServiceState;
 use lido_shared::pipe::{
     Command, ManagerFrame, OrderTrace, Reply, ReplyBody, ServiceEvent, ServiceFrame, HEARTBEAT_INTERVAL_MS,
     HEARTBEAT_TIMEOUT_MS, MAX_FRAME_BYTES,
 };
 use lido_shared::ErrorDetail;
+use tokio::io::{AsyncRead, AsyncWrite, DuplexStream};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::UrlError;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::Connector;
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -275,7 +280,14 @@ async fn dial_loop(
                 inner.state.send_replace(PipeState::Up);
                 info!(service = %name, %url, generation, "pipe connected");
                 let _ = signals.send((name.clone(), PipeSignal::Up { generation }));
-                let reason = session(&inner, ws, &mut requests, &events, &signals, &mut url_rx, &mut delivered).await;
+                let reason = match ws {
+                    Dialed::Socket(ws) => {
+                        session(&inner, *ws, &mut requests, &events, &signals, &mut url_rx, &mut delivered).await
+                    }
+                    Dialed::Memory(ws) => {
+                        session(&inner, *ws, &mut requests, &events, &signals, &mut url_rx, &mut delivered).await
+                    }
+                };
                 inner.state.send_replace(PipeState::Connecting);
                 fail_queued(&name, &mut requests);
                 if inner.cancel.is_cancelled() {
@@ -307,18 +319,32 @@ async fn dial_loop(
     debug!(service = %name, "pipe closed");
 }
 
+/// An open pipe: a socket to a service's process, or memory to a task in
+/// this one (see [`memory`]).
+enum Dialed {
+    Socket(Box<WebSocketStream<MaybeTlsStream<TcpStream>>>),
+    Memory(Box<WebSocketStream<DuplexStream>>),
+}
+
 /// Opens the pipe WebSocket, proving the cluster secret in a header; a
-/// `wss://` pipe must show a certificate the node's CA signed.
-async fn dial(url: &str, inner: &Inner, config: WebSocketConfig) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
-    let mut request = url.into_client_request()?;
-    let value = HeaderValue::from_str(inner.cluster_secret.expose()).map_err(|_| {
-        tokio_tungstenite::tungstenite::Error::Url(UrlError::UnableToConnect("bad cluster secret".into()))
-    })?;
+/// `wss://` pipe must show a certificate the node's CA signed. A `mem://`
+/// pipe is the same handshake and frames on an in-memory stream.
+async fn dial(url: &str, inner: &Inner, config: WebSocketConfig) -> Result<Dialed, WsError> {
+    let in_memory = memory::is_memory_url(url);
+    let mut request =
+        if in_memory { memory::handshake_url(url).into_client_request()? } else { url.into_client_request()? };
+    let value = HeaderValue::from_str(inner.cluster_secret.expose())
+        .map_err(|_| WsError::Url(UrlError::UnableToConnect("bad cluster secret".into())))?;
     request.headers_mut().insert(CLUSTER_SECRET_HEADER, value);
+    if in_memory {
+        let stream = memory::connect(url)?;
+        let (ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
+        return Ok(Dialed::Memory(Box::new(ws)));
+    }
     let trust = inner.tls.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let connector = trust.map(Connector::Rustls);
     let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, connector).await?;
-    Ok(ws)
+    Ok(Dialed::Socket(Box::new(ws)))
 }
 
 fn new_backoff() -> backon::ExponentialBackoff {
@@ -339,7 +365,10 @@ fn fail_queued(name: &str, requests: &mut mpsc::Receiver<Request>) {
 
 /// Sends one frame; a peer that stopped reading cannot hold it longer than
 /// the heartbeat timeout.
-async fn send_text(ws: &mut Ws, frame: &ManagerFrame) -> Result<(), ()> {
+async fn send_text<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+    frame: &ManagerFrame,
+) -> Result<(), ()> {
     let text = serde_json::to_string(frame).map_err(|_| ())?;
     match tokio::time::timeout(Duration::from_millis(HEARTBEAT_TIMEOUT_MS), ws.send(Message::text(text))).await {
         Ok(Ok(())) => Ok(()),
@@ -354,12 +383,10 @@ struct Delivered {
     last_seq: u64,
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 /// Runs one connection until it drops; returns why.
-async fn session(
+async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     inner: &Inner,
-    mut ws: Ws,
+    mut ws: WebSocketStream<S>,
     requests: &mut mpsc::Receiver<Request>,
     events: &PipeEvents,
     signals: &mpsc::UnboundedSender<(String, PipeSignal)>,

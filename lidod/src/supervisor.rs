@@ -668,7 +668,7 @@ mod tests {
             EventBus::new(),
             events,
             None,
-            ServiceLink { cluster_secret: Secret::new("s"), tls: None, manager_ca: None },
+            ServiceLink { cluster_secret: Secret::new("s"), tls: None, manager_ca: None, in_memory: false },
             None,
             CancellationToken::new(),
         )

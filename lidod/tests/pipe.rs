@@ -130,11 +130,17 @@ struct Service {
 
 impl Service {
     async fn start(price: u32) -> Self {
+        Self::start_with(price, false).await
+    }
+
+    /// `in_memory`: serve the pipe as a task in its node does (`mem://`).
+    async fn start_with(price: u32, in_memory: bool) -> Self {
         let (manager_url, manager) = stub_manager().await;
         let (events, events_rx) = mpsc::channel(1024);
         let shutdown = CancellationToken::new();
         let mut config = AgentConfig::new(NAME, ServiceKind::Broker, "test", manager_url);
         config.cluster_secret = Some(Secret::new(CLUSTER_SECRET));
+        config.in_memory = in_memory;
         let handler = Arc::new(TestHandler { price: Decimal::from(price), events: events.clone() });
         let agent = Agent::start(config, handler, events_rx, shutdown.clone()).await.expect("agent starts");
         Self { agent, events, shutdown, manager }
@@ -440,6 +446,58 @@ async fn pipe_dial_without_the_cluster_secret_is_refused() {
     let mut right = url.as_str().into_client_request().unwrap();
     right.headers_mut().insert(CLUSTER_SECRET_HEADER, CLUSTER_SECRET.parse().unwrap());
     assert!(tokio_tungstenite::connect_async(right).await.is_ok(), "the right secret is let in");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_memory_pipe_keeps_the_protocol_and_closes_with_its_task() {
+    use lido_shared::client::agent::memory;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Error;
+    let service = Service::start_with(100, true).await;
+    let url = service.agent.ws_url().to_string();
+    assert!(url.starts_with("mem://"), "a task's pipe is in memory, got {url}");
+
+    // The same handshake: no secret, no pipe.
+    let stream = memory::connect(&url).expect("the task listens");
+    let bare =
+        tokio_tungstenite::client_async(memory::handshake_url(&url).into_client_request().unwrap(), stream).await;
+    assert!(
+        matches!(bare, Err(Error::Http(ref r)) if r.status() == 401),
+        "a dial without the secret is refused: {:?}",
+        bare.map(|_| ())
+    );
+
+    // The same frames: replies match, and a reply follows its events.
+    let (events_tx, events) = mpsc::channel(1024);
+    let (signals_tx, mut signals) = mpsc::unbounded_channel();
+    let cancel = CancellationToken::new();
+    let secret = Secret::new(CLUSTER_SECRET);
+    let pipe = PipeHandle::start(NAME.into(), url.clone(), events_tx, signals_tx, secret, None, cancel.clone());
+    let mut seen = own_pipe_events(events);
+    within("the in-memory pipe to come up", async {
+        while !matches!(signals.recv().await, Some((_, PipeSignal::Up { .. }))) {}
+    })
+    .await;
+    let pong = within("a reply", pipe.request(Command::Ping, REQUEST_TIMEOUT)).await;
+    assert!(matches!(pong, Ok(ReplyBody::Pong)), "ping answered {pong:?}");
+    assert_eq!(seen.try_recv().ok(), Some(Seen::Reply), "the ping's reply was handed over");
+    let orders = within("a reply", pipe.request(Command::OpenOrders { account: "a1".into() }, REQUEST_TIMEOUT)).await;
+    assert!(matches!(orders, Ok(ReplyBody::Orders(_))), "open orders answered {orders:?}");
+    let mut fills = 0;
+    loop {
+        match seen.try_recv().expect("the reply and every fill before it were handed over") {
+            Seen::Event(event) if matches!(*event, ServiceEvent::Fill(_)) => fills += 1,
+            Seen::Event(other) => panic!("unexpected event {other:?}"),
+            Seen::Reply => break,
+        }
+    }
+    assert_eq!(fills, FILLS_PER_COMMAND, "every fill the command made came before its reply");
+
+    // A stopped task listens no more: the manager's re-dial is refused.
+    cancel.cancel();
+    service.stop().await;
+    let refused = memory::connect(&url).expect_err("the stopped task's address is free");
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

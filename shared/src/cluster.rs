@@ -87,7 +87,7 @@ pub enum RunMode {
     /// A child process of `lidod` (isolation: a crash does not take the node down).
     #[default]
     Process,
-    /// A task inside `lidod`, speaking the same pipe protocol.
+    /// A task inside `lidod`, speaking the same pipe protocol in memory.
     Task,
     /// Started elsewhere and adopted on check-in.
     External,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use lido_shared::client::LidoClient;
+use lido_shared::cluster::RunMode;
 use lido_tests::kraken_fake::FakeKraken;
 use lido_tests::TestDaemon;
 
@@ -54,14 +55,21 @@ impl Lidod {
         Ok(Self { lidod: dir.join("lidod"), lidoctl: dir.join("lidoctl") })
     }
 
-    /// A daemon with broker `k1` (a Kraken Pro account) on `fake` and market
-    /// `crypto` on `k1`; `node` is the body of its `[node]` table (or empty).
-    pub fn with_kraken(&self, fake: &FakeKraken, env: &[(&str, &str)], node: &str) -> anyhow::Result<KrakenDaemon> {
+    /// A daemon with broker `k1` (a Kraken Pro account) on `fake`, run as
+    /// `mode`, and market `crypto` on `k1`; `node` is the body of its
+    /// `[node]` table (or empty).
+    pub fn with_kraken(
+        &self,
+        fake: &FakeKraken,
+        mode: RunMode,
+        env: &[(&str, &str)],
+        node: &str,
+    ) -> anyhow::Result<KrakenDaemon> {
         let dir = std::env::temp_dir().join(format!("lido-bench-{}-{}", std::process::id(), unique()));
         std::fs::create_dir_all(&dir)?;
         // The trading budget the order bench paces itself within (see orders.rs).
-        let broker =
-            lido_tests::kraken_node::node_toml(fake, &fake.ws_auth_url(), &dir.join("k1.nonce"), "tier = \"pro\"");
+        let nonce = dir.join("k1.nonce");
+        let broker = lido_tests::kraken_node::node_toml(fake, &fake.ws_auth_url(), &nonce, mode, "tier = \"pro\"");
         let toml = format!("[node]\n{node}\n{broker}");
         let path = dir.join("lido.toml");
         std::fs::write(&path, toml)?;

@@ -16,6 +16,7 @@ use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use futures_util::{SinkExt, StreamExt};
 use lido_shared::api::{Channel, StreamEvent};
+use lido_shared::cluster::RunMode;
 use lido_shared::model::Symbol;
 use lido_tests::kraken_fake::{FakeConfig, FakeKraken};
 use lidod::venue::kraken::messages::{parse_ws, WsMessage};
@@ -153,7 +154,7 @@ async fn through_lidod(
     seconds: f64,
 ) -> anyhow::Result<(Delivery, Option<u64>)> {
     let fake = FakeKraken::start(fake_config(rate)).await;
-    let daemon = lidod.with_kraken(&fake, &[], "")?;
+    let daemon = lidod.with_kraken(&fake, RunMode::Process, &[], "")?;
     let session = daemon.daemon.client().open_session("bench-subscribers").await?;
     let url = format!("{}/v1/stream", session.market_manager_url.replacen("http://", "ws://", 1));
     daemon.algo().await?;

@@ -13,6 +13,7 @@ use anyhow::{bail, Context};
 use futures_util::{SinkExt, StreamExt};
 use lido_shared::api::PlaceOrder;
 use lido_shared::client::Placed;
+use lido_shared::cluster::RunMode;
 use lido_shared::model::{OrderStatus, OrderType, Side, TimeInForce};
 use lido_tests::kraken_fake::{FakeConfig, FakeKraken};
 use lidod::venue::kraken::messages::AddOrderRequest;
@@ -32,6 +33,9 @@ pub struct RoundTrips {
     /// The same, with `journal_synchronous = "normal"`: the intent is not
     /// fsynced either, so the difference is what the one fsync costs.
     pub lidod_rest_normal: Percentiles,
+    /// The same as `lidod_rest`, with the broker run as a task inside
+    /// lidod (`mode = "task"`): the pipe in memory, no process between.
+    pub lidod_rest_task: Percentiles,
     /// Through lidod, placed on `/v1/stream` instead of REST.
     pub lidod_ws: Percentiles,
     pub direct: Percentiles,
@@ -39,8 +43,8 @@ pub struct RoundTrips {
     pub proxy: Percentiles,
     /// Through the proxy process's WebSocket entry.
     pub proxy_ws: Percentiles,
-    /// Where the REST paths' time goes: full, then normal.
-    pub breakdown: [Breakdown; 2],
+    /// Where the REST paths' time goes: full, normal, then task.
+    pub breakdown: [Breakdown; 3],
 }
 
 /// Means over the measured orders of one lidod REST path, from the
@@ -118,13 +122,16 @@ const PACE: Duration = Duration::from_millis(300);
 /// in turn, so drift in the machine's load hits all paths alike.
 pub async fn run(lidod: &crate::Lidod, n: usize, warmup: usize) -> anyhow::Result<RoundTrips> {
     let lidod_fake = FakeKraken::start(rich_fake_config()).await;
-    let daemon = lidod.with_kraken(&lidod_fake, &[], "")?;
+    let daemon = lidod.with_kraken(&lidod_fake, RunMode::Process, &[], "")?;
     let algo = daemon.algo().await?;
     let normal_fake = FakeKraken::start(rich_fake_config()).await;
-    let normal_daemon = lidod.with_kraken(&normal_fake, &[], "journal_synchronous = \"normal\"")?;
+    let normal_daemon = lidod.with_kraken(&normal_fake, RunMode::Process, &[], "journal_synchronous = \"normal\"")?;
     let normal_algo = normal_daemon.algo().await?;
+    let task_fake = FakeKraken::start(rich_fake_config()).await;
+    let task_daemon = lidod.with_kraken(&task_fake, RunMode::Task, &[], "")?;
+    let task_algo = task_daemon.algo().await?;
     let ws_fake = FakeKraken::start(rich_fake_config()).await;
-    let ws_daemon = lidod.with_kraken(&ws_fake, &[], "")?;
+    let ws_daemon = lidod.with_kraken(&ws_fake, RunMode::Process, &[], "")?;
     let mut ws_algo = ws_daemon.algo().await?.stream().await?;
 
     let fake = FakeKraken::start(rich_fake_config()).await;
@@ -135,11 +142,11 @@ pub async fn run(lidod: &crate::Lidod, n: usize, warmup: usize) -> anyhow::Resul
     let mut ws_proxied =
         WsProxyClient::connect(&proxy.ws_url, DirectClient { tag: "w", ..direct_client.clone() }).await?;
 
-    const PATHS: usize = 6;
+    const PATHS: usize = 7;
     let mut samples: [Vec<Duration>; PATHS] = std::array::from_fn(|_| Vec::with_capacity(n));
     let http = reqwest::Client::new();
-    let rest_urls = [daemon.daemon.url.clone(), normal_daemon.daemon.url.clone()];
-    let mut at_warm = [[SumCount::default(); 2]; 2];
+    let rest_urls = [daemon.daemon.url.clone(), normal_daemon.daemon.url.clone(), task_daemon.daemon.url.clone()];
+    let mut at_warm = [[SumCount::default(); 2]; 3];
     for i in 0..warmup + n {
         if i == warmup {
             for (at, url) in at_warm.iter_mut().zip(&rest_urls) {
@@ -155,9 +162,10 @@ pub async fn run(lidod: &crate::Lidod, n: usize, warmup: usize) -> anyhow::Resul
             round[path] = match path {
                 0 => timed(async { accepted(algo.place_order(&order(i)).await?) }).await?,
                 1 => timed(async { accepted(normal_algo.place_order(&order(i)).await?) }).await?,
-                2 => timed(async { accepted(ws_algo.place_order(&order(i)).await?) }).await?,
-                3 => timed(direct_client.add_order(i)).await?,
-                4 => timed(proxied_client.add_order(i)).await?,
+                2 => timed(async { accepted(task_algo.place_order(&order(i)).await?) }).await?,
+                3 => timed(async { accepted(ws_algo.place_order(&order(i)).await?) }).await?,
+                4 => timed(direct_client.add_order(i)).await?,
+                5 => timed(proxied_client.add_order(i)).await?,
                 _ => timed(ws_proxied.add_order(i)).await?,
             };
         }
@@ -169,19 +177,20 @@ pub async fn run(lidod: &crate::Lidod, n: usize, warmup: usize) -> anyhow::Resul
         next_round.await;
     }
     let mean = |v: &[Duration]| v.iter().sum::<Duration>() / u32::try_from(v.len().max(1)).unwrap_or(u32::MAX);
-    let mut breakdown = [Breakdown::default(); 2];
+    let mut breakdown = [Breakdown::default(); 3];
     for (k, url) in rest_urls.iter().enumerate() {
         let [place, broker] = histograms(&http, url).await?;
         breakdown[k] = Breakdown {
             client: mean(&samples[k]),
             place: place.mean_since(at_warm[k][0]),
             broker: broker.mean_since(at_warm[k][1]),
-            venue: mean(&samples[3]),
+            venue: mean(&samples[4]),
         };
     }
-    drop((daemon, normal_daemon, ws_daemon, proxy));
-    let [lidod_rest, lidod_rest_normal, lidod_ws, direct, proxy, proxy_ws] = samples.map(Percentiles::of);
-    Ok(RoundTrips { lidod_rest, lidod_rest_normal, lidod_ws, direct, proxy, proxy_ws, breakdown })
+    drop((daemon, normal_daemon, task_daemon, ws_daemon, proxy));
+    let [lidod_rest, lidod_rest_normal, lidod_rest_task, lidod_ws, direct, proxy, proxy_ws] =
+        samples.map(Percentiles::of);
+    Ok(RoundTrips { lidod_rest, lidod_rest_normal, lidod_rest_task, lidod_ws, direct, proxy, proxy_ws, breakdown })
 }
 
 async fn timed<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<Duration> {

@@ -86,6 +86,7 @@ impl Report {
             row(out, "algo → bare proxy process, WebSocket in → fake", &o.proxy_ws, floor);
             row(out, "algo → lidod REST → kraken broker → fake", &o.lidod_rest, floor);
             row(out, "same, lidod with journal_synchronous = normal (no fsync)", &o.lidod_rest_normal, floor);
+            row(out, "same, the broker a task in lidod (mode = task: in-memory pipe)", &o.lidod_rest_task, floor);
             row(out, "algo → lidod WebSocket (place_order on /v1/stream) → fake", &o.lidod_ws, floor);
         }
         match &self.peer {
@@ -108,6 +109,7 @@ impl Report {
         let entries = [
             ("REST", "HTTP", &o.lidod_rest, &o.proxy),
             ("REST without the fsync (normal)", "HTTP", &o.lidod_rest_normal, &o.proxy),
+            ("REST, broker as a task", "HTTP", &o.lidod_rest_task, &o.proxy),
             ("WebSocket", "WebSocket", &o.lidod_ws, &o.proxy_ws),
         ];
         for (entry, proxy_entry, path, proxy) in entries {
@@ -162,19 +164,19 @@ impl Report {
 /// adds, by the daemon's own histograms.
 fn breakdown_rows(o: &RoundTrips, out: &mut String) {
     let _ = writeln!(out, "\nWhere lidod REST's time goes (means over the measured orders, µs):\n");
-    let _ = writeln!(out, "| stage | full (fsync) | normal |");
-    let _ = writeln!(out, "|---|---:|---:|");
-    let [full, normal] = &o.breakdown;
+    let _ = writeln!(out, "| stage | full (fsync) | normal | task (full) |");
+    let _ = writeln!(out, "|---|---:|---:|---:|");
+    let [full, normal, task] = &o.breakdown;
     type Stage = fn(&Breakdown) -> Duration;
     let stages: [(&str, Stage); 5] = [
         ("algo's round trip", |b| b.client),
         ("HTTP both ways, auth, limits (round trip − place)", |b| minus(b.client, b.place)),
         ("journal, routing, applying the answer (place − broker call)", |b| minus(b.place, b.broker)),
-        ("pipe both ways and the broker process (broker call − direct path)", |b| minus(b.broker, b.venue)),
+        ("pipe both ways and the broker (broker call − direct path)", |b| minus(b.broker, b.venue)),
         ("the venue (the direct path's mean)", |b| b.venue),
     ];
     for (name, f) in stages {
-        let _ = writeln!(out, "| {name} | {} | {} |", us(f(full)), us(f(normal)));
+        let _ = writeln!(out, "| {name} | {} | {} | {} |", us(f(full)), us(f(normal)), us(f(task)));
     }
 }
 

@@ -12,7 +12,11 @@
 //! order (see [`crate::pipe`]).
 //!
 //! On a TLS node the pipe listener speaks TLS with the node's certificate
-//! (`wss://`), and check-ins trust the node's CA (see [`crate::tls`]).
+//! (`wss://`), and check-ins trust the node's CA (see [`crate::tls`]). A
+//! service run as a task inside its node serves the pipe in memory instead
+//! (`mem://`, see [`memory`]).
+
+pub mod memory;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -81,6 +85,9 @@ pub struct AgentConfig {
     /// certificate for a self-signed one); without it, the public CAs.
     /// Defaults to `LIDO_TLS_CA`.
     pub manager_ca: Option<PathBuf>,
+    /// Serve the pipe in memory (`mem://`), for a service that runs as a
+    /// task in its manager's process; `bind` and `tls` are then unused.
+    pub in_memory: bool,
 }
 
 impl AgentConfig {
@@ -103,6 +110,7 @@ impl AgentConfig {
                 None
             }),
             manager_ca: crate::tls::ca_from_env(),
+            in_memory: false,
         }
     }
 
@@ -111,23 +119,27 @@ impl AgentConfig {
         self.cluster_secret = Some(link.cluster_secret);
         self.tls = link.tls;
         self.manager_ca = link.manager_ca;
+        self.in_memory = link.in_memory;
     }
 }
 
 /// What a node hands a service it starts: the cluster secret and, on a TLS
 /// node, the certificate and key of the pipe listener and the CA to trust
-/// on check-in.
+/// on check-in; and, for a task in the node's own process, that the pipe
+/// is served in memory.
 #[derive(Clone, Debug)]
 pub struct ServiceLink {
     pub cluster_secret: Secret,
     pub tls: Option<Identity>,
     pub manager_ca: Option<PathBuf>,
+    /// Serve the pipe in memory (a task; never carried to a process).
+    pub in_memory: bool,
 }
 
 impl ServiceLink {
     /// The TLS half from the environment a manager set (see [`Self::env`]).
     pub fn from_env(cluster_secret: Secret) -> Result<Self, crate::tls::TlsError> {
-        Ok(Self { cluster_secret, tls: Identity::from_env()?, manager_ca: crate::tls::ca_from_env() })
+        Ok(Self { cluster_secret, tls: Identity::from_env()?, manager_ca: crate::tls::ca_from_env(), in_memory: false })
     }
 
     /// The environment that carries it to a child process: each variable
@@ -194,16 +206,22 @@ impl Agent {
         let secret = config.cluster_secret.clone().ok_or_else(|| {
             ClientError::Protocol(format!("no cluster secret: set {CLUSTER_SECRET_ENV} to the cluster's secret"))
         })?;
-        let listener = TcpListener::bind(SocketAddr::new(config.bind, 0))
-            .await
-            .map_err(|e| ClientError::Protocol(format!("cannot bind the pipe listener: {e}")))?;
-        let addr = listener.local_addr().map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let acceptor = config.tls.as_ref().map(|id| id.server_config().map(TlsAcceptor::from)).transpose()?;
-        let scheme = if acceptor.is_some() { "wss" } else { "ws" };
-        let ws_url = format!("{scheme}://{addr}/pipe");
+        let instance = format!("{}-{}", std::process::id(), Utc::now().timestamp_nanos_opt().unwrap_or_default());
+        let (listener, ws_url) = if config.in_memory {
+            let listener = memory::MemoryListener::bind(&format!("{}-{instance}", config.name));
+            let url = listener.url();
+            (Listener::Memory(listener), url)
+        } else {
+            let listener = TcpListener::bind(SocketAddr::new(config.bind, 0))
+                .await
+                .map_err(|e| ClientError::Protocol(format!("cannot bind the pipe listener: {e}")))?;
+            let addr = listener.local_addr().map_err(|e| ClientError::Protocol(e.to_string()))?;
+            let acceptor = config.tls.as_ref().map(|id| id.server_config().map(TlsAcceptor::from)).transpose()?;
+            let scheme = if acceptor.is_some() { "wss" } else { "ws" };
+            (Listener::Tcp(listener, acceptor), format!("{scheme}://{addr}/pipe"))
+        };
         let http = checkin_client(config.manager_ca.as_deref())?;
         let (status, _) = watch::channel((ServiceState::Running, None));
-        let instance = format!("{}-{}", std::process::id(), Utc::now().timestamp_nanos_opt().unwrap_or_default());
         let shared = Arc::new(Shared {
             current: watch::channel(None).0,
             status: status.clone(),
@@ -227,7 +245,7 @@ impl Agent {
             http,
             checkin,
             secret,
-            (listener, acceptor),
+            listener,
             shared,
             handler,
             events,
@@ -310,7 +328,7 @@ async fn run<H: CommandHandler>(
     http: reqwest::Client,
     checkin: CheckIn,
     secret: Secret,
-    (listener, acceptor): (TcpListener, Option<TlsAcceptor>),
+    listener: Listener,
     shared: Arc<Shared>,
     handler: Arc<H>,
     events: mpsc::Receiver<ServiceEvent>,
@@ -321,8 +339,7 @@ async fn run<H: CommandHandler>(
     let (reply_tx, reply_rx) = mpsc::channel(1024);
     let worker = tokio::spawn(command_worker(handler, cmd_rx, reply_tx, shutdown.clone()));
     let pump = tokio::spawn(event_pump(events, reply_rx, shared.clone(), shutdown.clone()));
-    let accept =
-        tokio::spawn(accept_loop(listener, acceptor, secret.clone(), shared.clone(), cmd_tx, shutdown.clone()));
+    let accept = tokio::spawn(accept_loop(listener, secret.clone(), shared.clone(), cmd_tx, shutdown.clone()));
     let result = checkin_loop(&http, &manager_url, &checkin, &secret, &shared, &shutdown).await;
     if result.is_err() {
         shutdown.cancel();
@@ -403,42 +420,60 @@ fn backoff() -> backon::ExponentialBackoff {
         .build()
 }
 
+/// Where the pipe is served: a socket (with TLS on a TLS node), or memory.
+enum Listener {
+    Tcp(TcpListener, Option<TlsAcceptor>),
+    Memory(memory::MemoryListener),
+}
+
 async fn accept_loop(
-    listener: TcpListener,
-    acceptor: Option<TlsAcceptor>,
+    mut listener: Listener,
     secret: Secret,
     shared: Arc<Shared>,
     cmd_tx: mpsc::Sender<Received>,
     shutdown: CancellationToken,
 ) {
     loop {
-        let stream = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    // Replies and events are small frames: send each at once
-                    // (Nagle with delayed ACKs would hold them up to 40 ms).
-                    let _ = stream.set_nodelay(true);
-                    stream
-                }
-                Err(e) => {
-                    warn!(error = %e, "pipe accept failed");
-                    continue;
-                }
-            },
-        };
-        let (secret, shared, cmd_tx, token) = (secret.clone(), shared.clone(), cmd_tx.clone(), shutdown.child_token());
-        let Some(acceptor) = acceptor.clone() else {
-            tokio::spawn(pipe_session(stream, secret, shared, cmd_tx, token));
-            continue;
-        };
-        tokio::spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => pipe_session(tls, secret, shared, cmd_tx, token).await,
-                Ok(Err(e)) => warn!(error = %e, "pipe TLS handshake failed"),
-                Err(_) => warn!("pipe TLS handshake timed out"),
+        let token = shutdown.child_token();
+        match &mut listener {
+            Listener::Memory(memory) => {
+                let stream = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    accepted = memory.accept() => match accepted {
+                        Some(stream) => stream,
+                        None => break,
+                    },
+                };
+                tokio::spawn(pipe_session(stream, secret.clone(), shared.clone(), cmd_tx.clone(), token));
             }
-        });
+            Listener::Tcp(tcp, acceptor) => {
+                let stream = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    accepted = tcp.accept() => match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(e) => {
+                            warn!(error = %e, "pipe accept failed");
+                            continue;
+                        }
+                    },
+                };
+                // Replies and events are small frames: send each at once
+                // (Nagle with delayed ACKs would hold them up to 40 ms).
+                let _ = stream.set_nodelay(true);
+                let Some(acceptor) = acceptor.clone() else {
+                    tokio::spawn(pipe_session(stream, secret.clone(), shared.clone(), cmd_tx.clone(), token));
+                    continue;
+                };
+                let (secret, shared, cmd_tx) = (secret.clone(), shared.clone(), cmd_tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => pipe_session(tls, secret, shared, cmd_tx, token).await,
+                        Ok(Err(e)) => warn!(error = %e, "pipe TLS handshake failed"),
+                        Err(_) => warn!("pipe TLS handshake timed out"),
+                    }
+                });
+            }
+        }
     }
     if let Ok(mut slot) = shared.session.lock() {
         if let Some(old) = slot.take() {
