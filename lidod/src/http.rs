@@ -9,9 +9,11 @@ mod openapi;
 mod operator;
 mod stream;
 
-use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use lido_shared::api::MAX_BODY_BYTES;
@@ -34,10 +36,25 @@ pub fn router(infra: Infra) -> Router {
         .route("/v1/openapi.json", get(openapi::document))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn(timed))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .with_state(infra)
+}
+
+/// Records `lido_http_request_seconds{method, route}`: from the request's
+/// arrival at its route to the answer's head (a stream's or a log's body
+/// is not timed). The route is the pattern (`/v1/orders/{order_id}`), never
+/// an id.
+async fn timed(path: MatchedPath, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    let route = path.as_str().to_owned();
+    metrics::histogram!("lido_http_request_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
 }
 
 async fn healthz(State(infra): State<Infra>) -> Json<serde_json::Value> {

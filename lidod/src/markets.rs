@@ -389,7 +389,9 @@ impl MarketManager {
     pub async fn resolve(&self, market: &str, symbol: &str) -> Result<(Arc<Market>, Instrument), ApiError> {
         let m = self.market(market)?;
         let sym = Symbol::parse(symbol).map_err(|e| ApiError::bad_request("invalid_symbol", e.to_string()))?;
-        if m.instruments().is_empty() {
+        // Every order comes here: test for the list, never copy it (a
+        // venue such as Kraken lists hundreds of pairs).
+        if !m.has_instruments() {
             self.load_instruments(&m).await?;
         }
         let instrument = m.instrument(&sym).ok_or_else(|| {

@@ -53,6 +53,9 @@ pub struct RoundTrips {
 pub struct Breakdown {
     /// The algo's round trip.
     pub client: Duration,
+    /// `lido_http_request_seconds{method="POST",route="/v1/orders"}`: the
+    /// request inside lidod, from its route to the answer's head.
+    pub http: Duration,
     /// `lido_order_round_trip_seconds`: the MarketManager's place, from
     /// the checked request to the applied answer (journal, route, broker).
     pub place: Duration,
@@ -74,18 +77,23 @@ impl SumCount {
     }
 }
 
-/// The place and broker-call histograms of a daemon, read now.
-async fn histograms(http: &reqwest::Client, url: &str) -> anyhow::Result<[SumCount; 2]> {
+/// The order request, place and broker-call histograms of a daemon, read now.
+async fn histograms(http: &reqwest::Client, url: &str) -> anyhow::Result<[SumCount; 3]> {
     let text = http.get(format!("{url}/metrics")).send().await?.error_for_status()?.text().await?;
-    let mut out = [SumCount::default(); 2];
+    let mut out = [SumCount::default(); 3];
     // `name{labels} value` lines; comments and other series are skipped.
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let Some((series, value)) = line.rsplit_once(' ') else { continue };
         let (name, labels) = series.split_once('{').unwrap_or((series, ""));
         let slot = match name.rsplit_once('_') {
-            Some(("lido_order_round_trip_seconds", part)) => (&mut out[0], part),
+            Some(("lido_http_request_seconds", part))
+                if labels.contains("method=\"POST\"") && labels.contains("route=\"/v1/orders\"") =>
+            {
+                (&mut out[0], part)
+            }
+            Some(("lido_order_round_trip_seconds", part)) => (&mut out[1], part),
             Some(("lido_broker_request_seconds", part)) if labels.contains("command=\"place_order\"") => {
-                (&mut out[1], part)
+                (&mut out[2], part)
             }
             _ => continue,
         };
@@ -146,7 +154,7 @@ pub async fn run(lidod: &crate::Lidod, n: usize, warmup: usize) -> anyhow::Resul
     let mut samples: [Vec<Duration>; PATHS] = std::array::from_fn(|_| Vec::with_capacity(n));
     let http = reqwest::Client::new();
     let rest_urls = [daemon.daemon.url.clone(), normal_daemon.daemon.url.clone(), task_daemon.daemon.url.clone()];
-    let mut at_warm = [[SumCount::default(); 2]; 3];
+    let mut at_warm = [[SumCount::default(); 3]; 3];
     for i in 0..warmup + n {
         if i == warmup {
             for (at, url) in at_warm.iter_mut().zip(&rest_urls) {
@@ -179,11 +187,12 @@ pub async fn run(lidod: &crate::Lidod, n: usize, warmup: usize) -> anyhow::Resul
     let mean = |v: &[Duration]| v.iter().sum::<Duration>() / u32::try_from(v.len().max(1)).unwrap_or(u32::MAX);
     let mut breakdown = [Breakdown::default(); 3];
     for (k, url) in rest_urls.iter().enumerate() {
-        let [place, broker] = histograms(&http, url).await?;
+        let [request, place, broker] = histograms(&http, url).await?;
         breakdown[k] = Breakdown {
             client: mean(&samples[k]),
-            place: place.mean_since(at_warm[k][0]),
-            broker: broker.mean_since(at_warm[k][1]),
+            http: request.mean_since(at_warm[k][0]),
+            place: place.mean_since(at_warm[k][1]),
+            broker: broker.mean_since(at_warm[k][2]),
             venue: mean(&samples[4]),
         };
     }

@@ -168,9 +168,10 @@ fn breakdown_rows(o: &RoundTrips, out: &mut String) {
     let _ = writeln!(out, "|---|---:|---:|---:|");
     let [full, normal, task] = &o.breakdown;
     type Stage = fn(&Breakdown) -> Duration;
-    let stages: [(&str, Stage); 5] = [
+    let stages: [(&str, Stage); 6] = [
         ("algo's round trip", |b| b.client),
-        ("HTTP both ways, auth, limits (round trip − place)", |b| minus(b.client, b.place)),
+        ("the algo's HTTP hop both ways: client, kernel, hyper (round trip − request)", |b| minus(b.client, b.http)),
+        ("in lidod before and after place: auth, limits, JSON (request − place)", |b| minus(b.http, b.place)),
         ("journal, routing, applying the answer (place − broker call)", |b| minus(b.place, b.broker)),
         ("pipe both ways and the broker (broker call − direct path)", |b| minus(b.broker, b.venue)),
         ("the venue (the direct path's mean)", |b| b.venue),

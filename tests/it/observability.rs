@@ -36,7 +36,8 @@ async fn the_acknowledgement_carries_the_fills_made_at_once() {
 #[tokio::test]
 async fn metrics_count_and_time_an_order() {
     let d = TestDaemon::spawn(&[]);
-    marketable_buy(&d, "metrics-1").await;
+    let order = marketable_buy(&d, "metrics-1").await;
+    d.client().order(&order.order_id).await.unwrap();
     let samples = scrape(&d.url).await;
     let paper = [("market", "paper")];
     assert_eq!(metric_sum(&samples, "lido_orders_placed_total", &paper), 1.0);
@@ -56,6 +57,17 @@ async fn metrics_count_and_time_an_order() {
     assert_eq!(histogram_count(&samples, "lido_broker_request_seconds", &place), 1.0);
     let call = metric_sum(&samples, "lido_broker_request_seconds_sum", &place);
     assert!(call > 0.0 && call <= took, "the broker call ({call} s) is part of the round trip ({took} s)");
+    // The API request holds the round trip; its route is the pattern.
+    let request = [("method", "POST"), ("route", "/v1/orders")];
+    assert_eq!(histogram_count(&samples, "lido_http_request_seconds", &request), 1.0);
+    let handled = metric_sum(&samples, "lido_http_request_seconds_sum", &request);
+    assert!(handled >= took, "the request ({handled} s) holds the round trip ({took} s)");
+    let lookup = [("method", "GET"), ("route", "/v1/orders/{order_id}")];
+    assert_eq!(histogram_count(&samples, "lido_http_request_seconds", &lookup), 1.0);
+    assert!(
+        samples.iter().all(|s| !s.label("route").is_some_and(|r| r.contains(&order.order_id))),
+        "no route label carries an id"
+    );
     let buckets: Vec<&Sample> = samples
         .iter()
         .filter(|s| s.name == "lido_order_round_trip_seconds_bucket" && s.label("le") == Some("+Inf"))

@@ -121,6 +121,11 @@ impl Market {
         self.instruments.lock().map(|i| i.clone()).unwrap_or_default()
     }
 
+    /// Whether the instruments were loaded (without copying them).
+    pub fn has_instruments(&self) -> bool {
+        self.instruments.lock().is_ok_and(|i| !i.is_empty())
+    }
+
     pub fn set_instruments(&self, list: Vec<Instrument>) {
         if let Ok(mut i) = self.instruments.lock() {
             *i = list;
