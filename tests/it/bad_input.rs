@@ -169,6 +169,16 @@ async fn rest_edges_refuse_bad_input_and_change_nothing() {
             "invalid_checkin",
         ),
         (
+            "check-in of an in-memory pipe no task of the node serves",
+            Method::POST,
+            "/v1/internal/checkin",
+            Some(
+                json!({"name":"x","kind":"broker","type":"paper","ws_url":"mem://x-1/pipe","instance":"i"}).to_string(),
+            ),
+            400,
+            "invalid_checkin",
+        ),
+        (
             "check-in market",
             Method::POST,
             "/v1/internal/checkin",

@@ -84,11 +84,20 @@ pub fn handshake_url(url: &str) -> String {
     }
 }
 
+/// Whether something in this process listens at the in-memory `url`.
+pub fn is_bound(url: &str) -> bool {
+    listeners().contains_key(key_of(url))
+}
+
+fn key_of(url: &str) -> &str {
+    url.strip_prefix(SCHEME).and_then(|rest| rest.split('/').next()).unwrap_or_default()
+}
+
 /// Dials the in-memory pipe at `url`: the manager's end of a new stream
 /// whose other end the listener accepts. Refused, as a closed port would
 /// be, when nothing in this process listens there.
 pub fn connect(url: &str) -> io::Result<DuplexStream> {
-    let key = url.strip_prefix(SCHEME).and_then(|rest| rest.split('/').next()).unwrap_or_default();
+    let key = key_of(url);
     let refused = |why: &str| io::Error::new(io::ErrorKind::ConnectionRefused, format!("in-memory pipe {url}: {why}"));
     let listener = listeners().get(key).cloned().ok_or_else(|| {
         refused("nothing listens there in this process (the task stopped, or the service runs in another process)")
@@ -116,7 +125,9 @@ mod tests {
         service.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"ping");
 
+        assert!(is_bound(&url));
         drop(listener);
+        assert!(!is_bound(&url));
         let err = connect(&url).expect_err("a dropped listener refuses");
         assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
         assert!(err.to_string().contains("nothing listens there"), "{err}");
