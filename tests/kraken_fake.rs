@@ -113,6 +113,13 @@ impl Default for FakeConfig {
 }
 
 /// A running fake; stopped when dropped.
+/// The public and private WebSocket v2 URLs of the fake whose REST base is
+/// `base` (one in another process, too).
+pub fn ws_urls(base: &str) -> (String, String) {
+    let ws = base.replacen("http://", "ws://", 1);
+    (format!("{ws}/v2"), format!("{ws}/auth/v2"))
+}
+
 pub struct FakeKraken {
     /// `http://127.0.0.1:PORT`, to use as the REST base URL.
     pub url: String,
@@ -208,12 +215,12 @@ impl FakeKraken {
 
     /// The public WebSocket v2 URL (Kraken's `wss://ws.kraken.com/v2`).
     pub fn ws_url(&self) -> String {
-        format!("{}/v2", self.url.replacen("http://", "ws://", 1))
+        ws_urls(&self.url).0
     }
 
     /// The private WebSocket v2 URL (Kraken's `wss://ws-auth.kraken.com/v2`).
     pub fn ws_auth_url(&self) -> String {
-        format!("{}/auth/v2", self.url.replacen("http://", "ws://", 1))
+        ws_urls(&self.url).1
     }
 
     /// Closes every WebSocket connection, public and private.

@@ -56,10 +56,10 @@ impl Drop for KrakenNode {
     }
 }
 
-/// The `lido.toml` of a node with broker `k1` on `fake` (its private feed
-/// at `ws_auth`) and market `crypto` on `k1`, run as `mode`; `extra` is
-/// more broker options, as TOML lines.
-pub fn node_toml(fake: &FakeKraken, ws_auth: &str, nonce_file: &Path, mode: RunMode, extra: &str) -> String {
+/// The `lido.toml` of a node with broker `k1` on the fake at REST base
+/// `rest` (its private feed at `ws_auth`) and market `crypto` on `k1`, run
+/// as `mode`; `extra` is more broker options, as TOML lines.
+pub fn node_toml(rest: &str, ws_auth: &str, nonce_file: &Path, mode: RunMode, extra: &str) -> String {
     let mode = match mode {
         RunMode::Task => "task",
         RunMode::Process => "process",
@@ -82,8 +82,7 @@ nonce_file = "{nonce}"
 name = "crypto"
 brokers = ["k1"]
 "#,
-        rest = fake.url,
-        ws = fake.ws_url(),
+        ws = crate::kraken_fake::ws_urls(rest).0,
         nonce = nonce_file.display(),
     )
 }
@@ -101,7 +100,7 @@ impl KrakenNode {
         let ws_auth = |fake: &FakeKraken| if options.no_private_ws { unreachable_ws_url() } else { fake.ws_auth_url() };
         let extra = format!("rest_timeout_ms = \"1500\"\n{}", options.extra_options);
         let toml = |fake: &FakeKraken, dir: &Path| {
-            node_toml(fake, &ws_auth(fake), &dir.join("k1.nonce"), RunMode::Process, &extra) + &options.extra_toml
+            node_toml(&fake.url, &ws_auth(fake), &dir.join("k1.nonce"), RunMode::Process, &extra) + &options.extra_toml
         };
         Self::start_toml(config.clone(), options.clone(), toml, env).await
     }

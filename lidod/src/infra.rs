@@ -396,13 +396,14 @@ impl Infra {
     pub fn checkin(&self, checkin: CheckIn) -> Result<(), ApiError> {
         validate_name(&checkin.name)?;
         let url = checkin.ws_url.as_str();
-        if memory::is_memory_url(url) && !memory::is_bound(url) {
-            return Err(ApiError::bad_request(
-                "invalid_checkin",
-                format!("nothing in lidod's process listens at {url}: a mem:// pipe is for a task inside it; a service of its own serves ws:// or wss://"),
-            ));
-        }
-        if !(url.starts_with("ws://") || url.starts_with("wss://") || memory::is_memory_url(url)) {
+        if memory::is_memory_url(url) {
+            if !memory::is_bound(url) {
+                return Err(ApiError::bad_request(
+                    "invalid_checkin",
+                    format!("nothing in lidod's process listens at {url}: a mem:// pipe is for a task inside it; a service of its own serves ws:// or wss://"),
+                ));
+            }
+        } else if !(url.starts_with("ws://") || url.starts_with("wss://")) {
             return Err(ApiError::bad_request(
                 "invalid_checkin",
                 "ws_url must be a ws:// or wss:// URL (or mem:// for a task in this process)",

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use lido_shared::client::LidoClient;
 use lido_shared::cluster::RunMode;
-use lido_tests::kraken_fake::FakeKraken;
+use lido_tests::kraken_fake::ws_urls;
 use lido_tests::TestDaemon;
 
 /// How long a daemon may take to get its broker streaming.
@@ -55,12 +55,13 @@ impl Lidod {
         Ok(Self { lidod: dir.join("lidod"), lidoctl: dir.join("lidoctl") })
     }
 
-    /// A daemon with broker `k1` (a Kraken Pro account) on `fake`, run as
+    /// A daemon with broker `k1` (a Kraken Pro account) on the Kraken fake
+    /// at REST base `venue` (in this process or the venue's), run as
     /// `mode`, and market `crypto` on `k1`; `node` is the body of its
     /// `[node]` table (or empty).
     pub fn with_kraken(
         &self,
-        fake: &FakeKraken,
+        venue: &str,
         mode: RunMode,
         env: &[(&str, &str)],
         node: &str,
@@ -69,7 +70,7 @@ impl Lidod {
         std::fs::create_dir_all(&dir)?;
         // The trading budget the order bench paces itself within (see orders.rs).
         let nonce = dir.join("k1.nonce");
-        let broker = lido_tests::kraken_node::node_toml(fake, &fake.ws_auth_url(), &nonce, mode, "tier = \"pro\"");
+        let broker = lido_tests::kraken_node::node_toml(venue, &ws_urls(venue).1, &nonce, mode, "tier = \"pro\"");
         let toml = format!("[node]\n{node}\n{broker}");
         let path = dir.join("lido.toml");
         std::fs::write(&path, toml)?;

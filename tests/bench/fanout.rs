@@ -154,7 +154,7 @@ async fn through_lidod(
     seconds: f64,
 ) -> anyhow::Result<(Delivery, Option<u64>)> {
     let fake = FakeKraken::start(fake_config(rate)).await;
-    let daemon = lidod.with_kraken(&fake, RunMode::Process, &[], "")?;
+    let daemon = lidod.with_kraken(&fake.url, RunMode::Process, &[], "")?;
     let session = daemon.daemon.client().open_session("bench-subscribers").await?;
     let url = format!("{}/v1/stream", session.market_manager_url.replacen("http://", "ws://", 1));
     daemon.algo().await?;

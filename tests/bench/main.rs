@@ -17,6 +17,7 @@ mod peer;
 mod proxy;
 mod stats;
 mod table;
+mod venue;
 
 use clap::{Parser, Subcommand};
 
@@ -46,6 +47,9 @@ enum Sub {
     Cluster(cluster::ClusterArgs),
     /// The bare forwarding proxy process (spawned by the bench itself).
     Proxy(proxy::ProxyArgs),
+    /// The Kraken fakes of the order round trip, a process of their own
+    /// (spawned by the bench itself).
+    Venue(venue::VenueArgs),
 }
 
 /// The parts of a run, in the order they run.
@@ -87,6 +91,7 @@ fn main() -> anyhow::Result<()> {
         Some(Sub::Subscribe(args)) => runtime.block_on(fanout::subscribe(args)),
         Some(Sub::Cluster(args)) => runtime.block_on(cluster::run(args)),
         Some(Sub::Proxy(args)) => runtime.block_on(proxy::serve(args)),
+        Some(Sub::Venue(args)) => runtime.block_on(venue::serve(args)),
         None => runtime.block_on(bench(cli.quick, cli.rate, &cli.only)),
     }
 }

@@ -3,7 +3,10 @@
 //! lidod's REST API (lidod → kraken broker → fake) and its WebSocket entry
 //! (`place_order` on `/v1/stream`), straight to the fake (the floor), and
 //! through a bare forwarding proxy in its own process ([`crate::proxy`]:
-//! HTTP or tokio-tungstenite in, reqwest keep-alive out, no logic).
+//! HTTP or tokio-tungstenite in, reqwest keep-alive out, no logic), and
+//! through the same proxy journaling each call durably before it forwards
+//! it (the floor for anything that keeps DESIGN.md's safety rule). The
+//! fakes run in a venue process of their own ([`crate::venue`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,7 +18,7 @@ use lido_shared::api::PlaceOrder;
 use lido_shared::client::Placed;
 use lido_shared::cluster::RunMode;
 use lido_shared::model::{OrderStatus, OrderType, Side, TimeInForce};
-use lido_tests::kraken_fake::{FakeConfig, FakeKraken};
+use lido_tests::kraken_fake::FakeConfig;
 use lidod::venue::kraken::messages::AddOrderRequest;
 use lidod::venue::kraken::sign::Signer;
 use rust_decimal::Decimal;
@@ -23,6 +26,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::proxy::{ProxyProcess, WsCall};
 use crate::stats::Percentiles;
+use crate::venue::VenueProcess;
 
 /// The order every path places: 0.0001 BTC at 10,000 USD, far below the
 /// fake's market, so it rests and the acknowledgement carries no fill.
@@ -43,6 +47,9 @@ pub struct RoundTrips {
     pub proxy: Percentiles,
     /// Through the proxy process's WebSocket entry.
     pub proxy_ws: Percentiles,
+    /// Through the journaling proxy's HTTP entry: one fsynced SQLite
+    /// insert per call before it is forwarded.
+    pub proxy_journaled: Percentiles,
     /// Where the REST paths' time goes: full, normal, then task.
     pub breakdown: [Breakdown; 3],
 }
@@ -62,6 +69,9 @@ pub struct Breakdown {
     /// `lido_broker_request_seconds{command="place_order"}`: the pipe both
     /// ways, the broker process and its venue call.
     pub broker: Duration,
+    /// `lido_journal_commit_seconds{kind="intent"}`: the new order's
+    /// journal commit, its fsync included (none with `normal`).
+    pub intent: Duration,
     /// The direct path's mean in the same rounds (the venue alone).
     pub venue: Duration,
 }
@@ -77,10 +87,11 @@ impl SumCount {
     }
 }
 
-/// The order request, place and broker-call histograms of a daemon, read now.
-async fn histograms(http: &reqwest::Client, url: &str) -> anyhow::Result<[SumCount; 3]> {
+/// The order request, place, broker-call and intent-commit histograms of a
+/// daemon, read now.
+async fn histograms(http: &reqwest::Client, url: &str) -> anyhow::Result<[SumCount; 4]> {
     let text = http.get(format!("{url}/metrics")).send().await?.error_for_status()?.text().await?;
-    let mut out = [SumCount::default(); 3];
+    let mut out = [SumCount::default(); 4];
     // `name{labels} value` lines; comments and other series are skipped.
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let Some((series, value)) = line.rsplit_once(' ') else { continue };
@@ -95,6 +106,7 @@ async fn histograms(http: &reqwest::Client, url: &str) -> anyhow::Result<[SumCou
             Some(("lido_broker_request_seconds", part)) if labels.contains("command=\"place_order\"") => {
                 (&mut out[2], part)
             }
+            Some(("lido_journal_commit_seconds", part)) if labels.contains("kind=\"intent\"") => (&mut out[3], part),
             _ => continue,
         };
         let value: f64 = value.parse().with_context(|| format!("a /metrics line: {line}"))?;
@@ -114,7 +126,7 @@ pub fn rich_fake_config() -> FakeConfig {
     config
 }
 
-/// Time between one round of the three paths and the next. Kraken counts
+/// Time between one round of the paths and the next. Kraken counts
 /// every AddOrder on a per-pair trading counter (a Pro account: 180 points,
 /// decaying 3.75 a second) and the kraken broker holds an order back rather
 /// than break that budget, as an algo talking to Kraken itself must. Paced
@@ -126,35 +138,36 @@ const PACE: Duration = Duration::from_millis(300);
 /// `n` rounds after `warmup` unmeasured ones. Each round places one order
 /// through each lidod (each with its own fake: brokers and the direct
 /// client keep separate nonces and trading budgets), one straight to the
-/// other fake and one through the proxy to it, back to back and each first
-/// in turn, so drift in the machine's load hits all paths alike.
+/// fifth fake and one through each proxy entry to it, back to back and
+/// each first in turn, so drift in the machine's load hits all paths alike.
 pub async fn run(lidod: &crate::Lidod, n: usize, warmup: usize) -> anyhow::Result<RoundTrips> {
-    let lidod_fake = FakeKraken::start(rich_fake_config()).await;
-    let daemon = lidod.with_kraken(&lidod_fake, RunMode::Process, &[], "")?;
+    let venue = VenueProcess::start(5).await?;
+    let [rest_fake, normal_fake, task_fake, ws_fake, fake] = <[String; 5]>::try_from(venue.urls.clone())
+        .map_err(|urls| anyhow::anyhow!("the venue process gave {} fakes", urls.len()))?;
+    let daemon = lidod.with_kraken(&rest_fake, RunMode::Process, &[], "")?;
     let algo = daemon.algo().await?;
-    let normal_fake = FakeKraken::start(rich_fake_config()).await;
     let normal_daemon = lidod.with_kraken(&normal_fake, RunMode::Process, &[], "journal_synchronous = \"normal\"")?;
     let normal_algo = normal_daemon.algo().await?;
-    let task_fake = FakeKraken::start(rich_fake_config()).await;
     let task_daemon = lidod.with_kraken(&task_fake, RunMode::Task, &[], "")?;
     let task_algo = task_daemon.algo().await?;
-    let ws_fake = FakeKraken::start(rich_fake_config()).await;
     let ws_daemon = lidod.with_kraken(&ws_fake, RunMode::Process, &[], "")?;
     let mut ws_algo = ws_daemon.algo().await?.stream().await?;
 
-    let fake = FakeKraken::start(rich_fake_config()).await;
-    let proxy = ProxyProcess::start(&fake.url).await?;
-    let direct_client = DirectClient::new(&fake.url, &rich_fake_config(), "d")?;
+    let proxy = ProxyProcess::start(&fake, None).await?;
+    let journal_dir = tempfile::tempdir()?;
+    let journaling_proxy = ProxyProcess::start(&fake, Some(journal_dir.path())).await?;
+    let direct_client = DirectClient::new(&fake, &rich_fake_config(), "d")?;
     // Same key and nonce counter, their own client order ids.
     let proxied_client = DirectClient { base: proxy.http_url.clone(), tag: "p", ..direct_client.clone() };
+    let journaled_client = DirectClient { base: journaling_proxy.http_url.clone(), tag: "j", ..direct_client.clone() };
     let mut ws_proxied =
         WsProxyClient::connect(&proxy.ws_url, DirectClient { tag: "w", ..direct_client.clone() }).await?;
 
-    const PATHS: usize = 7;
+    const PATHS: usize = 8;
     let mut samples: [Vec<Duration>; PATHS] = std::array::from_fn(|_| Vec::with_capacity(n));
     let http = reqwest::Client::new();
     let rest_urls = [daemon.daemon.url.clone(), normal_daemon.daemon.url.clone(), task_daemon.daemon.url.clone()];
-    let mut at_warm = [[SumCount::default(); 3]; 3];
+    let mut at_warm = [[SumCount::default(); 4]; 3];
     for i in 0..warmup + n {
         if i == warmup {
             for (at, url) in at_warm.iter_mut().zip(&rest_urls) {
@@ -174,7 +187,8 @@ pub async fn run(lidod: &crate::Lidod, n: usize, warmup: usize) -> anyhow::Resul
                 3 => timed(async { accepted(ws_algo.place_order(&order(i)).await?) }).await?,
                 4 => timed(direct_client.add_order(i)).await?,
                 5 => timed(proxied_client.add_order(i)).await?,
-                _ => timed(ws_proxied.add_order(i)).await?,
+                6 => timed(ws_proxied.add_order(i)).await?,
+                _ => timed(journaled_client.add_order(i)).await?,
             };
         }
         if i >= warmup {
@@ -187,19 +201,30 @@ pub async fn run(lidod: &crate::Lidod, n: usize, warmup: usize) -> anyhow::Resul
     let mean = |v: &[Duration]| v.iter().sum::<Duration>() / u32::try_from(v.len().max(1)).unwrap_or(u32::MAX);
     let mut breakdown = [Breakdown::default(); 3];
     for (k, url) in rest_urls.iter().enumerate() {
-        let [request, place, broker] = histograms(&http, url).await?;
+        let [request, place, broker, intent] = histograms(&http, url).await?;
         breakdown[k] = Breakdown {
             client: mean(&samples[k]),
             http: request.mean_since(at_warm[k][0]),
             place: place.mean_since(at_warm[k][1]),
             broker: broker.mean_since(at_warm[k][2]),
+            intent: intent.mean_since(at_warm[k][3]),
             venue: mean(&samples[4]),
         };
     }
-    drop((daemon, normal_daemon, task_daemon, ws_daemon, proxy));
-    let [lidod_rest, lidod_rest_normal, lidod_rest_task, lidod_ws, direct, proxy, proxy_ws] =
+    drop((daemon, normal_daemon, task_daemon, ws_daemon, proxy, journaling_proxy, venue));
+    let [lidod_rest, lidod_rest_normal, lidod_rest_task, lidod_ws, direct, proxy, proxy_ws, proxy_journaled] =
         samples.map(Percentiles::of);
-    Ok(RoundTrips { lidod_rest, lidod_rest_normal, lidod_rest_task, lidod_ws, direct, proxy, proxy_ws, breakdown })
+    Ok(RoundTrips {
+        lidod_rest,
+        lidod_rest_normal,
+        lidod_rest_task,
+        lidod_ws,
+        direct,
+        proxy,
+        proxy_ws,
+        proxy_journaled,
+        breakdown,
+    })
 }
 
 async fn timed<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<Duration> {

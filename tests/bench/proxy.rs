@@ -9,9 +9,16 @@
 //!
 //! Both go out on one reqwest client (keep-alive). The algo signs its own
 //! calls, so the proxy only moves bytes: what it adds is the hop itself.
+//!
+//! With `--journal DIR` it is the *journaling* proxy: each call is first
+//! written to an SQLite journal in WAL mode with `synchronous = FULL` (one
+//! fsynced insert, as DESIGN.md's safety rule asks of an order before it
+//! leaves) and forwarded only when that commit returns. What it adds is the
+//! floor for anything that keeps that rule: the hop and one durable write.
 
+use std::path::{Path as FsPath, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context};
 use axum::body::Bytes;
@@ -29,6 +36,10 @@ pub struct ProxyArgs {
     /// The venue's base URL (the Kraken fake's).
     #[arg(long)]
     upstream: String,
+    /// Journal each call durably in an SQLite file in this directory before
+    /// forwarding it.
+    #[arg(long)]
+    journal: Option<PathBuf>,
 }
 
 /// One private call over the proxy's WebSocket, signed by the algo.
@@ -46,9 +57,30 @@ pub struct WsCall {
 struct Upstream {
     base: Arc<str>,
     http: reqwest::Client,
+    journal: Option<Arc<Mutex<rusqlite::Connection>>>,
+}
+
+/// Opens the journaling proxy's SQLite file: WAL, every commit fsynced.
+fn open_journal(dir: &FsPath) -> anyhow::Result<rusqlite::Connection> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let db = rusqlite::Connection::open(dir.join("proxy-journal.sqlite"))?;
+    db.pragma_update(None, "journal_mode", "WAL")?;
+    db.pragma_update(None, "synchronous", "FULL")?;
+    db.execute_batch("CREATE TABLE IF NOT EXISTS calls (seq INTEGER PRIMARY KEY AUTOINCREMENT, method TEXT NOT NULL, body TEXT NOT NULL)")?;
+    Ok(db)
 }
 
 impl Upstream {
+    /// Writes the call to the journal (when there is one) and returns once
+    /// the commit is on disk. Like lidod's journal, a short synchronous call.
+    fn journal(&self, method: &str, body: &[u8]) -> Result<(), rusqlite::Error> {
+        let Some(journal) = &self.journal else { return Ok(()) };
+        let db = journal.lock().unwrap_or_else(|p| p.into_inner());
+        db.prepare_cached("INSERT INTO calls (method, body) VALUES (?1, ?2)")?
+            .execute(rusqlite::params![method, String::from_utf8_lossy(body)])?;
+        Ok(())
+    }
+
     async fn post(&self, method: &str, headers: [(&str, &str); 3], body: Bytes) -> Result<Bytes, reqwest::Error> {
         let mut request = self.http.post(format!("{}/0/private/{method}", self.base)).body(body);
         for (name, value) in headers {
@@ -61,7 +93,8 @@ impl Upstream {
 /// Serves both entries until killed; the first stdout line is
 /// `proxy <http base> <ws url>`.
 pub async fn serve(args: ProxyArgs) -> anyhow::Result<()> {
-    let upstream = Upstream { base: args.upstream.into(), http: reqwest::Client::new() };
+    let journal = args.journal.as_deref().map(open_journal).transpose()?.map(|db| Arc::new(Mutex::new(db)));
+    let upstream = Upstream { base: args.upstream.into(), http: reqwest::Client::new(), journal };
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let ws = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("proxy http://{} ws://{}", http.local_addr()?, ws.local_addr()?);
@@ -94,6 +127,7 @@ async fn relay(stream: tokio::net::TcpStream, upstream: &Upstream) -> anyhow::Re
             ("API-Sign", call.api_sign.as_str()),
             ("Content-Type", "application/x-www-form-urlencoded"),
         ];
+        upstream.journal(&call.method, call.body.as_bytes()).context("the journal")?;
         let answer = upstream.post(&call.method, headers, Bytes::from(call.body)).await.context("the venue")?;
         socket.send(Message::text(String::from_utf8(answer.to_vec()).context("the venue's answer")?)).await?;
     }
@@ -109,6 +143,10 @@ async fn forward(
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let (key, sign, content_type) = (header("API-Key"), header("API-Sign"), header("Content-Type"));
     let headers = [("API-Key", key.as_str()), ("API-Sign", sign.as_str()), ("Content-Type", content_type.as_str())];
+    up.journal(&method, &body).map_err(|e| {
+        eprintln!("lido-bench proxy: cannot journal {method}: {e}");
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR
+    })?;
     up.post(&method, headers, body).await.map_err(|e| {
         eprintln!("lido-bench proxy: {method} to the venue failed: {e}");
         axum::http::StatusCode::BAD_GATEWAY
@@ -125,14 +163,16 @@ pub struct ProxyProcess {
 }
 
 impl ProxyProcess {
-    pub async fn start(upstream: &str) -> anyhow::Result<Self> {
+    /// A proxy to `upstream`; with `journal`, the journaling proxy writing there.
+    pub async fn start(upstream: &str, journal: Option<&FsPath>) -> anyhow::Result<Self> {
         let exe = std::env::current_exe()?;
-        let mut child = tokio::process::Command::new(exe)
-            .args(["proxy", "--upstream", upstream])
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting the proxy process")?;
+        let mut command = tokio::process::Command::new(exe);
+        command.args(["proxy", "--upstream", upstream]);
+        if let Some(dir) = journal {
+            command.arg("--journal").arg(dir);
+        }
+        let mut child =
+            command.stdout(Stdio::piped()).kill_on_drop(true).spawn().context("starting the proxy process")?;
         let mut lines = BufReader::new(child.stdout.take().context("proxy stdout")?).lines();
         let line = lines.next_line().await?.context("the proxy process said nothing")?;
         let Some((http_url, ws_url)) = line.strip_prefix("proxy ").and_then(|rest| rest.split_once(' ')) else {

@@ -62,6 +62,13 @@ async fn metrics_count_and_time_an_order() {
     assert_eq!(histogram_count(&samples, "lido_http_request_seconds", &request), 1.0);
     let handled = metric_sum(&samples, "lido_http_request_seconds_sum", &request);
     assert!(handled >= took, "the request ({handled} s) holds the round trip ({took} s)");
+    // One intent commit, inside the round trip; the venue's answer and
+    // its fill are journaled after it, without waiting for an fsync.
+    let intent = [("kind", "intent")];
+    assert_eq!(histogram_count(&samples, "lido_journal_commit_seconds", &intent), 1.0);
+    let journaled = metric_sum(&samples, "lido_journal_commit_seconds_sum", &intent);
+    assert!(journaled > 0.0 && journaled < took, "the intent's commit ({journaled} s) is part of the round trip");
+    assert!(histogram_count(&samples, "lido_journal_commit_seconds", &[("kind", "venue")]) >= 1.0);
     let lookup = [("method", "GET"), ("route", "/v1/orders/{order_id}")];
     assert_eq!(histogram_count(&samples, "lido_http_request_seconds", &lookup), 1.0);
     assert!(
