@@ -112,7 +112,6 @@ impl Default for FakeConfig {
     }
 }
 
-/// A running fake; stopped when dropped.
 /// The public and private WebSocket v2 URLs of the fake whose REST base is
 /// `base` (one in another process, too).
 pub fn ws_urls(base: &str) -> (String, String) {
@@ -120,6 +119,7 @@ pub fn ws_urls(base: &str) -> (String, String) {
     (format!("{ws}/v2"), format!("{ws}/auth/v2"))
 }
 
+/// A running fake; stopped when dropped.
 pub struct FakeKraken {
     /// `http://127.0.0.1:PORT`, to use as the REST base URL.
     pub url: String,

@@ -6,7 +6,8 @@
 //! `lido-bench subscribe …` is the subscriber process the fan-out
 //! measurement spawns (subscribers live in another process than lidod
 //! and the bench); `lido-bench proxy …` is the bare forwarding proxy the
-//! order round trip spawns, a process of its own as lidod is.
+//! order round trip spawns, a process of its own as lidod is, and
+//! `lido-bench venue …` the Kraken fakes it places on.
 
 mod cluster;
 mod control;
@@ -19,7 +20,12 @@ mod stats;
 mod table;
 mod venue;
 
+use std::ffi::OsStr;
+use std::process::Stdio;
+
+use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 pub use daemon::Lidod;
 
@@ -124,4 +130,25 @@ async fn bench(quick: bool, rate: u32, only: &[Part]) -> anyhow::Result<()> {
     }
     println!("{}", report.render());
     Ok(())
+}
+
+/// Starts `lido-bench <args>`, a helper process of the bench's own (the
+/// proxy, the venue), and answers it with what its first stdout line says
+/// after `<args[0]> `. The process is killed when the child is dropped, and
+/// its stdin stays open until then (the venue ends when it closes).
+pub async fn start_helper<S: AsRef<OsStr>>(args: &[S]) -> anyhow::Result<(tokio::process::Child, String)> {
+    let what = args.first().map(|a| a.as_ref().to_string_lossy().into_owned()).unwrap_or_default();
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting the {what} process"))?;
+    let mut lines = BufReader::new(child.stdout.take().context("the helper's stdout")?).lines();
+    let line = lines.next_line().await?.with_context(|| format!("the {what} process said nothing"))?;
+    match line.strip_prefix(&format!("{what} ")) {
+        Some(rest) => Ok((child, rest.to_string())),
+        None => bail!("unexpected first line from the {what} process: {line:?}"),
+    }
 }

@@ -141,9 +141,10 @@ const PACE: Duration = Duration::from_millis(300);
 /// fifth fake and one through each proxy entry to it, back to back and
 /// each first in turn, so drift in the machine's load hits all paths alike.
 pub async fn run(lidod: &crate::Lidod, n: usize, warmup: usize) -> anyhow::Result<RoundTrips> {
-    let venue = VenueProcess::start(5).await?;
-    let [rest_fake, normal_fake, task_fake, ws_fake, fake] = <[String; 5]>::try_from(venue.urls.clone())
-        .map_err(|urls| anyhow::anyhow!("the venue process gave {} fakes", urls.len()))?;
+    let mut venue = VenueProcess::start(5).await?;
+    let [rest_fake, normal_fake, task_fake, ws_fake, fake] =
+        <[String; 5]>::try_from(std::mem::take(&mut venue.urls))
+            .map_err(|urls| anyhow::anyhow!("the venue process gave {} fakes", urls.len()))?;
     let daemon = lidod.with_kraken(&rest_fake, RunMode::Process, &[], "")?;
     let algo = daemon.algo().await?;
     let normal_daemon = lidod.with_kraken(&normal_fake, RunMode::Process, &[], "journal_synchronous = \"normal\"")?;

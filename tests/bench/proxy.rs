@@ -16,8 +16,8 @@
 //! leaves) and forwarded only when that commit returns. What it adds is the
 //! floor for anything that keeps that rule: the hop and one durable write.
 
+use std::ffi::OsStr;
 use std::path::{Path as FsPath, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context};
@@ -27,7 +27,6 @@ use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::Router;
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_tungstenite::tungstenite::Message;
 
 /// `lido-bench proxy …`: the proxy process.
@@ -66,7 +65,7 @@ fn open_journal(dir: &FsPath) -> anyhow::Result<rusqlite::Connection> {
     let db = rusqlite::Connection::open(dir.join("proxy-journal.sqlite"))?;
     db.pragma_update(None, "journal_mode", "WAL")?;
     db.pragma_update(None, "synchronous", "FULL")?;
-    db.execute_batch("CREATE TABLE IF NOT EXISTS calls (seq INTEGER PRIMARY KEY AUTOINCREMENT, method TEXT NOT NULL, body TEXT NOT NULL)")?;
+    db.execute_batch("CREATE TABLE IF NOT EXISTS calls (seq INTEGER PRIMARY KEY AUTOINCREMENT, method TEXT NOT NULL, body BLOB NOT NULL)")?;
     Ok(db)
 }
 
@@ -77,7 +76,7 @@ impl Upstream {
         let Some(journal) = &self.journal else { return Ok(()) };
         let db = journal.lock().unwrap_or_else(|p| p.into_inner());
         db.prepare_cached("INSERT INTO calls (method, body) VALUES (?1, ?2)")?
-            .execute(rusqlite::params![method, String::from_utf8_lossy(body)])?;
+            .execute(rusqlite::params![method, body])?;
         Ok(())
     }
 
@@ -165,18 +164,13 @@ pub struct ProxyProcess {
 impl ProxyProcess {
     /// A proxy to `upstream`; with `journal`, the journaling proxy writing there.
     pub async fn start(upstream: &str, journal: Option<&FsPath>) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe()?;
-        let mut command = tokio::process::Command::new(exe);
-        command.args(["proxy", "--upstream", upstream]);
+        let mut args = vec![OsStr::new("proxy"), OsStr::new("--upstream"), OsStr::new(upstream)];
         if let Some(dir) = journal {
-            command.arg("--journal").arg(dir);
+            args.extend([OsStr::new("--journal"), dir.as_os_str()]);
         }
-        let mut child =
-            command.stdout(Stdio::piped()).kill_on_drop(true).spawn().context("starting the proxy process")?;
-        let mut lines = BufReader::new(child.stdout.take().context("proxy stdout")?).lines();
-        let line = lines.next_line().await?.context("the proxy process said nothing")?;
-        let Some((http_url, ws_url)) = line.strip_prefix("proxy ").and_then(|rest| rest.split_once(' ')) else {
-            bail!("unexpected first line from the proxy: {line:?}");
+        let (child, urls) = crate::start_helper(&args).await?;
+        let Some((http_url, ws_url)) = urls.split_once(' ') else {
+            bail!("the proxy process named no WebSocket URL: {urls:?}");
         };
         Ok(Self { http_url: http_url.into(), ws_url: ws_url.into(), _child: child })
     }

@@ -5,11 +5,9 @@
 //! venue), and the floor, the algo straight to the venue, is a call to
 //! another process rather than to a server in the bench's own runtime.
 
-use std::process::Stdio;
-
-use anyhow::{bail, Context};
+use anyhow::bail;
 use lido_tests::kraken_fake::FakeKraken;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 
 use crate::orders::rich_fake_config;
 
@@ -45,20 +43,8 @@ pub struct VenueProcess {
 
 impl VenueProcess {
     pub async fn start(count: usize) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe()?;
-        let mut child = tokio::process::Command::new(exe)
-            .args(["venue", "--count", &count.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting the venue process")?;
-        let mut lines = BufReader::new(child.stdout.take().context("venue stdout")?).lines();
-        let line = lines.next_line().await?.context("the venue process said nothing")?;
-        let urls: Vec<String> = match line.strip_prefix("venue ") {
-            Some(rest) => rest.split(' ').map(String::from).collect(),
-            None => bail!("unexpected first line from the venue process: {line:?}"),
-        };
+        let (child, line) = crate::start_helper(&["venue", "--count", &count.to_string()]).await?;
+        let urls: Vec<String> = line.split(' ').map(String::from).collect();
         if urls.len() != count {
             bail!("the venue process started {} fakes, not {count}: {line:?}", urls.len());
         }
