@@ -171,6 +171,24 @@ async fn registry_concurrent_assign_has_one_winner() {
 }
 
 #[tokio::test]
+async fn registry_order_claim_has_one_holder_for_good() {
+    for p in pairs().await {
+        for i in 0..5 {
+            let order = format!("order-{i}");
+            let (x, y) = tokio::join!(p.a.claim_order(&order, "n1"), p.b.claim_order(&order, "n2"));
+            let (x, y) = (x.unwrap(), y.unwrap());
+            assert_eq!(x, y, "{}: both IMs answer the one holder", p.name);
+            assert!(x == "n1" || x == "n2", "{}: {x}", p.name);
+            // The holder keeps it: asking again, from either side, changes nothing.
+            assert_eq!(p.b.claim_order(&order, "n3").await.unwrap(), x, "{}", p.name);
+            assert_eq!(p.a.claim_order(&order, &x).await.unwrap(), x, "{}", p.name);
+        }
+        // Claims are per order id.
+        assert_eq!(p.a.claim_order("order-other", "n3").await.unwrap(), "n3", "{}", p.name);
+    }
+}
+
+#[tokio::test]
 async fn registry_reassign_is_compare_and_swap() {
     for p in pairs().await {
         assert_eq!(p.a.assign("alice", "n1").await.unwrap(), "n1");

@@ -54,6 +54,8 @@ enum Key<'a> {
     Draining(&'a str),
     Assign(&'a str),
     Setting(&'a str),
+    /// The node that may send a client order (see [`Registry::claim_order`]).
+    Order(&'a str),
 }
 
 pub struct EtcdRegistry {
@@ -171,6 +173,7 @@ impl EtcdRegistry {
             Key::Draining(id) => format!("{}draining/{id}", self.root),
             Key::Assign(c) => format!("{}assign/{c}", self.root),
             Key::Setting(k) => format!("{}settings/{k}", self.root),
+            Key::Order(id) => format!("{}orders/{id}", self.root),
         }
     }
 
@@ -363,6 +366,14 @@ impl Registry for EtcdRegistry {
 
     async fn assignments(&self) -> RegistryResult<BTreeMap<String, String>> {
         Ok(self.get_prefix("assign").await?.into_iter().collect())
+    }
+
+    async fn claim_order(&self, order_id: &str, node: &str) -> RegistryResult<String> {
+        let key = self.key(Key::Order(order_id));
+        let compare = Compare::version(key.clone(), CompareOp::Equal, 0);
+        self.cas(key, compare, node.to_string()).await?.ok_or_else(|| {
+            RegistryError::Other(format!("order {order_id}'s claim vanished during the compare-and-swap"))
+        })
     }
 
     async fn put_setting(&self, key: &str, value: &str) -> RegistryResult<()> {

@@ -17,6 +17,8 @@ struct State {
     draining: BTreeSet<String>,
     assignments: BTreeMap<String, String>,
     settings: BTreeMap<String, String>,
+    /// Order id → the node that claimed it.
+    order_claims: HashMap<String, String>,
 }
 
 #[derive(Clone)]
@@ -154,6 +156,10 @@ impl Registry for MemoryRegistry {
 
     async fn assignments(&self) -> RegistryResult<BTreeMap<String, String>> {
         Ok(self.lock().assignments.clone())
+    }
+
+    async fn claim_order(&self, order_id: &str, node: &str) -> RegistryResult<String> {
+        Ok(self.lock().order_claims.entry(order_id.to_string()).or_insert_with(|| node.to_string()).clone())
     }
 
     async fn put_setting(&self, key: &str, value: &str) -> RegistryResult<()> {

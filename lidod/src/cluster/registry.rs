@@ -9,6 +9,8 @@
 //!   stops checking in vanishes on its own, services with it;
 //! - drain flags and scale settings are plain keys;
 //! - a customer's TraderManager node is set once with a compare-and-swap;
+//! - so is the node that may send a client order to its venue (the
+//!   cluster-wide guard that places each order at most once);
 //! - one IM at a time leads (runs the node autoscaler);
 //! - every change is streamed to every IM ([`Registry::watch`]).
 
@@ -92,6 +94,13 @@ pub trait Registry: Send + Sync + 'static {
     async fn reassign(&self, customer: &str, from: &str, to: &str) -> RegistryResult<String>;
     /// Every customer → node assignment.
     async fn assignments(&self) -> RegistryResult<BTreeMap<String, String>>;
+
+    /// Claims a client order for `node` before it is sent to a venue: the
+    /// first node to claim an order id holds it for good (a create-if-absent
+    /// compare-and-swap), so the same order can be sent through one node
+    /// only, whatever the venue's own duplicate guard does. Returns the
+    /// holder: `node` itself, or the node that claimed it first.
+    async fn claim_order(&self, order_id: &str, node: &str) -> RegistryResult<String>;
 
     async fn put_setting(&self, key: &str, value: &str) -> RegistryResult<()>;
     async fn setting(&self, key: &str) -> RegistryResult<Option<String>>;
