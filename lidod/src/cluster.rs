@@ -54,4 +54,5 @@ mod tests {
 }
 pub mod after_hours;
 pub mod checkin;
+pub mod claims;
 pub mod im;

@@ -173,6 +173,9 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         let interval = Duration::from_millis(config.cluster.checkin_interval_ms);
         info!(ims = ?config.cluster.ims, interval_ms = config.cluster.checkin_interval_ms, "node role: checking in with the InfrastructureManagers");
         let secret = infra.cluster_secret().clone();
+        let claims = crate::cluster::claims::OrderClaims::new(node.clone(), &config.cluster.ims, secret.clone())
+            .context("cannot build the HTTP client the node claims orders with")?;
+        markets.claim_orders_with(claims);
         crate::cluster::checkin::spawn(infra.clone(), config.cluster.ims.clone(), interval, secret, managers.clone())
             .context("cannot build the HTTP client the node checks in with")?;
     }

@@ -26,7 +26,7 @@ mod routing;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -48,6 +48,7 @@ pub use self::orders::{OrderMsg, OrderStore};
 use self::reconcile::Reconciled;
 pub use self::routing::PoolSpec;
 use crate::brokers::BrokerManager;
+use crate::cluster::claims::OrderClaims;
 use crate::config::AutoscaleConfig;
 use crate::config::FailoverConfig;
 use crate::error::ApiError;
@@ -90,6 +91,9 @@ struct Inner {
     failover: FailoverConfig,
     /// Wakes the health watcher early (a pipe signal, a drain).
     nudge: Notify,
+    /// In a cluster, where this node claims each client order before it
+    /// sends it (see `cluster/claims.rs`); unset on a node alone.
+    claims: OnceLock<OrderClaims>,
 }
 
 /// What the router takes: every broker's events, and its pipes' signals.
@@ -126,11 +130,21 @@ impl MarketManager {
                 routes: std::sync::Mutex::new(Routes::default()),
                 failover,
                 nudge: Notify::new(),
+                claims: OnceLock::new(),
             }),
         };
         tokio::spawn(mm.clone().watch_health(cancel.clone()));
         tokio::spawn(mm.clone().route(events, signals, cancel));
         mm
+    }
+
+    /// Makes this node claim every client order at its InfrastructureManagers
+    /// before sending it, so that one client order id is placed through one
+    /// node only, cluster-wide (`--role node`). Set once, at start.
+    pub fn claim_orders_with(&self, claims: OrderClaims) {
+        if self.inner.claims.set(claims).is_err() {
+            warn!("order claims were already set up; the second set is ignored");
+        }
     }
 
     // ---- markets -------------------------------------------------------------
@@ -554,15 +568,23 @@ impl MarketManager {
         if let Some(p) = req.limit_price {
             ins.check_price(p).map_err(|m| ApiError::bad_request("invalid_price", m))?;
         }
+        // An id Lido makes itself is random: no other node can have it.
+        let needs_claim = req.client_order_id.is_some();
         let client_order_id = match req.client_order_id {
             Some(id) => id,
             None => format!("auto-{}", uuid::Uuid::new_v4().simple()),
         };
         let active = self.route_for(&m, &ins.symbol);
         self.check_reconciled(&m, active.as_ref().map(|(b, _)| b.as_str()))?;
+        let order_id = order_id_for(customer, &client_order_id);
+        if needs_claim {
+            if let Some(first) = self.claim(customer, &client_order_id, &order_id).await? {
+                return Ok((first, false));
+            }
+        }
         let now = Utc::now();
         let order = Order {
-            order_id: order_id_for(customer, &client_order_id),
+            order_id,
             client_order_id,
             customer: customer.to_string(),
             market: m.name.clone(),
@@ -619,6 +641,36 @@ impl MarketManager {
             .record(started.elapsed().as_secs_f64());
         info!(status = %order.status, filled = %order.filled_quantity, "order answered by the venue");
         Ok((order, true))
+    }
+
+    /// In a cluster, claims a client order for this node before anything is
+    /// journaled or sent. `Some` is the first order when another node holds
+    /// the id and the venue has it (adopted here); an id another node holds
+    /// that the venue does not have yet answers `409`, and nothing is sent.
+    async fn claim(&self, customer: &str, client_order_id: &str, order_id: &str) -> Result<Option<Order>, ApiError> {
+        let Some(claims) = self.inner.claims.get() else {
+            return Ok(None);
+        };
+        let holder = claims.claim(order_id).await.map_err(|e| {
+            warn!(%order_id, error = %e, "cannot claim the order in the cluster; refused, nothing sent");
+            ApiError::unavailable(
+                "cluster_unavailable",
+                format!("cannot make sure client order id {client_order_id} is placed only once in the cluster: {e}; nothing was sent, retry"),
+            )
+        })?;
+        if holder == claims.node() {
+            return Ok(None);
+        }
+        info!(%order_id, %holder, "client order id held by another node; looking for its order at the venue");
+        self.reconcile_customer(customer, Some(order_id)).await?;
+        let first = self.inner.orders.get(order_id).filter(|o| o.customer == customer);
+        match first.or_else(|| self.inner.orders.find(customer, client_order_id)) {
+            Some(order) => Ok(Some(order)),
+            None => Err(ApiError::conflict(
+                "order_placed_elsewhere",
+                format!("client order id {client_order_id} was taken by node {holder}, and its venue does not have the order (yet); it is never placed twice: ask again shortly for the first order, or use a new client order id"),
+            )),
+        }
     }
 
     async fn send_order(&self, broker: &str, pipe: &PipeHandle, venue_order: VenueOrder, order: Order) -> Order {

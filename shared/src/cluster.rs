@@ -234,6 +234,23 @@ pub struct NodeCheckIn {
     pub watch_url: String,
 }
 
+/// `POST /v1/nodes/order-claims` body: a node claims a client order (by
+/// Lido's order id) before it sends it to a venue, so that it is placed
+/// through one node only, cluster-wide.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OrderClaim {
+    pub order_id: String,
+    /// The node that means to send it.
+    pub node: String,
+}
+
+/// The answer to an [`OrderClaim`]: the node that holds the order, which is
+/// the claimant unless another node claimed it first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OrderClaimReply {
+    pub holder: String,
+}
+
 /// The InfrastructureManager's answer to a [`NodeCheckIn`].
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct NodeCheckInReply {

@@ -6,6 +6,7 @@ mod auth;
 mod autoscale;
 mod bad_input;
 mod cluster;
+mod cluster_orders;
 mod failover;
 mod ha;
 mod kraken_broker;

@@ -14,8 +14,8 @@ use futures_util::{SinkExt, StreamExt};
 use lido_shared::access::{AuditQuery, AuditRecord, CreateToken, CreatedToken, TokenInfo, CLUSTER_SECRET_HEADER};
 use lido_shared::api::{Session, SessionRequest, MAX_BODY_BYTES};
 use lido_shared::cluster::{
-    ClusterSnapshot, MarketPool, NodeCheckIn, NodeCheckInReply, ServiceInfo, ServiceKind, SpawnRequest, WatchCommand,
-    WatchMessage,
+    ClusterSnapshot, MarketPool, NodeCheckIn, NodeCheckInReply, OrderClaim, OrderClaimReply, ServiceInfo, ServiceKind,
+    SpawnRequest, WatchCommand, WatchMessage,
 };
 use lido_shared::{ErrorBody, ErrorDetail};
 use reqwest::Method;
@@ -31,6 +31,7 @@ pub fn router(im: ClusterIm) -> Router {
     let not_a_node = || any(not_a_node);
     Router::new()
         .route(crate::cluster::checkin::NODE_CHECKIN_PATH, post(checkin))
+        .route(crate::cluster::claims::ORDER_CLAIM_PATH, post(claim_order))
         .route("/v1/cluster", get(cluster))
         .route("/v1/cluster/watch", get(watch))
         .route("/v1/cluster/autoscale", get(node_autoscale).put(set_node_autoscale))
@@ -149,6 +150,23 @@ async fn checkin(
         return Err(e);
     }
     Ok(Json(im.check_in(body).await?))
+}
+
+/// A node claims an order before sending it; it must prove the cluster
+/// secret. The answer names the one node that may send it.
+async fn claim_order(
+    State(im): State<ClusterIm>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<OrderClaim>,
+) -> Result<Json<OrderClaimReply>, ApiError> {
+    crate::auth::secret::check(&headers, im.cluster_secret())?;
+    let holder =
+        im.registry().claim_order(&body.order_id, &body.node).await.map_err(crate::cluster::im::registry_error)?;
+    if holder != body.node {
+        tracing::info!(order_id = %body.order_id, node = %body.node, %holder,
+            "order claim refused: another node holds this order");
+    }
+    Ok(Json(OrderClaimReply { holder }))
 }
 
 async fn cluster(State(im): State<ClusterIm>, _op: ImOperator) -> Result<Json<ClusterSnapshot>, ApiError> {
