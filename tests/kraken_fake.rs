@@ -1413,15 +1413,15 @@ impl FakeState {
         v
     }
 
-    /// The executions snapshot: open orders, then the last 50 trades (not
-    /// closed orders, as the docs' `snap_orders` / `snap_trades` say).
-    fn executions_snapshot(&self) -> Vec<Value> {
-        let open = self.orders.values().filter(|o| o.is_open()).filter_map(|o| {
+    /// The executions snapshot: open orders (`snap_orders`), then the last
+    /// 50 trades (`snap_trades`); never closed orders.
+    fn executions_snapshot(&self, snap_orders: bool, snap_trades: bool) -> Vec<Value> {
+        let open = self.orders.values().filter(|o| o.is_open() && snap_orders).filter_map(|o| {
             let pair = self.pair(&o.pair)?;
             let status = if o.vol_exec.is_zero() { "new" } else { "partially_filled" };
             Some(self.execution(o, &pair, "new", status))
         });
-        open.chain(self.fills.iter().cloned()).collect()
+        open.chain(self.fills.iter().filter(|_| snap_trades).cloned()).collect()
     }
 }
 

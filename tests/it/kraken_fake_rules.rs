@@ -295,7 +295,7 @@ async fn the_executions_snapshot_holds_open_orders_and_trades_not_closed_orders(
     ok(&raw.add(&[("ordertype", "market"), ("cl_ord_id", "taker")]).await);
     let token = ok(&raw.private("GetWebSocketsToken", &[]).await)["token"].as_str().unwrap().to_string();
     let mut socket = connect(&fake.ws_auth_url()).await;
-    let subscribe = json!({"method":"subscribe","params":{"channel":"executions","token":token}});
+    let subscribe = json!({"method":"subscribe","params":{"channel":"executions","token":token,"snap_trades":true}});
     socket.send(Message::Text(subscribe.to_string().into())).await.unwrap();
     let snapshot = next_where(&mut socket, |v| v["channel"] == "executions" && v["type"] == "snapshot").await;
     let data = snapshot["data"].as_array().unwrap();
@@ -303,6 +303,15 @@ async fn the_executions_snapshot_holds_open_orders_and_trades_not_closed_orders(
         data.iter().filter(|e| e["exec_type"] != "trade").map(|e| e["order_id"].as_str().unwrap()).collect();
     assert_eq!(orders, [resting.as_str()], "{snapshot}");
     assert!(data.iter().any(|e| e["exec_type"] == "trade" && e["cl_ord_id"] == "taker"), "{snapshot}");
+    // `snap_trades` defaults to false: open orders only.
+    let token = ok(&raw.private("GetWebSocketsToken", &[]).await)["token"].as_str().unwrap().to_string();
+    let mut plain = connect(&fake.ws_auth_url()).await;
+    let subscribe = json!({"method":"subscribe","params":{"channel":"executions","token":token}});
+    plain.send(Message::Text(subscribe.to_string().into())).await.unwrap();
+    let ack = next_where(&mut plain, |v| v["method"] == "subscribe").await;
+    assert_eq!((&ack["result"]["snap_orders"], &ack["result"]["snap_trades"]), (&json!(true), &json!(false)));
+    let snapshot = next_where(&mut plain, |v| v["channel"] == "executions" && v["type"] == "snapshot").await;
+    assert_eq!(snapshot["data"].as_array().unwrap().len(), 1, "{snapshot}");
 }
 
 #[tokio::test]

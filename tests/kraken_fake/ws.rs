@@ -316,18 +316,22 @@ fn private_request(fake: &Shared, text: &str, subscribed: bool) -> PrivateAnswer
             if let Some(t) = token.and_then(|t| state.tokens.get_mut(t)) {
                 t.used = true;
             }
-            let mut ack = wire::example("ws/subscribe");
+            // `snap_orders` defaults to true, `snap_trades` to false (the
+            // executions reference); the deprecated `snapshot: false` asks for neither.
+            let wanted = |name: &str, default: bool| {
+                params[name].as_bool().unwrap_or(default) && params["snapshot"].as_bool() != Some(false)
+            };
+            let (snap_orders, snap_trades) = (wanted("snap_orders", true), wanted("snap_trades", false));
+            let mut ack = wire::variant("ws/subscribe", "executions");
             ack["req_id"] = req_id;
-            ack["result"] = json!({
-                "channel": "executions",
-                "maxratecount": state.tier.trading_max().to_string().parse::<u64>().unwrap_or(0),
-                "snapshot": true,
-            });
+            ack["result"]["maxratecount"] = json!(state.tier.trading_max().to_string().parse::<u64>().unwrap_or(0));
+            ack["result"]["snap_orders"] = json!(snap_orders);
+            ack["result"]["snap_trades"] = json!(snap_trades);
             ack["time_in"] = json!(time_in);
             ack["time_out"] = json!(wire::now_text());
             strip_req_id(&mut ack);
             let mut snapshot = wire::example("ws/executions_snapshot");
-            snapshot["data"] = Value::Array(state.executions_snapshot());
+            snapshot["data"] = Value::Array(state.executions_snapshot(snap_orders, snap_trades));
             snapshot["sequence"] = json!(state.exec_seq);
             PrivateAnswer { frames: vec![ack, snapshot], subscribed: true, stall: state.snapshot_delay, hang_up: false }
         }
