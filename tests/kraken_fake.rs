@@ -1396,7 +1396,6 @@ impl FakeState {
             m.remove("limit_price_type");
         }
         v["order_status"] = json!(status);
-        v["fee_ccy_pref"] = json!(if o.post_only { "fciq" } else { "fciq" });
         v["timestamp"] = json!(wire::now_text());
         // Documented in the executions reference, not in the example.
         if let Some(id) = &o.cl_ord_id {

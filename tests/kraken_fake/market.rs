@@ -393,8 +393,8 @@ impl FakeMarket {
     /// vwap, volume, count]`, as Kraken builds them.
     pub fn candles(&self, interval: u32, since: i64) -> Vec<Value> {
         let width = i64::from(interval) * 60;
-        // (start, open, high, low, close, notional, volume, count)
-        let mut out: Vec<(i64, Decimal, Decimal, Decimal, Decimal, Decimal, Decimal, u64)> = Vec::new();
+        // (start, [open, high, low, close, notional, volume], count)
+        let mut out: Vec<(i64, [Decimal; 6], u64)> = Vec::new();
         for t in &self.history {
             let secs: i64 = t.time.trunc().try_into().unwrap_or(0);
             let start = secs - secs.rem_euclid(width);
@@ -402,20 +402,20 @@ impl FakeMarket {
                 continue;
             }
             match out.last_mut().filter(|c| c.0 == start) {
-                Some(c) => {
-                    c.2 = c.2.max(t.price);
-                    c.3 = c.3.min(t.price);
-                    c.4 = t.price;
-                    c.5 += t.price * t.volume;
-                    c.6 += t.volume;
-                    c.7 += 1;
+                Some((_, c, n)) => {
+                    c[1] = c[1].max(t.price);
+                    c[2] = c[2].min(t.price);
+                    c[3] = t.price;
+                    c[4] += t.price * t.volume;
+                    c[5] += t.volume;
+                    *n += 1;
                 }
-                None => out.push((start, t.price, t.price, t.price, t.price, t.price * t.volume, t.volume, 1)),
+                None => out.push((start, [t.price, t.price, t.price, t.price, t.price * t.volume, t.volume], 1)),
             }
         }
         let dp = self.pair.pair_decimals;
         out.into_iter()
-            .map(|(start, o, h, l, c, notional, vol, n)| {
+            .map(|(start, [o, h, l, c, notional, vol], n)| {
                 let vwap = (notional / vol).round_dp(dp + 1);
                 json!([
                     start,
