@@ -35,7 +35,7 @@ echo "== venue fakes share no code with the adapters they test"
 # A fake that names lidod's or lido-shared's types copies the adapter's
 # mistakes into the venue (DESIGN.md, "Venues"): every fake source is checked.
 fake_sources=$(find tests -path tests/target -prune -o \( -path 'tests/*fake*' -a -name '*.rs' \) -print | sort)
-if offending=$(grep -nE 'lidod::|lido_shared::' $fake_sources); then
+if offending=$(grep -nE 'lidod::|lido_shared::' /dev/null $fake_sources); then
     echo "error: a venue fake names the adapter's crates:" >&2
     echo "$offending" >&2
     exit 1
