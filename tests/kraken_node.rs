@@ -16,7 +16,7 @@ use lido_shared::model::{Order, OrderStatus, OrderType, Side, TimeInForce};
 use lidod::journal::Journal;
 use rust_decimal::Decimal;
 
-use crate::kraken_fake::{FakeConfig, FakeKraken};
+use crate::kraken_fake::{FakeConfig, FakeKraken, FakeOrder};
 use crate::{eventually, TestDaemon};
 
 /// How long a test waits for anything the node does.
@@ -198,7 +198,7 @@ impl KrakenNode {
             let [(_, f)] = at_kraken.as_slice() else {
                 return Some(format!("order {id} is at kraken {} times", at_kraken.len()));
             };
-            if (f.lido_status(), f.vol_exec) != (o.status, o.filled_quantity) {
+            if (lido_status(f), f.vol_exec) != (o.status, o.filled_quantity) {
                 return Some(format!("algo {o:?}\nkraken {f:?}"));
             }
         }
@@ -221,6 +221,19 @@ impl KrakenNode {
         }
         (journal.orders.len() != orders.len())
             .then(|| format!("{} orders journaled, {} at the algo", journal.orders.len(), orders.len()))
+    }
+}
+
+/// The Lido status a fake Kraken order stands for (Kraken's REST `status`
+/// and filled volume), as the tests compare them.
+pub fn lido_status(o: &FakeOrder) -> OrderStatus {
+    match o.status.as_str() {
+        "pending" => OrderStatus::New,
+        "open" if o.vol_exec.is_zero() => OrderStatus::Accepted,
+        "open" => OrderStatus::PartiallyFilled,
+        "closed" if o.vol_exec >= o.vol => OrderStatus::Filled,
+        "expired" => OrderStatus::Expired,
+        _ => OrderStatus::Canceled,
     }
 }
 

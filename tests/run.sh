@@ -31,6 +31,16 @@ ensure tmux tmux "the end-to-end test of lido-tui drives it in a real terminal"
 ensure etcd etcd-server "the cluster tests run a real etcd"
 ensure protoc protobuf-compiler "etcd-client's build generates its gRPC code with protoc"
 
+echo "== venue fakes share no code with the adapters they test"
+# A fake that names lidod's or lido-shared's types copies the adapter's
+# mistakes into the venue (DESIGN.md, "Venues"): every fake source is checked.
+fake_sources=$(find tests -path tests/target -prune -o \( -path 'tests/*fake*' -a -name '*.rs' \) -print | sort)
+if offending=$(grep -nE 'lidod::|lido_shared::' /dev/null $fake_sources); then
+    echo "error: a venue fake names the adapter's crates:" >&2
+    echo "$offending" >&2
+    exit 1
+fi
+
 echo "== format"
 cargo fmt --all -- --check
 echo "== lint"

@@ -10,6 +10,7 @@ mod cluster_orders;
 mod failover;
 mod ha;
 mod kraken_broker;
+mod kraken_fake_rules;
 mod kraken_recovery;
 mod kraken_rest;
 mod lidoctl_verbs;
