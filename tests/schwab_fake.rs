@@ -965,9 +965,9 @@ struct Checked {
 
 /// Checks an order POST as Schwab does, field by field; the error is the
 /// 400 to answer.
-fn check_order(body: &Value, s: &FakeState) -> Result<Checked, Response> {
+fn check_order(body: &Value, s: &FakeState) -> Result<Checked, Box<Response>> {
     let Some(order) = body.as_object() else {
-        return Err(validation_error("the request body is not a JSON object"));
+        return Err(Box::new(validation_error("the request body is not a JSON object")));
     };
     let text = |key: &str| order.get(key).and_then(Value::as_str);
     let invalid = |field: &str, value: &str| {
@@ -980,67 +980,69 @@ fn check_order(body: &Value, s: &FakeState) -> Result<Checked, Response> {
         ("orderStrategyType", "orderStrategyType"),
     ] {
         let Some(value) = text(field) else {
-            return Err(validation_error(&format!("{field} is required")));
+            return Err(Box::new(validation_error(&format!("{field} is required"))));
         };
         let refused_duration = field == "duration" && fixtures::accepted("duration_rejected", value);
         if refused_duration && !s.rules.reject_refused_durations {
             continue;
         }
         if !fixtures::accepted(list, value) {
-            return Err(invalid(field, value));
+            return Err(Box::new(invalid(field, value)));
         }
     }
     let (order_type, session) = (text("orderType").unwrap_or_default(), text("session").unwrap_or_default());
     if order_type == "MARKET" && session != "NORMAL" && s.rules.market_orders_normal_session_only {
-        return Err(invalid("session", session));
+        return Err(Box::new(invalid("session", session)));
     }
     if text("orderStrategyType") != Some("SINGLE") {
-        return Err(validation_error("only SINGLE orders are placed through this fake; OCO and TRIGGER are not"));
+        return Err(Box::new(validation_error(
+            "only SINGLE orders are placed through this fake; OCO and TRIGGER are not",
+        )));
     }
     let Some(legs) = order.get("orderLegCollection").and_then(Value::as_array).filter(|l| !l.is_empty()) else {
-        return Err(validation_error("orderLegCollection is required"));
+        return Err(Box::new(validation_error("orderLegCollection is required")));
     };
     if legs.len() != 1 {
-        return Err(validation_error("an equity order has one leg"));
+        return Err(Box::new(validation_error("an equity order has one leg")));
     }
     let leg = &legs[0];
     let instruction = leg["instruction"].as_str().unwrap_or_default();
     if !fixtures::accepted("instruction", instruction) {
-        return Err(invalid("instruction", instruction));
+        return Err(Box::new(invalid("instruction", instruction)));
     }
     let Some(quantity) = decimal(&leg["quantity"]) else {
-        return Err(validation_error("orderLegCollection[0].quantity must be a number"));
+        return Err(Box::new(validation_error("orderLegCollection[0].quantity must be a number")));
     };
     if quantity <= Decimal::ZERO {
-        return Err(validation_error("Order quantity must be greater than zero"));
+        return Err(Box::new(validation_error("Order quantity must be greater than zero")));
     }
     if !quantity.fract().is_zero() {
-        return Err(validation_error("fractional share quantities are not accepted"));
+        return Err(Box::new(validation_error("fractional share quantities are not accepted")));
     }
     let asset_type = leg["instrument"]["assetType"].as_str().unwrap_or_default();
     if !fixtures::accepted("assetType", asset_type) {
-        return Err(invalid("assetType", asset_type));
+        return Err(Box::new(invalid("assetType", asset_type)));
     }
     let Some(symbol) = leg["instrument"]["symbol"].as_str() else {
-        return Err(validation_error("orderLegCollection[0].instrument.symbol is required"));
+        return Err(Box::new(validation_error("orderLegCollection[0].instrument.symbol is required")));
     };
     if !s.quotes.contains_key(symbol) {
-        return Err(validation_error("Symbol is not valid"));
+        return Err(Box::new(validation_error("Symbol is not valid")));
     }
     let price = match order.get("price") {
         None | Some(Value::Null) => None,
         Some(p) => match decimal(p) {
             Some(p) => Some(p),
-            None => return Err(validation_error("price must be a number")),
+            None => return Err(Box::new(validation_error("price must be a number"))),
         },
     };
     let needs_price = matches!(order_type, "LIMIT" | "STOP_LIMIT" | "LIMIT_ON_CLOSE");
     match price {
-        None if needs_price => return Err(validation_error("price is required for a LIMIT order")),
-        Some(p) if p <= Decimal::ZERO => return Err(validation_error("price must be greater than zero")),
+        None if needs_price => return Err(Box::new(validation_error("price is required for a LIMIT order"))),
+        Some(p) if p <= Decimal::ZERO => return Err(Box::new(validation_error("price must be greater than zero"))),
         // Sub-penny prices: two decimals at $1 and above, four below (SEC Rule 612).
         Some(p) if p.normalize().scale() > if p >= Decimal::ONE { 2 } else { 4 } => {
-            return Err(validation_error("price has too many decimal places"))
+            return Err(Box::new(validation_error("price has too many decimal places")))
         }
         _ => {}
     }
@@ -1051,7 +1053,7 @@ fn check_order(body: &Value, s: &FakeState) -> Result<Checked, Response> {
 async fn place(State(fake): State<Arc<Shared>>, Path(hash): Path<String>, body: Bytes) -> Response {
     let (order_id, hang) = match book(&fake, &hash, &body) {
         Ok(placed) => placed,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Some(delay) = hang {
         tokio::time::sleep(delay).await;
@@ -1062,17 +1064,17 @@ async fn place(State(fake): State<Arc<Shared>>, Path(hash): Path<String>, body: 
 
 /// Checks and books an order POST: its id and how long to hold the answer,
 /// or the answer to give at once.
-fn book(fake: &Shared, hash: &str, body: &[u8]) -> Result<(i64, Option<Duration>), Response> {
+fn book(fake: &Shared, hash: &str, body: &[u8]) -> Result<(i64, Option<Duration>), Box<Response>> {
     if let Some(r) = wrong_account(fake, hash) {
-        return Err(r);
+        return Err(Box::new(r));
     }
     let raw: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
-        Err(e) => return Err(validation_error(&format!("the request body is not JSON: {e}"))),
+        Err(e) => return Err(Box::new(validation_error(&format!("the request body is not JSON: {e}")))),
     };
     let mut s = fake.lock();
     if !spend_order_request(&mut s, hash) {
-        return Err(rate_limited());
+        return Err(Box::new(rate_limited()));
     }
     s.order_posts.push(raw.clone());
     let checked = check_order(&raw, &s)?;
@@ -1132,7 +1134,7 @@ fn book(fake: &Shared, hash: &str, body: &[u8]) -> Result<(i64, Option<Duration>
         let _ = fake.stream.send(StreamPush::Activity { account, order_id, kind: "OrderFillCompleted" });
     }
     if lose_answer {
-        return Err(error_body(StatusCode::BAD_GATEWAY, "gateway_bad_gateway"));
+        return Err(Box::new(error_body(StatusCode::BAD_GATEWAY, "gateway_bad_gateway")));
     }
     Ok((order_id, hang))
 }

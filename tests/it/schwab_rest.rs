@@ -383,7 +383,7 @@ async fn tokens_expire_on_schwabs_clock_and_a_dead_refresh_token_is_refused() {
     assert_eq!(body["error"], "unsupported_token_type");
     assert!(body["error_description"].as_str().unwrap().contains("refresh_token_authentication_error"));
     let refused = bounded(c.rest.account_numbers()).await;
-    assert!(refused.is_err(), "credentials that stopped working: {refused:?}");
+    assert!(matches!(refused, Err(SchwabError::Unauthorized { .. })), "credentials that stopped working: {refused:?}");
 }
 
 #[tokio::test]
