@@ -166,7 +166,7 @@ async fn quotes_place_and_cancel_with_schwabs_order_json() {
     let canceled = c.cancel_order(&placed.order.order_id).await.unwrap();
     assert_eq!(canceled.status, OrderStatus::Canceled);
     let at_schwab = &setup.fake.orders()[&venue_id.parse::<i64>().unwrap()];
-    assert_eq!(at_schwab.status, "CANCELED");
+    assert_eq!(at_schwab["status"], "CANCELED");
 
     let balances = c.balances(Some(MARKET)).await.unwrap();
     assert_eq!(balances[0].asset, "USD");
@@ -327,7 +327,7 @@ async fn assert_kept_once_and_cancel(setup: &Setup, c: &LidoClient, placed: &Ord
     assert_eq!(c.cancel_order(&placed.order_id).await.unwrap().status, OrderStatus::Canceled);
     let at_schwab = setup.fake.orders();
     assert_eq!(at_schwab.keys().map(|id| id.to_string()).collect::<Vec<_>>(), [venue_id], "one order, none lost");
-    assert_eq!(at_schwab.values().next().unwrap().status, "CANCELED");
+    assert_eq!(at_schwab.values().next().unwrap()["status"], "CANCELED");
     assert_eq!(setup.fake.order_posts().len(), 1, "never sent twice");
 }
 
@@ -444,7 +444,7 @@ async fn a_schwab_order_the_journal_lacks_is_adopted() {
     assert_eq!(open, [first.order_id.clone(), lost.order_id.clone()], "both resting orders, once each");
     assert_eq!(c.cancel_order(&lost.order_id).await.unwrap().status, OrderStatus::Canceled);
     let schwab_id: i64 = lost.venue_order_id.unwrap().parse().unwrap();
-    assert_eq!(setup.fake.orders()[&schwab_id].status, "CANCELED");
+    assert_eq!(setup.fake.orders()[&schwab_id]["status"], "CANCELED");
     assert_eq!(setup.fake.orders().len(), 2);
     assert_eq!(setup.fake.order_posts().len(), 2, "never sent twice");
 }
