@@ -255,19 +255,7 @@ impl KrakenBroker {
     /// Checks, then places, an order; never twice (see the module docs).
     async fn place(&self, order: VenueOrder) -> Result<ReplyBody, ErrorDetail> {
         let pair = self.pair(&order.symbol).await?;
-        pair.check_order(order.order_type, order.quantity, order.limit_price)
-            .map_err(|m| ErrorDetail::new("invalid_order", format!("{m} (checked against kraken's AssetPairs)")))?;
-        let request = AddOrderRequest {
-            pair: pair.altname.clone(),
-            side: order.side,
-            order_type: order.order_type,
-            volume: order.quantity,
-            price: order.limit_price.filter(|_| order.order_type == OrderType::Limit),
-            time_in_force: order.time_in_force,
-            post_only: false,
-            cl_ord_id: Some(order.client_id.clone()),
-            validate: false,
-        };
+        let request = add_order_request(&order, &pair)?;
         let kind = RequestKind::AddOrder { client_order_id: true };
         let mut delays = retry_delays();
         // Whether an earlier attempt may have reached Kraken: then a final
@@ -534,6 +522,26 @@ impl CommandHandler for KrakenBroker {
     }
 }
 
+/// The AddOrder for `order`, checked against the pair (status, `ordermin`,
+/// lot, tick, `costmin`) and with its quantity and price at the pair's
+/// decimals, so nothing leaves that Kraken would refuse for its digits.
+fn add_order_request(order: &VenueOrder, pair: &PairInfo) -> Result<AddOrderRequest, ErrorDetail> {
+    let invalid = |m: String| ErrorDetail::new("invalid_order", format!("{m} (checked against kraken's AssetPairs)"));
+    pair.check_order(order.order_type, order.quantity, order.limit_price).map_err(invalid)?;
+    let price = order.limit_price.filter(|_| order.order_type == OrderType::Limit);
+    Ok(AddOrderRequest {
+        pair: pair.altname.clone(),
+        side: order.side,
+        order_type: order.order_type,
+        volume: pair.wire_quantity(order.quantity).map_err(invalid)?,
+        price: price.map(|p| pair.wire_price(p)).transpose().map_err(invalid)?,
+        time_in_force: order.time_in_force,
+        post_only: false,
+        cl_ord_id: Some(order.client_id.clone()),
+        validate: false,
+    })
+}
+
 /// Backoff between attempts at one order action.
 fn retry_delays() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
@@ -622,6 +630,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use lido_shared::model::Side;
+    use rust_decimal::Decimal;
     use rust_decimal_macros::dec;
 
     use super::*;
@@ -663,6 +672,42 @@ mod tests {
         let mut info: OrderInfo = serde_json::from_str(OPEN_ORDER).unwrap();
         info.descr.ordertype = "stop-loss".into();
         assert_eq!(venue_order("c-1", "acme", &btc_usd(), &info), None);
+    }
+
+    fn limit_buy(quantity: Decimal, price: Decimal) -> VenueOrder {
+        VenueOrder {
+            client_id: "6f1c2b1e-4c1d-4f7a-9a51-2d8e0f3b7c11".into(),
+            account: "acme".into(),
+            symbol: Symbol::parse("BTC/USD").unwrap(),
+            side: Side::Buy,
+            order_type: OrderType::Limit,
+            time_in_force: TimeInForce::Gtc,
+            quantity,
+            limit_price: Some(price),
+            client_order_id: None,
+        }
+    }
+
+    #[test]
+    fn orders_leave_at_the_pair_s_decimals() {
+        // XBTUSD: pair_decimals 1, lot_decimals 8 (AssetPairs example).
+        let order = limit_buy(dec!(0.0100000000000), dec!(30010.000));
+        let request = add_order_request(&order, &btc_usd()).unwrap();
+        let form = request.form(1).unwrap();
+        let field = |k: &str| form.iter().find(|(f, _)| *f == k).map(|(_, v)| v.clone()).unwrap();
+        assert_eq!((field("volume"), field("price")), ("0.01".to_string(), "30010".to_string()));
+        let ws = request.ws_params("BTC/USD", Token("t".into())).unwrap();
+        let json = serde_json::to_string(&ws).unwrap();
+        assert!(json.contains(r#""order_qty":0.01,"#) && json.contains(r#""limit_price":30010,"#), "{json}");
+    }
+
+    #[test]
+    fn a_price_off_the_tick_or_too_fine_a_quantity_is_refused_not_rounded() {
+        let err = add_order_request(&limit_buy(dec!(0.01), dec!(30010.05)), &btc_usd()).unwrap_err();
+        assert_eq!(err.code, "invalid_order");
+        assert!(err.message.contains("30010.05"), "{}", err.message);
+        let err = add_order_request(&limit_buy(dec!(0.000000001), dec!(30010.0)), &btc_usd()).unwrap_err();
+        assert_eq!(err.code, "invalid_order");
     }
 
     #[test]
