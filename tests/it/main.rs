@@ -9,6 +9,7 @@ mod cluster;
 mod failover;
 mod ha;
 mod kraken_broker;
+mod kraken_limits;
 mod kraken_recovery;
 mod kraken_rest;
 mod lidoctl_verbs;

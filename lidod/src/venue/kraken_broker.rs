@@ -31,6 +31,7 @@
 //!   account, not to a socket: any connection or REST can query or cancel
 //!   an order placed through another.
 
+pub mod account;
 pub mod options;
 pub mod private_ws;
 pub mod public_ws;
@@ -38,8 +39,8 @@ mod ws;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
@@ -48,10 +49,12 @@ use lido_shared::cluster::{ServiceKind, ServiceState};
 use lido_shared::model::{OrderStatus, OrderType, Symbol, TimeInForce};
 use lido_shared::pipe::{Command, Reply, ReplyBody, ServiceEvent, VenueOrder, VenueOrderReport};
 use lido_shared::ErrorDetail;
+use rust_decimal::prelude::ToPrimitive;
 use tokio::sync::{mpsc, OnceCell};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use account::{Charge, SharedTrading};
 pub use options::KrakenOptions;
 use private_ws::{OrderCall, OrderIndex, OrderMeta, SocketOrders};
 use public_ws::{PublicConfig, PublicFeeds};
@@ -62,7 +65,7 @@ use super::kraken::messages::{
     Token,
 };
 use super::kraken::pairs::{PairInfo, PairMap};
-use super::kraken::ratelimit::{TradeAction, TradingCounters};
+use super::kraken::ratelimit::TradeAction;
 use super::kraken::rest::{local_refusal, KrakenRest, RestConfig};
 use super::kraken::sign::NonceSource;
 use crate::autoscale::figures;
@@ -82,7 +85,9 @@ struct KrakenBroker {
     pairs: OnceCell<PairMap>,
     public: PublicFeeds,
     index: Arc<OrderIndex>,
-    trading: Mutex<TradingCounters>,
+    /// The account's per-pair trading counters, shared with the node's
+    /// other brokers on this key ([`account`]).
+    trading: SharedTrading,
     executions_connected: Arc<AtomicBool>,
     /// Order calls over the private socket; `None` without keys.
     socket: Option<SocketOrders>,
@@ -99,9 +104,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let credentials = options.credentials().map_err(anyhow::Error::msg)?;
     let has_keys = credentials.is_some();
-    let nonces = NonceSource::load(&options.nonce_file).map_err(|e| {
-        anyhow::anyhow!("cannot read the nonce file {}: {e}; fix or remove it", options.nonce_file.display())
-    })?;
+    let (nonces, account_dir) = nonce_source(&options, credentials.as_ref().map(|c| c.key.as_str()))?;
     let rest_config = RestConfig {
         base_url: options.rest_url.clone(),
         timeout: options.rest_timeout,
@@ -138,7 +141,7 @@ pub async fn run(
             shutdown.clone(),
         ),
         index,
-        trading: Mutex::new(TradingCounters::new(options.tier.trading_limits())),
+        trading: SharedTrading::new(account_dir, options.tier.trading_limits()),
         executions_connected,
         socket,
     });
@@ -177,7 +180,7 @@ impl KrakenBroker {
             let connected = live.connected.load(Ordering::Relaxed);
             let executions = self.executions_connected.load(Ordering::Relaxed);
             let public = self.public.config();
-            let trading_used = self.lock_trading().busiest_share(Instant::now());
+            let trading_used = self.trading.busiest_share();
             // Every public socket is connected, or the first is still on its
             // first dial (not known to be down): routing reads this.
             let first_dial = connected == 0 && live.reconnects.load(Ordering::Relaxed) == 0;
@@ -262,10 +265,18 @@ impl KrakenBroker {
         // refusal (e.g. a duplicate cl_ord_id) is checked against Kraken first.
         let mut maybe_sent = false;
         for attempt in 1..=ORDER_ATTEMPTS {
-            self.wait_trading(&pair.altname, TradeAction::Add).await;
+            if let Err(refused) = self.charge(&pair, TradeAction::Add).await {
+                // Not sent: unless an earlier attempt may have placed it.
+                if maybe_sent {
+                    if let Some((txid, info)) = self.find_maybe_sent(&order.client_id).await? {
+                        return Ok(ReplyBody::Order(order_report(&order.client_id, &txid, &info)));
+                    }
+                }
+                return Err(refused);
+            }
             let err = match self.send_add(&request, &pair).await {
                 Ok((txid, via)) => {
-                    self.remember(&txid, &order.client_id, &pair, order.side);
+                    self.remember(&txid, &order.client_id, &pair, order.side, Some(account::now_micros()));
                     info!(order_id = %order.client_id, %txid, via, "kraken accepted the order");
                     return Ok(ReplyBody::Order(report(&order.client_id, &txid, OrderStatus::Accepted)));
                 }
@@ -274,6 +285,17 @@ impl KrakenBroker {
             let advice = err.retry_advice(kind);
             warn!(order_id = %order.client_id, attempt, error = %err, ?advice, "kraken AddOrder failed");
             maybe_sent |= !err.certainly_not_executed();
+            if err.code() == Some(ErrorCode::OrderRateLimit) {
+                // Kraken's counter is full: never resent; the broker backs
+                // off this pair until the counter has decayed.
+                let refusal = self.kraken_rate_limited(&pair).await;
+                if maybe_sent {
+                    if let Some((txid, info)) = self.find_maybe_sent(&order.client_id).await? {
+                        return Ok(ReplyBody::Order(order_report(&order.client_id, &txid, &info)));
+                    }
+                }
+                return Err(refusal);
+            }
             if advice == RetryAdvice::DoNotRetry || attempt == ORDER_ATTEMPTS {
                 if maybe_sent {
                     if let Some((txid, info)) = self.find_maybe_sent(&order.client_id).await? {
@@ -305,12 +327,33 @@ impl KrakenBroker {
         } else {
             CancelOrderRequest::ClOrdId(client_id.to_string())
         };
+        let known = self.index.meta_of(client_id);
+        // The pair's counter is charged by the order's age; an order whose
+        // age is unknown is charged as the youngest (the most a cancel costs).
+        let pair = match &known {
+            Some(meta) => self.pairs().await.ok().and_then(|p| p.by_symbol(&meta.symbol)).cloned(),
+            None => None,
+        };
+        let age = known
+            .as_ref()
+            .and_then(|m| m.placed_micros)
+            .map(|t| Duration::from_micros(account::now_micros().saturating_sub(t)))
+            .unwrap_or(Duration::ZERO);
         let mut delays = retry_delays();
         for attempt in 1..=ORDER_ATTEMPTS {
+            if let Some(pair) = &pair {
+                self.charge(pair, TradeAction::Cancel { age }).await?;
+            }
             let err = match self.send_cancel(&request).await {
                 Ok(()) => break,
                 Err(e) => e,
             };
+            if err.code() == Some(ErrorCode::OrderRateLimit) {
+                return Err(match &pair {
+                    Some(pair) => self.kraken_rate_limited(pair).await,
+                    None => ErrorDetail::new("rate_limited", format!("{}; not resent", err.reason())),
+                });
+            }
             if err.code() == Some(ErrorCode::UnknownOrder) {
                 return match self.find(client_id).await? {
                     Some((txid, info)) => Err(ErrorDetail::new(
@@ -457,31 +500,65 @@ impl KrakenBroker {
         let pair = self.pairs().await.ok().and_then(|p| p.resolve(&info.descr.pair)).cloned();
         let order = pair.as_ref().and_then(|p| venue_order(client_id, account, p, info));
         if let Some(order) = &order {
-            self.remember(txid, client_id, pair.as_ref().expect("the order has a pair"), order.side);
+            let placed = (info.opentm * rust_decimal::Decimal::from(1_000_000)).trunc().to_u64();
+            self.remember(txid, client_id, pair.as_ref().expect("the order has a pair"), order.side, placed);
         }
         VenueOrderReport { order: order.map(Box::new), ..order_report(client_id, txid, info) }
     }
 
-    fn remember(&self, txid: &str, client_id: &str, pair: &PairInfo, side: lido_shared::model::Side) {
-        let meta = OrderMeta { client_id: client_id.to_string(), symbol: pair.symbol.clone(), side };
+    fn remember(
+        &self,
+        txid: &str,
+        client_id: &str,
+        pair: &PairInfo,
+        side: lido_shared::model::Side,
+        placed_micros: Option<u64>,
+    ) {
+        let meta = OrderMeta { client_id: client_id.to_string(), symbol: pair.symbol.clone(), side, placed_micros };
         self.index.remember(txid, meta);
     }
 
-    /// Waits on the per-pair trading counter, then counts the action.
-    async fn wait_trading(&self, pair: &str, action: TradeAction) {
-        loop {
-            let wait = self.lock_trading().wait(pair, action, Instant::now());
-            if wait.is_zero() {
-                break;
+    /// Counts `action` on the pair's trading counter (Kraken's "Spot
+    /// Trading Limits"), or refuses it with `rate_limited` before Kraken
+    /// would: the counter, its threshold and decay, and when to retry.
+    async fn charge(&self, pair: &PairInfo, action: TradeAction) -> Result<(), ErrorDetail> {
+        match self.trading.charge(&pair.altname, action).await {
+            Ok(Charge::Counted) => Ok(()),
+            Ok(Charge::Refused(r)) => {
+                warn!(pair = %pair.symbol, ?action, refusal = %r, "order action refused before kraken's trading limit");
+                Err(ErrorDetail::new("rate_limited", refusal_message(&r, pair)))
             }
-            tokio::time::sleep(wait).await;
+            Err(e) => Err(ErrorDetail::new(
+                "venue_unavailable",
+                format!("cannot read the account's kraken trading counters: {e}; nothing was sent"),
+            )),
         }
-        self.lock_trading().record(pair, action, Instant::now());
     }
 
-    fn lock_trading(&self) -> std::sync::MutexGuard<'_, TradingCounters> {
-        self.trading.lock().unwrap_or_else(|p| p.into_inner())
+    /// Kraken answered `EOrder:Rate limit exceeded` on `pair`: the counter
+    /// is full (every broker on the account then waits for its decay).
+    async fn kraken_rate_limited(&self, pair: &PairInfo) -> ErrorDetail {
+        if let Err(e) = self.trading.saturate(&pair.altname).await {
+            warn!(error = %e, "cannot record kraken's rate limit in the account's counters");
+        }
+        let limits = self.trading.limits();
+        let decay = limits.decay_micro_per_sec as f64 / 1e6;
+        let retry = (f64::from(limits.max) / decay.max(f64::MIN_POSITIVE)).ceil();
+        ErrorDetail::new(
+            "rate_limited",
+            format!(
+                "kraken refused with EOrder:Rate limit exceeded for {} (trading counter over its threshold {}, decays \
+                 {decay}/s); not resent, retry in up to {retry} s",
+                pair.symbol, limits.max
+            ),
+        )
     }
+}
+
+/// Lido's own words for a refusal before Kraken's trading limit, with the
+/// pair as the algo names it.
+fn refusal_message(r: &super::kraken::ratelimit::TradingRefusal, pair: &PairInfo) -> String {
+    r.to_string().replacen(&format!("for {}:", pair.altname), &format!("for {}:", pair.symbol), 1)
 }
 
 impl CommandHandler for KrakenBroker {
@@ -540,6 +617,28 @@ fn add_order_request(order: &VenueOrder, pair: &PairInfo) -> Result<AddOrderRequ
         cl_ord_id: Some(order.client_id.clone()),
         validate: false,
     })
+}
+
+/// The nonce source for this broker: with keys, the one file the node's
+/// brokers on the same key share (under the account folder beside
+/// `nonce_file`, named by a hash of the key), never below this broker's
+/// own earlier nonce file; without keys, `nonce_file` (public calls only).
+/// Also the account folder, for the trading counters.
+fn nonce_source(
+    options: &KrakenOptions,
+    api_key: Option<&str>,
+) -> anyhow::Result<(NonceSource, Option<std::path::PathBuf>)> {
+    let load = |path: &std::path::Path| {
+        NonceSource::load(path)
+            .map_err(|e| anyhow::anyhow!("cannot read the nonce file {}: {e}; fix or remove it", path.display()))
+    };
+    let own = load(&options.nonce_file)?;
+    let Some(key) = api_key else { return Ok((own, None)) };
+    let base = options.nonce_file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let dir = account::account_dir(base, key);
+    let mut shared = load(&dir.join("nonce"))?;
+    shared.raise_floor(own.last());
+    Ok((shared, Some(dir)))
 }
 
 /// Backoff between attempts at one order action.

@@ -53,6 +53,10 @@ pub struct OrderMeta {
     pub client_id: String,
     pub symbol: Symbol,
     pub side: Side,
+    /// When Kraken accepted the order (microseconds since the Unix epoch),
+    /// when known: a cancel's trading-counter penalty depends on the
+    /// order's age.
+    pub placed_micros: Option<u64>,
 }
 
 /// Kraken order id → what Lido knows about it, shared by the order path
@@ -61,8 +65,19 @@ pub struct OrderMeta {
 pub struct OrderIndex(Mutex<HashMap<String, OrderMeta>>);
 
 impl OrderIndex {
-    pub fn remember(&self, txid: &str, meta: OrderMeta) {
-        self.lock().insert(txid.to_string(), meta);
+    /// Records what is known of `txid`; a placement time already known is
+    /// kept when `meta` has none.
+    pub fn remember(&self, txid: &str, mut meta: OrderMeta) {
+        let mut map = self.lock();
+        if meta.placed_micros.is_none() {
+            meta.placed_micros = map.get(txid).and_then(|m| m.placed_micros);
+        }
+        map.insert(txid.to_string(), meta);
+    }
+
+    /// What is known of Lido's order `client_id`, if seen.
+    pub fn meta_of(&self, client_id: &str) -> Option<OrderMeta> {
+        self.lock().values().find(|m| m.client_id == client_id).cloned()
     }
 
     /// The Kraken id of Lido's order `client_id`, if seen.
@@ -323,7 +338,10 @@ pub fn to_events(entry: &ExecutionData, index: &OrderIndex) -> Vec<ServiceEvent>
         .or_else(|| known.as_ref().map(|m| m.symbol.clone()));
     let side = entry.side.or_else(|| known.as_ref().map(|m| m.side));
     if let (Some(symbol), Some(side)) = (&symbol, side) {
-        index.remember(&entry.order_id, OrderMeta { client_id: client_id.clone(), symbol: symbol.clone(), side });
+        index.remember(
+            &entry.order_id,
+            OrderMeta { client_id: client_id.clone(), symbol: symbol.clone(), side, placed_micros: None },
+        );
     }
     let ts = entry.timestamp.unwrap_or_else(Utc::now);
     let mut out = Vec::new();
