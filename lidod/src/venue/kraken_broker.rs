@@ -77,6 +77,9 @@ const ORDER_ATTEMPTS: usize = 4;
 /// the private socket's current connection (under the market's 10 s venue
 /// time-out).
 const SYNC_WAIT: Duration = Duration::from_secs(5);
+/// How long a cancel's answer waits for the executions feed to report the
+/// order canceled before asking REST.
+const CANCEL_FEED_WAIT: Duration = Duration::from_secs(2);
 /// How often status figures go up.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 
@@ -355,6 +358,12 @@ impl KrakenBroker {
                 });
             }
             if err.code() == Some(ErrorCode::UnknownOrder) {
+                if let Some(r) = self.index.feed_report(client_id).filter(|r| r.status.is_terminal()) {
+                    return Err(ErrorDetail::new(
+                        "order_not_open",
+                        format!("kraken order {} is already {}", r.venue_order_id, r.status),
+                    ));
+                }
                 return match self.find(client_id).await? {
                     Some((txid, info)) => Err(ErrorDetail::new(
                         "order_not_open",
@@ -369,7 +378,40 @@ impl KrakenBroker {
             warn!(order_id = %client_id, attempt, error = %err, "kraken CancelOrder failed; retrying");
             tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(1))).await;
         }
-        self.report_of(client_id).await
+        self.canceled_report(client_id).await
+    }
+
+    /// The answer to a cancel Kraken acknowledged: the order's final state
+    /// from the executions feed when it arrives within [`CANCEL_FEED_WAIT`]
+    /// (no REST call), else from REST; and if REST cannot say, canceled as
+    /// Kraken acknowledged (with the fills the feed had), never an error.
+    async fn canceled_report(&self, client_id: &str) -> Result<ReplyBody, ErrorDetail> {
+        if self.socket.is_some() {
+            let deadline = tokio::time::Instant::now() + CANCEL_FEED_WAIT;
+            loop {
+                if let Some(r) = self.index.feed_report(client_id).filter(|r| r.status.is_terminal()) {
+                    return Ok(ReplyBody::Order(r));
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        match self.report_of(client_id).await {
+            Ok(body) => Ok(body),
+            Err(e) => {
+                warn!(order_id = %client_id, error = %e, "kraken acknowledged the cancel; its state is not known yet");
+                let mut r = self.index.feed_report(client_id).unwrap_or_else(|| {
+                    report(client_id, &self.index.txid_of(client_id).unwrap_or_default(), OrderStatus::Canceled)
+                });
+                if !r.status.is_terminal() {
+                    r.status = OrderStatus::Canceled;
+                }
+                r.reason = Some("canceled (kraken acknowledged the cancel)".into());
+                Ok(ReplyBody::Order(r))
+            }
+        }
     }
 
     /// The private socket, when it can take order calls now.
@@ -433,6 +475,11 @@ impl KrakenBroker {
     /// executions feed had for it.
     async fn status_of(&self, client_id: &str) -> Result<ReplyBody, ErrorDetail> {
         self.executions_synced().await?;
+        // The feed is synced, so its latest state for the order is current:
+        // no REST call (no nonce, no call counter) for what it already told.
+        if let Some(r) = self.index.feed_report(client_id) {
+            return Ok(ReplyBody::Order(r));
+        }
         self.report_of(client_id).await
     }
 
@@ -807,6 +854,57 @@ mod tests {
         assert!(err.message.contains("30010.05"), "{}", err.message);
         let err = add_order_request(&limit_buy(dec!(0.000000001), dec!(30010.0)), &btc_usd()).unwrap_err();
         assert_eq!(err.code, "invalid_order");
+    }
+
+    /// A broker whose REST endpoint answers nothing and that has no
+    /// private socket: whatever it answers, it answered without REST.
+    fn broker_without_rest(shutdown: &CancellationToken) -> KrakenBroker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = RestConfig {
+            base_url: format!("http://127.0.0.1:{port}"),
+            timeout: Duration::from_secs(2),
+            ..RestConfig::default()
+        };
+        let rest = Arc::new(KrakenRest::new(config, None, NonceSource::in_memory()).unwrap());
+        let (events, _) = mpsc::channel(16);
+        KrakenBroker {
+            rest,
+            pairs: OnceCell::new(),
+            public: PublicFeeds::start(
+                PublicConfig {
+                    url: format!("ws://127.0.0.1:{port}"),
+                    connections: 1,
+                    max_subscriptions_per_connection: 10,
+                    subscription_headroom: 1,
+                    book_depth: 10,
+                },
+                events,
+                shutdown.clone(),
+            ),
+            index: Arc::new(OrderIndex::default()),
+            trading: SharedTrading::new(None, crate::venue::kraken::ratelimit::Tier::Starter.trading_limits()),
+            executions_connected: Arc::new(AtomicBool::new(false)),
+            socket: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_status_the_executions_feed_already_told_spends_no_rest_call() {
+        let shutdown = CancellationToken::new();
+        let broker = broker_without_rest(&shutdown);
+        let id = "6f1c2b1e-4c1d-4f7a-9a51-2d8e0f3b7c11";
+        // Unknown to the feed: only REST can say, and REST is down.
+        assert!(broker.status_of(id).await.is_err());
+        // The feed reported it canceled: answered from that.
+        broker.index.record_report(&report(id, "OQCLML-BW3P3-BUCMWZ", OrderStatus::Canceled));
+        let Ok(ReplyBody::Order(r)) = broker.status_of(id).await else { panic!("answered from the feed") };
+        assert_eq!((r.status, r.venue_order_id.as_str()), (OrderStatus::Canceled, "OQCLML-BW3P3-BUCMWZ"));
+        // A cancel Kraken acknowledged is reported canceled even when REST
+        // cannot be asked, never as a failure.
+        let other = "7a2c3d4e-5f60-4718-8a9b-0c1d2e3f4a5b";
+        let Ok(ReplyBody::Order(r)) = broker.canceled_report(other).await else { panic!("canceled") };
+        assert_eq!(r.status, OrderStatus::Canceled);
+        shutdown.cancel();
     }
 
     #[test]
