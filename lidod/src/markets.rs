@@ -1011,14 +1011,15 @@ fn no_broker(m: &Market) -> ApiError {
 
 /// A broker refusal that has an HTTP status of its own: Lido's `429
 /// rate_limited` before a venue limit, `503 venue_maintenance` while the
-/// venue is down for maintenance, `503 market_cancel_only` while it takes
-/// cancels only.
+/// venue is down for maintenance, `503 market_cancel_only` /
+/// `market_post_only` while it takes cancels or post-only orders only.
 fn broker_refusal(d: &lido_shared::ErrorDetail) -> Option<ApiError> {
     use axum::http::StatusCode;
     let (status, code) = match d.code.as_str() {
         "rate_limited" => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         "venue_maintenance" => (StatusCode::SERVICE_UNAVAILABLE, "venue_maintenance"),
         "market_cancel_only" => (StatusCode::SERVICE_UNAVAILABLE, "market_cancel_only"),
+        "market_post_only" => (StatusCode::SERVICE_UNAVAILABLE, "market_post_only"),
         _ => return None,
     };
     Some(ApiError::new(status, code, d.message.clone()))

@@ -261,6 +261,7 @@ impl KrakenBroker {
     /// Checks, then places, an order; never twice (see the module docs).
     async fn place(&self, order: VenueOrder) -> Result<ReplyBody, ErrorDetail> {
         let pair = self.pair(&order.symbol).await?;
+        venue_gate(self.public.live().system().as_deref(), &pair, true)?;
         let request = add_order_request(&order, &pair)?;
         let kind = RequestKind::AddOrder { client_order_id: true };
         let mut delays = retry_delays();
@@ -330,6 +331,12 @@ impl KrakenBroker {
         } else {
             CancelOrderRequest::ClOrdId(client_id.to_string())
         };
+        if self.public.live().system().as_deref() == Some("maintenance") {
+            return Err(ErrorDetail::new(
+                "venue_maintenance",
+                "kraken is in maintenance (WebSocket v2 status channel); the cancel was not sent, retry after it",
+            ));
+        }
         let known = self.index.meta_of(client_id);
         // The pair's counter is charged by the order's age; an order whose
         // age is unknown is charged as the youngest (the most a cancel costs).
@@ -646,6 +653,38 @@ impl CommandHandler for KrakenBroker {
     }
 }
 
+/// Whether Kraken takes a new order now, by the engine's state from the
+/// WebSocket v2 `status` channel (`system`) and the pair's AssetPairs
+/// `status`: in `maintenance` nothing is sent (`venue_maintenance`, 503);
+/// in `cancel_only` new orders are refused (`market_cancel_only`, 503;
+/// cancels go through); in `post_only` (engine or pair) orders are refused
+/// with `market_post_only`, since Lido's orders are not post-only.
+fn venue_gate(system: Option<&str>, pair: &PairInfo, new_order: bool) -> Result<(), ErrorDetail> {
+    use super::kraken::pairs::PairStatus;
+    if system == Some("maintenance") {
+        return Err(ErrorDetail::new(
+            "venue_maintenance",
+            "kraken is in maintenance (WebSocket v2 status channel); the order was not sent, retry after it",
+        ));
+    }
+    if !new_order {
+        return Ok(());
+    }
+    if system == Some("cancel_only") || pair.status == PairStatus::CancelOnly {
+        return Err(ErrorDetail::new(
+            "market_cancel_only",
+            format!("kraken takes cancels only on {} now; the order was not sent", pair.symbol),
+        ));
+    }
+    if system == Some("post_only") || pair.status == PairStatus::PostOnly {
+        return Err(ErrorDetail::new(
+            "market_post_only",
+            format!("kraken takes post-only limit orders only on {} now; the order was not sent", pair.symbol),
+        ));
+    }
+    Ok(())
+}
+
 /// The AddOrder for `order`, checked against the pair (status, `ordermin`,
 /// lot, tick, `costmin`) and with its quantity and price at the pair's
 /// decimals, so nothing leaves that Kraken would refuse for its digits.
@@ -905,6 +944,23 @@ mod tests {
         let Ok(ReplyBody::Order(r)) = broker.canceled_report(other).await else { panic!("canceled") };
         assert_eq!(r.status, OrderStatus::Canceled);
         shutdown.cancel();
+    }
+
+    #[test]
+    fn the_engine_and_pair_status_gate_new_orders() {
+        use crate::venue::kraken::pairs::PairStatus;
+        let online = btc_usd();
+        assert!(venue_gate(Some("online"), &online, true).is_ok());
+        assert!(venue_gate(None, &online, true).is_ok());
+        assert_eq!(venue_gate(Some("maintenance"), &online, true).unwrap_err().code, "venue_maintenance");
+        assert_eq!(venue_gate(Some("maintenance"), &online, false).unwrap_err().code, "venue_maintenance");
+        assert_eq!(venue_gate(Some("cancel_only"), &online, true).unwrap_err().code, "market_cancel_only");
+        assert!(venue_gate(Some("cancel_only"), &online, false).is_ok(), "cancels go through");
+        assert_eq!(venue_gate(Some("post_only"), &online, true).unwrap_err().code, "market_post_only");
+        let pair_cancel_only = PairInfo { status: PairStatus::CancelOnly, ..btc_usd() };
+        assert_eq!(venue_gate(Some("online"), &pair_cancel_only, true).unwrap_err().code, "market_cancel_only");
+        let pair_post_only = PairInfo { status: PairStatus::PostOnly, ..btc_usd() };
+        assert_eq!(venue_gate(None, &pair_post_only, true).unwrap_err().code, "market_post_only");
     }
 
     #[test]

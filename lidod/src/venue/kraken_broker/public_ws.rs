@@ -134,9 +134,22 @@ pub struct LiveData {
     pub connected: AtomicUsize,
     pub reconnects: AtomicU64,
     pub book_resyncs: AtomicU64,
+    /// The engine's state from the latest `status` channel message
+    /// (`online`, `maintenance`, `cancel_only`, `post_only`), if any came.
+    system: Mutex<Option<String>>,
 }
 
 impl LiveData {
+    /// The engine's state from the `status` channel, if Kraken sent one.
+    pub fn system(&self) -> Option<String> {
+        lock(&self.system).clone()
+    }
+
+    /// Records the engine's state from a `status` message.
+    pub fn set_system(&self, system: &str) {
+        *lock(&self.system) = Some(system.to_string());
+    }
+
     /// Drops what an ended subscription left behind.
     fn forget(&self, feed: Feed, symbol: &Symbol) {
         match feed {
@@ -511,6 +524,7 @@ impl Connection {
             WsMessage::Status(status) => {
                 for s in status {
                     info!(connection = self.index, system = %s.system, api_version = ?s.api_version, "kraken status");
+                    self.live.set_system(&s.system);
                 }
             }
             WsMessage::Response(r) if !r.success => {
