@@ -201,17 +201,19 @@ async fn run(
     mut queue: mpsc::Receiver<Pending>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = ws::reconnect_backoff();
+    let mut reconnects = ws::Reconnects::default();
     while !shutdown.is_cancelled() {
         let link =
             Link { index: &shared.index, events: &shared.events, connected: &shared.connected, synced: &shared.synced };
+        let started = Instant::now();
         match session(&url, &rest, link, &mut queue, &shutdown).await {
             Ok(()) => return,
             Err(e) => warn!(error = %e, "kraken executions feed lost; reconnecting"),
         }
         shared.connected.store(false, Ordering::Relaxed);
         shared.synced.send_replace(false);
-        let delay = backoff.next().unwrap_or(DEAD_AFTER);
+        // The backoff starts over only after a connection that stayed up.
+        let delay = reconnects.next_delay(Some(started.elapsed()));
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}

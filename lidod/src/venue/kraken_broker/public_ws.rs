@@ -342,19 +342,21 @@ struct Connection {
 
 impl Connection {
     async fn run(mut self, mut control: mpsc::Receiver<Control>, shutdown: CancellationToken) {
-        let mut backoff = ws::reconnect_backoff();
+        let mut reconnects = ws::Reconnects::default();
         let mut first = true;
         while !shutdown.is_cancelled() {
             if !first {
                 self.live.reconnects.fetch_add(1, Ordering::Relaxed);
             }
             first = false;
+            let mut lasted = None;
             match ws::connect(&self.url).await {
                 Ok(socket) => {
                     info!(connection = self.index, url = %self.url, "kraken public websocket connected");
-                    backoff = ws::reconnect_backoff();
+                    let up = std::time::Instant::now();
                     self.live.connected.fetch_add(1, Ordering::Relaxed);
                     let why = self.session(socket, &mut control, &shutdown).await;
+                    lasted = Some(up.elapsed());
                     self.live.connected.fetch_sub(1, Ordering::Relaxed);
                     if shutdown.is_cancelled() {
                         return;
@@ -363,7 +365,7 @@ impl Connection {
                 }
                 Err(e) => warn!(connection = self.index, error = %e, "kraken public websocket; retrying"),
             }
-            let delay = backoff.next().unwrap_or(DEAD_AFTER);
+            let delay = reconnects.next_delay(lasted);
             let wake = tokio::time::sleep(delay);
             tokio::pin!(wake);
             loop {
