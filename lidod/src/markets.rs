@@ -636,7 +636,7 @@ impl MarketManager {
             limit_price: order.limit_price,
             client_order_id: Some(order.client_order_id.clone()),
         };
-        let order = self.send_order(&broker, &pipe, venue_order, order).await;
+        let order = self.send_order(&broker, &pipe, venue_order, order).await?;
         metrics::histogram!("lido_order_round_trip_seconds", "market" => order.market.clone(), "broker" => broker)
             .record(started.elapsed().as_secs_f64());
         info!(status = %order.status, filled = %order.filled_quantity, "order answered by the venue");
@@ -673,13 +673,22 @@ impl MarketManager {
         }
     }
 
-    async fn send_order(&self, broker: &str, pipe: &PipeHandle, venue_order: VenueOrder, order: Order) -> Order {
+    /// Sends a journaled order; a broker refusal that has an HTTP status of
+    /// its own (see [`broker_refusal`]) is journaled as the rejection and
+    /// answered as that error.
+    async fn send_order(
+        &self,
+        broker: &str,
+        pipe: &PipeHandle,
+        venue_order: VenueOrder,
+        order: Order,
+    ) -> Result<Order, ApiError> {
         let id = order.order_id.clone();
         let trace = Some(order_trace(&order));
         let reply = pipe.request_traced(Command::PlaceOrder { order: venue_order.clone() }, trace, VENUE_TIMEOUT).await;
         self.count_reply(broker, &reply);
         test_pause("after_send", &id).await;
-        match reply {
+        Ok(match reply {
             // The fills the venue made at once were applied before this reply
             // was handed over (see `pipe.rs`), so the acknowledgement shows them.
             Ok(ReplyBody::Order(report)) => self.inner.orders.apply_report(&report, broker).unwrap_or(order),
@@ -688,7 +697,12 @@ impl MarketManager {
                 order
             }
             Err(PipeError::Remote(detail)) if detail.code != OUTCOME_UNKNOWN => {
-                self.inner.orders.reject(&id, format!("{}: {}", detail.code, detail.message)).unwrap_or(order)
+                let rejected =
+                    self.inner.orders.reject(&id, format!("{}: {}", detail.code, detail.message)).unwrap_or(order);
+                if let Some(e) = broker_refusal(&detail) {
+                    return Err(e);
+                }
+                rejected
             }
             Err(PipeError::NotConnected(b)) => self
                 .inner
@@ -707,7 +721,7 @@ impl MarketManager {
                 tokio::spawn(self.clone().settle(broker.to_string(), venue_order));
                 updated
             }
-        }
+        })
     }
 
     /// Settles an order whose send had no clear outcome: ask the venue, and
@@ -791,6 +805,7 @@ impl MarketManager {
             Err(PipeError::Remote(d)) if d.code == "order_not_open" => {
                 Err(ApiError::conflict("order_not_open", d.message))
             }
+            Err(PipeError::Remote(d)) if broker_refusal(&d).is_some() => Err(broker_refusal(&d).expect("checked")),
             Err(PipeError::Remote(d)) => {
                 Err(ApiError::bad_request("cancel_rejected", format!("{}: {}", d.code, d.message)))
             }
@@ -1046,9 +1061,26 @@ fn no_broker(m: &Market) -> ApiError {
     ApiError::unavailable("no_broker", format!("no broker of market {} is up and routable (each is down or draining); retry shortly, or see `lidoctl describe market {}`", m.name, m.name))
 }
 
+/// A broker refusal that has an HTTP status of its own: Lido's `429
+/// rate_limited` before a venue limit, `503 venue_maintenance` while the
+/// venue is down for maintenance, `503 market_cancel_only` /
+/// `market_post_only` while it takes cancels or post-only orders only.
+fn broker_refusal(d: &lido_shared::ErrorDetail) -> Option<ApiError> {
+    use axum::http::StatusCode;
+    let (status, code) = match d.code.as_str() {
+        "rate_limited" => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+        "venue_maintenance" => (StatusCode::SERVICE_UNAVAILABLE, "venue_maintenance"),
+        "market_cancel_only" => (StatusCode::SERVICE_UNAVAILABLE, "market_cancel_only"),
+        "market_post_only" => (StatusCode::SERVICE_UNAVAILABLE, "market_post_only"),
+        _ => return None,
+    };
+    Some(ApiError::new(status, code, d.message.clone()))
+}
+
 /// A broker's refusal or failure, as the API answers it.
 fn venue_error(e: PipeError) -> ApiError {
     match e {
+        PipeError::Remote(d) if broker_refusal(&d).is_some() => broker_refusal(&d).expect("checked"),
         PipeError::Remote(d) if d.code == "unknown_symbol" => ApiError::not_found("unknown_symbol", d.message),
         PipeError::Remote(d) => ApiError::bad_request("venue_error", format!("{}: {}", d.code, d.message)),
         other => ApiError::unavailable("broker_unavailable", other.to_string()),

@@ -11,6 +11,7 @@ mod failover;
 mod ha;
 mod kraken_broker;
 mod kraken_fake_rules;
+mod kraken_limits;
 mod kraken_recovery;
 mod kraken_rest;
 mod lidoctl_verbs;

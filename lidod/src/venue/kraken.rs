@@ -12,6 +12,8 @@
 //!   and Kraken's names (`XXBTZUSD`, `XBTUSD`, `XBT/USD`), with the tick
 //!   size, lot decimals and `ordermin` that validate orders before they
 //!   leave.
+//! - [`lock`]: a cross-process file lock, so the node's brokers on one API
+//!   key take nonces in turn.
 //! - [`ratelimit`]: Kraken's REST call counter and per-pair trading counter,
 //!   as pure counters that say how long to wait so the limit is never hit.
 //! - [`book`]: the WebSocket v2 L2 book, kept from snapshot + updates and
@@ -32,6 +34,7 @@
 
 pub mod book;
 pub mod envelope;
+pub mod lock;
 pub mod messages;
 pub mod num;
 pub mod pairs;

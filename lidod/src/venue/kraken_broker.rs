@@ -31,6 +31,7 @@
 //!   account, not to a socket: any connection or REST can query or cancel
 //!   an order placed through another.
 
+pub mod account;
 pub mod options;
 pub mod private_ws;
 pub mod public_ws;
@@ -38,8 +39,8 @@ mod ws;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
@@ -48,10 +49,12 @@ use lido_shared::cluster::{ServiceKind, ServiceState};
 use lido_shared::model::{OrderStatus, OrderType, Symbol, TimeInForce};
 use lido_shared::pipe::{Command, Reply, ReplyBody, ServiceEvent, VenueOrder, VenueOrderReport};
 use lido_shared::ErrorDetail;
+use rust_decimal::prelude::ToPrimitive;
 use tokio::sync::{mpsc, OnceCell};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use account::{Charge, SharedTrading};
 pub use options::KrakenOptions;
 use private_ws::{OrderCall, OrderIndex, OrderMeta, SocketOrders};
 use public_ws::{PublicConfig, PublicFeeds};
@@ -62,7 +65,7 @@ use super::kraken::messages::{
     Token,
 };
 use super::kraken::pairs::{PairInfo, PairMap};
-use super::kraken::ratelimit::{TradeAction, TradingCounters};
+use super::kraken::ratelimit::TradeAction;
 use super::kraken::rest::{local_refusal, KrakenRest, RestConfig};
 use super::kraken::sign::NonceSource;
 use crate::autoscale::figures;
@@ -74,6 +77,9 @@ const ORDER_ATTEMPTS: usize = 4;
 /// the private socket's current connection (under the market's 10 s venue
 /// time-out).
 const SYNC_WAIT: Duration = Duration::from_secs(5);
+/// How long a cancel's answer waits for the executions feed to report the
+/// order canceled before asking REST.
+const CANCEL_FEED_WAIT: Duration = Duration::from_secs(2);
 /// How often status figures go up.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 
@@ -82,7 +88,9 @@ struct KrakenBroker {
     pairs: OnceCell<PairMap>,
     public: PublicFeeds,
     index: Arc<OrderIndex>,
-    trading: Mutex<TradingCounters>,
+    /// The account's per-pair trading counters, shared with the node's
+    /// other brokers on this key ([`account`]).
+    trading: SharedTrading,
     executions_connected: Arc<AtomicBool>,
     /// Order calls over the private socket; `None` without keys.
     socket: Option<SocketOrders>,
@@ -99,9 +107,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let credentials = options.credentials().map_err(anyhow::Error::msg)?;
     let has_keys = credentials.is_some();
-    let nonces = NonceSource::load(&options.nonce_file).map_err(|e| {
-        anyhow::anyhow!("cannot read the nonce file {}: {e}; fix or remove it", options.nonce_file.display())
-    })?;
+    let (nonces, account_dir) = nonce_source(&options, credentials.as_ref().map(|c| c.key.as_str()))?;
     let rest_config = RestConfig {
         base_url: options.rest_url.clone(),
         timeout: options.rest_timeout,
@@ -138,7 +144,7 @@ pub async fn run(
             shutdown.clone(),
         ),
         index,
-        trading: Mutex::new(TradingCounters::new(options.tier.trading_limits())),
+        trading: SharedTrading::new(account_dir, options.tier.trading_limits()),
         executions_connected,
         socket,
     });
@@ -177,7 +183,7 @@ impl KrakenBroker {
             let connected = live.connected.load(Ordering::Relaxed);
             let executions = self.executions_connected.load(Ordering::Relaxed);
             let public = self.public.config();
-            let trading_used = self.lock_trading().busiest_share(Instant::now());
+            let trading_used = self.trading.busiest_share();
             // Every public socket is connected, or the first is still on its
             // first dial (not known to be down): routing reads this.
             let first_dial = connected == 0 && live.reconnects.load(Ordering::Relaxed) == 0;
@@ -255,29 +261,26 @@ impl KrakenBroker {
     /// Checks, then places, an order; never twice (see the module docs).
     async fn place(&self, order: VenueOrder) -> Result<ReplyBody, ErrorDetail> {
         let pair = self.pair(&order.symbol).await?;
-        pair.check_order(order.order_type, order.quantity, order.limit_price)
-            .map_err(|m| ErrorDetail::new("invalid_order", format!("{m} (checked against kraken's AssetPairs)")))?;
-        let request = AddOrderRequest {
-            pair: pair.altname.clone(),
-            side: order.side,
-            order_type: order.order_type,
-            volume: order.quantity,
-            price: order.limit_price.filter(|_| order.order_type == OrderType::Limit),
-            time_in_force: order.time_in_force,
-            post_only: false,
-            cl_ord_id: Some(order.client_id.clone()),
-            validate: false,
-        };
+        venue_gate(self.public.live().system().as_deref(), &pair, true)?;
+        let request = add_order_request(&order, &pair)?;
         let kind = RequestKind::AddOrder { client_order_id: true };
         let mut delays = retry_delays();
         // Whether an earlier attempt may have reached Kraken: then a final
         // refusal (e.g. a duplicate cl_ord_id) is checked against Kraken first.
         let mut maybe_sent = false;
         for attempt in 1..=ORDER_ATTEMPTS {
-            self.wait_trading(&pair.altname, TradeAction::Add).await;
+            if let Err(refused) = self.charge(&pair, TradeAction::Add).await {
+                // Not sent: unless an earlier attempt may have placed it.
+                if maybe_sent {
+                    if let Some((txid, info)) = self.find_maybe_sent(&order.client_id).await? {
+                        return Ok(ReplyBody::Order(order_report(&order.client_id, &txid, &info)));
+                    }
+                }
+                return Err(refused);
+            }
             let err = match self.send_add(&request, &pair).await {
                 Ok((txid, via)) => {
-                    self.remember(&txid, &order.client_id, &pair, order.side);
+                    self.remember(&txid, &order.client_id, &pair, order.side, Some(account::now_micros()));
                     info!(order_id = %order.client_id, %txid, via, "kraken accepted the order");
                     return Ok(ReplyBody::Order(report(&order.client_id, &txid, OrderStatus::Accepted)));
                 }
@@ -286,6 +289,17 @@ impl KrakenBroker {
             let advice = err.retry_advice(kind);
             warn!(order_id = %order.client_id, attempt, error = %err, ?advice, "kraken AddOrder failed");
             maybe_sent |= !err.certainly_not_executed();
+            if err.code() == Some(ErrorCode::OrderRateLimit) {
+                // Kraken's counter is full: never resent; the broker backs
+                // off this pair until the counter has decayed.
+                let refusal = self.kraken_rate_limited(&pair).await;
+                if maybe_sent {
+                    if let Some((txid, info)) = self.find_maybe_sent(&order.client_id).await? {
+                        return Ok(ReplyBody::Order(order_report(&order.client_id, &txid, &info)));
+                    }
+                }
+                return Err(refusal);
+            }
             if advice == RetryAdvice::DoNotRetry || attempt == ORDER_ATTEMPTS {
                 if maybe_sent {
                     if let Some((txid, info)) = self.find_maybe_sent(&order.client_id).await? {
@@ -317,13 +331,46 @@ impl KrakenBroker {
         } else {
             CancelOrderRequest::ClOrdId(client_id.to_string())
         };
+        if self.public.live().system().as_deref() == Some("maintenance") {
+            return Err(ErrorDetail::new(
+                "venue_maintenance",
+                "kraken is in maintenance (WebSocket v2 status channel); the cancel was not sent, retry after it",
+            ));
+        }
+        let known = self.index.meta_of(client_id);
+        // The pair's counter is charged by the order's age; an order whose
+        // age is unknown is charged as the youngest (the most a cancel costs).
+        let pair = match &known {
+            Some(meta) => self.pairs().await.ok().and_then(|p| p.by_symbol(&meta.symbol)).cloned(),
+            None => None,
+        };
+        let age = known
+            .as_ref()
+            .and_then(|m| m.placed_micros)
+            .map(|t| Duration::from_micros(account::now_micros().saturating_sub(t)))
+            .unwrap_or(Duration::ZERO);
         let mut delays = retry_delays();
         for attempt in 1..=ORDER_ATTEMPTS {
+            if let Some(pair) = &pair {
+                self.charge(pair, TradeAction::Cancel { age }).await?;
+            }
             let err = match self.send_cancel(&request).await {
                 Ok(()) => break,
                 Err(e) => e,
             };
+            if err.code() == Some(ErrorCode::OrderRateLimit) {
+                return Err(match &pair {
+                    Some(pair) => self.kraken_rate_limited(pair).await,
+                    None => ErrorDetail::new("rate_limited", format!("{}; not resent", err.reason())),
+                });
+            }
             if err.code() == Some(ErrorCode::UnknownOrder) {
+                if let Some(r) = self.index.feed_report(client_id).filter(|r| r.status.is_terminal()) {
+                    return Err(ErrorDetail::new(
+                        "order_not_open",
+                        format!("kraken order {} is already {}", r.venue_order_id, r.status),
+                    ));
+                }
                 return match self.find(client_id).await? {
                     Some((txid, info)) => Err(ErrorDetail::new(
                         "order_not_open",
@@ -338,7 +385,40 @@ impl KrakenBroker {
             warn!(order_id = %client_id, attempt, error = %err, "kraken CancelOrder failed; retrying");
             tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(1))).await;
         }
-        self.report_of(client_id).await
+        self.canceled_report(client_id).await
+    }
+
+    /// The answer to a cancel Kraken acknowledged: the order's final state
+    /// from the executions feed when it arrives within [`CANCEL_FEED_WAIT`]
+    /// (no REST call), else from REST; and if REST cannot say, canceled as
+    /// Kraken acknowledged (with the fills the feed had), never an error.
+    async fn canceled_report(&self, client_id: &str) -> Result<ReplyBody, ErrorDetail> {
+        if self.socket.is_some() {
+            let deadline = tokio::time::Instant::now() + CANCEL_FEED_WAIT;
+            loop {
+                if let Some(r) = self.index.feed_report(client_id).filter(|r| r.status.is_terminal()) {
+                    return Ok(ReplyBody::Order(r));
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        match self.report_of(client_id).await {
+            Ok(body) => Ok(body),
+            Err(e) => {
+                warn!(order_id = %client_id, error = %e, "kraken acknowledged the cancel; its state is not known yet");
+                let mut r = self.index.feed_report(client_id).unwrap_or_else(|| {
+                    report(client_id, &self.index.txid_of(client_id).unwrap_or_default(), OrderStatus::Canceled)
+                });
+                if !r.status.is_terminal() {
+                    r.status = OrderStatus::Canceled;
+                }
+                r.reason = Some("canceled (kraken acknowledged the cancel)".into());
+                Ok(ReplyBody::Order(r))
+            }
+        }
     }
 
     /// The private socket, when it can take order calls now.
@@ -402,6 +482,11 @@ impl KrakenBroker {
     /// executions feed had for it.
     async fn status_of(&self, client_id: &str) -> Result<ReplyBody, ErrorDetail> {
         self.executions_synced().await?;
+        // The feed is synced, so its latest state for the order is current:
+        // no REST call (no nonce, no call counter) for what it already told.
+        if let Some(r) = self.index.feed_report(client_id) {
+            return Ok(ReplyBody::Order(r));
+        }
         self.report_of(client_id).await
     }
 
@@ -469,31 +554,65 @@ impl KrakenBroker {
         let pair = self.pairs().await.ok().and_then(|p| p.resolve(&info.descr.pair)).cloned();
         let order = pair.as_ref().and_then(|p| venue_order(client_id, account, p, info));
         if let Some(order) = &order {
-            self.remember(txid, client_id, pair.as_ref().expect("the order has a pair"), order.side);
+            let placed = (info.opentm * rust_decimal::Decimal::from(1_000_000)).trunc().to_u64();
+            self.remember(txid, client_id, pair.as_ref().expect("the order has a pair"), order.side, placed);
         }
         VenueOrderReport { order: order.map(Box::new), ..order_report(client_id, txid, info) }
     }
 
-    fn remember(&self, txid: &str, client_id: &str, pair: &PairInfo, side: lido_shared::model::Side) {
-        let meta = OrderMeta { client_id: client_id.to_string(), symbol: pair.symbol.clone(), side };
+    fn remember(
+        &self,
+        txid: &str,
+        client_id: &str,
+        pair: &PairInfo,
+        side: lido_shared::model::Side,
+        placed_micros: Option<u64>,
+    ) {
+        let meta = OrderMeta { client_id: client_id.to_string(), symbol: pair.symbol.clone(), side, placed_micros };
         self.index.remember(txid, meta);
     }
 
-    /// Waits on the per-pair trading counter, then counts the action.
-    async fn wait_trading(&self, pair: &str, action: TradeAction) {
-        loop {
-            let wait = self.lock_trading().wait(pair, action, Instant::now());
-            if wait.is_zero() {
-                break;
+    /// Counts `action` on the pair's trading counter (Kraken's "Spot
+    /// Trading Limits"), or refuses it with `rate_limited` before Kraken
+    /// would: the counter, its threshold and decay, and when to retry.
+    async fn charge(&self, pair: &PairInfo, action: TradeAction) -> Result<(), ErrorDetail> {
+        match self.trading.charge(&pair.altname, action).await {
+            Ok(Charge::Counted) => Ok(()),
+            Ok(Charge::Refused(r)) => {
+                warn!(pair = %pair.symbol, ?action, refusal = %r, "order action refused before kraken's trading limit");
+                Err(ErrorDetail::new("rate_limited", refusal_message(&r, pair)))
             }
-            tokio::time::sleep(wait).await;
+            Err(e) => Err(ErrorDetail::new(
+                "venue_unavailable",
+                format!("cannot read the account's kraken trading counters: {e}; nothing was sent"),
+            )),
         }
-        self.lock_trading().record(pair, action, Instant::now());
     }
 
-    fn lock_trading(&self) -> std::sync::MutexGuard<'_, TradingCounters> {
-        self.trading.lock().unwrap_or_else(|p| p.into_inner())
+    /// Kraken answered `EOrder:Rate limit exceeded` on `pair`: the counter
+    /// is full (every broker on the account then waits for its decay).
+    async fn kraken_rate_limited(&self, pair: &PairInfo) -> ErrorDetail {
+        if let Err(e) = self.trading.saturate(&pair.altname).await {
+            warn!(error = %e, "cannot record kraken's rate limit in the account's counters");
+        }
+        let limits = self.trading.limits();
+        let decay = limits.decay_micro_per_sec as f64 / 1e6;
+        let retry = (f64::from(limits.max) / decay.max(f64::MIN_POSITIVE)).ceil();
+        ErrorDetail::new(
+            "rate_limited",
+            format!(
+                "kraken refused with EOrder:Rate limit exceeded for {} (trading counter over its threshold {}, decays \
+                 {decay}/s); not resent, retry in up to {retry} s",
+                pair.symbol, limits.max
+            ),
+        )
     }
+}
+
+/// Lido's own words for a refusal before Kraken's trading limit, with the
+/// pair as the algo names it.
+fn refusal_message(r: &super::kraken::ratelimit::TradingRefusal, pair: &PairInfo) -> String {
+    r.to_string().replacen(&format!("for {}:", pair.altname), &format!("for {}:", pair.symbol), 1)
 }
 
 impl CommandHandler for KrakenBroker {
@@ -532,6 +651,80 @@ impl CommandHandler for KrakenBroker {
             Err(e) => Reply::Err(e),
         }
     }
+}
+
+/// Whether Kraken takes a new order now, by the engine's state from the
+/// WebSocket v2 `status` channel (`system`) and the pair's AssetPairs
+/// `status`: in `maintenance` nothing is sent (`venue_maintenance`, 503);
+/// in `cancel_only` new orders are refused (`market_cancel_only`, 503;
+/// cancels go through); in `post_only` (engine or pair) orders are refused
+/// with `market_post_only`, since Lido's orders are not post-only.
+fn venue_gate(system: Option<&str>, pair: &PairInfo, new_order: bool) -> Result<(), ErrorDetail> {
+    use super::kraken::pairs::PairStatus;
+    if system == Some("maintenance") {
+        return Err(ErrorDetail::new(
+            "venue_maintenance",
+            "kraken is in maintenance (WebSocket v2 status channel); the order was not sent, retry after it",
+        ));
+    }
+    if !new_order {
+        return Ok(());
+    }
+    if system == Some("cancel_only") || pair.status == PairStatus::CancelOnly {
+        return Err(ErrorDetail::new(
+            "market_cancel_only",
+            format!("kraken takes cancels only on {} now; the order was not sent", pair.symbol),
+        ));
+    }
+    if system == Some("post_only") || pair.status == PairStatus::PostOnly {
+        return Err(ErrorDetail::new(
+            "market_post_only",
+            format!("kraken takes post-only limit orders only on {} now; the order was not sent", pair.symbol),
+        ));
+    }
+    Ok(())
+}
+
+/// The AddOrder for `order`, checked against the pair (status, `ordermin`,
+/// lot, tick, `costmin`) and with its quantity and price at the pair's
+/// decimals, so nothing leaves that Kraken would refuse for its digits.
+fn add_order_request(order: &VenueOrder, pair: &PairInfo) -> Result<AddOrderRequest, ErrorDetail> {
+    let invalid = |m: String| ErrorDetail::new("invalid_order", format!("{m} (checked against kraken's AssetPairs)"));
+    pair.check_order(order.order_type, order.quantity, order.limit_price).map_err(invalid)?;
+    let price = order.limit_price.filter(|_| order.order_type == OrderType::Limit);
+    Ok(AddOrderRequest {
+        pair: pair.altname.clone(),
+        side: order.side,
+        order_type: order.order_type,
+        volume: pair.wire_quantity(order.quantity).map_err(invalid)?,
+        price: price.map(|p| pair.wire_price(p)).transpose().map_err(invalid)?,
+        time_in_force: order.time_in_force,
+        post_only: false,
+        cl_ord_id: Some(order.client_id.clone()),
+        validate: false,
+    })
+}
+
+/// The nonce source for this broker: with keys, the one file the node's
+/// brokers on the same key share (under the account folder beside
+/// `nonce_file`, named by a hash of the key), never below this broker's
+/// own earlier nonce file; without keys, `nonce_file` (public calls only).
+/// Also the account folder, for the trading counters.
+fn nonce_source(
+    options: &KrakenOptions,
+    api_key: Option<&str>,
+) -> anyhow::Result<(NonceSource, Option<std::path::PathBuf>)> {
+    let load = |path: &std::path::Path| {
+        NonceSource::load(path)
+            .map_err(|e| anyhow::anyhow!("cannot read the nonce file {}: {e}; fix or remove it", path.display()))
+    };
+    let own = load(&options.nonce_file)?;
+    let Some(key) = api_key else { return Ok((own, None)) };
+    let base = options.nonce_file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let dir = account::account_dir(base, key);
+    let mut shared = load(&dir.join("nonce"))?;
+    shared.raise_floor(own.last());
+    Ok((shared, Some(dir)))
 }
 
 /// Backoff between attempts at one order action.
@@ -622,6 +815,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use lido_shared::model::Side;
+    use rust_decimal::Decimal;
     use rust_decimal_macros::dec;
 
     use super::*;
@@ -663,6 +857,110 @@ mod tests {
         let mut info: OrderInfo = serde_json::from_str(OPEN_ORDER).unwrap();
         info.descr.ordertype = "stop-loss".into();
         assert_eq!(venue_order("c-1", "acme", &btc_usd(), &info), None);
+    }
+
+    fn limit_buy(quantity: Decimal, price: Decimal) -> VenueOrder {
+        VenueOrder {
+            client_id: "6f1c2b1e-4c1d-4f7a-9a51-2d8e0f3b7c11".into(),
+            account: "acme".into(),
+            symbol: Symbol::parse("BTC/USD").unwrap(),
+            side: Side::Buy,
+            order_type: OrderType::Limit,
+            time_in_force: TimeInForce::Gtc,
+            quantity,
+            limit_price: Some(price),
+            client_order_id: None,
+        }
+    }
+
+    #[test]
+    fn orders_leave_at_the_pair_s_decimals() {
+        // XBTUSD: pair_decimals 1, lot_decimals 8 (AssetPairs example).
+        let order = limit_buy(dec!(0.0100000000000), dec!(30010.000));
+        let request = add_order_request(&order, &btc_usd()).unwrap();
+        let form = request.form(1).unwrap();
+        let field = |k: &str| form.iter().find(|(f, _)| *f == k).map(|(_, v)| v.clone()).unwrap();
+        assert_eq!((field("volume"), field("price")), ("0.01".to_string(), "30010".to_string()));
+        let ws = request.ws_params("BTC/USD", Token("t".into())).unwrap();
+        let json = serde_json::to_string(&ws).unwrap();
+        assert!(json.contains(r#""order_qty":0.01,"#) && json.contains(r#""limit_price":30010,"#), "{json}");
+    }
+
+    #[test]
+    fn a_price_off_the_tick_or_too_fine_a_quantity_is_refused_not_rounded() {
+        let err = add_order_request(&limit_buy(dec!(0.01), dec!(30010.05)), &btc_usd()).unwrap_err();
+        assert_eq!(err.code, "invalid_order");
+        assert!(err.message.contains("30010.05"), "{}", err.message);
+        let err = add_order_request(&limit_buy(dec!(0.000000001), dec!(30010.0)), &btc_usd()).unwrap_err();
+        assert_eq!(err.code, "invalid_order");
+    }
+
+    /// A broker whose REST endpoint answers nothing and that has no
+    /// private socket: whatever it answers, it answered without REST.
+    fn broker_without_rest(shutdown: &CancellationToken) -> KrakenBroker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = RestConfig {
+            base_url: format!("http://127.0.0.1:{port}"),
+            timeout: Duration::from_secs(2),
+            ..RestConfig::default()
+        };
+        let rest = Arc::new(KrakenRest::new(config, None, NonceSource::in_memory()).unwrap());
+        let (events, _) = mpsc::channel(16);
+        KrakenBroker {
+            rest,
+            pairs: OnceCell::new(),
+            public: PublicFeeds::start(
+                PublicConfig {
+                    url: format!("ws://127.0.0.1:{port}"),
+                    connections: 1,
+                    max_subscriptions_per_connection: 10,
+                    subscription_headroom: 1,
+                    book_depth: 10,
+                },
+                events,
+                shutdown.clone(),
+            ),
+            index: Arc::new(OrderIndex::default()),
+            trading: SharedTrading::new(None, crate::venue::kraken::ratelimit::Tier::Starter.trading_limits()),
+            executions_connected: Arc::new(AtomicBool::new(false)),
+            socket: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_status_the_executions_feed_already_told_spends_no_rest_call() {
+        let shutdown = CancellationToken::new();
+        let broker = broker_without_rest(&shutdown);
+        let id = "6f1c2b1e-4c1d-4f7a-9a51-2d8e0f3b7c11";
+        // Unknown to the feed: only REST can say, and REST is down.
+        assert!(broker.status_of(id).await.is_err());
+        // The feed reported it canceled: answered from that.
+        broker.index.record_report(&report(id, "OQCLML-BW3P3-BUCMWZ", OrderStatus::Canceled));
+        let Ok(ReplyBody::Order(r)) = broker.status_of(id).await else { panic!("answered from the feed") };
+        assert_eq!((r.status, r.venue_order_id.as_str()), (OrderStatus::Canceled, "OQCLML-BW3P3-BUCMWZ"));
+        // A cancel Kraken acknowledged is reported canceled even when REST
+        // cannot be asked, never as a failure.
+        let other = "7a2c3d4e-5f60-4718-8a9b-0c1d2e3f4a5b";
+        let Ok(ReplyBody::Order(r)) = broker.canceled_report(other).await else { panic!("canceled") };
+        assert_eq!(r.status, OrderStatus::Canceled);
+        shutdown.cancel();
+    }
+
+    #[test]
+    fn the_engine_and_pair_status_gate_new_orders() {
+        use crate::venue::kraken::pairs::PairStatus;
+        let online = btc_usd();
+        assert!(venue_gate(Some("online"), &online, true).is_ok());
+        assert!(venue_gate(None, &online, true).is_ok());
+        assert_eq!(venue_gate(Some("maintenance"), &online, true).unwrap_err().code, "venue_maintenance");
+        assert_eq!(venue_gate(Some("maintenance"), &online, false).unwrap_err().code, "venue_maintenance");
+        assert_eq!(venue_gate(Some("cancel_only"), &online, true).unwrap_err().code, "market_cancel_only");
+        assert!(venue_gate(Some("cancel_only"), &online, false).is_ok(), "cancels go through");
+        assert_eq!(venue_gate(Some("post_only"), &online, true).unwrap_err().code, "market_post_only");
+        let pair_cancel_only = PairInfo { status: PairStatus::CancelOnly, ..btc_usd() };
+        assert_eq!(venue_gate(Some("online"), &pair_cancel_only, true).unwrap_err().code, "market_cancel_only");
+        let pair_post_only = PairInfo { status: PairStatus::PostOnly, ..btc_usd() };
+        assert_eq!(venue_gate(None, &pair_post_only, true).unwrap_err().code, "market_post_only");
     }
 
     #[test]

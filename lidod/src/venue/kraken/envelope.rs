@@ -327,8 +327,10 @@ impl KrakenError {
 pub struct Envelope {
     #[serde(default)]
     pub error: Vec<String>,
+    /// Kept as Kraken wrote it, so numbers are typed from their text
+    /// (never through a float; see [`super::num`]).
     #[serde(default)]
-    pub result: Option<serde_json::Value>,
+    pub result: Option<Box<serde_json::value::RawValue>>,
 }
 
 impl Envelope {
@@ -343,7 +345,7 @@ impl Envelope {
             return Err(KrakenError::from_errors(&self.error));
         }
         let result = self.result.ok_or(KrakenError::EmptyResult)?;
-        serde_json::from_value(result).map_err(|e| KrakenError::Decode(e.to_string()))
+        serde_json::from_str(result.get()).map_err(|e| KrakenError::Decode(e.to_string()))
     }
 }
 
@@ -374,6 +376,15 @@ mod tests {
         let body = r#"{"error":[],"result":{"unixtime":1688669448,"rfc1123":"Thu, 06 Jul 23 18:50:48 +0000"}}"#;
         let v: BTreeMap<String, serde_json::Value> = decode(body).unwrap();
         assert_eq!(v["unixtime"], 1688669448);
+    }
+
+    #[test]
+    fn a_result_s_numbers_are_typed_from_their_text() {
+        // Balance-shaped, with a number a float cannot hold (20 digits).
+        let body = r#"{"error":[],"result":{"ZUSD":12345678901.123456789,"XXBT":"0.0000000001"}}"#;
+        let v: BTreeMap<String, crate::venue::kraken::num::Flex> = decode(body).unwrap();
+        assert_eq!(v["ZUSD"].0.to_string(), "12345678901.123456789");
+        assert_eq!(v["XXBT"].0.to_string(), "0.0000000001");
     }
 
     #[test]

@@ -26,6 +26,7 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::envelope::KrakenError;
@@ -332,33 +333,37 @@ pub fn parse_ws(text: &str) -> Result<WsMessage, serde_json::Error> {
 }
 
 impl WsMessage {
-    /// The frame as Kraken sends it (for the fake Kraken and round trips).
-    /// An error, never a panic, for a decimal that a JSON number cannot
-    /// carry exactly (more digits than an `f64` holds).
+    /// The frame as Kraken sends it (for the fake Kraken and round trips),
+    /// written straight to text so every decimal keeps its digits (see
+    /// [`num`]; never through a float).
     pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        #[derive(Serialize)]
+        struct Out<'a, T> {
+            channel: &'a str,
+            #[serde(rename = "type")]
+            kind: MessageType,
+            data: &'a [T],
+            #[serde(skip_serializing_if = "Option::is_none")]
+            sequence: Option<u64>,
+        }
         fn frame<T: Serialize>(
             channel: &str,
             kind: MessageType,
             data: &[T],
             sequence: Option<u64>,
-        ) -> Result<Value, serde_json::Error> {
-            let mut v = json!({ "channel": channel, "type": kind, "data": serde_json::to_value(data)? });
-            if let Some(s) = sequence {
-                v["sequence"] = json!(s);
-            }
-            Ok(v)
+        ) -> Result<String, serde_json::Error> {
+            serde_json::to_string(&Out { channel, kind, data, sequence })
         }
-        let v = match self {
-            Self::Status(data) => frame("status", MessageType::Update, data, None)?,
-            Self::Heartbeat => json!({ "channel": "heartbeat" }),
-            Self::Ticker { kind, data } => frame("ticker", *kind, data, None)?,
-            Self::Book { kind, data } => frame("book", *kind, data, None)?,
-            Self::Trade { kind, data } => frame("trade", *kind, data, None)?,
-            Self::Executions { kind, sequence, data } => frame("executions", *kind, data, *sequence)?,
-            Self::Response(r) => serde_json::to_value(r)?,
-            Self::Other { channel } => json!({ "channel": channel }),
-        };
-        serde_json::to_string(&v)
+        match self {
+            Self::Status(data) => frame("status", MessageType::Update, data, None),
+            Self::Heartbeat => Ok(json!({ "channel": "heartbeat" }).to_string()),
+            Self::Ticker { kind, data } => frame("ticker", *kind, data, None),
+            Self::Book { kind, data } => frame("book", *kind, data, None),
+            Self::Trade { kind, data } => frame("trade", *kind, data, None),
+            Self::Executions { kind, sequence, data } => frame("executions", *kind, data, *sequence),
+            Self::Response(r) => serde_json::to_string(r),
+            Self::Other { channel } => Ok(json!({ "channel": channel }).to_string()),
+        }
     }
 }
 
@@ -707,19 +712,9 @@ pub fn unix_seconds(secs: Decimal) -> Option<DateTime<Utc>> {
     Utc.timestamp_opt(whole.to_i64()?, nanos).single()
 }
 
-fn value_decimal(v: &Value) -> Result<Decimal, String> {
-    match v {
-        Value::String(s) => num::parse_decimal(s),
-        Value::Number(n) => num::from_json_number(n),
-        other => Err(format!("{other} is not a decimal")),
-    }
-}
-
-fn value_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
+/// A raw JSON string's contents, or the raw text of anything else.
+fn raw_text(v: &RawValue) -> String {
+    serde_json::from_str::<String>(v.get()).unwrap_or_else(|_| v.get().to_string())
 }
 
 fn decimal_number(d: Decimal) -> Result<Value, String> {
@@ -742,20 +737,25 @@ pub struct PublicTrade {
 }
 
 impl PublicTrade {
-    fn from_value(v: &Value) -> Result<Self, String> {
-        let a = v.as_array().filter(|a| a.len() >= 6).ok_or_else(|| format!("{v} is not a trade"))?;
+    /// One row as Kraken wrote it; prices and volumes are read from their
+    /// text (see [`num`]).
+    fn from_raw(a: &[Box<RawValue>]) -> Result<Self, String> {
+        if a.len() < 6 {
+            let row: Vec<&str> = a.iter().map(|v| v.get()).collect();
+            return Err(format!("[{}] is not a trade", row.join(",")));
+        }
         Ok(Self {
-            price: value_decimal(&a[0])?,
-            volume: value_decimal(&a[1])?,
-            time: value_decimal(&a[2])?,
-            side: match a[3].as_str() {
-                Some("b") => Side::Buy,
-                Some("s") => Side::Sell,
-                _ => return Err(format!("{} is not a side", a[3])),
+            price: num::from_raw(&a[0])?,
+            volume: num::from_raw(&a[1])?,
+            time: num::from_raw(&a[2])?,
+            side: match raw_text(&a[3]).as_str() {
+                "b" => Side::Buy,
+                "s" => Side::Sell,
+                other => return Err(format!("{other} is not a side")),
             },
-            market: a[4].as_str() == Some("m"),
-            misc: value_text(&a[5]),
-            trade_id: a.get(6).and_then(Value::as_u64),
+            market: raw_text(&a[4]) == "m",
+            misc: raw_text(&a[5]),
+            trade_id: a.get(6).and_then(|v| v.get().parse().ok()),
         })
     }
 
@@ -816,8 +816,11 @@ pub struct OhlcResult {
     pub last: i64,
 }
 
-/// Splits `{"<pair>": [...], "last": …}` into its parts.
-fn pair_and_last(map: BTreeMap<String, Value>) -> Result<(String, Value, Value), String> {
+/// Splits `{"<pair>": [...], "last": …}` into its parts, each as Kraken
+/// wrote it.
+type Raw = Box<RawValue>;
+
+fn pair_and_last(map: BTreeMap<String, Raw>) -> Result<(String, Raw, Option<Raw>), String> {
     let mut last = None;
     let mut pair = None;
     for (k, v) in map {
@@ -830,21 +833,18 @@ fn pair_and_last(map: BTreeMap<String, Value>) -> Result<(String, Value, Value),
         }
     }
     let (key, rows) = pair.ok_or("no pair in the result")?;
-    Ok((key, rows, last.unwrap_or(Value::Null)))
+    Ok((key, rows, last))
 }
 
 impl<'de> Deserialize<'de> for TradesResult {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
         let (pair, rows, last) = pair_and_last(BTreeMap::deserialize(d)?).map_err(D::Error::custom)?;
-        let trades = rows
-            .as_array()
-            .ok_or_else(|| D::Error::custom("trades are not a list"))?
-            .iter()
-            .map(PublicTrade::from_value)
-            .collect::<Result<_, _>>()
-            .map_err(D::Error::custom)?;
-        Ok(Self { pair, trades, last: value_text(&last) })
+        let rows: Vec<Vec<Raw>> =
+            serde_json::from_str(rows.get()).map_err(|e| D::Error::custom(format!("trades are not a list: {e}")))?;
+        let trades =
+            rows.iter().map(|r| PublicTrade::from_raw(r)).collect::<Result<_, _>>().map_err(D::Error::custom)?;
+        Ok(Self { pair, trades, last: last.map(|l| raw_text(&l)).unwrap_or_else(|| "null".into()) })
     }
 }
 
@@ -864,8 +864,8 @@ impl<'de> Deserialize<'de> for OhlcResult {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
         let (pair, rows, last) = pair_and_last(BTreeMap::deserialize(d)?).map_err(D::Error::custom)?;
-        let candles = serde_json::from_value(rows).map_err(D::Error::custom)?;
-        let last = last.as_i64().or_else(|| value_text(&last).parse().ok()).unwrap_or(0);
+        let candles = serde_json::from_str(rows.get()).map_err(D::Error::custom)?;
+        let last = last.and_then(|l| raw_text(&l).parse().ok()).unwrap_or(0);
         Ok(Self { pair, candles, last })
     }
 }

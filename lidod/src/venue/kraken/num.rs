@@ -3,23 +3,27 @@
 //! Kraken's REST API quotes every price and volume as a JSON string
 //! (`"37500.0"`), while WebSocket v2 sends JSON numbers (`37500.0`) and
 //! sometimes strings in the same message. Both are read here into
-//! [`Decimal`] without arithmetic on a float: a string is parsed as
-//! written, and a number is taken from `serde_json::Number`'s shortest
-//! round-trip text, which is exactly the decimal Kraken wrote for every
-//! value with up to 15 significant digits (all of Kraken's prices and
-//! quantities). Trailing zeros of a JSON number are not kept (`0.10000000`
-//! reads as `0.1`); code that needs Kraken's own formatting, such as the
-//! book checksum, rescales with the pair's precision.
+//! [`Decimal`] from the text Kraken wrote, never through a float: the
+//! value is taken as a [`RawValue`] (serde_json's `raw_value` feature, on
+//! in the workspace), and a string's contents or a number's digits are
+//! parsed as a decimal. A JSON number keeps its scale (`0.10000000` reads
+//! as `0.10000000`), as a string does.
+//!
+//! Decimals that go out as JSON numbers (WebSocket v2 `order_qty`,
+//! `limit_price`) are written as the decimal's own digits, again through a
+//! [`RawValue`], so what Kraken receives is exactly the decimal Lido chose.
 //!
 //! Use with `#[serde(with = "num::flex")]` or `#[serde(with = "num::flex_opt")]`.
+//! These read only through serde_json's own deserializers (`from_str`,
+//! `from_slice`, `from_value`), the only ones the Kraken code uses.
 
-use std::fmt;
 use std::str::FromStr;
 
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
-use serde::de::{self, Visitor};
-use serde::{Deserializer, Serializer};
+use serde::de;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
 
 /// Parses a decimal as Kraken writes it: plain (`"0.00100000"`), with a sign,
 /// or in scientific notation (`"1e-8"`, as a float's shortest text may be).
@@ -53,31 +57,28 @@ pub fn to_exact_f64(value: Decimal) -> Result<f64, String> {
 #[serde(transparent)]
 pub struct Flex(#[serde(with = "flex")] pub Decimal);
 
-struct FlexVisitor;
-
-impl Visitor<'_> for FlexVisitor {
-    type Value = Decimal;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a decimal as a JSON string or number")
+/// The decimal a raw JSON value stands for: a string's contents or a
+/// number's digits, parsed as written.
+pub fn from_raw(raw: &RawValue) -> Result<Decimal, String> {
+    let text = raw.get().trim();
+    match text.as_bytes().first() {
+        Some(b'"') => {
+            let s: String = serde_json::from_str(text).map_err(|e| format!("{text} is not a JSON string: {e}"))?;
+            parse_decimal(&s)
+        }
+        Some(b'-' | b'0'..=b'9') => parse_decimal(text),
+        _ => Err(format!("{text} is not a decimal as a JSON string or number")),
     }
+}
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Decimal, E> {
-        parse_decimal(v).map_err(E::custom)
-    }
+/// `value` as a raw JSON number with exactly its digits (`0.01000000`).
+pub fn to_raw_number(value: Decimal) -> Result<Box<RawValue>, String> {
+    RawValue::from_string(value.to_string()).map_err(|e| format!("{value} is not a JSON number: {e}"))
+}
 
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Decimal, E> {
-        Ok(Decimal::from(v))
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Decimal, E> {
-        Ok(Decimal::from(v))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Decimal, E> {
-        let n = serde_json::Number::from_f64(v).ok_or_else(|| E::custom(format!("{v} is not a finite number")))?;
-        from_json_number(&n).map_err(E::custom)
-    }
+fn deserialize_decimal<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+    let raw = Box::<RawValue>::deserialize(d)?;
+    from_raw(&raw).map_err(de::Error::custom)
 }
 
 /// A required decimal that may be a JSON string or number; written back as
@@ -86,7 +87,7 @@ pub mod flex {
     use super::*;
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
-        d.deserialize_any(FlexVisitor)
+        deserialize_decimal(d)
     }
 
     pub fn serialize<S: Serializer>(value: &Decimal, s: S) -> Result<S::Ok, S::Error> {
@@ -99,30 +100,12 @@ pub mod flex {
 pub mod flex_opt {
     use super::*;
 
-    struct OptVisitor;
-
-    impl<'de> Visitor<'de> for OptVisitor {
-        type Value = Option<Decimal>;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a decimal as a JSON string or number, or null")
-        }
-
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-
-        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_any(FlexVisitor).map(Some)
-        }
-    }
-
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
-        d.deserialize_option(OptVisitor)
+        match Option::<Box<RawValue>>::deserialize(d)? {
+            None => Ok(None),
+            Some(raw) if raw.get().trim() == "null" => Ok(None),
+            Some(raw) => from_raw(&raw).map(Some).map_err(de::Error::custom),
+        }
     }
 
     pub fn serialize<S: Serializer>(value: &Option<Decimal>, s: S) -> Result<S::Ok, S::Error> {
@@ -133,17 +116,18 @@ pub mod flex_opt {
     }
 }
 
-/// A decimal written as a JSON number, as WebSocket v2 requests expect
-/// (`"order_qty": 1.25`); read back from a string or a number.
+/// A decimal written as a JSON number with exactly its digits, as
+/// WebSocket v2 requests expect (`"order_qty": 1.25`); read back from a
+/// string or a number.
 pub mod number {
     use super::*;
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
-        d.deserialize_any(FlexVisitor)
+        deserialize_decimal(d)
     }
 
     pub fn serialize<S: Serializer>(value: &Decimal, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(to_exact_f64(*value).map_err(serde::ser::Error::custom)?)
+        to_raw_number(*value).map_err(serde::ser::Error::custom)?.serialize(s)
     }
 }
 
@@ -202,6 +186,30 @@ mod tests {
             assert_eq!(r.a, want, "{json}");
             assert_eq!(r.b, None);
         }
+    }
+
+    #[test]
+    fn numbers_beyond_a_float_are_read_digit_for_digit() {
+        // 19 and 20 significant digits: a float would keep ~16 of them.
+        let r: Row = serde_json::from_str(r#"{"a":1234567.123456789012,"b":0.10000000000000000555}"#).unwrap();
+        assert_eq!(r.a, dec!(1234567.123456789012));
+        assert_eq!(r.b, Some(dec!(0.10000000000000000555)));
+        // A number keeps Kraken's scale, as a string does.
+        let r: Row = serde_json::from_str(r#"{"a":0.10000000}"#).unwrap();
+        assert_eq!(r.a.to_string(), "0.10000000");
+    }
+
+    #[test]
+    fn ws_numbers_are_written_with_the_decimal_s_own_digits() {
+        #[derive(Serialize)]
+        struct Out {
+            #[serde(with = "number")]
+            q: Decimal,
+            #[serde(with = "number_opt")]
+            p: Option<Decimal>,
+        }
+        let text = serde_json::to_string(&Out { q: dec!(0.01000000), p: Some(dec!(1234567.123456789012)) }).unwrap();
+        assert_eq!(text, r#"{"q":0.01000000,"p":1234567.123456789012}"#);
     }
 
     #[test]

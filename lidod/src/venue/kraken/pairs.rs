@@ -240,6 +240,49 @@ impl PairInfo {
     fn quote(&self) -> &str {
         self.symbol.quote().unwrap_or("")
     }
+
+    /// `quantity` as it goes on the wire: no more decimals than the pair's
+    /// `lot_decimals` (trailing zeros dropped; Kraken refuses a volume with
+    /// more decimals than the pair takes, whatever their value). Refused,
+    /// never rounded, when it is not a whole number of lots: the trader
+    /// chose the size.
+    pub fn wire_quantity(&self, quantity: Decimal) -> Result<Decimal, String> {
+        let q = quantity.normalize();
+        if q.scale() > self.lot_decimals {
+            return Err(format!(
+                "quantity {quantity} has more than the {} decimals kraken takes for {}",
+                self.lot_decimals, self.symbol
+            ));
+        }
+        Ok(q)
+    }
+
+    /// `price` as it goes on the wire: on the pair's tick and with no more
+    /// than `pair_decimals` decimals (trailing zeros dropped). A price off
+    /// the tick is refused with the nearest ticks named, never moved: a
+    /// limit price rounded for the trader could trade where the trader did
+    /// not ask.
+    pub fn wire_price(&self, price: Decimal) -> Result<Decimal, String> {
+        let p = price.normalize();
+        let tick = self.tick_size;
+        let on_tick = tick <= Decimal::ZERO || matches!(p.checked_rem(tick), Some(r) if r.is_zero());
+        if !on_tick {
+            let below = (p / tick).floor() * tick;
+            return Err(format!(
+                "price {price} is not on the tick {tick} for {}: use {} or {}",
+                self.symbol,
+                below.normalize(),
+                (below + tick).normalize()
+            ));
+        }
+        if p.scale() > self.price_decimals {
+            return Err(format!(
+                "price {price} has more than the {} decimals kraken takes for {}",
+                self.price_decimals, self.symbol
+            ));
+        }
+        Ok(p)
+    }
 }
 
 /// All tradable pairs, by every name.

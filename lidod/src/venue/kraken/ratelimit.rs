@@ -259,6 +259,123 @@ impl TradingCounters {
     }
 }
 
+/// One pair's trading counter as the account's brokers share it: its level
+/// at a wall-clock time (microseconds since the Unix epoch), so processes
+/// with clocks of their own (`Instant`s do not cross processes) read the
+/// same counter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PairLevel {
+    /// Millionths of a point at `at_micros`.
+    pub level_micro: u64,
+    pub at_micros: u64,
+}
+
+/// Why an order action would break Kraken's trading rate limit: the
+/// counter, its threshold and decay, and how long until the action fits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TradingRefusal {
+    pub pair: String,
+    pub level: f64,
+    pub cost: u32,
+    pub limits: Limits,
+    pub retry_in: Duration,
+}
+
+impl std::fmt::Display for TradingRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let decay = self.limits.decay_micro_per_sec as f64 / MICRO as f64;
+        write!(
+            f,
+            "kraken trading rate limit for {}: counter {:.0} of {}, this action adds {}, decays {decay}/s; retry in {} s",
+            self.pair,
+            self.level.ceil(),
+            self.limits.max,
+            self.cost,
+            self.retry_in.as_secs_f64().ceil().max(1.0),
+        )
+    }
+}
+
+/// The per-pair trading counters of one account (Kraken's "Spot Trading
+/// Limits": one counter per pair, shared by every connection and protocol
+/// of the account), on the wall clock so the node's brokers on one key can
+/// keep them in one file.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TradingLedger {
+    pub pairs: std::collections::BTreeMap<String, PairLevel>,
+}
+
+impl TradingLedger {
+    fn level_micro_at(&self, pair: &str, limits: Limits, now_micros: u64) -> u64 {
+        let Some(p) = self.pairs.get(pair) else { return 0 };
+        let elapsed = u128::from(now_micros.saturating_sub(p.at_micros));
+        let decayed = elapsed * u128::from(limits.decay_micro_per_sec) / 1_000_000;
+        p.level_micro.saturating_sub(u64::try_from(decayed).unwrap_or(u64::MAX))
+    }
+
+    /// The counter of `pair` at `now_micros`, in points.
+    pub fn level(&self, pair: &str, limits: Limits, now_micros: u64) -> f64 {
+        self.level_micro_at(pair, limits, now_micros) as f64 / MICRO as f64
+    }
+
+    /// Counts `action` on `pair` if the counter stays at or under the
+    /// threshold; else leaves it and says why, with the wait until it fits.
+    pub fn charge(
+        &mut self,
+        pair: &str,
+        action: TradeAction,
+        limits: Limits,
+        now_micros: u64,
+    ) -> Result<(), TradingRefusal> {
+        let cost = action.cost();
+        let max = u64::from(limits.max) * MICRO;
+        let level = self.level_micro_at(pair, limits, now_micros);
+        let excess = (level + u64::from(cost) * MICRO).saturating_sub(max);
+        if excess > 0 {
+            let retry_in = if limits.decay_micro_per_sec == 0 {
+                Duration::MAX
+            } else {
+                let micros = (u128::from(excess) * 1_000_000).div_ceil(u128::from(limits.decay_micro_per_sec));
+                Duration::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
+            };
+            return Err(TradingRefusal {
+                pair: pair.to_string(),
+                level: level as f64 / MICRO as f64,
+                cost,
+                limits,
+                retry_in,
+            });
+        }
+        self.pairs.insert(
+            pair.to_string(),
+            PairLevel { level_micro: level + u64::from(cost) * MICRO, at_micros: now_micros },
+        );
+        Ok(())
+    }
+
+    /// Kraken answered `EOrder:Rate limit exceeded` for `pair`: its counter
+    /// is at the threshold, whatever this ledger thought.
+    pub fn saturate(&mut self, pair: &str, limits: Limits, now_micros: u64) {
+        let level = self.level_micro_at(pair, limits, now_micros).max(u64::from(limits.max) * MICRO);
+        self.pairs.insert(pair.to_string(), PairLevel { level_micro: level, at_micros: now_micros });
+    }
+
+    /// The busiest pair's counter as a share of the threshold (0 to 1).
+    pub fn busiest_share(&self, limits: Limits, now_micros: u64) -> f64 {
+        let busiest = self.pairs.keys().map(|p| self.level(p, limits, now_micros)).fold(0.0, f64::max);
+        busiest / f64::from(limits.max.max(1))
+    }
+
+    /// Drops pairs whose counter has decayed to zero (keeps the file small).
+    pub fn prune(&mut self, limits: Limits, now_micros: u64) {
+        let idle: Vec<String> =
+            self.pairs.keys().filter(|p| self.level_micro_at(p, limits, now_micros) == 0).cloned().collect();
+        for p in idle {
+            self.pairs.remove(&p);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,5 +493,58 @@ mod tests {
         assert_eq!(t.wait("XBTUSD", TradeAction::Cancel { age: secs(600.0) }, t0), Duration::ZERO);
         t.saturate("ETHUSD", t0);
         assert_eq!(t.wait("ETHUSD", TradeAction::Add, t0), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_ledger_charges_adds_and_cancels_by_age_and_refuses_past_the_threshold() {
+        // Starter: threshold 60, decay 1/s (docs.kraken.com "Spot Trading Limits").
+        let limits = Tier::Starter.trading_limits();
+        let t0 = 1_700_000_000_000_000u64;
+        let mut l = TradingLedger::default();
+        // Six place-then-cancel-at-once round trips: (1 + 8) each.
+        for _ in 0..6 {
+            l.charge("XBTUSD", TradeAction::Add, limits, t0).unwrap();
+            l.charge("XBTUSD", TradeAction::Cancel { age: secs(0.5) }, limits, t0).unwrap();
+        }
+        assert_eq!(l.level("XBTUSD", limits, t0), 54.0);
+        // Another cancel under 5 s (+8) would make 62: refused, 2 s to wait.
+        let refusal = l.charge("XBTUSD", TradeAction::Cancel { age: secs(1.0) }, limits, t0).unwrap_err();
+        assert_eq!(refusal.retry_in, Duration::from_secs(2));
+        assert_eq!(
+            refusal.to_string(),
+            "kraken trading rate limit for XBTUSD: counter 54 of 60, this action adds 8, decays 1/s; retry in 2 s"
+        );
+        assert_eq!(l.level("XBTUSD", limits, t0), 54.0, "a refusal is not counted");
+        // A cancel of an order that rested 100 s costs 1; after 300 s, nothing.
+        l.charge("XBTUSD", TradeAction::Cancel { age: secs(100.0) }, limits, t0).unwrap();
+        l.charge("XBTUSD", TradeAction::Cancel { age: secs(301.0) }, limits, t0).unwrap();
+        assert_eq!(l.level("XBTUSD", limits, t0), 55.0);
+        // The counter decays 1/s: 5 s later, 50.
+        assert_eq!(l.level("XBTUSD", limits, t0 + 5_000_000), 50.0);
+        // Other pairs have counters of their own.
+        l.charge("ETHUSD", TradeAction::Add, limits, t0).unwrap();
+        assert_eq!(l.level("ETHUSD", limits, t0), 1.0);
+        // Kraken's own refusal fills the counter.
+        l.saturate("ETHUSD", limits, t0);
+        assert!(l.charge("ETHUSD", TradeAction::Add, limits, t0).is_err());
+        // Round trip through the shared file's JSON.
+        let back: TradingLedger = serde_json::from_str(&serde_json::to_string(&l).unwrap()).unwrap();
+        assert_eq!(back, l);
+        l.prune(limits, t0 + 3_600_000_000);
+        assert!(l.pairs.is_empty());
+    }
+
+    #[test]
+    fn pro_and_intermediate_thresholds_and_decays() {
+        let t0 = 1_000_000u64;
+        for (tier, max, wait_ms) in [(Tier::Intermediate, 125, 427), (Tier::Pro, 180, 266)] {
+            let limits = tier.trading_limits();
+            let mut l = TradingLedger::default();
+            for _ in 0..max {
+                l.charge("XBTUSD", TradeAction::Add, limits, t0).unwrap();
+            }
+            let r = l.charge("XBTUSD", TradeAction::Add, limits, t0).unwrap_err();
+            assert_eq!(r.retry_in.as_millis(), wait_ms, "{tier:?}");
+        }
     }
 }

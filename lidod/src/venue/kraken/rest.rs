@@ -6,7 +6,9 @@
 //! - Private calls are `POST {base}/0/private/<Method>` with the
 //!   form-encoded body `nonce=…&…` and the headers `API-Key` and `API-Sign`
 //!   (see [`super::sign`]). They go out one at a time, so their nonces reach
-//!   Kraken in increasing order, and each first waits on the REST call
+//!   Kraken in increasing order (across the node's broker processes on one
+//!   key too: a file-backed nonce source is taken under its file lock,
+//!   held until the request is sent), and each first waits on the REST call
 //!   counter ([`KrakenRest::rate_limit_wait`] shows that wait for status).
 //! - Every failure is a [`KrakenError`]: Kraken's own error strings typed,
 //!   and transport failures with `maybe_sent` telling whether the request
@@ -84,6 +86,9 @@ pub struct KrakenRest {
     /// Held for the whole of a private call: nonces leave in order.
     nonces: AsyncMutex<NonceSource>,
     counter: Mutex<CallCounter>,
+    /// The longest a request may take; also the longest wait for the
+    /// nonce lock another broker process holds.
+    timeout: Duration,
 }
 
 impl KrakenRest {
@@ -104,6 +109,7 @@ impl KrakenRest {
             credentials,
             nonces: AsyncMutex::new(nonces),
             counter: Mutex::new(CallCounter::new(config.limits)),
+            timeout: config.timeout,
         })
     }
 
@@ -260,6 +266,16 @@ impl KrakenRest {
             tokio::time::sleep(wait).await;
         }
 
+        // Other broker processes on this key take nonces from the same
+        // file: hold its lock until this request is sent, so nonces reach
+        // Kraken in the order they were taken.
+        let lock_wait = self.timeout;
+        let file_lock = match nonces.lock_path() {
+            Some(path) => Some(super::lock::FileLock::acquire(&path, lock_wait).await.map_err(|e| {
+                KrakenError::Transport { message: format!("cannot take the nonce lock: {e}"), maybe_sent: false }
+            })?),
+            None => None,
+        };
         let nonce = nonces.next().map_err(|e| KrakenError::Transport {
             message: format!("cannot record the next nonce: {e}"),
             maybe_sent: false,
@@ -280,6 +296,7 @@ impl KrakenRest {
             .body(post_data)
             .send()
             .await;
+        drop(file_lock);
         drop(nonces);
 
         let body = read_body(sent.map_err(transport)?).await?;

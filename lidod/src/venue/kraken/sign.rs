@@ -167,14 +167,26 @@ impl NonceSource {
     /// error rather than a silent reset.
     pub fn load(path: impl AsRef<Path>) -> io::Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let last = match fs::read_to_string(&path) {
-            Ok(text) => text.trim().parse::<u64>().map_err(|e| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("nonce file {} is corrupt: {e}", path.display()))
-            })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(e),
-        };
+        let last = read_last(&path)?;
         Ok(Self { path: Some(path), last })
+    }
+
+    /// The lock file beside a file-backed source's file (`<file>.lock`):
+    /// held by the caller from [`Self::next`] until the request carrying
+    /// the nonce is sent, so broker processes sharing the file (one API key)
+    /// send their nonces in the order they took them. `None` in memory.
+    pub fn lock_path(&self) -> Option<PathBuf> {
+        self.path.as_ref().map(|p| {
+            let mut name = p.as_os_str().to_owned();
+            name.push(".lock");
+            PathBuf::from(name)
+        })
+    }
+
+    /// Never hands out a nonce at or below `floor` (the last nonce of a
+    /// file this source replaces).
+    pub fn raise_floor(&mut self, floor: u64) {
+        self.last = self.last.max(floor);
     }
 
     /// The last nonce handed out (or loaded), 0 if none.
@@ -192,13 +204,31 @@ impl NonceSource {
     /// The next nonce given the clock reads `now_micros`; persisted before
     /// it is returned. On a write error the nonce is not handed out, but it
     /// is still counted as used.
+    ///
+    /// A file-backed source reads the file first: another process on the
+    /// same key may have handed out nonces since (callers hold
+    /// [`Self::lock_path`] across this and the send).
     pub fn next_at(&mut self, now_micros: u64) -> io::Result<u64> {
+        if let Some(path) = &self.path {
+            self.last = self.last.max(read_last(path)?);
+        }
         let nonce = now_micros.max(self.last.saturating_add(1));
         self.last = nonce;
         if let Some(path) = &self.path {
             persist(path, nonce)?;
         }
         Ok(nonce)
+    }
+}
+
+/// The nonce kept in `path`, 0 if there is no file yet.
+fn read_last(path: &Path) -> io::Result<u64> {
+    match fs::read_to_string(path) {
+        Ok(text) => text.trim().parse::<u64>().map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("nonce file {} is corrupt: {e}", path.display()))
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e),
     }
 }
 
@@ -311,5 +341,26 @@ mod tests {
         let err = NonceSource::load(&path).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn two_sources_on_one_file_never_hand_out_the_same_or_a_lower_nonce() {
+        // Two broker processes on one key share the file (under its lock).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("account/nonce");
+        let mut a = NonceSource::load(&path).unwrap();
+        let mut b = NonceSource::load(&path).unwrap();
+        let mut sent = Vec::new();
+        for i in 0..10u64 {
+            // The same clock reading for both: the file breaks the tie.
+            let now = 1_000 + i / 2;
+            sent.push(a.next_at(now).unwrap());
+            sent.push(b.next_at(now).unwrap());
+        }
+        assert!(sent.windows(2).all(|w| w[0] < w[1]), "{sent:?}");
+        assert_eq!(b.lock_path().unwrap(), dir.path().join("account/nonce.lock"));
+        let mut c = NonceSource::load(dir.path().join("other")).unwrap();
+        c.raise_floor(5_000);
+        assert_eq!(c.next_at(1_000).unwrap(), 5_001);
     }
 }

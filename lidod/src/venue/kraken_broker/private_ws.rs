@@ -53,21 +53,59 @@ pub struct OrderMeta {
     pub client_id: String,
     pub symbol: Symbol,
     pub side: Side,
+    /// When Kraken accepted the order (microseconds since the Unix epoch),
+    /// when known: a cancel's trading-counter penalty depends on the
+    /// order's age.
+    pub placed_micros: Option<u64>,
 }
 
 /// Kraken order id → what Lido knows about it, shared by the order path
-/// and the executions feed.
+/// and the executions feed, with the latest state the feed reported for
+/// each order (so a cancel or a status lookup the feed already answers
+/// spends no REST call).
 #[derive(Default)]
-pub struct OrderIndex(Mutex<HashMap<String, OrderMeta>>);
+pub struct OrderIndex(Mutex<HashMap<String, OrderMeta>>, Mutex<HashMap<String, VenueOrderReport>>);
 
 impl OrderIndex {
-    pub fn remember(&self, txid: &str, meta: OrderMeta) {
-        self.lock().insert(txid.to_string(), meta);
+    /// Records what is known of `txid`; a placement time already known is
+    /// kept when `meta` has none.
+    pub fn remember(&self, txid: &str, mut meta: OrderMeta) {
+        let mut map = self.lock();
+        if meta.placed_micros.is_none() {
+            meta.placed_micros = map.get(txid).and_then(|m| m.placed_micros);
+        }
+        map.insert(txid.to_string(), meta);
+    }
+
+    /// What is known of Lido's order `client_id`, if seen.
+    pub fn meta_of(&self, client_id: &str) -> Option<OrderMeta> {
+        self.lock().values().find(|m| m.client_id == client_id).cloned()
     }
 
     /// The Kraken id of Lido's order `client_id`, if seen.
     pub fn txid_of(&self, client_id: &str) -> Option<String> {
         self.lock().iter().find(|(_, m)| m.client_id == client_id).map(|(t, _)| t.clone())
+    }
+
+    /// Records the state the executions feed reported for an order; the
+    /// filled quantity never goes down (a cancel entry may leave it out).
+    pub fn record_report(&self, report: &VenueOrderReport) {
+        let mut reports = self.1.lock().unwrap_or_else(|p| p.into_inner());
+        let mut report = report.clone();
+        if let Some(prev) = reports.get(&report.venue_order_id) {
+            report.filled_quantity = report.filled_quantity.max(prev.filled_quantity);
+            report.average_price = report.average_price.or(prev.average_price);
+            if prev.status.is_terminal() && !report.status.is_terminal() {
+                return;
+            }
+        }
+        reports.insert(report.venue_order_id.clone(), report);
+    }
+
+    /// The latest state the executions feed reported for Lido's order
+    /// `client_id`, if it reported any.
+    pub fn feed_report(&self, client_id: &str) -> Option<VenueOrderReport> {
+        self.1.lock().unwrap_or_else(|p| p.into_inner()).values().find(|r| r.client_id == client_id).cloned()
     }
 
     fn get(&self, txid: &str) -> Option<OrderMeta> {
@@ -163,17 +201,19 @@ async fn run(
     mut queue: mpsc::Receiver<Pending>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = ws::reconnect_backoff();
+    let mut reconnects = ws::Reconnects::default();
     while !shutdown.is_cancelled() {
         let link =
             Link { index: &shared.index, events: &shared.events, connected: &shared.connected, synced: &shared.synced };
+        let started = Instant::now();
         match session(&url, &rest, link, &mut queue, &shutdown).await {
             Ok(()) => return,
             Err(e) => warn!(error = %e, "kraken executions feed lost; reconnecting"),
         }
         shared.connected.store(false, Ordering::Relaxed);
         shared.synced.send_replace(false);
-        let delay = backoff.next().unwrap_or(DEAD_AFTER);
+        // The backoff starts over only after a connection that stayed up.
+        let delay = reconnects.next_delay(Some(started.elapsed()));
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
@@ -323,7 +363,10 @@ pub fn to_events(entry: &ExecutionData, index: &OrderIndex) -> Vec<ServiceEvent>
         .or_else(|| known.as_ref().map(|m| m.symbol.clone()));
     let side = entry.side.or_else(|| known.as_ref().map(|m| m.side));
     if let (Some(symbol), Some(side)) = (&symbol, side) {
-        index.remember(&entry.order_id, OrderMeta { client_id: client_id.clone(), symbol: symbol.clone(), side });
+        index.remember(
+            &entry.order_id,
+            OrderMeta { client_id: client_id.clone(), symbol: symbol.clone(), side, placed_micros: None },
+        );
     }
     let ts = entry.timestamp.unwrap_or_else(Utc::now);
     let mut out = Vec::new();
@@ -352,7 +395,7 @@ pub fn to_events(entry: &ExecutionData, index: &OrderIndex) -> Vec<ServiceEvent>
         }
     }
     if let Some(status) = entry.lido_status() {
-        out.push(ServiceEvent::OrderUpdate(VenueOrderReport {
+        let report = VenueOrderReport {
             client_id,
             venue_order_id: entry.order_id.clone(),
             status,
@@ -362,7 +405,9 @@ pub fn to_events(entry: &ExecutionData, index: &OrderIndex) -> Vec<ServiceEvent>
             ts,
             order: None,
             trade_ids: Vec::new(),
-        }));
+        };
+        index.record_report(&report);
+        out.push(ServiceEvent::OrderUpdate(report));
     }
     out
 }
@@ -383,6 +428,25 @@ mod tests {
             WsMessage::Executions { mut data, .. } => data.remove(0),
             other => panic!("not executions: {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_feed_s_latest_state_answers_for_the_order_and_never_goes_back() {
+        let index = OrderIndex::default();
+        to_events(&entry(TRADE), &index);
+        let id = "8d5f0b2c-5c2a-4a4e-9a7a-0b6c0c1f4e11";
+        let r = index.feed_report(id).expect("the feed reported it");
+        assert_eq!((r.status, r.filled_quantity), (OrderStatus::PartiallyFilled, Decimal::new(5, 3)));
+        // Kraken's cancel entry (WebSocket v2 "executions", exec_type canceled)
+        // carries no cum_qty: the fill is kept.
+        let canceled = r#"{"channel":"executions","type":"update","data":[{"order_id":"OK4GJX-KSTLS-7DZZO5","cl_ord_id":"8d5f0b2c-5c2a-4a4e-9a7a-0b6c0c1f4e11","exec_id":"TBXU2V-QW3ZC-4FDSRH","exec_type":"canceled","order_status":"canceled","timestamp":"2026-12-02T01:02:04.000000Z","reason":"User requested"}],"sequence":8}"#;
+        to_events(&entry(canceled), &index);
+        let r = index.feed_report(id).unwrap();
+        assert_eq!((r.status, r.filled_quantity), (OrderStatus::Canceled, Decimal::new(5, 3)));
+        // A late, older update does not reopen it.
+        to_events(&entry(TRADE), &index);
+        assert_eq!(index.feed_report(id).unwrap().status, OrderStatus::Canceled);
+        assert!(index.feed_report("another").is_none());
     }
 
     #[test]

@@ -134,9 +134,22 @@ pub struct LiveData {
     pub connected: AtomicUsize,
     pub reconnects: AtomicU64,
     pub book_resyncs: AtomicU64,
+    /// The engine's state from the latest `status` channel message
+    /// (`online`, `maintenance`, `cancel_only`, `post_only`), if any came.
+    system: Mutex<Option<String>>,
 }
 
 impl LiveData {
+    /// The engine's state from the `status` channel, if Kraken sent one.
+    pub fn system(&self) -> Option<String> {
+        lock(&self.system).clone()
+    }
+
+    /// Records the engine's state from a `status` message.
+    pub fn set_system(&self, system: &str) {
+        *lock(&self.system) = Some(system.to_string());
+    }
+
     /// Drops what an ended subscription left behind.
     fn forget(&self, feed: Feed, symbol: &Symbol) {
         match feed {
@@ -329,19 +342,21 @@ struct Connection {
 
 impl Connection {
     async fn run(mut self, mut control: mpsc::Receiver<Control>, shutdown: CancellationToken) {
-        let mut backoff = ws::reconnect_backoff();
+        let mut reconnects = ws::Reconnects::default();
         let mut first = true;
         while !shutdown.is_cancelled() {
             if !first {
                 self.live.reconnects.fetch_add(1, Ordering::Relaxed);
             }
             first = false;
+            let mut lasted = None;
             match ws::connect(&self.url).await {
                 Ok(socket) => {
                     info!(connection = self.index, url = %self.url, "kraken public websocket connected");
-                    backoff = ws::reconnect_backoff();
+                    let up = std::time::Instant::now();
                     self.live.connected.fetch_add(1, Ordering::Relaxed);
                     let why = self.session(socket, &mut control, &shutdown).await;
+                    lasted = Some(up.elapsed());
                     self.live.connected.fetch_sub(1, Ordering::Relaxed);
                     if shutdown.is_cancelled() {
                         return;
@@ -350,7 +365,7 @@ impl Connection {
                 }
                 Err(e) => warn!(connection = self.index, error = %e, "kraken public websocket; retrying"),
             }
-            let delay = backoff.next().unwrap_or(DEAD_AFTER);
+            let delay = reconnects.next_delay(lasted);
             let wake = tokio::time::sleep(delay);
             tokio::pin!(wake);
             loop {
@@ -511,6 +526,7 @@ impl Connection {
             WsMessage::Status(status) => {
                 for s in status {
                     info!(connection = self.index, system = %s.system, api_version = ?s.api_version, "kraken status");
+                    self.live.set_system(&s.system);
                 }
             }
             WsMessage::Response(r) if !r.success => {

@@ -38,6 +38,34 @@ pub async fn connect(url: &str) -> Result<Ws, String> {
     }
 }
 
+/// A connection that stayed up this long was healthy: the next reconnect
+/// starts the backoff from its shortest delay again.
+pub const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+
+/// The delays between reconnects of one socket: capped, exponential, with
+/// jitter, and reset only after a healthy connection, so a venue that
+/// accepts and at once closes connections is not dialed in a tight loop.
+pub struct Reconnects {
+    backoff: Box<dyn Iterator<Item = Duration> + Send>,
+}
+
+impl Default for Reconnects {
+    fn default() -> Self {
+        Self { backoff: Box::new(reconnect_backoff()) }
+    }
+}
+
+impl Reconnects {
+    /// The wait before the next dial, after a connection that lasted
+    /// `lasted` (`None`: the dial itself failed).
+    pub fn next_delay(&mut self, lasted: Option<Duration>) -> Duration {
+        if lasted.is_some_and(|d| d >= HEALTHY_AFTER) {
+            self.backoff = Box::new(reconnect_backoff());
+        }
+        self.backoff.next().unwrap_or(DEAD_AFTER)
+    }
+}
+
 /// Capped exponential delays with jitter between reconnects, forever.
 pub fn reconnect_backoff() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
@@ -56,4 +84,22 @@ where
 {
     let text = request.to_json().map_err(|e| format!("cannot encode {}: {e}", request.method))?;
     sink.send(Message::text(text)).await.map_err(|e| format!("cannot send {}: {e}", request.method))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_grows_on_short_connections_and_resets_after_a_healthy_one() {
+        let mut r = Reconnects::default();
+        // Accepted and closed at once, again and again: the waits grow
+        // (100, 200, 400, 800, 1600 ms before jitter).
+        let short: Vec<Duration> = (0..6).map(|_| r.next_delay(Some(Duration::from_millis(50)))).collect();
+        assert!(short[5] >= Duration::from_millis(3200), "{short:?}");
+        // A failed dial does not reset it either.
+        assert!(r.next_delay(None) >= Duration::from_millis(3200));
+        // Up for a minute: the next wait is short again.
+        assert!(r.next_delay(Some(Duration::from_secs(60))) < Duration::from_millis(250));
+    }
 }
