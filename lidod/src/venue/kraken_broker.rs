@@ -244,8 +244,17 @@ impl KrakenBroker {
             return Ok(ReplyBody::Quote(q));
         }
         let pair = self.pair(symbol).await?;
-        let (_, ticker) = self.rest.ticker(&pair.altname).await.map_err(|e| venue_error(&e))?;
-        Ok(ReplyBody::Quote(ticker.to_quote(pair.symbol, Utc::now())))
+        // The Ticker's touch sizes are "lot volumes" with three decimals
+        // (Kraken's example: `"b":["52609.60000","1","1.000"]`); the book's
+        // top level is exact, so the touch comes from Depth, the last price
+        // from Ticker.
+        let (ticker, depth) = tokio::try_join!(self.rest.ticker(&pair.altname), self.rest.depth(&pair.altname, 1))
+            .map_err(|e| venue_error(&e))?;
+        let mut quote = ticker.1.to_quote(pair.symbol, Utc::now());
+        if let (Some(bid), Some(ask)) = (depth.1.bids.first(), depth.1.asks.first()) {
+            (quote.bid, quote.bid_size, quote.ask, quote.ask_size) = (bid.0, bid.1, ask.0, ask.1);
+        }
+        Ok(ReplyBody::Quote(quote))
     }
 
     async fn book(&self, symbol: &Symbol, depth: usize) -> Result<ReplyBody, ErrorDetail> {
