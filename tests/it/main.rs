@@ -7,6 +7,7 @@ mod autoscale;
 mod bad_input;
 mod cluster;
 mod cluster_orders;
+mod conformance;
 mod failover;
 mod ha;
 mod kraken_broker;
