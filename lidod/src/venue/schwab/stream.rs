@@ -12,10 +12,10 @@
 //! - [`LevelOne`] merges LEVELONE_EQUITIES updates, which carry only the
 //!   fields that changed, into full Lido quotes: field 1 bid, 2 ask, 3 last,
 //!   4 bid size, 5 ask size, 35 trade time (ms). The streamer gives the
-//!   sizes in round lots of 100 shares (the streamer guide's LEVELONE_EQUITIES
-//!   table: "Bid Size … Units are 'lots' (typically 100 shares per lot)");
-//!   Lido quotes shares, as `/marketdata/v1/quotes` does, so they are
-//!   multiplied by [`SHARES_PER_LOT`].
+//!   sizes in round lots of 100 shares (the Streamer API guide's
+//!   LEVELONE_EQUITIES fields 4 and 5; the same quote's `bidSize` from
+//!   `/marketdata/v1/quotes` is 100 times larger); Lido quotes shares, as
+//!   the REST quote does, so they are multiplied by [`SHARES_PER_LOT`].
 //! - Response codes ([`code`]): 0 success, 3 login denied (the access token
 //!   is refused: fetch a new one), 12 close connection (Schwab allows one
 //!   streamer connection per user: a second LOGIN of the same login closes
@@ -304,8 +304,9 @@ mod tests {
 
     #[test]
     fn a_second_login_of_the_same_user_closes_this_one_with_code_12() {
-        // Streamer guide, response codes: 12 CLOSE_CONNECTION ("the
-        // connection was closed: another connection of the user logged in").
+        // Streamer API guide, response codes: 12 is CLOSE_CONNECTION, sent
+        // when a newer connection of the same user logged in (the messages
+        // here are stand-ins; the broker reads the code only).
         let notify: Incoming = serde_json::from_str(
             r#"{"notify":[{"service":"ADMIN","timestamp":1764687600000,"content":{"code":12,"msg":"Connection closed by a new login"}}]}"#,
         )
