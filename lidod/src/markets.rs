@@ -614,20 +614,34 @@ impl MarketManager {
             limit_price: order.limit_price,
             client_order_id: Some(order.client_order_id.clone()),
         };
-        let order = self.send_order(&broker, &pipe, venue_order, order).await;
+        let order = self.send_order(&broker, &pipe, venue_order, order).await?;
         metrics::histogram!("lido_order_round_trip_seconds", "market" => order.market.clone(), "broker" => broker)
             .record(started.elapsed().as_secs_f64());
         info!(status = %order.status, filled = %order.filled_quantity, "order answered by the venue");
         Ok((order, true))
     }
 
-    async fn send_order(&self, broker: &str, pipe: &PipeHandle, venue_order: VenueOrder, order: Order) -> Order {
+    /// Sends an order; a broker's refusal that is the request's fault
+    /// ([`refusal`]) is journaled as rejected and answered as an error.
+    async fn send_order(
+        &self,
+        broker: &str,
+        pipe: &PipeHandle,
+        venue_order: VenueOrder,
+        order: Order,
+    ) -> Result<Order, ApiError> {
         let id = order.order_id.clone();
         let trace = Some(order_trace(&order));
         let reply = pipe.request_traced(Command::PlaceOrder { order: venue_order.clone() }, trace, VENUE_TIMEOUT).await;
         self.count_reply(broker, &reply);
         test_pause("after_send", &id).await;
-        match reply {
+        if let Err(PipeError::Remote(detail)) = &reply {
+            if let Some(e) = refusal(&detail.code, &detail.message) {
+                self.inner.orders.reject(&id, format!("{}: {}", detail.code, detail.message));
+                return Err(e);
+            }
+        }
+        Ok(match reply {
             // The fills the venue made at once were applied before this reply
             // was handed over (see `pipe.rs`), so the acknowledgement shows them.
             Ok(ReplyBody::Order(report)) => self.inner.orders.apply_report(&report, broker).unwrap_or(order),
@@ -655,7 +669,7 @@ impl MarketManager {
                 tokio::spawn(self.clone().settle(broker.to_string(), venue_order));
                 updated
             }
-        }
+        })
     }
 
     /// Settles an order whose send had no clear outcome: ask the venue, and
@@ -994,6 +1008,21 @@ fn no_broker(m: &Market) -> ApiError {
     ApiError::unavailable("no_broker", format!("no broker of market {} is up and routable (each is down or draining); retry shortly, or see `lidoctl describe market {}`", m.name, m.name))
 }
 
+/// A broker's refusal of an order, made before anything reached the venue,
+/// that is the request's to change: answered as an error with the broker's
+/// code (the order is journaled as rejected). Other refusals stay rejected
+/// orders with the code in their reason.
+fn refusal(code: &str, message: &str) -> Option<ApiError> {
+    use axum::http::StatusCode;
+    let (status, code) = match code {
+        "unsupported_time_in_force" => (StatusCode::BAD_REQUEST, "unsupported_time_in_force"),
+        "position_crossing" => (StatusCode::CONFLICT, "position_crossing"),
+        "rate_limited" => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+        _ => return None,
+    };
+    Some(ApiError::new(status, code, message.to_string()))
+}
+
 /// A broker's refusal or failure, as the API answers it.
 fn venue_error(e: PipeError) -> ApiError {
     match e {
@@ -1059,5 +1088,23 @@ mod order_id_tests {
         assert_ne!(a, order_id_for("acme", "c-2"));
         assert_ne!(a, order_id_for("zenith", "c-1"));
         assert_eq!(uuid::Uuid::parse_str(&a).unwrap().get_version_num(), 5);
+    }
+}
+
+#[cfg(test)]
+mod refusal_tests {
+    use axum::http::StatusCode;
+
+    use super::refusal;
+
+    #[test]
+    fn a_broker_refusal_of_the_request_is_a_4xx_with_its_code() {
+        let e = refusal("unsupported_time_in_force", "Schwab accepts day and gtc").unwrap();
+        assert_eq!((e.status, e.code), (StatusCode::BAD_REQUEST, "unsupported_time_in_force"));
+        let e = refusal("rate_limited", "Schwab's order limit (120 order requests a minute) is spent").unwrap();
+        assert_eq!((e.status, e.code), (StatusCode::TOO_MANY_REQUESTS, "rate_limited"));
+        assert_eq!(refusal("position_crossing", "m").unwrap().status, StatusCode::CONFLICT);
+        assert!(refusal("market_closed", "m").is_none(), "a rejected order, as before");
+        assert!(refusal("venue_rejected", "m").is_none());
     }
 }
