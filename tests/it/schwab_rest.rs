@@ -118,11 +118,12 @@ async fn quotes_history_hours_and_orders() {
         limit_price: Some(dec!(100)),
         client_order_id: None,
     };
-    let request = orders::request(&order, Session::Normal).unwrap();
+    let request = orders::request(&order, Session::Normal, rust_decimal::Decimal::ZERO).unwrap();
+    let sent_at = Utc::now();
     let id = bounded(c.rest.place_order(&hash, &request)).await.unwrap();
     let got = bounded(c.rest.order(&hash, id)).await.unwrap();
     assert_eq!((got.status.as_str(), got.quantity), ("WORKING", dec!(3)));
-    assert!(orders::same_order(&got, &request));
+    assert!(orders::same_order(&got, &request, sent_at, Utc::now() + TimeDelta::minutes(5)));
     let now = Utc::now();
     let from = now - TimeDelta::hours(1);
     let working = bounded(c.rest.orders(&hash, from, now + TimeDelta::minutes(1), Some("WORKING"))).await.unwrap();
