@@ -219,7 +219,7 @@ impl SchwabRest {
         let mut until = lock(&self.backoff_until);
         match *until {
             Some(t) if Instant::now() < t => {
-                Err(SchwabError::RateLimited { retry_after: Some(t - Instant::now()).map(round_up_secs) })
+                Err(SchwabError::RateLimited { retry_after: Some(round_up_secs(t - Instant::now())) })
             }
             Some(_) => {
                 *until = None;
