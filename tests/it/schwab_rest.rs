@@ -91,6 +91,9 @@ async fn rate_limit_is_typed_with_retry_after() {
     let e = bounded(c.rest.quotes(&["AAPL"])).await.unwrap_err();
     assert_eq!(e, SchwabError::RateLimited { retry_after: Some(Duration::from_secs(2)) });
     assert_eq!(e.code(), "rate_limited");
+    // Retry-After is honored: calls are held until it has passed.
+    assert_eq!(bounded(c.rest.quotes(&["AAPL"])).await.unwrap_err().code(), "rate_limited");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(bounded(c.rest.quotes(&["AAPL"])).await.unwrap()[0].quote.bid_price, dec!(190.25));
 }
 
