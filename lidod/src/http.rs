@@ -96,6 +96,7 @@ async fn metrics(State(infra): State<Infra>) -> Result<String, ApiError> {
 
 /// The figures a service reports that have a series of their own: a
 /// broker's venue connections and subscriptions (from its `Metrics` event),
+/// a Schwab broker's refresh token time left,
 /// a market's feed listeners.
 fn record_service_figures(s: &lido_shared::cluster::ServiceInfo) {
     use lido_shared::cluster::ServiceKind;
@@ -107,6 +108,9 @@ fn record_service_figures(s: &lido_shared::cluster::ServiceInfo) {
                 let open = sockets.iter().flatten().sum::<f64>();
                 metrics::gauge!("lido_venue_connections", "broker" => s.name.clone(), "venue" => s.service_type.clone())
                     .set(open);
+            }
+            if let Some(n) = figure("refresh_token_expiry_seconds") {
+                metrics::gauge!("lido_schwab_refresh_token_expiry_seconds", "broker" => s.name.clone()).set(n);
             }
             if let Some(n) = figure("ws_subscriptions") {
                 metrics::gauge!("lido_venue_subscriptions", "broker" => s.name.clone(), "venue" => s.service_type.clone())

@@ -1064,7 +1064,9 @@ fn no_broker(m: &Market) -> ApiError {
 /// A broker refusal that has an HTTP status of its own: Lido's `429
 /// rate_limited` before a venue limit, `503 venue_maintenance` while the
 /// venue is down for maintenance, `503 market_cancel_only` /
-/// `market_post_only` while it takes cancels or post-only orders only.
+/// `market_post_only` while it takes cancels or post-only orders only;
+/// `400 unsupported_time_in_force` and `409 position_crossing` for an
+/// order the venue cannot take as asked (Schwab).
 fn broker_refusal(d: &lido_shared::ErrorDetail) -> Option<ApiError> {
     use axum::http::StatusCode;
     let (status, code) = match d.code.as_str() {
@@ -1072,6 +1074,8 @@ fn broker_refusal(d: &lido_shared::ErrorDetail) -> Option<ApiError> {
         "venue_maintenance" => (StatusCode::SERVICE_UNAVAILABLE, "venue_maintenance"),
         "market_cancel_only" => (StatusCode::SERVICE_UNAVAILABLE, "market_cancel_only"),
         "market_post_only" => (StatusCode::SERVICE_UNAVAILABLE, "market_post_only"),
+        "unsupported_time_in_force" => (StatusCode::BAD_REQUEST, "unsupported_time_in_force"),
+        "position_crossing" => (StatusCode::CONFLICT, "position_crossing"),
         _ => return None,
     };
     Some(ApiError::new(status, code, d.message.clone()))
@@ -1143,5 +1147,29 @@ mod order_id_tests {
         assert_ne!(a, order_id_for("acme", "c-2"));
         assert_ne!(a, order_id_for("zenith", "c-1"));
         assert_eq!(uuid::Uuid::parse_str(&a).unwrap().get_version_num(), 5);
+    }
+}
+
+#[cfg(test)]
+mod refusal_tests {
+    use axum::http::StatusCode;
+    use lido_shared::ErrorDetail;
+
+    use super::broker_refusal;
+
+    fn refusal(code: &str, message: &str) -> Option<crate::error::ApiError> {
+        broker_refusal(&ErrorDetail::new(code, message))
+    }
+
+    #[test]
+    fn a_broker_refusal_of_the_request_is_an_error_with_its_code() {
+        let e = refusal("unsupported_time_in_force", "Schwab accepts day and gtc").unwrap();
+        assert_eq!((e.status, e.code), (StatusCode::BAD_REQUEST, "unsupported_time_in_force"));
+        let e = refusal("rate_limited", "Schwab's order limit (120 order requests a minute) is spent").unwrap();
+        assert_eq!((e.status, e.code), (StatusCode::TOO_MANY_REQUESTS, "rate_limited"));
+        assert_eq!(refusal("position_crossing", "m").unwrap().status, StatusCode::CONFLICT);
+        assert_eq!(refusal("venue_maintenance", "m").unwrap().status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(refusal("market_closed", "m").is_none(), "a rejected order, as before");
+        assert!(refusal("venue_rejected", "m").is_none());
     }
 }

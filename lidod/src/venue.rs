@@ -56,9 +56,11 @@ impl BrokerOptions {
         options: &BTreeMap<String, String>,
     ) -> Result<Self, BrokerOptionsError> {
         // `account` is the MarketManager's (brokers on one venue account are
-        // siblings for orders); no broker type reads it.
+        // siblings for orders); a schwab broker also reads it: it is the
+        // Schwab account number the broker trades.
         let mut options = options.clone();
-        if let Some(account) = options.remove("account") {
+        let account = options.remove("account");
+        if let Some(account) = &account {
             let ok = !account.is_empty() && account.len() <= 64;
             let ok = ok && account.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
             if !ok {
@@ -66,6 +68,9 @@ impl BrokerOptions {
                     "option account must be 1-64 of A-Z a-z 0-9 - _ . (the venue account this broker trades), got {account:?}"
                 )));
             }
+        }
+        if matches!(broker_type, "schwab" | "tdameritrade") {
+            options.extend(account.map(|a| ("account".to_string(), a)));
         }
         let options = &options;
         match broker_type {

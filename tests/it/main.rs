@@ -24,6 +24,7 @@ mod recovery;
 mod registry;
 mod schwab_broker;
 mod schwab_rest;
+mod schwab_truth;
 mod shutdown;
 mod slow_consumer;
 mod stream_orders;

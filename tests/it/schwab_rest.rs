@@ -91,6 +91,9 @@ async fn rate_limit_is_typed_with_retry_after() {
     let e = bounded(c.rest.quotes(&["AAPL"])).await.unwrap_err();
     assert_eq!(e, SchwabError::RateLimited { retry_after: Some(Duration::from_secs(2)) });
     assert_eq!(e.code(), "rate_limited");
+    // Retry-After is honored: calls are held until it has passed.
+    assert_eq!(bounded(c.rest.quotes(&["AAPL"])).await.unwrap_err().code(), "rate_limited");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(bounded(c.rest.quotes(&["AAPL"])).await.unwrap()[0].quote.bid_price, dec!(190.25));
 }
 
@@ -118,11 +121,12 @@ async fn quotes_history_hours_and_orders() {
         limit_price: Some(dec!(100)),
         client_order_id: None,
     };
-    let request = orders::request(&order, Session::Normal).unwrap();
+    let request = orders::request(&order, Session::Normal, rust_decimal::Decimal::ZERO).unwrap();
+    let sent_at = Utc::now();
     let id = bounded(c.rest.place_order(&hash, &request)).await.unwrap();
     let got = bounded(c.rest.order(&hash, id)).await.unwrap();
     assert_eq!((got.status.as_str(), got.quantity), ("WORKING", dec!(3)));
-    assert!(orders::same_order(&got, &request));
+    assert!(orders::same_order(&got, &request, sent_at, Utc::now() + TimeDelta::minutes(5)));
     let now = Utc::now();
     let from = now - TimeDelta::hours(1);
     let working = bounded(c.rest.orders(&hash, from, now + TimeDelta::minutes(1), Some("WORKING"))).await.unwrap();

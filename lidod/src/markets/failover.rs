@@ -268,7 +268,13 @@ impl MarketManager {
             let info = self.inner.brokers.get(&b);
             let pipe = self.inner.brokers.pipe(&b);
             let observation = Observation {
-                running: info.as_ref().is_some_and(|i| i.state == ServiceState::Running),
+                running: info
+                    .as_ref()
+                    .is_some_and(|i| matches!(i.state, ServiceState::Running | ServiceState::Degraded)),
+                service_degraded: info
+                    .as_ref()
+                    .filter(|i| i.state == ServiceState::Degraded)
+                    .map(|i| i.detail.clone().unwrap_or_else(|| "degraded".into())),
                 pipe_up: pipe.as_ref().is_some_and(PipeHandle::is_up),
                 venue_connected: info.as_ref().and_then(|i| i.metrics.get("venue_connected")).map(|v| *v > 0.0),
                 consecutive_errors: self.inner.health.consecutive_errors(&b, self.hold()),

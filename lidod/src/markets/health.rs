@@ -69,8 +69,12 @@ impl fmt::Display for Health {
 /// Everything known about one broker at one moment.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Observation {
-    /// The supervisor has it running (not starting, stopped or failed).
+    /// The supervisor has it running (not starting, stopped or failed;
+    /// `degraded` is running).
     pub running: bool,
+    /// The broker reports itself `degraded`, with why (e.g. a venue login
+    /// that needs a person).
+    pub service_degraded: Option<String>,
     /// Its pipe is connected and heartbeats arrive.
     pub pipe_up: bool,
     /// What the broker last reported of its venue connection (`None`: it
@@ -113,6 +117,9 @@ pub fn assess(o: &Observation, t: &Thresholds) -> Health {
     }
     if o.draining {
         return Health::Draining;
+    }
+    if let Some(why) = &o.service_degraded {
+        return Health::Degraded(format!("the broker reports: {why}"));
     }
     if o.consecutive_errors > 0 {
         return Health::Degraded(format!("{} recent venue error(s)", o.consecutive_errors));
@@ -342,6 +349,18 @@ mod tests {
 
     fn up() -> Observation {
         Observation { running: true, pipe_up: true, ..Observation::default() }
+    }
+
+    #[test]
+    fn a_broker_that_reports_itself_degraded_is_degraded_with_its_words() {
+        let o = Observation {
+            service_degraded: Some("log in again: `lidoctl broker auth schwab --name s1`".into()),
+            ..up()
+        };
+        assert_eq!(
+            assess(&o, &T),
+            Health::Degraded("the broker reports: log in again: `lidoctl broker auth schwab --name s1`".into())
+        );
     }
 
     #[test]

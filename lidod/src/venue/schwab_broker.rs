@@ -44,7 +44,9 @@ use super::schwab::error::SchwabError;
 use super::schwab::hours::{self, Session};
 use super::schwab::order_map::{MappedOrder, OrderMap};
 use super::schwab::orders;
-use super::schwab::rest::{AppCredentials, RestConfig, SchwabRest, DEFAULT_REQUESTS_PER_MINUTE};
+use super::schwab::rest::{
+    AppCredentials, RestConfig, SchwabRest, DEFAULT_ORDERS_PER_MINUTE, DEFAULT_REQUESTS_PER_MINUTE,
+};
 use super::schwab::stream::{self, Incoming, LevelOne};
 use super::schwab::token::{TokenFile, PRODUCTION_AUTH_URL};
 use super::schwab::wire::{self, MarketHours, OrderRequest};
@@ -72,8 +74,15 @@ pub struct SchwabOptions {
     /// Orders go `SEAMLESS` (pre- and post-market too) instead of `NORMAL`.
     pub extended_hours: bool,
     pub requests_per_minute: u32,
+    /// Order requests (place, cancel) a minute for the account: Schwab's
+    /// default is 120, set per app on Schwab's side.
+    pub orders_per_minute: u32,
     /// How often open orders are polled besides account activity.
     pub poll: Duration,
+    /// How long an order whose send had no answer stays `outcome unknown`
+    /// when Schwab's order list does not show it, before it is declared not
+    /// placed (Schwab's order list may lag the POST).
+    pub unknown_quiet: Duration,
 }
 
 impl SchwabOptions {
@@ -90,7 +99,9 @@ impl SchwabOptions {
         "symbols",
         "extended_hours",
         "requests_per_minute",
+        "orders_per_minute",
         "poll_ms",
+        "unknown_quiet_ms",
     ];
 
     /// The defaults for the broker named `name`.
@@ -108,7 +119,9 @@ impl SchwabOptions {
             symbols: ["AAPL", "MSFT", "SPY"].iter().filter_map(|s| Symbol::parse(s).ok()).collect(),
             extended_hours: false,
             requests_per_minute: DEFAULT_REQUESTS_PER_MINUTE,
+            orders_per_minute: DEFAULT_ORDERS_PER_MINUTE,
             poll: Duration::from_secs(5),
+            unknown_quiet: DEFAULT_UNKNOWN_QUIET,
         }
     }
 
@@ -151,6 +164,21 @@ impl SchwabOptions {
                         .ok()
                         .filter(|n| (1..=10_000).contains(n))
                         .ok_or_else(|| format!("option requests_per_minute must be 1 to 10000, got {v:?}"))?
+                }
+                "orders_per_minute" => {
+                    out.orders_per_minute = v
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=10_000).contains(n))
+                        .ok_or_else(|| format!("option orders_per_minute must be 1 to 10000, got {v:?}"))?
+                }
+                "unknown_quiet_ms" => {
+                    let ms: u64 = v
+                        .parse()
+                        .ok()
+                        .filter(|ms| (1_000..=3_600_000).contains(ms))
+                        .ok_or_else(|| format!("option unknown_quiet_ms must be 1000 to 3600000, got {v:?}"))?;
+                    out.unknown_quiet = Duration::from_millis(ms);
                 }
                 "poll_ms" => {
                     let ms: u64 = v
@@ -208,10 +236,18 @@ fn url(key: &str, v: &str) -> Result<String, String> {
 
 /// How long cached market hours are trusted.
 const HOURS_TTL: TimeDelta = TimeDelta::minutes(15);
-/// How far back a maybe-sent order is looked for.
-const LOOKUP_WINDOW: TimeDelta = TimeDelta::minutes(2);
-/// Attempts to find a maybe-sent order before giving up.
+/// How long a send without an answer stays `outcome unknown` when Schwab's
+/// order list does not show it (the option `unknown_quiet_ms`).
+pub const DEFAULT_UNKNOWN_QUIET: Duration = Duration::from_secs(300);
+/// Lookups right after a send without an answer, before answering
+/// `outcome unknown` (the poller and the market keep looking after).
 const LOOKUP_ATTEMPTS: u32 = 3;
+/// How long the streamer stays away after Schwab closed it with code 12
+/// (another connection of the same login took it), doubling up to
+/// [`STREAM_YIELD_MAX`]: two brokers of one login do not evict each other
+/// in a loop.
+const STREAM_YIELD: Duration = Duration::from_secs(300);
+const STREAM_YIELD_MAX: Duration = Duration::from_secs(3600);
 /// Silence after which the streamer socket is considered dead (Schwab
 /// sends a heartbeat every few seconds).
 const STREAM_SILENCE: Duration = Duration::from_secs(60);
@@ -301,6 +337,7 @@ pub async fn run(
         api_url: options.api_url.clone(),
         auth_url: options.auth_url.clone(),
         requests_per_minute: options.requests_per_minute,
+        orders_per_minute: options.orders_per_minute,
         ..RestConfig::default()
     };
     let map = OrderMap::load(&options.orders_file)?;
@@ -365,8 +402,13 @@ impl SchwabBroker {
         }
     }
 
-    /// Refreshes the access token ahead of expiry and reports the refresh
-    /// token's end in status, until shutdown.
+    /// Refreshes the access token ahead of expiry, reports the refresh
+    /// token's time left (the figure `refresh_token_expiry_seconds`, on
+    /// /metrics as `lido_schwab_refresh_token_expiry_seconds{broker}`),
+    /// warns in the log when under two days are left, and turns the service
+    /// `degraded` with what to do when the login is dead (the refresh was
+    /// refused or the refresh token ended), `running` again once a new login
+    /// has written the token file. Until shutdown.
     async fn token_loop(&self, name: &str, agent: &Agent, shutdown: &CancellationToken) {
         let mut interval = tokio::time::interval(TOKEN_CHECK);
         let mut warned = false;
@@ -375,30 +417,33 @@ impl SchwabBroker {
                 _ = shutdown.cancelled() => return,
                 _ = interval.tick() => {}
             }
-            if let Err(e) = self.rest.access_token(false).await {
-                warn!(%name, error = %e, "schwab token refresh failed");
-                agent.set_status(ServiceState::Degraded, Some(e.to_string()));
-                continue;
-            }
+            let refreshed = match self.rest.login_needed().await {
+                Some(why) => Err(why),
+                None => self.rest.access_token(false).await.map_err(|e| e.to_string()),
+            };
             let tokens = self.rest.tokens().await;
-            match tokens.refresh_warning(Utc::now()) {
-                Some(left) => {
-                    let detail = format!(
-                        "the Schwab refresh token expires in {} h (at {}); log in again with `lidoctl broker auth schwab --name {name}`",
-                        left.as_secs() / 3600,
-                        tokens.refresh_expires_at.to_rfc3339()
-                    );
-                    if !warned {
-                        warn!(%name, expires_at = %tokens.refresh_expires_at, "{detail}");
-                        warned = true;
-                    }
-                    agent.set_status(ServiceState::Degraded, Some(detail));
+            let left = (tokens.refresh_expires_at - Utc::now()).num_seconds().max(0);
+            let figures = [("refresh_token_expiry_seconds".to_string(), left as f64)].into();
+            let _ = self.events.try_send(ServiceEvent::Metrics(figures));
+            let (state, detail) = token_status(name, &tokens, self.rest.login_needed().await, Utc::now());
+            match (&refreshed, state) {
+                (_, ServiceState::Degraded) => {
+                    warn!(%name, detail = detail.as_deref().unwrap_or_default(), "schwab login needed")
                 }
-                None => {
-                    warned = false;
-                    agent.set_status(ServiceState::Running, None);
-                }
+                (Err(e), _) => warn!(%name, error = %e, "schwab token refresh failed"),
+                _ => {}
             }
+            match tokens.refresh_warning(Utc::now()) {
+                Some(_) if !warned && state == ServiceState::Running => {
+                    warn!(%name, expires_at = %tokens.refresh_expires_at,
+                        "the Schwab refresh token expires in {} h; log in again with `lidoctl broker auth schwab --name {name}`",
+                        left / 3600);
+                    warned = true;
+                }
+                Some(_) => {}
+                None => warned = false,
+            }
+            agent.set_status(state, detail);
         }
     }
 
@@ -411,7 +456,7 @@ impl SchwabBroker {
         }
         if self.book().unsettled.contains(&client_id) {
             // Sent before with no known outcome: send again only once Schwab
-            // surely does not have it.
+            // surely does not have it (found nowhere after the quiet period).
             match self.status_of(&client_id).await {
                 Err(SchwabError::NotFound { .. }) => {}
                 other => return other,
@@ -420,8 +465,12 @@ impl SchwabBroker {
         if self.book().map.get(&client_id).is_some() {
             return Err(in_flight(&client_id));
         }
-        let request = orders::request(&order, self.session())?;
-        self.check_hours().await?;
+        // What Schwab cannot take is refused before any call (the
+        // instruction is settled below, from the position).
+        let first = orders::request(&order, self.session(), Decimal::ZERO)?;
+        self.check_hours(session_of(&first)).await?;
+        let position = self.position(&order.symbol).await?;
+        let request = orders::request(&order, self.session(), position)?;
         let sent_at = Utc::now();
         self.record(&order, &request, sent_at)?;
         let result = self.rest.place_order(&self.account_hash, &request).await;
@@ -430,22 +479,23 @@ impl SchwabBroker {
             Ok(id) => id,
             Err(e) if e.maybe_sent() => {
                 warn!(%client_id, error = %e, "order send may have reached Schwab; looking it up");
-                match self.find_sent(&request, sent_at).await {
+                let found = self.find_sent_soon(&request, sent_at).await;
+                match found {
                     Ok(Some(id)) => id,
-                    Ok(None) => {
-                        self.forget(&client_id);
+                    Ok(None) | Err(_) => {
+                        // Schwab's order list may lag the POST: the order stays
+                        // unknown (never re-sent) until the list shows it or the
+                        // quiet period ends; the poller and the market keep looking.
+                        self.book().unsettled.insert(client_id.clone());
+                        let lookup = match found {
+                            Err(lookup) => format!("could not be looked up ({lookup})"),
+                            _ => "is not in the order list yet".into(),
+                        };
                         return Err(SchwabError::Transport {
                             message: format!(
-                                "{e}; the order is not among the account's recent orders, so it was not placed"
-                            ),
-                            maybe_sent: false,
-                        });
-                    }
-                    Err(lookup) => {
-                        self.book().unsettled.insert(client_id);
-                        return Err(SchwabError::Transport {
-                            message: format!(
-                                "{e}; the order may be at Schwab and could not be looked up ({lookup}): check the account before sending it again"
+                                "{e}; the order {lookup}: its outcome stays unknown, and it is not sent again, \
+                                 until Schwab lists it or {} s have passed",
+                                self.options.unknown_quiet.as_secs()
                             ),
                             maybe_sent: true,
                         });
@@ -473,6 +523,12 @@ impl SchwabBroker {
         Ok(report)
     }
 
+    /// The account's position in `symbol` (long positive, short negative).
+    async fn position(&self, symbol: &Symbol) -> Result<Decimal, SchwabError> {
+        let positions = self.positions().await?;
+        Ok(positions.iter().filter(|p| &p.symbol == symbol).map(|p| p.quantity).sum())
+    }
+
     /// Records an order in the orders file before it is sent; if that
     /// fails, the order is not sent.
     fn record(&self, order: &VenueOrder, request: &OrderRequest, sent_at: DateTime<Utc>) -> Result<(), SchwabError> {
@@ -488,32 +544,47 @@ impl SchwabBroker {
         })
     }
 
-    /// After a send with unknown outcome: the id of the order `request`
-    /// made, if Schwab has it (`Ok(None)`: Schwab surely does not).
-    async fn find_sent(&self, request: &OrderRequest, sent_at: DateTime<Utc>) -> Result<Option<i64>, SchwabError> {
-        let mut last_error = None;
+    /// Right after a send with unknown outcome: a few lookups, half a second apart.
+    async fn find_sent_soon(&self, request: &OrderRequest, sent_at: DateTime<Utc>) -> Result<Option<i64>, SchwabError> {
+        let mut last = Ok(None);
         for attempt in 0..LOOKUP_ATTEMPTS {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            let now = Utc::now();
-            match self.rest.orders(&self.account_hash, sent_at - LOOKUP_WINDOW, now + TimeDelta::minutes(1), None).await
-            {
-                Ok(list) => {
-                    let book = self.book();
-                    let found = list
-                        .iter()
-                        .find(|o| !book.by_schwab.contains_key(&o.order_id) && orders::same_order(o, request));
-                    return Ok(found.map(|o| o.order_id));
-                }
-                Err(e) => last_error = Some(e),
+            last = self.find_sent(request, sent_at).await;
+            if let Ok(Some(_)) = last {
+                break;
             }
         }
-        Err(last_error.unwrap_or_else(|| SchwabError::Decode("order lookup did not run".into())))
+        last
     }
 
-    /// Looks an unsettled send up again: tracks it if Schwab has it, forgets
-    /// it if Schwab surely does not (the caller then sees `NotFound`).
+    /// The id of the order `request` made, if Schwab's order list shows it:
+    /// an order not tracked yet with the same fields, entered from a minute
+    /// before `sent_at` to the end of the quiet period
+    /// ([`orders::same_order`]). `Ok(None)` says only "not listed yet".
+    async fn find_sent(&self, request: &OrderRequest, sent_at: DateTime<Utc>) -> Result<Option<i64>, SchwabError> {
+        let until = sent_at + self.quiet();
+        let now = Utc::now();
+        let list = self
+            .rest
+            .orders(&self.account_hash, sent_at - orders::CLOCK_SKEW, now.max(until) + TimeDelta::minutes(1), None)
+            .await?;
+        let book = self.book();
+        let found = list
+            .iter()
+            .find(|o| !book.by_schwab.contains_key(&o.order_id) && orders::same_order(o, request, sent_at, until));
+        Ok(found.map(|o| o.order_id))
+    }
+
+    fn quiet(&self) -> TimeDelta {
+        TimeDelta::from_std(self.options.unknown_quiet).unwrap_or(TimeDelta::minutes(5))
+    }
+
+    /// Looks an unsettled send up again: tracks it if Schwab lists it,
+    /// forgets it once the quiet period has passed without Schwab listing
+    /// it (the caller then sees `NotFound`, and only then may it be sent
+    /// again); before that it stays unknown (an error that may have been sent).
     async fn settle_unsettled(&self, client_id: &str) -> Result<(), SchwabError> {
         let pending = {
             let book = self.book();
@@ -521,18 +592,36 @@ impl SchwabBroker {
             sent.map(|m| (m.request.clone(), m.sent_at))
         };
         let Some((request, sent_at)) = pending else { return Ok(()) };
-        let found = self.find_sent(&request, sent_at).await?;
-        if !self.book().unsettled.remove(client_id) {
-            return Ok(());
-        }
+        let found = self.find_sent(&request, sent_at).await.map_err(|e| SchwabError::Transport {
+            message: format!("order {client_id} was sent without an answer and cannot be looked up now ({e})"),
+            maybe_sent: true,
+        })?;
+        let quiet_over = Utc::now() > sent_at + self.quiet();
         match found {
             Some(order_id) => {
+                if !self.book().unsettled.remove(client_id) {
+                    return Ok(());
+                }
                 info!(%client_id, order_id, "unsettled order found at schwab");
                 self.track(client_id, order_id);
             }
-            None => {
-                info!(%client_id, "unsettled order is not at schwab: it was not placed");
+            None if quiet_over => {
+                if !self.book().unsettled.remove(client_id) {
+                    return Ok(());
+                }
+                info!(%client_id, quiet_s = self.options.unknown_quiet.as_secs(),
+                    "unsettled order is not at schwab after the quiet period: it was not placed");
                 self.forget(client_id);
+            }
+            None => {
+                return Err(SchwabError::Transport {
+                    message: format!(
+                        "order {client_id} was sent without an answer and Schwab does not list it yet; its outcome \
+                         stays unknown until it is listed or {} s after the send",
+                        self.options.unknown_quiet.as_secs()
+                    ),
+                    maybe_sent: true,
+                })
             }
         }
         Ok(())
@@ -556,7 +645,7 @@ impl SchwabBroker {
     }
 
     /// Refuses an order outside the session it asks for.
-    async fn check_hours(&self) -> Result<(), SchwabError> {
+    async fn check_hours(&self, session: Session) -> Result<(), SchwabError> {
         let now = Utc::now();
         let cached = self.hours.lock().ok().and_then(|h| h.clone()).filter(|(at, _)| now - *at < HOURS_TTL);
         let hours = match cached {
@@ -569,7 +658,7 @@ impl SchwabBroker {
                 h
             }
         };
-        hours::check(&hours, self.session(), now)
+        hours::check(&hours, session, now)
     }
 
     async fn cancel(&self, client_id: &str) -> Result<VenueOrderReport, SchwabError> {
@@ -649,11 +738,13 @@ impl SchwabBroker {
                 let book = self.book();
                 match named.and_then(|id| book.by_schwab.get(&id)) {
                     Some(client) => vec![client.clone()],
+                    // Sends still unknown are looked for on every round too.
                     None => book
                         .by_client
                         .iter()
                         .filter(|(c, t)| !book.closed(c) && t.last.as_ref().is_none_or(|l| l.status.is_open()))
                         .map(|(c, _)| c.clone())
+                        .chain(book.unsettled.iter().cloned())
                         .collect(),
                 }
             };
@@ -668,9 +759,9 @@ impl SchwabBroker {
     // ── account and market data ──
 
     async fn balances(&self) -> Result<Vec<Balance>, SchwabError> {
-        let b = self.rest.account(&self.account_hash).await?.securities_account.current_balances;
-        let available = b.available_funds.or(b.cash_available_for_trading).unwrap_or(b.cash_balance);
-        Ok(vec![Balance { asset: "USD".into(), total: b.cash_balance, available }])
+        let account = self.rest.account(&self.account_hash).await?.securities_account;
+        let (total, available) = account.current_balances.usd(&account.account_type);
+        Ok(vec![Balance { asset: "USD".into(), total, available }])
     }
 
     async fn positions(&self) -> Result<Vec<Position>, SchwabError> {
@@ -737,17 +828,34 @@ impl SchwabBroker {
     // ── streamer ──
 
     /// Keeps one streamer session up, with capped backoff between tries.
+    /// Schwab allows one streamer connection per user: when another
+    /// connection of the same login takes it (code 12), this broker yields
+    /// for [`STREAM_YIELD`], doubling to [`STREAM_YIELD_MAX`], instead of
+    /// taking it back at once (two brokers of one login would otherwise
+    /// evict each other in a loop); its quotes are then the REST snapshots.
     async fn stream_loop(self: Arc<Self>, shutdown: CancellationToken) {
         let mut backoff = stream_backoff();
+        let mut yield_for = STREAM_YIELD;
         loop {
             let end = self.stream_session(&shutdown).await;
             if shutdown.is_cancelled() {
                 return;
             }
-            if end.logged_in {
+            if end.logged_in && !end.evicted {
                 backoff = stream_backoff();
+                yield_for = STREAM_YIELD;
             }
-            let wait = backoff.next().unwrap_or(Duration::from_secs(30));
+            let wait = if end.evicted {
+                let wait = yield_for;
+                yield_for = (yield_for * 2).min(STREAM_YIELD_MAX);
+                error!(reason = %end.reason, retry_in_s = wait.as_secs(),
+                    "schwab closed this streamer because another connection of the same login took it \
+                     (Schwab allows one per user); yielding instead of taking it back: run one schwab broker \
+                     per login on a node for streamed quotes");
+                wait
+            } else {
+                backoff.next().unwrap_or(Duration::from_secs(30))
+            };
             warn!(reason = %end.reason, retry_in_ms = wait.as_millis() as u64, "schwab streamer disconnected");
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -757,15 +865,15 @@ impl SchwabBroker {
     }
 
     async fn stream_session(&self, shutdown: &CancellationToken) -> SessionEnd {
-        let mut logged_in = false;
-        let reason = match self.stream_session_inner(shutdown, &mut logged_in).await {
+        let mut end = SessionEnd { logged_in: false, evicted: false, reason: String::new() };
+        end.reason = match self.stream_session_inner(shutdown, &mut end).await {
             Ok(()) => "closed".to_string(),
             Err(e) => e,
         };
-        SessionEnd { logged_in, reason }
+        end
     }
 
-    async fn stream_session_inner(&self, shutdown: &CancellationToken, logged_in: &mut bool) -> Result<(), String> {
+    async fn stream_session_inner(&self, shutdown: &CancellationToken, end: &mut SessionEnd) -> Result<(), String> {
         let preference = self.rest.user_preference().await.map_err(|e| e.to_string())?;
         let mut info = preference.streamer_info.into_iter().next().ok_or("userPreference has no streamerInfo")?;
         if let Some(url) = &self.options.streamer_url {
@@ -789,7 +897,7 @@ impl SchwabBroker {
                     let _ = ws.close(None).await;
                     return Ok(());
                 }
-                Ok(()) = subs_rx.changed(), if *logged_in => {
+                Ok(()) = subs_rx.changed(), if end.logged_in => {
                     let symbols: Vec<Symbol> = subs_rx.borrow_and_update().iter().cloned().collect();
                     request_id += 1;
                     send_json(&mut ws, &stream::subscribe_quotes(&info, request_id, &symbols)).await?;
@@ -811,12 +919,24 @@ impl SchwabBroker {
                     continue;
                 }
             };
+            if let Some(msg) = stream::closed_by_schwab(&incoming) {
+                end.evicted = true;
+                return Err(format!("the streamer closed the connection (code 12): {msg}"));
+            }
             for response in &incoming.response {
                 if response.service == "ADMIN" && response.command == "LOGIN" {
-                    if response.content.code != 0 {
-                        return Err(format!("streamer login refused: {}", response.content.msg));
+                    if response.content.code != stream::code::SUCCESS {
+                        // A denied login is most often a stale access token:
+                        // the next session logs in with a new one.
+                        if let Err(e) = self.rest.access_token(true).await {
+                            warn!(error = %e, "cannot fetch a new access token after a denied streamer login");
+                        }
+                        return Err(format!(
+                            "streamer login refused (code {}): {}",
+                            response.content.code, response.content.msg
+                        ));
                     }
-                    *logged_in = true;
+                    end.logged_in = true;
                     info!("schwab streamer logged in");
                     request_id += 1;
                     send_json(&mut ws, &stream::subscribe_account(&info, request_id)).await?;
@@ -862,6 +982,8 @@ impl SchwabBroker {
 
 struct SessionEnd {
     logged_in: bool,
+    /// Schwab closed it with code 12 (another connection of the login).
+    evicted: bool,
     reason: String,
 }
 
@@ -912,8 +1034,13 @@ impl CommandHandler for SchwabBroker {
             Command::CancelOrder { client_id, .. } => {
                 self.cancel(&client_id).await.map(ReplyBody::Order).map_err(|e| order_detail(&e))
             }
+            // A send still unknown answers `outcome_unknown`, never
+            // `unknown_order` (which invites a resend).
             Command::OrderStatus { client_id, .. } => {
-                self.status_of(&client_id).await.map(ReplyBody::Order).map_err(|e| order_detail(&e))
+                self.status_of(&client_id).await.map(ReplyBody::Order).map_err(|e| match e {
+                    e if e.maybe_sent() => ErrorDetail::new(OUTCOME_UNKNOWN, e.to_string()),
+                    e => order_detail(&e),
+                })
             }
             Command::OpenOrders { account } => {
                 self.open_orders(&account).await.map(ReplyBody::Orders).map_err(|e| detail(&e))
@@ -950,10 +1077,52 @@ impl SchwabBroker {
             match self.status_of(&client_id).await {
                 Ok(report) if report.status.is_open() => open.push(report),
                 Ok(_) | Err(SchwabError::NotFound { .. }) => {}
+                // A send whose outcome is still unknown is not listed (it is
+                // no known order) and does not fail the others.
+                Err(e) if e.maybe_sent() => warn!(%client_id, error = %e, "order outcome still unknown; not listed"),
                 Err(e) => return Err(e),
             }
         }
         Ok(open)
+    }
+}
+
+/// The service state for the tokens: `degraded` with what to do when the
+/// login is dead (`login_needed` says why), else `running`, with the
+/// refresh token's end as detail once under two days are left.
+fn token_status(
+    name: &str,
+    tokens: &super::schwab::token::Tokens,
+    login_needed: Option<String>,
+    now: DateTime<Utc>,
+) -> (ServiceState, Option<String>) {
+    if let Some(why) = login_needed {
+        return (
+            ServiceState::Degraded,
+            Some(format!(
+                "log in again: `lidoctl broker auth schwab --name {name}` ({why}); every order is refused until then"
+            )),
+        );
+    }
+    match tokens.refresh_warning(now) {
+        Some(left) => (
+            ServiceState::Running,
+            Some(format!(
+                "the Schwab refresh token expires in {} h (at {}); log in again with `lidoctl broker auth schwab --name {name}`",
+                left.as_secs() / 3600,
+                tokens.refresh_expires_at.to_rfc3339()
+            )),
+        ),
+        None => (ServiceState::Running, None),
+    }
+}
+
+/// The session an order JSON asks for.
+fn session_of(request: &OrderRequest) -> Session {
+    if request.session == Session::Seamless.wire() {
+        Session::Seamless
+    } else {
+        Session::Normal
     }
 }
 
@@ -1001,6 +1170,438 @@ mod tests {
         assert!(SchwabOptions::parse("s1", &unknown).unwrap_err().contains("unknown option \"app_key\""));
         let bad_url: BTreeMap<_, _> = [("auth_url".to_string(), "nope".to_string())].into();
         assert!(SchwabOptions::parse("s1", &bad_url).is_err());
+    }
+
+    #[test]
+    fn the_account_option_reaches_the_schwab_broker() {
+        // `account` is also the MarketManager's sibling key: it used to be
+        // taken out before the schwab options were read, so every broker
+        // traded the first linked account.
+        let o: BTreeMap<_, _> = [("account".to_string(), "87654321".to_string())].into();
+        match crate::venue::BrokerOptions::parse("schwab", "s1", &o).unwrap() {
+            crate::venue::BrokerOptions::Schwab { options, .. } => {
+                assert_eq!(options.account.as_deref(), Some("87654321"))
+            }
+            other => panic!("not a schwab broker: {other:?}"),
+        }
+        let q: BTreeMap<_, _> = [
+            ("unknown_quiet_ms".to_string(), "600000".to_string()),
+            ("orders_per_minute".to_string(), "60".to_string()),
+        ]
+        .into();
+        let p = SchwabOptions::parse("s1", &q).unwrap();
+        assert_eq!((p.unknown_quiet, p.orders_per_minute), (Duration::from_secs(600), 60));
+        assert_eq!(SchwabOptions::defaults("s1").unknown_quiet, Duration::from_secs(300));
+        assert!(SchwabOptions::parse("s1", &[("unknown_quiet_ms".to_string(), "10".to_string())].into()).is_err());
+    }
+
+    #[test]
+    fn a_dead_login_degrades_the_broker_with_what_to_do() {
+        use super::super::schwab::token::{TokenResponse, Tokens};
+        let now = Utc::now();
+        let response = TokenResponse {
+            expires_in: 1800,
+            token_type: "Bearer".into(),
+            scope: None,
+            refresh_token: "r".into(),
+            access_token: "a".into(),
+            id_token: None,
+        };
+        let fresh = Tokens::from_login(response.clone(), now);
+        assert_eq!(token_status("s1", &fresh, None, now), (ServiceState::Running, None));
+        let (state, detail) = token_status("s1", &fresh, Some("token refresh refused: invalid_grant".into()), now);
+        assert_eq!(state, ServiceState::Degraded);
+        assert!(detail.unwrap().starts_with("log in again: `lidoctl broker auth schwab --name s1`"));
+        let old = Tokens::from_login(response, now - TimeDelta::days(6));
+        let (state, detail) = token_status("s1", &old, None, now);
+        assert_eq!(state, ServiceState::Running, "a warning, not yet a dead login");
+        assert!(detail.unwrap().contains("expires in 24 h"));
+    }
+
+    /// A Schwab stand-in for the broker's unit tests: raw JSON shaped as
+    /// the Trader API documents it (accountNumbers, securitiesAccount with
+    /// MARGIN and CASH balances, orders with `Location`, order lists), with
+    /// switches for what a test needs (an order list that lags the POST,
+    /// lost answers, 429s). It shares no type with the adapter.
+    mod schwab_stub {
+        use std::sync::{Arc, Mutex};
+
+        use axum::extract::{Path, State};
+        use axum::http::{header, HeaderMap, StatusCode};
+        use axum::response::{IntoResponse, Response};
+        use axum::routing::{get, post};
+        use axum::{Json, Router};
+        use serde_json::{json, Value};
+
+        #[derive(Default)]
+        pub struct Stub {
+            /// Order JSON posted, in order.
+            pub posts: Vec<Value>,
+            /// Orders Schwab holds (as GET answers them).
+            pub orders: Vec<Value>,
+            /// Order list calls that still answer without the newest order.
+            pub list_lag: u32,
+            /// Answer each POST with 502 after taking the order.
+            pub lose_answers: bool,
+            /// Answer the next POST with 429 and this Retry-After.
+            pub throttle_next: Option<u64>,
+            /// Long position of AAPL.
+            pub aapl_long: i64,
+            /// Extra raw elements of every order list (OCO parents…).
+            pub foreign: Vec<Value>,
+            pub calls: u32,
+            /// Token endpoint calls.
+            pub token_calls: u32,
+        }
+
+        pub type Shared = Arc<Mutex<Stub>>;
+
+        pub async fn start(stub: Stub) -> (String, Shared) {
+            let shared: Shared = Arc::new(Mutex::new(stub));
+            let app = Router::new()
+                .route("/trader/v1/accounts/accountNumbers", get(account_numbers))
+                .route("/trader/v1/accounts/{hash}", get(account))
+                .route("/trader/v1/accounts/{hash}/orders", post(place).get(list))
+                .route("/trader/v1/accounts/{hash}/orders/{id}", get(one))
+                .route("/marketdata/v1/markets", get(hours))
+                .route("/v1/oauth/token", post(token))
+                .with_state(shared.clone());
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            (url, shared)
+        }
+
+        fn count(s: &Shared) {
+            s.lock().unwrap().calls += 1;
+        }
+
+        // Trader API, Accounts: GET /accounts/accountNumbers (example answer shape).
+        async fn account_numbers(State(s): State<Shared>) -> Json<Value> {
+            count(&s);
+            Json(json!([
+                {"accountNumber": "12345678", "hashValue": "HASHMARGIN"},
+                {"accountNumber": "87654321", "hashValue": "HASHCASH"}
+            ]))
+        }
+
+        // Trader API, Accounts: GET /accounts/{accountNumber}?fields=positions;
+        // MarginBalance and CashBalance schemas for currentBalances.
+        async fn account(State(s): State<Shared>, Path(hash): Path<String>) -> Json<Value> {
+            count(&s);
+            let long = s.lock().unwrap().aapl_long;
+            let positions: Vec<Value> = (long > 0)
+                .then(|| {
+                    json!({"shortQuantity": 0, "averagePrice": 190.1, "longQuantity": long,
+                    "instrument": {"assetType": "EQUITY", "cusip": "037833100", "symbol": "AAPL"}, "marketValue": 1901})
+                })
+                .into_iter()
+                .collect();
+            Json(if hash == "HASHCASH" {
+                json!({"securitiesAccount": {"type": "CASH", "accountNumber": "87654321", "roundTrips": 0,
+                    "isDayTrader": false, "isClosingOnlyRestricted": false, "pfcbFlag": false, "positions": positions,
+                    "currentBalances": {"accruedInterest": 0, "cashBalance": 2500.5, "cashReceipts": 0,
+                        "liquidationValue": 2500.5, "cashAvailableForTrading": 2000.5,
+                        "cashAvailableForWithdrawal": 2000.5, "totalCash": 2500.5, "unsettledCash": 500}}})
+            } else {
+                json!({"securitiesAccount": {"type": "MARGIN", "accountNumber": "12345678", "roundTrips": 0,
+                    "isDayTrader": false, "isClosingOnlyRestricted": false, "pfcbFlag": false, "positions": positions,
+                    "currentBalances": {"availableFunds": 5000.25, "buyingPower": 10000.5, "cashBalance": 5000.25,
+                        "liquidationValue": 6710.45, "marginBalance": 0}}})
+            })
+        }
+
+        // Trader API, Orders: POST /accounts/{accountNumber}/orders answers
+        // 201 with an empty body and the new order in `Location`.
+        async fn place(State(s): State<Shared>, Path(hash): Path<String>, Json(body): Json<Value>) -> Response {
+            let mut st = s.lock().unwrap();
+            st.calls += 1;
+            if let Some(secs) = st.throttle_next.take() {
+                return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, secs.to_string())], "").into_response();
+            }
+            let id = 1_000_000 + st.posts.len() as i64;
+            st.posts.push(body.clone());
+            let leg = &body["orderLegCollection"][0];
+            let entered = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%z").to_string();
+            let mut order = json!({"session": body["session"], "duration": body["duration"],
+                "orderType": body["orderType"], "complexOrderStrategyType": "NONE", "quantity": leg["quantity"],
+                "filledQuantity": 0, "remainingQuantity": leg["quantity"], "requestedDestination": "AUTO",
+                "orderLegCollection": [{"orderLegType": "EQUITY", "legId": 1, "instrument": leg["instrument"],
+                    "instruction": leg["instruction"], "positionEffect": "OPENING", "quantity": leg["quantity"]}],
+                "orderStrategyType": "SINGLE", "orderId": id, "cancelable": true, "editable": true,
+                "status": "WORKING", "enteredTime": entered, "accountNumber": 12345678});
+            if let Some(p) = body.get("price") {
+                order["price"] = p.clone();
+            }
+            st.orders.push(order);
+            if st.lose_answers {
+                return (StatusCode::BAD_GATEWAY, "upstream connect error").into_response();
+            }
+            let location = format!("https://api.schwabapi.com/trader/v1/accounts/{hash}/orders/{id}");
+            (StatusCode::CREATED, [(header::LOCATION, location)]).into_response()
+        }
+
+        // Trader API, Orders: GET /accounts/{accountNumber}/orders (a list;
+        // Schwab's may lag a POST whose answer was lost).
+        async fn list(State(s): State<Shared>) -> Json<Value> {
+            let mut st = s.lock().unwrap();
+            st.calls += 1;
+            let mut listed: Vec<Value> = st.foreign.clone();
+            if st.list_lag > 0 {
+                st.list_lag -= 1;
+                listed.extend(st.orders.iter().rev().skip(1).cloned());
+            } else {
+                listed.extend(st.orders.iter().cloned());
+            }
+            Json(Value::Array(listed))
+        }
+
+        async fn one(State(s): State<Shared>, Path((_, id)): Path<(String, i64)>) -> Response {
+            let st = s.lock().unwrap();
+            match st.orders.iter().find(|o| o["orderId"] == id) {
+                Some(o) => Json(o.clone()).into_response(),
+                None => {
+                    (StatusCode::NOT_FOUND, Json(json!({"message": "Order not found", "errors": []}))).into_response()
+                }
+            }
+        }
+
+        // OAuth: POST /v1/oauth/token with grant_type=refresh_token; a dead
+        // refresh token answers 400 invalid_grant (as schwab-py's and
+        // Schwabdev's users report it).
+        async fn token(
+            State(s): State<Shared>,
+            axum::extract::Form(form): axum::extract::Form<std::collections::HashMap<String, String>>,
+        ) -> Response {
+            s.lock().unwrap().token_calls += 1;
+            if form.get("refresh_token").map(String::as_str) == Some("dead") {
+                let body = json!({"error": "invalid_grant", "error_description": "refresh token is invalid"});
+                return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+            }
+            Json(json!({"expires_in": 1800, "token_type": "Bearer", "scope": "api",
+                "refresh_token": form.get("refresh_token"), "access_token": "fresh", "id_token": "x"}))
+            .into_response()
+        }
+
+        // Market Data API: GET /markets?markets=equity, open around now.
+        async fn hours(_: HeaderMap) -> Json<Value> {
+            let now = chrono::Utc::now();
+            let t = |h: i64| (now + chrono::TimeDelta::hours(h)).to_rfc3339();
+            Json(json!({"equity": {"EQ": {"date": now.format("%Y-%m-%d").to_string(), "marketType": "EQUITY",
+                "product": "EQ", "productName": "equity", "isOpen": true, "sessionHours": {
+                    "preMarket": [{"start": t(-3), "end": t(-1)}],
+                    "regularMarket": [{"start": t(-1), "end": t(1)}],
+                    "postMarket": [{"start": t(1), "end": t(3)}]}}}}))
+        }
+    }
+
+    /// A broker on the stub, with fresh tokens and its files in `dir`.
+    async fn broker_on(
+        url: &str,
+        dir: &std::path::Path,
+        tune: impl FnOnce(&mut SchwabOptions),
+    ) -> (Arc<SchwabBroker>, mpsc::Receiver<ServiceEvent>) {
+        use super::super::schwab::token::{TokenResponse, Tokens};
+        let mut options = SchwabOptions::defaults("s1");
+        options.api_url = url.to_string();
+        options.auth_url = url.to_string();
+        options.token_file = dir.join("tokens.json");
+        options.orders_file = dir.join("orders.json");
+        tune(&mut options);
+        let response = TokenResponse {
+            expires_in: 1800,
+            token_type: "Bearer".into(),
+            scope: None,
+            refresh_token: "r".into(),
+            access_token: "a".into(),
+            id_token: None,
+        };
+        TokenFile::new(&options.token_file).save(&Tokens::from_login(response, Utc::now())).unwrap();
+        let config = RestConfig {
+            api_url: options.api_url.clone(),
+            auth_url: options.auth_url.clone(),
+            orders_per_minute: options.orders_per_minute,
+            ..RestConfig::default()
+        };
+        let app = AppCredentials { key: "k".into(), secret: "s".into() };
+        let rest = SchwabRest::new(config, app, TokenFile::new(&options.token_file)).unwrap();
+        let account_hash = resolve_account(&rest, options.account.as_deref()).await.unwrap();
+        let (events, events_rx) = mpsc::channel(1024);
+        let broker = Arc::new(SchwabBroker {
+            rest,
+            account_hash,
+            orders: Mutex::new(Book::from_map(OrderMap::load(&options.orders_file).unwrap())),
+            options,
+            hours: Mutex::new(None),
+            quote_subs: watch::channel(BTreeSet::new()).0,
+            poll_wake: mpsc::channel(16).0,
+            events,
+            observing: tokio::sync::Mutex::new(()),
+        });
+        (broker, events_rx)
+    }
+
+    fn order(client_id: &str, side: lido_shared::model::Side, quantity: Decimal) -> VenueOrder {
+        VenueOrder {
+            client_id: client_id.into(),
+            account: "acme".into(),
+            symbol: Symbol::parse("AAPL").unwrap(),
+            side,
+            order_type: lido_shared::model::OrderType::Limit,
+            time_in_force: lido_shared::model::TimeInForce::Day,
+            quantity,
+            limit_price: Some(Decimal::new(15000, 2)),
+            client_order_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_order_the_list_does_not_show_yet_stays_unknown_and_is_never_sent_again() {
+        use lido_shared::model::Side;
+        let dir = tempfile::tempdir().unwrap();
+        // The POST's answer is lost and the order list lags it.
+        let (url, stub) =
+            schwab_stub::start(schwab_stub::Stub { lose_answers: true, list_lag: 50, ..Default::default() }).await;
+        let (broker, _events) = broker_on(&url, dir.path(), |_| {}).await;
+        let e = broker.place(order("o-1", Side::Buy, Decimal::TEN)).await.unwrap_err();
+        assert!(e.maybe_sent(), "outcome unknown, not 'not placed': {e}");
+        assert!(e.to_string().contains("not sent again"), "{e}");
+        // What the market does next: ask for it, and place it again only on
+        // `unknown_order`. Each answer is still unknown: no second POST.
+        for _ in 0..3 {
+            let status = broker.handle(Command::OrderStatus { account: "acme".into(), client_id: "o-1".into() }).await;
+            let Reply::Err(d) = status else { panic!("the order is not known yet: {status:?}") };
+            assert_eq!(d.code, OUTCOME_UNKNOWN, "{d:?}");
+            let again = broker.place(order("o-1", Side::Buy, Decimal::TEN)).await.unwrap_err();
+            assert!(again.maybe_sent(), "{again}");
+        }
+        assert_eq!(stub.lock().unwrap().posts.len(), 1, "one POST, whatever the lookups said");
+        // Once the list shows it, it is tracked under Schwab's id.
+        stub.lock().unwrap().list_lag = 0;
+        let report = broker.status_of("o-1").await.unwrap();
+        assert_eq!(report.venue_order_id, "1000000");
+        assert_eq!(stub.lock().unwrap().posts.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_order_never_listed_is_declared_not_placed_only_after_the_quiet_period() {
+        use lido_shared::model::Side;
+        let dir = tempfile::tempdir().unwrap();
+        let (url, stub) =
+            schwab_stub::start(schwab_stub::Stub { lose_answers: true, list_lag: u32::MAX, ..Default::default() })
+                .await;
+        let (broker, _events) = broker_on(&url, dir.path(), |o| o.unknown_quiet = Duration::from_millis(1500)).await;
+        assert!(broker.place(order("o-2", Side::Buy, Decimal::ONE)).await.unwrap_err().maybe_sent());
+        assert!(broker.status_of("o-2").await.unwrap_err().maybe_sent(), "within the quiet period");
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        let gone = broker.status_of("o-2").await.unwrap_err();
+        assert!(matches!(gone, SchwabError::NotFound { .. }), "{gone}");
+        assert_eq!(stub.lock().unwrap().posts.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_token_file_is_read_again_before_a_refresh_and_a_refused_refresh_needs_a_login() {
+        use super::super::schwab::token::{TokenResponse, Tokens};
+        let response = |access: &str, refresh: &str| TokenResponse {
+            expires_in: 1800,
+            token_type: "Bearer".into(),
+            scope: None,
+            refresh_token: refresh.into(),
+            access_token: access.into(),
+            id_token: None,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (url, stub) = schwab_stub::start(schwab_stub::Stub::default()).await;
+        let file = TokenFile::new(dir.path().join("tokens.json"));
+        // Tokens due for a refresh, with a refresh token Schwab no longer takes.
+        let now = Utc::now();
+        file.save(&Tokens::from_login(response("old", "dead"), now - TimeDelta::minutes(29))).unwrap();
+        let config = RestConfig { api_url: url.clone(), auth_url: url.clone(), ..RestConfig::default() };
+        let app = AppCredentials { key: "k".into(), secret: "s".into() };
+        let rest = SchwabRest::new(config, app, file.clone()).unwrap();
+        let e = rest.access_token(false).await.unwrap_err();
+        assert_eq!(e.code(), "venue_unauthorized");
+        let why = rest.login_needed().await.expect("the login is dead");
+        assert!(why.contains("refresh refused"), "{why}");
+        assert!(rest.access_token(false).await.is_err());
+        assert_eq!(stub.lock().unwrap().token_calls, 1, "a dead refresh token is not tried again and again");
+        // `lidoctl broker auth` writes a new login: the running client takes it.
+        file.save(&Tokens::from_login(response("new", "r2"), Utc::now())).unwrap();
+        assert_eq!(rest.login_needed().await, None);
+        assert_eq!(rest.access_token(false).await.unwrap(), "new");
+        // A forced refresh (after a 401) reads the file first and refreshes
+        // the newest tokens there, never the older ones it holds.
+        let mut due = Tokens::from_login(response("due", "r3"), Utc::now() - TimeDelta::minutes(29));
+        due.refresh_expires_at = Utc::now() + TimeDelta::days(9);
+        file.save(&due).unwrap();
+        assert_eq!(rest.access_token(true).await.unwrap(), "fresh");
+        assert_eq!(rest.tokens().await.refresh_token, "r3", "refreshed with the newest refresh token");
+        assert_eq!(file.load().unwrap().access_token, "fresh");
+    }
+
+    #[tokio::test]
+    async fn the_account_option_picks_the_cash_account_and_its_balances() {
+        let dir = tempfile::tempdir().unwrap();
+        let (url, _stub) = schwab_stub::start(schwab_stub::Stub::default()).await;
+        let (broker, _events) = broker_on(&url, dir.path(), |o| o.account = Some("87654321".into())).await;
+        assert_eq!(broker.account_hash, "HASHCASH");
+        let b = broker.balances().await.unwrap();
+        assert_eq!((b[0].total, b[0].available), (Decimal::new(25005, 1), Decimal::new(20005, 1)));
+        std::fs::create_dir_all(dir.path().join("m")).unwrap();
+        let (margin, _events) = broker_on(&url, &dir.path().join("m"), |_| {}).await;
+        assert_eq!(margin.account_hash, "HASHMARGIN", "the first linked account without the option");
+    }
+
+    #[tokio::test]
+    async fn sells_follow_the_position_and_odd_orders_in_the_list_are_skipped() {
+        use lido_shared::model::Side;
+        let dir = tempfile::tempdir().unwrap();
+        // An OCO parent (no orderLegCollection, childOrderStrategies) and an
+        // order of a kind Lido does not know, as the Trader API's order
+        // list may return them beside single orders.
+        let oco = serde_json::json!({"orderStrategyType": "OCO", "orderId": 77, "status": "WORKING",
+            "childOrderStrategies": [{"orderType": "LIMIT", "orderStrategyType": "SINGLE"}]});
+        let odd = serde_json::json!({"orderId": 78, "orderType": "NET_DEBIT", "status": "WORKING"});
+        let stub = schwab_stub::Stub { aapl_long: 10, foreign: vec![oco, odd], ..Default::default() };
+        let (url, stub) = schwab_stub::start(stub).await;
+        let (broker, _events) = broker_on(&url, dir.path(), |_| {}).await;
+        let e = broker.place(order("s-1", Side::Sell, Decimal::new(15, 0))).await.unwrap_err();
+        assert_eq!(e.code(), "position_crossing");
+        assert!(stub.lock().unwrap().posts.is_empty(), "refused before sending");
+        broker.place(order("s-2", Side::Sell, Decimal::TEN)).await.unwrap();
+        stub.lock().unwrap().aapl_long = 0;
+        broker.place(order("s-3", Side::Sell, Decimal::ONE)).await.unwrap();
+        let posts = stub.lock().unwrap().posts.clone();
+        let instructions: Vec<_> = posts.iter().map(|p| p["orderLegCollection"][0]["instruction"].clone()).collect();
+        assert_eq!(instructions, [serde_json::json!("SELL"), serde_json::json!("SELL_SHORT")]);
+        let now = Utc::now();
+        let listed = broker.rest.orders("HASHMARGIN", now - TimeDelta::hours(1), now, None).await.unwrap();
+        assert_eq!(listed.len(), 2, "the two single orders, the odd ones skipped");
+    }
+
+    #[tokio::test]
+    async fn the_order_budget_refuses_before_schwab_and_a_429_holds_every_call() {
+        use lido_shared::model::Side;
+        let dir = tempfile::tempdir().unwrap();
+        let (url, stub) = schwab_stub::start(schwab_stub::Stub::default()).await;
+        let (broker, _events) = broker_on(&url, dir.path(), |o| o.orders_per_minute = 2).await;
+        broker.place(order("b-1", Side::Buy, Decimal::ONE)).await.unwrap();
+        broker.place(order("b-2", Side::Buy, Decimal::ONE)).await.unwrap();
+        let e = broker.place(order("b-3", Side::Buy, Decimal::ONE)).await.unwrap_err();
+        assert_eq!(e.code(), "rate_limited");
+        assert!(e.to_string().contains("2 order requests a minute"), "{e}");
+        assert_eq!(stub.lock().unwrap().posts.len(), 2);
+        assert!(broker.book().map.get("b-3").is_none(), "not sent, so not kept");
+
+        let dir = tempfile::tempdir().unwrap();
+        let (url, stub) = schwab_stub::start(schwab_stub::Stub { throttle_next: Some(30), ..Default::default() }).await;
+        let (broker, _events) = broker_on(&url, dir.path(), |_| {}).await;
+        let e = broker.place(order("t-1", Side::Buy, Decimal::ONE)).await.unwrap_err();
+        assert_eq!(e, SchwabError::RateLimited { retry_after: Some(Duration::from_secs(30)) });
+        let calls = stub.lock().unwrap().calls;
+        let held = broker.balances().await.unwrap_err();
+        assert_eq!(held.code(), "rate_limited", "{held}");
+        assert_eq!(stub.lock().unwrap().calls, calls, "nothing reaches Schwab during the back-off");
     }
 
     #[test]

@@ -29,6 +29,11 @@ pub enum SchwabError {
     /// Outside the session the order asks for; nothing was sent.
     #[error("{0}")]
     MarketClosed(String),
+    /// Refused by Lido before sending, with Lido's own code: what Schwab is
+    /// known to refuse (`unsupported_time_in_force`, `position_crossing`)
+    /// or a venue budget spent (`rate_limited`). Nothing was sent.
+    #[error("{message}")]
+    Refused { code: &'static str, message: String },
     /// 401 even with a fresh access token, or the refresh was refused.
     #[error("Schwab refused the credentials ({message}); log in again with `lidoctl broker auth schwab`")]
     Unauthorized { message: String },
@@ -78,6 +83,7 @@ impl SchwabError {
             Self::Storage(_) => "broker_storage",
             Self::Invalid(_) => "invalid_order",
             Self::MarketClosed(_) => "market_closed",
+            Self::Refused { code, .. } => code,
             Self::Unauthorized { .. } => "venue_unauthorized",
             Self::Forbidden { .. } => "venue_forbidden",
             Self::NotFound { .. } => "not_found",

@@ -159,7 +159,7 @@ mod tests {
             limit_price: Some(dec!(150)),
             client_order_id: None,
         };
-        let request = orders::request(&order, Session::Normal).unwrap();
+        let request = orders::request(&order, Session::Normal, rust_decimal::Decimal::ZERO).unwrap();
         MappedOrder { order, request, sent_at, schwab_id: None, closed_at: None }
     }
 

@@ -16,7 +16,7 @@
 //!   recent ones by what it asked for (symbol, instruction, quantity, type,
 //!   price, duration, session).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use lido_shared::model::{Fill, OrderStatus, OrderType, Side, Symbol, TimeInForce};
 use lido_shared::pipe::{VenueOrder, VenueOrderReport};
 use rust_decimal::Decimal;
@@ -25,8 +25,19 @@ use super::error::SchwabError;
 use super::hours::Session;
 use super::wire::{self, Instrument, OrderLeg, OrderRequest};
 
-/// The order JSON for `order`, for a `session`.
-pub fn request(order: &VenueOrder, session: Session) -> Result<OrderRequest, SchwabError> {
+/// The order JSON for `order`: `session` is the broker's (`NORMAL`, or
+/// `SEAMLESS` with `extended_hours`), except that a market order always goes
+/// `NORMAL` (Schwab takes market orders in the regular session only);
+/// `position` is the account's position in the symbol (long positive, short
+/// negative), which picks the instruction ([`instruction`]).
+///
+/// Time in force: `gtc` → `GOOD_TILL_CANCEL`, `day` → `DAY`; a market order
+/// goes `DAY` whatever it says. `ioc` is refused before sending: Schwab
+/// answers `IMMEDIATE_OR_CANCEL` with 400 for equities (schwab-py issue 226
+/// tried each duration on a live account), and its `FILL_OR_KILL` is not
+/// the same promise (all or nothing, where ioc keeps a partial fill), so
+/// Lido does not substitute it.
+pub fn request(order: &VenueOrder, session: Session, position: Decimal) -> Result<OrderRequest, SchwabError> {
     if order.symbol.quote().is_some() {
         return Err(SchwabError::Invalid(format!(
             "{} is a currency pair; a Schwab broker trades US equities by ticker (AAPL)",
@@ -39,9 +50,18 @@ pub fn request(order: &VenueOrder, session: Session) -> Result<OrderRequest, Sch
             order.quantity
         )));
     }
-    let (order_type, price) = match (order.order_type, order.limit_price) {
-        (OrderType::Market, _) => ("MARKET", None),
-        (OrderType::Limit, Some(p)) if p > Decimal::ZERO => ("LIMIT", Some(p.normalize())),
+    if order.time_in_force == TimeInForce::Ioc {
+        return Err(SchwabError::Refused {
+            code: UNSUPPORTED_TIME_IN_FORCE,
+            message: "time_in_force ioc is not available at Schwab (its API refuses IMMEDIATE_OR_CANCEL for \
+                      equities, and FILL_OR_KILL is all-or-nothing, not the same); Schwab accepts day and gtc: \
+                      the order was not sent"
+                .into(),
+        });
+    }
+    let (order_type, price, session) = match (order.order_type, order.limit_price) {
+        (OrderType::Market, _) => ("MARKET", None, Session::Normal),
+        (OrderType::Limit, Some(p)) if p > Decimal::ZERO => ("LIMIT", Some(p.normalize()), session),
         (OrderType::Limit, _) => return Err(SchwabError::Invalid("a limit order needs a positive limit_price".into())),
     };
     // A market order executes at once or not at all: Schwab takes it as a
@@ -49,7 +69,7 @@ pub fn request(order: &VenueOrder, session: Session) -> Result<OrderRequest, Sch
     let duration = match (order.order_type, order.time_in_force) {
         (OrderType::Market, _) | (_, TimeInForce::Day) => "DAY",
         (_, TimeInForce::Gtc) => "GOOD_TILL_CANCEL",
-        (_, TimeInForce::Ioc) => "IMMEDIATE_OR_CANCEL",
+        (_, TimeInForce::Ioc) => unreachable!("refused above"),
     };
     Ok(OrderRequest {
         order_type: order_type.into(),
@@ -58,17 +78,54 @@ pub fn request(order: &VenueOrder, session: Session) -> Result<OrderRequest, Sch
         order_strategy_type: "SINGLE".into(),
         price,
         order_leg_collection: vec![OrderLeg {
-            instruction: instruction(order.side).into(),
+            instruction: instruction(order.side, order.quantity, position, &order.symbol)?.into(),
             quantity: order.quantity.normalize(),
             instrument: Instrument { symbol: order.symbol.as_str().into(), asset_type: "EQUITY".into() },
         }],
     })
 }
 
-fn instruction(side: Side) -> &'static str {
+/// Lido's code for a time in force Schwab does not take.
+pub const UNSUPPORTED_TIME_IN_FORCE: &str = "unsupported_time_in_force";
+/// Lido's code for an order that would cross a position through zero.
+pub const POSITION_CROSSING: &str = "position_crossing";
+
+/// Schwab's instruction for `side` given the account's `position` in
+/// `symbol`: `BUY`/`SELL` against a long (or no) position, `SELL_SHORT`
+/// with no long position, `BUY_TO_COVER` against a short one. Schwab takes
+/// one instruction per order, so an order that would cross zero (sell more
+/// than the long position, buy more than the short) is refused with what
+/// to send instead.
+pub fn instruction(
+    side: Side,
+    quantity: Decimal,
+    position: Decimal,
+    symbol: &Symbol,
+) -> Result<&'static str, SchwabError> {
+    let crossing = |held: Decimal, what: &str, rest: &str| SchwabError::Refused {
+        code: POSITION_CROSSING,
+        message: format!(
+            "{what} {quantity} {symbol} would cross the position of {position} through zero, which Schwab does not \
+             take in one order: send {held} first, then {rest}; the order was not sent",
+            position = position.normalize(),
+        ),
+    };
     match side {
-        Side::Buy => "BUY",
-        Side::Sell => "SELL",
+        Side::Buy if position < Decimal::ZERO => {
+            let short = -position;
+            if quantity > short {
+                return Err(crossing(short.normalize(), "buying", "the rest as a new buy"));
+            }
+            Ok("BUY_TO_COVER")
+        }
+        Side::Buy => Ok("BUY"),
+        Side::Sell if position > Decimal::ZERO => {
+            if quantity > position {
+                return Err(crossing(position.normalize(), "selling", "the rest as a short sale"));
+            }
+            Ok("SELL")
+        }
+        Side::Sell => Ok("SELL_SHORT"),
     }
 }
 
@@ -183,17 +240,27 @@ fn executions(order: &wire::Order) -> Vec<(String, &wire::ExecutionLeg)> {
         .collect()
 }
 
-/// Whether `order` is what `sent` asked for (to find a maybe-sent order).
-pub fn same_order(order: &wire::Order, sent: &OrderRequest) -> bool {
+/// How far before the send an order's `enteredTime` may lie and still be
+/// the sent order (Schwab's clock and the broker's differ a little).
+pub const CLOCK_SKEW: TimeDelta = TimeDelta::minutes(1);
+
+/// Whether `order` is what `sent` asked for (to find a maybe-sent order):
+/// Schwab keeps no client order id, so the match is by fields (symbol,
+/// instruction, quantity, type, price, duration, session) and by time:
+/// entered from [`CLOCK_SKEW`] before `sent_at` to `until` (the end of the
+/// quiet period, see the broker's `unknown_quiet_ms`).
+pub fn same_order(order: &wire::Order, sent: &OrderRequest, sent_at: DateTime<Utc>, until: DateTime<Utc>) -> bool {
     let legs_match = order.order_leg_collection.len() == sent.order_leg_collection.len()
         && order.order_leg_collection.iter().zip(&sent.order_leg_collection).all(|(a, b)| {
             a.instruction == b.instruction && a.quantity == b.quantity && a.instrument.symbol == b.instrument.symbol
         });
+    let entered = wire::parse_time(&order.entered_time);
     legs_match
         && order.order_type == sent.order_type
         && order.price.map(|p| p.normalize()) == sent.price
         && order.duration == sent.duration
         && order.session == sent.session
+        && entered.is_some_and(|t| sent_at - CLOCK_SKEW <= t && t <= until)
 }
 
 #[cfg(test)]
@@ -232,9 +299,12 @@ mod tests {
 
     #[test]
     fn limit_and_market_orders_as_schwab_json() {
-        let limit =
-            request(&venue_order(OrderType::Limit, TimeInForce::Gtc, dec!(10), Some(dec!(190.50))), Session::Normal)
-                .unwrap();
+        let limit = request(
+            &venue_order(OrderType::Limit, TimeInForce::Gtc, dec!(10), Some(dec!(190.50))),
+            Session::Normal,
+            dec!(0),
+        )
+        .unwrap();
         assert_eq!(
             serde_json::to_value(&limit).unwrap(),
             serde_json::json!({"orderType":"LIMIT","session":"NORMAL","duration":"GOOD_TILL_CANCEL",
@@ -242,26 +312,69 @@ mod tests {
                 "orderLegCollection":[{"instruction":"BUY","quantity":10.0,"instrument":{"symbol":"AAPL","assetType":"EQUITY"}}]})
         );
         let market =
-            request(&venue_order(OrderType::Market, TimeInForce::Gtc, dec!(5), None), Session::Seamless).unwrap();
+            request(&venue_order(OrderType::Market, TimeInForce::Gtc, dec!(5), None), Session::Seamless, dec!(0))
+                .unwrap();
         assert_eq!(
             (market.order_type.as_str(), market.duration.as_str(), market.session.as_str()),
-            ("MARKET", "DAY", "SEAMLESS")
+            ("MARKET", "DAY", "NORMAL"),
+            "a market order goes in the regular session even when the broker trades extended hours"
         );
         assert_eq!(market.price, None);
-        let ioc =
-            request(&venue_order(OrderType::Limit, TimeInForce::Ioc, dec!(1), Some(dec!(1))), Session::Normal).unwrap();
-        assert_eq!(ioc.duration, "IMMEDIATE_OR_CANCEL");
+        let seamless = request(
+            &venue_order(OrderType::Limit, TimeInForce::Day, dec!(1), Some(dec!(1))),
+            Session::Seamless,
+            dec!(0),
+        )
+        .unwrap();
+        assert_eq!(seamless.session, "SEAMLESS");
+    }
+
+    #[test]
+    fn ioc_is_refused_before_sending_not_sent_as_immediate_or_cancel() {
+        // Schwab answers IMMEDIATE_OR_CANCEL with 400 (schwab-py issue 226).
+        for ty in [OrderType::Limit, OrderType::Market] {
+            let price = (ty == OrderType::Limit).then_some(dec!(1));
+            let e = request(&venue_order(ty, TimeInForce::Ioc, dec!(1), price), Session::Normal, dec!(0)).unwrap_err();
+            assert_eq!(e.code(), "unsupported_time_in_force");
+            assert!(e.to_string().contains("day and gtc") && e.to_string().contains("not sent"), "{e}");
+            assert!(!e.maybe_sent());
+        }
+    }
+
+    #[test]
+    fn the_instruction_follows_the_position_and_never_crosses_zero() {
+        let aapl = Symbol::parse("AAPL").unwrap();
+        assert_eq!(instruction(Side::Buy, dec!(5), dec!(0), &aapl).unwrap(), "BUY");
+        assert_eq!(instruction(Side::Buy, dec!(5), dec!(10), &aapl).unwrap(), "BUY");
+        assert_eq!(instruction(Side::Sell, dec!(10), dec!(10), &aapl).unwrap(), "SELL");
+        assert_eq!(instruction(Side::Sell, dec!(3), dec!(0), &aapl).unwrap(), "SELL_SHORT");
+        assert_eq!(instruction(Side::Sell, dec!(3), dec!(-2), &aapl).unwrap(), "SELL_SHORT");
+        assert_eq!(instruction(Side::Buy, dec!(2), dec!(-2), &aapl).unwrap(), "BUY_TO_COVER");
+        let over = instruction(Side::Sell, dec!(15), dec!(10), &aapl).unwrap_err();
+        assert_eq!(over.code(), "position_crossing");
+        assert!(over.to_string().contains("send 10 first"), "{over}");
+        let cover = instruction(Side::Buy, dec!(5), dec!(-2), &aapl).unwrap_err();
+        assert!(cover.to_string().contains("send 2 first"), "{cover}");
+        let mut sell = venue_order(OrderType::Limit, TimeInForce::Day, dec!(4), Some(dec!(1)));
+        sell.side = Side::Sell;
+        let short = request(&sell, Session::Normal, dec!(0)).unwrap();
+        assert_eq!(short.order_leg_collection[0].instruction, "SELL_SHORT");
     }
 
     #[test]
     fn orders_schwab_cannot_take_are_refused() {
-        let frac = request(&venue_order(OrderType::Limit, TimeInForce::Day, dec!(0.5), Some(dec!(1))), Session::Normal);
+        let frac = request(
+            &venue_order(OrderType::Limit, TimeInForce::Day, dec!(0.5), Some(dec!(1))),
+            Session::Normal,
+            dec!(0),
+        );
         assert!(frac.unwrap_err().to_string().contains("whole shares"));
-        let no_price = request(&venue_order(OrderType::Limit, TimeInForce::Day, dec!(1), None), Session::Normal);
+        let no_price =
+            request(&venue_order(OrderType::Limit, TimeInForce::Day, dec!(1), None), Session::Normal, dec!(0));
         assert_eq!(no_price.unwrap_err().code(), "invalid_order");
         let mut pair = venue_order(OrderType::Market, TimeInForce::Day, dec!(1), None);
         pair.symbol = Symbol::parse("BTC/USD").unwrap();
-        assert!(request(&pair, Session::Normal).is_err());
+        assert!(request(&pair, Session::Normal, dec!(0)).is_err());
     }
 
     #[test]
@@ -322,13 +435,21 @@ mod tests {
 
     #[test]
     fn a_maybe_sent_order_is_recognized_by_what_was_asked() {
-        let sent =
-            request(&venue_order(OrderType::Limit, TimeInForce::Day, dec!(10), Some(dec!(190.50))), Session::Normal)
-                .unwrap();
+        let sent = request(
+            &venue_order(OrderType::Limit, TimeInForce::Day, dec!(10), Some(dec!(190.50))),
+            Session::Normal,
+            dec!(0),
+        )
+        .unwrap();
+        // schwab_order was entered at 2026-12-02T15:00:00Z.
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let (sent_at, until) = (at("2026-12-02T14:59:58Z"), at("2026-12-02T15:05:00Z"));
         let order = schwab_order("WORKING", dec!(0), serde_json::json!([]));
-        assert!(same_order(&order, &sent));
+        assert!(same_order(&order, &sent, sent_at, until));
         let mut other = order.clone();
         other.order_leg_collection[0].quantity = dec!(11);
-        assert!(!same_order(&other, &sent));
+        assert!(!same_order(&other, &sent, sent_at, until));
+        assert!(!same_order(&order, &sent, at("2026-12-02T15:01:30Z"), until), "entered before the send");
+        assert!(!same_order(&order, &sent, at("2026-12-02T14:50:00Z"), at("2026-12-02T14:55:00Z")), "after the window");
     }
 }

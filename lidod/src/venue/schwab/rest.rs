@@ -6,15 +6,28 @@
 //!   refreshed before it expires ([`Tokens::needs_refresh`]) and written to
 //!   the token file; a `401` (Schwab invalidated the token early) refreshes
 //!   once and repeats the call: a 401 means Schwab did not act on it.
-//! - Calls wait on a client-side budget (`governor`, default 120 a minute,
-//!   Schwab's documented trader limit) so Schwab's 429 is not reached in
-//!   normal use; a 429 still arrives as [`SchwabError::RateLimited`].
+//! - Calls wait on a client-side budget (`governor`, default 120 a minute)
+//!   so Schwab's 429 is not reached in normal use. Order requests (place,
+//!   cancel) also spend the account's order budget (Schwab's default: 120
+//!   order requests a minute per account, set per app on Schwab's side,
+//!   hence the option); when it is spent they are refused at once with
+//!   Lido's own `rate_limited` naming the limit, never queued. A 429 from
+//!   Schwab arrives as [`SchwabError::RateLimited`] and starts a back-off:
+//!   until its `Retry-After` (or [`DEFAULT_BACKOFF`]) every call is refused
+//!   without reaching Schwab.
+//! - Tokens: the token file is shared (every broker of the login and
+//!   `lidoctl broker auth` write it), so it is read again before each
+//!   refresh and newer tokens there are adopted; a refresh never replaces
+//!   newer tokens in the file ([`Tokens::newer_than`]). A refused refresh
+//!   marks the login dead ([`SchwabRest::login_needed`]) until a new login
+//!   writes the file: no further refresh is tried meanwhile.
 //! - No retries beyond that 401: the broker decides, and never re-sends an
 //!   order whose outcome is unknown ([`SchwabError::maybe_sent`]).
 //! - The app key, secret and tokens never reach a log or an error.
 
 use std::fmt;
 use std::num::NonZeroU32;
+use std::sync::Mutex as StdMutex;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -23,6 +36,7 @@ use lido_shared::model::{Bar, Symbol};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex as AsyncMutex;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::error::SchwabError;
@@ -37,6 +51,10 @@ use super::wire::{
 pub const PRODUCTION_API_URL: &str = "https://api.schwabapi.com";
 /// Schwab's documented trader limit: 120 requests a minute.
 pub const DEFAULT_REQUESTS_PER_MINUTE: u32 = 120;
+/// Schwab's default order limit: 120 order requests a minute per account.
+pub const DEFAULT_ORDERS_PER_MINUTE: u32 = 120;
+/// How long calls pause after a 429 that names no `Retry-After`.
+pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(30);
 
 /// The app's key and secret (HTTP Basic on the token endpoint). Never printed.
 #[derive(Clone)]
@@ -58,6 +76,8 @@ pub struct RestConfig {
     pub auth_url: String,
     pub timeout: Duration,
     pub requests_per_minute: u32,
+    /// Order requests (place, cancel) a minute for the account.
+    pub orders_per_minute: u32,
 }
 
 impl Default for RestConfig {
@@ -67,6 +87,7 @@ impl Default for RestConfig {
             auth_url: PRODUCTION_AUTH_URL.into(),
             timeout: Duration::from_secs(10),
             requests_per_minute: DEFAULT_REQUESTS_PER_MINUTE,
+            orders_per_minute: DEFAULT_ORDERS_PER_MINUTE,
         }
     }
 }
@@ -115,6 +136,12 @@ pub struct SchwabRest {
     tokens: AsyncMutex<Tokens>,
     token_file: TokenFile,
     limiter: DefaultDirectRateLimiter,
+    orders_per_minute: u32,
+    order_limiter: DefaultDirectRateLimiter,
+    /// After Schwab's 429: no call leaves before this.
+    backoff_until: StdMutex<Option<Instant>>,
+    /// Why the login is dead (the refresh was refused), until a new login.
+    login_needed: StdMutex<Option<String>>,
 }
 
 impl fmt::Debug for SchwabRest {
@@ -129,6 +156,8 @@ impl SchwabRest {
         let tokens = token_file.load()?;
         let per_minute = NonZeroU32::new(config.requests_per_minute)
             .ok_or_else(|| SchwabError::Config("requests_per_minute must be at least 1".into()))?;
+        let orders_per_minute = NonZeroU32::new(config.orders_per_minute)
+            .ok_or_else(|| SchwabError::Config("orders_per_minute must be at least 1".into()))?;
         Ok(Self {
             http: http_client(config.timeout)?,
             api_url: config.api_url.trim_end_matches('/').to_string(),
@@ -137,7 +166,74 @@ impl SchwabRest {
             tokens: AsyncMutex::new(tokens),
             token_file,
             limiter: RateLimiter::direct(Quota::per_minute(per_minute)),
+            orders_per_minute: config.orders_per_minute,
+            order_limiter: RateLimiter::direct(Quota::per_minute(orders_per_minute)),
+            backoff_until: StdMutex::new(None),
+            login_needed: StdMutex::new(None),
         })
+    }
+
+    /// Why a person must log in again (`lidoctl broker auth`), if so: the
+    /// refresh was refused or the refresh token ended, and no newer tokens
+    /// have appeared in the token file since.
+    pub async fn login_needed(&self) -> Option<String> {
+        let mut tokens = self.tokens.lock().await;
+        self.adopt_newer(&mut tokens);
+        if tokens.refresh_expired(Utc::now()) {
+            return Some(format!("the refresh token expired at {}", tokens.refresh_expires_at.to_rfc3339()));
+        }
+        lock(&self.login_needed).clone()
+    }
+
+    /// Takes the token file's tokens when they are newer than `tokens` (a
+    /// login or another broker of the login wrote them); a new login clears
+    /// the dead-login mark.
+    fn adopt_newer(&self, tokens: &mut Tokens) -> bool {
+        let Ok(on_disk) = self.token_file.load() else { return false };
+        if !on_disk.newer_than(tokens) {
+            return false;
+        }
+        if on_disk.refresh_token != tokens.refresh_token {
+            *lock(&self.login_needed) = None;
+            info!(refresh_expires_at = %on_disk.refresh_expires_at, "schwab tokens of a new login taken from the token file");
+        }
+        *tokens = on_disk;
+        true
+    }
+
+    /// Spends one order request of the account's budget, or refuses at once.
+    fn spend_order_budget(&self) -> Result<(), SchwabError> {
+        self.check_backoff()?;
+        self.order_limiter.check().map_err(|_| SchwabError::Refused {
+            code: "rate_limited",
+            message: format!(
+                "Schwab's order limit ({} order requests a minute for this account, the broker option \
+                 orders_per_minute) is spent; nothing was sent, retry in a few seconds",
+                self.orders_per_minute
+            ),
+        })
+    }
+
+    /// Refuses while a back-off after Schwab's 429 lasts.
+    fn check_backoff(&self) -> Result<(), SchwabError> {
+        let mut until = lock(&self.backoff_until);
+        match *until {
+            Some(t) if Instant::now() < t => {
+                Err(SchwabError::RateLimited { retry_after: Some(round_up_secs(t - Instant::now())) })
+            }
+            Some(_) => {
+                *until = None;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Starts the back-off after Schwab's 429.
+    fn back_off(&self, retry_after: Option<Duration>) {
+        let wait = retry_after.unwrap_or(DEFAULT_BACKOFF);
+        warn!(wait_s = wait.as_secs(), "schwab answered 429; no call leaves until the back-off ends");
+        *lock(&self.backoff_until) = Some(Instant::now() + wait);
     }
 
     /// The tokens' lifetimes now (for status and warnings).
@@ -146,25 +242,46 @@ impl SchwabRest {
     }
 
     /// A valid access token, refreshed first when due (or when `force`).
+    /// Newer tokens in the token file are taken first (a login since, or
+    /// another broker's refresh), and a refresh never replaces newer ones.
     pub async fn access_token(&self, force: bool) -> Result<String, SchwabError> {
         let mut tokens = self.tokens.lock().await;
         let now = Utc::now();
-        if force || tokens.needs_refresh(now) {
-            if tokens.refresh_expired(now) {
-                return Err(SchwabError::Unauthorized {
-                    message: format!("the refresh token expired at {}", tokens.refresh_expires_at.to_rfc3339()),
-                });
+        if !force && !tokens.needs_refresh(now) {
+            return Ok(tokens.access_token.clone());
+        }
+        if self.adopt_newer(&mut tokens) && !tokens.needs_refresh(now) {
+            return Ok(tokens.access_token.clone());
+        }
+        if tokens.refresh_expired(now) {
+            return Err(SchwabError::Unauthorized {
+                message: format!("the refresh token expired at {}", tokens.refresh_expires_at.to_rfc3339()),
+            });
+        }
+        if let Some(why) = lock(&self.login_needed).clone() {
+            return Err(SchwabError::Unauthorized { message: why });
+        }
+        let form = [("grant_type", "refresh_token"), ("refresh_token", tokens.refresh_token.as_str())];
+        let response = token_request(&self.http, &self.auth_url, &self.app, &form).await.map_err(|e| match e {
+            SchwabError::Rejected { message, .. } | SchwabError::Unauthorized { message } => {
+                let message = format!("token refresh refused: {message}");
+                *lock(&self.login_needed) = Some(message.clone());
+                SchwabError::Unauthorized { message }
             }
-            let form = [("grant_type", "refresh_token"), ("refresh_token", tokens.refresh_token.as_str())];
-            let response = token_request(&self.http, &self.auth_url, &self.app, &form).await.map_err(|e| match e {
-                SchwabError::Rejected { message, .. } | SchwabError::Unauthorized { message } => {
-                    SchwabError::Unauthorized { message: format!("token refresh refused: {message}") }
-                }
-                other => other,
-            })?;
-            *tokens = tokens.refreshed(response, now);
-            self.token_file.save(&tokens)?;
-            info!(expires_at = %tokens.access_expires_at, "schwab access token refreshed");
+            other => other,
+        })?;
+        let refreshed = tokens.refreshed(response, now);
+        // The file may have changed during the call: never go back.
+        match self.token_file.load() {
+            Ok(on_disk) if on_disk.newer_than(&refreshed) => {
+                info!("newer schwab tokens appeared in the token file during a refresh; keeping them");
+                *tokens = on_disk;
+            }
+            _ => {
+                *tokens = refreshed;
+                self.token_file.save(&tokens)?;
+                info!(expires_at = %tokens.access_expires_at, "schwab access token refreshed");
+            }
         }
         Ok(tokens.access_token.clone())
     }
@@ -223,8 +340,10 @@ impl SchwabRest {
         self.get("/trader/v1/userPreference", &[]).await
     }
 
-    /// Places an order; the new order's id from the `Location` header.
+    /// Places an order (spending the order budget); the new order's id
+    /// from the `Location` header.
     pub async fn place_order(&self, hash: &str, order: &OrderRequest) -> Result<i64, SchwabError> {
+        self.spend_order_budget()?;
         let body = serde_json::to_vec(order).map_err(|e| SchwabError::Invalid(format!("order not encodable: {e}")))?;
         let path = format!("/trader/v1/accounts/{hash}/orders");
         let response = self.send(Method::POST, &path, &[], Some(body)).await?;
@@ -239,11 +358,16 @@ impl SchwabRest {
     }
 
     pub async fn cancel_order(&self, hash: &str, order_id: i64) -> Result<(), SchwabError> {
+        self.spend_order_budget()?;
         let path = format!("/trader/v1/accounts/{hash}/orders/{order_id}");
         self.send(Method::DELETE, &path, &[], None).await.map(drop)
     }
 
-    /// Orders entered between `from` and `to`, of one Schwab `status` or all.
+    /// Orders entered between `from` and `to`, of one Schwab `status` or
+    /// all. Each order is read on its own: one this client cannot read (an
+    /// OCO or TRIGGER parent with `childOrderStrategies`, no
+    /// `orderLegCollection`, a value Lido does not know) is logged and left
+    /// out, never failing the rest.
     pub async fn orders(
         &self,
         hash: &str,
@@ -254,7 +378,8 @@ impl SchwabRest {
         let (from, to) = (format_query_time(from), format_query_time(to));
         let mut query = vec![("fromEnteredTime", from.as_str()), ("toEnteredTime", to.as_str())];
         query.extend(status.map(|s| ("status", s)));
-        self.get(&format!("/trader/v1/accounts/{hash}/orders"), &query).await
+        let list: Vec<serde_json::Value> = self.get(&format!("/trader/v1/accounts/{hash}/orders"), &query).await?;
+        Ok(decode_orders(list))
     }
 
     // ── plumbing ──
@@ -275,6 +400,7 @@ impl SchwabRest {
         let url = format!("{}{path}", self.api_url);
         let mut force_refresh = false;
         loop {
+            self.check_backoff()?;
             self.limiter.until_ready().await;
             let token = self.access_token(force_refresh).await?;
             let mut request = self.http.request(method.clone(), &url).bearer_auth(token).query(query);
@@ -287,9 +413,37 @@ impl SchwabRest {
                 force_refresh = true;
                 continue;
             }
-            return check(response).await;
+            let checked = check(response).await;
+            if let Err(SchwabError::RateLimited { retry_after }) = &checked {
+                self.back_off(*retry_after);
+            }
+            return checked;
         }
     }
+}
+
+/// Each order of an order list that reads as an [`Order`]; the others are
+/// logged (with their id and strategy) and skipped.
+pub fn decode_orders(list: Vec<serde_json::Value>) -> Vec<Order> {
+    list.into_iter()
+        .filter_map(|v| match serde_json::from_value::<Order>(v.clone()) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                warn!(order_id = %v.get("orderId").unwrap_or(&serde_json::Value::Null),
+                    strategy = %v.get("orderStrategyType").unwrap_or(&serde_json::Value::Null),
+                    error = %e, "schwab order this broker cannot read, skipped");
+                None
+            }
+        })
+        .collect()
+}
+
+fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn round_up_secs(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0))
 }
 
 async fn check(response: reqwest::Response) -> Result<reqwest::Response, SchwabError> {

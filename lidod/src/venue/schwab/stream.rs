@@ -11,7 +11,15 @@
 //!   `{"notify":[{"heartbeat":"…"}]}` keeps the socket alive.
 //! - [`LevelOne`] merges LEVELONE_EQUITIES updates, which carry only the
 //!   fields that changed, into full Lido quotes: field 1 bid, 2 ask, 3 last,
-//!   4 bid size, 5 ask size, 35 trade time (ms).
+//!   4 bid size, 5 ask size, 35 trade time (ms). The streamer gives the
+//!   sizes in round lots of 100 shares (the Streamer API guide's
+//!   LEVELONE_EQUITIES fields 4 and 5; the same quote's `bidSize` from
+//!   `/marketdata/v1/quotes` is 100 times larger); Lido quotes shares, as
+//!   the REST quote does, so they are multiplied by [`SHARES_PER_LOT`].
+//! - Response codes ([`code`]): 0 success, 3 login denied (the access token
+//!   is refused: fetch a new one), 12 close connection (Schwab allows one
+//!   streamer connection per user: a second LOGIN of the same login closes
+//!   the first with code 12).
 //! - [`activity`] reads an ACCT_ACTIVITY entry: field 1 account, 2 message
 //!   type, 3 message data (JSON text, carrying `SchwabOrderID`).
 
@@ -30,6 +38,18 @@ use crate::venue::kraken::num;
 pub const LEVEL_ONE_FIELDS: &str = "0,1,2,3,4,5,8,34,35";
 /// The fields of ACCT_ACTIVITY.
 pub const ACCOUNT_FIELDS: &str = "0,1,2,3";
+/// Shares in one LEVELONE_EQUITIES size unit.
+pub const SHARES_PER_LOT: Decimal = Decimal::ONE_HUNDRED;
+
+/// The streamer's response codes the broker acts on.
+pub mod code {
+    pub const SUCCESS: i64 = 0;
+    /// The LOGIN was denied (a refused or stale access token).
+    pub const LOGIN_DENIED: i64 = 3;
+    /// Another connection of the same user took the streamer over.
+    pub const CLOSE_CONNECTION: i64 = 12;
+}
+
 /// ACCT_ACTIVITY's one subscription key.
 pub const ACCOUNT_KEY: &str = "Account Activity";
 
@@ -159,8 +179,12 @@ impl LevelOne {
         };
         update(&mut quote.bid, "1");
         update(&mut quote.ask, "2");
-        update(&mut quote.bid_size, "4");
-        update(&mut quote.ask_size, "5");
+        if let Some(lots) = field("4") {
+            quote.bid_size = lots * SHARES_PER_LOT;
+        }
+        if let Some(lots) = field("5") {
+            quote.ask_size = lots * SHARES_PER_LOT;
+        }
         if let Some(last) = field("3") {
             quote.last = Some(last);
         }
@@ -181,6 +205,21 @@ fn decimal(v: &Value) -> Option<Decimal> {
         Value::String(s) => num::parse_decimal(s).ok(),
         _ => None,
     }
+}
+
+/// Schwab's message when a frame says it closed this connection (code 12,
+/// in a response or in a notify entry, `{"notify":[{"service":"ADMIN",
+/// "content":{"code":12,"msg":…}}]}`).
+pub fn closed_by_schwab(frame: &Incoming) -> Option<String> {
+    let from_response =
+        frame.response.iter().find(|r| r.content.code == code::CLOSE_CONNECTION).map(|r| r.content.msg.clone());
+    from_response.or_else(|| {
+        frame.notify.iter().find_map(|n| {
+            let content = n.get("content")?;
+            (content.get("code")?.as_i64()? == code::CLOSE_CONNECTION)
+                .then(|| content.get("msg").and_then(Value::as_str).unwrap_or_default().to_string())
+        })
+    })
 }
 
 /// One ACCT_ACTIVITY entry.
@@ -244,7 +283,7 @@ mod tests {
     fn level_one_deltas_merge_into_quotes() {
         let frame: Incoming = serde_json::from_str(
             r#"{"data":[{"service":"LEVELONE_EQUITIES","timestamp":1764687600000,"command":"SUBS","content":[
-            {"key":"AAPL","delayed":false,"assetMainType":"EQUITY","1":190.25,"2":190.27,"3":190.26,"4":300,"5":200,"35":1764687600123}]}]}"#,
+            {"key":"AAPL","delayed":false,"assetMainType":"EQUITY","1":190.25,"2":190.27,"3":190.26,"4":3,"5":2,"35":1764687600123}]}]}"#,
         )
         .unwrap();
         let mut book = LevelOne::default();
@@ -252,14 +291,39 @@ mod tests {
         let q = book.apply(&frame.data[0].content[0], now).unwrap();
         assert_eq!(
             (q.bid, q.ask, q.last, q.bid_size, q.ask_size),
-            (dec!(190.25), dec!(190.27), Some(dec!(190.26)), dec!(300), dec!(200))
+            (dec!(190.25), dec!(190.27), Some(dec!(190.26)), dec!(300), dec!(200)),
+            "sizes come in lots of 100 shares and are quoted in shares"
         );
         assert_eq!(q.ts.timestamp_millis(), 1764687600123);
-        let delta: serde_json::Map<String, Value> = serde_json::from_str(r#"{"key":"AAPL","2":190.3}"#).unwrap();
+        let delta: serde_json::Map<String, Value> = serde_json::from_str(r#"{"key":"AAPL","2":190.3,"4":7}"#).unwrap();
         let q = book.apply(&delta, now).unwrap();
-        assert_eq!((q.bid, q.ask), (dec!(190.25), dec!(190.3)));
+        assert_eq!((q.bid, q.ask, q.bid_size, q.ask_size), (dec!(190.25), dec!(190.3), dec!(700), dec!(200)));
         let half: serde_json::Map<String, Value> = serde_json::from_str(r#"{"key":"MSFT","1":400.1}"#).unwrap();
         assert!(book.apply(&half, now).is_none(), "no ask yet");
+    }
+
+    #[test]
+    fn a_second_login_of_the_same_user_closes_this_one_with_code_12() {
+        // Streamer API guide, response codes: 12 is CLOSE_CONNECTION, sent
+        // when a newer connection of the same user logged in (the messages
+        // here are stand-ins; the broker reads the code only).
+        let notify: Incoming = serde_json::from_str(
+            r#"{"notify":[{"service":"ADMIN","timestamp":1764687600000,"content":{"code":12,"msg":"Connection closed by a new login"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(closed_by_schwab(&notify).as_deref(), Some("Connection closed by a new login"));
+        let response: Incoming = serde_json::from_str(
+            r#"{"response":[{"service":"ADMIN","command":"LOGIN","requestid":"0","SchwabClientCorrelId":"c",
+            "timestamp":1764687600000,"content":{"code":12,"msg":"max connections reached"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(closed_by_schwab(&response).as_deref(), Some("max connections reached"));
+        let denied: Incoming = serde_json::from_str(
+            r#"{"response":[{"service":"ADMIN","command":"LOGIN","requestid":"0","SchwabClientCorrelId":"c",
+            "timestamp":1764687600000,"content":{"code":3,"msg":"Login Denied"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(closed_by_schwab(&denied), None);
     }
 
     #[test]
@@ -272,6 +336,7 @@ mod tests {
         assert_eq!(r.response[0].content.code, 0);
         let hb: Incoming = serde_json::from_str(r#"{"notify":[{"heartbeat":"1764687600000"}]}"#).unwrap();
         assert_eq!(hb.notify.len(), 1);
+        assert_eq!(closed_by_schwab(&hb), None);
         let entry: serde_json::Map<String, Value> = serde_json::from_str(
             r#"{"seq":3,"key":"Account Activity","1":"12345678","2":"OrderFillCompleted","3":"{\"SchwabOrderID\":\"1000123\",\"AccountNumber\":\"12345678\"}"}"#,
         )

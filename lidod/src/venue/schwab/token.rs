@@ -35,10 +35,13 @@ use crate::venue::file;
 pub const PRODUCTION_AUTH_URL: &str = "https://api.schwabapi.com";
 /// Refresh tokens last seven days from the login (Schwab's documentation).
 pub const REFRESH_TOKEN_LIFETIME: TimeDelta = TimeDelta::days(7);
+/// Access tokens live 30 minutes (`expires_in` 1800).
+pub const ACCESS_TOKEN_LIFETIME: TimeDelta = TimeDelta::minutes(30);
 /// Refresh the access token this long before it expires.
 pub const ACCESS_REFRESH_MARGIN: TimeDelta = TimeDelta::minutes(5);
-/// Warn in status and logs once the refresh token has less than this left.
-pub const REFRESH_WARNING: TimeDelta = TimeDelta::hours(24);
+/// Warn in the log once the refresh token has less than this left (a
+/// person must log in again within seven days of the last login).
+pub const REFRESH_WARNING: TimeDelta = TimeDelta::days(2);
 
 /// The answer of `POST /v1/oauth/token`.
 #[derive(Clone, Deserialize, Serialize)]
@@ -67,6 +70,10 @@ pub struct Tokens {
     pub refresh_token: String,
     pub access_expires_at: DateTime<Utc>,
     pub refresh_expires_at: DateTime<Utc>,
+    /// When the access token was issued. Absent in files written before
+    /// Lido kept it: then [`Tokens::issued`] counts back from the expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<DateTime<Utc>>,
 }
 
 impl fmt::Debug for Tokens {
@@ -76,6 +83,7 @@ impl fmt::Debug for Tokens {
             .field("refresh_token", &"<redacted>")
             .field("access_expires_at", &self.access_expires_at)
             .field("refresh_expires_at", &self.refresh_expires_at)
+            .field("issued_at", &self.issued_at)
             .finish()
     }
 }
@@ -88,6 +96,7 @@ impl Tokens {
             refresh_expires_at: now + REFRESH_TOKEN_LIFETIME,
             access_token: response.access_token,
             refresh_token: response.refresh_token,
+            issued_at: Some(now),
         }
     }
 
@@ -104,7 +113,23 @@ impl Tokens {
             refresh_expires_at,
             access_token: response.access_token,
             refresh_token: response.refresh_token,
+            issued_at: Some(now),
         }
+    }
+
+    /// When the access token was issued (for files without `issued_at`,
+    /// its expiry less Schwab's 30 minutes).
+    pub fn issued(&self) -> DateTime<Utc> {
+        self.issued_at.unwrap_or(self.access_expires_at - ACCESS_TOKEN_LIFETIME)
+    }
+
+    /// Whether these tokens are newer than `other`: a later login (the
+    /// refresh token's issue, hence its end, is later) wins, then the later
+    /// issued access token. Several processes write one token file (each
+    /// broker of a login, and `lidoctl broker auth`); none replaces newer
+    /// tokens with older ones.
+    pub fn newer_than(&self, other: &Tokens) -> bool {
+        (self.refresh_expires_at, self.issued()) > (other.refresh_expires_at, other.issued())
     }
 
     /// Whether the access token should be refreshed before the next call.
@@ -231,9 +256,22 @@ mod tests {
     }
 
     #[test]
-    fn refresh_token_end_is_warned_a_day_early() {
+    fn a_later_login_is_newer_whatever_the_access_tokens_say() {
+        let login = Tokens::from_login(response("a1", "r1"), at("2026-12-01T10:00:00Z"));
+        let refreshed = login.refreshed(response("a2", "r1"), at("2026-12-03T10:00:00Z"));
+        assert!(refreshed.newer_than(&login) && !login.newer_than(&refreshed));
+        let relogin = Tokens::from_login(response("a3", "r2"), at("2026-12-02T10:00:00Z"));
+        assert!(relogin.newer_than(&refreshed), "a new login outranks a later refresh of the old one");
+        let mut legacy = login.clone();
+        legacy.issued_at = None;
+        assert_eq!(legacy.issued(), at("2026-12-01T10:00:00Z"));
+        assert!(!legacy.newer_than(&login) && !login.newer_than(&legacy));
+    }
+
+    #[test]
+    fn refresh_token_end_is_warned_two_days_early() {
         let t = Tokens::from_login(response("a", "r"), at("2026-12-01T10:00:00Z"));
-        assert_eq!(t.refresh_warning(at("2026-12-07T09:59:59Z")), None);
+        assert_eq!(t.refresh_warning(at("2026-12-06T09:59:59Z")), None);
         assert_eq!(t.refresh_warning(at("2026-12-07T22:00:00Z")), Some(Duration::from_secs(12 * 3600)));
         assert!(!t.refresh_expired(at("2026-12-08T09:59:59Z")));
         assert!(t.refresh_expired(at("2026-12-08T10:00:00Z")));

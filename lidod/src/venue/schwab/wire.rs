@@ -173,17 +173,47 @@ pub struct AccountPosition {
     pub instrument: Instrument,
 }
 
-/// Margin accounts report `availableFunds`, cash accounts
-/// `cashAvailableForTrading`; both report `cashBalance`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `currentBalances` of a `MARGIN` or a `CASH` account (the Trader API's
+/// `MarginBalance` and `CashBalance` schemas; TD Ameritrade's, whose names
+/// Schwab kept). Margin accounts report `availableFunds`, `buyingPower` and
+/// `marginBalance`; cash accounts `cashAvailableForTrading`, `totalCash` and
+/// `unsettledCash` instead. Every field is optional here so that either
+/// reads; [`CurrentBalances::usd`] picks by the account's type.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CurrentBalances {
-    #[serde(with = "number")]
-    pub cash_balance: Decimal,
+    #[serde(default, with = "number_opt", skip_serializing_if = "Option::is_none")]
+    pub cash_balance: Option<Decimal>,
     #[serde(default, with = "number_opt", skip_serializing_if = "Option::is_none")]
     pub available_funds: Option<Decimal>,
     #[serde(default, with = "number_opt", skip_serializing_if = "Option::is_none")]
+    pub buying_power: Option<Decimal>,
+    #[serde(default, with = "number_opt", skip_serializing_if = "Option::is_none")]
     pub cash_available_for_trading: Option<Decimal>,
+    #[serde(default, with = "number_opt", skip_serializing_if = "Option::is_none")]
+    pub total_cash: Option<Decimal>,
+    #[serde(default, with = "number_opt", skip_serializing_if = "Option::is_none")]
+    pub unsettled_cash: Option<Decimal>,
+}
+
+impl CurrentBalances {
+    /// `(total, available)` US dollars of an account of `account_type`: a
+    /// `CASH` account's total is `totalCash` (settled and unsettled) and
+    /// what it may trade `cashAvailableForTrading`; a `MARGIN` account's
+    /// total is `cashBalance` and what it may trade `availableFunds`.
+    pub fn usd(&self, account_type: &str) -> (Decimal, Decimal) {
+        let zero = Decimal::ZERO;
+        if account_type == "CASH" {
+            let total = self
+                .total_cash
+                .or_else(|| Some(self.cash_balance? + self.unsettled_cash.unwrap_or_default()))
+                .unwrap_or(zero);
+            (total, self.cash_available_for_trading.or(self.cash_balance).unwrap_or(zero))
+        } else {
+            let total = self.cash_balance.unwrap_or(zero);
+            (total, self.available_funds.or(self.cash_available_for_trading).unwrap_or(total))
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -239,6 +269,7 @@ pub struct Order {
     pub filled_quantity: Decimal,
     #[serde(with = "number")]
     pub remaining_quantity: Decimal,
+    #[serde(default)]
     pub order_leg_collection: Vec<OrderLeg>,
     /// `WORKING`, `FILLED`, `CANCELED`, `REJECTED`, … (see [`super::orders::status`]).
     pub status: String,
@@ -375,6 +406,35 @@ mod tests {
     }
 
     #[test]
+    fn a_cash_account_reads_its_own_balance_fields() {
+        // The Trader API's CashBalance schema (currentBalances of a CASH
+        // securitiesAccount): no availableFunds, no buyingPower.
+        let account: AccountAnswer = serde_json::from_str(
+            r#"{"securitiesAccount":{"type":"CASH","accountNumber":"87654321","roundTrips":0,"isDayTrader":false,
+            "isClosingOnlyRestricted":false,"pfcbFlag":false,"positions":[],
+            "currentBalances":{"accruedInterest":0,"cashBalance":2500.5,"cashReceipts":0,"longOptionMarketValue":0,
+            "liquidationValue":2500.5,"longMarketValue":0,"moneyMarketFund":0,"savings":0,"shortMarketValue":0,
+            "pendingDeposits":0,"mutualFundValue":0,"bondValue":0,"shortOptionMarketValue":0,
+            "cashAvailableForTrading":2000.5,"cashAvailableForWithdrawal":2000.5,"cashCall":0,
+            "longNonMarginableMarketValue":0,"totalCash":2500.5,"cashDebitCallValue":0,"unsettledCash":500}}}"#,
+        )
+        .unwrap();
+        let a = account.securities_account;
+        assert_eq!(a.account_type, "CASH");
+        assert_eq!(
+            a.current_balances.usd(&a.account_type),
+            (dec!(2500.5), dec!(2000.5)),
+            "unsettled cash is not available"
+        );
+        let no_cash_balance = CurrentBalances {
+            total_cash: Some(dec!(10)),
+            cash_available_for_trading: Some(dec!(7)),
+            ..Default::default()
+        };
+        assert_eq!(no_cash_balance.usd("CASH"), (dec!(10), dec!(7)));
+    }
+
+    #[test]
     fn account_and_hours_read_schwab_examples() {
         let account: AccountAnswer = serde_json::from_str(
             r#"{"securitiesAccount":{"type":"MARGIN","accountNumber":"12345678","roundTrips":0,"isDayTrader":false,
@@ -386,6 +446,7 @@ mod tests {
         let a = account.securities_account;
         assert_eq!(a.positions[0].average_price, dec!(170.12));
         assert_eq!(a.current_balances.available_funds, Some(dec!(5000.25)));
+        assert_eq!(a.current_balances.usd(&a.account_type), (dec!(5000.25), dec!(5000.25)));
         let hours: MarketHoursAnswer = serde_json::from_str(
             r#"{"equity":{"EQ":{"date":"2022-04-14","marketType":"EQUITY","exchange":"NULL","category":"NULL",
             "product":"EQ","productName":"equity","isOpen":true,"sessionHours":{
