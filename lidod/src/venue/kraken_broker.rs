@@ -493,7 +493,11 @@ impl KrakenBroker {
         self.executions_synced().await?;
         // The feed is synced, so its latest state for the order is current:
         // no REST call (no nonce, no call counter) for what it already told.
-        if let Some(r) = self.index.feed_report(client_id) {
+        // The feed does not describe an order (pair, type, price): one this
+        // broker never placed or listed (another node's, on the same
+        // account) is looked up over REST, so it can be adopted.
+        if let Some(r) = self.index.feed_report(client_id).filter(|r| r.order.is_some() || self.index.knows(client_id))
+        {
             return Ok(ReplyBody::Order(r));
         }
         self.report_of(client_id).await
@@ -943,8 +947,19 @@ mod tests {
         let id = "6f1c2b1e-4c1d-4f7a-9a51-2d8e0f3b7c11";
         // Unknown to the feed: only REST can say, and REST is down.
         assert!(broker.status_of(id).await.is_err());
-        // The feed reported it canceled: answered from that.
+        // The feed reported it canceled: an order only the feed has seen
+        // (another node's, on the same account) still needs REST for its
+        // details (pair, type, price), so it can be adopted.
         broker.index.record_report(&report(id, "OQCLML-BW3P3-BUCMWZ", OrderStatus::Canceled));
+        assert!(broker.status_of(id).await.is_err(), "looked up over REST, which is down");
+        // One this broker placed is answered from the feed.
+        let meta = OrderMeta {
+            client_id: id.to_string(),
+            symbol: Symbol::parse("BTC/USD").expect("a symbol"),
+            side: Side::Buy,
+            placed_micros: Some(1),
+        };
+        broker.index.remember("OQCLML-BW3P3-BUCMWZ", meta);
         let Ok(ReplyBody::Order(r)) = broker.status_of(id).await else { panic!("answered from the feed") };
         assert_eq!((r.status, r.venue_order_id.as_str()), (OrderStatus::Canceled, "OQCLML-BW3P3-BUCMWZ"));
         // A cancel Kraken acknowledged is reported canceled even when REST

@@ -108,6 +108,12 @@ impl OrderIndex {
         self.1.lock().unwrap_or_else(|p| p.into_inner()).values().find(|r| r.client_id == client_id).cloned()
     }
 
+    /// Whether this broker placed or listed (over REST) Lido's order
+    /// `client_id`, rather than only seen it on the feed.
+    pub fn knows(&self, client_id: &str) -> bool {
+        self.lock().values().any(|m| m.client_id == client_id && m.placed_micros.is_some())
+    }
+
     fn get(&self, txid: &str) -> Option<OrderMeta> {
         self.lock().get(txid).cloned()
     }
