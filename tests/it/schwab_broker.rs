@@ -155,7 +155,7 @@ async fn quotes_place_and_cancel_with_schwabs_order_json() {
     assert_eq!(
         setup.fake.order_posts(),
         vec![serde_json::json!({"orderType":"LIMIT","session":"NORMAL","duration":"DAY","orderStrategyType":"SINGLE",
-            "price":150.0,"orderLegCollection":[{"instruction":"BUY","quantity":10.0,
+            "price":150,"orderLegCollection":[{"instruction":"BUY","quantity":10,
             "instrument":{"symbol":"AAPL","assetType":"EQUITY"}}]})]
     );
 
