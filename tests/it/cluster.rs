@@ -83,6 +83,11 @@ async fn an_im_places_sessions_on_nodes_and_forwards_operator_actions() {
 
     // A stream on n2 through its session.
     let on_n2 = LidoClient::new(a2.market_manager_url.clone()).unwrap().with_token(a2.session_id.clone());
+    // Its paper broker may still be starting (a busy machine): wait for it.
+    eventually(Duration::from_secs(20), "n2's paper broker quoting", || async {
+        on_n2.quote("paper", "BTC/USD").await.ok()
+    })
+    .await;
     let mut stream = on_n2.stream().await.unwrap();
     stream.subscribe(Channel::Quotes, "paper", Some("BTC/USD")).await.unwrap();
     stream.next_event(Duration::from_secs(15)).await.unwrap();
