@@ -133,6 +133,9 @@ pub struct LiveData {
     books: Mutex<HashMap<Symbol, L2Book>>,
     pub connected: AtomicUsize,
     pub reconnects: AtomicU64,
+    /// Connections made, the first included: a change means Kraken may
+    /// have changed since, so AssetPairs is reloaded.
+    pub sessions: AtomicU64,
     pub book_resyncs: AtomicU64,
     /// The engine's state from the latest `status` channel message
     /// (`online`, `maintenance`, `cancel_only`, `post_only`), if any came.
@@ -355,6 +358,7 @@ impl Connection {
                     info!(connection = self.index, url = %self.url, "kraken public websocket connected");
                     let up = std::time::Instant::now();
                     self.live.connected.fetch_add(1, Ordering::Relaxed);
+                    self.live.sessions.fetch_add(1, Ordering::Relaxed);
                     let why = self.session(socket, &mut control, &shutdown).await;
                     lasted = Some(up.elapsed());
                     self.live.connected.fetch_sub(1, Ordering::Relaxed);
