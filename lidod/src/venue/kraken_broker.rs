@@ -37,6 +37,7 @@ pub mod options;
 pub mod pair_cache;
 pub mod private_ws;
 pub mod public_ws;
+mod resync;
 mod ws;
 
 use std::collections::BTreeMap;
