@@ -2,10 +2,13 @@
 //! the algo gets Lido's own error, naming the venue limit, before Kraken
 //! would refuse.
 
+use std::time::{Duration, Instant};
+
 use lido_shared::client::ClientError;
 use lido_shared::model::{OrderStatus, Side};
 use lido_tests::kraken_fake::FakeConfig;
-use lido_tests::kraken_node::{btc_limit, KrakenNode};
+use lido_tests::kraken_node::{btc_limit, KrakenNode, NodeOptions};
+use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 
 /// Kraken's Spot Trading Limits (docs.kraken.com, "Spot Trading Limits"):
@@ -37,4 +40,67 @@ async fn quick_cancels_spend_the_pair_s_trading_counter_until_lido_says_429() {
     let ClientError::Api { status, code, message } = err else { panic!("{what}: {err:?}") };
     assert_eq!((status, code.as_str()), (429, "rate_limited"), "{message}");
     assert!(message.contains("kraken trading rate limit for BTC/USD") && message.contains("of 60"), "{message}");
+}
+
+/// Places `BTC/USD` limit buys until Lido itself refuses one (its message
+/// says `lido_says`), and returns that refusal's code and message. Orders
+/// Kraken refuses before Lido knows better are tried again.
+async fn until_lido_refuses(s: &KrakenNode, quantity: Decimal, price: Decimal, lido_says: &str) -> (String, String) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for n in 0.. {
+        let id = format!("fresh-{n}");
+        let last = match s.algo.place_order(&btc_limit(Side::Buy, quantity, price, &id)).await {
+            Ok(p) if p.order.status == OrderStatus::Rejected => {
+                // Lido's broker refused it ("code: message"), or Kraken
+                // did while Lido did not know the new limits yet.
+                let reason = p.order.reason.unwrap_or_default();
+                if reason.contains(lido_says) {
+                    let (code, _) = reason.split_once(':').unwrap_or_default();
+                    return (code.to_string(), reason);
+                }
+                reason
+            }
+            Ok(p) => panic!("{quantity} @ {price} was placed: {:?}", p.order),
+            Err(ClientError::Api { code, message, .. }) if message.contains(lido_says) => return (code, message),
+            Err(e) => format!("{e:?}"),
+        };
+        assert!(Instant::now() < deadline, "lido never refused {quantity} @ {price} itself; last: {last}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    unreachable!()
+}
+
+/// A new `ordermin` and `tick_size` in AssetPairs are honoured by Lido's
+/// own checks without a restart: AssetPairs is reloaded every
+/// `pairs_refresh_ms`, here one second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_pair_limits_and_status_are_honoured_after_the_periodic_reload() {
+    let options = NodeOptions { extra_options: "pairs_refresh_ms = \"1000\"".into(), ..NodeOptions::default() };
+    let s = KrakenNode::start_with(FakeConfig::default(), options, &[]).await;
+    let placed = s.algo.place_order(&btc_limit(Side::Buy, dec!(0.01), dec!(60000.5), "before")).await.unwrap();
+    assert_eq!(placed.order.status, OrderStatus::Accepted);
+    s.fake.set_pair_limits("XBTUSD", dec!(0.1), dec!(1.0));
+    let (code, message) =
+        until_lido_refuses(&s, dec!(0.01), dec!(60000.0), "checked against kraken's AssetPairs").await;
+    assert_eq!(code, "invalid_order", "{message}");
+    let (code, message) = until_lido_refuses(&s, dec!(0.2), dec!(60000.5), "checked against kraken's AssetPairs").await;
+    assert_eq!(code, "invalid_order", "{message}");
+    s.fake.set_pair_status("XBTUSD", "cancel_only");
+    let (code, message) = until_lido_refuses(&s, dec!(0.2), dec!(60000.0), "the order was not sent").await;
+    assert_eq!(code, "market_cancel_only", "{message}");
+}
+
+/// After the public socket reconnects AssetPairs is reloaded at once, well
+/// before the default five-minute reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_reconnect_reloads_the_pairs() {
+    let s = KrakenNode::start(FakeConfig::default()).await;
+    // Loaded by the first order.
+    let placed = s.algo.place_order(&btc_limit(Side::Buy, dec!(0.01), dec!(60000.0), "before")).await.unwrap();
+    assert_eq!(placed.order.status, OrderStatus::Accepted);
+    s.fake.set_pair_limits("XBTUSD", dec!(0.1), dec!(0.1));
+    s.fake.drop_websockets();
+    let (code, message) =
+        until_lido_refuses(&s, dec!(0.01), dec!(60000.0), "checked against kraken's AssetPairs").await;
+    assert_eq!(code, "invalid_order", "{message}");
 }

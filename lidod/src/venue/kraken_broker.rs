@@ -1,8 +1,9 @@
 //! The `kraken` broker service: Kraken Spot behind the service pipe. Runs
 //! as `lidod service broker kraken …` or as a task.
 //!
-//! - Instruments come from REST AssetPairs (loaded on first use, then
-//!   cached), so `BTC/USD` ↔ `XXBTZUSD` / `XBTUSD` is never hard-coded.
+//! - Instruments come from REST AssetPairs (loaded on first use, reloaded
+//!   every `pairs_refresh_ms` and after the public socket reconnects,
+//!   [`pair_cache`]), so `BTC/USD` ↔ `XXBTZUSD` / `XBTUSD` is never hard-coded.
 //! - Market data: `Subscribe` opens WebSocket v2 `ticker` / `book` /
 //!   `trade` subscriptions ([`public_ws`]); `Quote` and `Book` answer from
 //!   those live feeds when subscribed, else from REST Ticker / Depth.
@@ -33,8 +34,10 @@
 
 pub mod account;
 pub mod options;
+pub mod pair_cache;
 pub mod private_ws;
 pub mod public_ws;
+mod resync;
 mod ws;
 
 use std::collections::BTreeMap;
@@ -50,12 +53,14 @@ use lido_shared::model::{OrderStatus, OrderType, Symbol, TimeInForce};
 use lido_shared::pipe::{Command, Reply, ReplyBody, ServiceEvent, VenueOrder, VenueOrderReport};
 use lido_shared::ErrorDetail;
 use rust_decimal::prelude::ToPrimitive;
-use tokio::sync::{mpsc, OnceCell};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use account::{Charge, SharedTrading};
 pub use options::KrakenOptions;
+use pair_cache::PairCache;
 use private_ws::{OrderCall, OrderIndex, OrderMeta, SocketOrders};
 use public_ws::{PublicConfig, PublicFeeds};
 
@@ -85,7 +90,9 @@ const STATUS_EVERY: Duration = Duration::from_secs(1);
 
 struct KrakenBroker {
     rest: Arc<KrakenRest>,
-    pairs: OnceCell<PairMap>,
+    /// AssetPairs, reloaded every `pairs_refresh` and after the public
+    /// socket connects again ([`pair_cache`]).
+    pairs: PairCache,
     public: PublicFeeds,
     index: Arc<OrderIndex>,
     /// The account's per-pair trading counters, shared with the node's
@@ -131,7 +138,7 @@ pub async fn run(
     });
     let broker = Arc::new(KrakenBroker {
         rest: rest.clone(),
-        pairs: OnceCell::new(),
+        pairs: PairCache::new(options.pairs_refresh),
         public: PublicFeeds::start(
             PublicConfig {
                 url: options.ws_url.clone(),
@@ -154,6 +161,7 @@ pub async fn run(
     let agent = Agent::start(agent_config, broker.clone(), events_rx, shutdown.clone()).await?;
     info!(%name, rest_url = %options.rest_url, ws_url = %options.ws_url, keys = has_keys, "kraken broker started");
     let status = tokio::spawn(broker.clone().status_loop(agent.status_sender(), events_tx, has_keys, shutdown.clone()));
+    tokio::spawn(broker.clone().pairs_loop(shutdown.clone()));
     let result = agent.wait().await;
     shutdown.cancel();
     let _ = status.await;
@@ -227,8 +235,25 @@ impl KrakenBroker {
         }
     }
 
-    async fn pairs(&self) -> Result<&PairMap, ErrorDetail> {
-        self.pairs.get_or_try_init(|| async { self.rest.asset_pairs().await }).await.map_err(|e| venue_error(&e))
+    async fn pairs(&self) -> Result<Arc<PairMap>, ErrorDetail> {
+        let sessions = self.public.live().sessions.load(Ordering::Relaxed);
+        self.pairs.get(Instant::now(), sessions, || self.rest.asset_pairs()).await.map_err(|e| venue_error(&e))
+    }
+
+    /// Reloads AssetPairs in the background when they are due, so the
+    /// order path seldom waits for it.
+    async fn pairs_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(STATUS_EVERY);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let sessions = self.public.live().sessions.load(Ordering::Relaxed);
+            if self.pairs.is_due(Instant::now(), sessions).await {
+                let _ = self.pairs().await;
+            }
+        }
     }
 
     async fn pair(&self, symbol: &Symbol) -> Result<PairInfo, ErrorDetail> {
@@ -350,7 +375,7 @@ impl KrakenBroker {
         // The pair's counter is charged by the order's age; an order whose
         // age is unknown is charged as the youngest (the most a cancel costs).
         let pair = match &known {
-            Some(meta) => self.pairs().await.ok().and_then(|p| p.by_symbol(&meta.symbol)).cloned(),
+            Some(meta) => self.pairs().await.ok().and_then(|p| p.by_symbol(&meta.symbol).cloned()),
             None => None,
         };
         let age = known
@@ -564,7 +589,7 @@ impl KrakenBroker {
     /// Without the order when its pair or order type is not one Lido
     /// trades (it is then reported, never adopted).
     async fn described_report(&self, client_id: &str, txid: &str, info: &OrderInfo, account: &str) -> VenueOrderReport {
-        let pair = self.pairs().await.ok().and_then(|p| p.resolve(&info.descr.pair)).cloned();
+        let pair = self.pairs().await.ok().and_then(|p| p.resolve(&info.descr.pair).cloned());
         let order = pair.as_ref().and_then(|p| venue_order(client_id, account, p, info));
         if let Some(order) = &order {
             let placed = (info.opentm * rust_decimal::Decimal::from(1_000_000)).trunc().to_u64();
@@ -921,7 +946,7 @@ mod tests {
         let (events, _) = mpsc::channel(16);
         KrakenBroker {
             rest,
-            pairs: OnceCell::new(),
+            pairs: PairCache::new(Duration::from_secs(300)),
             public: PublicFeeds::start(
                 PublicConfig {
                     url: format!("ws://127.0.0.1:{port}"),

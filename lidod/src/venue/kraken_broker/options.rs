@@ -47,6 +47,9 @@ pub struct KrakenOptions {
     pub book_depth: u32,
     /// Limit on one REST request, sending included.
     pub rest_timeout: Duration,
+    /// How often AssetPairs is reloaded (it is also reloaded after the
+    /// public socket connects again).
+    pub pairs_refresh: Duration,
 }
 
 impl KrakenOptions {
@@ -63,6 +66,7 @@ impl KrakenOptions {
         "nonce_file",
         "book_depth",
         "rest_timeout_ms",
+        "pairs_refresh_ms",
     ];
 
     /// The defaults for a broker called `name` (its nonce file is named
@@ -81,6 +85,7 @@ impl KrakenOptions {
             nonce_file: default_state_dir().join(format!("kraken-{name}.nonce")),
             book_depth: 10,
             rest_timeout: Duration::from_secs(10),
+            pairs_refresh: Duration::from_secs(300),
         }
     }
 
@@ -130,6 +135,14 @@ impl KrakenOptions {
                         .filter(|ms| (100..=120_000).contains(ms))
                         .ok_or_else(|| format!("option rest_timeout_ms must be 100 to 120000, got {v:?}"))?;
                     out.rest_timeout = Duration::from_millis(ms);
+                }
+                "pairs_refresh_ms" => {
+                    let ms: u64 = v
+                        .parse()
+                        .ok()
+                        .filter(|ms| (1_000..=86_400_000).contains(ms))
+                        .ok_or_else(|| format!("option pairs_refresh_ms must be 1000 to 86400000, got {v:?}"))?;
+                    out.pairs_refresh = Duration::from_millis(ms);
                 }
                 other => {
                     return Err(format!(

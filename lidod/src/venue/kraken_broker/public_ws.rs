@@ -21,7 +21,9 @@
 //! Each connection task keeps its
 //! own list of subscriptions and subscribes to all of them again after
 //! every reconnect (capped exponential backoff); a book whose checksum does
-//! not match is reset and resubscribed, so a fresh snapshot replaces it.
+//! not match is reset and resubscribed, so a fresh snapshot replaces it,
+//! at once the first time and then at doubling, capped intervals
+//! ([`super::resync`]), logged once per streak.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -39,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::options::MAX_CONNECTIONS;
+use super::resync::{BookResyncs, Resync};
 use super::ws::{self, Ws, DEAD_AFTER, IDLE_CHECK, PING_AFTER};
 use crate::venue::kraken::book::L2Book;
 use crate::venue::kraken::messages::{parse_ws, BookData, MessageType, SubscriptionParams, WsMessage, WsRequest};
@@ -133,6 +136,9 @@ pub struct LiveData {
     books: Mutex<HashMap<Symbol, L2Book>>,
     pub connected: AtomicUsize,
     pub reconnects: AtomicU64,
+    /// Connections made, the first included: a change means Kraken may
+    /// have changed since, so AssetPairs is reloaded.
+    pub sessions: AtomicU64,
     pub book_resyncs: AtomicU64,
     /// The engine's state from the latest `status` channel message
     /// (`online`, `maintenance`, `cancel_only`, `post_only`), if any came.
@@ -297,6 +303,7 @@ impl PublicFeeds {
             live: self.live.clone(),
             subs: BTreeMap::new(),
             req_id: 0,
+            resyncs: BookResyncs::default(),
         };
         tokio::spawn(conn.run(rx, stop.clone()));
         let slot = Some(Slot { control, stop });
@@ -338,6 +345,8 @@ struct Connection {
     live: Arc<LiveData>,
     subs: BTreeMap<(Feed, Symbol), PairInfo>,
     req_id: u64,
+    /// Pacing of book resubscriptions after checksum failures.
+    resyncs: BookResyncs,
 }
 
 impl Connection {
@@ -355,6 +364,7 @@ impl Connection {
                     info!(connection = self.index, url = %self.url, "kraken public websocket connected");
                     let up = std::time::Instant::now();
                     self.live.connected.fetch_add(1, Ordering::Relaxed);
+                    self.live.sessions.fetch_add(1, Ordering::Relaxed);
                     let why = self.session(socket, &mut control, &shutdown).await;
                     lasted = Some(up.elapsed());
                     self.live.connected.fetch_sub(1, Ordering::Relaxed);
@@ -431,6 +441,12 @@ impl Connection {
                     }
                 }
                 _ = idle.tick() => {
+                    for symbol in self.resyncs.due(tokio::time::Instant::now()) {
+                        let Some(pair) = self.subs.get(&(Feed::Book, symbol)).cloned() else { continue };
+                        if let Err(e) = self.resync_book(&mut sink, &pair).await {
+                            return e;
+                        }
+                    }
                     let silent = last_heard.elapsed();
                     if silent > DEAD_AFTER {
                         return format!("nothing heard for {silent:?}");
@@ -465,6 +481,9 @@ impl Connection {
             }
             Control::Unsubscribe(feed, symbol) => {
                 let pair = self.subs.remove(&(feed, symbol.clone()))?;
+                if feed == Feed::Book {
+                    self.resyncs.forget(&symbol);
+                }
                 self.live.forget(feed, &symbol);
                 Some((feed, pair, false))
             }
@@ -517,9 +536,7 @@ impl Connection {
             WsMessage::Book { kind, data } => {
                 for d in data {
                     if let Some(pair) = self.on_book(kind, &d) {
-                        self.live.book_resyncs.fetch_add(1, Ordering::Relaxed);
-                        self.send_sub(sink, Feed::Book, &pair, false).await?;
-                        self.send_sub(sink, Feed::Book, &pair, true).await?;
+                        self.resync_book(sink, &pair).await?;
                     }
                 }
             }
@@ -537,8 +554,15 @@ impl Connection {
         Ok(())
     }
 
+    /// Unsubscribes and subscribes `pair`'s book again, for a fresh snapshot.
+    async fn resync_book(&mut self, sink: &mut Sink, pair: &PairInfo) -> Result<(), String> {
+        self.live.book_resyncs.fetch_add(1, Ordering::Relaxed);
+        self.send_sub(sink, Feed::Book, pair, false).await?;
+        self.send_sub(sink, Feed::Book, pair, true).await
+    }
+
     /// Applies one book message; returns the pair to resubscribe when the
-    /// book fell out of sync.
+    /// book fell out of sync and its resync may go now ([`BookResyncs`]).
     fn on_book(&mut self, kind: MessageType, data: &BookData) -> Option<PairInfo> {
         let symbol = self.subscribed(Feed::Book, &data.symbol)?;
         let outcome = {
@@ -558,7 +582,15 @@ impl Connection {
                 None
             }
             Err(e) => {
-                warn!(connection = self.index, error = %e, "kraken book out of sync; resubscribing");
+                match self.resyncs.out_of_sync(&symbol, tokio::time::Instant::now()) {
+                    Resync::Now { first_of_streak: true } => {
+                        warn!(connection = self.index, %symbol, error = %e, "kraken book out of sync; resubscribing")
+                    }
+                    Resync::Now { first_of_streak: false } => {
+                        debug!(connection = self.index, %symbol, error = %e, "kraken book out of sync again; resubscribing")
+                    }
+                    Resync::Later => return None,
+                }
                 self.subs.get(&(Feed::Book, symbol)).cloned()
             }
         }
