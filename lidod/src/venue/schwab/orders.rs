@@ -309,7 +309,7 @@ mod tests {
             serde_json::to_value(&limit).unwrap(),
             serde_json::json!({"orderType":"LIMIT","session":"NORMAL","duration":"GOOD_TILL_CANCEL",
                 "orderStrategyType":"SINGLE","price":190.5,
-                "orderLegCollection":[{"instruction":"BUY","quantity":10.0,"instrument":{"symbol":"AAPL","assetType":"EQUITY"}}]})
+                "orderLegCollection":[{"instruction":"BUY","quantity":10,"instrument":{"symbol":"AAPL","assetType":"EQUITY"}}]})
         );
         let market =
             request(&venue_order(OrderType::Market, TimeInForce::Gtc, dec!(5), None), Session::Seamless, dec!(0))

@@ -377,7 +377,7 @@ mod tests {
             serde_json::json!({
                 "orderType": "LIMIT", "session": "NORMAL", "duration": "DAY", "orderStrategyType": "SINGLE",
                 "price": 34.97,
-                "orderLegCollection": [{"instruction": "BUY", "quantity": 15.0,
+                "orderLegCollection": [{"instruction": "BUY", "quantity": 15,
                                         "instrument": {"symbol": "XYZ", "assetType": "EQUITY"}}]
             })
         );
