@@ -158,36 +158,10 @@ impl SchwabOptions {
                     out.extended_hours =
                         v.parse().map_err(|_| format!("option extended_hours must be true or false, got {v:?}"))?
                 }
-                "requests_per_minute" => {
-                    out.requests_per_minute = v
-                        .parse()
-                        .ok()
-                        .filter(|n| (1..=10_000).contains(n))
-                        .ok_or_else(|| format!("option requests_per_minute must be 1 to 10000, got {v:?}"))?
-                }
-                "orders_per_minute" => {
-                    out.orders_per_minute = v
-                        .parse()
-                        .ok()
-                        .filter(|n| (1..=10_000).contains(n))
-                        .ok_or_else(|| format!("option orders_per_minute must be 1 to 10000, got {v:?}"))?
-                }
-                "unknown_quiet_ms" => {
-                    let ms: u64 = v
-                        .parse()
-                        .ok()
-                        .filter(|ms| (1_000..=3_600_000).contains(ms))
-                        .ok_or_else(|| format!("option unknown_quiet_ms must be 1000 to 3600000, got {v:?}"))?;
-                    out.unknown_quiet = Duration::from_millis(ms);
-                }
-                "poll_ms" => {
-                    let ms: u64 = v
-                        .parse()
-                        .ok()
-                        .filter(|ms| (50..=600_000).contains(ms))
-                        .ok_or_else(|| format!("option poll_ms must be 50 to 600000, got {v:?}"))?;
-                    out.poll = Duration::from_millis(ms);
-                }
+                "requests_per_minute" => out.requests_per_minute = in_range(k, v, 1, 10_000)?,
+                "orders_per_minute" => out.orders_per_minute = in_range(k, v, 1, 10_000)?,
+                "unknown_quiet_ms" => out.unknown_quiet = Duration::from_millis(in_range(k, v, 1_000, 3_600_000)?),
+                "poll_ms" => out.poll = Duration::from_millis(in_range(k, v, 50, 600_000)?),
                 other => {
                     return Err(format!(
                         "unknown option {other:?} for a schwab broker; known: {}",
@@ -219,6 +193,17 @@ pub fn default_token_file(name: &str) -> PathBuf {
 fn default_file(name: &str, extension: &str) -> PathBuf {
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
     home.join(".config").join("lido").join(format!("schwab-{name}.{extension}"))
+}
+
+/// A whole number from `min` to `max`, or an error naming the option.
+fn in_range<T>(key: &str, v: &str, min: T, max: T) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    v.parse()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| format!("option {key} must be {min} to {max}, got {v:?}"))
 }
 
 fn non_empty(key: &str, v: &str) -> Result<String, String> {
