@@ -17,6 +17,7 @@ pub mod exchange;
 pub mod kraken_fake;
 pub mod kraken_node;
 pub mod schwab_fake;
+pub mod schwab_node;
 
 /// The workspace's target directory for this build profile.
 pub fn bin_dir() -> PathBuf {

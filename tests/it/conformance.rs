@@ -30,7 +30,7 @@ use lido_shared::model::{Order, OrderStatus, OrderType, Quote, Side, TimeInForce
 use lido_tests::kraken_fake::{self, FakeKraken};
 use lido_tests::kraken_node::node_toml;
 use lido_tests::schwab_fake::{self, FakeQuote, FakeSchwab};
-use lido_tests::{eventually, temp_data_dir, TestDaemon};
+use lido_tests::{eventually, schwab_node, temp_data_dir, TestDaemon};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 
@@ -111,35 +111,10 @@ impl Venue {
             }
             Kind::Schwab => {
                 let fake = FakeSchwab::start(schwab_fake::FakeConfig::default()).await;
-                let token_file = dir.join("v1-token.json");
-                std::fs::write(&token_file, serde_json::to_vec(&fake.issue_tokens()).expect("tokens"))
-                    .expect("write the token file");
-                set_private(&token_file);
-                let toml = format!(
-                    r#"
-[[broker]]
-name = "v1"
-type = "schwab"
-[broker.options]
-api_url = "{url}"
-auth_url = "{url}"
-token_file = "{token}"
-symbols = "AAPL,MSFT"
-app_key_env = "LIDO_IT_SCHWAB_KEY"
-app_secret_env = "LIDO_IT_SCHWAB_SECRET"
-poll_ms = "200"
-
-[[market]]
-name = "us-equities"
-brokers = ["v1"]
-"#,
-                    url = fake.url,
-                    token = token_file.display()
-                );
-                let env = vec![
-                    ("LIDO_IT_SCHWAB_KEY".to_string(), fake.config().app_key.clone()),
-                    ("LIDO_IT_SCHWAB_SECRET".to_string(), fake.config().app_secret.clone()),
-                ];
+                let token_file = schwab_node::token_file(&fake, &dir, BROKER);
+                let options = "symbols = \"AAPL,MSFT\"\npoll_ms = \"200\"";
+                let toml = schwab_node::node_toml(&fake, &token_file, BROKER, "schwab", "us-equities", options);
+                let env = schwab_node::env(&fake);
                 (Fake::Schwab(fake), toml, env)
             }
         };
@@ -278,11 +253,6 @@ async fn ready(daemon: &TestDaemon, kind: Kind) -> LidoClient {
     })
     .await;
     algo
-}
-
-fn set_private(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
 }
 
 /// How many objects in `v` carry `"client_id": id`.

@@ -14,7 +14,7 @@ use lido_shared::api::{Channel, PlaceOrder};
 use lido_shared::client::{LidoClient, Stream};
 use lido_shared::model::{Fill, Order, OrderStatus, OrderType, Quote, Side, TimeInForce};
 use lido_tests::schwab_fake::{FakeConfig, FakeSchwab};
-use lido_tests::{copy_journal, eventually, process_alive, sigkill, temp_data_dir, TestDaemon};
+use lido_tests::{copy_journal, eventually, process_alive, schwab_node, sigkill, temp_data_dir, TestDaemon};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 
@@ -78,30 +78,9 @@ async fn start(broker_type: &str, poll_ms: u64) -> Setup {
 async fn start_with(broker_type: &str, poll_ms: u64, env: &[(&str, &str)]) -> Setup {
     let fake = FakeSchwab::start(FakeConfig::default()).await;
     let dir = temp_data_dir();
-    let token_file = dir.join("s1-token.json");
-    std::fs::write(&token_file, serde_json::to_vec(&fake.issue_tokens()).unwrap()).unwrap();
-    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let config = format!(
-        r#"
-[[broker]]
-name = "s1"
-type = "{broker_type}"
-[broker.options]
-api_url = "{url}"
-auth_url = "{url}"
-token_file = "{token}"
-symbols = "AAPL,MSFT"
-app_key_env = "LIDO_IT_SCHWAB_KEY"
-app_secret_env = "LIDO_IT_SCHWAB_SECRET"
-poll_ms = "{poll_ms}"
-
-[[market]]
-name = "{MARKET}"
-brokers = ["s1"]
-"#,
-        url = fake.url,
-        token = token_file.display()
-    );
+    let token_file = schwab_node::token_file(&fake, &dir, "s1");
+    let options = format!("symbols = \"AAPL,MSFT\"\npoll_ms = \"{poll_ms}\"");
+    let config = schwab_node::node_toml(&fake, &token_file, "s1", broker_type, MARKET, &options);
     let config_path = dir.join("lido.toml");
     std::fs::write(&config_path, config).unwrap();
     let daemon = spawn_daemon(&fake, &dir, &config_path, env);

@@ -3,14 +3,13 @@
 //! through lidod's public API. The rest is shown by lidod's unit tests
 //! (`cargo test -p lidod --lib schwab`) on Schwab's documented JSON.
 
-use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use lido_shared::api::PlaceOrder;
 use lido_shared::client::{ClientError, LidoClient};
 use lido_shared::model::{OrderType, Side, TimeInForce};
 use lido_tests::schwab_fake::{FakeConfig, FakeSchwab};
-use lido_tests::{eventually, temp_data_dir, TestDaemon};
+use lido_tests::{eventually, schwab_node, temp_data_dir, TestDaemon};
 use rust_decimal_macros::dec;
 
 const WITHIN: Duration = Duration::from_secs(20);
@@ -18,34 +17,13 @@ const MARKET: &str = "us-equities";
 
 /// lidod with broker `s1` (extended hours on) in market `us-equities` on `fake`.
 fn daemon(fake: &FakeSchwab, dir: &std::path::Path) -> TestDaemon {
-    let token_file = dir.join("s1-token.json");
-    std::fs::write(&token_file, serde_json::to_vec(&fake.issue_tokens()).unwrap()).unwrap();
-    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let config = format!(
-        r#"
-[[broker]]
-name = "s1"
-type = "schwab"
-[broker.options]
-api_url = "{url}"
-auth_url = "{url}"
-token_file = "{token}"
-symbols = "AAPL"
-app_key_env = "LIDO_IT_SCHWAB_KEY"
-app_secret_env = "LIDO_IT_SCHWAB_SECRET"
-extended_hours = "true"
-
-[[market]]
-name = "{MARKET}"
-brokers = ["s1"]
-"#,
-        url = fake.url,
-        token = token_file.display()
-    );
+    let token_file = schwab_node::token_file(fake, dir, "s1");
+    let options = "symbols = \"AAPL\"\nextended_hours = \"true\"";
+    let config = schwab_node::node_toml(fake, &token_file, "s1", "schwab", MARKET, options);
     let config_path = dir.join("lido.toml");
     std::fs::write(&config_path, config).unwrap();
-    let (key, secret) = (fake.config().app_key.clone(), fake.config().app_secret.clone());
-    let env = [("LIDO_IT_SCHWAB_KEY", key.as_str()), ("LIDO_IT_SCHWAB_SECRET", secret.as_str())];
+    let env = schwab_node::env(fake);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     TestDaemon::spawn_with(&dir.join("data"), &["--config", config_path.to_str().unwrap()], &env)
 }
 
