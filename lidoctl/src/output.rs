@@ -40,7 +40,7 @@ impl Output {
     pub fn data<T: Serialize>(self, value: &T) -> anyhow::Result<bool> {
         let text = match self.format {
             OutputFormat::Json => serde_json::to_string_pretty(value)? + "\n",
-            OutputFormat::Yaml => serde_yaml::to_string(value)?,
+            OutputFormat::Yaml => serde_saphyr::to_string(value)?,
             OutputFormat::Table | OutputFormat::Wide => return Ok(false),
         };
         write_stdout(&text)?;

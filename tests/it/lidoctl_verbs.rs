@@ -102,7 +102,7 @@ fn json_keys(v: &serde_json::Value) -> BTreeSet<String> {
     keys
 }
 
-/// Every `key:` of a block-style YAML document (what serde_yaml writes).
+/// Every `key:` of a block-style YAML document (what serde-saphyr writes).
 fn yaml_keys(yaml: &str) -> BTreeSet<String> {
     let mut keys = BTreeSet::new();
     for line in yaml.lines() {
