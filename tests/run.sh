@@ -41,6 +41,20 @@ if offending=$(grep -nE 'lidod::|lido_shared::' /dev/null $fake_sources); then
     exit 1
 fi
 
+echo "== monitoring (alert rules and dashboard)"
+# promtool comes with Debian's prometheus package; installed as root, else
+# the syntax check is skipped with the reason (the metric names are always checked).
+if ! need promtool && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+if need promtool; then
+    promtool check rules deploy/monitoring/alerts.yml
+    promtool test rules deploy/monitoring/alerts.test.yml
+else
+    echo "skipped: promtool check rules and test rules (promtool missing and not root; 'sudo apt-get install prometheus' brings it)"
+fi
+bash deploy/monitoring/check-metrics.sh
+
 echo "== format"
 cargo fmt --all -- --check
 echo "== lint"
