@@ -13,6 +13,35 @@ if ! need cargo; then
     echo "error: cargo not found; install a Rust toolchain (rustup) and run this again" >&2
     exit 1
 fi
+
+echo "== toolchain"
+# rust-toolchain.toml pins the release; rustup does not download it by itself
+# (and cannot, offline). When no toolchain of that name is installed but
+# another one is that release (a machine with only `stable` = 1.95.0), use it.
+pinned=$(sed -n 's/^channel = "\(.*\)"$/\1/p' rust-toolchain.toml)
+if need rustup && ! rustup run "$pinned" rustc -V >/dev/null 2>&1; then
+    for tc in $(rustup toolchain list | awk '{print $1}'); do
+        if rustup run "$tc" rustc -V 2>/dev/null | grep -q "^rustc $pinned "; then
+            export RUSTUP_TOOLCHAIN=$tc
+            echo "toolchain $pinned is installed as $tc; using it"
+            break
+        fi
+    done
+    if [ -z "${RUSTUP_TOOLCHAIN:-}" ]; then
+        echo "error: Rust $pinned (rust-toolchain.toml) is not installed; run 'rustup toolchain install $pinned --component rustfmt,clippy'" >&2
+        exit 1
+    fi
+fi
+rustc -V
+if ! rustc -V | grep -q "^rustc $pinned "; then
+    echo "warning: rustc is not $pinned, the release rust-toolchain.toml pins; results may differ from CI's" >&2
+fi
+for tool in fmt clippy; do
+    if ! cargo "$tool" --version >/dev/null 2>&1; then
+        echo "error: cargo $tool is missing from the toolchain; run 'rustup component add ${tool/fmt/rustfmt}' and run this again" >&2
+        exit 1
+    fi
+done
 # Installs a Debian package when its command is missing (as root), or says
 # how to.
 ensure() {
