@@ -7,6 +7,7 @@
 //! - [`journal`]: the durable order journal (SQLite) the order store writes
 //!   before it acknowledges or sends anything.
 //! - [`venue`]: venue adapters, today the paper venue and its broker service.
+//! - [`advertise`]: the URL a node or IM gives other hosts (`--advertise-url`).
 //! - [`auth`]: tokens, rights, the cluster secret and the audit log;
 //!   [`limits`]: per-customer limits and pre-trade risk checks.
 //! - [`http`]: the one listener (algo API, operator API, check-ins, OpenAPI,
@@ -14,6 +15,7 @@
 //! - [`daemon::run`]: wires a node on a listener and runs it until shutdown;
 //!   [`service`]: `lidod service …`, a service in its own process.
 
+pub mod advertise;
 pub mod auth;
 pub mod autoscale;
 pub mod brokers;
