@@ -222,6 +222,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         }
     };
     info!(%api_url, node = %node, startup_ms = started.elapsed().as_millis() as u64, "lidod ready");
+    // Listening, journal open, boot services started: ready for systemd.
+    crate::systemd::ready(&format!("node {node} serving {api_url}"), shutdown.clone());
 
     tokio::select! {
         _ = shutdown.cancelled() => {}
@@ -233,6 +235,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
     // Order matters: hosted traders first (they are clients), then the
     // listener finishes in-flight requests and streams close, then brokers,
     // so nothing in flight loses its venue.
+    crate::systemd::stopping();
     info!("shutting down: no new work; stopping traders");
     traders.shutdown().await;
     match tokio::time::timeout(DRAIN_CONNECTIONS, &mut server).await {
@@ -316,10 +319,16 @@ pub async fn run_im(listener: TcpListener, config: Config, shutdown: Cancellatio
     let closing = shutdown.clone().cancelled_owned();
     let server = axum::serve(listener, app).with_graceful_shutdown(closing);
     let mut server = tokio::spawn(async move { server.await });
+    // Listening, the registry open: ready for systemd.
+    crate::systemd::ready(
+        &format!("InfrastructureManager {} serving {}", config.node.id, urls.advertised),
+        shutdown.clone(),
+    );
     tokio::select! {
         _ = shutdown.cancelled() => {}
         r = &mut server => return r.context("server task failed")?.context("server failed"),
     }
+    crate::systemd::stopping();
     match tokio::time::timeout(DRAIN_CONNECTIONS, &mut server).await {
         Ok(r) => r.context("server task failed")?.context("server failed")?,
         Err(_) => {
