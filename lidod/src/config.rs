@@ -62,6 +62,11 @@ pub struct NodeConfig {
     /// The CA (PEM) managers and services trust on the pipes and check-ins;
     /// default: `tls_cert` itself (a self-signed certificate).
     pub tls_ca: Option<PathBuf>,
+    /// The URL other hosts reach this node or IM at (`http://10.0.0.5:7700`,
+    /// `http://lidod-node-0.lidod-node:7700`); port 0 means the bound port.
+    /// Unset: the listen address, which must then not be `0.0.0.0` / `::`
+    /// for other hosts to reach it. See `advertise.rs`.
+    pub advertise_url: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -340,6 +345,7 @@ impl Default for NodeConfig {
             tls_cert: None,
             tls_key: None,
             tls_ca: None,
+            advertise_url: None,
         }
     }
 }
@@ -397,6 +403,9 @@ impl Config {
             identity.is_some() || self.node.tls_ca.is_none(),
             "tls_ca is set but tls_cert and tls_key are not: the CA is for a node that serves TLS; set all three or drop tls_ca"
         );
+        if let Some(url) = &self.node.advertise_url {
+            crate::advertise::validate(url)?;
+        }
         let mut names = std::collections::BTreeSet::new();
         for b in &self.brokers {
             anyhow::ensure!(names.insert(b.name.as_str()), "broker name {:?} is used twice", b.name);
@@ -469,6 +478,14 @@ mod tests {
         assert!(no_im.validate().unwrap_err().to_string().contains("--im"));
         let bad_tz = "[cluster]\nafter_hours = { start = \"16:30\", end = \"20:00\", tz = \"Mars/Base\" }";
         assert!(toml::from_str::<Config>(bad_tz).unwrap().validate().is_err());
+    }
+
+    #[test]
+    fn advertise_urls_are_checked_at_load() {
+        let good: Config = toml::from_str("[node]\nadvertise_url = \"http://10.0.0.5:7700\"").unwrap();
+        good.validate().unwrap();
+        let bad: Config = toml::from_str("[node]\nadvertise_url = \"http://0.0.0.0:7700\"").unwrap();
+        assert!(bad.validate().unwrap_err().to_string().contains("--advertise-url"));
     }
 
     #[test]

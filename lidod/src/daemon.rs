@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use crate::auth::{Access, AuthMode};
 use crate::brokers::BrokerManager;
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::events::EventBus;
 use crate::infra::{Infra, InfraParts};
 use crate::journal::Journal;
@@ -41,6 +41,26 @@ async fn publish_metrics(infra: Infra, stop: CancellationToken) {
     }
 }
 
+/// Says once, at start, that other hosts cannot dial this process: it is
+/// bound to an unspecified address and has no advertise URL.
+fn warn_if_unreachable(urls: &crate::advertise::Urls, addr: std::net::SocketAddr, role: Role) {
+    if !urls.unreachable {
+        return;
+    }
+    let how = crate::advertise::HOW_TO_SET;
+    match role {
+        Role::Node => {
+            warn!(listen = %addr, "no advertise URL: this node listens on an unspecified address, which InfrastructureManagers refuse at check-in (no other host can dial it); set {how} to the URL other hosts reach it at, e.g. http://10.0.0.5:{}", addr.port())
+        }
+        Role::All => {
+            warn!(listen = %addr, "no advertise URL: sessions hand algos {} (an unspecified address no other host can dial); set {how} to the URL other hosts reach this node at", urls.advertised)
+        }
+        Role::Im => {
+            warn!(listen = %addr, "no advertise URL: this InfrastructureManager listens on an unspecified address and names {} as its own URL; set {how} to the URL other hosts reach it at", urls.advertised)
+        }
+    }
+}
+
 /// How long open connections (streams) may linger after a shutdown starts.
 const DRAIN_CONNECTIONS: Duration = Duration::from_secs(3);
 
@@ -54,7 +74,12 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         Some(identity) => Some(NodeTls::load(identity, config.node.tls_ca.clone())?),
         None => None,
     };
-    let api_url = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
+    let urls = crate::advertise::resolve(config.node.advertise_url.as_deref(), addr, tls.is_some())?;
+    warn_if_unreachable(&urls, addr, config.cluster.role);
+    // Other hosts (IMs, algos) get the advertised URL; the services this
+    // node starts on this host dial it locally.
+    let api_url = urls.advertised.clone();
+    let local_url = urls.local.clone();
     match &tls {
         Some(t) => info!(cert = %t.identity.cert.display(), ca = %t.ca.display(),
             "TLS on: serving HTTPS/WSS only; broker pipes are wss:// and verified against the CA"),
@@ -102,7 +127,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         dial_tls.clone(),
         managers.child_token(),
     );
-    let brokers = BrokerManager::new(broker_sup, exe, api_url.clone(), config.node.data_dir.clone());
+    let brokers = BrokerManager::new(broker_sup, exe, local_url.clone(), config.node.data_dir.clone());
     let journal = Journal::open_with(&config.node.data_dir, config.node.journal_synchronous)?;
     let orders = OrderStore::open(journal)?;
     info!(data_dir = %config.node.data_dir.display(), synchronous = ?config.node.journal_synchronous,
@@ -140,7 +165,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         managers.child_token(),
     );
     let sessions = Sessions::default();
-    let traders = TraderManager::new(trader_sup, api_url.clone(), sessions.clone(), config.node.data_dir.clone());
+    let traders = TraderManager::new(trader_sup, local_url, sessions.clone(), config.node.data_dir.clone());
 
     let infra = Infra::new(InfraParts {
         node_id: node.clone(),
@@ -169,7 +194,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
     }
 
     tokio::spawn(publish_metrics(infra.clone(), managers.clone()));
-    if config.cluster.role == crate::config::Role::Node {
+    if config.cluster.role == Role::Node {
         let interval = Duration::from_millis(config.cluster.checkin_interval_ms);
         info!(ims = ?config.cluster.ims, interval_ms = config.cluster.checkin_interval_ms, "node role: checking in with the InfrastructureManagers");
         let secret = infra.cluster_secret().clone();
@@ -197,6 +222,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         }
     };
     info!(%api_url, node = %node, startup_ms = started.elapsed().as_millis() as u64, "lidod ready");
+    // Listening, journal open, boot services started: ready for systemd.
+    crate::systemd::ready(&format!("node {node} serving {api_url}"), shutdown.clone());
 
     tokio::select! {
         _ = shutdown.cancelled() => {}
@@ -208,6 +235,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
     // Order matters: hosted traders first (they are clients), then the
     // listener finishes in-flight requests and streams close, then brokers,
     // so nothing in flight loses its venue.
+    crate::systemd::stopping();
     info!("shutting down: no new work; stopping traders");
     traders.shutdown().await;
     match tokio::time::timeout(DRAIN_CONNECTIONS, &mut server).await {
@@ -233,6 +261,8 @@ pub async fn run_im(listener: TcpListener, config: Config, shutdown: Cancellatio
         config.node.tls_identity()?.is_none(),
         "an InfrastructureManager serves plain HTTP for now; drop tls_cert/tls_key for --role im"
     );
+    let urls = crate::advertise::resolve(config.node.advertise_url.as_deref(), addr, false)?;
+    warn_if_unreachable(&urls, addr, Role::Im);
     crate::auth::check_mode(config.auth, addr)?;
     let data_dir = config.node.data_dir.as_path();
     std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
@@ -260,10 +290,10 @@ pub async fn run_im(listener: TcpListener, config: Config, shutdown: Cancellatio
     if c.autoscale.enabled {
         let mut provisioner = c.provisioner.clone().context("[cluster.autoscale] needs [cluster.provisioner]")?;
         if let crate::cluster::provision::ProvisionerConfig::Local(local) = &mut provisioner {
-            // Nodes started here check in with this IM and share its secret,
-            // unless the operator said otherwise.
+            // Nodes started here check in with this IM (on this host: its
+            // local URL) and share its secret, unless the operator said otherwise.
             if local.ims.is_empty() {
-                local.ims.push(format!("http://{addr}"));
+                local.ims.push(urls.local.clone());
             }
             if local.cluster_secret_file.is_none() {
                 local.cluster_secret_file =
@@ -281,7 +311,7 @@ pub async fn run_im(listener: TcpListener, config: Config, shutdown: Cancellatio
         im.set_node_scaler(scaler);
     }
     let app = crate::http::im::router(im);
-    info!(url = %format!("http://{addr}"), registry = %c.registry, after_hours = ?after_hours.map(|w| w.to_string()),
+    info!(url = %urls.advertised, listen = %addr, registry = %c.registry, after_hours = ?after_hours.map(|w| w.to_string()),
         "lidod ready as an InfrastructureManager");
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
@@ -289,10 +319,16 @@ pub async fn run_im(listener: TcpListener, config: Config, shutdown: Cancellatio
     let closing = shutdown.clone().cancelled_owned();
     let server = axum::serve(listener, app).with_graceful_shutdown(closing);
     let mut server = tokio::spawn(async move { server.await });
+    // Listening, the registry open: ready for systemd.
+    crate::systemd::ready(
+        &format!("InfrastructureManager {} serving {}", config.node.id, urls.advertised),
+        shutdown.clone(),
+    );
     tokio::select! {
         _ = shutdown.cancelled() => {}
         r = &mut server => return r.context("server task failed")?.context("server failed"),
     }
+    crate::systemd::stopping();
     match tokio::time::timeout(DRAIN_CONNECTIONS, &mut server).await {
         Ok(r) => r.context("server task failed")?.context("server failed")?,
         Err(_) => {

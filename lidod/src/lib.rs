@@ -7,13 +7,16 @@
 //! - [`journal`]: the durable order journal (SQLite) the order store writes
 //!   before it acknowledges or sends anything.
 //! - [`venue`]: venue adapters, today the paper venue and its broker service.
+//! - [`advertise`]: the URL a node or IM gives other hosts (`--advertise-url`).
 //! - [`auth`]: tokens, rights, the cluster secret and the audit log;
 //!   [`limits`]: per-customer limits and pre-trade risk checks.
 //! - [`http`]: the one listener (algo API, operator API, check-ins, OpenAPI,
 //!   Prometheus [`metrics`]); [`tls`]: HTTPS/WSS on it and on the pipes.
-//! - [`daemon::run`]: wires a node on a listener and runs it until shutdown;
+//! - [`daemon::run`]: wires a node on a listener and runs it until shutdown
+//!   (telling [`systemd`] when it is ready);
 //!   [`service`]: `lidod service …`, a service in its own process.
 
+pub mod advertise;
 pub mod auth;
 pub mod autoscale;
 pub mod brokers;
@@ -34,6 +37,7 @@ pub mod pipe;
 pub mod service;
 pub mod sessions;
 pub mod supervisor;
+pub mod systemd;
 pub mod tls;
 pub mod traders;
 pub mod venue;

@@ -16,12 +16,16 @@ use tracing_subscriber::util::SubscriberInitExt;
 #[command(
     name = "lidod",
     version,
-    after_help = "Examples:\n  lidod\n  lidod --listen 127.0.0.1:0\n  lidod --config lido.toml\n  lidod --data-dir /var/lib/lido\n  lidod --tls-cert cert.pem --tls-key key.pem\n  lidod service broker paper --name p9 --manager-url http://127.0.0.1:7700\n  lidod venue paper --listen 127.0.0.1:7790 --data-dir /var/lib/lido-exchange"
+    after_help = "Examples:\n  lidod\n  lidod --listen 127.0.0.1:0\n  lidod --config lido.toml\n  lidod --data-dir /var/lib/lido\n  lidod --tls-cert cert.pem --tls-key key.pem\n  lidod --role node --listen 0.0.0.0:7700 --advertise-url http://10.0.0.5:7700 --im http://10.0.0.2:7700 --auth tokens\n  lidod service broker paper --name p9 --manager-url http://127.0.0.1:7700\n  lidod venue paper --listen 127.0.0.1:7790 --data-dir /var/lib/lido-exchange"
 )]
 struct Cli {
     /// Address to listen on (default 127.0.0.1:7700; port 0 picks a free one).
     #[arg(long, env = "LIDO_LISTEN")]
     listen: Option<SocketAddr>,
+    /// The URL other hosts reach this node or IM at, e.g. http://10.0.0.5:7700
+    /// (default: the listen address, unless it is 0.0.0.0 or [::]; port 0: the bound port).
+    #[arg(long, env = "LIDO_ADVERTISE_URL", value_name = "URL")]
+    advertise_url: Option<String>,
     /// TOML configuration file (see lido.example.toml).
     #[arg(long, env = "LIDO_CONFIG")]
     config: Option<PathBuf>,
@@ -195,6 +199,9 @@ fn main() -> anyhow::Result<()> {
                 };
                 if let Some(listen) = cli.listen {
                     config.listen = listen;
+                }
+                if let Some(url) = cli.advertise_url {
+                    config.node.advertise_url = Some(url);
                 }
                 if let Some(dir) = cli.data_dir {
                     config.node.data_dir = dir;

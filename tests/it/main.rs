@@ -1,6 +1,7 @@
 //! Integration tests: each starts real `lidod` processes on 127.0.0.1:0 and
 //! drives them only through their public APIs (REST, WebSockets, signals).
 
+mod advertise;
 mod algo;
 mod auth;
 mod autoscale;

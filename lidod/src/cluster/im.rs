@@ -169,6 +169,15 @@ impl ClusterIm {
         if !(body.watch_url.starts_with("ws://") || body.watch_url.starts_with("wss://")) {
             return Err(ApiError::bad_request("invalid_checkin", "watch_url must be a ws:// or wss:// URL"));
         }
+        // A node bound to 0.0.0.0 without --advertise-url: nobody can dial it.
+        let watch_as_http = body.watch_url.replacen("ws", "http", 1);
+        let watch_base = watch_as_http.strip_suffix("/v1/cluster/watch").unwrap_or(&watch_as_http);
+        if let Some(why) = crate::advertise::unreachable_reason(&body.info.id, &body.info.api_url)
+            .or_else(|| crate::advertise::unreachable_reason(&body.info.id, watch_base))
+        {
+            debug!(node = %body.info.id, api_url = %body.info.api_url, "refused a node check-in: its advertised URL cannot be dialed");
+            return Err(ApiError::bad_request("advertise_url_required", why));
+        }
         let id = body.info.id.clone();
         let draining = self.inner.registry.draining().await.map_err(registry_error)?.contains(&id);
         if self.is_stopping(&id) {

@@ -280,6 +280,9 @@ impl Provisioner for LocalProvisioner {
             .args(&args)
             .env("NO_COLOR", "1")
             .env(EXIT_WITH_PARENT_ENV, "1")
+            // The IM's own advertise URL is not the node's: give a node one
+            // with --advertise-url in extra_args or advertise_url in node_config.
+            .env_remove("LIDO_ADVERTISE_URL")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
