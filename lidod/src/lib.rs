@@ -12,7 +12,8 @@
 //! - [`http`]: the one listener (algo API, operator API, check-ins, OpenAPI,
 //!   Prometheus [`metrics`]); [`tls`]: HTTPS/WSS on it and on the pipes.
 //! - [`daemon::run`]: wires a node on a listener and runs it until shutdown;
-//!   [`service`]: `lidod service …`, a service in its own process.
+//!   [`service`]: `lidod service …`, a service in its own process;
+//!   [`sandbox`]: what a child process is given (environment, files).
 
 pub mod auth;
 pub mod autoscale;
@@ -31,6 +32,7 @@ pub mod loglevel;
 pub mod markets;
 pub mod metrics;
 pub mod pipe;
+pub mod sandbox;
 pub mod service;
 pub mod sessions;
 pub mod supervisor;
