@@ -95,7 +95,7 @@ impl TraderManager {
             .map_err(|e| ApiError::bad_request("invalid_option", format!("cannot run {exec:?}: {e}")))?;
         let customer = options.get("customer").cloned().unwrap_or_else(|| "default".to_string());
         crate::sessions::validate_customer(&customer)?;
-        let (operator_env, pass) = operator_env(&options)?;
+        let OperatorEnv { set: operator_env, pass } = operator_env(&options)?;
         let work_dir = self.data_dir.join("traders").join(name);
         let sandbox = self.sandbox(&program, &work_dir)?;
         let tmp = work_dir.join("tmp");
@@ -170,7 +170,7 @@ impl TraderManager {
 /// What the operator passes a trader explicitly: `env.NAME=value` options
 /// and the names in `env_pass`. Names are checked: no `LIDO_` name (the
 /// trader contract's own) and nothing of lidod's credentials.
-fn operator_env(options: &BTreeMap<String, String>) -> Result<(Vec<(String, String)>, Vec<String>), ApiError> {
+fn operator_env(options: &BTreeMap<String, String>) -> Result<OperatorEnv, ApiError> {
     let check = |name: &str, how: &str| -> Result<(), ApiError> {
         let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
@@ -205,7 +205,14 @@ fn operator_env(options: &BTreeMap<String, String>) -> Result<(Vec<(String, Stri
         check(name, "env_pass")?;
         pass.push(name.to_string());
     }
-    Ok((set, pass))
+    Ok(OperatorEnv { set, pass })
+}
+
+/// What the operator passes a trader: variables set, names copied from lidod's environment.
+#[derive(Debug)]
+struct OperatorEnv {
+    set: Vec<(String, String)>,
+    pass: Vec<String>,
 }
 
 #[cfg(test)]
@@ -218,7 +225,7 @@ mod tests {
 
     #[test]
     fn the_operator_sets_and_passes_variables_by_name_but_never_lidods_own() {
-        let (set, pass) =
+        let OperatorEnv { set, pass } =
             operator_env(&opts(&[("env.FOO", "1"), ("env_pass", "HTTPS_PROXY, DATA"), ("qty", "2")])).unwrap();
         assert_eq!(set, [("FOO".to_string(), "1".to_string())]);
         assert_eq!(pass, ["HTTPS_PROXY", "DATA"]);
