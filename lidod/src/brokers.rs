@@ -1,5 +1,9 @@
 //! The BrokerManager: starts broker services (child processes by default),
-//! supervises them and gives the MarketManager their pipes.
+//! supervises them and gives the MarketManager their pipes. A broker
+//! process gets the cluster secret (it is lidod's own) and, of lidod's
+//! environment, only the base, [`crate::sandbox::BROKER_ENV`] and the
+//! variables its own options name for its venue credentials: one broker's
+//! keys never reach another broker or a trader.
 
 use std::collections::BTreeMap;
 use std::ops::Deref;
@@ -81,7 +85,14 @@ impl BrokerManager {
                     args.push("--set".into());
                     args.push(format!("{k}={v}"));
                 }
-                Launch::Process { program: self.exe.clone(), args, env: Vec::new(), own_cert: None }
+                Launch::Process {
+                    program: self.exe.clone(),
+                    args,
+                    env: Vec::new(),
+                    pass: broker_env(&parsed),
+                    own_cert: None,
+                    sandbox: None,
+                }
             }
             RunMode::Task => {
                 let name = name.to_string();
@@ -111,5 +122,37 @@ impl BrokerManager {
             options,
             launch: Some(launch),
         })
+    }
+}
+
+/// What a broker process takes from lidod's environment: the broker base
+/// and the variables its options name for its credentials.
+fn broker_env(options: &BrokerOptions) -> Vec<String> {
+    let mut names: Vec<String> = crate::sandbox::BROKER_ENV.iter().map(|n| n.to_string()).collect();
+    match options {
+        BrokerOptions::Paper(_) => {}
+        BrokerOptions::Kraken(o) => names.extend([o.api_key_env.clone(), o.api_secret_env.clone()]),
+        BrokerOptions::Schwab { options, .. } => {
+            names.extend([options.app_key_env.clone(), options.app_secret_env.clone()])
+        }
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broker_takes_the_credentials_its_options_name_only() {
+        let kraken = BTreeMap::from([("api_secret_env".to_string(), "K2_SECRET".to_string())]);
+        let kraken = BrokerOptions::parse("kraken", "k2", &kraken).unwrap();
+        let names = broker_env(&kraken);
+        assert!(names.contains(&"KRAKEN_API_KEY".to_string()) && names.contains(&"K2_SECRET".to_string()));
+        assert!(!names.iter().any(|n| n == "KRAKEN_API_SECRET" || n.starts_with("SCHWAB")), "{names:?}");
+        let paper = BrokerOptions::parse("paper", "p1", &BTreeMap::new()).unwrap();
+        assert!(!broker_env(&paper)
+            .iter()
+            .any(|n| n.contains("KRAKEN") || n.contains("SCHWAB") || n.contains("SECRET")));
     }
 }

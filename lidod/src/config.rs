@@ -40,6 +40,8 @@ pub struct Config {
     pub autoscale: AutoscaleConfig,
     pub failover: FailoverConfig,
     pub cluster: ClusterConfig,
+    /// How hosted traders are confined (`[traders] sandbox`, `read_paths`).
+    pub traders: crate::sandbox::TradersConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -319,6 +321,7 @@ impl Default for Config {
             autoscale: AutoscaleConfig::default(),
             failover: FailoverConfig::default(),
             cluster: ClusterConfig::default(),
+            traders: crate::sandbox::TradersConfig::default(),
         }
     }
 }

@@ -127,7 +127,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         dial_tls.clone(),
         managers.child_token(),
     );
-    let brokers = BrokerManager::new(broker_sup, exe, local_url.clone(), config.node.data_dir.clone());
+    let brokers = BrokerManager::new(broker_sup, exe.clone(), local_url.clone(), config.node.data_dir.clone());
     let journal = Journal::open_with(&config.node.data_dir, config.node.journal_synchronous)?;
     let orders = OrderStore::open(journal)?;
     info!(data_dir = %config.node.data_dir.display(), synchronous = ?config.node.journal_synchronous,
@@ -165,7 +165,14 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         managers.child_token(),
     );
     let sessions = Sessions::default();
-    let traders = TraderManager::new(trader_sup, local_url, sessions.clone(), config.node.data_dir.clone());
+    let traders = TraderManager::new(
+        trader_sup,
+        local_url,
+        sessions.clone(),
+        config.node.data_dir.clone(),
+        exe,
+        config.traders.clone(),
+    );
 
     let infra = Infra::new(InfraParts {
         node_id: node.clone(),

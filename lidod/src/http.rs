@@ -17,6 +17,8 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use lido_shared::api::MAX_BODY_BYTES;
+use lido_shared::client::agent::{SERVICE_KEY_ENV, SERVICE_KEY_HEADER};
+use lido_shared::cluster::ServiceKind;
 use lido_shared::pipe::{CheckIn, CheckInReply, CHECKIN_PATH};
 use tower_http::trace::TraceLayer;
 
@@ -99,7 +101,6 @@ async fn metrics(State(infra): State<Infra>) -> Result<String, ApiError> {
 /// a Schwab broker's refresh token time left,
 /// a market's feed listeners.
 fn record_service_figures(s: &lido_shared::cluster::ServiceInfo) {
-    use lido_shared::cluster::ServiceKind;
     let figure = |name: &str| s.metrics.get(name).copied();
     match s.kind {
         ServiceKind::Broker => {
@@ -130,13 +131,29 @@ async fn not_found() -> ApiError {
     ApiError::not_found("not_found", "no such endpoint; GET /v1/openapi.json lists the API")
 }
 
-/// A service checks in; it must prove the cluster secret.
+/// A service checks in; it must prove the cluster secret, or be a hosted
+/// trader proving its own check-in key for its own name.
 async fn checkin(
     State(infra): State<Infra>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<CheckIn>,
 ) -> Result<Json<CheckInReply>, ApiError> {
-    if let Err(e) = crate::auth::secret::check(&headers, infra.cluster_secret()) {
+    let proven = match headers.get(SERVICE_KEY_HEADER) {
+        Some(key) if !headers.contains_key(lido_shared::access::CLUSTER_SECRET_HEADER) => {
+            let ours = body.kind == ServiceKind::Trader && infra.traders().key_matches(&body.name, key.as_bytes());
+            if ours {
+                Ok(())
+            } else {
+                Err(ApiError::unauthorized(format!(
+                    "this check-in key is not the one of trader {:?}'s current start; a hosted trader checks in \
+                     only as itself, with the {SERVICE_KEY_ENV} its TraderManager gave it",
+                    body.name
+                )))
+            }
+        }
+        _ => crate::auth::secret::check(&headers, infra.cluster_secret()),
+    };
+    if let Err(e) = proven {
         tracing::warn!(service = %body.name, reason = %e.message, "check-in refused");
         return Err(e);
     }

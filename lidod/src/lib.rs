@@ -14,7 +14,8 @@
 //!   Prometheus [`metrics`]); [`tls`]: HTTPS/WSS on it and on the pipes.
 //! - [`daemon::run`]: wires a node on a listener and runs it until shutdown
 //!   (telling [`systemd`] when it is ready);
-//!   [`service`]: `lidod service …`, a service in its own process.
+//!   [`service`]: `lidod service …`, a service in its own process;
+//!   [`sandbox`]: what a child process is given (environment, files).
 
 pub mod advertise;
 pub mod auth;
@@ -34,6 +35,7 @@ pub mod loglevel;
 pub mod markets;
 pub mod metrics;
 pub mod pipe;
+pub mod sandbox;
 pub mod service;
 pub mod sessions;
 pub mod supervisor;

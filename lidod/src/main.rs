@@ -79,6 +79,18 @@ enum Cmd {
         #[command(subcommand)]
         service: ServiceCmd,
     },
+    /// Internal: how the TraderManager starts a hosted trader. Restricts
+    /// itself with Landlock (read/write WORK_DIR, read the system and each
+    /// --read path), then runs PROGRAM in its place.
+    #[command(hide = true)]
+    Sandbox {
+        #[arg(long)]
+        work_dir: std::path::PathBuf,
+        #[arg(long)]
+        read: Vec<std::path::PathBuf>,
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
     /// Run a shared venue: `lidod venue paper --listen 127.0.0.1:0 --data-dir DIR`.
     Venue {
         #[command(subcommand)]
@@ -182,6 +194,10 @@ fn main() -> anyhow::Result<()> {
                     exit_with_parent,
                 };
                 service::run_broker(args, shutdown).await
+            }
+            Some(Cmd::Sandbox { work_dir, read, command }) => {
+                let (program, args) = command.split_first().context("no program to run")?;
+                Err(lidod::sandbox::exec(&work_dir, &read, std::path::Path::new(program), args))
             }
             Some(Cmd::Venue { venue: VenueCmd::Paper { listen, data_dir, cluster_secret_file, options } }) => {
                 let args = lidod::venue::paper_exchange::ExchangeArgs {

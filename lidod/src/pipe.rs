@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
 use futures_util::{SinkExt, StreamExt};
-use lido_shared::access::{Secret, CLUSTER_SECRET_HEADER};
 use lido_shared::client::agent::memory;
+use lido_shared::client::agent::Proof;
 use lido_shared::cluster::ServiceState;
 use lido_shared::pipe::{
     Command, ManagerFrame, OrderTrace, Reply, ReplyBody, ServiceEvent, ServiceFrame, HEARTBEAT_INTERVAL_MS,
@@ -123,8 +123,9 @@ struct Inner {
     requests: mpsc::Sender<Request>,
     state: watch::Sender<PipeState>,
     next_id: AtomicU64,
-    /// Proven to the service on every dial.
-    cluster_secret: Secret,
+    /// Proven to the service on every dial: the cluster secret, or a hosted
+    /// trader's own check-in key (new at each of its starts).
+    proof: std::sync::Mutex<Proof>,
     /// The trust a `wss://` pipe is verified with (the node's CA, or a
     /// hosted trader's own certificate); read at each dial.
     tls: std::sync::Mutex<Option<Arc<rustls::ClientConfig>>>,
@@ -150,7 +151,7 @@ impl PipeHandle {
         url: String,
         events: PipeEvents,
         signals: mpsc::UnboundedSender<(String, PipeSignal)>,
-        cluster_secret: Secret,
+        proof: Proof,
         tls: Option<Arc<rustls::ClientConfig>>,
         cancel: CancellationToken,
     ) -> Self {
@@ -161,7 +162,7 @@ impl PipeHandle {
             requests: req_tx,
             state: watch::channel(PipeState::Connecting).0,
             next_id: AtomicU64::new(1),
-            cluster_secret,
+            proof: std::sync::Mutex::new(proof),
             tls: std::sync::Mutex::new(tls),
             cancel,
             rtt_us: AtomicU64::new(0),
@@ -203,10 +204,12 @@ impl PipeHandle {
         });
     }
 
-    /// [`Self::redial`], verifying the service with `tls` from the next
-    /// dial on (a service that made itself a new certificate).
-    pub fn redial_with(&self, url: String, tls: Option<Arc<rustls::ClientConfig>>) {
+    /// [`Self::redial`], verifying the service with `tls` and proving
+    /// `proof` from the next dial on (a service that made itself a new
+    /// certificate, a trader started with a new key).
+    pub fn redial_with(&self, url: String, tls: Option<Arc<rustls::ClientConfig>>, proof: Proof) {
         *self.inner.tls.lock().unwrap_or_else(|p| p.into_inner()) = tls;
+        *self.inner.proof.lock().unwrap_or_else(|p| p.into_inner()) = proof;
         self.redial(url);
     }
 
@@ -333,9 +336,10 @@ async fn dial(url: &str, inner: &Inner, config: WebSocketConfig) -> Result<Diale
     let in_memory = memory::is_memory_url(url);
     let mut request =
         if in_memory { memory::handshake_url(url).into_client_request()? } else { url.into_client_request()? };
-    let value = HeaderValue::from_str(inner.cluster_secret.expose())
-        .map_err(|_| WsError::Url(UrlError::UnableToConnect("bad cluster secret".into())))?;
-    request.headers_mut().insert(CLUSTER_SECRET_HEADER, value);
+    let proof = inner.proof.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let value = HeaderValue::from_str(proof.secret().expose())
+        .map_err(|_| WsError::Url(UrlError::UnableToConnect("bad cluster secret or service key".into())))?;
+    request.headers_mut().insert(proof.header(), value);
     if in_memory {
         let stream = memory::connect(url)?;
         let (ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;

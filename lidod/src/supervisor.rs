@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use chrono::Utc;
 use futures_util::future::BoxFuture;
-use lido_shared::client::agent::ServiceLink;
+use lido_shared::access::Secret;
+use lido_shared::client::agent::{Proof, ServiceLink, SERVICE_KEY_ENV};
 use lido_shared::cluster::{ClusterEvent, RunMode, ServiceInfo, ServiceKind, ServiceState};
 use lido_shared::pipe::{CheckIn, Command};
-use lido_shared::tls::{TLS_CERT_ENV, TLS_KEY_ENV};
+use lido_shared::tls::{TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -25,15 +26,26 @@ use crate::error::ApiError;
 use crate::events::EventBus;
 use crate::logbuf::LogBuffer;
 use crate::pipe::{PipeEvents, PipeHandle, PipeSignal};
+use crate::sandbox::Sandbox;
 
 /// How to start a service.
 #[derive(Clone)]
 pub enum Launch {
     /// A child process. Its stdin is a pipe that closes when `lidod` dies,
     /// so children never outlive their node.
+    /// Its environment is built, never inherited ([`crate::sandbox::child_env`]):
+    /// the base, `pass` (names copied from lidod's environment), `env`.
     /// `own_cert`: on a TLS node, the folder where each start gets a pipe
     /// certificate of its own instead of the node's (hosted traders).
-    Process { program: PathBuf, args: Vec<String>, env: Vec<(String, String)>, own_cert: Option<PathBuf> },
+    /// `sandbox`: run it through `launcher` (`lidod sandbox …`) under Landlock.
+    Process {
+        program: PathBuf,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        pass: Vec<String>,
+        own_cert: Option<PathBuf>,
+        sandbox: Option<(PathBuf, Sandbox)>,
+    },
     /// A task inside `lidod`; it gets a token that stops it.
     Task(Arc<dyn Fn(CancellationToken) -> BoxFuture<'static, ()> + Send + Sync>),
 }
@@ -43,7 +55,9 @@ struct ChildSpec<'a> {
     program: &'a PathBuf,
     args: &'a [String],
     env: &'a [(String, String)],
+    pass: &'a [String],
     own_cert: Option<&'a std::path::Path>,
+    sandbox: Option<&'a (PathBuf, Sandbox)>,
 }
 
 /// What the manager knows to (re)start a service.
@@ -99,6 +113,10 @@ struct Entry {
     /// What its pipe is dialed with when it has its own certificate
     /// ([`Launch::Process`] `own_cert`): that certificate alone.
     pipe_trust: Option<Arc<rustls::ClientConfig>>,
+    /// A hosted trader's check-in key, new at each start: it checks in with
+    /// it (as this name only) and its pipe is dialed proving it. Traders
+    /// never see the cluster secret.
+    service_key: Option<Secret>,
 }
 
 /// How long a stopped service's name refuses check-ins from a process
@@ -158,6 +176,18 @@ impl Supervisor {
             link.tls = None;
         }
         link
+    }
+
+    /// The CA a service trusts on check-in (TLS nodes).
+    pub fn manager_ca(&self) -> Option<PathBuf> {
+        self.inner.link.manager_ca.clone()
+    }
+
+    /// Whether `given` is the check-in key of the current incarnation of
+    /// the hosted service `name` (constant time).
+    pub fn key_matches(&self, name: &str, given: &[u8]) -> bool {
+        let key = self.lock().get(name).and_then(|e| e.service_key.clone());
+        key.is_some_and(|key| crate::auth::secret::matches(given, &key))
     }
 
     pub fn list(&self) -> Vec<ServiceInfo> {
@@ -221,6 +251,7 @@ impl Supervisor {
                     last_received: 0,
                     logs: Arc::new(LogBuffer::new(LOG_LINES)),
                     pipe_trust: None,
+                    service_key: None,
                 },
             );
         }
@@ -267,6 +298,7 @@ impl Supervisor {
                         last_received: 0,
                         logs: Arc::new(LogBuffer::new(LOG_LINES)),
                         pipe_trust: None,
+                        service_key: None,
                     },
                 );
             }
@@ -285,15 +317,19 @@ impl Supervisor {
                 entry.info.pid = checkin.pid;
             }
             let trust = entry.pipe_trust.clone().or_else(|| self.inner.dial_tls.clone());
+            let proof = match &entry.service_key {
+                Some(key) => Proof::ServiceKey(key.clone()),
+                None => Proof::ClusterSecret(self.inner.link.cluster_secret.clone()),
+            };
             match &entry.pipe {
-                Some(pipe) => pipe.redial_with(checkin.ws_url.clone(), trust),
+                Some(pipe) => pipe.redial_with(checkin.ws_url.clone(), trust, proof),
                 None => {
                     entry.pipe = Some(PipeHandle::start(
                         checkin.name.clone(),
                         checkin.ws_url.clone(),
                         self.inner.events.clone(),
                         self.inner.signals.clone(),
-                        self.inner.link.cluster_secret.clone(),
+                        proof,
                         trust,
                         entry.stop.child_token(),
                     ))
@@ -506,8 +542,15 @@ impl Supervisor {
             let Some(bounce) = self.bounce_token(&name) else { return };
             let started = Instant::now();
             let outcome = match &launch {
-                Launch::Process { program, args, env, own_cert } => {
-                    let child = ChildSpec { program, args, env, own_cert: own_cert.as_deref() };
+                Launch::Process { program, args, env, pass, own_cert, sandbox } => {
+                    let child = ChildSpec {
+                        program,
+                        args,
+                        env,
+                        pass,
+                        own_cert: own_cert.as_deref(),
+                        sandbox: sandbox.as_ref(),
+                    };
                     self.run_process(&name, child, &bounce).await
                 }
                 Launch::Task(make) => {
@@ -570,20 +613,43 @@ impl Supervisor {
         child: ChildSpec<'_>,
         bounce: &CancellationToken,
     ) -> Result<String, String> {
-        let ChildSpec { program, args, env, own_cert } = child;
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(args)
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        let ChildSpec { program, args, env, pass, own_cert, sandbox } = child;
+        let mut cmd = match sandbox {
+            Some((launcher, sandbox)) => {
+                let mut cmd = tokio::process::Command::new(launcher);
+                cmd.args(sandbox.launcher_args(program, args)).current_dir(&sandbox.work_dir);
+                cmd
+            }
+            None => {
+                let mut cmd = tokio::process::Command::new(program);
+                cmd.args(args);
+                cmd
+            }
+        };
+        // Nothing of lidod's environment but what is named for this child.
+        cmd.env_clear()
+            .envs(crate::sandbox::child_env(pass, env))
             .env("NO_COLOR", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        for (var, value) in self.link().env() {
-            match value {
-                Some(value) => cmd.env(var, value),
-                None => cmd.env_remove(var),
-            };
+        if self.inner.kind == ServiceKind::Trader {
+            // Customers' code: a key for this start, never the cluster secret.
+            let key = crate::auth::secret::generate();
+            cmd.env(SERVICE_KEY_ENV, key.expose());
+            if let Some(ca) = &self.inner.link.manager_ca {
+                cmd.env(TLS_CA_ENV, ca);
+            }
+            if let Some(e) = self.lock().get_mut(name) {
+                e.service_key = Some(key);
+            }
+        } else {
+            for (var, value) in self.link().env() {
+                if let Some(value) = value {
+                    cmd.env(var, value);
+                }
+            }
         }
         if let Some(dir) = own_cert.filter(|_| self.inner.link.tls.is_some()) {
             let own = crate::tls::OwnPipeCert::make(dir).map_err(|e| format!("no pipe certificate: {e}"))?;
@@ -655,8 +721,6 @@ fn not_found(name: &str) -> ApiError {
 
 #[cfg(test)]
 mod tests {
-    use lido_shared::access::Secret;
-
     use super::*;
 
     fn supervisor() -> Supervisor {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use lido_shared::access::{Secret, CLUSTER_SECRET_HEADER};
-use lido_shared::client::agent::{Agent, AgentConfig, CommandHandler};
+use lido_shared::client::agent::{Agent, AgentConfig, CommandHandler, Proof};
 use lido_shared::cluster::ServiceKind;
 use lido_shared::model::{Fill, Quote, Side, Symbol};
 use lido_shared::pipe::{
@@ -309,8 +309,15 @@ impl Harness {
         let (signals_tx, signals) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
         let secret = Secret::new(CLUSTER_SECRET);
-        let pipe =
-            PipeHandle::start(NAME.into(), proxy.url.clone(), events_tx, signals_tx, secret, None, cancel.clone());
+        let pipe = PipeHandle::start(
+            NAME.into(),
+            proxy.url.clone(),
+            events_tx,
+            signals_tx,
+            Proof::ClusterSecret(secret),
+            None,
+            cancel.clone(),
+        );
         let seen = own_pipe_events(events);
         let mut harness = Self { service, proxy, pipe, seen, signals, cancel };
         harness.expect_up(1).await;
@@ -472,7 +479,15 @@ async fn an_in_memory_pipe_keeps_the_protocol_and_closes_with_its_task() {
     let (signals_tx, mut signals) = mpsc::unbounded_channel();
     let cancel = CancellationToken::new();
     let secret = Secret::new(CLUSTER_SECRET);
-    let pipe = PipeHandle::start(NAME.into(), url.clone(), events_tx, signals_tx, secret, None, cancel.clone());
+    let pipe = PipeHandle::start(
+        NAME.into(),
+        url.clone(),
+        events_tx,
+        signals_tx,
+        Proof::ClusterSecret(secret),
+        None,
+        cancel.clone(),
+    );
     let mut seen = own_pipe_events(events);
     within("the in-memory pipe to come up", async {
         while !matches!(signals.recv().await, Some((_, PipeSignal::Up { .. }))) {}

@@ -32,4 +32,5 @@ mod stream_orders;
 mod supervision;
 mod tls;
 mod trader;
+mod trust;
 mod tui_tmux;

@@ -193,13 +193,13 @@ async fn a_hosted_trader_pipes_over_tls_with_its_own_key_never_the_nodes() {
     assert!(!environ.contains(certs.key.to_str().expect("utf-8 path")), "the node's key path reached the trader");
     assert!(!environ.contains(node_key_body), "the node's key reached the trader");
 
-    // Its folder holds only its own pair, private to the node's user.
+    // Its folder (also its work dir, with its TMPDIR) holds only its own pair, private to the node's user.
     let mut files: Vec<String> = std::fs::read_dir(&own)
         .expect("the trader's folder")
         .map(|e| e.expect("an entry").file_name().to_string_lossy().into_owned())
         .collect();
     files.sort();
-    assert_eq!(files, ["pipe.crt", "pipe.key"]);
+    assert_eq!(files, ["pipe.crt", "pipe.key", "tmp"]);
     let own_key = std::fs::read_to_string(own.join("pipe.key")).expect("its key");
     assert!(own_key.contains("PRIVATE KEY") && own_key != node_key);
     let mode = std::fs::metadata(own.join("pipe.key")).expect("its key's metadata").permissions().mode();

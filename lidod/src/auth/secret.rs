@@ -4,8 +4,10 @@
 //! Where it comes from, first found wins: the `LIDO_CLUSTER_SECRET`
 //! environment variable, the configured `cluster_secret_file`,
 //! `<data_dir>/cluster-secret` (generated there, 0600, if absent), or a
-//! fresh random one for this run when the node has no data dir. Children
-//! get it in their environment, never on their command line.
+//! fresh random one for this run when the node has no data dir. Broker
+//! children get it in their environment, never on their command line;
+//! hosted traders never get it (they get a check-in key of their own, see
+//! `supervisor.rs`).
 
 use std::path::Path;
 
@@ -77,7 +79,9 @@ pub fn matches(given: &[u8], secret: &Secret) -> bool {
     bool::from(given.ct_eq(secret.expose().as_bytes()))
 }
 
-fn generate() -> Secret {
+/// 32 random bytes from the OS, hex: a new cluster secret or a hosted
+/// trader's check-in key.
+pub fn generate() -> Secret {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     Secret::new(hex::encode(bytes))

@@ -78,6 +78,10 @@ pub struct AgentConfig {
     /// The cluster secret, proven on check-in and required of the manager
     /// that dials the pipe. Defaults to `LIDO_CLUSTER_SECRET`.
     pub cluster_secret: Option<Secret>,
+    /// A hosted trader's check-in key ([`SERVICE_KEY_ENV`]), used instead
+    /// of the cluster secret when set: it checks this service in under its
+    /// own name only, and its manager proves it back on the pipe.
+    pub service_key: Option<Secret>,
     /// Serve the pipe over TLS with this certificate and key. Defaults to
     /// `LIDO_TLS_CERT` and `LIDO_TLS_KEY`.
     pub tls: Option<Identity>,
@@ -105,6 +109,7 @@ impl AgentConfig {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             pid: Some(std::process::id()),
             cluster_secret: std::env::var(CLUSTER_SECRET_ENV).ok().filter(|s| !s.is_empty()).map(Secret::new),
+            service_key: std::env::var(SERVICE_KEY_ENV).ok().filter(|s| !s.is_empty()).map(Secret::new),
             tls: Identity::from_env().unwrap_or_else(|e| {
                 warn!(error = %e, "the pipe is served without TLS");
                 None
@@ -117,9 +122,45 @@ impl AgentConfig {
     /// Takes the secret and TLS set-up its manager handed down.
     pub fn link(&mut self, link: ServiceLink) {
         self.cluster_secret = Some(link.cluster_secret);
+        self.service_key = None;
         self.tls = link.tls;
         self.manager_ca = link.manager_ca;
         self.in_memory = link.in_memory;
+    }
+}
+
+/// The environment variable that hands a hosted trader its check-in key.
+pub const SERVICE_KEY_ENV: &str = "LIDO_SERVICE_KEY";
+/// The header a check-in key is proven in (check-in, pipe dial).
+pub const SERVICE_KEY_HEADER: &str = "lido-service-key";
+
+/// What a service proves on check-in and requires of the manager that
+/// dials its pipe: the cluster secret (brokers, services an operator runs),
+/// or a hosted trader's check-in key, good for that one trader only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Proof {
+    ClusterSecret(Secret),
+    ServiceKey(Secret),
+}
+
+impl Proof {
+    pub fn header(&self) -> &'static str {
+        match self {
+            Self::ClusterSecret(_) => CLUSTER_SECRET_HEADER,
+            Self::ServiceKey(_) => SERVICE_KEY_HEADER,
+        }
+    }
+
+    pub fn secret(&self) -> &Secret {
+        match self {
+            Self::ClusterSecret(s) | Self::ServiceKey(s) => s,
+        }
+    }
+
+    /// Whether a request's headers prove it, in constant time.
+    fn proven_by(&self, headers: &tokio_tungstenite::tungstenite::http::HeaderMap) -> bool {
+        let given = headers.get(self.header()).map(|v| v.as_bytes()).unwrap_or_default();
+        bool::from(given.ct_eq(self.secret().expose().as_bytes()))
     }
 }
 
@@ -203,9 +244,16 @@ impl Agent {
         events: mpsc::Receiver<ServiceEvent>,
         shutdown: CancellationToken,
     ) -> Result<Self, ClientError> {
-        let secret = config.cluster_secret.clone().ok_or_else(|| {
-            ClientError::Protocol(format!("no cluster secret: set {CLUSTER_SECRET_ENV} to the cluster's secret"))
-        })?;
+        let secret = match (config.service_key.clone(), config.cluster_secret.clone()) {
+            (Some(key), _) => Proof::ServiceKey(key),
+            (None, Some(secret)) => Proof::ClusterSecret(secret),
+            (None, None) => {
+                return Err(ClientError::Protocol(format!(
+                    "no credential to check in with: set {CLUSTER_SECRET_ENV} to the cluster's secret (a hosted \
+                     trader gets {SERVICE_KEY_ENV} from its TraderManager instead)"
+                )))
+            }
+        };
         let instance = format!("{}-{}", std::process::id(), Utc::now().timestamp_nanos_opt().unwrap_or_default());
         let (listener, ws_url) = if config.in_memory {
             let listener = memory::MemoryListener::bind(&format!("{}-{instance}", config.name));
@@ -327,7 +375,7 @@ async fn run<H: CommandHandler>(
     manager_url: String,
     http: reqwest::Client,
     checkin: CheckIn,
-    secret: Secret,
+    secret: Proof,
     listener: Listener,
     shared: Arc<Shared>,
     handler: Arc<H>,
@@ -356,7 +404,7 @@ async fn checkin_loop(
     http: &reqwest::Client,
     manager_url: &str,
     checkin: &CheckIn,
-    secret: &Secret,
+    secret: &Proof,
     shared: &Shared,
     shutdown: &CancellationToken,
 ) -> Result<(), ClientError> {
@@ -369,7 +417,7 @@ async fn checkin_loop(
         let due = !checked_in || (!attached && detached_for >= RECHECKIN_AFTER);
         let mut wait = Duration::from_millis(500);
         if due {
-            match http.post(&url).header(CLUSTER_SECRET_HEADER, secret.expose()).json(checkin).send().await {
+            match http.post(&url).header(secret.header(), secret.secret().expose()).json(checkin).send().await {
                 Ok(resp) if resp.status().is_success() => {
                     let reply: Option<CheckInReply> = resp.json().await.ok();
                     info!(name = %checkin.name, node = ?reply.map(|r| r.node), "checked in with manager");
@@ -428,7 +476,7 @@ enum Listener {
 
 async fn accept_loop(
     mut listener: Listener,
-    secret: Secret,
+    secret: Proof,
     shared: Arc<Shared>,
     cmd_tx: mpsc::Sender<Received>,
     shutdown: CancellationToken,
@@ -482,11 +530,12 @@ async fn accept_loop(
     }
 }
 
-/// Accepts a manager's dial if it proves the cluster secret; the new
-/// session then replaces the attached one.
+/// Accepts a manager's dial if it proves what this service proved on
+/// check-in (the cluster secret, or its own check-in key); the new session
+/// then replaces the attached one.
 async fn pipe_session<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
-    secret: Secret,
+    secret: Proof,
     shared: Arc<Shared>,
     cmd_tx: mpsc::Sender<Received>,
     token: CancellationToken,
@@ -496,13 +545,11 @@ async fn pipe_session<S: AsyncRead + AsyncWrite + Unpin>(
     // The callback's types are tungstenite's; its error is an HTTP response.
     #[allow(clippy::result_large_err)]
     let check = |req: &Request, resp: Response| {
-        let given = req.headers().get(CLUSTER_SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
-        if bool::from(given.ct_eq(secret.expose().as_bytes())) {
+        if secret.proven_by(req.headers()) {
             return Ok(resp);
         }
-        let mut refusal = ErrorResponse::new(Some(format!(
-            "the pipe needs the cluster secret in the {CLUSTER_SECRET_HEADER} header"
-        )));
+        let mut refusal =
+            ErrorResponse::new(Some(format!("the pipe needs its manager's proof in the {} header", secret.header())));
         *refusal.status_mut() = StatusCode::UNAUTHORIZED;
         Err(refusal)
     };
