@@ -29,8 +29,8 @@ use tokio::sync::Mutex as AsyncMutex;
 use super::envelope::{self, ErrorCode, KrakenError};
 use super::messages::{
     AddOrderRequest, AddOrderResult, BalanceResult, CancelOrderRequest, CancelResult, ClosedOrdersResult, DepthBook,
-    OhlcResult, OpenOrdersRequest, OpenOrdersResult, QueryOrdersRequest, QueryOrdersResult, ServerTime, TickerInfo,
-    TradesResult, WebSocketsToken,
+    OhlcResult, OpenOrdersRequest, OpenOrdersResult, QueryOrdersRequest, QueryOrdersResult, QueryTradesRequest,
+    QueryTradesResult, ServerTime, TickerInfo, TradesResult, WebSocketsToken,
 };
 use super::pairs::PairMap;
 use super::ratelimit::{rest_cost, CallCounter, Limits, Tier};
@@ -209,6 +209,12 @@ impl KrakenRest {
     pub async fn query_orders(&self, txids: &[String]) -> Result<QueryOrdersResult, KrakenError> {
         let request = QueryOrdersRequest { txids: txids.to_vec(), trades: true };
         self.private("QueryOrders", |nonce| request.form(nonce)).await
+    }
+
+    /// Trades by Kraken trade id (1 to 20 of them): price, volume, fee.
+    pub async fn query_trades(&self, txids: &[String]) -> Result<QueryTradesResult, KrakenError> {
+        let request = QueryTradesRequest { txids: txids.to_vec() };
+        self.private("QueryTrades", |nonce| request.form(nonce)).await
     }
 
     /// Places an order. With `cl_ord_id` set, an outcome left unknown by a
