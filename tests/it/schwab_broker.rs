@@ -479,7 +479,7 @@ async fn two_brokers_of_one_login_share_the_streamer_without_evicting_each_other
         out.iter().any(|d| d.contains("quotes polled from REST")).then_some(out)
     })
     .await;
-    let waiting = if details[0].contains("quotes polled from REST") { "s2" } else { "s1" };
+    let waiting = if details[0].contains("quotes polled from REST") { "s1" } else { "s2" };
     let holder = if waiting == "s2" { "s1" } else { "s2" };
     assert!(!details.iter().all(|d| d.contains("quotes polled from REST")), "{details:?}");
 
