@@ -462,7 +462,7 @@ async fn query_trades(rest: &KrakenRest, ids: &[String]) -> Result<Vec<(String, 
     for chunk in ids.chunks(QueryTradesRequest::MAX_IDS) {
         out.extend(rest.query_trades(chunk).await?);
     }
-    out.sort_by(|a, b| a.1.time.cmp(&b.1.time));
+    out.sort_by_key(|a| a.1.time);
     Ok(out)
 }
 
