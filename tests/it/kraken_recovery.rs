@@ -253,7 +253,7 @@ async fn orders_closed_while_the_executions_feed_was_down_get_their_final_state(
         let [fill] = mine.as_slice() else { panic!("one fill for {}: {mine:?}", order.order_id) };
         assert_eq!(fill.quantity, quantity);
         let at_kraken = &node.fake.orders()[&txid(order)];
-        assert_eq!(at_kraken.trades, [fill.fill_id.clone()], "named by kraken's trade id");
+        assert_eq!(at_kraken.trades, std::slice::from_ref(&fill.fill_id), "named by kraken's trade id");
     }
     node.assert_agree().await;
 }
