@@ -9,7 +9,8 @@
 //! recomputing the signature (HMAC-SHA512 of the URI path and SHA-256 of
 //! nonce + body, keyed by the base64-decoded secret); nonces per API key,
 //! across every connection. Public Time, AssetPairs, Ticker, Depth, Trades,
-//! OHLC; private Balance, OpenOrders, ClosedOrders, QueryOrders, AddOrder,
+//! OHLC; private Balance, OpenOrders, ClosedOrders, QueryOrders, QueryTrades,
+//! AddOrder,
 //! AmendOrder, CancelOrder, CancelAll, CancelAllOrdersAfter,
 //! GetWebSocketsToken.
 //!
@@ -37,7 +38,8 @@
 //! [`FakeKraken::drop_websockets`], [`FakeKraken::drop_after_next_add_order`],
 //! [`FakeKraken::stall_websockets`], [`FakeKraken::corrupt_next_checksum`],
 //! [`FakeKraken::hold_top_of_book`]. For recovery tests,
-//! [`FakeKraken::place_elsewhere`] and [`FakeKraken::trade_against`].
+//! [`FakeKraken::place_elsewhere`], [`FakeKraken::trade_against`] and
+//! [`FakeKraken::cancel_elsewhere`].
 
 mod limits;
 mod market;
@@ -231,9 +233,13 @@ struct FakeState {
     exec_seq: u64,
     /// Recent trade executions, for the executions snapshot.
     fills: VecDeque<Value>,
+    /// Every trade of the account by trade id, as QueryTrades shows it.
+    trades: BTreeMap<String, Value>,
     corrupt_next_checksum: bool,
     ws_stalled_until: Option<Instant>,
     ws_opened: u64,
+    /// `subscribe` messages received on public sockets.
+    public_subscribes: u64,
     /// AddOrder requests over REST, and `add_order` calls over the socket.
     rest_add_orders: u64,
     ws_add_orders: u64,
@@ -517,6 +523,32 @@ impl FakeKraken {
         }
         state.orders.insert(txid.to_string(), order);
         Ok(())
+    }
+
+    /// Another app on the account (or Kraken's web UI) cancels the open
+    /// order `txid`: executions `canceled`, made whether or not anyone
+    /// listens (e.g. while the private socket is down).
+    pub fn cancel_elsewhere(&self, txid: &str) -> Result<(), String> {
+        let mut state = self.state.lock();
+        self.state.cancel_one(&mut state, txid, "User requested")
+    }
+
+    /// Kraken changes the precision of `pair` (altname or key): AssetPairs
+    /// shows the new `pair_decimals`, `lot_decimals` and `tick_size`, and
+    /// the live book is laid out again at them, its checksum computed at
+    /// them from then on (WebSocket v2 "book", "Checksum": prices and
+    /// quantities at the pair's precision).
+    pub fn set_pair_decimals(&self, pair: &str, pair_decimals: u32, lot_decimals: u32, tick_size: Decimal) {
+        let mut s = self.state.lock();
+        let Some(m) = s.markets.values_mut().find(|m| m.pair.is_named(pair)) else { return };
+        let change = m.set_precision(pair_decimals, lot_decimals, tick_size);
+        self.state.publish_book(m, &change);
+    }
+
+    /// `subscribe` messages received on public sockets so far (each may
+    /// carry several symbols).
+    pub fn public_subscribe_messages(&self) -> u64 {
+        self.state.lock().public_subscribes
     }
 
     /// Every order the fake holds, by txid.
@@ -901,6 +933,18 @@ impl Shared {
                 // kraken `fetchOrder` expects (it looks the id up in `result`).
                 Ok(wire::rest_ok("rest/query_orders", Value::Object(found)))
             }
+            "QueryTrades" => {
+                // "Comma delimited list of transaction IDs to query info
+                // about (20 maximum)"; unknown ids are left out, as QueryOrders.
+                let txids = field(fields, "txid").filter(|t| !t.is_empty()).ok_or("EGeneral:Invalid arguments:txid")?;
+                let ids: Vec<&str> = txids.split(',').collect();
+                if ids.len() > 20 {
+                    return Err("EGeneral:Invalid arguments:txid".into());
+                }
+                let found: serde_json::Map<String, Value> =
+                    ids.iter().filter_map(|id| state.trades.get(*id).map(|t| (id.to_string(), t.clone()))).collect();
+                Ok(wire::rest_ok("rest/query_trades", Value::Object(found)))
+            }
             "AddOrder" => {
                 state.rest_add_orders += 1;
                 let request = OrderRequest::from_form(fields);
@@ -1168,6 +1212,22 @@ impl Shared {
         entry["cum_qty"] = num(order.vol_exec);
         entry["cum_cost"] = num(order.cost);
         entry["avg_price"] = num(order.avg_price);
+        let mut trade = wire::first_entry("rest/query_trades", None);
+        trade["ordertxid"] = json!(order.txid);
+        trade["pair"] = json!(pair.key);
+        trade["time"] = num(wire::now_secs());
+        trade["type"] = json!(order.side);
+        trade["ordertype"] = json!(order.ordertype);
+        trade["price"] = text(e.price, pair.pair_decimals);
+        trade["cost"] = text(cost, pair.cost_decimals);
+        trade["fee"] = text(fee, pair.cost_decimals);
+        trade["vol"] = text(e.qty, pair.lot_decimals);
+        trade["trade_id"] = json!(e.trade_id);
+        trade["maker"] = json!(liquidity == "m");
+        if let Some(m) = trade.as_object_mut() {
+            m.remove("postxid");
+        }
+        state.trades.insert(exec_id.clone(), trade);
         state.fills.push_back(entry.clone());
         while state.fills.len() > SNAP_TRADES {
             state.fills.pop_front();

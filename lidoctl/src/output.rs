@@ -228,6 +228,18 @@ pub fn services_table<'a>(
     table
 }
 
+/// The services an operator must act on (`degraded` or `failed`, with
+/// their detail, e.g. a Schwab login to renew), one summary line each: what
+/// `lidoctl status` shows below its table without `-o wide`.
+pub fn attention<'a>(services: impl IntoIterator<Item = &'a ServiceInfo>) -> String {
+    services
+        .into_iter()
+        .filter(|s| matches!(s.state, ServiceState::Degraded | ServiceState::Failed))
+        .filter(|s| s.detail.as_deref().is_some_and(|d| !d.is_empty()))
+        .map(|s| format!("{}\n", service_summary(s)))
+        .collect()
+}
+
 /// ID LOCATION DRAINING SESSIONS STREAMS OPEN_ORDERS SERVICES (+ API_URL MANAGERS when wide).
 pub fn nodes_table<'a>(nodes: impl IntoIterator<Item = &'a NodeInfo>, wide: bool) -> Table {
     let mut headers = vec!["ID", "LOCATION", "DRAINING", "SESSIONS", "STREAMS", "OPEN_ORDERS", "SERVICES"];
@@ -623,6 +635,25 @@ mod tests {
         assert_eq!(lines[1], "\x1b[32mrunning\x1b[0m   n1");
         assert_eq!(lines[2], "\x1b[31mfailed\x1b[0m    n2");
         assert!(!t.render(false).contains('\x1b'));
+    }
+
+    #[test]
+    fn degraded_services_are_named_with_what_to_do() {
+        let service = |name: &str, state: &str, detail: Option<&str>| -> ServiceInfo {
+            serde_json::from_value(serde_json::json!({
+                "name": name, "kind": "broker", "type": "schwab", "state": state, "node": "n1",
+                "mode": "process", "pid": null, "ws_url": null, "restarts": 0, "started_at": null,
+                "detail": detail, "options": {}
+            }))
+            .unwrap()
+        };
+        let login = "log in again: `lidoctl broker auth schwab --name s1` (refresh token refused)";
+        let services = [
+            service("s1", "degraded", Some(login)),
+            service("s2", "running", Some("quotes polled from REST")),
+            service("s3", "failed", None),
+        ];
+        assert_eq!(attention(&services), format!("s1 (broker schwab) on n1: degraded — {login}\n"));
     }
 
     #[test]

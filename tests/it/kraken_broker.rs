@@ -372,3 +372,45 @@ async fn next_on(stream: &mut lido_shared::client::Stream, channel: Channel) -> 
 fn dec_of(v: &serde_json::Value) -> Decimal {
     v.as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("not a decimal string: {v}"))
 }
+
+/// After a reconnect the public socket subscribes again to what it
+/// carried with one `subscribe` per channel listing every symbol (v2's
+/// `symbol: [..]`), not one message per (channel, symbol), so a reconnect
+/// spends three messages of Kraken's per-connection budget however many
+/// symbols it carries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_resubscribes_once_per_channel_with_every_symbol() {
+    let s = KrakenNode::start(FakeConfig::default()).await;
+    let mut stream = s.algo.stream().await.unwrap();
+    for symbol in ["BTC/USD", "ETH/USD"] {
+        for channel in [Channel::Quotes, Channel::Book, Channel::Trades] {
+            stream.subscribe(channel, "crypto", Some(symbol)).await.unwrap();
+        }
+    }
+    // Each first subscriber subscribed at Kraken: six messages so far.
+    eventually(WITHIN, "six subscriptions at kraken", || async {
+        (s.fake.public_subscribe_messages() == 6).then_some(())
+    })
+    .await;
+    let before = s.fake.public_subscribe_messages();
+    let opened = s.fake.websockets_opened();
+
+    s.fake.drop_websockets();
+    eventually(WITHIN, "both websockets reconnected", || async {
+        (s.fake.websockets_opened() >= opened + 2).then_some(())
+    })
+    .await;
+    eventually(WITHIN, "the subscriptions sent again", || async {
+        (s.fake.public_subscribe_messages() >= before + 3).then_some(())
+    })
+    .await;
+    // Whatever else the reconnect sends goes out at once: give it a second.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let resent = s.fake.public_subscribe_messages() - before;
+    assert_eq!(resent, 3, "one subscribe per channel (ticker, book, trade), each with both symbols");
+    // Both symbols' quotes flow again.
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < 2 {
+        seen.insert(next_on(&mut stream, Channel::Quotes).await.symbol);
+    }
+}

@@ -104,3 +104,43 @@ async fn a_public_reconnect_reloads_the_pairs() {
         until_lido_refuses(&s, dec!(0.01), dec!(60000.0), "checked against kraken's AssetPairs").await;
     assert_eq!(code, "invalid_order", "{message}");
 }
+
+/// Kraken changes BTC/USD's precision (price decimals 1 → 0, tick 1):
+/// the book's checksum is then computed at the new decimals, so a book
+/// kept at the old ones never verifies again. After the periodic AssetPairs
+/// reload (here every second) the broker rebuilds and resubscribes the
+/// live book at the new decimals, and the algo's book stream resumes with
+/// prices at Kraken's new precision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pair_s_new_decimals_resubscribe_its_live_book() {
+    use lido_shared::api::Channel;
+    let options = NodeOptions { extra_options: "pairs_refresh_ms = \"1000\"".into(), ..NodeOptions::default() };
+    let s = KrakenNode::start_with(FakeConfig::default(), options, &[]).await;
+    let mut stream = s.algo.stream().await.unwrap();
+    stream.subscribe(Channel::Book, "crypto", Some("BTC/USD")).await.unwrap();
+    let best_bid = |data: &serde_json::Value| data["bids"][0][0].as_str().map(str::to_string);
+    let within = Duration::from_secs(20);
+    let deadline = Instant::now() + within;
+    let first = loop {
+        assert!(Instant::now() < deadline, "no book within {within:?}");
+        let ev = stream.next_event(within).await.unwrap();
+        if let Some(bid) = best_bid(&ev.data).filter(|_| ev.channel == Channel::Book) {
+            break bid;
+        }
+    };
+    assert!(first.contains('.'), "one price decimal before the change: {first}");
+
+    s.fake.set_pair_decimals("XBTUSD", 0, 8, dec!(1));
+    let deadline = Instant::now() + within;
+    loop {
+        assert!(Instant::now() < deadline, "the book never came back at the new decimals within {within:?}");
+        let ev = stream.next_event(within).await.unwrap();
+        if ev.channel != Channel::Book {
+            continue;
+        }
+        if let Some(bid) = best_bid(&ev.data).filter(|b| !b.contains('.')) {
+            assert!(bid.parse::<Decimal>().is_ok(), "{bid}");
+            break;
+        }
+    }
+}

@@ -205,3 +205,55 @@ async fn orders_placed_at_kraken_outside_lido_are_adopted_and_flagged() {
     }
     node.assert_agree().await;
 }
+
+/// Orders that close while the private socket is down are missing from
+/// the next `executions` snapshot, which holds only open orders and the
+/// last 50 trades: one canceled elsewhere after a partial fill, and one
+/// filled by a trade that 50 later trades pushed out of the snapshot. The
+/// broker looks them up over REST after it reconnects (QueryOrders,
+/// QueryTrades), and the algo sees their final state and each fill once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_closed_while_the_executions_feed_was_down_get_their_final_state() {
+    let node = KrakenNode::start(FakeConfig::default()).await;
+    let (canceled, _) = node.place(&btc_limit(Side::Buy, dec!(0.02), RESTING, "k-gap-canceled")).await;
+    let (filled, _) = node.place(&btc_limit(Side::Buy, dec!(0.01), RESTING, "k-gap-filled")).await;
+    let (busy, _) = node.place(&btc_limit(Side::Sell, dec!(0.5), dec!(70000.0), "k-gap-busy")).await;
+    let txid = |o: &lido_shared::model::Order| o.venue_order_id.clone().expect("kraken's id");
+    let d = node.daemon.client();
+    let executions = |up: f64| {
+        let d = d.clone();
+        async move {
+            let k1 = d.describe("k1").await.ok()?;
+            (k1.service.metrics.get("executions_connected") == Some(&up)).then_some(())
+        }
+    };
+    eventually(WITHIN, "the executions feed up", || executions(1.0)).await;
+
+    // The private socket drops and cannot come back while the key fails
+    // (no GetWebSocketsToken).
+    let key = FakeConfig::default().api_key;
+    node.fake.fail_key(&key, Some("EService:Unavailable"));
+    node.fake.drop_websockets();
+    eventually(WITHIN, "the executions feed down", || executions(0.0)).await;
+    node.fake.trade_against(&txid(&canceled), dec!(0.005)).unwrap();
+    node.fake.cancel_elsewhere(&txid(&canceled)).unwrap();
+    node.fake.trade_against(&txid(&filled), dec!(0.01)).unwrap();
+    for _ in 0..50 {
+        node.fake.trade_against(&txid(&busy), dec!(0.001)).unwrap();
+    }
+    node.fake.fail_key(&key, None);
+
+    let gone = until_status(&node.algo, &canceled.order_id, OrderStatus::Canceled).await;
+    assert_eq!(gone.filled_quantity, dec!(0.005), "{gone:?}");
+    let done = until_status(&node.algo, &filled.order_id, OrderStatus::Filled).await;
+    assert_eq!(done.filled_quantity, dec!(0.01), "{done:?}");
+    let fills = node.algo.fills().await.unwrap();
+    for (order, quantity) in [(&canceled, dec!(0.005)), (&filled, dec!(0.01))] {
+        let mine: Vec<_> = fills.iter().filter(|f| f.order_id == order.order_id).collect();
+        let [fill] = mine.as_slice() else { panic!("one fill for {}: {mine:?}", order.order_id) };
+        assert_eq!(fill.quantity, quantity);
+        let at_kraken = &node.fake.orders()[&txid(order)];
+        assert_eq!(at_kraken.trades, std::slice::from_ref(&fill.fill_id), "named by kraken's trade id");
+    }
+    node.assert_agree().await;
+}

@@ -427,3 +427,70 @@ async fn a_schwab_order_the_journal_lacks_is_adopted() {
     assert_eq!(setup.fake.orders().len(), 2);
     assert_eq!(setup.fake.order_posts().len(), 2, "never sent twice");
 }
+
+/// Schwab allows one streamer connection per login: a second LOGIN closes
+/// the first with code 12. Two brokers of one login on one node take turns
+/// by a lock per login: one streams, the other serves its quotes from REST
+/// (and says so in its status detail), so both give quotes and Schwab sees
+/// one streamer login, no eviction churn. When the holder stops, the other
+/// takes the streamer over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_brokers_of_one_login_share_the_streamer_without_evicting_each_other() {
+    let fake = FakeSchwab::start(FakeConfig::default()).await;
+    let dir = temp_data_dir();
+    let mut config = String::new();
+    for (broker, market) in [("s1", "eq-1"), ("s2", "eq-2")] {
+        let token = schwab_node::token_file(&fake, &dir, broker);
+        let options = "symbols = \"AAPL,MSFT\"\npoll_ms = \"1000\"";
+        config.push_str(&schwab_node::node_toml(&fake, &token, broker, "schwab", market, options));
+    }
+    let config_path = dir.join("lido.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let daemon = spawn_daemon(&fake, &dir, &config_path, &[]);
+    let session = daemon.client().open_session("acme").await.unwrap();
+    let c = LidoClient::new(session.market_manager_url).unwrap().with_token(&session.session_id);
+    let mut stream = c.stream().await.unwrap();
+    for market in ["eq-1", "eq-2"] {
+        eventually(WITHIN, "a quote from each broker", || async { c.quote(market, "AAPL").await.ok() }).await;
+        stream.subscribe(Channel::Quotes, market, Some("AAPL")).await.unwrap();
+    }
+    eventually(WITHIN, "one streamer login", || async { (fake.stream_logins() >= 1).then_some(()) }).await;
+
+    // Both markets see a new quote: one streamed, one polled over REST.
+    let mut seen = std::collections::HashSet::new();
+    let deadline = tokio::time::Instant::now() + WITHIN;
+    while seen.len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "quotes at 187.11 reached only {seen:?}");
+        fake.push_quote("AAPL", dec!(187.11), dec!(187.13));
+        let Ok(ev) = stream.next_event(Duration::from_millis(500)).await else { continue };
+        if ev.channel == Channel::Quotes && ev.data["bid"] == "187.11" {
+            seen.insert(ev.market.clone());
+        }
+    }
+    // Give an eviction loop time to show: Schwab still saw one login.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(fake.stream_logins(), 1, "one streamer login for the two brokers, no code-12 churn");
+    let d = daemon.client();
+    let details = eventually(WITHIN, "the waiting broker says where its quotes come from", || async {
+        let mut out = Vec::new();
+        for name in ["s1", "s2"] {
+            out.push(d.describe(name).await.ok()?.service.detail.unwrap_or_default());
+        }
+        out.iter().any(|d| d.contains("quotes polled from REST")).then_some(out)
+    })
+    .await;
+    let waiting = if details[0].contains("quotes polled from REST") { "s1" } else { "s2" };
+    let holder = if waiting == "s2" { "s1" } else { "s2" };
+    assert!(!details.iter().all(|d| d.contains("quotes polled from REST")), "{details:?}");
+
+    // The holder goes: the other takes the streamer over.
+    d.stop_service(holder).await.unwrap();
+    eventually(WITHIN, "the streamer taken over", || async { (fake.stream_logins() >= 2).then_some(()) }).await;
+    eventually(WITHIN, "the new holder no longer polls", || async {
+        let detail = d.describe(waiting).await.ok()?.service.detail.unwrap_or_default();
+        (!detail.contains("quotes polled from REST")).then_some(())
+    })
+    .await;
+    drop(daemon);
+    let _ = std::fs::remove_dir_all(&dir);
+}

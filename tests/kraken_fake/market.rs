@@ -454,6 +454,32 @@ impl FakeMarket {
         v
     }
 
+    /// Kraken changes the pair's precision (AssetPairs `pair_decimals`,
+    /// `lot_decimals`, `tick_size`): the book is laid out again around its
+    /// middle at the new tick, prices and sizes at the new decimals, and
+    /// its checksum from then on is computed at them. Returns the change
+    /// (the old levels removed, the new ones added), sent as an update.
+    pub fn set_precision(&mut self, pair_decimals: u32, lot_decimals: u32, tick_size: Decimal) -> BookChange {
+        let best = |side: &[(Decimal, Decimal)]| side.first().map(|l| l.0);
+        let mid = match (best(&self.bids()), best(&self.asks())) {
+            (Some(b), Some(a)) => (b + a) / Decimal::TWO,
+            _ => self.last,
+        };
+        let removed = |side: Vec<(Decimal, Decimal)>| side.into_iter().map(|(p, _)| (p, Decimal::ZERO)).collect();
+        let (mut bids, mut asks): (Vec<_>, Vec<_>) = (removed(self.bids()), removed(self.asks()));
+        self.pair.pair_decimals = pair_decimals;
+        self.pair.lot_decimals = lot_decimals;
+        self.pair.tick_size = tick_size;
+        let mid = self.px(mid);
+        for i in 0..LEVELS {
+            let step = tick_size * Decimal::from(i + 1);
+            let qty = self.lot(Decimal::new(i as i64 + 1, 1));
+            bids.push((self.px(mid - step), qty));
+            asks.push((self.px(mid + step), qty));
+        }
+        self.apply(bids, asks)
+    }
+
     fn apply(&mut self, bids: Vec<(Decimal, Decimal)>, asks: Vec<(Decimal, Decimal)>) -> BookChange {
         for (book, changes) in [(&mut self.bids, &bids), (&mut self.asks, &asks)] {
             for (p, q) in changes {

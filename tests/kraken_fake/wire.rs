@@ -23,6 +23,7 @@ const FIXTURES: &[(&str, &str)] = &[
     ("rest/open_orders", include_str!("../fixtures/kraken/rest/open_orders.json")),
     ("rest/closed_orders", include_str!("../fixtures/kraken/rest/closed_orders.json")),
     ("rest/query_orders", include_str!("../fixtures/kraken/rest/query_orders.json")),
+    ("rest/query_trades", include_str!("../fixtures/kraken/rest/query_trades.json")),
     ("rest/add_order", include_str!("../fixtures/kraken/rest/add_order.json")),
     ("rest/amend_order", include_str!("../fixtures/kraken/rest/amend_order.json")),
     ("rest/cancel_order", include_str!("../fixtures/kraken/rest/cancel_order.json")),

@@ -125,6 +125,9 @@ fn public_request(fake: &Shared, subs: &mut Subs, text: &str) -> Vec<Value> {
     match method.as_str() {
         "ping" => vec![pong(&req_id, &time_in)],
         "subscribe" | "unsubscribe" => {
+            if method == "subscribe" {
+                fake.lock().public_subscribes += 1;
+            }
             let params = &request["params"];
             let Some(symbols) = params["symbol"].as_array() else {
                 return vec![refusal(&method, &req_id, "EGeneral:Invalid arguments:symbol", &time_in)];

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 
 use crate::endpoints::Endpoints;
-use crate::output::{nodes_table, services_table, write_stdout, Output};
+use crate::output::{attention, nodes_table, services_table, write_stdout, Output};
 
 pub async fn run(endpoints: &Endpoints, out: Output) -> anyhow::Result<()> {
     let snapshot = endpoints.run("cannot get the cluster", |c| async move { c.cluster().await }).await?;
@@ -34,7 +34,14 @@ pub async fn run(endpoints: &Endpoints, out: Output) -> anyhow::Result<()> {
     if services.is_empty() {
         return write_stdout("no services\n");
     }
-    out.table(&services_table(services, out.wide(), Utc::now()))
+    out.table(&services_table(services.iter().copied(), out.wide(), Utc::now()))?;
+    // What needs an operator (a dead Schwab login: "log in again: …") is
+    // shown without `-o wide` too.
+    let notes = attention(services.iter().copied());
+    if out.wide() || notes.is_empty() {
+        return Ok(());
+    }
+    write_stdout(&format!("\n{notes}"))
 }
 
 fn plural(n: usize) -> &'static str {

@@ -235,9 +235,14 @@ impl KrakenBroker {
         }
     }
 
+    /// AssetPairs, (re)loaded when due; a reload reaches the live books
+    /// (a pair's new decimals resubscribe its book, [`PublicFeeds::refresh`]).
     async fn pairs(&self) -> Result<Arc<PairMap>, ErrorDetail> {
         let sessions = self.public.live().sessions.load(Ordering::Relaxed);
-        self.pairs.get(Instant::now(), sessions, || self.rest.asset_pairs()).await.map_err(|e| venue_error(&e))
+        let map =
+            self.pairs.get(Instant::now(), sessions, || self.rest.asset_pairs()).await.map_err(|e| venue_error(&e))?;
+        self.public.refresh(&map).await;
+        Ok(map)
     }
 
     /// Reloads AssetPairs in the background when they are due, so the

@@ -15,6 +15,13 @@
 //! - The streamer task logs in to the socket named by `userPreference`,
 //!   subscribes ACCT_ACTIVITY and the quote symbols Lido asked for, and
 //!   reconnects with capped backoff, logging in and subscribing again.
+//!   Schwab allows one streamer connection per login (a second LOGIN closes
+//!   the first with code 12), so the node's brokers of one login take turns
+//!   by an OS file lock per login ([`streamer_lock_path`], named by a hash
+//!   of Schwab's customer id, never a token): the holder streams; another
+//!   serves its subscribed quotes from REST `/marketdata/v1/quotes`, one
+//!   call per `poll_ms`, says so in its status detail, and takes the
+//!   streamer over when the holder goes (the kernel releases its lock).
 //! - The poller asks Schwab for each open order when account activity names
 //!   it, and every `poll_ms` anyway, and emits new fills and status changes.
 //! - The status loop refreshes the access token before it expires and turns
@@ -51,6 +58,7 @@ use super::schwab::stream::{self, Incoming, LevelOne};
 use super::schwab::token::{TokenFile, PRODUCTION_AUTH_URL};
 use super::schwab::wire::{self, MarketHours, OrderRequest};
 use crate::markets::{test_pause, OUTCOME_UNKNOWN};
+use crate::venue::kraken::lock::FileLock;
 
 /// Options a Schwab broker takes (`--set k=v`).
 #[derive(Clone, Debug, PartialEq)]
@@ -301,6 +309,9 @@ struct SchwabBroker {
     /// on: a status answered while the poller is emitting fills for the
     /// same order waits for them, so no reply overtakes the fills it counts.
     observing: tokio::sync::Mutex<()>,
+    /// Set while another broker of this login holds the streamer: what the
+    /// status detail says about where quotes come from.
+    stream_note: watch::Sender<Option<String>>,
 }
 
 /// Runs a Schwab broker until `shutdown` or a `Stop` from its manager.
@@ -343,6 +354,7 @@ pub async fn run(
         poll_wake: poll_tx,
         events: events_tx,
         observing: tokio::sync::Mutex::new(()),
+        stream_note: watch::channel(None).0,
     });
     let mut agent_config = AgentConfig::new(name.clone(), ServiceKind::Broker, broker_type, manager_url);
     agent_config.pid = pid;
@@ -397,10 +409,12 @@ impl SchwabBroker {
     async fn token_loop(&self, name: &str, agent: &Agent, shutdown: &CancellationToken) {
         let mut interval = tokio::time::interval(TOKEN_CHECK);
         let mut warned = false;
+        let mut note = self.stream_note.subscribe();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = interval.tick() => {}
+                Ok(()) = note.changed() => {}
             }
             let refreshed = match self.rest.login_needed().await {
                 Some(why) => Err(why),
@@ -428,6 +442,11 @@ impl SchwabBroker {
                 Some(_) => {}
                 None => warned = false,
             }
+            let stream_note = note.borrow_and_update().clone();
+            let detail = match (detail, stream_note) {
+                (Some(d), Some(n)) => Some(format!("{d}; {n}")),
+                (d, n) => d.or(n),
+            };
             agent.set_status(state, detail);
         }
     }
@@ -768,15 +787,7 @@ impl SchwabBroker {
             .into_iter()
             .find(|e| e.symbol == symbol.as_str())
             .ok_or_else(|| ErrorDetail::new("unknown_symbol", format!("Schwab has no quote for {symbol}")))?;
-        Ok(Quote {
-            symbol: symbol.clone(),
-            bid: entry.quote.bid_price,
-            ask: entry.quote.ask_price,
-            bid_size: entry.quote.bid_size,
-            ask_size: entry.quote.ask_size,
-            last: entry.quote.last_price,
-            ts: wire::from_millis(entry.quote.quote_time).unwrap_or_else(Utc::now),
-        })
+        Ok(rest_quote(symbol.clone(), &entry))
     }
 
     fn instruments(&self) -> Vec<Instrument> {
@@ -819,6 +830,8 @@ impl SchwabBroker {
     /// taking it back at once (two brokers of one login would otherwise
     /// evict each other in a loop); its quotes are then the REST snapshots.
     async fn stream_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        // Held until the broker stops: the kernel releases it then.
+        let Some(_streamer) = self.take_streamer(&shutdown).await else { return };
         let mut backoff = stream_backoff();
         let mut yield_for = STREAM_YIELD;
         loop {
@@ -846,6 +859,81 @@ impl SchwabBroker {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
             }
+        }
+    }
+
+    /// Waits until this broker holds its login's streamer lock on this
+    /// node, serving the subscribed quotes from REST meanwhile (one
+    /// `/marketdata/v1/quotes` call for all of them per `poll_ms`, at least
+    /// a second apart). The lock (`None` if it cannot be used at all, then
+    /// the broker streams without it); `None` outer on shutdown.
+    async fn take_streamer(&self, shutdown: &CancellationToken) -> Option<Option<FileLock>> {
+        let pace = self.options.poll.max(Duration::from_secs(1));
+        let mut path = None;
+        let mut waiting = false;
+        loop {
+            if path.is_none() {
+                match self.rest.user_preference().await {
+                    Ok(p) => match p.streamer_info.first() {
+                        Some(info) => {
+                            path = Some(streamer_lock_path(&self.options.orders_file, &info.schwab_client_customer_id))
+                        }
+                        None => warn!("userPreference has no streamerInfo; cannot tell this login's streamer lock"),
+                    },
+                    Err(e) => warn!(error = %e, "cannot read userPreference for the streamer lock; trying again"),
+                }
+            }
+            if let Some(path) = &path {
+                match FileLock::acquire(path, Duration::ZERO).await {
+                    Ok(lock) => {
+                        if waiting {
+                            info!("the other schwab broker of this login let go of the streamer; taking it over");
+                            self.stream_note.send_replace(None);
+                        }
+                        return Some(Some(lock));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                        if !waiting {
+                            info!(lock = %path.display(), "another schwab broker of this login holds the streamer on this node; serving quotes from REST until it goes");
+                            self.stream_note.send_replace(Some(format!(
+                                "quotes polled from REST every {} ms: another broker of this Schwab login holds the \
+                                 streamer (Schwab allows one per login)",
+                                pace.as_millis()
+                            )));
+                            waiting = true;
+                        }
+                        self.poll_quotes().await;
+                    }
+                    Err(e) => {
+                        warn!(lock = %path.display(), error = %e, "cannot use the schwab streamer lock; streaming without it");
+                        return Some(None);
+                    }
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(pace) => {}
+            }
+        }
+    }
+
+    /// One REST quotes call for every subscribed symbol, handed on as quotes.
+    async fn poll_quotes(&self) {
+        let symbols: Vec<Symbol> = self.quote_subs.borrow().iter().cloned().collect();
+        if symbols.is_empty() {
+            return;
+        }
+        let names: Vec<&str> = symbols.iter().map(Symbol::as_str).collect();
+        match self.rest.quotes(&names).await {
+            Ok(entries) => {
+                for symbol in symbols {
+                    if let Some(entry) = entries.iter().find(|e| e.symbol == symbol.as_str()) {
+                        // Market data is dropped, not queued, when the pipe is slow.
+                        let _ = self.events.try_send(ServiceEvent::Quote(rest_quote(symbol, entry)));
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "schwab REST quotes failed; trying again next poll"),
         }
     }
 
@@ -962,6 +1050,29 @@ impl SchwabBroker {
             }
             _ => {}
         }
+    }
+}
+
+/// The lock file of one login's streamer on this node: beside the orders
+/// file (in the node's data dir), named by a hash of Schwab's customer id
+/// (`schwabClientCustomerId`), never by a token.
+fn streamer_lock_path(orders_file: &std::path::Path, customer_id: &str) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let digest = hex::encode(Sha256::digest(customer_id.as_bytes()));
+    let dir = orders_file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    dir.join(format!("schwab-login-{}.streamer.lock", &digest[..16]))
+}
+
+/// A REST quote (sizes in shares) as Lido's.
+fn rest_quote(symbol: Symbol, entry: &wire::QuoteEntry) -> Quote {
+    Quote {
+        symbol,
+        bid: entry.quote.bid_price,
+        ask: entry.quote.ask_price,
+        bid_size: entry.quote.bid_size,
+        ask_size: entry.quote.ask_size,
+        last: entry.quote.last_price,
+        ts: wire::from_millis(entry.quote.quote_time).unwrap_or_else(Utc::now),
     }
 }
 
@@ -1422,6 +1533,7 @@ mod tests {
             poll_wake: mpsc::channel(16).0,
             events,
             observing: tokio::sync::Mutex::new(()),
+            stream_note: watch::channel(None).0,
         });
         (broker, events_rx)
     }

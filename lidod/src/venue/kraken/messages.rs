@@ -1083,6 +1083,51 @@ impl QueryOrdersRequest {
     }
 }
 
+/// A private QueryTrades request: trades by Kraken trade id (the `trades`
+/// of an order in QueryOrders), at most 20 a call ("Query Trades Info").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryTradesRequest {
+    pub txids: Vec<String>,
+}
+
+impl QueryTradesRequest {
+    /// Kraken's limit on ids per QueryTrades call.
+    pub const MAX_IDS: usize = 20;
+
+    pub fn form(&self, nonce: u64) -> Result<Vec<(&'static str, String)>, String> {
+        if self.txids.is_empty() || self.txids.len() > Self::MAX_IDS {
+            return Err(format!("QueryTrades takes 1 to {} ids, got {}", Self::MAX_IDS, self.txids.len()));
+        }
+        Ok(vec![("nonce", nonce.to_string()), ("txid", self.txids.join(","))])
+    }
+}
+
+/// One trade of QueryTrades, keyed by its trade id: price, volume and fee
+/// at the pair's decimals, fee in the quote currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TradeInfo {
+    pub ordertxid: String,
+    pub pair: String,
+    /// Seconds since the epoch.
+    #[serde(with = "num::flex")]
+    pub time: Decimal,
+    #[serde(rename = "type")]
+    pub side: Side,
+    #[serde(default)]
+    pub ordertype: String,
+    #[serde(with = "num::flex")]
+    pub price: Decimal,
+    #[serde(with = "num::flex")]
+    pub cost: Decimal,
+    #[serde(with = "num::flex")]
+    pub fee: Decimal,
+    #[serde(with = "num::flex")]
+    pub vol: Decimal,
+}
+
+/// `result` of QueryTrades.
+pub type QueryTradesResult = BTreeMap<String, TradeInfo>;
+
 /// Status of an order in OpenOrders / QueryOrders.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

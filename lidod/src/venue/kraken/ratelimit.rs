@@ -143,6 +143,19 @@ impl CallCounter {
         Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 
+    /// The counter's value at `now` in millionths of a point, to share it
+    /// with another process ([`Self::set_level`]).
+    pub fn level_micro(&self, now: Instant) -> u64 {
+        self.level_micro_at(now)
+    }
+
+    /// Sets the counter to `level_micro` at `now`: the value another
+    /// process left, already decayed to now.
+    pub fn set_level(&mut self, level_micro: u64, now: Instant) {
+        self.level = level_micro;
+        self.at = Some(now);
+    }
+
     /// Counts a call of `cost` made at `now`.
     pub fn record(&mut self, cost: u32, now: Instant) {
         let level = self.level_micro_at(now);

@@ -29,8 +29,8 @@ use tokio::sync::Mutex as AsyncMutex;
 use super::envelope::{self, ErrorCode, KrakenError};
 use super::messages::{
     AddOrderRequest, AddOrderResult, BalanceResult, CancelOrderRequest, CancelResult, ClosedOrdersResult, DepthBook,
-    OhlcResult, OpenOrdersRequest, OpenOrdersResult, QueryOrdersRequest, QueryOrdersResult, ServerTime, TickerInfo,
-    TradesResult, WebSocketsToken,
+    OhlcResult, OpenOrdersRequest, OpenOrdersResult, QueryOrdersRequest, QueryOrdersResult, QueryTradesRequest,
+    QueryTradesResult, ServerTime, TickerInfo, TradesResult, WebSocketsToken,
 };
 use super::pairs::PairMap;
 use super::ratelimit::{rest_cost, CallCounter, Limits, Tier};
@@ -211,6 +211,12 @@ impl KrakenRest {
         self.private("QueryOrders", |nonce| request.form(nonce)).await
     }
 
+    /// Trades by Kraken trade id (1 to 20 of them): price, volume, fee.
+    pub async fn query_trades(&self, txids: &[String]) -> Result<QueryTradesResult, KrakenError> {
+        let request = QueryTradesRequest { txids: txids.to_vec() };
+        self.private("QueryTrades", |nonce| request.form(nonce)).await
+    }
+
     /// Places an order. With `cl_ord_id` set, an outcome left unknown by a
     /// transport error can be looked up before any resend.
     pub async fn add_order(&self, request: &AddOrderRequest) -> Result<AddOrderResult, KrakenError> {
@@ -257,24 +263,30 @@ impl KrakenRest {
         let mut nonces = self.nonces.lock().await;
 
         let cost = rest_cost(method);
-        loop {
-            let wait = self.lock_counter().cost_wait(cost, Instant::now());
-            if wait.is_zero() {
-                break;
-            }
-            tracing::debug!(method, wait_ms = wait.as_millis() as u64, "waiting for the kraken call counter");
-            tokio::time::sleep(wait).await;
-        }
-
         // Other broker processes on this key take nonces from the same
         // file: hold its lock until this request is sent, so nonces reach
-        // Kraken in the order they were taken.
+        // Kraken in the order they were taken. The key's REST call counter
+        // lives beside it ([`SharedCounter`]), read and counted under the
+        // same lock; a wait for the counter lets go of the lock meanwhile.
         let lock_wait = self.timeout;
-        let file_lock = match nonces.lock_path() {
-            Some(path) => Some(super::lock::FileLock::acquire(&path, lock_wait).await.map_err(|e| {
-                KrakenError::Transport { message: format!("cannot take the nonce lock: {e}"), maybe_sent: false }
-            })?),
-            None => None,
+        let shared = nonces.lock_path().map(|lock| SharedCounter::beside(&lock));
+        let file_lock = loop {
+            let file_lock = match nonces.lock_path() {
+                Some(path) => Some(super::lock::FileLock::acquire(&path, lock_wait).await.map_err(|e| {
+                    KrakenError::Transport { message: format!("cannot take the nonce lock: {e}"), maybe_sent: false }
+                })?),
+                None => None,
+            };
+            if let Some(shared) = &shared {
+                shared.load_into(&mut self.lock_counter());
+            }
+            let wait = self.lock_counter().cost_wait(cost, Instant::now());
+            if wait.is_zero() {
+                break file_lock;
+            }
+            drop(file_lock);
+            tracing::debug!(method, wait_ms = wait.as_millis() as u64, "waiting for the kraken call counter");
+            tokio::time::sleep(wait).await;
         };
         let nonce = nonces.next().map_err(|e| KrakenError::Transport {
             message: format!("cannot record the next nonce: {e}"),
@@ -286,6 +298,9 @@ impl KrakenRest {
         let path = format!("/0/private/{method}");
         let signature = credentials.secret.sign(&path, nonce, &post_data);
         self.lock_counter().record(cost, Instant::now());
+        if let Some(shared) = &shared {
+            shared.store(&self.lock_counter());
+        }
 
         let sent = self
             .http
@@ -304,16 +319,88 @@ impl KrakenRest {
         if let Err(e) = &result {
             if e.code() == Some(ErrorCode::ApiRateLimit) {
                 self.lock_counter().saturate(Instant::now());
+                self.share_saturation().await;
             }
             tracing::debug!(method, error = %e, "kraken private call failed");
         }
         result
     }
 
+    /// Kraken said the key's call counter is full: every broker process on
+    /// the key hears it (best effort: the next call reads the file).
+    async fn share_saturation(&self) {
+        let Some(lock) = self.nonces.lock().await.lock_path() else { return };
+        let Ok(_held) = super::lock::FileLock::acquire(&lock, self.timeout).await else { return };
+        let shared = SharedCounter::beside(&lock);
+        let mut counter = self.lock_counter();
+        shared.load_into(&mut counter);
+        counter.saturate(Instant::now());
+        shared.store(&counter);
+    }
+
     fn lock_counter(&self) -> std::sync::MutexGuard<'_, CallCounter> {
         // The counter is plain data: a panic elsewhere cannot leave it torn.
         self.counter.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// The REST call counter of one API key, shared by the node's broker
+/// processes on the key: `rest_counter.json` beside the key's nonce file
+/// (in the account folder named by a hash of the key, never the key),
+/// holding the level in millionths of a point and when it was written
+/// (Unix microseconds), read and written only under the nonce lock. Each
+/// process decays the level by the wall-clock time since, so Kraken's one
+/// counter per key is modelled once, not once per process.
+#[derive(Debug)]
+struct SharedCounter {
+    path: std::path::PathBuf,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CounterFile {
+    level_micro: u64,
+    at_micros: u64,
+}
+
+impl SharedCounter {
+    fn beside(lock: &std::path::Path) -> Self {
+        Self { path: lock.with_file_name("rest_counter.json") }
+    }
+
+    /// Sets `counter` to the shared level, decayed to now; a missing file
+    /// leaves it as it is, an unreadable one is logged and replaced.
+    fn load_into(&self, counter: &mut CallCounter) {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot read the shared kraken call counter; counting in this process only");
+                return;
+            }
+        };
+        let Ok(file) = serde_json::from_slice::<CounterFile>(&bytes) else {
+            tracing::warn!(path = %self.path.display(), "the shared kraken call counter is unreadable; it is written again on the next call");
+            return;
+        };
+        let elapsed = unix_micros().saturating_sub(file.at_micros);
+        let decay = u128::from(elapsed) * u128::from(counter.limits().decay_micro_per_sec) / 1_000_000;
+        let level = file.level_micro.saturating_sub(u64::try_from(decay).unwrap_or(u64::MAX));
+        counter.set_level(level, Instant::now());
+    }
+
+    /// Writes `counter`'s level now for the other processes.
+    fn store(&self, counter: &CallCounter) {
+        let file = CounterFile { level_micro: counter.level_micro(Instant::now()), at_micros: unix_micros() };
+        let written =
+            serde_json::to_vec(&file).map_err(std::io::Error::other).and_then(|b| std::fs::write(&self.path, b));
+        if let Err(e) = written {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot write the shared kraken call counter; other brokers on this key will not see this call");
+        }
+    }
+}
+
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
 /// A request refused here, before it left; it never reached Kraken.
@@ -382,6 +469,50 @@ mod tests {
         let rest = KrakenRest::new(config, None, NonceSource::in_memory()).unwrap();
         let err = rest.server_time().await.unwrap_err();
         assert!(matches!(err, KrakenError::Transport { maybe_sent: false, .. }), "{err:?}");
+    }
+
+    /// A Kraken stand-in that answers every private call with an empty
+    /// Balance; its base URL.
+    async fn answering_server() -> String {
+        let app = axum::Router::new().route(
+            "/0/private/{method}",
+            axum::routing::post(|| async { r#"{"error":[],"result":{"ZUSD":"1.0000"}}"# }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    #[tokio::test]
+    async fn two_brokers_on_one_key_spend_one_rest_call_counter() {
+        // Two clients on one nonce file stand for two broker processes on
+        // one API key. Starter's maximum (15) with next to no decay, so a
+        // slow machine cannot make room between the calls.
+        let tmp = tempfile::tempdir().unwrap();
+        let nonce_file = tmp.path().join("account-0123456789abcdef/nonce");
+        let config = RestConfig {
+            base_url: answering_server().await,
+            timeout: Duration::from_secs(5),
+            limits: Limits::new(15, 1),
+            ..RestConfig::default()
+        };
+        let client = || {
+            let credentials = Credentials { key: "key".into(), secret: Signer::new("c2VjcmV0").unwrap() };
+            KrakenRest::new(config.clone(), Some(credentials), NonceSource::load(&nonce_file).unwrap()).unwrap()
+        };
+        let (a, b) = (client(), client());
+        for _ in 0..8 {
+            a.balance().await.unwrap();
+        }
+        for _ in 0..7 {
+            b.balance().await.unwrap();
+        }
+        assert!((b.rate_limit_level() - 15.0).abs() < 0.01, "b counted a's calls too: {}", b.rate_limit_level());
+        // The key's counter is full: a's next call waits, whoever spent it.
+        let next = tokio::time::timeout(Duration::from_millis(300), a.balance()).await;
+        assert!(next.is_err(), "a 16th call went out past kraken's counter of 15");
+        assert!(a.rate_limit_wait() > Duration::from_secs(60), "{:?}", a.rate_limit_wait());
     }
 
     #[tokio::test]

@@ -17,13 +17,24 @@
 //! the status that counts it (reconciliation would otherwise book it from
 //! the status, and again when the snapshot came).
 //!
+//! The snapshot holds only OPEN orders and the last 50 trades, so an
+//! order that closed while the socket was down (canceled elsewhere, or
+//! filled by trades older than those 50) is missing from it: after each
+//! snapshot, the orders the broker knew open and the snapshot lacks are
+//! looked up with QueryOrders (50 ids a call, `trades=true`), their fills
+//! with QueryTrades (20 ids a call) when Kraken's executed volume is more
+//! than the feed reported, and their final state and fills handed on
+//! ([`catch_up`]) before the connection counts as synced. Fills are named
+//! by Kraken's trade id, the feed's `exec_id`, so one seen twice is booked
+//! once.
+//!
 //! An order call is written to the socket with the session's token and a
 //! fresh `req_id`, and answered by the response carrying that `req_id`. A
 //! call whose caller gave up is never sent late; a call sent on a socket
 //! that drops before its answer is an unknown outcome (`maybe_sent`), which
 //! the broker settles by `cl_ord_id` before any resend.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -41,8 +52,9 @@ use tracing::{info, warn};
 use super::ws::{self, Ws, DEAD_AFTER, IDLE_CHECK, PING_AFTER};
 use crate::venue::kraken::envelope::KrakenError;
 use crate::venue::kraken::messages::{
-    parse_ws, AddOrderParams, CancelOrderParams, ExecutionData, MessageType, MethodResponse, OrderAck,
-    SubscriptionParams, Token, WsMessage, WsRequest,
+    parse_ws, unix_seconds, AddOrderParams, CancelOrderParams, ExecutionData, MessageType, MethodResponse, OrderAck,
+    OrderInfo, QueryOrdersRequest, QueryTradesRequest, RestOrderStatus, SubscriptionParams, Token, TradeInfo,
+    WsMessage, WsRequest,
 };
 use crate::venue::kraken::rest::KrakenRest;
 
@@ -112,6 +124,30 @@ impl OrderIndex {
     /// `client_id`, rather than only seen it on the feed.
     pub fn knows(&self, client_id: &str) -> bool {
         self.lock().values().any(|m| m.client_id == client_id && m.placed_micros.is_some())
+    }
+
+    /// The Kraken ids of the orders this broker knows open: the feed's
+    /// latest state for them is not final, or (placed or listed here) the
+    /// feed never reported them.
+    pub fn unsettled(&self) -> Vec<String> {
+        let reports = self.1.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ids: Vec<String> =
+            reports.values().filter(|r| !r.status.is_terminal()).map(|r| r.venue_order_id.clone()).collect();
+        ids.extend(
+            self.lock()
+                .iter()
+                .filter(|(txid, m)| m.placed_micros.is_some() && !reports.contains_key(*txid))
+                .map(|(txid, _)| txid.clone()),
+        );
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// Forgets the feed's state of `txid` (no longer current), so lookups
+    /// ask Kraken.
+    fn forget_report(&self, txid: &str) {
+        self.1.lock().unwrap_or_else(|p| p.into_inner()).remove(txid);
     }
 
     fn get(&self, txid: &str) -> Option<OrderMeta> {
@@ -272,7 +308,12 @@ async fn session(
             frame = stream.next() => {
                 last_heard = Instant::now();
                 match frame {
-                    Some(Ok(Message::Text(text))) => on_text(&text, link, &mut waiting).await?,
+                    Some(Ok(Message::Text(text))) => {
+                        if let Some(in_snapshot) = on_text(&text, link, &mut waiting).await? {
+                            catch_up(rest, link, &in_snapshot).await?;
+                            link.synced.send_replace(true);
+                        }
+                    }
                     Some(Ok(Message::Close(frame))) => return Err(format!("kraken closed the connection: {frame:?}")),
                     Some(Ok(_)) => {}
                     Some(Err(e)) => return Err(format!("read failed: {e}")),
@@ -322,11 +363,13 @@ where
     }
 }
 
+/// Handles one frame; after an `executions` snapshot, the ids of the
+/// orders it holds (the caller then settles the rest, [`catch_up`]).
 async fn on_text(
     text: &str,
     link: Link<'_>,
     waiting: &mut HashMap<u64, oneshot::Sender<Answer>>,
-) -> Result<(), String> {
+) -> Result<Option<HashSet<String>>, String> {
     match parse_ws(text) {
         Ok(WsMessage::Executions { kind, data, .. }) => {
             for entry in &data {
@@ -335,8 +378,10 @@ async fn on_text(
                 }
             }
             if kind == MessageType::Snapshot {
-                link.synced.send_replace(true);
                 info!(entries = data.len(), "kraken executions snapshot handed on");
+                // Its order entries: a trade entry names an order that may
+                // have closed since.
+                return Ok(Some(data.iter().filter(|e| !e.is_fill()).map(|e| e.order_id.clone()).collect()));
             }
         }
         Ok(WsMessage::Response(r)) if r.method == "subscribe" => {
@@ -353,7 +398,117 @@ async fn on_text(
         Ok(_) => {}
         Err(e) => warn!(error = %e, "unreadable kraken frame ignored"),
     }
+    Ok(None)
+}
+
+/// Settles the orders the broker knew open that the snapshot does not
+/// hold: they closed while nobody listened. Each is looked up over REST
+/// (QueryOrders, then QueryTrades for fills the feed did not report) and
+/// its fills, then its final state, are handed on as events. If Kraken
+/// cannot be asked, their feed state is dropped (so a status lookup asks
+/// REST instead of answering "open"), and reconciliation settles them.
+async fn catch_up(rest: &KrakenRest, link: Link<'_>, in_snapshot: &HashSet<String>) -> Result<(), String> {
+    let missing: Vec<String> = link.index.unsettled().into_iter().filter(|t| !in_snapshot.contains(t)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut settled = 0;
+    for chunk in missing.chunks(QueryOrdersRequest::MAX_IDS) {
+        let orders = match rest.query_orders(chunk).await {
+            Ok(found) => found,
+            Err(e) => {
+                warn!(error = %e, orders = chunk.len(), "cannot look up the kraken orders that closed while the executions feed was down; reconciliation will settle them");
+                chunk.iter().for_each(|t| link.index.forget_report(t));
+                continue;
+            }
+        };
+        for (txid, info) in &orders {
+            if matches!(info.status, RestOrderStatus::Open | RestOrderStatus::Pending) {
+                continue;
+            }
+            let trades = match fills_to_fetch(link.index, txid, info) {
+                Some(ids) => match query_trades(rest, &ids).await {
+                    Ok(trades) => trades,
+                    Err(e) => {
+                        warn!(%txid, error = %e, "cannot read the trades of a kraken order closed while the executions feed was down; reconciliation will book them");
+                        link.index.forget_report(txid);
+                        continue;
+                    }
+                },
+                None => Vec::new(),
+            };
+            for event in closed_events(link.index, txid, info, &trades) {
+                link.events.send(event).await.map_err(|_| "the service is stopping".to_string())?;
+            }
+            settled += 1;
+        }
+    }
+    info!(missing = missing.len(), settled, "kraken orders closed while the executions feed was down looked up");
     Ok(())
+}
+
+/// The trade ids to read for `txid`: all of its trades when Kraken
+/// executed more than the feed reported (the fills already booked are
+/// named the same and booked once), else none.
+fn fills_to_fetch(index: &OrderIndex, txid: &str, info: &OrderInfo) -> Option<Vec<String>> {
+    let reported = index.1.lock().unwrap_or_else(|p| p.into_inner()).get(txid).map(|r| r.filled_quantity);
+    let trades = info.trades.clone().unwrap_or_default();
+    (info.vol_exec > reported.unwrap_or_default() && !trades.is_empty()).then_some(trades)
+}
+
+/// QueryTrades for `ids`, 20 a call, oldest first.
+async fn query_trades(rest: &KrakenRest, ids: &[String]) -> Result<Vec<(String, TradeInfo)>, KrakenError> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(QueryTradesRequest::MAX_IDS) {
+        out.extend(rest.query_trades(chunk).await?);
+    }
+    out.sort_by_key(|a| a.1.time);
+    Ok(out)
+}
+
+/// The events for an order found closed at Kraken: its fills (named by
+/// trade id), then its final state, which the index keeps.
+fn closed_events(
+    index: &OrderIndex,
+    txid: &str,
+    info: &OrderInfo,
+    trades: &[(String, TradeInfo)],
+) -> Vec<ServiceEvent> {
+    let Some(meta) = index.get(txid) else {
+        warn!(%txid, "a kraken order closed while the executions feed was down is not known here; left to reconciliation");
+        return Vec::new();
+    };
+    let mut out: Vec<ServiceEvent> = trades
+        .iter()
+        .filter(|(_, t)| t.ordertxid == txid)
+        .map(|(trade_id, t)| {
+            ServiceEvent::Fill(Fill {
+                fill_id: trade_id.clone(),
+                order_id: meta.client_id.clone(),
+                symbol: meta.symbol.clone(),
+                side: t.side,
+                price: t.price,
+                quantity: t.vol,
+                fee: t.fee,
+                ts: unix_seconds(t.time).unwrap_or_else(Utc::now),
+            })
+        })
+        .collect();
+    let report = VenueOrderReport {
+        client_id: meta.client_id.clone(),
+        venue_order_id: txid.to_string(),
+        status: info.lido_status(),
+        filled_quantity: info.vol_exec,
+        average_price: Some(info.price).filter(|p| !p.is_zero() && !info.vol_exec.is_zero()),
+        reason: info.reason.clone(),
+        ts: info.closetm.or(Some(info.opentm)).and_then(unix_seconds).unwrap_or_else(Utc::now),
+        order: None,
+        trade_ids: info.trades.clone().unwrap_or_default(),
+    };
+    info!(order_id = %meta.client_id, %txid, status = %report.status, fills = out.len(), "kraken order closed while the executions feed was down");
+    index.record_report(&report);
+    out.push(ServiceEvent::OrderUpdate(report));
+    out
 }
 
 /// The pipe events for one executions entry: a fill (for `trade`) first,

@@ -20,10 +20,16 @@
 //! the broker waits on those counters and reports their use instead.
 //! Each connection task keeps its
 //! own list of subscriptions and subscribes to all of them again after
-//! every reconnect (capped exponential backoff); a book whose checksum does
+//! every reconnect (capped exponential backoff), one `subscribe` per
+//! channel carrying every symbol (v2's `symbol: [..]`), so a reconnect
+//! costs at most three messages of the connection's budget, not one per
+//! (channel, symbol); a book whose checksum does
 //! not match is reset and resubscribed, so a fresh snapshot replaces it,
 //! at once the first time and then at doubling, capped intervals
-//! ([`super::resync`]), logged once per streak.
+//! ([`super::resync`]), logged once per streak. When a reload of
+//! AssetPairs changes a subscribed pair's price or lot decimals
+//! ([`PublicFeeds::refresh`]), its book is rebuilt at the new decimals and
+//! resubscribed, so its checksum and prices follow Kraken's new precision.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -45,7 +51,7 @@ use super::resync::{BookResyncs, Resync};
 use super::ws::{self, Ws, DEAD_AFTER, IDLE_CHECK, PING_AFTER};
 use crate::venue::kraken::book::L2Book;
 use crate::venue::kraken::messages::{parse_ws, BookData, MessageType, SubscriptionParams, WsMessage, WsRequest};
-use crate::venue::kraken::pairs::PairInfo;
+use crate::venue::kraken::pairs::{PairInfo, PairMap};
 
 /// How the public connections are opened and filled.
 pub struct PublicConfig {
@@ -102,6 +108,8 @@ pub struct PublicFeeds {
     /// Subscribers per (feed, symbol), and the connections carrying them.
     placement: Mutex<Placement>,
     live: Arc<LiveData>,
+    /// The AssetPairs last handed to [`Self::refresh`].
+    pairs_seen: Mutex<Option<Arc<PairMap>>>,
 }
 
 #[derive(Default)]
@@ -169,6 +177,16 @@ impl LiveData {
 enum Control {
     Subscribe(Feed, Box<PairInfo>),
     Unsubscribe(Feed, Symbol),
+    /// AssetPairs was reloaded: the pair as it is now.
+    Refresh(Box<PairInfo>),
+}
+
+/// What a connection sends for a control.
+enum Outgoing {
+    /// One subscribe (true) or unsubscribe.
+    One(Feed, PairInfo, bool),
+    /// The pair's book again, for a snapshot at its new decimals.
+    Resync(PairInfo),
 }
 
 impl PublicFeeds {
@@ -180,6 +198,7 @@ impl PublicFeeds {
             shutdown,
             placement: Mutex::new(Placement::default()),
             live: Arc::new(LiveData::default()),
+            pairs_seen: Mutex::new(None),
         };
         {
             let mut p = feeds.lock();
@@ -261,6 +280,33 @@ impl PublicFeeds {
         };
         if let Some(control) = control {
             let _ = control.send(Control::Unsubscribe(feed, symbol.clone())).await;
+        }
+    }
+
+    /// Hands a (re)loaded AssetPairs to the connections carrying books:
+    /// one whose pair's decimals changed rebuilds and resubscribes it. The
+    /// same map again is a no-op.
+    pub async fn refresh(&self, map: &Arc<PairMap>) {
+        {
+            let mut seen = lock(&self.pairs_seen);
+            if seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, map)) {
+                return;
+            }
+            *seen = Some(map.clone());
+        }
+        let targets: Vec<(mpsc::Sender<Control>, PairInfo)> = {
+            let p = self.lock();
+            p.connection_of
+                .iter()
+                .filter(|((feed, _), _)| *feed == Feed::Book)
+                .filter_map(|((_, symbol), index)| {
+                    let control = p.slots.get(*index)?.as_ref()?.control.clone();
+                    Some((control, map.by_symbol(symbol)?.clone()))
+                })
+                .collect()
+        };
+        for (control, pair) in targets {
+            let _ = control.send(Control::Refresh(Box::new(pair))).await;
         }
     }
 
@@ -403,9 +449,12 @@ impl Connection {
                 book.reset();
             }
         }
-        let all: Vec<(Feed, PairInfo)> = self.subs.iter().map(|((f, _), p)| (*f, p.clone())).collect();
-        for (feed, pair) in all {
-            if let Err(e) = self.send_sub(&mut sink, feed, &pair, true).await {
+        let mut by_feed: BTreeMap<Feed, Vec<PairInfo>> = BTreeMap::new();
+        for ((feed, _), pair) in &self.subs {
+            by_feed.entry(*feed).or_default().push(pair.clone());
+        }
+        for (feed, pairs) in by_feed {
+            if let Err(e) = self.send_subs(&mut sink, feed, &pairs, true).await {
                 return e;
             }
         }
@@ -418,11 +467,12 @@ impl Connection {
                     return "shutting down".into();
                 }
                 Some(c) = control.recv() => {
-                    let (feed, pair, on) = match self.note(c) {
-                        Some(x) => x,
+                    let sent = match self.note(c) {
+                        Some(Outgoing::One(feed, pair, on)) => self.send_sub(&mut sink, feed, &pair, on).await,
+                        Some(Outgoing::Resync(pair)) => self.resync_book(&mut sink, &pair).await,
                         None => continue,
                     };
-                    if let Err(e) = self.send_sub(&mut sink, feed, &pair, on).await {
+                    if let Err(e) = sent {
                         return e;
                     }
                 }
@@ -463,7 +513,7 @@ impl Connection {
     }
 
     /// Records a control in the subscription list; returns what to send.
-    fn note(&mut self, control: Control) -> Option<(Feed, PairInfo, bool)> {
+    fn note(&mut self, control: Control) -> Option<Outgoing> {
         match control {
             Control::Subscribe(feed, pair) => {
                 let pair = *pair;
@@ -477,7 +527,7 @@ impl Connection {
                     lock(&self.live.books).insert(pair.symbol.clone(), book);
                 }
                 self.subs.insert((feed, pair.symbol.clone()), pair.clone());
-                Some((feed, pair, true))
+                Some(Outgoing::One(feed, pair, true))
             }
             Control::Unsubscribe(feed, symbol) => {
                 let pair = self.subs.remove(&(feed, symbol.clone()))?;
@@ -485,21 +535,47 @@ impl Connection {
                     self.resyncs.forget(&symbol);
                 }
                 self.live.forget(feed, &symbol);
-                Some((feed, pair, false))
+                Some(Outgoing::One(feed, pair, false))
+            }
+            Control::Refresh(pair) => {
+                let pair = *pair;
+                let symbol = pair.symbol.clone();
+                let old = self.subs.get(&(Feed::Book, symbol.clone()))?;
+                if (old.price_decimals, old.lot_decimals) == (pair.price_decimals, pair.lot_decimals) {
+                    return None;
+                }
+                info!(connection = self.index, %symbol, price_decimals = pair.price_decimals,
+                    lot_decimals = pair.lot_decimals, "kraken changed the pair's decimals; resubscribing its book");
+                for feed in [Feed::Quotes, Feed::Book, Feed::Trades] {
+                    if let Some(p) = self.subs.get_mut(&(feed, symbol.clone())) {
+                        *p = pair.clone();
+                    }
+                }
+                let book =
+                    L2Book::new(symbol.clone(), self.book_depth as usize, pair.price_decimals, pair.lot_decimals);
+                lock(&self.live.books).insert(symbol.clone(), book);
+                self.resyncs.forget(&symbol);
+                Some(Outgoing::Resync(pair))
             }
         }
     }
 
     async fn send_sub(&mut self, sink: &mut Sink, feed: Feed, pair: &PairInfo, on: bool) -> Result<(), String> {
-        let symbol = [pair.ws_symbol()];
+        self.send_subs(sink, feed, std::slice::from_ref(pair), on).await
+    }
+
+    /// One `subscribe` (or `unsubscribe`) of `feed`'s channel for every
+    /// pair in `pairs`.
+    async fn send_subs(&mut self, sink: &mut Sink, feed: Feed, pairs: &[PairInfo], on: bool) -> Result<(), String> {
+        let symbols: Vec<&str> = pairs.iter().map(PairInfo::ws_symbol).collect();
         let params = match feed {
-            Feed::Quotes => SubscriptionParams::ticker(&symbol),
-            Feed::Book => SubscriptionParams::book(&symbol, self.book_depth),
-            Feed::Trades => SubscriptionParams::trade(&symbol),
+            Feed::Quotes => SubscriptionParams::ticker(&symbols),
+            Feed::Book => SubscriptionParams::book(&symbols, self.book_depth),
+            Feed::Trades => SubscriptionParams::trade(&symbols),
         };
         let id = self.next_id();
         let request = if on { WsRequest::subscribe(params, id) } else { WsRequest::unsubscribe(params, id) };
-        debug!(connection = self.index, method = %request.method, symbol = %pair.symbol, ?feed, "kraken subscription");
+        debug!(connection = self.index, method = %request.method, symbols = ?symbols, ?feed, "kraken subscription");
         ws::send(sink, &request).await
     }
 
