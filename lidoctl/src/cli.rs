@@ -409,7 +409,7 @@ pub struct StopArgs {
 pub enum TokenCommand {
     /// Create a token; its secret is printed once and never again
     #[command(
-        after_help = "Examples:\n  lidoctl token create --customer acme\n  lidoctl token create --operator --name alice\n  lidoctl token create --customer acme -o json | jq -r .token"
+        after_help = "Examples:\n  lidoctl token create --customer acme\n  lidoctl token create --customer acme --expires-in 30d\n  lidoctl token create --operator --name alice\n  lidoctl token create --customer acme -o json | jq -r .token"
     )]
     Create(TokenCreateArgs),
     /// List tokens (never their secrets)
@@ -432,6 +432,10 @@ pub struct TokenCreateArgs {
     /// A name for the audit log (e.g. the person or the bot)
     #[arg(long)]
     pub name: Option<String>,
+    /// The token stops working this long from now (e.g. 30d, 12h, 90m);
+    /// its sessions and streams end then. Default: until revoked
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub expires_in: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]

@@ -30,5 +30,6 @@ mod slow_consumer;
 mod stream_orders;
 mod supervision;
 mod tls;
+mod tokens;
 mod trader;
 mod tui_tmux;
