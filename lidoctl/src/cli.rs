@@ -409,7 +409,7 @@ pub struct StopArgs {
 pub enum TokenCommand {
     /// Create a token; its secret is printed once and never again
     #[command(
-        after_help = "Examples:\n  lidoctl token create --customer acme\n  lidoctl token create --operator --name alice\n  lidoctl token create --customer acme -o json | jq -r .token"
+        after_help = "Examples:\n  lidoctl token create --customer acme\n  lidoctl token create --customer acme --expires-in 30d\n  lidoctl token create --operator --name alice\n  lidoctl token create --customer acme -o json | jq -r .token"
     )]
     Create(TokenCreateArgs),
     /// List tokens (never their secrets)
@@ -420,18 +420,24 @@ pub enum TokenCommand {
     Revoke(TokenRevokeArgs),
 }
 
+/// One of `--customer` and `--operator` (a group of those two only: a
+/// struct-level group would take in `--name` and `--expires-in` too).
 #[derive(Debug, Args)]
-#[group(id = "role", required = true, multiple = false)]
+#[command(group = clap::ArgGroup::new("role").required(true).multiple(false).args(["customer", "operator"]))]
 pub struct TokenCreateArgs {
     /// A customer token: trades for this customer only
-    #[arg(long, group = "role")]
+    #[arg(long)]
     pub customer: Option<String>,
     /// An operator token: runs the cluster
-    #[arg(long, group = "role")]
+    #[arg(long)]
     pub operator: bool,
     /// A name for the audit log (e.g. the person or the bot)
     #[arg(long)]
     pub name: Option<String>,
+    /// The token stops working this long from now (e.g. 30d, 12h, 90m);
+    /// its sessions and streams end then. Default: until revoked
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub expires_in: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -585,6 +591,18 @@ mod tests {
         assert_eq!(parse_key_value("empty=").unwrap(), ("empty".into(), String::new()));
         assert!(parse_key_value("foo").is_err());
         assert!(parse_key_value("=x").is_err());
+    }
+
+    #[test]
+    fn token_create_takes_a_role_with_a_name_and_an_expiry() {
+        let args = ["lidoctl", "token", "create", "--customer", "acme", "--name", "bot", "--expires-in", "30d"];
+        let cli = Cli::try_parse_from(args).expect("a customer token with a name and an expiry");
+        let dbg = format!("{cli:?}");
+        assert!(dbg.contains("2592000") && dbg.contains("\"bot\""), "{dbg}");
+        assert!(Cli::try_parse_from(["lidoctl", "token", "create", "--operator", "--name", "alice"]).is_ok());
+        assert!(Cli::try_parse_from(["lidoctl", "token", "create", "--name", "x"]).is_err(), "a role is required");
+        let both = ["lidoctl", "token", "create", "--operator", "--customer", "acme"];
+        assert!(Cli::try_parse_from(both).is_err(), "one role only");
     }
 
     #[test]

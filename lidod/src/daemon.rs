@@ -90,7 +90,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
     std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let access = Access::open(config.auth, Some(data_dir))?;
     let bootstrap = match config.auth {
-        AuthMode::Tokens => access.bootstrap(data_dir)?,
+        AuthMode::Tokens => access.bootstrap(data_dir).await?,
         AuthMode::Open => None,
     };
     if let Some(path) = bootstrap {
@@ -274,14 +274,16 @@ pub async fn run_im(listener: TcpListener, config: Config, shutdown: Cancellatio
     let data_dir = config.node.data_dir.as_path();
     std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let access = Access::open(config.auth, Some(data_dir))?;
-    if config.auth == AuthMode::Tokens {
-        if let Some(path) = access.bootstrap(data_dir)? {
-            warn!(path = %path.display(), "no operator token existed: created a bootstrap operator token in this file (0600)");
-        }
-    }
     let cluster_secret = crate::auth::secret::load(config.cluster_secret_file.as_deref(), Some(data_dir))?;
     let c = &config.cluster;
     let registry = crate::cluster::open_registry(&c.registry, &c.etcd_endpoints, &c.etcd_prefix).await?;
+    // On etcd, tokens and the audit log are the cluster's, not this IM's.
+    access.share(registry.clone(), shutdown.child_token()).await?;
+    if config.auth == AuthMode::Tokens {
+        if let Some(path) = access.bootstrap(data_dir).await? {
+            warn!(path = %path.display(), "no operator token existed: created a bootstrap operator token in this file (0600)");
+        }
+    }
     let after_hours = c.after_hours.as_ref().map(crate::cluster::after_hours::AfterHours::parse).transpose()?;
     let im = crate::cluster::im::ClusterIm::new(crate::cluster::im::ImParts {
         id: config.node.id.clone(),

@@ -78,8 +78,9 @@ async fn healthz(State(infra): State<Infra>) -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok", "node": infra.node_id(), "draining": infra.is_draining()}))
 }
 
-/// Prometheus text exposition; the load gauges are read now.
-async fn metrics(State(infra): State<Infra>) -> Result<String, ApiError> {
+/// Prometheus text exposition; the load gauges are read now. Operators
+/// only (in open mode the local caller is one).
+async fn metrics(State(infra): State<Infra>, _operator: Operator) -> Result<String, ApiError> {
     let node = infra.node_info();
     metrics::gauge!("lido_sessions").set(node.load.sessions as f64);
     metrics::gauge!("lido_streams_open").set(node.load.streams as f64);
@@ -196,12 +197,32 @@ impl FromRequestParts<Infra> for Caller {
         if let Some(verified) = infra.access().verify(token) {
             return verified;
         }
-        let (customer, token_id) = infra.sessions().customer_of(token).ok_or_else(|| {
+        let session = infra.sessions().customer_of(token).ok_or_else(|| {
             ApiError::unauthorized(
                 "unknown token or session; open a session with POST /v1/sessions or ask an operator for a token",
             )
         })?;
-        Ok(Caller::Customer { customer, token_id })
+        session.validity.check()?;
+        Ok(Caller::Customer { customer: session.customer, token_id: session.opened_by })
+    }
+}
+
+/// How long the credential of a request stays good: its session's, its API
+/// token's, or for ever (open mode's local caller, an IM).
+pub fn validity(infra: &Infra, headers: &HeaderMap, caller: &Caller) -> crate::auth::Validity {
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    if let Some(session) = bearer.and_then(|t| infra.sessions().customer_of(t)) {
+        return session.validity;
+    }
+    match caller {
+        Caller::Operator { token_id, .. } | Caller::Customer { token_id: Some(token_id), .. } => {
+            infra.access().validity(token_id)
+        }
+        Caller::Local | Caller::Im | Caller::Customer { token_id: None, .. } => crate::auth::Validity::default(),
     }
 }
 

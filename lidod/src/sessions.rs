@@ -1,8 +1,11 @@
 //! Algo sessions: a bearer token that names the customer.
 //!
 //! Session ids are random and live in memory; they last while the node runs
-//! and end when the API token that opened them is revoked. The durable,
-//! hashed customer and operator tokens are in [`crate::auth`].
+//! and end when the API token that opened them is revoked or expires (a
+//! session carries its token's expiry; an IM that revokes a token tells
+//! every node to close its sessions). Each session holds a
+//! [`Validity`]: its streams end the moment it does. The durable, hashed
+//! customer and operator tokens are in [`crate::auth`].
 //!
 //! Each session remembers the market instance it was assigned when opened
 //! (see `markets/instances.rs`): its algo streams join that instance.
@@ -14,6 +17,7 @@ use chrono::{DateTime, Utc};
 use lido_shared::api::Session;
 use lido_shared::cluster::SessionInfo;
 
+use crate::auth::Validity;
 use crate::error::ApiError;
 
 /// A session, when it was opened, and by which API token (if any).
@@ -23,6 +27,16 @@ struct Entry {
     opened_by: Option<String>,
     /// The market instance its streams join.
     instance: Option<u32>,
+    /// Ends when the session is closed or its token's expiry passes.
+    validity: Validity,
+}
+
+/// What a session id stands for.
+pub struct SessionAuth {
+    pub customer: String,
+    /// The API token that opened it, if any.
+    pub opened_by: Option<String>,
+    pub validity: Validity,
 }
 
 #[derive(Clone, Default)]
@@ -37,6 +51,19 @@ impl Sessions {
 
     /// Opens a session that ends when the token `opened_by` is revoked.
     pub fn open_by(&self, customer: &str, node: &str, api_url: &str, opened_by: Option<&str>) -> Session {
+        self.open_until(customer, node, api_url, opened_by, Validity::default())
+    }
+
+    /// Opens a session that ends with `validity` (its token's), or sooner
+    /// when it is closed.
+    pub fn open_until(
+        &self,
+        customer: &str,
+        node: &str,
+        api_url: &str,
+        opened_by: Option<&str>,
+        validity: Validity,
+    ) -> Session {
         let session = Session {
             session_id: format!("s-{}", uuid::Uuid::new_v4().simple()),
             customer: customer.to_string(),
@@ -49,14 +76,28 @@ impl Sessions {
             at: Utc::now(),
             opened_by: opened_by.map(str::to_string),
             instance: None,
+            validity: validity.child(),
         };
         self.lock().insert(session.session_id.clone(), entry);
         session
     }
 
-    /// The session's customer and the token that opened it.
-    pub fn customer_of(&self, token: &str) -> Option<(String, Option<String>)> {
-        self.lock().get(token).map(|e| (e.session.customer.clone(), e.opened_by.clone()))
+    /// The session's customer, the token that opened it and how long it
+    /// stays good.
+    pub fn customer_of(&self, token: &str) -> Option<SessionAuth> {
+        self.lock().get(token).map(|e| SessionAuth {
+            customer: e.session.customer.clone(),
+            opened_by: e.opened_by.clone(),
+            validity: e.validity.clone(),
+        })
+    }
+
+    /// Gives the session `token` an expiry (its token's, when an IM opened it).
+    pub fn set_expiry(&self, token: &str, expires_at: DateTime<Utc>) {
+        if let Some(e) = self.lock().get_mut(token) {
+            let sooner = e.validity.expires_at().map_or(expires_at, |at| at.min(expires_at));
+            e.validity = crate::auth::Validity::new(e.validity.revoked_token(), Some(sooner));
+        }
     }
 
     /// Records the market instance the session was assigned.
@@ -72,21 +113,31 @@ impl Sessions {
     }
 
     pub fn count_for(&self, customer: &str) -> usize {
-        self.lock().values().filter(|e| e.session.customer == customer).count()
+        let mut map = self.lock();
+        prune(&mut map);
+        map.values().filter(|e| e.session.customer == customer).count()
     }
 
-    /// Ends every session opened by `token_id`; returns how many.
+    /// Ends every session opened by `token_id`, and their streams; returns
+    /// how many.
     pub fn close_opened_by(&self, token_id: &str) -> usize {
         let mut map = self.lock();
         let before = map.len();
-        map.retain(|_, e| e.opened_by.as_deref() != Some(token_id));
+        map.retain(|_, e| {
+            let keep = e.opened_by.as_deref() != Some(token_id);
+            if !keep {
+                e.validity.end();
+            }
+            keep
+        });
         before - map.len()
     }
 
-    /// Every session, oldest first, tokens shortened to 10 characters.
+    /// Every live session, oldest first, tokens shortened to 10 characters.
     pub fn list(&self) -> Vec<SessionInfo> {
-        let mut out: Vec<SessionInfo> = self
-            .lock()
+        let mut map = self.lock();
+        prune(&mut map);
+        let mut out: Vec<SessionInfo> = map
             .values()
             .map(|e| SessionInfo {
                 id: e.session.session_id.chars().take(10).collect(),
@@ -100,12 +151,19 @@ impl Sessions {
     }
 
     pub fn count(&self) -> usize {
-        self.lock().len()
+        let mut map = self.lock();
+        prune(&mut map);
+        map.len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Forgets sessions that ended (their token expired).
+fn prune(map: &mut HashMap<String, Entry>) {
+    map.retain(|_, e| e.validity.state().is_none());
 }
 
 /// Customer names: 1-64 of `A-Z a-z 0-9 - _ .`.

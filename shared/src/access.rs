@@ -49,6 +49,9 @@ pub struct CreateToken {
     pub customer: Option<String>,
     #[serde(default)]
     pub name: Option<String>,
+    /// When the token stops working (RFC 3339, in the future); none: until revoked.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl utoipa::ToSchema for CreateToken {}
@@ -56,7 +59,8 @@ impl utoipa::ToSchema for CreateToken {}
 impl utoipa::PartialSchema for CreateToken {
     /// One of `{"role":"customer","customer":"acme"}` (customer: 1-64 of
     /// `A-Z a-z 0-9 - _ .`) and `{"role":"operator"}`, each with an
-    /// optional `name` of 1-64 printable characters (or null), nothing else.
+    /// optional `name` of 1-64 printable characters (or null) and an optional
+    /// `expires_at` (RFC 3339, or null), nothing else.
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, SchemaType, Type};
         let string = |pattern: &str| ObjectBuilder::new().schema_type(Type::String).pattern(Some(pattern));
@@ -64,10 +68,15 @@ impl utoipa::PartialSchema for CreateToken {
             let name = ObjectBuilder::new()
                 .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
                 .pattern(Some(r"^[^\u0000-\u001f\u007f-\u009f]{1,64}$"));
+            let expires_at =
+                ObjectBuilder::new().schema_type(SchemaType::from_iter([Type::String, Type::Null])).format(Some(
+                    utoipa::openapi::schema::SchemaFormat::KnownFormat(utoipa::openapi::schema::KnownFormat::DateTime),
+                ));
             ObjectBuilder::new()
                 .property("role", ObjectBuilder::new().schema_type(Type::String).enum_values(Some([role])))
                 .required("role")
                 .property("name", name)
+                .property("expires_at", expires_at)
                 .additional_properties(Some(AdditionalProperties::FreeForm(false)))
         };
         let customer = shape("customer").property("customer", string("^[A-Za-z0-9._-]{1,64}$")).required("customer");
@@ -88,6 +97,16 @@ pub struct TokenInfo {
     pub name: Option<String>,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// When it stops working by itself, if ever.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl TokenInfo {
+    /// Whether it has expired at `now`.
+    pub fn expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
 }
 
 /// `POST /v1/tokens` answer: the only time the secret is shown.
@@ -180,6 +199,7 @@ mod tests {
                 name: None,
                 created_at: Utc::now(),
                 revoked_at: None,
+                expires_at: None,
             },
             token: "lido_secret".into(),
         };

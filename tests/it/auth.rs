@@ -29,7 +29,8 @@ async fn bootstrap_token(dir: &Path) -> String {
 }
 
 async fn token(op: &LidoClient, role: Role, customer: Option<&str>, name: Option<&str>) -> (String, String) {
-    let req = CreateToken { role, customer: customer.map(str::to_string), name: name.map(str::to_string) };
+    let req =
+        CreateToken { role, customer: customer.map(str::to_string), name: name.map(str::to_string), expires_at: None };
     let created = op.create_token(&req).await.expect("create token");
     (created.info.id, created.token)
 }
@@ -233,7 +234,7 @@ max_position = 0.05
 /// Customer `fast` already holds its one session; open mode lets the local
 /// operator give it a customer token instead.
 async fn fast_token(c: &LidoClient) -> String {
-    let req = CreateToken { role: Role::Customer, customer: Some("fast".into()), name: None };
+    let req = CreateToken { role: Role::Customer, customer: Some("fast".into()), name: None, expires_at: None };
     c.create_token(&req).await.expect("token for fast").token
 }
 
@@ -270,7 +271,9 @@ async fn secrets_never_appear_in_logs_or_answers() {
     keep(acme.place_order(&paper_limit("NOPE/USD", Side::Buy, dec!(1), dec!(1), "x")).await.map(|_| String::new()));
     keep(op.audit(&AuditQuery::default()).await.map(|a| serde_json::to_string(&a).unwrap()));
     keep(op.health().await.map(|h| h.to_string()));
-    let metrics = reqwest::get(format!("{}/metrics", d.url)).await.unwrap().text().await.unwrap();
+    let metrics = op.req(reqwest::Method::GET, "/metrics").send().await.unwrap();
+    assert_eq!(metrics.status(), 200, "an operator reads /metrics");
+    let metrics = metrics.text().await.unwrap();
     keep(Ok(metrics));
 
     let broker_pid = op.cluster().await.unwrap().service("paper-1").and_then(|s| s.pid).expect("paper-1 pid");

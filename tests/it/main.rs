@@ -31,6 +31,7 @@ mod slow_consumer;
 mod stream_orders;
 mod supervision;
 mod tls;
+mod tokens;
 mod trader;
 mod trust;
 mod tui_tmux;

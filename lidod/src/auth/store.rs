@@ -11,7 +11,8 @@ use lido_shared::access::{AuditRecord, Role, TokenInfo};
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// Migrations, in order; `user_version` is how many have run.
-const MIGRATIONS: &[&str] = &["CREATE TABLE tokens (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE tokens (
         id TEXT PRIMARY KEY,
         hash BLOB NOT NULL UNIQUE,
         role TEXT NOT NULL,
@@ -29,7 +30,10 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE tokens (
         result TEXT NOT NULL,
         detail TEXT
     );
-    CREATE INDEX audit_ts ON audit (ts);"];
+    CREATE INDEX audit_ts ON audit (ts);",
+    // Optional expiry (issue 20): NULL means until revoked.
+    "ALTER TABLE tokens ADD COLUMN expires_at TEXT;",
+];
 
 #[derive(Debug, thiserror::Error)]
 #[error("auth store: {0}")]
@@ -70,8 +74,17 @@ impl Store {
     pub fn insert_token(&self, row: &TokenRow) -> Result<(), StoreError> {
         let i = &row.info;
         self.conn().execute(
-            "INSERT INTO tokens (id, hash, role, customer, name, created_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL)",
-            params![i.id, row.hash.as_slice(), i.role.as_str(), i.customer, i.name, i.created_at.to_rfc3339()],
+            "INSERT INTO tokens (id, hash, role, customer, name, created_at, revoked_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7)",
+            params![
+                i.id,
+                row.hash.as_slice(),
+                i.role.as_str(),
+                i.customer,
+                i.name,
+                i.created_at.to_rfc3339(),
+                i.expires_at.map(|t| t.to_rfc3339())
+            ],
         )?;
         Ok(())
     }
@@ -79,7 +92,7 @@ impl Store {
     pub fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT id, hash, role, customer, name, created_at, revoked_at FROM tokens ORDER BY created_at, id",
+            "SELECT id, hash, role, customer, name, created_at, revoked_at, expires_at FROM tokens ORDER BY created_at, id",
         )?;
         let rows = stmt.query_map([], |r| {
             let hash: Vec<u8> = r.get(1)?;
@@ -92,6 +105,7 @@ impl Store {
                     name: r.get(4)?,
                     created_at: time(r.get(5)?),
                     revoked_at: r.get::<_, Option<String>>(6)?.map(time),
+                    expires_at: r.get::<_, Option<String>>(7)?.map(time),
                 },
                 hash: hash.try_into().unwrap_or([0; 32]),
             })
@@ -186,6 +200,7 @@ mod tests {
                 name: None,
                 created_at: Utc::now(),
                 revoked_at: None,
+                expires_at: None,
             },
             hash: [7; 32],
         }

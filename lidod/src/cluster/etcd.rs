@@ -8,7 +8,11 @@
 //! - `{prefix}/assign/{customer}`: the customer's TraderManager node, created
 //!   with a compare-and-swap;
 //! - `{prefix}/settings/{key}`: plain values;
-//! - `{prefix}/leader`: the election name of the leader IM.
+//! - `{prefix}/leader`: the election name of the leader IM;
+//! - `{prefix}/tokens/{id}`: an API token's listing and SHA-256 (never the
+//!   secret), rewritten when it is revoked; each IM re-reads them every
+//!   `auth::SHARED_SYNC`;
+//! - `{prefix}/audit/{nanos}-{random}`: the audit log, one record a key.
 //!
 //! Every change reaches every IM through one etcd watch on the prefix (this
 //! IM's own writes included), translated into [`RegistryChange`]s with the
@@ -409,6 +413,29 @@ impl Registry for EtcdRegistry {
         };
         tokio::spawn(election.run(stop));
         rx
+    }
+
+    fn shares_access(&self) -> bool {
+        true
+    }
+
+    async fn put_token(&self, id: &str, record: &str) -> RegistryResult<()> {
+        self.put(format!("{}tokens/{id}", self.root), record.to_string()).await
+    }
+
+    async fn shared_tokens(&self) -> RegistryResult<Vec<String>> {
+        Ok(self.get_prefix("tokens").await?.into_iter().map(|(_, v)| v).collect())
+    }
+
+    async fn append_audit(&self, record: &str) -> RegistryResult<()> {
+        // Time-ordered keys; the random tail keeps two IMs' records apart.
+        let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+        let key = format!("{}audit/{nanos:020}-{:08x}", self.root, rand::random::<u32>());
+        self.put(key, record.to_string()).await
+    }
+
+    async fn audit_records(&self) -> RegistryResult<Vec<String>> {
+        Ok(self.get_prefix("audit").await?.into_iter().map(|(_, v)| v).collect())
     }
 
     fn watch(&self) -> broadcast::Receiver<RegistryChange> {

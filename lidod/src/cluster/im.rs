@@ -242,6 +242,17 @@ impl ClusterIm {
     /// `POST /v1/sessions`: a MarketManager on the chosen node, and the
     /// customer's sticky TraderManager.
     pub async fn open_session(&self, req: &SessionRequest) -> Result<Session, ApiError> {
+        self.open_session_by(req, None).await
+    }
+
+    /// [`Self::open_session`] for the API token `opener` (its id and
+    /// expiry): the node ties the session to it, so revoking the token ends
+    /// the session and it expires with the token.
+    pub async fn open_session_by(
+        &self,
+        req: &SessionRequest,
+        opener: Option<(&str, Option<chrono::DateTime<chrono::Utc>>)>,
+    ) -> Result<Session, ApiError> {
         crate::sessions::validate_customer(&req.customer)?;
         // One read of the registry serves both the choice and the check of
         // the customer's TraderManager node.
@@ -267,11 +278,14 @@ impl ClusterIm {
             .map(|c| c.info.api_url.clone())
             .unwrap_or_else(|| chosen.info.api_url.clone());
         let url = format!("{}/v1/sessions", chosen.info.api_url);
-        let answer = self
-            .inner
-            .http
-            .post(&url)
-            .header(CLUSTER_SECRET_HEADER, self.inner.secret.expose())
+        let mut forward = self.inner.http.post(&url).header(CLUSTER_SECRET_HEADER, self.inner.secret.expose());
+        if let Some((token_id, expires_at)) = opener {
+            forward = forward.header(crate::auth::OPENED_BY_HEADER, token_id);
+            if let Some(at) = expires_at {
+                forward = forward.header(crate::auth::EXPIRES_AT_HEADER, at.to_rfc3339());
+            }
+        }
+        let answer = forward
             .json(&serde_json::json!({ "customer": req.customer }))
             .send()
             .await

@@ -113,4 +113,33 @@ pub trait Registry: Send + Sync + 'static {
 
     /// Changes from now on, made by any IM.
     fn watch(&self) -> broadcast::Receiver<RegistryChange>;
+
+    /// Whether API tokens, their revocations and the audit log live here
+    /// (etcd: every IM accepts the same tokens) rather than in each IM's own
+    /// store (memory: one IM, its `auth.sqlite`).
+    fn shares_access(&self) -> bool {
+        false
+    }
+
+    /// Records (or replaces, on revocation) a token's stored form by id.
+    async fn put_token(&self, id: &str, record: &str) -> RegistryResult<()> {
+        let _ = (id, record);
+        Err(RegistryError::Other(format!("the {} registry does not keep tokens", self.backend())))
+    }
+
+    /// Every token's stored form.
+    async fn shared_tokens(&self) -> RegistryResult<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    /// Appends an audit record (JSON).
+    async fn append_audit(&self, record: &str) -> RegistryResult<()> {
+        let _ = record;
+        Err(RegistryError::Other(format!("the {} registry does not keep the audit log", self.backend())))
+    }
+
+    /// Every audit record (JSON), in no particular order.
+    async fn audit_records(&self) -> RegistryResult<Vec<String>> {
+        Ok(Vec::new())
+    }
 }

@@ -18,6 +18,7 @@ pub fn routes() -> Router<Infra> {
     Router::new()
         .route("/v1/tokens", get(list_tokens).post(create_token))
         .route("/v1/tokens/{id}", delete(revoke_token))
+        .route("/v1/tokens/{id}/sessions", delete(end_sessions))
         .route("/v1/audit", get(audit))
 }
 
@@ -30,7 +31,7 @@ pub async fn create_token(
     ApiJson(req): ApiJson<CreateToken>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
     let access = infra.access();
-    let result = access.create(&req);
+    let result = access.create(&req).await;
     let target = result.as_ref().map_or("-".to_string(), |c| c.info.id.clone());
     let detail = match (&req.customer, &req.name) {
         (Some(c), _) => format!("role {} customer {c}", req.role),
@@ -56,7 +57,7 @@ pub async fn revoke_token(
     Operator(caller): Operator,
     Path(id): Path<String>,
 ) -> Result<Json<TokenInfo>, ApiError> {
-    let result = infra.access().revoke(&id);
+    let result = infra.access().revoke(&id).await;
     let detail = result.as_ref().ok().map(|_| format!("{} sessions ended", infra.sessions().close_opened_by(&id)));
     infra.access().audit(&caller.actor(), "token_revoke", &id, &result, detail.as_deref());
     Ok(Json(result?))
@@ -77,5 +78,21 @@ pub async fn audit(
             format!("limit must be between 1 and {AUDIT_MAX}, got {limit}"),
         ));
     }
-    Ok(Json(infra.access().audit_log(q.since, limit)?))
+    Ok(Json(infra.access().audit_log(q.since, limit).await?))
+}
+
+/// Ends the sessions the token `id` opened on this node, and their streams
+/// (an IM calls this on every node when it revokes a token of its own).
+#[utoipa::path(delete, path = "/v1/tokens/{id}/sessions", tag = "access", params(("id" = String, Path)),
+    responses((status = 200, description = "`{\"ended\": N}`"), (status = 403, body = ErrorBody)))]
+pub async fn end_sessions(
+    State(infra): State<Infra>,
+    Operator(caller): Operator,
+    Path(id): Path<String>,
+) -> Json<serde_json::Value> {
+    let ended = infra.sessions().close_opened_by(&id);
+    if ended > 0 {
+        tracing::info!(token = %id, ended, actor = %caller.actor(), "sessions of a revoked token ended");
+    }
+    Json(serde_json::json!({ "ended": ended }))
 }

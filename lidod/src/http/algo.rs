@@ -38,20 +38,35 @@ pub fn routes() -> Router<Infra> {
 pub async fn open_session(
     State(infra): State<Infra>,
     caller: Caller,
+    headers: axum::http::HeaderMap,
     ApiJson(mut req): ApiJson<SessionRequest>,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
     caller.session_customer(&mut req.customer)?;
-    let opened_by = match &caller {
-        Caller::Local | Caller::Im => None,
-        Caller::Operator { token_id, .. } => Some(token_id.clone()),
-        Caller::Customer { token_id, .. } => token_id.clone(),
+    // An IM forwards the asking token's id and expiry (it proved the cluster
+    // secret, so they are believed): revoking the token there ends the
+    // session here, and it expires with the token.
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let (opened_by, expires_at) = match &caller {
+        Caller::Im => {
+            let expires_at = header(crate::auth::EXPIRES_AT_HEADER)
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+                .map(|t| t.with_timezone(&chrono::Utc));
+            (header(crate::auth::OPENED_BY_HEADER), expires_at)
+        }
+        Caller::Local | Caller::Operator { .. } => (None, None),
+        Caller::Customer { token_id, .. } => (token_id.clone(), None),
     };
     // The customer may come from another node (its orders are at the venue):
     // take them on before the session is used.
     if !req.customer.is_empty() {
         infra.markets().reconcile_customer(&req.customer, None).await?;
     }
-    Ok((StatusCode::CREATED, Json(infra.open_session(&req, opened_by.as_deref())?)))
+    let session = infra.open_session(&req, opened_by.as_deref())?;
+    let validity = super::validity(&infra, &headers, &caller);
+    if let Some(at) = expires_at.or(validity.expires_at()) {
+        infra.sessions().set_expiry(&session.session_id, at);
+    }
+    Ok((StatusCode::CREATED, Json(session)))
 }
 
 /// Markets of this node, with symbols and broker pools.

@@ -128,7 +128,8 @@ async fn healthz(State(im): State<ClusterIm>) -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok", "role": "im", "im": im.id(), "registry": im.registry().backend()}))
 }
 
-async fn metrics(State(im): State<ClusterIm>) -> Result<String, ApiError> {
+/// The cluster's figures; operators only (in open mode the local caller is one).
+async fn metrics(State(im): State<ClusterIm>, _op: ImOperator) -> Result<String, ApiError> {
     let nodes = im.candidates().await?;
     let mut text = String::from("# TYPE lido_cluster_nodes gauge\n");
     text.push_str(&format!("lido_cluster_nodes {}\n", nodes.len()));
@@ -241,7 +242,11 @@ async fn open_session(
     ApiJson(mut req): ApiJson<SessionRequest>,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
     caller.session_customer(&mut req.customer)?;
-    Ok((StatusCode::CREATED, Json(im.open_session(&req).await?)))
+    let opener = match &caller {
+        Caller::Customer { token_id: Some(id), .. } => Some((id.as_str(), im.access().validity(id).expires_at())),
+        _ => None,
+    };
+    Ok((StatusCode::CREATED, Json(im.open_session_by(&req, opener).await?)))
 }
 
 /// Every node's sessions.
@@ -460,7 +465,7 @@ async fn create_token(
     ImOperator(caller): ImOperator,
     ApiJson(req): ApiJson<CreateToken>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
-    let result = im.access().create(&req);
+    let result = im.access().create(&req).await;
     let target = result.as_ref().map_or("-".to_string(), |c| c.info.id.clone());
     im.access().audit(&caller.actor(), "token_create", &target, &result, Some(&format!("role {}", req.role)));
     Ok((StatusCode::CREATED, Json(result?)))
@@ -475,9 +480,45 @@ async fn revoke_token(
     ImOperator(caller): ImOperator,
     Path(id): Path<String>,
 ) -> Result<Json<TokenInfo>, ApiError> {
-    let result = im.access().revoke(&id);
-    im.access().audit(&caller.actor(), "token_revoke", &id, &result, None);
+    let result = im.access().revoke(&id).await;
+    let detail = match &result {
+        Ok(_) => Some(end_sessions_everywhere(&im, &id).await),
+        Err(_) => None,
+    };
+    im.access().audit(&caller.actor(), "token_revoke", &id, &result, detail.as_deref());
     Ok(Json(result?))
+}
+
+/// Tells every node to end the sessions (and their streams) the token `id`
+/// opened; says how many ended and which nodes could not be told (their
+/// sessions end when they next check the token: never, so this is logged).
+async fn end_sessions_everywhere(im: &ClusterIm, id: &str) -> String {
+    let Ok(nodes) = im.candidates().await else {
+        tracing::warn!(token = id, "cannot list the nodes to end the revoked token's sessions");
+        return "nodes unknown: sessions not ended".into();
+    };
+    let (mut ended, mut missed) = (0u64, Vec::new());
+    for node in nodes {
+        let path = format!("/v1/tokens/{id}/sessions");
+        match im.forward(&node.info, Method::DELETE, &path, None).await {
+            Ok(f) if f.status == 200 => {
+                ended += serde_json::from_slice::<serde_json::Value>(&f.body)
+                    .ok()
+                    .and_then(|v| v["ended"].as_u64())
+                    .unwrap_or(0);
+            }
+            Ok(f) => {
+                tracing::warn!(node = %node.info.id, status = f.status, token = id, "node did not end the revoked token's sessions");
+                missed.push(node.info.id.clone());
+            }
+            Err(_) => missed.push(node.info.id.clone()),
+        }
+    }
+    if missed.is_empty() {
+        format!("{ended} sessions ended")
+    } else {
+        format!("{ended} sessions ended; not told: {}", missed.join(", "))
+    }
 }
 
 async fn audit(
@@ -489,7 +530,7 @@ async fn audit(
     if !(1..=10_000).contains(&limit) {
         return Err(ApiError::bad_request("invalid_query", format!("limit must be between 1 and 10000, got {limit}")));
     }
-    Ok(Json(im.access().audit_log(q.since, limit)?))
+    Ok(Json(im.access().audit_log(q.since, limit).await?))
 }
 
 /// Snapshot first, then numbered events (the IM's own and every node's);

@@ -51,6 +51,7 @@ use super::{access, algo, operator};
         access::create_token,
         access::list_tokens,
         access::revoke_token,
+        access::end_sessions,
         access::audit,
         operator::log_level,
         operator::autoscale,

@@ -13,12 +13,19 @@
 //! [`MAX_ORDER_REQUESTS_IN_FLIGHT`] per connection, and is answered with a
 //! [`StreamReply`] naming the request's id, so a slow venue holds up neither
 //! the connection's other requests nor its data.
+//!
+//! A stream lives only as long as its credential: when the API token it was
+//! opened with (or that opened its session) is revoked or expires, or the
+//! session is closed, the stream ends at once with a close frame of code
+//! [`CLOSE_CREDENTIAL_ENDED`] (1008, policy violation) whose reason says
+//! `token revoked` or `token expired`; order requests already read are
+//! refused from that moment.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -33,19 +40,32 @@ use serde_json::value::RawValue;
 use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::auth::Caller;
+use crate::auth::{Caller, Ended, Validity};
 use crate::error::ApiError;
 use crate::infra::Infra;
 use crate::markets::{feed_of, Client, MdMsg, OrderMsg};
 
+/// The close code of a stream whose credential ended (revoked, expired,
+/// session closed): 1008, "policy violation" (RFC 6455 §7.4.1), which every
+/// WebSocket client understands; the reason says which.
+pub const CLOSE_CREDENTIAL_ENDED: u16 = 1008;
+
 pub async fn upgrade(State(infra): State<Infra>, caller: Caller, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
     let client =
         infra.markets().instances().join(session_instance(&infra, &headers).as_ref().map(|(s, i)| (s.as_str(), *i)));
+    let validity = super::validity(&infra, &headers, &caller);
     // Frames up to 64 KiB are read and answered with an error when over the
     // protocol limit; anything larger closes the socket.
     ws.max_message_size(64 * 1024)
         .max_frame_size(64 * 1024)
-        .on_upgrade(move |socket| session(infra, caller, client, socket))
+        .on_upgrade(move |socket| session(infra, Credential { caller, validity }, client, socket))
+}
+
+/// Who a stream acts for, and how long that holds.
+#[derive(Clone)]
+struct Credential {
+    caller: Caller,
+    validity: Validity,
 }
 
 /// The caller's session and the instance it was assigned, when the bearer
@@ -175,19 +195,41 @@ struct Sub {
     subscriptions: metrics::Gauge,
 }
 
-async fn session(infra: Infra, caller: Caller, client: Client, socket: WebSocket) {
-    let customer = caller.customer().ok().map(str::to_string);
+async fn session(infra: Infra, credential: Credential, client: Client, socket: WebSocket) {
+    let customer = credential.caller.customer().ok().map(str::to_string);
     let in_flight = Arc::new(Semaphore::new(MAX_ORDER_REQUESTS_IN_FLIGHT));
     let (mut sink, mut source) = socket.split();
     let (out, mut out_rx) = mpsc::channel::<Outgoing>(SESSION_QUEUE);
     let instance = client.instance.clone();
+    // The credential's end reaches the writer directly, ahead of whatever is
+    // queued: the close frame goes out at once.
+    let (ended_tx, mut ended_rx) = tokio::sync::oneshot::channel::<Ended>();
     let writer = tokio::spawn(async move {
         let delivered = metrics::counter!("lido_stream_messages_total");
         // Frames waiting in the queue go out together: one write to the
         // socket per batch, not per frame, so an algo that fell behind
         // catches up with fewer system calls (the same order, the same frames).
         let mut batch: Vec<Option<Instant>> = Vec::with_capacity(WRITE_BATCH);
-        'session: while let Some(first) = out_rx.recv().await {
+        // Until the reader finishes without the credential ending (then what
+        // is queued still goes out).
+        let mut watching = true;
+        'session: loop {
+            let first = tokio::select! {
+                biased;
+                ended = &mut ended_rx, if watching => {
+                    let Ok(ended) = ended else {
+                        watching = false;
+                        continue;
+                    };
+                    let frame = CloseFrame { code: CLOSE_CREDENTIAL_ENDED, reason: ended.reason().into() };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    break 'session;
+                }
+                msg = out_rx.recv() => match msg {
+                    Some(msg) => msg,
+                    None => break 'session,
+                },
+            };
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 if let Some((text, published)) = msg.into_text() {
@@ -216,9 +258,18 @@ async fn session(infra: Infra, caller: Caller, client: Client, socket: WebSocket
         .stream_opened(Box::new(move || probe.upgrade().map_or(0, |tx| tx.max_capacity() - tx.capacity())));
     let mut subs: HashMap<StreamKey, Sub> = HashMap::new();
     let closing = infra.closing().clone();
+    let mut ended_tx = Some(ended_tx);
+    let Credential { caller, validity } = credential.clone();
     loop {
         let msg = tokio::select! {
             _ = closing.cancelled() => break,
+            ended = validity.ended() => {
+                tracing::info!(actor = %caller.actor(), reason = ended.reason(), "stream closed: its credential ended");
+                if let Some(tx) = ended_tx.take() {
+                    let _ = tx.send(ended);
+                }
+                break;
+            }
             msg = source.next() => match msg {
                 Some(Ok(msg)) => msg,
                 _ => break,
@@ -246,12 +297,12 @@ async fn session(infra: Infra, caller: Caller, client: Client, socket: WebSocket
             },
             Ok(ClientMessage::PlaceOrder { id, order }) => {
                 let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
-                tokio::spawn(answer(infra.clone(), caller.clone(), out.clone(), id, OrderRequest::Place(order), permit));
+                tokio::spawn(answer(infra.clone(), credential.clone(), out.clone(), id, OrderRequest::Place(order), permit));
                 continue;
             }
             Ok(ClientMessage::CancelOrder { id, order_id }) => {
                 let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
-                tokio::spawn(answer(infra.clone(), caller.clone(), out.clone(), id, OrderRequest::Cancel(order_id), permit));
+                tokio::spawn(answer(infra.clone(), credential.clone(), out.clone(), id, OrderRequest::Cancel(order_id), permit));
                 continue;
             }
             Ok(ClientMessage::Ping) => ServerMessage::Ack(StreamAck { op: "pong".into(), channel: None, market: None, symbol: None }),
@@ -290,6 +341,7 @@ async fn session(infra: Infra, caller: Caller, client: Client, socket: WebSocket
     }
     infra.markets().stream_closed(stream_id);
     drop(out);
+    drop(ended_tx);
     let _ = writer.await;
     // Leaves the instance only once nothing of the stream is left.
     drop(client);
@@ -301,17 +353,19 @@ enum OrderRequest {
     Cancel(String),
 }
 
-/// Carries out an order request the REST handlers' way (customers only)
-/// and queues its reply; `_permit` holds its place among those in flight.
+/// Carries out an order request the REST handlers' way (customers only,
+/// while the credential holds) and queues its reply; `_permit` holds its
+/// place among those in flight.
 async fn answer(
     infra: Infra,
-    caller: Caller,
+    credential: Credential,
     out: mpsc::Sender<Outgoing>,
     id: String,
     request: OrderRequest,
     _permit: OwnedSemaphorePermit,
 ) {
-    let result = match (caller.customer(), request) {
+    let allowed = credential.validity.check().and_then(|()| credential.caller.customer());
+    let result = match (allowed, request) {
         (Err(e), _) => Err(e),
         (Ok(customer), OrderRequest::Place(order)) => super::algo::place(&infra, customer, order).await,
         (Ok(customer), OrderRequest::Cancel(order_id)) => {
