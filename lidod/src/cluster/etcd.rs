@@ -418,14 +418,16 @@ impl Registry for EtcdRegistry {
         self.changes.subscribe()
     }
 
+    /// Retried as any request (within its deadline): one member of three
+    /// down must not make the IM look cut off, only a lost majority.
     async fn ping(&self) -> RegistryResult<()> {
-        let mut c = self.client.clone();
-        let ask = c.get(self.root.clone(), Some(GetOptions::new().with_count_only()));
-        match timeout(ATTEMPT_TIMEOUT, ask).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(unavailable(e)),
-            Err(_) => Err(unavailable(format!("no answer within {} ms", ATTEMPT_TIMEOUT.as_millis()))),
-        }
+        let key = self.root.clone();
+        with_retry(&self.client, "ping", |mut c| {
+            let key = key.clone();
+            async move { c.get(key, Some(GetOptions::new().with_count_only())).await }
+        })
+        .await
+        .map(drop)
     }
 }
 

@@ -114,9 +114,8 @@ pub trait Registry: Send + Sync + 'static {
     /// Changes from now on, made by any IM.
     fn watch(&self) -> broadcast::Receiver<RegistryChange>;
 
-    /// One quick round trip to the backend (a single attempt, no retries):
-    /// `Unavailable` when it cannot be reached now. The IM's `/healthz`
-    /// follows it.
+    /// One round trip to the backend (retried within the usual deadline):
+    /// `Unavailable` when it cannot be reached. The IM's `/healthz` follows it.
     async fn ping(&self) -> RegistryResult<()> {
         Ok(())
     }
