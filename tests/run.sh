@@ -3,7 +3,9 @@
 #
 # Works on a fresh Debian machine that has a Rust toolchain (cargo, rustfmt,
 # clippy); as root it installs the Debian packages the build needs. All test
-# servers bind 127.0.0.1 on port 0 and are stopped by the tests themselves.
+# servers bind 127.0.0.1 on port 0 and are stopped by the tests themselves,
+# but for the netns harness (root only), whose hosts have 192.0.2.0/24
+# addresses in network namespaces it makes and removes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,6 +61,10 @@ ensure cc gcc "a C compiler for crates with C parts, e.g. ring under rustls"
 ensure tmux tmux "the end-to-end test of lido-tui drives it in a real terminal"
 ensure etcd etcd-server "the cluster tests run a real etcd"
 ensure protoc protobuf-compiler "etcd-client's build generates its gRPC code with protoc"
+if [ "$(id -u)" = 0 ]; then
+    # Only root can make network namespaces: others skip the netns harness.
+    ensure ip iproute2 "the netns harness (tests/netns) puts each host of a cluster in a network namespace"
+fi
 
 echo "== venue fakes share no code with the adapters they test"
 # A fake that names lidod's or lido-shared's types copies the adapter's

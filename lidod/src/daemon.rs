@@ -312,6 +312,7 @@ pub async fn run_im(listener: TcpListener, config: Config, shutdown: Cancellatio
         let scaler = crate::cluster::nodescale::spawn_node_autoscaler(
             config.node.id.clone(),
             im.registry().clone(),
+            im.leader(),
             provisioner.build(),
             c.autoscale.clone(),
             im.bus().clone(),

@@ -545,6 +545,13 @@ pub struct NodeScaleStatus {
     pub recent: Vec<NodeScaleDecision>,
     /// The last failure to read the registry or to act, if the latest round failed.
     pub error: Option<String>,
+    /// When this IM last became the leader.
+    #[serde(default)]
+    pub leading_since: Option<DateTime<Utc>>,
+    /// When this IM last stopped being the leader (it stepped down, or its
+    /// lease could not be renewed).
+    #[serde(default)]
+    pub stepped_down_at: Option<DateTime<Utc>>,
 }
 
 /// A node as the autoscaler sees it.

@@ -49,6 +49,9 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 const ELECTION_TTL_S: i64 = 3;
 /// How often the election lease is renewed.
 const ELECTION_RENEW: Duration = Duration::from_secs(1);
+/// How long before its lease could expire a leader that cannot renew it
+/// stops acting as leader.
+const STEP_DOWN_MARGIN: Duration = Duration::from_millis(500);
 /// Pause before re-watching, re-observing or re-campaigning after an error.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
@@ -441,6 +444,18 @@ impl Registry for EtcdRegistry {
     fn watch(&self) -> broadcast::Receiver<RegistryChange> {
         self.changes.subscribe()
     }
+
+    /// Retried as any request (within its deadline): one member of three
+    /// down must not make the IM look cut off, only a lost majority.
+    async fn ping(&self) -> RegistryResult<()> {
+        let key = self.root.clone();
+        with_retry(&self.client, "ping", |mut c| {
+            let key = key.clone();
+            async move { c.get(key, Some(GetOptions::new().with_count_only())).await }
+        })
+        .await
+        .map(drop)
+    }
 }
 
 /// One IM's campaign for `{prefix}/leader`.
@@ -586,10 +601,17 @@ impl Election {
     }
 }
 
-/// Renews the election lease every second until the round is over. A
-/// failed renewal is retried (another member may answer) as long as the
-/// lease surely still holds; `lost` is cancelled half a second before it
-/// could expire on etcd, or at once if etcd says it is gone.
+/// What one renewal of the election lease came to.
+#[derive(Debug)]
+enum Renewal {
+    Renewed,
+    /// etcd says the lease is gone.
+    Expired(String),
+    /// No answer this time (a member down): worth another try.
+    Failed(String),
+}
+
+/// Renews the election lease every second until the round is over.
 async fn renew(
     client: Client,
     lease: i64,
@@ -597,8 +619,36 @@ async fn renew(
     lost: CancellationToken,
     round_over: CancellationToken,
 ) {
+    let keep_alive = move || {
+        let mut c = client.clone();
+        async move {
+            match c.lease_keep_alive(lease).await {
+                Ok(_) => Renewal::Renewed,
+                Err(etcd_client::Error::LeaseKeepAliveError(e)) => Renewal::Expired(e),
+                Err(e) => Renewal::Failed(e.to_string()),
+            }
+        }
+    };
+    keep_renewing(keep_alive, granted_at, lost, round_over).await
+}
+
+/// The renewal schedule, apart from etcd (so its timing is unit-tested).
+/// A failed renewal is retried (another member may answer) as long as the
+/// lease surely still holds; `lost` is cancelled [`STEP_DOWN_MARGIN`]
+/// before the lease could expire on etcd (counted from when the last
+/// renewal that succeeded was *sent*: etcd extends it later than that),
+/// or at once if etcd says it is gone. So a leader cut off from etcd
+/// steps down before another IM's campaign can win the lease.
+async fn keep_renewing<F, Fut>(
+    mut keep_alive: F,
+    granted_at: Instant,
+    lost: CancellationToken,
+    round_over: CancellationToken,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Renewal>,
+{
     let ttl = Duration::from_secs(ELECTION_TTL_S.unsigned_abs());
-    let margin = Duration::from_millis(500);
     // The lease runs from when etcd handled the request, after we sent it.
     let mut valid_until = granted_at + ttl;
     let mut next = granted_at + ELECTION_RENEW;
@@ -608,29 +658,28 @@ async fn renew(
             _ = tokio::time::sleep_until(next) => {}
         }
         let sent = Instant::now();
-        let give_up = valid_until - margin;
+        let give_up = valid_until - STEP_DOWN_MARGIN;
         if sent >= give_up {
-            tracing::debug!("election lease not renewed in time");
+            tracing::warn!("election lease not renewed in time: stepping down before it can expire");
             lost.cancel();
             return;
         }
-        let mut c = client.clone();
-        match timeout(give_up - sent, c.lease_keep_alive(lease)).await {
-            Ok(Ok(_)) => {
+        match timeout(give_up - sent, keep_alive()).await {
+            Ok(Renewal::Renewed) => {
                 valid_until = sent + ttl;
                 next = sent + ELECTION_RENEW;
             }
-            Ok(Err(etcd_client::Error::LeaseKeepAliveError(e))) => {
-                tracing::debug!(error = %e, "election lease expired");
+            Ok(Renewal::Expired(e)) => {
+                tracing::warn!(error = %e, "election lease expired");
                 lost.cancel();
                 return;
             }
-            Ok(Err(e)) => {
+            Ok(Renewal::Failed(e)) => {
                 tracing::debug!(error = %e, "election lease renewal failed; retrying");
-                next = Instant::now() + Duration::from_millis(200);
+                next = (Instant::now() + Duration::from_millis(200)).min(valid_until - STEP_DOWN_MARGIN);
             }
             Err(_) => {
-                tracing::debug!("election lease renewal unanswered");
+                tracing::warn!("election lease renewal unanswered: stepping down before it can expire");
                 lost.cancel();
                 return;
             }
@@ -731,5 +780,74 @@ fn translate(root: &str, kind: EventType, kv: &KeyValue, prev: Option<&KeyValue>
         }
         "settings" if !put => Some(RegistryChange::Setting { key: name.to_string(), value: None }),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// Renewals answer until `answered`, then hang (etcd cut off); when
+    /// does the leader step down?
+    async fn step_down_after(answered: usize, cut: impl Fn() -> Renewal + Send + Sync + 'static) -> Duration {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let cut = Arc::new(cut);
+        let keep_alive = {
+            let calls = calls.clone();
+            move || {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                let cut = cut.clone();
+                async move {
+                    if n < answered {
+                        return Renewal::Renewed;
+                    }
+                    match cut() {
+                        Renewal::Renewed => std::future::pending().await,
+                        other => other,
+                    }
+                }
+            }
+        };
+        let start = Instant::now();
+        let (lost, over) = (CancellationToken::new(), CancellationToken::new());
+        let task = tokio::spawn(keep_renewing(keep_alive, start, lost.clone(), over.clone()));
+        timeout(Duration::from_secs(60), lost.cancelled()).await.expect("the leader steps down");
+        over.cancel();
+        let _ = task.await;
+        start.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_cut_off_from_etcd_steps_down_before_its_lease_can_expire() {
+        let ttl = Duration::from_secs(ELECTION_TTL_S.unsigned_abs());
+        // Three renewals answered (sent at 1, 2 and 3 s), then silence: the
+        // lease holds on etcd until at least 3 s + ttl = 6 s.
+        let down = step_down_after(3, || Renewal::Renewed).await;
+        let expires = ELECTION_RENEW * 3 + ttl;
+        assert_eq!(down, expires - STEP_DOWN_MARGIN, "stepped down {STEP_DOWN_MARGIN:?} before the lease could end");
+
+        // Renewals that fail outright (no member answers) are retried, but
+        // never past the same point.
+        let down = step_down_after(1, || Renewal::Failed("connection refused".into())).await;
+        let expires = ELECTION_RENEW + ttl;
+        assert!(down <= expires - STEP_DOWN_MARGIN, "stepped down at {down:?}, the lease ends at {expires:?}");
+        assert!(down >= expires - STEP_DOWN_MARGIN - Duration::from_millis(200), "kept retrying until then: {down:?}");
+
+        // etcd saying the lease is gone ends the lead at once.
+        let down = step_down_after(0, || Renewal::Expired("lease not found".into())).await;
+        assert_eq!(down, ELECTION_RENEW);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewed_lease_keeps_the_lead() {
+        let (lost, over) = (CancellationToken::new(), CancellationToken::new());
+        let task =
+            tokio::spawn(keep_renewing(|| async { Renewal::Renewed }, Instant::now(), lost.clone(), over.clone()));
+        sleep(Duration::from_secs(120)).await;
+        assert!(!lost.is_cancelled(), "a leader whose renewals succeed keeps the lead");
+        over.cancel();
+        task.await.unwrap();
     }
 }

@@ -3,20 +3,23 @@
 //! places sessions on the least-loaded reachable node, keeps each
 //! customer's TraderManager sticky through the [`Registry`], forwards
 //! operator actions to the node concerned, and stops idle draining nodes
-//! in the after-hours window.
+//! in the after-hours window. Each IM campaigns for the lead (one per
+//! cluster: only the leader stops nodes or autoscales) and follows whether
+//! it reaches its registry (`/healthz` answers 503 while it does not).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use lido_shared::access::{Secret, CLUSTER_SECRET_HEADER};
 use lido_shared::api::{Session, SessionRequest};
 use lido_shared::cluster::{
     ClusterEvent, ClusterSnapshot, NodeCheckIn, NodeCheckInReply, NodeInfo, NodeLoad, ServiceKind, WatchMessage,
 };
+use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -30,6 +33,18 @@ use crate::events::EventBus;
 /// The first re-dial of a lost node watch socket, and the cap it doubles to.
 const REDIAL_MIN: Duration = Duration::from_millis(100);
 const REDIAL_MAX: Duration = Duration::from_secs(2);
+/// How often the IM checks that it reaches its registry.
+const REGISTRY_PROBE: Duration = Duration::from_secs(1);
+
+/// Whether the IM reaches its registry, as of its last probe.
+#[derive(Clone, Debug)]
+pub struct RegistryHealth {
+    pub reachable: bool,
+    /// Since when it is so.
+    pub since: DateTime<Utc>,
+    /// The last probe's failure while unreachable.
+    pub error: Option<String>,
+}
 
 /// What a [`ClusterIm`] is made of.
 pub struct ImParts {
@@ -64,6 +79,9 @@ struct Inner {
     stopping: Mutex<HashMap<String, Instant>>,
     /// The node autoscaler, when `[cluster.autoscale]` is enabled.
     scaler: std::sync::OnceLock<super::nodescale::NodeScaler>,
+    /// This IM's campaign for the lead: the leader's name.
+    leader: std::sync::OnceLock<watch::Receiver<Option<String>>>,
+    registry_health: Mutex<RegistryHealth>,
 }
 
 /// What the IM knows of a node beyond its registry record.
@@ -109,6 +127,8 @@ impl ClusterIm {
                 nodes: Mutex::default(),
                 stopping: Mutex::default(),
                 scaler: std::sync::OnceLock::new(),
+                leader: std::sync::OnceLock::new(),
+                registry_health: Mutex::new(RegistryHealth { reachable: true, since: Utc::now(), error: None }),
             }),
         })
     }
@@ -116,8 +136,57 @@ impl ClusterIm {
     /// Starts the IM's own tasks: registry changes onto the bus, the
     /// after-hours check. They end with `closing`.
     pub fn start(&self) {
+        let _ = self.leader();
         tokio::spawn(self.clone().publish_registry_changes());
         tokio::spawn(self.clone().after_hours_loop());
+        tokio::spawn(self.clone().registry_probe_loop());
+    }
+
+    /// The leader's name as this IM's campaign sees it (the campaign starts
+    /// on the first call and runs until the IM closes). A leader that cannot
+    /// renew its lease turns it to `None` before the lease can expire.
+    pub fn leader(&self) -> watch::Receiver<Option<String>> {
+        self.inner
+            .leader
+            .get_or_init(|| self.inner.registry.campaign(&self.inner.id, self.inner.closing.child_token()))
+            .clone()
+    }
+
+    /// Whether this IM leads the cluster right now.
+    pub fn leads(&self) -> bool {
+        self.leader().borrow().as_deref() == Some(self.inner.id.as_str())
+    }
+
+    /// Whether this IM reaches its registry, as of its last probe.
+    pub fn registry_health(&self) -> RegistryHealth {
+        self.inner.registry_health.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Probes the registry every second; logs each change once.
+    async fn registry_probe_loop(self) {
+        let mut tick = tokio::time::interval(REGISTRY_PROBE);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.inner.closing.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let result = self.inner.registry.ping().await;
+            let mut health = self.inner.registry_health.lock().unwrap_or_else(|p| p.into_inner());
+            match result {
+                Ok(()) if !health.reachable => {
+                    info!(registry = self.inner.registry.backend(), "cluster registry reachable again");
+                    *health = RegistryHealth { reachable: true, since: Utc::now(), error: None };
+                }
+                Ok(()) => {}
+                Err(e) if health.reachable => {
+                    warn!(registry = self.inner.registry.backend(), error = %e,
+                        "cluster registry unreachable: this IM answers /healthz 503 and takes no leader decisions until it is back");
+                    *health = RegistryHealth { reachable: false, since: Utc::now(), error: Some(e.to_string()) };
+                }
+                Err(e) => health.error = Some(e.to_string()),
+            }
+        }
     }
 
     /// Hands the IM its node autoscaler (once), for the status route.
@@ -577,8 +646,8 @@ impl ClusterIm {
         }
     }
 
-    /// Once a second inside the after-hours window: stops each idle
-    /// draining node.
+    /// Once a second inside the after-hours window, while this IM leads:
+    /// stops each idle draining node.
     async fn after_hours_loop(self) {
         let Some(window) = self.inner.after_hours else { return };
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -588,12 +657,14 @@ impl ClusterIm {
                 _ = self.inner.closing.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            if !window.contains(Utc::now()) {
+            // Only the leader stops nodes: two IMs never decide at once.
+            if !window.contains(Utc::now()) || !self.leads() {
                 continue;
             }
             let Ok(nodes) = self.candidates().await else { continue };
             for node in nodes.iter().filter(|c| c.info.draining && is_idle(&c.info)) {
-                if self.is_stopping(&node.info.id) {
+                // Reading the nodes took time: still the leader?
+                if self.is_stopping(&node.info.id) || !self.leads() {
                     continue;
                 }
                 self.stop_node(&node.info, &window).await;

@@ -16,6 +16,7 @@ use std::time::Duration;
 use chrono::Utc;
 use lido_shared::cluster::{ClusterEvent, NodeScaleDecision, NodeScaleNode, NodeScaleStatus};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -352,24 +353,27 @@ pub fn merge(base: NodeScaleConfig, changes: &serde_json::Value) -> Result<NodeS
     Ok(cfg)
 }
 
-/// Starts the autoscaler of IM `me`: while `me` leads (per
-/// [`Registry::campaign`]), once a second, it reads the nodes and drain
-/// flags, applies [`decide`] and acts. It ends with `stop`.
+/// Starts the autoscaler of IM `me`: while `me` leads (per `leader`, the
+/// IM's [`Registry::campaign`]), once a second, it reads the nodes and
+/// drain flags, applies [`decide`] and acts. It ends with `stop`.
 pub fn spawn_node_autoscaler(
     me: String,
     registry: Arc<dyn Registry>,
+    leader: watch::Receiver<Option<String>>,
     provisioner: Arc<dyn Provisioner>,
     cfg: NodeScaleConfig,
     bus: EventBus,
     stop: CancellationToken,
 ) -> NodeScaler {
-    spawn_with_tick(me, registry, provisioner, cfg, bus, stop, Duration::from_secs(1))
+    spawn_with_tick(me, registry, leader, provisioner, cfg, bus, stop, Duration::from_secs(1))
 }
 
 /// [`spawn_node_autoscaler`] looking every `tick` (tests look more often).
+#[allow(clippy::too_many_arguments)]
 fn spawn_with_tick(
     me: String,
     registry: Arc<dyn Registry>,
+    leader: watch::Receiver<Option<String>>,
     provisioner: Arc<dyn Provisioner>,
     cfg: NodeScaleConfig,
     bus: EventBus,
@@ -389,6 +393,7 @@ fn spawn_with_tick(
     let mut scaler = Scaler {
         me,
         registry,
+        leader,
         provisioner,
         cfg,
         bus,
@@ -398,13 +403,58 @@ fn spawn_with_tick(
         last_hold: None,
         recent: VecDeque::with_capacity(RECENT),
     };
+    tokio::spawn(follow_leader(scaler.me.clone(), scaler.leader.clone(), handle.clone(), stop.clone()));
     tokio::spawn(async move { scaler.run(stop, tick).await });
     handle
+}
+
+/// Shows each change of leader in the status at once (a round may be
+/// waiting on an unreachable registry meanwhile), with when this IM began
+/// or ceased to lead.
+async fn follow_leader(
+    me: String,
+    mut leader: watch::Receiver<Option<String>>,
+    handle: NodeScaler,
+    stop: CancellationToken,
+) {
+    let mut led = false;
+    loop {
+        let leader_id = leader.borrow_and_update().clone();
+        let leads = leader_id.as_deref() == Some(me.as_str());
+        {
+            let mut status = handle.lock();
+            status.leader = leads;
+            status.leader_id = leader_id;
+            if leads && !led {
+                status.leading_since = Some(Utc::now());
+            } else if led && !leads {
+                status.stepped_down_at = Some(Utc::now());
+            }
+        }
+        if leads != led {
+            tracing::info!(im = %me, leads, "node autoscaler {}", if leads { "leads" } else { "no longer leads" });
+            led = leads;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = leader.changed() => if r.is_err() {
+                // The campaign ended (the IM is closing): it leads no more.
+                let mut status = handle.lock();
+                if status.leader {
+                    status.leader = false;
+                    status.stepped_down_at = Some(Utc::now());
+                }
+                return;
+            },
+        }
+    }
 }
 
 struct Scaler {
     me: String,
     registry: Arc<dyn Registry>,
+    /// The leader's name, from this IM's campaign.
+    leader: watch::Receiver<Option<String>>,
     provisioner: Arc<dyn Provisioner>,
     cfg: NodeScaleConfig,
     bus: EventBus,
@@ -418,7 +468,6 @@ struct Scaler {
 
 impl Scaler {
     async fn run(&mut self, stop: CancellationToken, every: Duration) {
-        let leader = self.registry.campaign(&self.me, stop.child_token());
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut led = false;
@@ -427,15 +476,8 @@ impl Scaler {
                 _ = stop.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            let leader_id = leader.borrow().clone();
-            let leads = leader_id.as_deref() == Some(self.me.as_str());
-            {
-                let mut status = self.handle.lock();
-                status.leader = leads;
-                status.leader_id = leader_id;
-            }
+            let leads = self.leader.borrow().as_deref() == Some(self.me.as_str());
             if leads != led {
-                tracing::info!(im = %self.me, leads, "node autoscaler {}", if leads { "leads" } else { "no longer leads" });
                 led = leads;
                 // A new term: the cooldown and hold reason start afresh, the
                 // pending nodes of an earlier term are forgotten.
@@ -505,6 +547,11 @@ impl Scaler {
         };
         let decision = decide(&nodes, inputs, &self.cfg);
         self.show(&nodes, &draining, &provisioned, &decision);
+        // Reading the registry took time: act only if still the leader (a
+        // leader cut off from etcd has stepped down before its lease ends).
+        if self.leader.borrow().as_deref() != Some(self.me.as_str()) {
+            return Ok(());
+        }
         let outcome = match &decision {
             Decision::Hold { kind, reason } => {
                 if self.last_hold != Some(*kind) {

@@ -142,4 +142,10 @@ pub trait Registry: Send + Sync + 'static {
     async fn audit_records(&self) -> RegistryResult<Vec<String>> {
         Ok(Vec::new())
     }
+
+    /// One round trip to the backend (retried within the usual deadline):
+    /// `Unavailable` when it cannot be reached. The IM's `/healthz` follows it.
+    async fn ping(&self) -> RegistryResult<()> {
+        Ok(())
+    }
 }

@@ -124,8 +124,34 @@ impl FromRequestParts<ClusterIm> for ImOperator {
     }
 }
 
-async fn healthz(State(im): State<ClusterIm>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok", "role": "im", "im": im.id(), "registry": im.registry().backend()}))
+/// 200 while the IM reaches its registry; 503 with the error body while it
+/// does not (a readiness probe takes it out of rotation; it comes back by
+/// itself once the registry answers again).
+async fn healthz(State(im): State<ClusterIm>) -> Response {
+    let health = im.registry_health();
+    let backend = im.registry().backend();
+    let mut body = serde_json::json!({
+        "status": if health.reachable { "ok" } else { "unavailable" },
+        "role": "im",
+        "im": im.id(),
+        "registry": backend,
+        "registry_reachable": health.reachable,
+        "since": health.since,
+        "leader": im.leads(),
+    });
+    if health.reachable {
+        return Json(body).into_response();
+    }
+    let cause = health.error.unwrap_or_else(|| "no answer".into());
+    body["error"] = serde_json::json!({
+        "code": "registry_unreachable",
+        "message": format!(
+            "this IM cannot reach its cluster registry ({backend}) since {}: {cause}; it takes no leader decisions \
+             and recovers by itself when the registry answers; check the network to the etcd members",
+            health.since.to_rfc3339()
+        ),
+    });
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
 /// The cluster's figures; operators only (in open mode the local caller is one).

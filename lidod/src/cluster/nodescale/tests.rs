@@ -243,7 +243,8 @@ fn spawn(
     bus: EventBus,
     stop: CancellationToken,
 ) -> NodeScaler {
-    spawn_with_tick(me, registry, provisioner, cfg, bus, stop, Duration::from_millis(20))
+    let leader = registry.campaign(&me, stop.child_token());
+    spawn_with_tick(me, registry, leader, provisioner, cfg, bus, stop, Duration::from_millis(20))
 }
 
 /// Polls `done` until it holds, for at most 30 s.
