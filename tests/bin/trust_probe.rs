@@ -213,6 +213,7 @@ fn routes(me: &str, node_id: &str) -> Vec<Attempt> {
         add(Method::PUT, "/v1/log-level".into(), Some(json!({"filter": "trace"})));
         add(Method::PUT, "/v1/markets/paper".into(), Some(json!({"brokers": ["paper-1"]})));
         add(Method::GET, "/v1/sessions".into(), None);
+        add(Method::GET, "/metrics".into(), None);
         add(Method::POST, "/v1/node/shutdown".into(), None);
         // Well-formed bodies: the credential, not the body, must decide.
         let node = json!({"id": "evil", "location": "x", "draining": false, "api_url": "http://127.0.0.1:9",
