@@ -235,14 +235,18 @@ fn im_unavailable(e: &ClientError) -> bool {
 
 /// True when the error means the session's node is gone rather than that
 /// the request was refused: nothing answered, the connection broke, the
-/// node does not know the session (it restarted), or it is shutting down.
+/// node does not know the session (it restarted), it is shutting down, or
+/// it is cut off from the cluster (`cluster_unavailable`: it cannot claim
+/// an order id at any IM, and sent nothing, so another node may place it).
 fn node_gone(e: &ClientError) -> bool {
     match e {
         ClientError::Unreachable { .. } | ClientError::Closed => true,
         ClientError::Http(e) => e.is_connect() || e.is_request() || e.is_body() || e.is_timeout(),
         ClientError::WebSocket(_) => e.is_unreachable(),
         ClientError::Api { status: 401, .. } => true,
-        ClientError::Api { status: 503, code, .. } => code == "shutting_down" || code == "node_stopping",
+        ClientError::Api { status: 503, code, .. } => {
+            code == "shutting_down" || code == "node_stopping" || code == "cluster_unavailable"
+        }
         _ => false,
     }
 }
@@ -260,6 +264,14 @@ mod tests {
         let unknown_session = ClientError::Api { status: 401, code: "invalid_token".into(), message: "x".into() };
         assert!(node_gone(&unknown_session), "a node that restarted no longer knows the session");
         assert!(node_gone(&ClientError::Closed));
+    }
+
+    #[test]
+    fn a_node_cut_off_from_the_cluster_is_left_for_another() {
+        let cut_off = ClientError::Api { status: 503, code: "cluster_unavailable".into(), message: "x".into() };
+        assert!(node_gone(&cut_off), "it sent nothing; another node may place the order");
+        let busy = ClientError::Api { status: 503, code: "no_broker".into(), message: "x".into() };
+        assert!(!node_gone(&busy), "a market with no broker up is the same on every node");
     }
 
     /// An IM that takes 100 ms to open each session, counting them.
