@@ -11,9 +11,12 @@
 //!   executes the trader. It may read and execute the system's directories
 //!   ([`SYSTEM_READ`]), its program and the paths the operator lists, and
 //!   read and write its own work dir; nothing else, so not the node's data
-//!   dir (tokens, cluster secret, journal) nor the rest of `/tmp`. Landlock
-//!   also stops it from tracing, or reading `/proc/<pid>/environ` of,
-//!   `lidod` and its other children.
+//!   dir (tokens, cluster secret, journal) nor the rest of `/tmp`.
+//! - Other processes: Landlock does not stop a read of `/proc/<pid>/environ`
+//!   of a process of the same user. So `lidod` makes itself non-dumpable at
+//!   start, and the sandbox drops every capability (bounding set included,
+//!   so a root trader does not regain them at exec): without
+//!   `CAP_SYS_PTRACE` the trader cannot read `lidod`'s environment or memory.
 
 use std::path::{Path, PathBuf};
 
@@ -50,6 +53,8 @@ pub const BROKER_ENV: &[&str] = &[
     "https_proxy",
     "no_proxy",
     "all_proxy",
+    // The crash tests' pause point; honored by debug builds only.
+    "LIDO_TEST_PAUSE_AT",
 ];
 
 /// Never passed from `lidod`'s environment to a trader, whatever the
@@ -163,13 +168,26 @@ pub fn landlock_available() -> Result<(), String> {
 /// with `program`. Returns only on failure: a trader never starts
 /// unconfined from here.
 pub fn exec(work_dir: &Path, read: &[PathBuf], program: &Path, args: &[String]) -> anyhow::Error {
-    match restrict(work_dir, read, program) {
-        Ok(()) => {}
-        Err(e) => return e,
+    if let Err(e) = restrict(work_dir, read, program).and_then(|()| drop_capabilities()) {
+        return e;
     }
     use std::os::unix::process::CommandExt;
     let e = std::process::Command::new(program).args(args).exec();
     anyhow::anyhow!("cannot run the trader {}: {e}", program.display())
+}
+
+/// Drops every capability this process has, and those an exec would give
+/// back to root (the bounding set). Nothing to do when it has none.
+fn drop_capabilities() -> anyhow::Result<()> {
+    use caps::CapSet;
+    if caps::read(None, CapSet::Permitted).context("cannot read the sandbox's capabilities")?.is_empty() {
+        return Ok(());
+    }
+    // The bounding set first: dropping it needs CAP_SETPCAP, still held.
+    for set in [CapSet::Bounding, CapSet::Ambient, CapSet::Inheritable, CapSet::Effective, CapSet::Permitted] {
+        caps::clear(None, set).with_context(|| format!("cannot drop the trader's {set:?} capabilities"))?;
+    }
+    Ok(())
 }
 
 fn restrict(work_dir: &Path, read: &[PathBuf], program: &Path) -> anyhow::Result<()> {
