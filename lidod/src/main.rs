@@ -178,6 +178,12 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     lidod::loglevel::install(handle);
+    // Not dumpable: a process of the same user without CAP_SYS_PTRACE (a
+    // hosted trader) cannot read this one's memory or /proc/<pid>/environ,
+    // which may hold venue keys. Landlock alone does not stop that read.
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(error = %e, "cannot make lidod non-dumpable; its children may read its environment");
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();

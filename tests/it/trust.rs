@@ -150,14 +150,16 @@ async fn a_hosted_trader_holds_nothing_of_lidods_and_can_do_only_what_its_custom
     // The node still runs (no shutdown, drain or stop got through).
     assert!(!op.cluster().await.unwrap().nodes.iter().any(|n| n.draining));
 
-    // 3. The data dirs and lidod's own environment are out of its reach; its work dir and the system are not.
-    // (It also reports whether it read /proc/<lidod>/environ: Landlock's ptrace
-    // scoping does not stop that where lidod itself runs in an outer sandbox,
-    // as on this test machine, so that line is not asserted; see the README.)
+    // 3. The data dirs and lidod's own environment (/proc/<lidod>/environ,
+    // which holds the venue keys) are out of its reach; its work dir and the
+    // system are not.
     let reads = report["reads"].as_object().unwrap();
     for f in &files {
         assert_eq!(reads[f.as_str()], "PermissionDenied", "the trader's read of {f}");
     }
+    let (lidod_environ, read) =
+        reads.iter().find(|(path, _)| path.ends_with("/environ")).expect("the probe tried lidod's environ");
+    assert_eq!(read, "PermissionDenied", "the trader's read of {lidod_environ}");
     assert_eq!(report["own_file"], true, "the trader works in its own dir");
     assert_eq!(report["system_file"], true, "the trader reads the system's files");
 
