@@ -209,3 +209,36 @@ async fn after_hours_an_idle_draining_node_is_stopped() {
     drop(n2);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A node that stalls past its TTL while its watch socket holds (a frozen
+/// process, or etcd losing its lease) leaves the IM's list, then checks in
+/// again: it must take sessions at once, not count as unreachable until
+/// its socket drops (the multi-host harness saw `no_node_available` for a
+/// minute after such a stall).
+#[tokio::test]
+async fn a_node_back_from_a_stall_longer_than_its_ttl_takes_sessions_again() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let dir = temp_data_dir();
+    let config = cluster_config(&dir, false);
+    let im_daemon = im(&config);
+    let n1 = node(&config, &im_daemon, "n1", "ny");
+    let im = im_daemon.client();
+    wait_for_nodes(&im, &["n1"]).await;
+    session(&im, "acme", None).await;
+
+    // Frozen for longer than node_ttl_ms (1500): the IM drops it.
+    let pid = Pid::from_raw(n1.pid() as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    eventually(Duration::from_secs(10), "n1 gone from the IM's view", || async {
+        im.cluster().await.ok()?.nodes.is_empty().then_some(())
+    })
+    .await;
+    kill(pid, Signal::SIGCONT).unwrap();
+    wait_for_nodes(&im, &["n1"]).await;
+
+    let again = session(&im, "beta", None).await;
+    assert_eq!(again.node, "n1");
+    drop(n1);
+    let _ = std::fs::remove_dir_all(&dir);
+}

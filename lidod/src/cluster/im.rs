@@ -525,7 +525,12 @@ impl ClusterIm {
                 }
                 RegistryChange::NodeGone(id) => {
                     known.remove(&id);
-                    self.set_connected(&id, false);
+                    // `connected` stays the watch socket's own: a gone node
+                    // is not a candidate anyway, and one that checks in
+                    // again while its socket held (a stall longer than the
+                    // TTL, etcd losing its lease) is reachable at once.
+                    // Clearing it here left such a node unreachable until
+                    // its socket dropped: no session could be placed on it.
                     let reason = if self.stopping().contains_key(&id) {
                         "stopped: idle and draining in the after-hours window".to_string()
                     } else {
