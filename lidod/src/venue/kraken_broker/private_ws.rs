@@ -494,17 +494,7 @@ fn closed_events(
             })
         })
         .collect();
-    let report = VenueOrderReport {
-        client_id: meta.client_id.clone(),
-        venue_order_id: txid.to_string(),
-        status: info.lido_status(),
-        filled_quantity: info.vol_exec,
-        average_price: Some(info.price).filter(|p| !p.is_zero() && !info.vol_exec.is_zero()),
-        reason: info.reason.clone(),
-        ts: info.closetm.or(Some(info.opentm)).and_then(unix_seconds).unwrap_or_else(Utc::now),
-        order: None,
-        trade_ids: info.trades.clone().unwrap_or_default(),
-    };
+    let report = super::order_report(&meta.client_id, txid, info);
     info!(order_id = %meta.client_id, %txid, status = %report.status, fills = out.len(), "kraken order closed while the executions feed was down");
     index.record_report(&report);
     out.push(ServiceEvent::OrderUpdate(report));
