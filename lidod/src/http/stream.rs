@@ -260,10 +260,14 @@ async fn session(infra: Infra, credential: Credential, client: Client, socket: W
     let closing = infra.closing().clone();
     let mut ended_tx = Some(ended_tx);
     let Credential { caller, validity } = credential.clone();
+    // One wait for the credential's end for the whole stream, not a new
+    // timer per message read.
+    let credential_ended = validity.ended();
+    tokio::pin!(credential_ended);
     loop {
         let msg = tokio::select! {
             _ = closing.cancelled() => break,
-            ended = validity.ended() => {
+            ended = &mut credential_ended => {
                 tracing::info!(actor = %caller.actor(), reason = ended.reason(), "stream closed: its credential ended");
                 if let Some(tx) = ended_tx.take() {
                     let _ = tx.send(ended);
