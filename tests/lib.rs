@@ -47,6 +47,21 @@ pub fn ensure_built() {
     });
 }
 
+/// Waits up to `within` for `child` to exit; kills it (and reaps it) if it
+/// has not, and answers `None` then.
+pub fn wait_child(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
 pub fn lidod_path() -> PathBuf {
     ensure_built();
     bin_dir().join("lidod")
@@ -141,16 +156,7 @@ impl TestDaemon {
     pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
         let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
+        wait_child(&mut child, within)
     }
 
     /// Waits up to `within` for the process to exit on its own; its status.

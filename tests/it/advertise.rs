@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lido_shared::api::SessionRequest;
 use lido_shared::client::LidoClient;
@@ -167,26 +167,14 @@ fn a_bad_advertise_url_stops_lidod_at_start() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let status = wait(&mut child, Duration::from_secs(20)).unwrap_or_else(|| panic!("lidod ran with {url:?}"));
+        let status = lido_tests::wait_child(&mut child, Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("lidod ran with {url:?}"));
         let mut stderr = String::new();
         std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
         assert!(!status.success(), "{url}: {status}");
         assert!(stderr.contains(says) && stderr.contains("--advertise-url"), "{url}: {stderr}");
         let _ = std::fs::remove_dir_all(&dir);
     }
-}
-
-fn wait(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
 }
 
 /// A network namespace this test creates (loopback only, reachable from

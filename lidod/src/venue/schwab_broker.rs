@@ -1246,6 +1246,18 @@ fn order_detail(e: &SchwabError) -> ErrorDetail {
 mod tests {
     use super::*;
 
+    /// What Schwab's token endpoint answers a login or refresh with.
+    fn login_response(access: &str, refresh: &str) -> super::super::schwab::token::TokenResponse {
+        super::super::schwab::token::TokenResponse {
+            expires_in: 1800,
+            token_type: "Bearer".into(),
+            scope: None,
+            refresh_token: refresh.into(),
+            access_token: access.into(),
+            id_token: None,
+        }
+    }
+
     #[test]
     fn options_parse_and_refuse_bad_values() {
         let mut o = BTreeMap::new();
@@ -1293,16 +1305,9 @@ mod tests {
 
     #[test]
     fn a_dead_login_degrades_the_broker_with_what_to_do() {
-        use super::super::schwab::token::{TokenResponse, Tokens};
+        use super::super::schwab::token::Tokens;
         let now = Utc::now();
-        let response = TokenResponse {
-            expires_in: 1800,
-            token_type: "Bearer".into(),
-            scope: None,
-            refresh_token: "r".into(),
-            access_token: "a".into(),
-            id_token: None,
-        };
+        let response = login_response("a", "r");
         let fresh = Tokens::from_login(response.clone(), now);
         assert_eq!(token_status("s1", &fresh, None, now), (ServiceState::Running, None));
         let (state, detail) = token_status("s1", &fresh, Some("token refresh refused: invalid_grant".into()), now);
@@ -1497,21 +1502,14 @@ mod tests {
         dir: &std::path::Path,
         tune: impl FnOnce(&mut SchwabOptions),
     ) -> (Arc<SchwabBroker>, mpsc::Receiver<ServiceEvent>) {
-        use super::super::schwab::token::{TokenResponse, Tokens};
+        use super::super::schwab::token::Tokens;
         let mut options = SchwabOptions::defaults("s1");
         options.api_url = url.to_string();
         options.auth_url = url.to_string();
         options.token_file = dir.join("tokens.json");
         options.orders_file = dir.join("orders.json");
         tune(&mut options);
-        let response = TokenResponse {
-            expires_in: 1800,
-            token_type: "Bearer".into(),
-            scope: None,
-            refresh_token: "r".into(),
-            access_token: "a".into(),
-            id_token: None,
-        };
+        let response = login_response("a", "r");
         TokenFile::new(&options.token_file).save(&Tokens::from_login(response, Utc::now())).unwrap();
         let config = RestConfig {
             api_url: options.api_url.clone(),
@@ -1598,15 +1596,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_token_file_is_read_again_before_a_refresh_and_a_refused_refresh_needs_a_login() {
-        use super::super::schwab::token::{TokenResponse, Tokens};
-        let response = |access: &str, refresh: &str| TokenResponse {
-            expires_in: 1800,
-            token_type: "Bearer".into(),
-            scope: None,
-            refresh_token: refresh.into(),
-            access_token: access.into(),
-            id_token: None,
-        };
+        use super::super::schwab::token::Tokens;
+        let response = login_response;
         let dir = tempfile::tempdir().unwrap();
         let (url, stub) = schwab_stub::start(schwab_stub::Stub::default()).await;
         let file = TokenFile::new(dir.path().join("tokens.json"));
